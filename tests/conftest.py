@@ -1,0 +1,50 @@
+"""Shared fixtures: one Kafka broker per test session, paths to shared data.
+
+The broker is the embedded tansu (real Kafka wire protocol) on a free
+loopback port, unless KAFKA_BOOTSTRAP_SERVERS points at a real cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from zonewatch.config import KafkaSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+if not SHARED.exists():  # CI lays shared/ beside the clone
+    SHARED = Path(os.environ.get("ZONEWATCH_SHARED", ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.exists():
+        pytest.skip("../shared is not present")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    from zonewatch.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:
+        yield broker.bootstrap
+
+
+@pytest.fixture()
+def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
+    """Settings with a unique topic prefix, so tests never see each other's data."""
+    return KafkaSettings(
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=f"zwtest-{uuid.uuid4().hex[:8]}",
+        partitions=2,
+    )

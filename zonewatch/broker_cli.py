@@ -1,0 +1,57 @@
+"""``zonewatch broker`` and ``zonewatch topics``."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+import click
+
+from zonewatch.config import Settings
+from zonewatch.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to bind.")
+@click.option("--port", default=9092, show_default=True, type=int, help="0 picks a free port.")
+@click.option("--create-topics/--no-create-topics", default=True, show_default=True)
+@click.pass_obj
+def broker(settings: Settings, host: str, port: int, create_topics: bool) -> None:
+    """Run the embedded Kafka-compatible broker (tansu, memory storage) in the foreground.
+
+    For demos and tests; production uses Apache Kafka (docker-compose.yml).
+    Prints the bootstrap address on stdout, then runs until SIGINT/SIGTERM.
+    """
+    from zonewatch.broker import EmbeddedBroker
+    from zonewatch.kafka import ensure_topics, wait_for_broker
+
+    embedded = EmbeddedBroker(host=host, port=port or None).start()
+    kafka = settings.kafka.model_copy(update={"bootstrap_servers": embedded.bootstrap})
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        embedded.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        wait_for_broker(kafka)
+        if create_topics:
+            ensure_topics(kafka)
+        click.echo(embedded.bootstrap, nl=True)
+        embedded.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        embedded.stop()
+
+
+@click.command()
+@click.pass_obj
+def topics(settings: Settings) -> None:
+    """Create zonewatch's topics on the configured cluster (idempotent)."""
+    from zonewatch.kafka import all_topics, ensure_topics
+
+    created = ensure_topics(settings.kafka)
+    for name in all_topics(settings.kafka):
+        click.echo(f"{name}\t{'created' if name in created else 'exists'}")

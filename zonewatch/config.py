@@ -1,0 +1,224 @@
+"""Settings from environment variables (``ZONEWATCH_*``) and an optional file.
+
+Precedence: explicit arguments > environment > config file > defaults.
+Nested settings use ``__`` in environment names, e.g.
+``ZONEWATCH_KAFKA__SASL_MECHANISM=SCRAM-SHA-512``. The plain
+``KAFKA_BOOTSTRAP_SERVERS`` variable is honoured too, because that is the name
+operators and our tests use to point at a real cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from zonewatch.errors import ConfigError
+
+SOURCES = ("intune", "gateway", "firewall", "vdi")
+
+
+class KafkaSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str | None = Field(
+        default=None,
+        description="host:port[,host:port]; unset means 'start or use the embedded broker'",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+    client_id: str = "zonewatch"
+    topic_prefix: str = "zonewatch"
+    partitions: int = Field(default=3, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    # A group join costs one session timeout in the worst case; 6 s keeps
+    # start-up quick while tolerating GC pauses.
+    session_timeout_ms: int = Field(default=6000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=1000, ge=100)
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL"):
+            if not self.sasl_mechanism:
+                raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+            if not self.sasl_username or self.sasl_password is None:
+                raise ValueError("SASL needs sasl_username and sasl_password")
+        return self
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}"
+
+    def events_topic(self, source: str) -> str:
+        return self.topic(f"events.{source}")
+
+    @property
+    def deadletter_topic(self) -> str:
+        return self.topic("deadletter")
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments shared by kafka-python producers, consumers and admin."""
+        if not self.bootstrap_servers:
+            raise ConfigError(
+                "no Kafka bootstrap servers: set KAFKA_BOOTSTRAP_SERVERS or "
+                "ZONEWATCH_KAFKA__BOOTSTRAP_SERVERS, or start one with `zonewatch broker`"
+            )
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        if self.security_protocol.endswith("SSL"):
+            kwargs["ssl_check_hostname"] = self.ssl_check_hostname
+            if self.ssl_cafile:
+                kwargs["ssl_cafile"] = str(self.ssl_cafile)
+            if self.ssl_certfile:
+                kwargs["ssl_certfile"] = str(self.ssl_certfile)
+            if self.ssl_keyfile:
+                kwargs["ssl_keyfile"] = str(self.ssl_keyfile)
+        return kwargs
+
+
+class CorrelatorSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rules: list[Path] = Field(default_factory=lambda: [Path("rules")])
+    pipeline: str = "ecs"
+    group_id: str = "zonewatch-correlator"
+    db_path: Path = Path("var/zonewatch.duckdb")
+    allowed_lateness_s: float = Field(default=60.0, ge=0)
+    late_events_update_windows: bool = False
+    max_batch: int = Field(default=2000, ge=1)
+    poll_timeout_ms: int = Field(default=200, ge=1)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+
+class TeamsSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    webhook_url: SecretStr | None = None
+    secrets_file: Path | None = None
+    requests_per_second: float = Field(default=4.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+    alert_link_template: str | None = None
+
+
+class ConnectorSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    zones_file: Path = Path("rules/zones.yaml")
+    timezone: str = "Asia/Tokyo"
+    max_line_bytes: int = Field(default=64 * 1024, ge=256)
+    checkpoint_dir: Path = Path("var/checkpoints")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ZONEWATCH_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    log_level: str = "info"
+    log_json: bool | None = None
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    correlator: CorrelatorSettings = Field(default_factory=CorrelatorSettings)
+    teams: TeamsSettings = Field(default_factory=TeamsSettings)
+    connectors: ConnectorSettings = Field(default_factory=ConnectorSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, file_secret_settings)
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text) or {}
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:]}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_overrides() -> dict[str, Any]:
+    """Environment values as a nested dict, so they can win over the file."""
+    prefix = "ZONEWATCH_"
+    out: dict[str, Any] = {}
+    for name, value in os.environ.items():
+        if not name.startswith(prefix) or name == "ZONEWATCH_CONFIG":
+            continue
+        parts = name[len(prefix) :].lower().split("__")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings: defaults < config file < environment < ``overrides``.
+
+    Raises :class:`ConfigError` with the offending setting named.
+    """
+    config_file = config_file or (
+        Path(os.environ["ZONEWATCH_CONFIG"]) if os.environ.get("ZONEWATCH_CONFIG") else None
+    )
+    data: dict[str, Any] = _read_config_file(config_file) if config_file else {}
+    data = _deep_merge(data, _env_overrides())
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not (
+        data.get("kafka", {}).get("bootstrap_servers")
+    ):
+        data.setdefault("kafka", {})["bootstrap_servers"] = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    data = _deep_merge(data, overrides)
+    try:
+        # Values already merged; stop pydantic-settings from reading env again.
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc

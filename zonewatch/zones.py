@@ -1,0 +1,214 @@
+"""The zone policy (rules/zones.yaml): zones, roles, identities, allowed flows.
+
+Pure logic: load and validate the YAML, then answer "which zone and role is
+this IP in" (longest prefix wins, IPv4 and IPv6) and "who is this account".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from zonewatch.errors import ZoneConfigError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+ZONE_UNKNOWN = "unknown"
+
+
+class Zone(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    description_ja: str = ""
+    cidrs: list[str] = Field(default_factory=list)
+
+
+class Role(BaseModel):
+    """A named set of hosts inside a zone (VDI pool, proxy, sanitization server...)."""
+
+    model_config = ConfigDict(extra="forbid")
+    zone: str
+    kind: str = Field(description="vdi_pool, vdi_broker, proxy, sanitizer, lgwan_asp, ...")
+    cidrs: list[str] = Field(default_factory=list)
+    target_zone: str | None = Field(default=None, description="for VDI pools: the zone served")
+    description: str = ""
+
+
+class Identity(BaseModel):
+    """One person, under every name the sources use for them."""
+
+    model_config = ConfigDict(extra="forbid")
+    upn: str
+    sam: list[str] = Field(default_factory=list, description="DOMAIN\\sam names")
+    sid: list[str] = Field(default_factory=list)
+    logins: list[str] = Field(default_factory=list, description="proxy or VDI login names")
+    devices: list[str] = Field(default_factory=list)
+
+    @field_validator("sam", "sid", "logins", "devices", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class Flow(BaseModel):
+    """An allowed path between zones."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    src: str = Field(alias="from")
+    dst: str = Field(alias="to")
+    ports: list[str] = Field(default_factory=lambda: ["any"], description="tcp/443, udp/53, any")
+    via: str | None = Field(default=None, description="role the flow must pass through")
+    description: str = ""
+
+
+class ZonePolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = 1
+    default_public_zone: str = "internet"
+    zones: dict[str, Zone]
+    roles: dict[str, Role] = Field(default_factory=dict)
+    identities: list[Identity] = Field(default_factory=list)
+    flows: list[Flow] = Field(default_factory=list)
+
+
+class ZoneMap:
+    """Compiled policy: IP -> (zone, role) by longest prefix; account -> UPN."""
+
+    def __init__(self, policy: ZonePolicy, source: str = "<policy>"):
+        self.policy = policy
+        self.source = source
+        self._zone_nets: list[tuple[IPNetwork, str]] = []
+        self._role_nets: list[tuple[IPNetwork, str]] = []
+        self._names: dict[str, str] = {}
+        self._validate_and_index()
+        self.lookup = lru_cache(maxsize=65536)(self._lookup)
+
+    # -- building -------------------------------------------------------------
+    def _net(self, cidr: str, owner: str) -> IPNetwork:
+        try:
+            return ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            raise ZoneConfigError(f"{self.source}: {owner}: invalid CIDR {cidr!r}") from exc
+
+    def _validate_and_index(self) -> None:
+        zones = self.policy.zones
+        if self.policy.default_public_zone not in zones:
+            raise ZoneConfigError(
+                f"{self.source}: default_public_zone {self.policy.default_public_zone!r} "
+                "is not a defined zone"
+            )
+        for name, zone in zones.items():
+            for cidr in zone.cidrs:
+                self._zone_nets.append((self._net(cidr, f"zone {name}"), name))
+        _check_overlaps(self._zone_nets, self.source)
+        for name, role in self.policy.roles.items():
+            if role.zone not in zones:
+                raise ZoneConfigError(f"{self.source}: role {name} names unknown zone {role.zone!r}")
+            if role.target_zone and role.target_zone not in zones:
+                raise ZoneConfigError(
+                    f"{self.source}: role {name} names unknown target_zone {role.target_zone!r}"
+                )
+            for cidr in role.cidrs:
+                net = self._net(cidr, f"role {name}")
+                zone_of = self._longest(self._zone_nets, net.network_address)
+                if zone_of != role.zone:
+                    raise ZoneConfigError(
+                        f"{self.source}: role {name} CIDR {cidr} lies in zone "
+                        f"{zone_of or 'none'}, not in its zone {role.zone}"
+                    )
+                self._role_nets.append((net, name))
+        for flow in self.policy.flows:
+            for end in (flow.src, flow.dst):
+                if end not in zones and end != "any":
+                    raise ZoneConfigError(f"{self.source}: flow names unknown zone {end!r}")
+            if flow.via and flow.via not in self.policy.roles:
+                raise ZoneConfigError(f"{self.source}: flow via unknown role {flow.via!r}")
+        for ident in self.policy.identities:
+            upn = ident.upn.lower()
+            for alias in [ident.upn, *ident.sam, *ident.sid, *ident.logins]:
+                self._names[alias.lower()] = upn
+            for sam in ident.sam:  # DOMAIN\sam also answers to bare sam
+                self._names.setdefault(sam.split("\\")[-1].lower(), upn)
+        # Longest prefix first, so the first hit is the answer.
+        self._zone_nets.sort(key=lambda item: item[0].prefixlen, reverse=True)
+        self._role_nets.sort(key=lambda item: item[0].prefixlen, reverse=True)
+
+    @staticmethod
+    def _longest(
+        nets: Iterable[tuple[IPNetwork, str]], ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+    ) -> str | None:
+        best: tuple[int, str] | None = None
+        for net, name in nets:
+            if ip.version == net.version and ip in net and (best is None or net.prefixlen > best[0]):
+                best = (net.prefixlen, name)
+        return best[1] if best else None
+
+    # -- answering -------------------------------------------------------------
+    def _lookup(self, ip: str) -> tuple[str, str | None]:
+        """(zone, role) of an IP string; ``("unknown", None)`` when not an IP."""
+        try:
+            addr = ipaddress.ip_address(ip.split("%")[0])
+        except ValueError:
+            return ZONE_UNKNOWN, None
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        zone = None
+        for net, name in self._zone_nets:
+            if addr.version == net.version and addr in net:
+                zone = name
+                break
+        if zone is None:
+            zone = self.policy.default_public_zone if addr.is_global else ZONE_UNKNOWN
+        role = None
+        for net, name in self._role_nets:
+            if addr.version == net.version and addr in net:
+                role = name
+                break
+        return zone, role
+
+    def zone_of(self, ip: str) -> str:
+        return self.lookup(ip)[0]
+
+    def role_of(self, ip: str) -> str | None:
+        return self.lookup(ip)[1]
+
+    def canonical_user(self, name: str) -> str | None:
+        """UPN for any known alias (UPN, DOMAIN\\sam, SID, login); None if unknown."""
+        return self._names.get(name.strip().lower())
+
+    def roles_of_kind(self, kind: str) -> dict[str, Role]:
+        return {n: r for n, r in self.policy.roles.items() if r.kind == kind}
+
+
+def _check_overlaps(nets: list[tuple[IPNetwork, str]], source: str) -> None:
+    """Zones may nest (a more specific CIDR carves out of a broad one) only across
+    zones; the same CIDR twice is ambiguous and refused."""
+    seen: dict[IPNetwork, str] = {}
+    for net, name in nets:
+        if net in seen and seen[net] != name:
+            raise ZoneConfigError(
+                f"{source}: CIDR {net} is claimed by zones {seen[net]} and {name}"
+            )
+        seen[net] = name
+
+
+def load_zone_map(path: Path | str) -> ZoneMap:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ZoneConfigError(f"cannot read zone policy {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ZoneConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        policy = ZonePolicy.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ZoneConfigError(f"{path}: {where}: {err['msg']}") from exc
+    return ZoneMap(policy, source=str(path))
