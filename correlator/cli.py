@@ -1,0 +1,57 @@
+"""``zonewatch correlate``: the long-running consumer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from zonewatch.config import Settings
+from zonewatch.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@click.command()
+@click.option("--rules", "rules", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Sigma rule file or folder (repeatable). Default: settings (rules/).")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="DuckDB alert store file. Default: settings (var/zonewatch.duckdb).")
+@click.option("--group-id", help="Kafka consumer group; processes sharing it split the work.")
+@click.option("--pipeline", help="Field mapping pipeline for SigmaHQ rules: ecs (default) or none.")
+@click.option("--metrics-port", type=int, help="Serve /metrics and /healthz on this loopback port.")
+@click.option("--teams-url", envvar="ZONEWATCH_TEAMS_URL", show_envvar=True,
+              help="Teams Workflows webhook URL (prefer the env var or a secrets file).")
+@click.option("--idle-exit", type=float, default=None,
+              help="Exit after this many seconds without new events (batch runs, demos).")
+@click.pass_obj
+def correlate(settings: Settings, rules: tuple[Path, ...], db_path: Path | None,
+              group_id: str | None, pipeline: str | None, metrics_port: int | None,
+              teams_url: str | None, idle_exit: float | None) -> None:
+    """Consume normalized events from Kafka, match Sigma rules and correlations,
+    store alerts in DuckDB, send them to Teams, then commit offsets.
+
+    SIGTERM or Ctrl-C finishes the current batch, checkpoints it and exits 0.
+    """
+    from correlator.service import CorrelatorService
+
+    updates: dict[str, object] = {}
+    if rules:
+        updates["rules"] = list(rules)
+    if db_path:
+        updates["db_path"] = db_path
+    if group_id:
+        updates["group_id"] = group_id
+    if pipeline:
+        updates["pipeline"] = pipeline
+    if metrics_port is not None:
+        updates["metrics_port"] = metrics_port
+    if updates:
+        settings = settings.model_copy(
+            update={"correlator": settings.correlator.model_copy(update=updates)}
+        )
+    with CorrelatorService(settings, teams_url=teams_url) as service:
+        service.start()
+        stats = service.run(idle_timeout_s=idle_exit, install_signal_handlers=True)
+    log.info("correlator_stopped", consumed=stats.consumed, alerts=stats.new_alerts,
+             dead_letters=stats.dead_letters)

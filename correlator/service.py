@@ -1,0 +1,169 @@
+"""Wiring of one correlator process: rules, store, engines, sender, metrics, loop.
+
+``zonewatch correlate`` and ``zonewatch demo`` both build the process here, so
+the demo runs exactly what production runs.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from zonewatch.config import Settings
+from zonewatch.errors import ConfigError, RuleError
+from zonewatch.logs import get_logger
+
+from correlator.stream import STATE_KEY, StreamCorrelator, StreamStats
+
+log = get_logger(__name__)
+
+
+def load_ruleset(paths: Sequence[Path], pipeline: str | None) -> Any:
+    """Load rules; report each bad rule with its location and keep the rest."""
+    from correlator.detection import load_rules
+
+    for path in paths:
+        if not Path(path).exists():
+            raise ConfigError(f"rule path {path} does not exist: pass --rules with a file or folder")
+    ruleset = load_rules(paths, pipeline=None if pipeline == "none" else pipeline)
+    for error in ruleset.errors:
+        log.error("rule_not_loaded", error=str(error))
+    if not ruleset.detections:
+        first = f" (first error: {ruleset.errors[0]})" if ruleset.errors else ""
+        raise RuleError(f"no usable detection rule under {', '.join(map(str, paths))}{first}")
+    log.info(
+        "rules_loaded",
+        detections=len(ruleset.detections),
+        correlations=len(ruleset.correlations),
+        errors=len(ruleset.errors),
+    )
+    return ruleset
+
+
+def make_correlation_engine(ruleset: Any, settings: Settings, stored: bytes | None) -> Any | None:
+    """The correlation engine for the ruleset's correlation rules, restored from
+    the store's last snapshot when there is one; None without correlations."""
+    if not ruleset.correlations:
+        return None
+    from correlator.correlation import CorrelationEngine, CorrelationSettings
+
+    corr_settings = CorrelationSettings(
+        allowed_lateness_s=settings.correlator.allowed_lateness_s,
+        late_events_update_windows=settings.correlator.late_events_update_windows,
+    )
+    resolve = ruleset.rule
+    if stored:
+        try:
+            return CorrelationEngine.restore(stored, ruleset.correlations, resolve, corr_settings)
+        except Exception as exc:  # an incompatible snapshot must not stop the service
+            log.warning("correlation_state_discarded", reason=str(exc)[:200])
+    return CorrelationEngine(ruleset.correlations, resolve, corr_settings)
+
+
+class CorrelatorService:
+    """Owns the resources of one correlator; ``with`` closes them in order."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        teams_url: str | None = None,
+        extra_consumer_opts: dict[str, Any] | None = None,
+    ):
+        from correlator.store import AlertStore
+
+        self.settings = settings
+        cfg = settings.correlator
+        self.ruleset = load_ruleset(cfg.rules, cfg.pipeline)
+        cfg.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.store = AlertStore(cfg.db_path)
+        self.store.register_rules(self.ruleset.detections)
+        self.correlation = make_correlation_engine(
+            self.ruleset, settings, self.store.load_state(STATE_KEY)
+        )
+        self.sender = self._make_sender(teams_url)
+        self.metrics: Any = None
+        self.loop: StreamCorrelator | None = None
+        self._extra = extra_consumer_opts or {}
+
+    def _make_sender(self, teams_url: str | None) -> Any | None:
+        from correlator.alerting import OutboxSender
+
+        url = teams_url
+        if url is None and self.settings.teams.webhook_url is not None:
+            url = self.settings.teams.webhook_url.get_secret_value()
+        if url is None and self.settings.teams.secrets_file is not None:
+            url = OutboxSender.read_secret_file(self.settings.teams.secrets_file)
+        if not url:
+            log.info("teams_disabled", reason="no webhook configured")
+            return None
+        return OutboxSender(
+            self.store,
+            url,
+            requests_per_second=self.settings.teams.requests_per_second,
+            timeout_s=self.settings.teams.timeout_s,
+            link_template=self.settings.teams.alert_link_template,
+        )
+
+    def start(self) -> CorrelatorService:
+        from zonewatch.kafka import ensure_topics, make_consumer, wait_for_broker
+
+        kafka = self.settings.kafka
+        wait_for_broker(kafka)
+        ensure_topics(kafka)
+        consumer = make_consumer(
+            kafka,
+            self.settings.correlator.group_id,
+            max_poll_records=self.settings.correlator.max_batch,
+            **self._extra,
+        )
+        self.loop = StreamCorrelator(
+            self.settings, self.ruleset, self.store, correlation=self.correlation, consumer=consumer
+        )
+        port = self.settings.correlator.metrics_port
+        if port is not None:
+            from zonewatch.metrics import serve_metrics
+
+            self.metrics = serve_metrics(
+                self.settings.correlator.metrics_host, port, health=self.loop.healthy
+            )
+        if self.sender is not None:
+            self.sender.start()
+        return self
+
+    def run(
+        self,
+        until: Callable[[StreamStats], bool] | None = None,
+        idle_timeout_s: float | None = None,
+        install_signal_handlers: bool = False,
+    ) -> StreamStats:
+        assert self.loop is not None, "start() first"
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+            loop = self.loop
+
+            def _graceful(signum: int, _frame: FrameType | None) -> None:
+                log.info("stopping", signal=signal.Signals(signum).name)
+                loop.stop()
+
+            signal.signal(signal.SIGTERM, _graceful)
+            signal.signal(signal.SIGINT, _graceful)
+        return self.loop.run(until=until, idle_timeout_s=idle_timeout_s)
+
+    def close(self, drain_timeout_s: float = 10.0) -> None:
+        if self.loop is not None:
+            self.loop.close()
+        if self.sender is not None:
+            self.sender.stop(drain=True, timeout_s=drain_timeout_s)
+        if self.metrics is not None:
+            self.metrics.close()
+        self.store.close()
+
+    def __enter__(self) -> CorrelatorService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,318 @@
+"""The streaming loop: consume -> detect -> correlate -> store -> commit.
+
+Order of a checkpoint, and why:
+
+1. Alerts, their evidence, the outbox rows, the correlation state and the
+   next offset of every partition are written to DuckDB in ONE transaction.
+   DuckDB is therefore the source of truth for "how far have we got".
+2. Only then are the same offsets committed to Kafka. The Kafka commit is
+   for operators (lag dashboards) and for a fresh store; it may trail.
+3. On (re)assignment a partition is sought to the offset DuckDB holds, when
+   it holds one. A crash between 1 and 2 replays nothing; a crash before 1
+   replays the uncommitted batch, and deterministic alert ids make the
+   replayed inserts no-ops. So no alert is lost and none is duplicated.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from prometheus_client import Counter, Gauge
+
+from zonewatch.config import SOURCES, Settings
+from zonewatch.logs import get_logger
+from zonewatch.models import Alert, Evidence
+
+log = get_logger(__name__)
+
+EVENTS_IN = Counter("zonewatch_correlator_events_total", "Events consumed", ["source"])
+ALERTS_OUT = Counter("zonewatch_correlator_alerts_total", "Alerts stored", ["type", "level"])
+DEAD_LETTERS = Counter(
+    "zonewatch_correlator_dead_letters_total", "Records the correlator could not decode", ["reason"]
+)
+LATE_EVENTS = Counter("zonewatch_correlator_late_events_total", "Events behind the watermark")
+LAG_SECONDS = Gauge(
+    "zonewatch_correlator_event_lag_seconds", "Wall clock minus the newest event time seen"
+)
+CONSUMER_LAG = Gauge(
+    "zonewatch_correlator_consumer_lag_records", "High watermark minus position", ["topic"]
+)
+BATCH_SECONDS = Gauge("zonewatch_correlator_last_batch_seconds", "Duration of the last batch")
+
+STATE_KEY = "correlation"
+
+
+class Detector(Protocol):
+    def match(self, event: dict[str, Any], source: str | None = None) -> list[Any]: ...
+
+
+class Store(Protocol):
+    def write(
+        self,
+        alerts: Any,
+        *,
+        events: Any = (),
+        state: Any = None,
+        offsets: Any = None,
+    ) -> list[str]: ...
+
+    def load_state(self, key: str) -> bytes | None: ...
+
+    def load_offsets(self) -> dict[tuple[str, int], int]: ...
+
+
+@dataclass
+class StreamStats:
+    consumed: int = 0
+    alerts: int = 0
+    new_alerts: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    by_source: dict[str, int] = field(default_factory=dict)
+
+
+def source_of_topic(topic: str) -> str | None:
+    """``zonewatch.events.firewall`` -> ``firewall``."""
+    tail = topic.rsplit(".", 1)[-1]
+    return tail if tail in SOURCES else None
+
+
+class _SeekToStoredOffsets(ConsumerRebalanceListener):
+    """Resume each assigned partition where DuckDB says we got to."""
+
+    def __init__(self, loop: StreamCorrelator):
+        self.loop = loop
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        # Everything consumed so far was checkpointed at the end of its batch,
+        # so there is nothing in flight to flush here.
+        log.info("partitions_revoked", partitions=[f"{tp.topic}:{tp.partition}" for tp in revoked])
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        stored = self.loop.store.load_offsets()
+        for tp in assigned:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is not None:
+                self.loop.consumer.seek(tp, offset)
+        log.info(
+            "partitions_assigned",
+            partitions=[f"{tp.topic}:{tp.partition}" for tp in assigned],
+            resumed_from_store=sum(1 for tp in assigned if (tp.topic, tp.partition) in stored),
+        )
+
+
+class StreamCorrelator:
+    """One consumer-group member running the whole per-event pipeline."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ruleset: Any,
+        store: Store,
+        *,
+        correlation: Any | None = None,
+        consumer: KafkaConsumer | None = None,
+        make_alert: Callable[[Any, Evidence], Alert] | None = None,
+        event_time: Callable[[dict[str, Any]], datetime] | None = None,
+    ):
+        from correlator.detection import detection_alert
+        from correlator.detection import event_time as parse_event_time
+
+        self.settings = settings
+        self.ruleset = ruleset
+        self.store = store
+        self.correlation = correlation
+        self.make_alert = make_alert or detection_alert
+        self.event_time = event_time or parse_event_time
+        self.stats = StreamStats()
+        self._suppressed = _correlation_only_rules(ruleset)
+        kafka = settings.kafka
+        self.topics = [kafka.events_topic(s) for s in SOURCES]
+        if consumer is None:
+            from zonewatch.kafka import make_consumer
+
+            consumer = make_consumer(
+                kafka,
+                settings.correlator.group_id,
+                max_poll_records=settings.correlator.max_batch,
+            )
+        self.consumer = consumer
+        self.consumer.subscribe(self.topics, listener=_SeekToStoredOffsets(self))
+        self._stop = threading.Event()
+        self._last_progress = time.monotonic()
+
+    # -- control -----------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to finish its current batch, checkpoint, and return."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def healthy(self) -> bool:
+        # A loop that has not come back from poll() for a minute is stuck.
+        return time.monotonic() - self._last_progress < 60
+
+    # -- the loop ----------------------------------------------------------------
+    def run(
+        self,
+        until: Callable[[StreamStats], bool] | None = None,
+        idle_timeout_s: float | None = None,
+    ) -> StreamStats:
+        """Process batches until stopped, ``until(stats)`` is true, or no record
+        arrived for ``idle_timeout_s`` seconds after the first one."""
+        poll_ms = self.settings.correlator.poll_timeout_ms
+        max_batch = self.settings.correlator.max_batch
+        idle_since = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                batch = self.consumer.poll(timeout_ms=poll_ms, max_records=max_batch)
+                self._last_progress = time.monotonic()
+                if batch:
+                    self.process_batch(batch)
+                    idle_since = time.monotonic()
+                    if until is not None and until(self.stats):
+                        break
+                elif (
+                    idle_timeout_s is not None
+                    and self.stats.consumed
+                    and time.monotonic() - idle_since > idle_timeout_s
+                ):
+                    break
+                elif until is not None and until(self.stats):
+                    break
+        finally:
+            self.close()
+        return self.stats
+
+    def process_batch(self, batch: dict[TopicPartition, list[Any]]) -> list[Alert]:
+        started = time.perf_counter()
+        alerts: list[Alert] = []
+        next_offsets: dict[tuple[str, int], int] = {}
+        newest: datetime | None = None
+        for tp, records in batch.items():
+            source = source_of_topic(tp.topic)
+            for record in records:
+                next_offsets[(tp.topic, tp.partition)] = record.offset + 1
+                evidence = self._decode(record, source)
+                if evidence is None:
+                    continue
+                if newest is None or evidence.time > newest:
+                    newest = evidence.time
+                alerts.extend(self._evaluate(evidence, source, tp.partition))
+            self.stats.by_source[source or tp.topic] = self.stats.by_source.get(
+                source or tp.topic, 0
+            ) + len(records)
+            EVENTS_IN.labels(source=source or "unknown").inc(len(records))
+        self._checkpoint(alerts, next_offsets)
+        self.stats.batches += 1
+        self.stats.consumed += sum(len(r) for r in batch.values())
+        if newest is not None:
+            LAG_SECONDS.set(max(0.0, (datetime.now(UTC) - newest).total_seconds()))
+        self._update_consumer_lag(batch)
+        BATCH_SECONDS.set(time.perf_counter() - started)
+        return alerts
+
+    # -- steps -------------------------------------------------------------------
+    def _decode(self, record: Any, source: str | None) -> Evidence | None:
+        try:
+            event = orjson.loads(record.value)
+            if not isinstance(event, dict):
+                raise ValueError("event is not a JSON object")
+            when = self.event_time(event)
+        except Exception as exc:  # undecodable records are counted, never fatal
+            reason = type(exc).__name__
+            DEAD_LETTERS.labels(reason=reason).inc()
+            self.stats.dead_letters += 1
+            log.warning(
+                "undecodable_event",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                reason=str(exc)[:200],
+            )
+            return None
+        return Evidence(
+            event_id=f"{record.topic}:{record.partition}:{record.offset}",
+            time=when,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            event=event,
+        )
+
+    def _evaluate(self, evidence: Evidence, source: str | None, partition: int) -> list[Alert]:
+        hits = self.ruleset.match(evidence.event, source)
+        out = [self.make_alert(rule, evidence) for rule in hits if rule.id not in self._suppressed]
+        if self.correlation is not None:
+            out.extend(self.correlation.process([r.id for r in hits], evidence.event, evidence,
+                                                partition=partition))
+        return out
+
+    def _checkpoint(self, alerts: list[Alert], offsets: dict[tuple[str, int], int]) -> None:
+        state = None
+        if self.correlation is not None:
+            state = {STATE_KEY: self.correlation.snapshot()}
+        new_ids = self.store.write(alerts, state=state, offsets=offsets)
+        self.stats.alerts += len(alerts)
+        self.stats.new_alerts += len(new_ids)
+        new = set(new_ids)
+        for alert in alerts:
+            if alert.id in new:
+                ALERTS_OUT.labels(type=alert.type, level=alert.level).inc()
+        if offsets:
+            self.consumer.commit(
+                {
+                    TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+                    for (topic, partition), offset in offsets.items()
+                }
+            )
+
+    def _update_consumer_lag(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        per_topic: dict[str, int] = {}
+        for tp in batch:
+            high = self.consumer.highwater(tp)
+            if high is None:
+                continue
+            position = self.consumer.position(tp)
+            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, high - position)
+        for topic, lag in per_topic.items():
+            CONSUMER_LAG.labels(topic=topic).set(lag)
+
+    def close(self) -> None:
+        try:
+            self.consumer.close(autocommit=False)
+        except Exception as exc:  # closing is best effort; offsets are already safe
+            log.warning("consumer_close_failed", error=str(exc))
+
+
+def _correlation_only_rules(ruleset: Any) -> set[str]:
+    """Base rules of correlations emit no alert of their own unless a
+    correlation referencing them says ``generate: true`` (Sigma spec)."""
+    suppressed: set[str] = set()
+    generated: set[str] = set()
+    for corr in getattr(ruleset, "correlations", []):
+        generate = bool(getattr(corr, "generate", False))
+        for ref in getattr(corr, "rules", []):
+            target = getattr(ref, "rule", None)
+            rule_id = getattr(target, "id", None)
+            name = getattr(target, "name", None)
+            ref_str = getattr(ref, "reference", None)
+            resolved = None
+            for candidate in (rule_id, name, ref_str):
+                if candidate is None:
+                    continue
+                resolved = ruleset.rule(str(candidate))
+                if resolved is not None:
+                    break
+            if resolved is not None:
+                (generated if generate else suppressed).add(resolved.id)
+    return suppressed - generated
