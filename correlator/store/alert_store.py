@@ -1,0 +1,451 @@
+"""The DuckDB alert store: one read-write connection per process.
+
+Writes go through :meth:`AlertStore.write`, one transaction per batch that
+covers alerts, their evidence, outbox rows, the optional event archive,
+correlation state and consumed offsets, so "durable" means all of them or
+none. Forensic queries run on cursors of the same connection (DuckDB allows
+one writing process), each in a READ ONLY transaction with a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+
+from correlator.store import rows
+from correlator.store.guard import check_statement
+from correlator.store.rows import ArchivedEvent
+from correlator.store.schema import MIGRATIONS, SCHEMA_VERSION
+from zonewatch.errors import QueryError, StoreError
+from zonewatch.logs import get_logger
+from zonewatch.models import Alert
+
+if TYPE_CHECKING:
+    from correlator.store.server import QueryServer
+
+log = get_logger(__name__)
+
+Router = Callable[[Alert], Sequence[str]]
+
+# Extensions must never be fetched or loaded behind an analyst's query.
+_CONNECT_CONFIG = {
+    "autoinstall_known_extensions": "false",
+    "autoload_known_extensions": "false",
+}
+
+
+def default_router(alert: Alert) -> Sequence[str]:
+    """Every alert to the ``default`` webhook, except retro-hunt hits.
+
+    Hunt hits are about the past; paging the duty officer for them would be
+    noise, so they stay in the store unless a router says otherwise.
+    """
+    return () if alert.origin == "hunt" else ("default",)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AlertStore:
+    """Alerts, evidence, outbox, events archive, rules, state and offsets in DuckDB."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        read_only: bool = False,
+        *,
+        router: Router = default_router,
+        events_retention: timedelta | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self.router = router
+        self.events_retention = events_retention
+        self._lock = threading.RLock()
+        self._listeners: list[Callable[[], None]] = []
+        self._last_prune = 0.0
+        self._server: QueryServer | None = None
+        self._con = self._connect()
+        try:
+            self._migrate()
+            # Global for the database instance, and cannot be re-enabled while
+            # it runs: no query on any cursor can reach files or the network.
+            self._con.execute("SET enable_external_access = false")
+        except BaseException:
+            self._con.close()
+            raise
+
+    # -- opening -----------------------------------------------------------
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        if self.read_only and not self.path.exists():
+            raise StoreError(
+                f"no alert store at {self.path}: run `zonewatch correlate` first or pass --db PATH"
+            )
+        if not self.read_only:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the folder of the alert store {self.path}: {exc.strerror}; "
+                    "set correlator.db_path to a writable place"
+                ) from exc
+        try:
+            return duckdb.connect(str(self.path), read_only=self.read_only, config=_CONNECT_CONFIG)
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "lock" in text.lower():
+                raise StoreError(
+                    f"the alert store {self.path} is in use by another process (a running "
+                    "`zonewatch correlate`?): query it through that process with `zonewatch "
+                    "query`, or stop it first"
+                ) from exc
+            raise StoreError(f"cannot open the alert store {self.path}: {text}") from exc
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open the alert store {self.path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        con = self._con
+        has_version = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version'"
+        ).fetchone()
+        current = 0
+        if has_version and has_version[0]:
+            row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = int(row[0] or 0) if row else 0
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"the alert store {self.path} has schema version {current}, newer than this "
+                f"zonewatch understands ({SCHEMA_VERSION}): upgrade zonewatch"
+            )
+        if current == SCHEMA_VERSION:
+            return
+        if self.read_only:
+            raise StoreError(
+                f"the alert store {self.path} has schema version {current}, expected "
+                f"{SCHEMA_VERSION}: open it once read-write (`zonewatch correlate`) to migrate"
+            )
+        con.begin()
+        try:
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version]:
+                    con.execute(statement)
+                con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        log.info("store_migrated", path=str(self.path), from_version=current, to=SCHEMA_VERSION)
+
+    # -- writing -----------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"the alert store {self.path} was opened read-only")
+
+    def write(
+        self,
+        alerts: Sequence[Alert],
+        *,
+        events: Sequence[ArchivedEvent] = (),
+        state: Mapping[str, bytes] | None = None,
+        offsets: Mapping[tuple[str, int], int] | None = None,
+    ) -> list[str]:
+        """Store one batch atomically; return the ids of alerts that were new.
+
+        Alerts already stored (a replay after a crash) are skipped with their
+        evidence and outbox rows, so a replay never notifies twice.
+        """
+        self._writable()
+        unique: dict[str, Alert] = {}
+        for alert in alerts:
+            unique.setdefault(alert.id, alert)
+        now = _now()
+        with self._lock:
+            con = self._con
+            con.begin()
+            try:
+                new = self._new_alerts(list(unique.values()))
+                if new:
+                    self._insert_alerts(new, now)
+                if events:
+                    con.register("_zw_events", rows.events_table(events, now))
+                    try:
+                        cols = ", ".join(f'"{c}"' for c in rows.EVENT_COLUMNS)
+                        con.execute(f"INSERT INTO events ({cols}) SELECT {cols} FROM _zw_events")
+                    finally:
+                        con.unregister("_zw_events")
+                if state:
+                    con.executemany(
+                        "INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
+                        [[k, bytes(v), now] for k, v in state.items()],
+                    )
+                if offsets:
+                    con.executemany(
+                        "INSERT OR REPLACE INTO consumer_offsets VALUES (?, ?, ?, ?)",
+                        [[t, p, o, now] for (t, p), o in offsets.items()],
+                    )
+                con.commit()
+            except BaseException as exc:
+                con.rollback()
+                if isinstance(exc, duckdb.Error):
+                    raise StoreError(f"alert store write failed, nothing stored: {exc}") from exc
+                raise
+        if new:
+            self._notify()
+        if events and self.events_retention:
+            self._maybe_prune()
+        return [a.id for a in new]
+
+    def _new_alerts(self, alerts: list[Alert]) -> list[Alert]:
+        if not alerts:
+            return []
+        con = self._con
+        con.register("_zw_ids", pa.table({"id": [a.id for a in alerts]}))
+        try:
+            existing = {
+                r[0]
+                for r in con.execute(
+                    "SELECT a.id FROM alerts a JOIN _zw_ids i ON a.id = i.id"
+                ).fetchall()
+            }
+        finally:
+            con.unregister("_zw_ids")
+        return [a for a in alerts if a.id not in existing]
+
+    def _insert_alerts(self, alerts: list[Alert], now: datetime) -> None:
+        con = self._con
+        con.register("_zw_alerts", rows.alerts_table(alerts, now))
+        con.register("_zw_evidence", rows.evidence_table(alerts))
+        outbox = [
+            (i, a.id, dest) for i, a in enumerate(alerts) for dest in dict.fromkeys(self.router(a))
+        ]
+        try:
+            con.execute(
+                """
+                INSERT INTO alerts (id, rule_id, rule_title, level, tags, rule_hash, rule_version,
+                    type, group_values, window_start, window_end, first_seen, last_seen,
+                    ingest_time, zone_crossing, origin, evidence_count)
+                SELECT a.id, a.rule_id, a.rule_title, a.level, a.tags, a.rule_hash, r.version,
+                    a.type, a.group_values, a.window_start, a.window_end, a.first_seen,
+                    a.last_seen, a.ingest_time, a.zone_crossing, a.origin, a.evidence_count
+                FROM _zw_alerts a
+                LEFT JOIN rules r ON r.rule_id = a.rule_id AND r.sha256 = a.rule_hash
+                """
+            )
+            con.execute("INSERT INTO alert_evidence SELECT * FROM _zw_evidence")
+            if outbox:
+                con.register(
+                    "_zw_outbox",
+                    pa.table(
+                        {
+                            "ord": pa.array([o[0] for o in outbox], pa.int32()),
+                            "alert_id": [o[1] for o in outbox],
+                            "destination": [o[2] for o in outbox],
+                        }
+                    ),
+                )
+                try:
+                    # ORDER BY keeps the outbox sequence in alert order per batch.
+                    con.execute(
+                        "INSERT INTO outbox (alert_id, destination, created_at) "
+                        "SELECT alert_id, destination, ? FROM _zw_outbox ORDER BY ord",
+                        [now],
+                    )
+                finally:
+                    con.unregister("_zw_outbox")
+        finally:
+            con.unregister("_zw_alerts")
+            con.unregister("_zw_evidence")
+
+    def register_rules(self, rules: Iterable[Any]) -> None:
+        """Record every rule version loaded (objects with id, title, level, tags,
+        sha256, text, path); a changed text gets the next version number."""
+        self._writable()
+        now = _now()
+        with self._lock:
+            con = self._con
+            con.begin()
+            try:
+                for rule in rules:
+                    rule_id = str(rule.id)
+                    sha = str(rule.sha256)
+                    known = con.execute(
+                        "SELECT count(*) FILTER (WHERE sha256 = ?), coalesce(max(version), 0) "
+                        "FROM rules WHERE rule_id = ?",
+                        [sha, rule_id],
+                    ).fetchone()
+                    if known and known[0]:
+                        continue
+                    version = (known[1] if known else 0) + 1
+                    con.execute(
+                        "INSERT INTO rules VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            rule_id,
+                            sha,
+                            version,
+                            getattr(rule, "title", None),
+                            getattr(rule, "level", None),
+                            [str(t) for t in (getattr(rule, "tags", None) or [])],
+                            str(getattr(rule, "path", "") or "") or None,
+                            getattr(rule, "text", None),
+                            now,
+                        ],
+                    )
+                con.commit()
+            except BaseException:
+                con.rollback()
+                raise
+
+    def prune_events(self, before: datetime) -> int:
+        """Delete archived events older than ``before``; return how many."""
+        self._writable()
+        with self._lock:
+            row = self._con.execute(
+                "DELETE FROM events WHERE time < ? RETURNING 1", [before]
+            ).fetchall()
+        return len(row)
+
+    def _maybe_prune(self) -> None:
+        # Retention is coarse on purpose: one DELETE an hour is enough.
+        if self.events_retention is None or time.monotonic() - self._last_prune < 3600:
+            return
+        self._last_prune = time.monotonic()
+        removed = self.prune_events(_now() - self.events_retention)
+        if removed:
+            log.info("events_pruned", removed=removed)
+
+    # -- reading state -----------------------------------------------------
+
+    def load_state(self, key: str) -> bytes | None:
+        with self._lock:
+            row = self._con.execute("SELECT value FROM state WHERE key = ?", [key]).fetchone()
+        return bytes(row[0]) if row else None
+
+    def load_offsets(self) -> dict[tuple[str, int], int]:
+        with self._lock:
+            found = self._con.execute(
+                'SELECT topic, "partition", next_offset FROM consumer_offsets'
+            ).fetchall()
+        return {(t, int(p)): int(o) for t, p, o in found}
+
+    # -- notifications -----------------------------------------------------
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (cheap, non-blocking) after a batch adds alerts."""
+        self._listeners.append(callback)
+
+    def _notify(self) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback()
+            except Exception:
+                log.exception("commit_listener_failed")
+
+    # -- cursors and queries -----------------------------------------------
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new cursor on this store's database, for use in one thread."""
+        with self._lock:
+            return self._con.cursor()
+
+    def query_arrow(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | Sequence[Any] | None = None,
+        timeout_s: float = 30,
+    ) -> pa.Table:
+        """Run one read-only statement; the result as an Arrow table."""
+        check_statement(sql)
+        cur = self.cursor()
+        timer = threading.Timer(timeout_s, cur.interrupt)
+        timer.daemon = True
+        try:
+            cur.execute("BEGIN TRANSACTION READ ONLY")
+            timer.start()
+            try:
+                relation = cur.sql(sql, params=_params(params))
+                if relation is None:  # only SELECT/EXPLAIN get here, but be explicit
+                    return pa.table({})
+                return relation.to_arrow_table()
+            except duckdb.InterruptException as exc:
+                raise QueryError(
+                    f"query cancelled after {timeout_s:g} s: narrow it (--since/--until, "
+                    "LIMIT) or raise --timeout"
+                ) from exc
+            except duckdb.Error as exc:
+                raise QueryError(_query_message(exc)) from exc
+            finally:
+                timer.cancel()
+                with contextlib.suppress(duckdb.Error):
+                    cur.execute("ROLLBACK")
+        finally:
+            cur.close()
+
+    def query(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | Sequence[Any] | None = None,
+        timeout_s: float = 30,
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run one read-only statement; column names and rows as tuples."""
+        table = self.query_arrow(sql, params, timeout_s)
+        return table_rows(table)
+
+    # -- query endpoint ----------------------------------------------------
+
+    def serve_queries(
+        self, socket_path: Path | str | None = None, *, host: str | None = None, port: int = 0
+    ) -> QueryServer:
+        """Start the local query endpoint (see :mod:`correlator.store.server`)."""
+        from correlator.store.server import QueryServer
+
+        if self._server is None:
+            self._server = QueryServer(self, socket_path=socket_path, host=host, port=port)
+            self._server.start()
+        return self._server
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        with self._lock:
+            self._con.close()
+
+    def __enter__(self) -> AlertStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def table_rows(table: pa.Table) -> tuple[list[str], list[tuple[Any, ...]]]:
+    columns = table.column_names
+    data = [table.column(i).to_pylist() for i in range(table.num_columns)]
+    return columns, list(zip(*data, strict=True)) if data else []
+
+
+def _params(params: Mapping[str, Any] | Sequence[Any] | None) -> Any:
+    if params is None:
+        return None
+    if isinstance(params, Mapping):
+        return dict(params)
+    return list(params)
+
+
+def _query_message(exc: duckdb.Error) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, duckdb.PermissionException):
+        return f"refused: {text.splitlines()[0]} (queries cannot read files or the network)"
+    if isinstance(exc, duckdb.TransactionException) and "read-only" in text:
+        return "refused: the alert store is read-only for queries"
+    return text

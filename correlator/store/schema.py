@@ -1,0 +1,136 @@
+"""The versioned DuckDB schema of the alert store and its migrations.
+
+Each migration is a list of statements applied in one transaction; the store
+records the highest applied version in ``schema_version``. A store written by
+a newer zonewatch is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+_V1 = [
+    """
+    CREATE TABLE schema_version (
+        version INTEGER NOT NULL,
+        applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )
+    """,
+    """
+    CREATE TABLE rules (
+        rule_id VARCHAR NOT NULL,
+        sha256 VARCHAR NOT NULL,
+        version INTEGER NOT NULL,      -- 1 for the first text seen of a rule id, then 2, 3 ...
+        title VARCHAR,
+        level VARCHAR,
+        tags VARCHAR[],
+        path VARCHAR,
+        text VARCHAR,
+        loaded_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (rule_id, sha256)
+    )
+    """,
+    """
+    CREATE TABLE alerts (
+        id VARCHAR PRIMARY KEY,
+        rule_id VARCHAR NOT NULL,
+        rule_title VARCHAR NOT NULL,
+        level VARCHAR NOT NULL,
+        tags VARCHAR[],
+        rule_hash VARCHAR,
+        rule_version INTEGER,
+        type VARCHAR NOT NULL,
+        group_values JSON,
+        window_start TIMESTAMPTZ,
+        window_end TIMESTAMPTZ,
+        first_seen TIMESTAMPTZ NOT NULL,
+        last_seen TIMESTAMPTZ NOT NULL,
+        ingest_time TIMESTAMPTZ NOT NULL,
+        zone_crossing VARCHAR,
+        origin VARCHAR NOT NULL,       -- stream | hunt | match
+        status VARCHAR NOT NULL DEFAULT 'new',
+        evidence_count INTEGER NOT NULL
+    )
+    """,
+    # No key on evidence: rows are only written together with a newly
+    # inserted alert, so the alert's primary key already makes them unique.
+    """
+    CREATE TABLE alert_evidence (
+        alert_id VARCHAR NOT NULL,
+        ordinal INTEGER NOT NULL,
+        event_id VARCHAR NOT NULL,
+        topic VARCHAR,
+        "partition" INTEGER,
+        "offset" BIGINT,
+        line BIGINT,
+        event_time TIMESTAMPTZ NOT NULL,
+        event JSON
+    )
+    """,
+    # The retro-hunt archive. Key fields are columns so a timeline over
+    # millions of events reads a few narrow columns, not the JSON.
+    """
+    CREATE TABLE events (
+        event_id VARCHAR NOT NULL,
+        topic VARCHAR,
+        "partition" INTEGER,
+        "offset" BIGINT,
+        time TIMESTAMPTZ NOT NULL,
+        ingest_time TIMESTAMPTZ NOT NULL,
+        source VARCHAR,                -- intune | gateway | firewall | vdi
+        dataset VARCHAR,
+        user_name VARCHAR,             -- lower-cased user.name (else source.user.name)
+        host_name VARCHAR,
+        device_id VARCHAR,
+        source_ip VARCHAR,
+        destination_ip VARCHAR,
+        destination_domain VARCHAR,
+        zone_source VARCHAR,
+        zone_destination VARCHAR,
+        zone_crossing VARCHAR,
+        action VARCHAR,
+        outcome VARCHAR,
+        event JSON NOT NULL
+    )
+    """,
+    "CREATE SEQUENCE outbox_seq START 1",
+    # One row per (alert, destination). URLs never live here: a destination
+    # is a name the sender resolves from env or the secrets file.
+    """
+    CREATE TABLE outbox (
+        seq BIGINT PRIMARY KEY DEFAULT nextval('outbox_seq'),
+        alert_id VARCHAR NOT NULL,
+        destination VARCHAR NOT NULL,
+        state VARCHAR NOT NULL DEFAULT 'pending',  -- pending | sending | delivered | rejected
+        created_at TIMESTAMPTZ NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        unknown_outcomes INTEGER NOT NULL DEFAULT 0,
+        last_attempt_at TIMESTAMPTZ,
+        delivered_at TIMESTAMPTZ,
+        last_status INTEGER,
+        last_error VARCHAR,
+        digest_of INTEGER               -- number of alerts sent in the same digest card
+    )
+    """,
+    """
+    CREATE TABLE state (
+        key VARCHAR PRIMARY KEY,
+        value BLOB NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE consumer_offsets (
+        topic VARCHAR NOT NULL,
+        "partition" INTEGER NOT NULL,
+        next_offset BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (topic, "partition")
+    )
+    """,
+]
+
+# version -> statements that bring a store from version-1 to version
+MIGRATIONS: dict[int, list[str]] = {1: _V1}
+
+TABLES = ("alerts", "alert_evidence", "events", "rules", "outbox", "state", "consumer_offsets")
