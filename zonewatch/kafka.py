@@ -103,8 +103,8 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
         "max_in_flight_requests_per_connection": 5,
         "enable_idempotence": True,
         "batch_size": 64 * 1024,
-        # Bounded memory: send() blocks (back-pressure) rather than queueing forever.
-        "buffer_memory": 32 * 1024 * 1024,
+        # kafka-python 3 has no buffer_memory bound: callers that produce from
+        # an input bound their own in-flight records (connectors/produce.py).
         "max_block_ms": 60_000,
     }
     opts.update(overrides)

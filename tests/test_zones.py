@@ -1,0 +1,129 @@
+"""The zone policy: longest-prefix lookup, roles, identities, validation errors."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import ROOT
+from zonewatch.errors import ZoneConfigError
+from zonewatch.zones import ZoneMap, ZonePolicy, load_zone_map
+
+
+@pytest.fixture(scope="module")
+def zones() -> ZoneMap:
+    return load_zone_map(ROOT / "rules" / "zones.yaml")
+
+
+@pytest.mark.parametrize(
+    ("ip", "zone", "role"),
+    [
+        ("10.10.3.4", "core", None),
+        ("10.10.0.10", "core", "web_proxy"),
+        ("10.50.10.21", "vdi", "vdi_pool_mynumber"),
+        ("10.50.20.7", "vdi", "vdi_pool_lgwan"),
+        ("172.16.1.20", "mynumber", "mynumber_relay"),
+        ("10.200.5.10", "lgwan", "sanitizer"),
+        ("10.201.3.3", "lgwan", "lgwan_asp"),
+        ("8.8.8.8", "internet", None),
+        ("192.168.1.1", "unknown", None),  # private and not ours: a home network
+        ("fd00:10::5", "core", None),
+        ("::ffff:10.10.3.4", "core", None),  # IPv4-mapped IPv6 is the same host
+        ("not-an-ip", "unknown", None),
+    ],
+)
+def test_city_network_addresses_map_to_their_zone_and_role(
+    zones: ZoneMap, ip: str, zone: str, role: str | None
+) -> None:
+    assert zones.lookup(ip) == (zone, role)
+
+
+def test_every_alias_of_a_person_resolves_to_one_upn(zones: ZoneMap) -> None:
+    upn = "tanaka.hanako@city.example.lg.jp"
+    for alias in (
+        "CITY\\tanaka.h",
+        "city\\TANAKA.H",
+        "tanaka.h",
+        "htanaka",
+        "S-1-5-21-1004336348-1177238915-682003330-1105",
+        "Tanaka.Hanako@city.example.lg.jp",
+    ):
+        assert zones.canonical_user(alias) == upn
+    assert zones.canonical_user("someone.else@example.com") is None
+
+
+def _policy(**over: object) -> dict:
+    base: dict = {
+        "zones": {"core": {"cidrs": ["10.0.0.0/8"]}, "internet": {"cidrs": []}},
+        "roles": {},
+        "flows": [],
+    }
+    base.update(over)
+    return base
+
+
+def test_longest_prefix_wins_across_zones() -> None:
+    zm = ZoneMap(
+        ZonePolicy.model_validate(
+            _policy(
+                zones={
+                    "core": {"cidrs": ["10.0.0.0/8"]},
+                    "lgwan": {"cidrs": ["10.20.0.0/16"]},
+                    "internet": {"cidrs": []},
+                }
+            )
+        )
+    )
+    assert zm.zone_of("10.20.1.1") == "lgwan"
+    assert zm.zone_of("10.21.1.1") == "core"
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        (_policy(zones={"core": {"cidrs": ["10.0.0.0/33"]}, "internet": {}}), "invalid CIDR"),
+        (
+            _policy(zones={"core": {"cidrs": ["10.0.0.0/8"]}, "lgwan": {"cidrs": ["10.0.0.0/8"]},
+                           "internet": {}}),
+            "claimed by zones",
+        ),
+        (_policy(roles={"p": {"zone": "nowhere", "kind": "proxy"}}), "unknown zone 'nowhere'"),
+        (_policy(flows=[{"from": "core", "to": "internet", "via": "ghost"}]), "unknown role"),
+        (
+            _policy(roles={"p": {"zone": "core", "kind": "proxy", "cidrs": ["192.168.0.1/32"]}}),
+            "not in its zone core",
+        ),
+    ],
+)
+def test_invalid_policies_are_refused_with_the_reason(policy: dict, message: str) -> None:
+    with pytest.raises(ZoneConfigError, match=message):
+        ZoneMap(ZonePolicy.model_validate(policy))
+
+
+def test_yaml_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "zones.yaml"
+    bad.write_text(yaml.safe_dump({"zones": {"core": {"cidrs": ["10.0.0.0/8"], "colour": "red"}}}))
+    with pytest.raises(ZoneConfigError, match=r"zones\.yaml: zones\.core\.colour"):
+        load_zone_map(bad)
+    with pytest.raises(ZoneConfigError, match="cannot read zone policy"):
+        load_zone_map(tmp_path / "missing.yaml")
+
+
+@given(st.ip_addresses())
+def test_lookup_agrees_with_a_brute_force_scan(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    zm = load_zone_map(ROOT / "rules" / "zones.yaml")
+    best: tuple[int, str] | None = None
+    for name, zone in zm.policy.zones.items():
+        for cidr in zone.cidrs:
+            net = ipaddress.ip_network(cidr)
+            if ip.version == net.version and ip in net and (best is None or net.prefixlen > best[0]):
+                best = (net.prefixlen, name)
+    expected = best[1] if best else ("internet" if ip.is_global else "unknown")
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return  # mapped addresses are looked up as their IPv4 form (tested above)
+    assert zm.zone_of(str(ip)) == expected
