@@ -1,0 +1,297 @@
+"""Teams cards for alerts: Adaptive Card 1.5 in a Workflows webhook envelope,
+plus the legacy MessageCard for destinations that still need it.
+
+Cards are built from the alert alone (pure functions); the size is checked
+on the encoded envelope, because Teams rejects messages over 28 KB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from correlator.alerting.text import clean, join_values
+from zonewatch.ecs import get_field
+from zonewatch.models import Alert
+
+JST = ZoneInfo("Asia/Tokyo")
+MAX_CARD_BYTES = 27 * 1024  # Teams' limit is 28 KB; leave room for the envelope
+ADAPTIVE = "application/vnd.microsoft.card.adaptive"
+
+_LEVEL_COLOR = {
+    "critical": "attention",
+    "high": "attention",
+    "medium": "warning",
+    "low": "accent",
+    "informational": "default",
+}
+_RANK = {level: i for i, level in enumerate(_LEVEL_COLOR)}
+_LEVEL_HEX = {"critical": "8B0000", "high": "D13438", "medium": "FFAA44", "low": "0078D4"}
+
+# (label, ECS fields tried in order) for the entities an officer acts on
+_ENTITIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ユーザー / User", ("user.name", "source.user.name")),
+    ("端末 / Device", ("host.name", "device.id")),
+    ("送信元 / Source IP", ("source.ip",)),
+    ("宛先 / Destination", ("destination.ip", "url.domain", "destination.domain")),
+)
+
+
+def _both_times(value: datetime) -> str:
+    jst = value.astimezone(JST).strftime("%Y-%m-%d %H:%M:%S JST")
+    utc = value.astimezone(ZoneInfo("UTC")).strftime("%H:%M:%S UTC")
+    return f"{jst} ({utc})"
+
+
+def _distinct(alert: Alert, fields: Sequence[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for name in fields:
+        value = alert.group.get(name)
+        if value not in (None, ""):
+            seen.setdefault(str(value), None)
+    for ev in alert.evidence:
+        for name in fields:
+            value = get_field(ev.event, name)
+            if value not in (None, "") and not isinstance(value, dict | list):
+                seen.setdefault(str(value), None)
+                break
+    return list(seen)
+
+
+def alert_link(template: str | None, alert: Alert) -> str | None:
+    if not template:
+        return None
+    return template.format(alert_id=quote(alert.id, safe=""), rule_id=quote(alert.rule_id, safe=""))
+
+
+def query_command(alert: Alert, db_path: str | None = None) -> str:
+    db = f" --db {db_path}" if db_path else ""
+    return f"zonewatch query alert-evidence{db} --param alert_id={alert.id}"
+
+
+def _facts(alert: Alert, limit: int, evidence_total: int | None = None) -> list[dict[str, str]]:
+    facts = [
+        {"title": "レベル / Level", "value": clean(alert.level, 20)},
+        {"title": "ゾーン越境 / Zone crossing", "value": clean(alert.zone_crossing or "-", 60)},
+    ]
+    for label, fields in _ENTITIES:
+        values = _distinct(alert, fields)
+        if values:
+            facts.append({"title": label, "value": join_values(values, limit=limit)})
+    for key, value in list(alert.group.items())[:5]:
+        facts.append({"title": f"group: {clean(key, 40)}", "value": clean(value, limit)})
+    facts += [
+        {"title": "初回 / First seen", "value": _both_times(alert.first_seen)},
+        {"title": "最終 / Last seen", "value": _both_times(alert.last_seen)},
+        {
+            "title": "証拠件数 / Evidence",
+            "value": str(evidence_total if evidence_total is not None else len(alert.evidence)),
+        },
+        {"title": "ルール / Rule", "value": clean(alert.rule_id, 80)},
+        {"title": "種別 / Type", "value": clean(f"{alert.type} ({alert.origin})", 60)},
+    ]
+    return facts
+
+
+def _evidence_lines(alert: Alert, count: int, limit: int) -> list[dict[str, Any]]:
+    lines = []
+    for ev in alert.evidence[:count]:
+        e = ev.event
+        parts = [
+            ev.time.astimezone(JST).strftime("%m-%d %H:%M:%S"),
+            get_field(e, "event.dataset") or ev.topic or "",
+            get_field(e, "event.action") or "",
+            get_field(e, "user.name") or "",
+            get_field(e, "url.full") or get_field(e, "destination.ip") or "",
+        ]
+        text = " · ".join(clean(p, limit) for p in parts if p not in (None, ""))
+        lines.append({"type": "TextBlock", "text": text, "wrap": True, "size": "Small"})
+    return lines
+
+
+def _adaptive(
+    alert: Alert,
+    link: str | None,
+    db_path: str | None,
+    evidence: int,
+    limit: int,
+    evidence_total: int | None,
+) -> dict[str, Any]:
+    title = f"[{alert.level.upper()}] {clean(alert.rule_title, 150)}"
+    body: list[dict[str, Any]] = [
+        {
+            "type": "TextBlock",
+            "text": title,
+            "weight": "bolder",
+            "size": "medium",
+            "wrap": True,
+            "color": _LEVEL_COLOR.get(alert.level, "default"),
+        },
+        {"type": "FactSet", "facts": _facts(alert, limit, evidence_total)},
+    ]
+    if evidence:
+        body.append(
+            {"type": "TextBlock", "text": "証拠 / Evidence", "weight": "bolder", "wrap": True}
+        )
+        body += _evidence_lines(alert, evidence, limit)
+        total = evidence_total if evidence_total is not None else len(alert.evidence)
+        hidden = total - min(evidence, len(alert.evidence))
+        if hidden > 0:
+            body.append({"type": "TextBlock", "text": f"(+{hidden} more)", "isSubtle": True})
+    body.append(
+        {
+            "type": "TextBlock",
+            "text": clean(query_command(alert, db_path), 400),
+            "fontType": "monospace",
+            "wrap": True,
+        }
+    )
+    card: dict[str, Any] = {
+        "type": "AdaptiveCard",
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "version": "1.5",
+        "fallbackText": clean(f"{alert.level}: {alert.rule_title}", 200),
+        "body": body,
+    }
+    if link:
+        card["actions"] = [
+            {"type": "Action.OpenUrl", "title": "アラートを開く / Open", "url": link}
+        ]
+    return card
+
+
+def envelope(card: dict[str, Any]) -> dict[str, Any]:
+    """The Workflows webhook message that carries one Adaptive Card."""
+    return {
+        "type": "message",
+        "attachments": [{"contentType": ADAPTIVE, "contentUrl": None, "content": card}],
+    }
+
+
+def _fit(build: Any) -> dict[str, Any]:
+    # Shrink evidence first, then per-value length, until the message fits.
+    for evidence, limit in ((5, 200), (3, 120), (1, 80), (0, 60), (0, 30)):
+        message = build(evidence, limit)
+        if len(orjson.dumps(message)) <= MAX_CARD_BYTES:
+            return message
+    return message
+
+
+def teams_card(
+    alert: Alert,
+    *,
+    link_template: str | None = None,
+    db_path: str | None = None,
+    evidence_total: int | None = None,
+) -> dict[str, Any]:
+    """Workflows webhook envelope with the alert's Adaptive Card (≤ 27 KB).
+
+    ``evidence_total`` is the alert's full evidence count when ``alert``
+    carries only the first few evidence events (as read back from the store).
+    """
+    link = alert_link(link_template, alert)
+    return _fit(
+        lambda ev, limit: envelope(_adaptive(alert, link, db_path, ev, limit, evidence_total))
+    )
+
+
+def digest_card(
+    alerts: Sequence[Alert],
+    *,
+    link_template: str | None = None,
+    db_path: str | None = None,
+) -> dict[str, Any]:
+    """One card summarising a burst of alerts (digest mode)."""
+
+    def build(_evidence: int, limit: int) -> dict[str, Any]:
+        shown = alerts[: max(5, limit // 4)]
+        levels: dict[str, int] = {}
+        for a in alerts:
+            levels[a.level] = levels.get(a.level, 0) + 1
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(levels.items()))
+        worst = min(alerts, key=lambda a: _RANK.get(a.level, len(_RANK)), default=None)
+        body: list[dict[str, Any]] = [
+            {
+                "type": "TextBlock",
+                "text": f"zonewatch: {len(alerts)} 件のアラート / alerts ({summary})",
+                "weight": "bolder",
+                "size": "medium",
+                "wrap": True,
+                "color": _LEVEL_COLOR.get(worst.level if worst else "", "default"),
+            }
+        ]
+        facts = []
+        for a in shown:
+            who = join_values(_distinct(a, ("user.name", "host.name", "source.ip")), 2, 40)
+            crossing = f" {clean(a.zone_crossing, 40)}" if a.zone_crossing else ""
+            facts.append(
+                {
+                    "title": a.first_seen.astimezone(JST).strftime("%m-%d %H:%M JST"),
+                    "value": f"[{a.level}] {clean(a.rule_title, limit)}{crossing} {who}".strip(),
+                }
+            )
+        body.append({"type": "FactSet", "facts": facts})
+        if len(alerts) > len(shown):
+            body.append({"type": "TextBlock", "text": f"(+{len(alerts) - len(shown)} more)"})
+        first = alerts[0]
+        body.append(
+            {
+                "type": "TextBlock",
+                "text": clean(
+                    "zonewatch query recent-alerts"
+                    + (f" --db {db_path}" if db_path else "")
+                    + f" --since {first.first_seen.isoformat()}",
+                    400,
+                ),
+                "fontType": "monospace",
+                "wrap": True,
+            }
+        )
+        card: dict[str, Any] = {
+            "type": "AdaptiveCard",
+            "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+            "version": "1.5",
+            "fallbackText": f"zonewatch: {len(alerts)} alerts",
+            "body": body,
+        }
+        link = alert_link(link_template, first)
+        if link:
+            card["actions"] = [
+                {"type": "Action.OpenUrl", "title": "最初のアラート / First", "url": link}
+            ]
+        return envelope(card)
+
+    return _fit(build)
+
+
+def message_card(
+    alert: Alert, *, link_template: str | None = None, evidence_total: int | None = None
+) -> dict[str, Any]:
+    """Legacy Office 365 connector MessageCard, for destinations still on it."""
+    link = alert_link(link_template, alert)
+    card: dict[str, Any] = {
+        "@type": "MessageCard",
+        "@context": "https://schema.org/extensions",
+        "summary": clean(f"{alert.level}: {alert.rule_title}", 150),
+        "themeColor": _LEVEL_HEX.get(alert.level, "808080"),
+        "title": f"[{alert.level.upper()}] {clean(alert.rule_title, 150)}",
+        "sections": [
+            {
+                "facts": [
+                    {"name": f["title"], "value": f["value"]}
+                    for f in _facts(alert, 120, evidence_total)
+                ],
+                "text": clean(query_command(alert), 400),
+            }
+        ],
+    }
+    if link:
+        card["potentialAction"] = [
+            {"@type": "OpenUri", "name": "Open", "targets": [{"os": "default", "uri": link}]}
+        ]
+    return card
