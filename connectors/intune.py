@@ -1,0 +1,470 @@
+"""Microsoft Intune: Graph audit events, diagnostic-settings records, device snapshots.
+
+Formats:
+
+``graph``
+    ``deviceManagement/auditEvents`` objects, one per line, or whole Graph
+    pages (``{"value": [...], "@odata.nextLink": ...}``).
+``diagnostic``
+    Intune diagnostic-settings records as Event Hub delivers them
+    (``{"time", "category", "operationName", "properties"}``, or a batch
+    ``{"records": [...]}``) or as a Log Analytics export writes them
+    (``IntuneAuditLogs`` / ``IntuneOperationalLogs`` / ``IntuneDevices``
+    rows with ``TimeGenerated`` and ``Properties``). Device rows come out as
+    one informational event each, like Elastic's ``managed_device`` stream.
+``devices``
+    The same device rows (or Graph ``managedDevice`` objects) read as
+    periodic snapshots: a device's first sighting emits ``device-observed``,
+    later snapshots emit only changes (``device-compliance-changed``,
+    ``device-ownership-changed``, ``device-user-changed``). The previous
+    state per device lives in ``ctx.state["intune.devices"]``, which the
+    pipeline persists under ``checkpoint_dir`` so a restart does not
+    re-announce the whole estate.
+
+Normalized values: ``intune.compliance`` is one of ``compliant``,
+``noncompliant``, ``in_grace_period``, ``not_evaluated``, ``conflict``,
+``error``, ``config_manager``, ``unknown``; ``intune.ownership`` is
+``corporate``, ``personal`` (BYOD) or ``unknown``; a grace period of
+``9999-12-31`` means none and is left out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from datetime import UTC
+from typing import Any
+
+import orjson
+
+from connectors.base import ParseContext, register
+from connectors.timeparse import parse_iso, parse_timestamp
+from zonewatch.errors import ParseError
+
+SOURCE = "intune"
+
+_COMPLIANCE = {
+    "compliant": "compliant",
+    "1": "compliant",
+    "noncompliant": "noncompliant",
+    "non-compliant": "noncompliant",
+    "not compliant": "noncompliant",
+    "2": "noncompliant",
+    "ingraceperiod": "in_grace_period",
+    "in grace period": "in_grace_period",
+    "notevaluated": "not_evaluated",
+    "not evaluated": "not_evaluated",
+    "conflict": "conflict",
+    "error": "error",
+    "configmanager": "config_manager",
+    "config manager": "config_manager",
+    "unknown": "unknown",
+}
+_OWNERSHIP = {
+    "corporate": "corporate",
+    "company": "corporate",
+    "personal": "personal",
+    "unknown": "unknown",
+}
+_OUTCOME = {
+    "success": "success",
+    "succeeded": "success",
+    "failure": "failure",
+    "failed": "failure",
+    "fail": "failure",
+    "timeout": "failure",
+}
+_TABLE_CATEGORY = {
+    "intuneauditlogs": "AuditLogs",
+    "intuneoperationallogs": "OperationalLogs",
+    "intunedevices": "Devices",
+    "intunedevicecomplianceorg": "DeviceComplianceOrg",
+}
+_SLUG_RE = re.compile(r"[^a-z0-9]+")
+_NO_GRACE = "9999-12-31"
+
+
+def _slug(text: str) -> str:
+    return _SLUG_RE.sub("-", text.lower()).strip("-")
+
+
+def _loads(raw: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ParseError(f"not JSON: {exc}") from None
+
+
+def _unwrap(doc: Any, raw: str) -> list[tuple[dict[str, Any], str]]:
+    """(record, original text) pairs of a line holding one record or a batch."""
+    if isinstance(doc, dict):
+        for key in ("records", "value"):
+            batch = doc.get(key)
+            if isinstance(batch, list):
+                return [(r, orjson.dumps(r).decode()) for r in batch if isinstance(r, dict)]
+        return [(doc, raw)]
+    if isinstance(doc, list):
+        return [(r, orjson.dumps(r).decode()) for r in doc if isinstance(r, dict)]
+    raise ParseError("JSON line is neither an object nor an array of objects")
+
+
+def _utc(value: Any, ctx: ParseContext, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ParseError(f"missing {what}")
+    try:
+        return parse_iso(value, UTC)
+    except ParseError:
+        # Intune's ActivityDate "2/12/2026 6:43:08 AM" is the only odd shape seen.
+        return parse_timestamp(value, UTC, ctx.now)
+
+
+def _base(ts: str, original: str, ctx: ParseContext) -> dict[str, Any]:
+    return {
+        "@timestamp": ts,
+        "event": {"kind": "event", "original": original, "dataset": SOURCE, "module": ctx.format},
+        "observer": {"vendor": "Microsoft", "product": "Intune"},
+    }
+
+
+def compliance(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return _COMPLIANCE.get(str(value).strip().lower(), "unknown")
+
+
+def ownership(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return _OWNERSHIP.get(str(value).strip().lower(), "unknown")
+
+
+def _outcome(value: Any) -> str:
+    if isinstance(value, str):
+        return _OUTCOME.get(value.strip().lower(), "unknown")
+    return "unknown"
+
+
+# --- Graph auditEvents ---------------------------------------------------------
+
+
+def graph_audit_event(item: dict[str, Any], original: str, ctx: ParseContext) -> dict[str, Any]:
+    """One Graph ``auditEvent`` object -> ECS."""
+    ts = _utc(item.get("activityDateTime"), ctx, "activityDateTime")
+    ev = _base(ts, original, ctx)
+    activity = item.get("activity") or item.get("displayName") or ""
+    ev["event"].update(
+        {
+            "action": _slug(str(activity)) or "audit",
+            "category": ["configuration"],
+            "type": ["change"],
+            "outcome": _outcome(item.get("activityResult")),
+        }
+    )
+    if item.get("id"):
+        ev["event"]["id"] = item["id"]
+    actor = item.get("actor") if isinstance(item.get("actor"), dict) else {}
+    user: dict[str, Any] = {}
+    upn = actor.get("userPrincipalName")
+    if upn:
+        user["name"] = upn
+        user["email"] = upn
+    if actor.get("userId"):
+        user["id"] = actor["userId"]
+    if user:
+        ev["user"] = user
+    if actor.get("ipAddress"):
+        ev["source"] = {"ip": actor["ipAddress"]}
+    if actor.get("applicationDisplayName"):
+        ev["service"] = {"name": actor["applicationDisplayName"]}
+    resources = item.get("resources") if isinstance(item.get("resources"), list) else []
+    ev["intune"] = {
+        k: v
+        for k, v in {
+            "activity": activity or None,
+            "activity_type": item.get("activityType"),
+            "operation_type": item.get("activityOperationType"),
+            "component": item.get("componentName"),
+            "category": item.get("category"),
+            "correlation_id": item.get("correlationId"),
+            "targets": [r.get("displayName") for r in resources if isinstance(r, dict)] or None,
+        }.items()
+        if v is not None
+    }
+    return ev
+
+
+@register(
+    SOURCE,
+    "graph",
+    "Microsoft Graph deviceManagement/auditEvents (objects or whole pages)",
+    sniff=lambda line: '"activityDateTime"' in line,
+)
+def parse_graph(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    doc = _loads(raw)
+    out = []
+    for item, original in _unwrap(doc, raw):
+        out.append(graph_audit_event(item, original, ctx))
+    return out
+
+
+# --- diagnostic-settings records -------------------------------------------------
+
+
+def _record_shape(rec: dict[str, Any]) -> tuple[str, str, dict[str, Any], Any]:
+    """(category, operation, properties, time) of an Event Hub or Log Analytics record."""
+    if "properties" in rec or "operationName" in rec:
+        category = rec.get("category") or ""
+        operation = rec.get("operationName") or ""
+        props = rec.get("properties")
+        when = rec.get("time")
+    else:
+        table = str(rec.get("Type") or "")
+        category = rec.get("Category") or _TABLE_CATEGORY.get(table.lower(), table)
+        operation = rec.get("OperationName") or category
+        props = rec.get("Properties")
+        when = rec.get("TimeGenerated")
+        if props is None and category in ("Devices", "DeviceComplianceOrg"):
+            props = rec  # IntuneDevices rows carry the device columns at top level
+    if isinstance(props, str):
+        try:
+            props = orjson.loads(props)
+        except orjson.JSONDecodeError:
+            props = {"raw": props}
+    if not isinstance(props, dict):
+        props = {}
+    if not category:
+        raise ParseError("record has no category/Type: not an Intune diagnostic record")
+    return str(category), str(operation), props, when
+
+
+def _audit(rec: dict[str, Any], props: dict[str, Any], operation: str, ev: dict[str, Any]) -> None:
+    actor = props.get("Actor") if isinstance(props.get("Actor"), dict) else {}
+    ev["event"].update(
+        {
+            "action": _slug(operation) or "audit",
+            "category": ["configuration"],
+            "type": ["change"],
+            "outcome": _outcome(rec.get("resultType") or rec.get("ResultType")),
+        }
+    )
+    if props.get("AuditEventId"):
+        ev["event"]["id"] = props["AuditEventId"]
+    reason = rec.get("resultDescription") or rec.get("ResultDescription")
+    if reason:
+        ev["event"]["reason"] = reason
+    upn = actor.get("UPN") or rec.get("identity") or rec.get("Identity")
+    user: dict[str, Any] = {}
+    if upn:
+        user["name"] = upn
+        user["email"] = upn
+    if actor.get("ObjectId"):
+        user["id"] = actor["ObjectId"]
+    if user:
+        ev["user"] = user
+    if actor.get("ApplicationName"):
+        ev["service"] = {"name": actor["ApplicationName"]}
+    targets = props.get("TargetDisplayNames")
+    if isinstance(targets, list) and targets:
+        ev["destination"] = {"domain": targets}
+        ev["intune"]["targets"] = targets
+
+
+def _operational(
+    rec: dict[str, Any], props: dict[str, Any], operation: str, ev: dict[str, Any]
+) -> None:
+    ev["event"].update(
+        {
+            "action": _slug(operation) or "operational",
+            "category": ["host"],
+            "type": ["info"],
+            "outcome": _outcome(rec.get("resultType") or rec.get("ResultType")),
+        }
+    )
+    device_id = props.get("IntuneDeviceId") or props.get("DeviceId")
+    if device_id:
+        ev["device"] = {"id": device_id}
+    if props.get("DeviceName"):
+        ev["host"] = {"name": props["DeviceName"]}
+    upn = props.get("UPN") or props.get("UserPrincipalName")
+    user_id = props.get("UserId") or props.get("IntuneUserId")
+    if upn or user_id:
+        ev["user"] = {k: v for k, v in (("name", upn), ("id", user_id)) if v}
+    for key, field in (
+        ("FailureCategory", "failure_category"),
+        ("FailureReason", "failure_reason"),
+        ("EnrollmentType", "enrollment_type"),
+        ("Os", "os"),
+    ):
+        if props.get(key):
+            ev["intune"][field] = props[key]
+
+
+def device_fields(props: dict[str, Any]) -> dict[str, Any]:
+    """Normalized device attributes of a Devices / DeviceComplianceOrg row or a
+    Graph managedDevice object."""
+    grace = props.get("InGracePeriodUntil") or props.get("complianceGracePeriodExpirationDateTime")
+    if isinstance(grace, str) and grace.startswith(_NO_GRACE):
+        grace = None
+    elif isinstance(grace, str):
+        with contextlib.suppress(ParseError):
+            grace = parse_iso(grace, UTC)
+    state = (
+        props.get("CompliantState")
+        or props.get("ComplianceState_loc")
+        or props.get("complianceState")
+        or props.get("ComplianceState")
+    )
+    owner = (
+        props.get("Ownership") or props.get("OwnerType_loc") or props.get("managedDeviceOwnerType")
+    )
+    return {
+        "device_id": props.get("DeviceId") or props.get("id"),
+        "name": props.get("DeviceName") or props.get("deviceName"),
+        "upn": props.get("UPN") or props.get("userPrincipalName") or props.get("UserEmail"),
+        "user_id": props.get("PrimaryUser") or props.get("UserId") or props.get("userId"),
+        "compliance": compliance(state),
+        "ownership": ownership(owner),
+        "grace_until": grace,
+        "os": props.get("OS") or props.get("operatingSystem"),
+        "os_version": props.get("OSVersion") or props.get("osVersion"),
+        "serial": props.get("SerialNumber") or props.get("serialNumber"),
+        "model": props.get("Model") or props.get("model"),
+        "managed_by": props.get("ManagedBy") or props.get("managementAgent"),
+        "join_type": props.get("JoinType") or props.get("joinType"),
+        "jailbroken": props.get("JailBroken") or props.get("jailBroken"),
+        "mac": props.get("WifiMacAddress") or props.get("wiFiMacAddress"),
+    }
+
+
+def _mac(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    hexes = re.sub(r"[^0-9A-Fa-f]", "", value)
+    if len(hexes) != 12:
+        return None
+    return "-".join(hexes[i : i + 2] for i in range(0, 12, 2)).upper()
+
+
+def _apply_device(ev: dict[str, Any], d: dict[str, Any]) -> None:
+    if d["device_id"]:
+        device: dict[str, Any] = {"id": d["device_id"]}
+        if d["serial"]:
+            device["serial_number"] = d["serial"]
+        if d["model"]:
+            device["model"] = {"name": d["model"]}
+        ev["device"] = device
+    host: dict[str, Any] = {}
+    if d["name"]:
+        host["name"] = d["name"]
+    if d["os"] or d["os_version"]:
+        host["os"] = {k: v for k, v in (("name", d["os"]), ("version", d["os_version"])) if v}
+    mac = _mac(d["mac"])
+    if mac:
+        host["mac"] = [mac]
+    if host:
+        ev["host"] = host
+    user = {k: v for k, v in (("name", d["upn"]), ("email", d["upn"]), ("id", d["user_id"])) if v}
+    if user:
+        ev["user"] = user
+    intune = ev["intune"]
+    for key in ("compliance", "ownership", "managed_by", "join_type", "jailbroken"):
+        if d[key]:
+            intune[key] = d[key]
+    if d["grace_until"]:
+        intune["grace_period_until"] = d["grace_until"]
+
+
+def diagnostic_record(rec: dict[str, Any], original: str, ctx: ParseContext) -> dict[str, Any]:
+    category, operation, props, when = _record_shape(rec)
+    ts = _utc(when, ctx, "time/TimeGenerated")
+    ev = _base(ts, original, ctx)
+    ev["intune"] = {"category": category, "operation": operation}
+    tenant = rec.get("tenantId") or rec.get("TenantId")
+    if tenant:
+        ev["cloud"] = {"account": {"id": tenant}}
+    corr = rec.get("correlationId") or rec.get("CorrelationId")
+    if corr:
+        ev["intune"]["correlation_id"] = corr
+    if category == "AuditLogs":
+        _audit(rec, props, operation, ev)
+    elif category in ("Devices", "DeviceComplianceOrg"):
+        ev["event"].update({"action": _slug(operation), "category": ["host"], "type": ["info"]})
+        _apply_device(ev, device_fields(props))
+    else:
+        _operational(rec, props, operation, ev)
+    return ev
+
+
+@register(
+    SOURCE,
+    "diagnostic",
+    "Intune diagnostic settings (Event Hub records or Log Analytics rows)",
+    sniff=lambda line: (
+        ('"operationName"' in line or '"OperationName"' in line)
+        and '"activityDateTime"' not in line
+    ),
+)
+def parse_diagnostic(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    doc = _loads(raw)
+    return [diagnostic_record(rec, original, ctx) for rec, original in _unwrap(doc, raw)]
+
+
+# --- device snapshots -> change events -------------------------------------------
+
+_TRACKED = (
+    ("compliance", "device-compliance-changed"),
+    ("ownership", "device-ownership-changed"),
+    ("upn", "device-user-changed"),
+)
+
+
+def _snapshot_time(rec: dict[str, Any], ctx: ParseContext) -> str:
+    when = rec.get("time") or rec.get("TimeGenerated") or rec.get("lastSyncDateTime")
+    return _utc(when, ctx, "snapshot time (time/TimeGenerated/lastSyncDateTime)")
+
+
+def device_changes(rec: dict[str, Any], original: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    if "properties" in rec or "Properties" in rec or "operationName" in rec:
+        _, _, props, _ = _record_shape(rec)
+    else:
+        props = rec
+    d = device_fields(props)
+    if not d["device_id"]:
+        raise ParseError("device record has no DeviceId/id")
+    ts = _snapshot_time(rec, ctx)
+    known: dict[str, dict[str, Any]] = ctx.state.setdefault("intune.devices", {})
+    current = {"compliance": d["compliance"], "ownership": d["ownership"], "upn": d["upn"]}
+    current["grace_until"] = d["grace_until"]
+    previous = known.get(d["device_id"])
+    known[d["device_id"]] = current
+    changes: list[tuple[str, str | None]] = []
+    if previous is None:
+        changes.append(("device-observed", None))
+    else:
+        for key, action in _TRACKED:
+            if previous.get(key) != current[key]:
+                changes.append((action, key))
+    out = []
+    for action, key in changes:
+        ev = _base(ts, original, ctx)
+        ev["event"].update(
+            {"action": action, "category": ["host"], "type": ["info" if key is None else "change"]}
+        )
+        ev["intune"] = {}
+        _apply_device(ev, d)
+        if key is not None and previous is not None:
+            field = "user" if key == "upn" else key
+            ev["intune"]["previous"] = {field: previous.get(key)}
+            if key == "compliance":
+                ev["intune"]["previous"]["grace_period_until"] = previous.get("grace_until")
+        out.append(ev)
+    return out
+
+
+@register(SOURCE, "devices", "Intune device snapshots -> device change events (stateful)")
+def parse_devices(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    doc = _loads(raw)
+    out: list[dict[str, Any]] = []
+    for rec, original in _unwrap(doc, raw):
+        out.extend(device_changes(rec, original, ctx))
+    return out

@@ -1,0 +1,459 @@
+"""record -> parse -> enrich -> sink (events or dead letters), with checkpoints.
+
+The pipeline owns the per-stream :class:`ParseContext`, turns every record
+into events or exactly one dead letter (oversized, not UTF-8, unparsable, no
+format recognised), and every ``commit_every`` records or ``commit_interval_s``
+seconds makes the sink durable together with the input position and the
+parser state. Nothing is dropped silently: ``IngestStats`` counts where
+every record went.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+
+from connectors import metrics
+from connectors.base import FORMATS, Format, ParseContext
+from connectors.enrich import Enricher
+from connectors.inputs import Input, Record
+from zonewatch.config import SOURCES, Settings
+from zonewatch.errors import ConfigError, ParseError
+from zonewatch.logs import get_logger
+from zonewatch.models import DeadLetter
+from zonewatch.zones import ZoneMap, load_zone_map
+
+log = get_logger(__name__)
+
+AUTO = "auto"
+# Formats whose parser state must survive restarts (device snapshots, AVD groups).
+_STATE_KEY = "state"
+
+
+class Sink(Protocol):
+    def emit(self, event: dict[str, Any]) -> None: ...
+
+    def dead_letter(self, letter: DeadLetter) -> None: ...
+
+    def commit(self, checkpoint: dict[str, Any] | None = None) -> None: ...
+
+
+@dataclass
+class IngestStats:
+    read: int = 0
+    produced: int = 0
+    dead_lettered: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        rate = self.read / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"read {self.read} records, produced {self.produced} events, "
+            f"dead-lettered {self.dead_lettered} ({rate:,.0f} records/s)"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "produced": self.produced,
+            "dead_lettered": self.dead_lettered,
+            "reasons": dict(self.reasons),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def load_source(source: str) -> None:
+    """Import the module that registers ``source``'s formats."""
+    if source not in SOURCES:
+        raise ConfigError(f"unknown source {source!r}: choose one of {', '.join(SOURCES)}")
+    importlib.import_module(f"connectors.{source}")
+
+
+def formats_of(source: str) -> dict[str, Format]:
+    load_source(source)
+    return {name: f for (src, name), f in FORMATS.items() if src == source}
+
+
+def resolve_timezone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"unknown timezone {name!r}: use an IANA name like Asia/Tokyo") from exc
+
+
+def _reason_kind(reason: str) -> str:
+    """A short label for counters: the reason up to its first colon."""
+    return reason.split(":", 1)[0][:40]
+
+
+class Pipeline:
+    """Parses and enriches records of one stream (one source, one format or auto)."""
+
+    def __init__(
+        self,
+        source: str,
+        fmt: str,
+        *,
+        zones: ZoneMap | None,
+        timezone: ZoneInfo | str = "Asia/Tokyo",
+        max_line_bytes: int = 65536,
+        input_name: str = "stdin",
+    ):
+        available = formats_of(source)
+        if fmt != AUTO and fmt not in available:
+            raise ConfigError(
+                f"unknown format {fmt!r} for {source}: choose one of "
+                f"{', '.join(sorted(available))} or auto"
+            )
+        self.source = source
+        self.format = fmt
+        self._auto = [f for f in available.values() if f.sniff is not None]
+        self._fixed = available.get(fmt)
+        tz = resolve_timezone(timezone) if isinstance(timezone, str) else timezone
+        self.ctx = ParseContext(source=source, format=fmt, timezone=tz)
+        self.enrich = Enricher(zones) if zones is not None else None
+        self.max_line_bytes = max_line_bytes
+        self.input_name = input_name
+        self.stats = IngestStats()
+
+    def _pick(self, text: str) -> Format:
+        if self._fixed is not None:
+            return self._fixed
+        hits = [f for f in self._auto if f.sniff is not None and f.sniff(text)]
+        if len(hits) == 1:
+            return hits[0]
+        if not hits:
+            raise ParseError(f"format auto: no {self.source} format recognises this line")
+        names = ", ".join(sorted(f.name for f in hits))
+        raise ParseError(f"format auto: ambiguous between {names}; pass --format")
+
+    def dead_letter(self, record: Record, reason: str, fmt: str | None = None) -> DeadLetter:
+        data = record.data
+        try:
+            raw, encoding = data.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            raw, encoding = base64.b64encode(data).decode("ascii"), "base64"
+        self.stats.dead_lettered += 1
+        self.stats.reasons[_reason_kind(reason)] += 1
+        return DeadLetter(
+            source=self.source,
+            format=fmt or self.format,
+            reason=reason,
+            raw=raw,
+            raw_encoding=encoding,
+            input=record.peer or self.input_name,
+            position=record.position,
+            received_at=datetime.now(UTC),
+        )
+
+    def handle(self, record: Record) -> tuple[list[dict[str, Any]], DeadLetter | None]:
+        """Events for one record, or the dead letter that explains why there are none."""
+        self.stats.read += 1
+        if record.size is not None and record.size > self.max_line_bytes:
+            reason = (
+                f"oversized: {record.size} bytes exceeds max_line_bytes "
+                f"{self.max_line_bytes} (first {len(record.data)} bytes kept)"
+            )
+            return [], self.dead_letter(record, reason)
+        try:
+            text = record.data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return [], self.dead_letter(record, f"not UTF-8: {exc.reason} at byte {exc.start}")
+        if not text.strip():
+            return [], None  # blank lines carry nothing; counted as read
+        fmt_name = self.format
+        try:
+            fmt = self._pick(text)
+            fmt_name = fmt.name
+            events = fmt.parse(text, self.ctx)
+        except ParseError as exc:
+            return [], self.dead_letter(record, str(exc), fmt_name)
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+            # A parser bug must not stop the stream; the line keeps its evidence value.
+            return [], self.dead_letter(
+                record, f"parser error: {type(exc).__name__}: {exc}", fmt_name
+            )
+        for ev in events:
+            meta = ev.get("event")
+            if not isinstance(meta, dict):
+                meta = ev["event"] = {}
+            meta.setdefault("original", text)
+            meta.setdefault("dataset", self.source)
+            meta.setdefault("module", fmt_name)
+            if self.enrich is not None:
+                self.enrich(ev)
+        self.stats.produced += len(events)
+        return events, None
+
+
+class CheckpointStore:
+    """The input position and parser state as a JSON file under checkpoint_dir.
+
+    Written atomically (temp file + rename + fsync); with a transactional
+    sink it is only a hint, the authoritative copy is in Kafka.
+    """
+
+    def __init__(self, directory: Path, source: str, fmt: str, input_name: str):
+        digest = hashlib.sha256(input_name.encode()).hexdigest()[:12]
+        self.path = Path(directory) / f"{source}-{fmt}-{digest}.json"
+        self.input_name = input_name
+
+    @property
+    def transactional_id(self) -> str:
+        return f"zonewatch-{self.path.stem}"
+
+    def load(self) -> dict[str, Any] | None:
+        try:
+            return orjson.loads(self.path.read_bytes())  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return None
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ConfigError(
+                f"checkpoint {self.path} is unreadable ({exc}); move it away to start over"
+            ) from exc
+
+    def save(self, checkpoint: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(orjson.dumps({"input_name": self.input_name, **checkpoint}))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+
+class Runner:
+    """Drives one input through a pipeline into a sink until the input ends or stop()."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        source_input: Input,
+        sink: Sink,
+        *,
+        store: CheckpointStore | None = None,
+        commit_every: int = 20_000,
+        commit_interval_s: float = 1.0,
+    ):
+        self.pipeline = pipeline
+        self.input = source_input
+        self.sink = sink
+        self.store = store
+        self.commit_every = commit_every
+        self.commit_interval_s = commit_interval_s
+        self._stop = threading.Event()
+        self._dirty = False
+        self.started = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _checkpoint(self) -> dict[str, Any]:
+        cp: dict[str, Any] = {"input": self.input.checkpoint()}
+        if self.pipeline.ctx.state:
+            cp[_STATE_KEY] = self.pipeline.ctx.state
+        return cp
+
+    def restore(self) -> None:
+        """Resume from the last checkpoint (Kafka's when the sink is transactional)."""
+        local = self.store.load() if self.store else None
+        recover = getattr(self.sink, "recover_checkpoint", None)
+        cp = local
+        if recover is not None and getattr(self.sink, "transactional_id", None):
+            hint = local.get("kafka_offset") if local else None
+            cp = recover(hint_offset=hint)
+        if not cp:
+            return
+        if cp.get("input"):
+            self.input.restore(cp["input"])
+        if cp.get(_STATE_KEY):
+            self.pipeline.ctx.state.update(cp[_STATE_KEY])
+        log.info("resumed", input=self.input.name, position=cp.get("input"))
+
+    def commit(self) -> None:
+        cp = self._checkpoint()
+        self.sink.commit(cp)
+        if self.store is not None and cp.get("input") is not None:
+            offset = getattr(self.sink, "checkpoint_offset", None)
+            if offset is not None:
+                cp["kafka_offset"] = offset
+            self.store.save(cp)
+        self._dirty = False
+        metrics.observe(self.pipeline)
+
+    def run(self) -> IngestStats:
+        pipeline, sink = self.pipeline, self.sink
+        handle, emit, dead = pipeline.handle, sink.emit, sink.dead_letter
+        since_commit = 0
+        last_commit = time.monotonic()
+        try:
+            for record in self.input:
+                if record is not None:
+                    events, letter = handle(record)
+                    for ev in events:
+                        emit(ev)
+                    if letter is not None:
+                        dead(letter)
+                    self._dirty = True
+                    since_commit += 1
+                if self._stop.is_set():
+                    break
+                if since_commit >= self.commit_every or (
+                    self._dirty
+                    and (record is None or since_commit % 512 == 0)
+                    and time.monotonic() - last_commit >= self.commit_interval_s
+                ):
+                    self.commit()
+                    since_commit = 0
+                    last_commit = time.monotonic()
+            self.commit()
+        finally:
+            self.input.close()
+        pipeline.stats.seconds = time.monotonic() - self.started
+        return pipeline.stats
+
+
+def install_stop_signals(runner: Runner) -> Callable[[], None]:
+    """SIGTERM / SIGINT ask the runner to stop; it then commits and returns."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        runner.stop()
+
+    for sig in previous:
+        signal.signal(sig, on_signal)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+def make_pipeline(
+    settings: Settings, source: str, fmt: str, timezone: str | None = None, input_name: str = ""
+) -> Pipeline:
+    zones_file = settings.connectors.zones_file
+    zones = load_zone_map(zones_file) if Path(zones_file).exists() else None
+    if zones is None:
+        log.warning("no_zone_map", path=str(zones_file), detail="events get no zone tags")
+    return Pipeline(
+        source,
+        fmt,
+        zones=zones,
+        timezone=timezone or settings.connectors.timezone,
+        max_line_bytes=settings.connectors.max_line_bytes,
+        input_name=input_name,
+    )
+
+
+def ingest(
+    settings: Settings,
+    source: str,
+    fmt: str,
+    source_input: Input,
+    *,
+    timezone: str | None = None,
+    checkpointed: bool = True,
+    sink: Sink | None = None,
+    stop_on_signal: bool = True,
+) -> IngestStats:
+    """Run one input into Kafka; checkpointed inputs resume exactly where they stopped."""
+    from connectors.produce import KafkaSink
+
+    pipeline = make_pipeline(settings, source, fmt, timezone, source_input.name)
+    store = (
+        CheckpointStore(settings.connectors.checkpoint_dir, source, fmt, source_input.name)
+        if checkpointed
+        else None
+    )
+    own_sink = sink is None
+    if sink is None:
+        sink = KafkaSink(
+            settings.kafka, source, transactional_id=store.transactional_id if store else None
+        )
+    runner = Runner(pipeline, source_input, sink, store=store)
+    restore_signals = install_stop_signals(runner) if stop_on_signal else (lambda: None)
+    try:
+        if store is not None:
+            runner.restore()
+        return runner.run()
+    finally:
+        restore_signals()
+        if own_sink:
+            sink.close()  # type: ignore[attr-defined]
+
+
+def ingest_file(
+    settings: Settings,
+    source: str,
+    fmt: str,
+    path: str | Path,
+    *,
+    follow: bool = False,
+    timezone: str | None = None,
+) -> IngestStats:
+    """Ingest a log file into Kafka (for the demo and scripts)."""
+    from connectors.inputs.file import FileInput
+
+    source_input = FileInput(path, follow=follow, max_line_bytes=settings.connectors.max_line_bytes)
+    return ingest(settings, source, fmt, source_input, timezone=timezone)
+
+
+class NdjsonSink:
+    """``zonewatch parse``: events to one stream as NDJSON, bad lines to another."""
+
+    def __init__(self, out: Any = None, err: Any = None):
+        self.out = out or sys.stdout.buffer
+        self.err = err or sys.stderr.buffer
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.out.write(orjson.dumps(event) + b"\n")
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        body = {
+            "line": letter.position,
+            "reason": letter.reason,
+            "raw": letter.raw,
+            "raw_encoding": letter.raw_encoding,
+            "format": letter.format,
+        }
+        self.err.write(orjson.dumps(body) + b"\n")
+
+    def commit(self, checkpoint: dict[str, Any] | None = None) -> None:
+        self.out.flush()
+        self.err.flush()
+
+
+def parse_stream(pipeline: Pipeline, records: Iterable[Record | None], sink: Sink) -> IngestStats:
+    start = time.monotonic()
+    for record in records:
+        if record is None:
+            continue
+        events, letter = pipeline.handle(record)
+        for ev in events:
+            sink.emit(ev)
+        if letter is not None:
+            sink.dead_letter(letter)
+    sink.commit()
+    pipeline.stats.seconds = time.monotonic() - start
+    return pipeline.stats

@@ -1,0 +1,560 @@
+"""VDI session events: VMware Horizon, Citrix Monitor OData, Citrix ADC, Azure Virtual Desktop.
+
+Every VDI event says who (``user.name``), from where (``source.ip``, the
+client), to which session host (``destination.ip``, ``host.name``), in which
+session (``vdi.session_id``) and pool (``vdi.pool``), and what happened as
+``event.action``: ``vdi-login``, ``vdi-connect``, ``vdi-disconnect``,
+``vdi-logout`` or ``vdi-login-failed``. Events of other kinds keep their
+vendor name as a slug (``agent-pending``).
+
+Formats:
+
+``horizon``
+    Horizon events as syslog (RFC 5424 with ``[View@6876 ...]`` structured
+    data, or RFC 3164 with the same ``key="value"`` pairs in the message) or
+    as JSON from the event database / REST ``audit-events``. The user is
+    often only a SID (``UserSID``); enrichment maps it to the UPN.
+``citrix``
+    Citrix Monitor OData ``Sessions`` and ``Connections`` entities, one per
+    line or whole pages (``{"value": [...]}``), with ``$expand``-ed User and
+    Machine when present.
+``citrix-adc``
+    Citrix ADC / Gateway syslog (ICASTART, ICAEND_CONNSTAT, LOGIN, LOGOUT).
+``avd``
+    Azure Virtual Desktop ``WVDConnections`` rows (Log Analytics export or
+    Event Hub ``Connection`` records). Rows of one connection share a
+    ``CorrelationId``: it becomes ``vdi.session_id``, repeated states are
+    dropped and ``Completed`` gets ``event.duration`` from ``Started``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from connectors.base import ParseContext, register
+from connectors.timeparse import parse_iso, parse_syslog, parse_timestamp
+from zonewatch.errors import ParseError
+
+SOURCE = "vdi"
+_SLUG_RE = re.compile(r"[^a-z0-9]+")
+
+
+def _slug(text: str) -> str:
+    return _SLUG_RE.sub("-", text.lower()).strip("-")
+
+
+def _loads(raw: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ParseError(f"not JSON: {exc}") from None
+
+
+def _unwrap(doc: Any, raw: str) -> list[tuple[dict[str, Any], str]]:
+    if isinstance(doc, dict):
+        for key in ("records", "value"):
+            batch = doc.get(key)
+            if isinstance(batch, list):
+                return [(r, orjson.dumps(r).decode()) for r in batch if isinstance(r, dict)]
+        return [(doc, raw)]
+    if isinstance(doc, list):
+        return [(r, orjson.dumps(r).decode()) for r in doc if isinstance(r, dict)]
+    raise ParseError("JSON line is neither an object nor an array of objects")
+
+
+def _base(ts: str, original: str, ctx: ParseContext, vendor: str, product: str) -> dict[str, Any]:
+    return {
+        "@timestamp": ts,
+        "event": {
+            "kind": "event",
+            "category": ["session"],
+            "original": original,
+            "dataset": SOURCE,
+            "module": ctx.format,
+        },
+        "observer": {"vendor": vendor, "product": product},
+    }
+
+
+_OUTCOME_BY_ACTION = {
+    "vdi-login": "success",
+    "vdi-connect": "success",
+    "vdi-disconnect": "success",
+    "vdi-logout": "success",
+    "vdi-login-failed": "failure",
+}
+_TYPE_BY_ACTION = {
+    "vdi-login": ["start"],
+    "vdi-connect": ["start"],
+    "vdi-disconnect": ["end"],
+    "vdi-logout": ["end"],
+    "vdi-login-failed": ["start"],
+}
+
+
+def _set_action(ev: dict[str, Any], action: str) -> None:
+    ev["event"]["action"] = action
+    if action in _OUTCOME_BY_ACTION:
+        ev["event"]["outcome"] = _OUTCOME_BY_ACTION[action]
+        ev["event"]["type"] = _TYPE_BY_ACTION[action]
+        if action in ("vdi-login", "vdi-login-failed"):
+            ev["event"]["category"] = ["authentication", "session"]
+    else:
+        ev["event"]["type"] = ["info"]
+
+
+def _put(ev: dict[str, Any], section: str, key: str, value: Any) -> None:
+    if value is None or value == "":
+        return
+    ev.setdefault(section, {})[key] = value
+
+
+def _split_hostport(value: str) -> tuple[str, int | None]:
+    """``1.2.3.4:5`` / ``[::1]:5`` / bare address -> (ip, port)."""
+    value = value.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest.lstrip(":")
+        return host, int(port) if port.isdigit() else None
+    if value.count(":") == 1:
+        host, _, port = value.partition(":")
+        return host, int(port) if port.isdigit() else None
+    return value, None
+
+
+# --- VMware Horizon ----------------------------------------------------------------
+
+_SD_PARAM_RE = re.compile(r'([A-Za-z0-9_.]+)="((?:[^"\\]|\\.)*)"')
+_SD_BLOCK_RE = re.compile(r'\[[^\s\]=]+@\d+(?:\s+[A-Za-z0-9_.]+="(?:[^"\\]|\\.)*")*\s*\]')
+_HORIZON_USER_RE = re.compile(r"\bUser (\S+\\\S+|\S+@\S+)")
+
+
+def horizon_action(event_type: str, severity: str = "") -> str:
+    t = event_type.upper()
+    if "AUTHFAIL" in t or "AUTH_FAIL" in t or "LOGIN_FAIL" in t or "NOT_ENTITLED" in t:
+        return "vdi-login-failed"
+    if severity.upper() == "AUDIT_FAIL" and t.startswith("BROKER_USER"):
+        return "vdi-login-failed"
+    return {
+        "BROKER_USERLOGGEDIN": "vdi-login",
+        "BROKER_USERLOGGEDOUT": "vdi-logout",
+        "AGENT_CONNECTED": "vdi-connect",
+        "AGENT_RECONNECTED": "vdi-connect",
+        "AGENT_DISCONNECTED": "vdi-disconnect",
+        "AGENT_ENDED": "vdi-logout",
+        "AGENT_LOGGEDOFF": "vdi-logout",
+    }.get(t, _slug(event_type) or "horizon-event")
+
+
+def _ci(d: dict[str, Any]) -> dict[str, Any]:
+    """Keys lower-cased without ``_``, so EventType, eventType and event_type meet."""
+    return {k.replace("_", "").lower(): v for k, v in d.items()}
+
+
+def _first(d: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = d.get(key)
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def horizon_event(
+    fields: dict[str, Any], ts: str, original: str, message: str, ctx: ParseContext
+) -> dict[str, Any]:
+    f = _ci(fields)
+    event_type = str(_first(f, "eventtype", "type") or "")
+    if not event_type:
+        raise ParseError("Horizon event without EventType")
+    ev = _base(ts, original, ctx, "VMware", "Horizon")
+    _set_action(ev, horizon_action(event_type, str(f.get("severity") or "")))
+    ev["horizon"] = {
+        k: v
+        for k, v in (
+            ("event_type", event_type),
+            ("module", _first(f, "module")),
+            ("severity", _first(f, "severity")),
+            ("node", _first(f, "node")),
+        )
+        if v
+    }
+    sid = _first(f, "usersid", "userid")
+    name = _first(f, "userdisplayname", "username", "user")
+    if not name and message:
+        m = _HORIZON_USER_RE.search(message)
+        if m:
+            name = m.group(1).rstrip(".,;")
+    _put(ev, "user", "id", sid)
+    _put(ev, "user", "name", name)
+    client = _first(f, "clientipaddress", "clientip", "clientaddress")
+    if isinstance(client, str):
+        _put(ev, "source", "ip", _split_hostport(client)[0])
+    _put(ev, "destination", "ip", _first(f, "machineipaddress", "machineip", "agentip"))
+    _put(ev, "host", "name", _first(f, "machinename", "machinednsname", "dnsname"))
+    _put(ev, "vdi", "pool", _first(f, "desktopid", "desktoppoolid", "poolid", "farmid"))
+    _put(ev, "vdi", "session_id", _first(f, "brokersessionid", "sessionid", "sessionkey"))
+    _put(ev, "vdi", "machine_id", _first(f, "machineid"))
+    if message:
+        ev["message"] = message
+    return ev
+
+
+def _horizon_json(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    out = []
+    for rec, original in _unwrap(_loads(raw), raw):
+        f = _ci(rec)
+        when = _first(f, "time", "timestamp", "eventtime", "timegenerated")
+        if when is None:
+            raise ParseError("Horizon JSON event without Time")
+        ts = parse_timestamp(str(when), ctx.timezone, ctx.now)
+        message = str(_first(f, "moduleandeventtext", "message", "eventtext") or "")
+        out.append(horizon_event(rec, ts, original, message, ctx))
+    return out
+
+
+@register(
+    SOURCE,
+    "horizon",
+    "VMware Horizon events (syslog with View@6876 data, or event-database JSON)",
+    sniff=lambda line: "View@6876" in line or '"EventType"' in line or "EventType=" in line,
+)
+def parse_horizon(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    text = raw.lstrip()
+    if text.startswith("{") or text.startswith("["):
+        return _horizon_json(text, ctx)
+    header = parse_syslog(text, ctx.timezone, ctx.now)
+    fields = dict(_SD_PARAM_RE.findall(header.structured_data or ""))
+    message = header.message
+    if not fields:  # RFC 3164 senders put the pairs into the message
+        fields = dict(_SD_PARAM_RE.findall(message))
+        message = _SD_BLOCK_RE.sub("", message).strip()
+    if not fields:
+        raise ParseError('syslog line without Horizon key="value" event data')
+    ts = header.timestamp or parse_timestamp(str(fields.get("Time", "")), ctx.timezone, ctx.now)
+    ev = horizon_event(fields, ts, raw, message.strip(), ctx)
+    _put(ev, "observer", "hostname", header.hostname)
+    return [ev]
+
+
+# --- Citrix Monitor OData -------------------------------------------------------------
+
+# Monitor.Model ConnectionState enumeration
+_CITRIX_STATES = {
+    0: "Unknown",
+    1: "Connected",
+    2: "Disconnected",
+    3: "Terminated",
+    4: "PreparingSession",
+    5: "Active",
+    6: "Reconnecting",
+    7: "NonBrokeredSession",
+    8: "Other",
+    9: "Pending",
+}
+
+
+def _odata_time(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return parse_iso(value, UTC)  # Monitor OData dates are UTC
+
+
+def _citrix_user(ev: dict[str, Any], rec: dict[str, Any]) -> None:
+    user = rec.get("User") if isinstance(rec.get("User"), dict) else {}
+    upn = _first(user, "Upn", "UPN") or rec.get("BrokeringUserUPN")
+    name = _first(user, "UserName") or rec.get("BrokeringUserName")
+    domain = _first(user, "Domain")
+    if upn:
+        _put(ev, "user", "name", upn)
+    elif name:
+        _put(ev, "user", "name", name)
+        _put(ev, "user", "domain", domain)
+    _put(ev, "user", "id", _first(user, "Sid") or rec.get("UserId"))
+
+
+def _citrix_machine(ev: dict[str, Any], rec: dict[str, Any]) -> None:
+    machine = rec.get("Machine") if isinstance(rec.get("Machine"), dict) else {}
+    _put(ev, "host", "name", _first(machine, "DnsName", "Name") or rec.get("MachineDNSName"))
+    _put(ev, "destination", "ip", _first(machine, "IPAddress") or rec.get("MachineIPAddress"))
+    group = machine.get("DesktopGroup") if isinstance(machine.get("DesktopGroup"), dict) else {}
+    _put(ev, "vdi", "pool", _first(group, "Name") or rec.get("DesktopGroupName"))
+
+
+def _citrix_connection(rec: dict[str, Any], original: str, ctx: ParseContext) -> dict[str, Any]:
+    disconnected = _odata_time(rec.get("DisconnectDate"))
+    failed = rec.get("ConnectionFailureReason") or rec.get("FailureCode")
+    started = _odata_time(
+        _first(rec, "LogOnEndDate", "BrokeringDate", "EstablishmentDate", "LogOnStartDate")
+    )
+    ts = disconnected or started or _odata_time(rec.get("ModifiedDate"))
+    if ts is None:
+        raise ParseError("Citrix Connection without BrokeringDate/LogOnEndDate/DisconnectDate")
+    ev = _base(ts, original, ctx, "Citrix", "Virtual Apps and Desktops")
+    if failed:
+        action = "vdi-login-failed"
+        _put(ev, "event", "reason", str(failed))
+    elif disconnected:
+        action = "vdi-disconnect"
+    else:
+        action = "vdi-connect"
+    _set_action(ev, action)
+    client = rec.get("ClientAddress")
+    if isinstance(client, str) and client:
+        _put(ev, "source", "ip", _split_hostport(client)[0])
+    _put(ev, "source", "address", rec.get("ClientName"))
+    _put(ev, "vdi", "session_id", str(rec["SessionKey"]) if rec.get("SessionKey") else None)
+    _put(ev, "vdi", "connection_id", str(rec["Id"]) if rec.get("Id") is not None else None)
+    _put(ev, "vdi", "protocol", rec.get("Protocol"))
+    _put(ev, "vdi", "gateway", rec.get("ConnectedViaIPAddress") or rec.get("ConnectedViaHostName"))
+    if rec.get("IsReconnect") is True:
+        ev["vdi"]["reconnect"] = True
+    _citrix_user(ev, rec)
+    _citrix_machine(ev, rec)
+    return ev
+
+
+def _citrix_session(rec: dict[str, Any], original: str, ctx: ParseContext) -> dict[str, Any]:
+    state = rec.get("ConnectionState")
+    if isinstance(state, int):
+        state = _CITRIX_STATES.get(state, "Other")
+    state = str(state or "")
+    ended = _odata_time(rec.get("EndDate"))
+    failed = _odata_time(rec.get("FailureDate"))
+    ts = (
+        failed or ended or _odata_time(rec.get("ModifiedDate")) or _odata_time(rec.get("StartDate"))
+    )
+    if ts is None:
+        raise ParseError("Citrix Session without StartDate/EndDate/ModifiedDate")
+    ev = _base(ts, original, ctx, "Citrix", "Virtual Apps and Desktops")
+    if failed or rec.get("FailureId"):
+        action = "vdi-login-failed"
+    elif ended or state == "Terminated":
+        action = "vdi-logout"
+    elif state == "Disconnected":
+        action = "vdi-disconnect"
+    elif state in ("Connected", "Active", "Reconnecting"):
+        action = "vdi-connect"
+    else:
+        action = _slug(f"session-{state or 'unknown'}")
+    _set_action(ev, action)
+    _put(ev, "vdi", "session_id", str(rec["SessionKey"]) if rec.get("SessionKey") else None)
+    _put(ev, "vdi", "state", state or None)
+    start = _odata_time(rec.get("StartDate"))
+    _put(ev, "event", "start", start)
+    _put(ev, "event", "end", ended)
+    conn = rec.get("CurrentConnection")
+    if isinstance(conn, dict) and isinstance(conn.get("ClientAddress"), str):
+        _put(ev, "source", "ip", _split_hostport(conn["ClientAddress"])[0])
+    _citrix_user(ev, rec)
+    _citrix_machine(ev, rec)
+    return ev
+
+
+@register(
+    SOURCE,
+    "citrix",
+    "Citrix Monitor OData Sessions / Connections (entities or pages)",
+    sniff=lambda line: '"SessionKey"' in line,
+)
+def parse_citrix(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    out = []
+    for rec, original in _unwrap(_loads(raw), raw):
+        if "ConnectionState" in rec or "StartDate" in rec:
+            out.append(_citrix_session(rec, original, ctx))
+        elif "SessionKey" in rec or "ClientAddress" in rec or "BrokeringDate" in rec:
+            out.append(_citrix_connection(rec, original, ctx))
+        else:
+            raise ParseError("neither a Citrix Monitor Session nor a Connection entity")
+    return out
+
+
+# --- Citrix ADC / Gateway syslog ------------------------------------------------------------
+
+_ADC_RE = re.compile(
+    r"(?:<(?P<pri>\d{1,3})>\s*)?"
+    r"(?P<ts>\d{2}/\d{2}/\d{4}:\d{2}:\d{2}:\d{2})(?:\s+(?P<tz>[A-Za-z]{1,5}|[+-]\d{4}))?\s+"
+    r"(?P<host>\S+)\s+(?P<ppe>\S+)\s+:\s+(?P<cls>\S+)\s+(?P<feature>\S+)\s+(?P<name>\S+)\s+"
+    r"(?P<id>\d+)\s+(?P<sev>\d+)\s+:\s+(?P<msg>.*)",
+    re.S,
+)
+_ADC_TS_RE = re.compile(r"(\d{2})/(\d{2})/(\d{4}):(\d{2}:\d{2}:\d{2})(?:\s+(\S+))?")
+_ADC_PREFIX_RE = re.compile(r"^(?:\[[^\]]*\])+\s*")
+_ADC_ACTIONS = {
+    "ICASTART": "vdi-connect",
+    "ICAEND_CONNSTAT": "vdi-disconnect",
+    "LOGIN": "vdi-login",
+    "LOGOUT": "vdi-logout",
+    "LOGIN_FAILED": "vdi-login-failed",
+}
+
+
+def adc_time(text: str, default_tz: Any) -> str:
+    """``08/18/2026:10:00:00 GMT`` (month first) -> UTC."""
+    m = _ADC_TS_RE.fullmatch(text.strip().strip('"'))
+    if m is None:
+        raise ParseError(f"not a Citrix ADC timestamp: {text[:40]!r}")
+    mo, d, y, hms, tz = m.groups()
+    iso = f"{y}-{mo}-{d}T{hms}{' ' + tz if tz else ''}"
+    return parse_iso(iso, default_tz)
+
+
+def adc_pairs(message: str) -> dict[str, str]:
+    """``Key value - Key2 value2 - username:domainname a:b`` -> dict."""
+    out: dict[str, str] = {}
+    body = _ADC_PREFIX_RE.sub("", message.strip())
+    for part in body.split(" - "):
+        part = part.strip()
+        if not part:
+            continue
+        key, _, value = part.partition(" ")
+        out[key.rstrip(":")] = value.strip().strip('"')
+    return out
+
+
+def _duration_ns(text: str) -> int | None:
+    parts = text.split(":")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return None
+    h, m, s = (int(p) for p in parts)
+    return (h * 3600 + m * 60 + s) * 1_000_000_000
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
+
+
+@register(
+    SOURCE,
+    "citrix-adc",
+    "Citrix ADC / Gateway syslog (ICASTART, ICAEND_CONNSTAT, LOGIN, LOGOUT)",
+    sniff=lambda line: "PPE-" in line and (" SSLVPN " in line or " AAA " in line),
+)
+def parse_citrix_adc(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    m = _ADC_RE.fullmatch(raw.strip())
+    if m is None:
+        raise ParseError(
+            "not a Citrix ADC syslog line (<PRI> MM/DD/YYYY:hh:mm:ss TZ host PPE : ...)"
+        )
+    stamp = m["ts"] + (f" {m['tz']}" if m["tz"] else "")
+    ts = adc_time(stamp, ctx.timezone)
+    ev = _base(ts, raw.rstrip("\r\n"), ctx, "Citrix", "Netscaler")
+    name = m["name"]
+    _set_action(ev, _ADC_ACTIONS.get(name, _slug(name)))
+    ev["event"]["id"] = m["id"]
+    ev["event"]["severity"] = int(m["sev"])
+    if m["tz"]:
+        ev["event"]["timezone"] = m["tz"]
+    ev["observer"].update({"hostname": m["host"], "type": "firewall"})
+    kv = adc_pairs(m["msg"])
+    for key, side in (("Source", "source"), ("Destination", "destination")):
+        if kv.get(key):
+            ip, port = _split_hostport(kv[key])
+            _put(ev, side, "ip", ip)
+            _put(ev, side, "port", port)
+    client_ip = kv.get("Client_ip") or kv.get("ClientIP")
+    context = kv.get("Context")
+    if not client_ip and context and context.count("@") >= 1:
+        client_ip = context.rsplit("@", 1)[1]
+    _put(ev, "client", "ip", client_ip)
+    if "source" not in ev and client_ip:
+        _put(ev, "source", "ip", client_ip)
+    user = kv.get("username:domainname") or kv.get("User")
+    if user:
+        name_, _, domain = user.partition(":")
+        _put(ev, "user", "name", name_)
+        _put(ev, "user", "domain", domain)
+    start = kv.get("startTime")
+    end = kv.get("endTime")
+    if start:
+        _put(ev, "event", "start", adc_time(start, ctx.timezone))
+    if end:
+        _put(ev, "event", "end", adc_time(end, ctx.timezone))
+    if kv.get("Duration"):
+        _put(ev, "event", "duration", _duration_ns(kv["Duration"]))
+    if "source" in ev:
+        _put(ev, "source", "bytes", _int(kv.get("Total_bytes_send")))
+    if "destination" in ev:
+        _put(ev, "destination", "bytes", _int(kv.get("Total_bytes_recv")))
+    session = kv.get("SessionId") or kv.get("connectionId") or m["id"]
+    _put(ev, "vdi", "session_id", session)
+    _put(ev, "vdi", "connection_id", kv.get("connectionId"))
+    _put(ev, "vdi", "application", kv.get("applicationName"))
+    _put(ev, "vdi", "gateway", kv.get("SSLRelayAddress"))
+    return [ev]
+
+
+# --- Azure Virtual Desktop ------------------------------------------------------------------
+
+_AVD_ACTIONS = {"started": "vdi-login", "connected": "vdi-connect", "completed": "vdi-disconnect"}
+_AVD_POOL_RE = re.compile(r"/hostpools/([^/]+)", re.I)
+_AVD_MAX_OPEN = 100_000
+
+
+def _avd_row(rec: dict[str, Any]) -> dict[str, Any]:
+    """Log Analytics row or Event Hub record -> one case-insensitive field dict."""
+    merged = dict(rec)
+    props = rec.get("properties")
+    if isinstance(props, dict):
+        merged.update(props)
+    return _ci(merged)
+
+
+def avd_event(rec: dict[str, Any], original: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    f = _avd_row(rec)
+    state = str(_first(f, "state") or "")
+    corr = _first(f, "correlationid")
+    when = _first(f, "timegenerated", "time")
+    if not state or not corr or not when:
+        raise ParseError("WVDConnections row needs State, CorrelationId and TimeGenerated")
+    ts = parse_iso(str(when), UTC)
+    open_: dict[str, dict[str, Any]] = ctx.state.setdefault("avd.connections", {})
+    seen = open_.get(corr)
+    key = state.lower()
+    if seen is not None and key in seen["states"]:
+        return []  # the same transition exported twice
+    if seen is None:
+        if len(open_) >= _AVD_MAX_OPEN:  # oldest first: dicts keep insertion order
+            open_.pop(next(iter(open_)))
+        seen = {"first": ts, "states": []}
+        open_[corr] = seen
+    seen["states"].append(key)
+    ev = _base(ts, original, ctx, "Microsoft", "Azure Virtual Desktop")
+    _set_action(ev, _AVD_ACTIONS.get(key, _slug(f"connection-{state}")))
+    _put(ev, "user", "name", _first(f, "username"))
+    client = _first(f, "clientsideipaddress")
+    if isinstance(client, str):
+        _put(ev, "source", "ip", _split_hostport(client)[0])
+    _put(ev, "destination", "ip", _first(f, "sessionhostipaddress"))
+    _put(ev, "host", "name", _first(f, "sessionhostname"))
+    ev["vdi"] = {"session_id": corr, "state": state}
+    resource = str(_first(f, "resourceid") or "")
+    pool = _AVD_POOL_RE.search(resource)
+    if pool:
+        ev["vdi"]["pool"] = pool.group(1)
+    _put(ev, "vdi", "connection_type", _first(f, "connectiontype"))
+    _put(ev, "vdi", "client_type", _first(f, "clienttype"))
+    _put(ev, "vdi", "host_session_id", _first(f, "sessionhostsessionid"))
+    _put(ev, "vdi", "reconnect_of", _first(f, "predecessorconnectionid"))
+    if key == "completed":
+        first = datetime.fromisoformat(seen["first"].replace("Z", "+00:00"))
+        last = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        _put(ev, "event", "start", seen["first"])
+        ev["event"]["duration"] = int((last - first).total_seconds() * 1_000_000_000)
+    return [ev]
+
+
+@register(
+    SOURCE,
+    "avd",
+    "Azure Virtual Desktop WVDConnections rows (grouped by CorrelationId)",
+    sniff=lambda line: "SessionHostName" in line or "ClientSideIPAddress" in line,
+)
+def parse_avd(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for rec, original in _unwrap(_loads(raw), raw):
+        out.extend(avd_event(rec, original, ctx))
+    return out
