@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -41,7 +42,13 @@ from correlator.alerting.policy import (
     classify_status,
     parse_retry_after,
 )
-from correlator.alerting.webhooks import Destination, Routing, WebhookUrl, resolve_webhooks
+from correlator.alerting.webhooks import (
+    Destination,
+    Routing,
+    WebhookUrl,
+    read_secrets_file,
+    resolve_webhooks,
+)
 from correlator.store.read import load_alerts
 from zonewatch.logs import get_logger
 
@@ -78,7 +85,7 @@ class OutboxSender:
     def __init__(
         self,
         store: AlertStore,
-        webhooks: Mapping[str, WebhookUrl],
+        webhooks: Mapping[str, WebhookUrl | str] | WebhookUrl | str,
         routing: Routing | None = None,
         *,
         requests_per_second: float = 4.0,
@@ -92,7 +99,12 @@ class OutboxSender:
         registry: Any = None,
     ) -> None:
         self.store = store
-        self.webhooks = dict(webhooks)
+        if isinstance(webhooks, str | WebhookUrl):
+            webhooks = {"default": webhooks}  # one URL: everything goes to "default"
+        self.webhooks = {
+            name: url if isinstance(url, WebhookUrl) else WebhookUrl(name, url)
+            for name, url in webhooks.items()
+        }
         self.routing = routing or Routing()
         self.requests_per_second = requests_per_second
         self.timeout_s = timeout_s
@@ -131,6 +143,11 @@ class OutboxSender:
         kwargs.setdefault("timeout_s", teams.timeout_s)
         kwargs.setdefault("link_template", teams.alert_link_template)
         return cls(store, hooks, routing, **kwargs)
+
+    @staticmethod
+    def read_secret_file(path: Path | str) -> str | None:
+        """The ``default`` webhook URL from a secrets file, if it names one."""
+        return read_secrets_file(path).get("default")
 
     # -- lifecycle ---------------------------------------------------------
 
