@@ -1,0 +1,748 @@
+"""Firewall formats -> ECS: PAN-OS CSV, FortiGate key=value, Cisco ASA syslog,
+iptables/nftables kernel lines.
+
+Allowed versus blocked is always explicit, whatever the vendor's words:
+
+* ``event.outcome``: ``success`` (traffic allowed) / ``failure`` (blocked);
+* ``event.type``: contains ``allowed`` or ``denied`` for traffic decisions;
+* ``event.action``: the device's decision word, lower-cased, except that
+  Cisco ASA's ``Deny``/``denied``/``permitted`` become ``deny``/``allow`` so
+  a Sigma rule can say ``event.action: deny`` for PAN-OS, FortiGate, ASA
+  and iptables ``DENY`` prefixes alike. FIELDS.md has the full table.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from connectors.base import ParseContext, register
+from connectors.ecs import base, nest, text, to_int, to_ip, to_port, transport, url_fields
+from connectors.timeparse import (
+    format_utc,
+    parse_epoch,
+    parse_iso,
+    parse_monthname,
+    zone_for,
+)
+from zonewatch.errors import ParseError
+
+_NET = ["network"]
+
+# Decision words meaning "traffic did not pass", across vendors.
+_BLOCK_WORDS = (
+    "deny", "denied", "drop", "dropped", "reject", "rejected", "block", "blocked",
+    "reset", "sinkhole", "discard", "fail", "d", "r",
+)  # fmt: skip
+_ALLOW_WORDS = frozenset(
+    {"allow", "allowed", "accept", "accepted", "permit", "permitted", "pass", "a", "continue",
+     "override", "alert", "close", "timeout", "start", "ip-conn", "server-rst", "client-rst",
+     "dns", "est-allowed"}
+)  # fmt: skip
+
+
+def _verdict(word: str | None) -> bool | None:
+    """True = blocked, False = allowed, None = not a traffic decision."""
+    if not word:
+        return None
+    w = word.lower()
+    if w in _ALLOW_WORDS:
+        return False
+    for blocked in _BLOCK_WORDS:
+        if w == blocked or w.startswith(blocked + "-") or w.startswith(blocked + "_"):
+            return True
+        if len(blocked) > 1 and blocked in w:
+            return True
+    return None
+
+
+def _decide(out: dict[str, Any], blocked: bool | None, kind: str = "connection") -> None:
+    out["event.category"] = _NET
+    if blocked is None:
+        out["event.type"] = [kind]
+        return
+    out["event.outcome"] = "failure" if blocked else "success"
+    out["event.type"] = [kind, "denied" if blocked else "allowed"]
+
+
+# --- PAN-OS -----------------------------------------------------------------
+
+_PANOS_START_RE = re.compile(r"(?:^|\s)([^\s,]*,\d{4}/\d{1,2}/\d{1,2} \d{1,2}:\d{2}:\d{2},[^,]*,)")
+_PANOS_TOKEN_RE = re.compile(r'"((?:[^"]|"")*)"|\{([^}]*)\}|([^,]*)')
+
+
+def split_panos_csv(body: str) -> list[str]:
+    """PAN-OS CSV: ``"quoted, values"`` (``""`` escapes) and ``{braced,values}``
+    are one column each."""
+    if '"' not in body and "{" not in body:
+        return body.split(",")
+    cols: list[str] = []
+    pos, end = 0, len(body)
+    while True:
+        m = _PANOS_TOKEN_RE.match(body, pos)
+        assert m is not None  # the last alternative matches the empty string
+        quoted, braced, plain = m.groups()
+        if quoted is not None:
+            cols.append(quoted.replace('""', '"'))
+        elif braced is not None:
+            cols.append("{" + braced + "}")
+        else:
+            cols.append(plain)
+        pos = m.end()
+        if pos >= end:
+            break
+        if body[pos] != ",":
+            # garbage after a closing quote/brace: keep it in this column
+            nxt = body.find(",", pos)
+            cols[-1] += body[pos : nxt if nxt >= 0 else end]
+            if nxt < 0:
+                break
+            pos = nxt
+        pos += 1
+        if pos == end:
+            cols.append("")
+            break
+    return cols
+
+
+def _sniff_panos(line: str) -> bool:
+    return (",TRAFFIC," in line or ",THREAT," in line) and _PANOS_START_RE.search(line) is not None
+
+
+def _panos_time(value: str, ctx: ParseContext) -> str | None:
+    value = value.strip()
+    if not value or value.startswith("1970/01/01"):
+        return None
+    return parse_iso(value, ctx.timezone)
+
+
+@register("firewall", "panos", sniff=_sniff_panos)
+def parse_panos(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    """Palo Alto Networks PAN-OS syslog CSV: TRAFFIC and THREAT (other types
+    keep the common header fields). Times are in the firewall's zone
+    (``ctx.timezone``)."""
+    m = _PANOS_START_RE.search(raw)
+    if m is None:
+        raise ParseError("no PAN-OS CSV header (FUTURE_USE,receive time,serial,type,...)")
+    prefix = raw[: m.start(1)].split()
+    c = split_panos_csv(raw[m.start(1) :])
+    if len(c) < 31:
+        raise ParseError(f"PAN-OS record has {len(c)} columns; TRAFFIC/THREAT need at least 31")
+    log_type, subtype = c[3], c[4]
+    out = base(raw, ctx.source, ctx.format, "Palo Alto Networks", "PAN-OS")
+    stamp = _panos_time(c[6], ctx) or _panos_time(c[1], ctx)
+    if stamp is None:
+        raise ParseError("PAN-OS record has no generated or receive time")
+    action = c[30].lower() or None
+    blocked = _verdict(action)
+    if log_type == "TRAFFIC" and subtype in ("deny", "drop"):
+        # the session was refused whatever the rule's action column says
+        blocked = True
+        action = subtype
+    _decide(out, blocked)
+    nat_src, nat_dst = to_ip(c[9]), to_ip(c[10])
+    out.update(
+        {
+            "@timestamp": stamp,
+            "event.created": _panos_time(c[1], ctx),
+            "event.action": action,
+            "event.code": subtype or None,
+            "observer.serial_number": text(c[2]),
+            "observer.type": "firewall",
+            "observer.hostname": prefix[-1] if prefix else None,
+            "panw.type": log_type,
+            "panw.subtype": subtype,
+            "source.ip": to_ip(c[7]),
+            "destination.ip": to_ip(c[8]),
+            "source.nat.ip": None if nat_src in (None, "0.0.0.0") else nat_src,
+            "destination.nat.ip": None if nat_dst in (None, "0.0.0.0") else nat_dst,
+            "rule.name": text(c[11]),
+            "user.name": text(c[12]),
+            "source.user.name": text(c[12]),
+            "destination.user.name": text(c[13]),
+            "network.application": text(c[14]),
+            "observer.ingress.zone": text(c[16]),
+            "observer.egress.zone": text(c[17]),
+            "observer.ingress.interface.name": text(c[18]),
+            "observer.egress.interface.name": text(c[19]),
+            "event.id": text(c[22]),
+            "source.port": to_port(c[24]) or None,
+            "destination.port": to_port(c[25]) or None,
+            "source.nat.port": to_port(c[26]) or None,
+            "destination.nat.port": to_port(c[27]) or None,
+            "network.transport": transport(c[29]),
+        }
+    )
+    if log_type == "TRAFFIC" and len(c) > 37:
+        sent, received, total = to_int(c[32]), to_int(c[33]), to_int(c[31])
+        elapsed = to_int(c[36])
+        out.update(
+            {
+                "event.type": out["event.type"] + (["end"] if subtype == "end" else []),
+                "network.bytes": total,
+                "source.bytes": sent,
+                "destination.bytes": received,
+                "network.packets": to_int(c[34]),
+                "event.start": _panos_time(c[35], ctx),
+                "event.duration": None if elapsed is None else elapsed * 1_000_000_000,
+                "panw.url_category": text(c[37]),
+                "panw.session_end_reason": text(c[46]) if len(c) > 46 else None,
+                "observer.name": text(c[52]) if len(c) > 52 else None,
+            }
+        )
+    elif log_type == "THREAT" and len(c) > 35:
+        misc = text(c[31])
+        out.update(
+            {
+                "threat.indicator.name": misc,
+                "panw.threat_id": text(c[32]),
+                "panw.url_category": text(c[33]),
+                "event.severity_name": text(c[34]),
+                "network.direction": text(c[35]),
+                "observer.name": text(c[59]) if len(c) > 59 else None,
+                "user_agent.original": text(c[46]) if len(c) > 46 else None,
+                "http.request.referrer": text(c[49]) if len(c) > 49 else None,
+            }
+        )
+        if subtype == "url" and misc:
+            out.update(url_fields(misc))
+            out["destination.domain"] = out.get("url.domain")
+        elif misc and subtype in ("file", "wildfire", "virus"):
+            out["file.name"] = misc
+    return [nest(out)]
+
+
+# --- FortiGate --------------------------------------------------------------
+
+_FORTI_KV_RE = re.compile(r'([A-Za-z_][\w-]*)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
+_FORTI_START_RE = re.compile(r"(?:^|\s)(?:date|logver|logid|devname|eventtime|timestamp)=")
+
+
+def _sniff_forti(line: str) -> bool:
+    return "logid=" in line and "type=" in line
+
+
+def fortigate_fields(text_: str) -> dict[str, str]:
+    """FortiOS ``key=value key2="quoted value"`` -> dict (quotes removed)."""
+    out: dict[str, str] = {}
+    for key, value in _FORTI_KV_RE.findall(text_):
+        if value[:1] == '"':
+            value = value[1:-1]
+            if "\\" in value:
+                value = value.replace('\\"', '"').replace("\\\\", "\\")
+        out.setdefault(key, value)
+    return out
+
+
+def _not_ip_user(*names: str | None) -> str | None:
+    for name in names:
+        if name and name not in ("N/A", "-") and to_ip(name) is None:
+            return name
+    return None
+
+
+@register("firewall", "fortigate", sniff=_sniff_forti)
+def parse_fortigate(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    """Fortinet FortiGate (FortiOS 5.x-7.x) key=value logs, bare or behind a
+    syslog header. ``date``/``time`` (+``tz``) give ``@timestamp``;
+    ``eventtime`` (seconds, micro- or nanoseconds by FortiOS version) gives
+    ``event.start``, and ``@timestamp`` when date/time are absent."""
+    start = _FORTI_START_RE.search(raw)
+    if start is None:
+        raise ParseError("no FortiOS key=value fields (date=, logid=, devname=...)")
+    kv = fortigate_fields(raw[start.start() :])
+    if "logid" not in kv and "type" not in kv:
+        raise ParseError("FortiOS record without logid or type")
+    tz = ctx.timezone
+    zone = kv.get("tz")
+    if zone:
+        tz = zone_for(zone.replace("UTC", "").strip() or "UTC")
+    started = parse_epoch(kv["eventtime"]) if kv.get("eventtime") else None
+    day, clock = kv.get("date"), kv.get("time")
+    if day and clock:
+        stamp = parse_iso(f"{day} {clock}", tz)
+    elif started:
+        stamp = started
+    else:
+        raise ParseError("FortiOS record has neither date/time nor eventtime")
+    log_type, subtype = kv.get("type", ""), kv.get("subtype", "")
+    action = (kv.get("action") or "").lower() or None
+    status = (kv.get("status") or "").lower()
+    out = base(raw, ctx.source, ctx.format, "Fortinet", "Fortigate")
+    blocked: bool | None = None
+    if log_type == "traffic":
+        blocked = _verdict(action)
+        utm = (kv.get("utmaction") or "").lower()
+        if utm in ("block", "blocked", "deny", "reset"):
+            blocked = True
+        _decide(out, blocked)
+    elif log_type == "utm":
+        blocked = _verdict(action)
+        _decide(out, blocked, "access")
+    else:
+        out["event.category"] = ["authentication"] if action == "login" else _NET
+        if status in ("success", "succeeded"):
+            out["event.outcome"] = "success"
+        elif "fail" in status or "error" in status:
+            out["event.outcome"] = "failure"
+    if subtype == "vpn" and "remip" in kv:
+        # tunnel events: the remote peer is the source of the session
+        src_ip, dst_ip = kv.get("remip"), kv.get("locip")
+        src_port, dst_port = kv.get("remport"), kv.get("locport")
+        src_bytes, dst_bytes = kv.get("rcvdbyte"), kv.get("sentbyte")
+    else:
+        src_ip, dst_ip = kv.get("srcip"), kv.get("dstip")
+        src_port, dst_port = kv.get("srcport"), kv.get("dstport")
+        src_bytes, dst_bytes = kv.get("sentbyte"), kv.get("rcvdbyte")
+    sb, db = to_int(src_bytes), to_int(dst_bytes)
+    user = _not_ip_user(
+        kv.get("user"), kv.get("unauthuser"), kv.get("eapuser"), kv.get("xauthuser")
+    )
+    duration = to_int(kv.get("duration"))
+    in_role, out_role = kv.get("srcintfrole"), kv.get("dstintfrole")
+    out.update(
+        {
+            "@timestamp": stamp,
+            "event.start": started,
+            "event.code": kv.get("logid"),
+            "event.action": action,
+            "event.reason": text(kv.get("reason")),
+            "event.duration": None if duration is None else duration * 1_000_000_000,
+            "log.level": kv.get("level"),
+            "message": kv.get("msg"),
+            "observer.name": kv.get("devname"),
+            "observer.serial_number": kv.get("devid"),
+            "observer.type": "firewall",
+            "observer.ingress.interface.name": kv.get("srcintf"),
+            "observer.egress.interface.name": kv.get("dstintf"),
+            "observer.ingress.zone": None if in_role in (None, "undefined") else in_role,
+            "observer.egress.zone": None if out_role in (None, "undefined") else out_role,
+            "source.ip": to_ip(src_ip),
+            "source.port": to_port(src_port),
+            "source.bytes": sb,
+            "source.packets": to_int(kv.get("sentpkt")),
+            "source.nat.ip": to_ip(kv.get("transip")),
+            "source.nat.port": to_port(kv.get("transport")),
+            "source.mac": kv.get("srcmac"),
+            "destination.ip": to_ip(dst_ip),
+            "destination.port": to_port(dst_port),
+            "destination.bytes": db,
+            "destination.packets": to_int(kv.get("rcvdpkt")),
+            "network.bytes": sb + db if sb is not None and db is not None else None,
+            "network.transport": transport(kv.get("proto")),
+            "network.protocol": (kv.get("service") or "").lower() or None,
+            "network.application": kv.get("app"),
+            "user.name": user,
+            "source.user.name": user,
+            "rule.id": kv.get("policyid"),
+            "rule.name": kv.get("policyname"),
+            "rule.uuid": kv.get("poluuid"),
+            "rule.description": kv.get("logdesc"),
+            "fortinet.type": log_type or None,
+            "fortinet.subtype": subtype or None,
+            "fortinet.utmaction": kv.get("utmaction"),
+            "fortinet.vd": kv.get("vd"),
+        }
+    )
+    if log_type == "utm":
+        host, path = kv.get("hostname"), kv.get("url")
+        if host or path:
+            full = path if path and "://" in path else f"http://{host or ''}{path or ''}"
+            out.update(url_fields(full))
+            out["destination.domain"] = host
+        out["http.request.method"] = kv.get("reqtype") if kv.get("reqtype") != "direct" else None
+    return [nest(out)]
+
+
+# --- Cisco ASA / FTD --------------------------------------------------------
+
+_ASA_TAG_RE = re.compile(r"%(ASA|FTD|FWSM|PIX)-(?:([a-z]+)-)?(\d)-(\d{6}):\s*")
+_ASA_TS_RE = re.compile(
+    r"(?:[A-Z][a-z]{2}\s+\d{1,2}(?:\s+\d{4})?\s+\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?"
+    r"(?:\s+[A-Z]{2,5}(?=[\s:])|\s+[+-]\d{2}:?\d{2})?)"
+    r"|(?:\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?)"
+)
+
+_EP = r"(\S+?):([0-9A-Fa-f.:]+)(?:/(\d+))?"  # iface:ip/port
+_ASA_RES: dict[str, re.Pattern[str]] = {
+    "106001": re.compile(
+        r"Inbound (\S+) connection denied from ([^/\s]+)/(\d+) to ([^/\s]+)/(\d+) "
+        r"flags .*? on interface (\S+)"
+    ),
+    "106006": re.compile(
+        r"Deny inbound (\S+) from ([^/\s]+)/(\d+) to ([^/\s]+)/(\d+)(?: on interface (\S+))?"
+    ),
+    "106014": re.compile(r"Deny (?:inbound|outbound) (icmp) src " + _EP + r" dst " + _EP),
+    "106015": re.compile(
+        r"Deny (\S+) \(no connection\) from ([^/\s]+)/(\d+) to ([^/\s]+)/(\d+) "
+        r"flags .*? on interface (\S+)"
+    ),
+    "106023": re.compile(
+        r"Deny (\S+) src " + _EP + r" dst " + _EP + r".*? by access-group \"([^\"]*)\""
+    ),
+    "106100": re.compile(
+        r"access-list (\S+) (permitted|denied|est-allowed) (\S+) (\S+?)/([0-9A-Fa-f.:]+)\((\d+)\)"
+        r"(?:\(([^)]*)\))? -> (\S+?)/([0-9A-Fa-f.:]+)\((\d+)\)(?:\(([^)]*)\))?"
+    ),
+    "302013": re.compile(
+        r"Built (inbound|outbound) (\S+) connection (\d+) for (\S+?):([^/\s]+)/(\d+) "
+        r"\(([^/\s]+)/(\d+)\)(?:\(([^)]*)\))? to (\S+?):([^/\s]+)/(\d+) "
+        r"\(([^/\s]+)/(\d+)\)(?:\(([^)]*)\))?"
+    ),
+    "302014": re.compile(
+        r"Teardown (\S+) connection (\d+) for (\S+?):([^/\s]+)/(\d+)(?:\(([^)]*)\))? "
+        r"to (\S+?):([^/\s]+)/(\d+)(?:\(([^)]*)\))? duration (\d+):(\d+):(\d+) bytes (\d+)"
+    ),
+    "113004": re.compile(
+        r"AAA user (\w+) Successful\s*:\s*server\s*=\s*(\S+)\s*:\s*user\s*=\s*(.+?)\s*$"
+    ),
+    "113005": re.compile(
+        r"AAA user (\w+) Rejected\s*:\s*reason\s*=\s*(.*?)\s*:\s*server\s*=\s*(\S+)\s*:\s*"
+        r"user\s*=\s*(.+?)\s*(?::|$)"
+    ),
+    "722051": re.compile(
+        r"Group <([^>]*)> User <([^>]*)> IP <([^>]*)> (?:IPv4 )?Address <([^>]*)>"
+    ),
+    "710003": re.compile(
+        r"(\S+) access denied by ACL from ([^/\s]+)/(\d+) to (\S+?):([^/\s]+)/(\d+)"
+    ),
+}
+_ASA_RES["106007"] = _ASA_RES["106006"]
+_ASA_RES["302015"] = _ASA_RES["302013"]
+_ASA_RES["302016"] = _ASA_RES["302014"]
+
+
+def _sniff_asa(line: str) -> bool:
+    return _ASA_TAG_RE.search(line) is not None
+
+
+def _asa_host(prefix: str) -> str | None:
+    """The word after the first timestamp (syslog relay or ``logging
+    device-id``), if it looks like a host name."""
+    head = prefix.split(" : ", 1)[0]
+    m = _ASA_TS_RE.search(head)
+    if m is None:
+        return None
+    word = head[m.end() :].strip(" :")
+    if not word or " " in word or "<" in word:
+        return None
+    return word
+
+
+def _asa_user(value: str | None) -> str | None:
+    if not value:
+        return None
+    return value[6:] if value.startswith("LOCAL\\") else value
+
+
+def _asa_message(code: str, msg: str, out: dict[str, Any]) -> bool | None:
+    """Fill fields from one message; returns blocked / allowed / None."""
+    rx = _ASA_RES.get(code)
+    m = rx.match(msg) if rx is not None else None
+    if m is None:
+        return None
+    g = m.groups()
+    if code in ("106001", "106006", "106007", "106015"):
+        out.update(
+            {
+                "event.action": "deny",
+                "network.transport": transport(g[0]),
+                "source.ip": to_ip(g[1]),
+                "source.port": to_port(g[2]),
+                "destination.ip": to_ip(g[3]),
+                "destination.port": to_port(g[4]),
+                "observer.ingress.interface.name": g[5] if len(g) > 5 else None,
+            }
+        )
+        return True
+    if code in ("106014", "106023"):
+        out.update(
+            {
+                "event.action": "deny",
+                "network.transport": transport(g[0]),
+                "observer.ingress.interface.name": g[1],
+                "source.ip": to_ip(g[2]),
+                "source.port": to_port(g[3]),
+                "observer.egress.interface.name": g[4],
+                "destination.ip": to_ip(g[5]),
+                "destination.port": to_port(g[6]),
+                "rule.name": g[7] if code == "106023" else None,
+            }
+        )
+        return True
+    if code == "106100":
+        blocked = g[1] == "denied"
+        user = _asa_user(g[6] or g[10])
+        out.update(
+            {
+                "event.action": "deny" if blocked else "allow",
+                "rule.name": g[0],
+                "network.transport": transport(g[2]),
+                "observer.ingress.interface.name": g[3],
+                "source.ip": to_ip(g[4]),
+                "source.port": to_port(g[5]),
+                "observer.egress.interface.name": g[7],
+                "destination.ip": to_ip(g[8]),
+                "destination.port": to_port(g[9]),
+                "user.name": user,
+                "source.user.name": user,
+            }
+        )
+        return blocked
+    if code in ("302013", "302015"):
+        inbound = g[0] == "inbound"
+        # "for" names the foreign side, "to" the local side: an outbound
+        # connection was initiated by the "to" host.
+        a = (g[3], g[4], g[5], g[6], g[7], g[8])
+        b = (g[9], g[10], g[11], g[12], g[13], g[14])
+        src, dst = (a, b) if inbound else (b, a)
+        user = _asa_user(src[5] or dst[5])
+        out.update(
+            {
+                "event.action": "flow-creation",
+                "network.transport": transport(g[1]),
+                "network.direction": "inbound" if inbound else "outbound",
+                "event.id": g[2],
+                "observer.ingress.interface.name": src[0],
+                "source.ip": to_ip(src[1]),
+                "source.port": to_port(src[2]),
+                "source.nat.ip": to_ip(src[3]) if src[3] != src[1] else None,
+                "source.nat.port": to_port(src[4]) if src[4] != src[2] else None,
+                "observer.egress.interface.name": dst[0],
+                "destination.ip": to_ip(dst[1]),
+                "destination.port": to_port(dst[2]),
+                "destination.nat.ip": to_ip(dst[3]) if dst[3] != dst[1] else None,
+                "destination.nat.port": to_port(dst[4]) if dst[4] != dst[2] else None,
+                "user.name": user,
+                "source.user.name": user,
+            }
+        )
+        return False
+    if code in ("302014", "302016"):
+        user = _asa_user(g[5] or g[9])
+        hours, minutes, seconds = int(g[10]), int(g[11]), int(g[12])
+        out.update(
+            {
+                "event.action": "flow-expiration",
+                "network.transport": transport(g[0]),
+                "event.id": g[1],
+                "observer.ingress.interface.name": g[2],
+                "source.ip": to_ip(g[3]),
+                "source.port": to_port(g[4]),
+                "observer.egress.interface.name": g[6],
+                "destination.ip": to_ip(g[7]),
+                "destination.port": to_port(g[8]),
+                "event.duration": (hours * 3600 + minutes * 60 + seconds) * 1_000_000_000,
+                "network.bytes": to_int(g[13]),
+                "user.name": user,
+                "source.user.name": user,
+            }
+        )
+        return False
+    if code == "113004":
+        out.update(
+            {
+                "event.action": "logged-in",
+                "event.category": ["authentication", "network"],
+                "destination.domain": g[1],
+                "user.name": g[2],
+                "source.user.name": g[2],
+            }
+        )
+        return False
+    if code == "113005":
+        out.update(
+            {
+                "event.action": "logon-failed",
+                "event.category": ["authentication", "network"],
+                "event.reason": g[1],
+                "destination.domain": g[2],
+                "user.name": g[3],
+                "source.user.name": g[3],
+            }
+        )
+        return True
+    if code == "722051":
+        out.update(
+            {
+                "event.action": "address-assigned",
+                "user.name": g[1],
+                "source.user.name": g[1],
+                "source.ip": to_ip(g[2]),
+                "cisco.asa.assigned_ip": to_ip(g[3]),
+                "cisco.asa.group_policy": g[0],
+            }
+        )
+        return False
+    if code == "710003":
+        out.update(
+            {
+                "event.action": "deny",
+                "network.transport": transport(g[0]),
+                "source.ip": to_ip(g[1]),
+                "source.port": to_port(g[2]),
+                "observer.ingress.interface.name": g[3],
+                "destination.ip": to_ip(g[4]),
+                "destination.port": to_port(g[5]),
+            }
+        )
+        return True
+    return None
+
+
+_ASA_NOT_TRAFFIC = frozenset({"113004", "113005", "722051"})
+_SEVERITY_NAMES = ("emergency", "alert", "critical", "error", "warning", "notice", "informational",
+                   "debug")  # fmt: skip
+
+
+@register("firewall", "asa", sniff=_sniff_asa)
+def parse_asa(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    """Cisco ASA / FTD syslog (``%ASA-6-302013: ...``). The timestamp nearest
+    the ``%ASA`` tag wins (the device's own clock, often with a zone
+    abbreviation); year-less stamps get the year nearest to ``ctx.now``."""
+    tag = _ASA_TAG_RE.search(raw)
+    if tag is None:
+        raise ParseError("no %ASA-<severity>-<id>: tag")
+    prefix = raw[: tag.start()]
+    stamps = _ASA_TS_RE.findall(prefix)
+    if stamps:
+        ts = stamps[-1]
+        if ts[0].isdigit():
+            stamp = parse_iso(ts, ctx.timezone)
+        else:
+            stamp = parse_monthname(ts, ctx.timezone, ctx.now.date())
+    else:
+        stamp = format_utc(ctx.now)
+    host = _asa_host(prefix)
+    severity, code = int(tag.group(3)), tag.group(4)
+    msg = raw[tag.end() :]
+    out = base(raw, ctx.source, ctx.format, "Cisco", tag.group(1).lower())
+    out.update(
+        {
+            "@timestamp": stamp,
+            "event.code": code,
+            "event.severity": severity,
+            "log.level": _SEVERITY_NAMES[severity],
+            "observer.type": "firewall",
+            "observer.hostname": host,
+            "message": msg,
+        }
+    )
+    blocked = _asa_message(code, msg, out)
+    if code in _ASA_NOT_TRAFFIC:
+        out.setdefault("event.category", _NET)
+        out["event.outcome"] = "failure" if blocked else "success"
+        out["event.type"] = ["info", "denied" if blocked else "allowed"]
+    else:
+        _decide(out, blocked)
+    return [nest(out)]
+
+
+# --- iptables / nftables ----------------------------------------------------
+
+_IPT_HEAD_RE = re.compile(
+    r"(?:<(\d{1,3})>)?(?:\d+ )?"
+    r"((?:[A-Z][a-z]{2}\s+\d{1,2}(?:\s+\d{4})?\s+\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?)"
+    r"|(?:\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?))\s+"
+)
+_IPT_IN_RE = re.compile(r"(?:^|[\s\]:])IN=\S*\s+OUT=")
+_IPT_UPTIME_RE = re.compile(r"\[\s*\d+\.\d+\]\s*")
+_UBNT_RE = re.compile(r"\[([^\]\s]+)-([^\]\s-]+)-([ADR])\]\s*$")
+_UBNT_ACTIONS = {"A": "accept", "D": "drop", "R": "reject"}
+
+
+def _sniff_iptables(line: str) -> bool:
+    return _IPT_IN_RE.search(line) is not None and " SRC=" in line
+
+
+@register("firewall", "iptables", sniff=_sniff_iptables)
+def parse_iptables(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    """Linux netfilter LOG/NFLOG lines (iptables and nftables): ``IN= OUT=
+    SRC= DST= PROTO= SPT= DPT=``. The log prefix names the decision
+    (``DROP_INPUT:``, ``[wan-lan-default-D]`` from Ubiquiti EdgeOS)."""
+    kv_at = _IPT_IN_RE.search(raw)
+    if kv_at is None:
+        raise ParseError("no netfilter 'IN=... OUT=' fields")
+    start = kv_at.start() if raw[kv_at.start()] == "I" else kv_at.start() + 1
+    head, body = raw[:start], raw[start:]
+    h = _IPT_HEAD_RE.match(head)
+    if h is not None:
+        ts = h.group(2)
+        if ts[0].isdigit():
+            stamp = parse_iso(ts, ctx.timezone)
+        else:
+            stamp = parse_monthname(ts, ctx.timezone, ctx.now.date())
+        rest = head[h.end() :]
+    else:
+        stamp = format_utc(ctx.now)
+        rest = head
+    # rest: "[host] [kernel:] [[uptime]] [prefix]"
+    host = None
+    words = rest.split(" ", 1)
+    if len(words) == 2 and not words[0].endswith(":") and not words[0].startswith("["):
+        host, rest = words[0], words[1]
+    if rest.startswith("kernel:"):
+        rest = rest[7:]
+    rest = _IPT_UPTIME_RE.sub("", rest, count=1).strip()
+    kv: dict[str, str] = {}
+    flags: list[str] = []
+    for tok in body.split():
+        if tok[0] == "[":  # ICMP errors quote the offending packet: not this one
+            break
+        key, eq, value = tok.partition("=")
+        if eq:
+            kv.setdefault(key, value)
+        else:
+            flags.append(tok)
+    src, dst = to_ip(kv.get("SRC")), to_ip(kv.get("DST"))
+    if src is None and dst is None:
+        raise ParseError("netfilter line without a valid SRC or DST address")
+    out = base(raw, ctx.source, ctx.format, "Netfilter", "iptables")
+    action = rule_name = rule_id = None
+    ingress_zone = egress_zone = None
+    ubnt = _UBNT_RE.search(rest)
+    if ubnt is not None:
+        rule_name, rule_id, letter = ubnt.groups()
+        action = _UBNT_ACTIONS[letter]
+        if rule_name.count("-") == 1:
+            ingress_zone, egress_zone = rule_name.split("-")
+    elif rest:
+        word = rest.rstrip(": ").split()[-1] if rest.rstrip(": ") else ""
+        action = word.lower().strip("[]:") or None
+        rule_name = rest.rstrip(": ") or None
+    _decide(out, _verdict(action))
+    mac = kv.get("MAC") or ""
+    mac_parts = mac.split(":")
+    proto = kv.get("PROTO")
+    out.update(
+        {
+            "@timestamp": stamp,
+            "event.action": action,
+            "observer.type": "firewall",
+            "observer.hostname": host,
+            "observer.ingress.interface.name": kv.get("IN") or None,
+            "observer.egress.interface.name": kv.get("OUT") or None,
+            "observer.ingress.zone": ingress_zone,
+            "observer.egress.zone": egress_zone,
+            "rule.name": rule_name,
+            "rule.id": rule_id,
+            "source.ip": src,
+            "source.port": to_port(kv.get("SPT")),
+            "destination.ip": dst,
+            "destination.port": to_port(kv.get("DPT")),
+            "destination.mac": "-".join(mac_parts[0:6]).upper() if len(mac_parts) >= 12 else None,
+            "source.mac": "-".join(mac_parts[6:12]).upper() if len(mac_parts) >= 12 else None,
+            "network.transport": transport(proto),
+            "network.bytes": to_int(kv.get("LEN")),
+            "iptables.ttl": to_int(kv.get("TTL")),
+            "iptables.id": to_int(kv.get("ID")),
+            "iptables.flags": flags or None,
+        }
+    )
+    if (
+        proto == "ICMPv6"
+        or proto == "58"
+        or (proto and proto.upper() == "ICMP" and src and ":" in src)
+    ):
+        out["network.transport"] = "ipv6-icmp"
+    return [nest(out)]

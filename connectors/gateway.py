@@ -1,0 +1,509 @@
+"""Web gateway / proxy formats -> ECS: Squid, Zscaler NSS web, ProxySG ELFF, CEF.
+
+Gateways say "allowed" or "blocked" in their own words (Squid ``TCP_DENIED``,
+ProxySG ``DENIED``, Zscaler ``Blocked``); every event here carries
+``event.action`` ``allowed``/``blocked`` and ``event.outcome``
+``success``/``failure`` so one Sigma condition covers every vendor. The
+vendor's own word stays in ``<vendor>.*``. See FIELDS.md for each mapping.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import UTC
+from typing import Any
+
+import orjson
+
+from connectors.base import ParseContext, register
+from connectors.ecs import base, nest, text, to_int, to_ip, to_port, transport, url_fields
+from connectors.timeparse import (
+    format_utc,
+    parse_epoch,
+    parse_iso,
+    parse_syslog,
+    parse_timestamp,
+)
+from zonewatch.errors import ParseError
+
+_ALLOWED_TYPES = ["access", "allowed"]
+_DENIED_TYPES = ["access", "denied"]
+_WEB = ["network", "web"]
+
+
+def _decision(blocked: bool) -> dict[str, Any]:
+    return {
+        "event.category": _WEB,
+        "event.action": "blocked" if blocked else "allowed",
+        "event.outcome": "failure" if blocked else "success",
+        "event.type": list(_DENIED_TYPES if blocked else _ALLOWED_TYPES),
+    }
+
+
+# --- Squid native access.log ------------------------------------------------
+
+_SQUID_START_RE = re.compile(r"\d{9,11}\.\d{3} ")
+
+
+def _sniff_squid(line: str) -> bool:
+    return _SQUID_START_RE.match(line) is not None and "/" in line
+
+
+@register("gateway", "squid", sniff=_sniff_squid)
+def parse_squid(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    """Squid native ``access.log`` (``logformat squid``), and the common
+    extended layout that adds the client port and header sizes."""
+    f = raw.split()
+    if len(f) >= 10 and "/" in f[3]:
+        ts, elapsed, client, code_status, size, method, url, user, hier, mime = f[:10]
+        cport = None
+        sport = None
+    elif len(f) >= 17 and f[3].isdigit() and "/" in f[4]:
+        ts, elapsed, client, cport, code_status, size = f[:6]
+        method, url, user, hier, sport, mime = f[10], f[11], f[13], f[14], f[15], f[16]
+    else:
+        raise ParseError("not a Squid access.log line (expected 10 space-separated fields)")
+    result, _, status_s = code_status.partition("/")
+    status = to_int(status_s)
+    if status is None or not result.replace("_", "").isalpha():
+        raise ParseError(f"bad Squid result code {code_status[:40]!r}")
+    hier_code, _, peer = hier.partition("/")
+    ip = to_ip(client)
+    out = base(raw, ctx.source, ctx.format, "Squid", "Squid")
+    out["@timestamp"] = parse_epoch(ts)
+    out.update(_decision(result.endswith("DENIED") or result == "TCP_DENIED_REPLY"))
+    out.update(url_fields(url, "https" if method == "CONNECT" else None))
+    duration = to_int(elapsed)
+    peer_ip = to_ip(peer)
+    out.update(
+        {
+            "event.duration": None if duration is None else duration * 1_000_000,
+            "source.ip": ip,
+            "source.address": client,
+            "source.domain": None if ip else text(client),
+            "source.port": to_port(cport),
+            "destination.ip": peer_ip,
+            "destination.domain": out.get("url.domain"),
+            "destination.port": to_port(sport) or out.get("url.port"),
+            "destination.bytes": to_int(size),
+            "user.name": text(user),
+            "http.request.method": text(method),
+            "http.response.status_code": status or None,
+            "http.response.mime_type": text(mime),
+            "squid.result_code": result,
+            "squid.hierarchy_code": hier_code or None,
+        }
+    )
+    if method == "CONNECT":
+        out["url.full"] = out["url.scheme"] = None
+    return [nest(out)]
+
+
+# --- Zscaler NSS web --------------------------------------------------------
+
+
+def _sniff_zscaler(line: str) -> bool:
+    return line.lstrip().startswith("{") and ('"zscalernss-web"' in line or '"eurl"' in line)
+
+
+def _b64(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+@register("gateway", "zscaler", sniff=_sniff_zscaler)
+def parse_zscaler(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    """Zscaler Internet Access NSS web log as JSON (``{"sourcetype":
+    "zscalernss-web", "event": {...}}`` or the bare event object)."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ParseError(f"not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ParseError("Zscaler record is not a JSON object")
+    ev = doc.get("event", doc)
+    if not isinstance(ev, dict):
+        raise ParseError("Zscaler 'event' is not an object")
+
+    def g(*keys: str) -> str | None:
+        for key in keys:
+            value = ev.get(key)
+            if value is not None and not isinstance(value, dict | list):
+                value = str(value)
+                if value not in ("", "None", "NA", "N/A"):
+                    return value
+        return None
+
+    epoch = g("epochtime")
+    if epoch is not None:
+        stamp = parse_epoch(epoch)
+    else:
+        when = g("time")
+        if when is None:
+            raise ParseError("Zscaler record has no 'time' or 'epochtime'")
+        zone = g("tz")
+        tz = ctx.timezone
+        if zone:
+            from connectors.timeparse import zone_for
+
+            tz = zone_for(zone)
+        stamp = parse_timestamp(when, tz, ctx.now)
+    action = (g("action") or "").lower()
+    out = base(raw, ctx.source, ctx.format, "Zscaler", "Internet Access")
+    out["@timestamp"] = stamp
+    out.update(_decision(action in ("blocked", "block", "denied", "caution")))
+    if action:
+        out["event.action"] = action
+    proto = g("proto")
+    link = g("eurl", "url") or _b64(g("b64url"))
+    if link:
+        scheme = None
+        if "://" not in link:
+            authority = link.split("/", 1)[0]
+            if authority.endswith(":443") or (proto or "").upper().startswith("HTTPS"):
+                scheme = "https"
+            elif (proto or "").upper().startswith(("HTTP", "FTP")):
+                scheme = "http" if (proto or "").upper().startswith("HTTP") else "ftp"
+            link = f"{scheme or 'http'}://{link}"
+        out.update(url_fields(link))
+    internal = to_ip(g("cintip", "cltintip"))
+    public = to_ip(g("cip", "cltip"))
+    login = g("login")
+    status = to_int(g("respcode"))
+    reqsize, respsize = to_int(g("reqsize")), to_int(g("respsize"))
+    out.update(
+        {
+            "source.ip": internal or public,
+            "source.nat.ip": public if internal and public != internal else None,
+            "source.port": to_port(g("cltsourceport")),
+            "source.user.name": g("deviceowner"),
+            "destination.ip": to_ip(g("sip", "serverip")),
+            "destination.domain": g("host", "ehost") or out.get("url.domain"),
+            "source.bytes": reqsize,
+            "destination.bytes": respsize,
+            "user.name": login,
+            "user.email": login if login and "@" in login else None,
+            "host.name": g("devicehostname"),
+            "network.protocol": proto.lower() if proto else None,
+            "http.request.method": g("reqmethod"),
+            "http.request.bytes": reqsize,
+            "http.request.referrer": g("ereferer", "referer") or _b64(g("b64referer")),
+            "http.response.status_code": status or None,
+            "http.response.bytes": respsize,
+            "user_agent.original": g("ua", "eua", "useragent"),
+            "rule.name": g("rulelabel"),
+            "rule.ruleset": g("ruletype"),
+            "zscaler.action": g("action"),
+            "zscaler.url_category": g("urlcat"),
+            "zscaler.url_super_category": g("urlsupercat"),
+            "zscaler.app_name": g("appname"),
+            "zscaler.threat_name": g("threatname"),
+            "zscaler.department": g("dept"),
+            "zscaler.location": g("location"),
+        }
+    )
+    return [nest(out)]
+
+
+# --- Symantec/Broadcom ProxySG, W3C ELFF ------------------------------------
+
+# The appliance's default "main" access-log format (bcreportermain_v1), used
+# until a #Fields: header says otherwise.
+PROXYSG_MAIN_FIELDS: tuple[str, ...] = tuple(
+    [
+        "date",
+        "time",
+        "time-taken",
+        "c-ip",
+        "cs-username",
+        "cs-auth-group",
+        "x-exception-id",
+        "sc-filter-result",
+        "cs-categories",
+        "cs(Referer)",
+        "sc-status",
+        "s-action",
+        "cs-method",
+        "rs(Content-Type)",
+        "cs-uri-scheme",
+        "cs-host",
+        "cs-uri-port",
+        "cs-uri-path",
+        "cs-uri-query",
+        "cs-uri-extension",
+        "cs(User-Agent)",
+        "s-ip",
+        "sc-bytes",
+        "cs-bytes",
+        "x-virus-id",
+    ]
+)
+
+_ELFF_TOKEN_RE = re.compile(r'"([^"]*)"|(\S+)')
+_FIELDS_STATE = "proxysg.fields"
+_ELFF_DEFAULT_PORT = {"http": 80, "https": 443, "ftp": 21}
+
+
+def _sniff_proxysg(line: str) -> bool:
+    return line.startswith("#Fields:") or line.startswith("#Software: SGOS")
+
+
+@register("gateway", "proxysg", sniff=_sniff_proxysg)
+def parse_proxysg(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    """Symantec/Broadcom ProxySG access log in W3C ELFF. ``#Fields:`` sets the
+    column names for the rest of the stream; other ``#`` lines are skipped."""
+    if raw.startswith("#"):
+        if raw.startswith("#Fields:"):
+            names = raw[8:].split()
+            if not names:
+                raise ParseError("#Fields: header names no fields")
+            ctx.state[_FIELDS_STATE] = tuple(names)
+        return []
+    names: tuple[str, ...] = ctx.state.get(_FIELDS_STATE, PROXYSG_MAIN_FIELDS)
+    values = [q if q is not None and t == "" else t for q, t in _ELFF_TOKEN_RE.findall(raw)]
+    if len(values) < len(names):
+        raise ParseError(
+            f"ELFF row has {len(values)} values but #Fields: names {len(names)}; "
+            "the header and rows do not match"
+        )
+    row = dict(zip(names, values, strict=False))  # extra trailing values are ignored
+
+    def g(name: str) -> str | None:
+        return text(row.get(name))
+
+    day, clock = g("date"), g("time")
+    if day and clock:
+        # ELFF date/time are UTC by definition (W3C); localtime is the only
+        # field in the appliance's zone.
+        stamp = parse_iso(f"{day} {clock}", UTC)
+    elif g("localtime"):
+        stamp = parse_timestamp(row["localtime"].strip("[]"), ctx.timezone, ctx.now)
+    elif g("gmttime"):
+        stamp = parse_timestamp(row["gmttime"].strip("[]"), UTC, ctx.now)
+    else:
+        raise ParseError("ELFF row has no date/time")
+    filt = (g("sc-filter-result") or "").upper()
+    s_action = g("s-action") or ""
+    out = base(raw, ctx.source, ctx.format, "Broadcom", "ProxySG")
+    out["@timestamp"] = stamp
+    out.update(_decision(filt == "DENIED" or s_action.endswith("DENIED")))
+    uri = g("cs-uri")
+    scheme = (g("cs-uri-scheme") or "").lower() or None
+    host = g("cs-host") or g("cs-uri-address")
+    port = to_port(g("cs-uri-port"))
+    path = g("cs-uri-path")
+    query = g("cs-uri-query")
+    if uri is None and host:
+        hostport = (
+            host
+            if port is None or _ELFF_DEFAULT_PORT.get(scheme or "") == port
+            else f"{host}:{port}"
+        )
+        uri = f"{scheme or 'http'}://{hostport}{path or ''}{query or ''}"
+    if uri:
+        out.update(url_fields(uri))
+    if port is not None:
+        out["url.port"] = port
+    if path:
+        out["url.path"] = path
+    cs_bytes, sc_bytes = to_int(g("cs-bytes")), to_int(g("sc-bytes"))
+    taken = to_int(g("time-taken"))
+    status = to_int(g("sc-status"))
+    out.update(
+        {
+            "event.duration": None if taken is None else taken * 1_000_000,
+            "source.ip": to_ip(g("c-ip")),
+            "source.port": to_port(g("c-port")),
+            "source.bytes": cs_bytes,
+            "destination.ip": to_ip(g("s-supplier-ip") or g("r-ip")),
+            "destination.domain": host,
+            "destination.port": port,
+            "destination.bytes": sc_bytes,
+            "observer.ip": to_ip(g("s-ip")),
+            "observer.hostname": g("s-computername"),
+            "user.name": g("cs-username") or g("cs-userdn"),
+            "http.request.method": g("cs-method"),
+            "http.request.referrer": g("cs(Referer)"),
+            "http.request.bytes": cs_bytes,
+            "http.response.status_code": status or None,
+            "http.response.bytes": sc_bytes,
+            "http.response.mime_type": g("rs(Content-Type)"),
+            "user_agent.original": g("cs(User-Agent)"),
+            "proxysg.action": text(s_action),
+            "proxysg.filter_result": filt or None,
+            "proxysg.categories": g("cs-categories"),
+            "proxysg.exception_id": g("x-exception-id"),
+            "proxysg.virus_id": g("x-virus-id"),
+        }
+    )
+    return [nest(out)]
+
+
+# --- CEF --------------------------------------------------------------------
+
+_CEF_HEADER_RE = re.compile(
+    r"CEF:(\d+)\|((?:[^|\\]|\\.)*)\|((?:[^|\\]|\\.)*)\|((?:[^|\\]|\\.)*)\|"
+    r"((?:[^|\\]|\\.)*)\|((?:[^|\\]|\\.)*)\|((?:[^|\\]|\\.)*)\|(.*)",
+    re.S,
+)
+# a key starts after whitespace; values run to the next " key="
+_CEF_KEY_RE = re.compile(r"(?:^|(?<=\s))([A-Za-z0-9_.\[\]-]+)=")
+_CEF_UNESCAPE_RE = re.compile(r"\\(.)")
+_CEF_ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
+
+# ArcSight extension keys -> ECS (the subset that drives detection)
+_CEF_MAP: dict[str, tuple[str, str]] = {
+    # key: (ecs field, kind) kind: s=string i=int p=port a=ip
+    "src": ("source.ip", "a"),
+    "spt": ("source.port", "p"),
+    "shost": ("source.domain", "s"),
+    "smac": ("source.mac", "s"),
+    "suser": ("source.user.name", "s"),
+    "sourceTranslatedAddress": ("source.nat.ip", "a"),
+    "sourceTranslatedPort": ("source.nat.port", "p"),
+    "dst": ("destination.ip", "a"),
+    "dpt": ("destination.port", "p"),
+    "dhost": ("destination.domain", "s"),
+    "dmac": ("destination.mac", "s"),
+    "duser": ("destination.user.name", "s"),
+    "destinationTranslatedAddress": ("destination.nat.ip", "a"),
+    "destinationTranslatedPort": ("destination.nat.port", "p"),
+    "in": ("source.bytes", "i"),
+    "out": ("destination.bytes", "i"),
+    "proto": ("network.transport", "t"),
+    "app": ("network.protocol", "l"),
+    "requestMethod": ("http.request.method", "s"),
+    "requestClientApplication": ("user_agent.original", "s"),
+    "requestContext": ("http.request.referrer", "s"),
+    "act": ("event.action", "l"),
+    "outcome": ("cef.outcome", "s"),
+    "reason": ("event.reason", "s"),
+    "cat": ("cef.category", "s"),
+    "externalId": ("event.id", "s"),
+    "msg": ("message", "s"),
+    "dvc": ("observer.ip", "a"),
+    "dvchost": ("observer.hostname", "s"),
+    "deviceExternalId": ("observer.serial_number", "s"),
+    "deviceInboundInterface": ("observer.ingress.interface.name", "s"),
+    "deviceOutboundInterface": ("observer.egress.interface.name", "s"),
+    "fname": ("file.name", "s"),
+    "filePath": ("file.path", "s"),
+    "fileHash": ("file.hash", "s"),
+    "fsize": ("file.size", "i"),
+}
+_CEF_SUCCESS = {"success", "succeeded", "allowed", "allow", "accept", "accepted", "permit", "pass"}
+_CEF_FAILURE = {"failure", "failed", "fail", "blocked", "block", "denied", "deny", "drop", "reject"}
+
+
+def _cef_unescape(value: str) -> str:
+    if "\\" not in value:
+        return value
+    return _CEF_UNESCAPE_RE.sub(lambda m: _CEF_ESCAPES.get(m.group(1), m.group(1)), value)
+
+
+def cef_extensions(ext: str) -> dict[str, str]:
+    """CEF extension ``k=v k2=v with spaces`` -> dict (values unescaped)."""
+    out: dict[str, str] = {}
+    matches = [m for m in _CEF_KEY_RE.finditer(ext) if not _escaped(ext, m.end() - 1)]
+    for i, m in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(ext)
+        out[m.group(1)] = _cef_unescape(ext[m.end() : end].rstrip())
+    return out
+
+
+def _escaped(s: str, pos: int) -> bool:
+    n = 0
+    pos -= 1
+    while pos >= 0 and s[pos] == "\\":
+        n += 1
+        pos -= 1
+    return n % 2 == 1
+
+
+def _sniff_cef(line: str) -> bool:
+    return "CEF:" in line[:200] and line.count("|") >= 7
+
+
+def parse_cef(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    """ArcSight Common Event Format, bare or behind a syslog header."""
+    start = raw.find("CEF:")
+    if start < 0:
+        raise ParseError("no 'CEF:' marker")
+    m = _CEF_HEADER_RE.match(raw, start)
+    if m is None:
+        raise ParseError("CEF header needs 7 '|'-separated fields after 'CEF:'")
+    version, vendor, product, dev_version, sig_id, name, severity, ext = m.groups()
+    header_stamp = None
+    if start > 0:
+        try:
+            header_stamp = parse_syslog(
+                raw[:start].rstrip() + " x", ctx.timezone, ctx.now
+            ).timestamp
+        except ParseError:
+            header_stamp = None
+    fields = cef_extensions(ext)
+    out = base(raw, ctx.source, ctx.format, _cef_unescape(vendor), _cef_unescape(product))
+    out.update(
+        {
+            "event.code": _cef_unescape(sig_id) or None,
+            "event.category": _WEB if ctx.source == "gateway" else ["network"],
+            "observer.version": _cef_unescape(dev_version) or None,
+            "cef.version": version,
+            "cef.name": _cef_unescape(name),
+            "cef.severity": severity,
+        }
+    )
+    for key, value in fields.items():
+        target = _CEF_MAP.get(key)
+        if target is None:
+            continue
+        field, kind = target
+        conv: Any
+        if kind == "s":
+            conv = text(value)
+        elif kind == "a":
+            conv = to_ip(value)
+        elif kind == "p":
+            conv = to_port(value)
+        elif kind == "i":
+            conv = to_int(value)
+        elif kind == "t":
+            conv = transport(value)
+        else:
+            conv = value.lower() or None
+        out[field] = conv
+    request = fields.get("request")
+    if request:
+        out.update(url_fields(request))
+        out["destination.domain"] = out.get("destination.domain") or out.get("url.domain")
+    user = out.get("source.user.name") or out.get("destination.user.name")
+    out["user.name"] = user
+    stamp = None
+    for key in ("rt", "end", "start"):
+        value = fields.get(key)
+        if value:
+            stamp = parse_timestamp(value, ctx.timezone, ctx.now)
+            break
+    out["@timestamp"] = stamp or header_stamp or format_utc(ctx.now)
+    words = {str(out.get("event.action") or ""), str(fields.get("outcome", "")).lower()}
+    if words & _CEF_FAILURE:
+        out["event.outcome"] = "failure"
+        out["event.type"] = ["denied"]
+    elif words & _CEF_SUCCESS:
+        out["event.outcome"] = "success"
+        out["event.type"] = ["allowed"]
+    else:
+        out["event.outcome"] = "unknown"
+    if fields:
+        out["cef.extensions"] = fields
+    return [nest(out)]
+
+
+register("gateway", "cef", sniff=_sniff_cef)(parse_cef)
+register("firewall", "cef", sniff=_sniff_cef)(parse_cef)
