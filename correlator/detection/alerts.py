@@ -1,0 +1,70 @@
+"""Detection hits -> ``zonewatch.models.Alert``, and event times."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from correlator.detection.ruleset import DetectionRule
+from zonewatch.errors import ZonewatchError
+from zonewatch.models import Alert, AlertOrigin, Evidence, alert_id
+
+
+class EventTimeError(ZonewatchError):
+    """An event has no usable ``@timestamp`` (RFC 3339)."""
+
+    exit_code = 65
+
+
+def event_time(event: dict[str, Any]) -> datetime:
+    """The event's ``@timestamp`` as an aware UTC datetime."""
+    raw = event.get("@timestamp")
+    if raw is None:
+        raise EventTimeError("event has no @timestamp; connectors must set it (RFC 3339, UTC)")
+    if not isinstance(raw, str):
+        raise EventTimeError(f"@timestamp must be an RFC 3339 string, got {raw!r}")
+    try:
+        moment = datetime.fromisoformat(raw.strip())
+    except ValueError as exc:
+        raise EventTimeError(
+            f"@timestamp {raw!r} is not RFC 3339 (e.g. 2025-04-01T09:30:00Z)"
+        ) from exc
+    if moment.tzinfo is None:
+        raise EventTimeError(f"@timestamp {raw!r} has no time zone; add Z or an offset")
+    return moment.astimezone(UTC)
+
+
+def zone_crossing(event: dict[str, Any]) -> str | None:
+    zone = event.get("zone")
+    value = zone.get("crossing") if isinstance(zone, dict) else event.get("zone.crossing")
+    return value if isinstance(value, str) else None
+
+
+def detection_alert(
+    rule: DetectionRule, evidence: Evidence, origin: AlertOrigin = "stream"
+) -> Alert:
+    """The alert a single-event detection raises; its id is stable across replays."""
+    return Alert(
+        id=alert_id(rule.id, {}, None, None, [evidence.event_id]),
+        rule_id=rule.id,
+        rule_title=rule.title,
+        level=rule.level,
+        tags=list(rule.tags),
+        type="detection",
+        rule_hash=rule.sha256,
+        first_seen=evidence.time,
+        last_seen=evidence.time,
+        zone_crossing=zone_crossing(evidence.event),
+        origin=origin,
+        evidence=[evidence],
+    )
+
+
+def alert_json(alert: Alert) -> bytes:
+    """One output line of ``zonewatch match``: the Alert, plus ``window`` for correlations."""
+    data = alert.model_dump(mode="json")
+    if alert.type != "detection":
+        data["window"] = {"start": data.get("window_start"), "end": data.get("window_end")}
+    return orjson.dumps(data)

@@ -1,0 +1,176 @@
+"""``zonewatch match`` (offline detection over NDJSON) and ``zonewatch rules check|test``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import Any, BinaryIO
+
+import click
+
+from correlator.detection.pipelines import SOURCES
+from zonewatch.errors import ParseError, RuleError, ZonewatchError
+
+
+class InputDataError(ZonewatchError):
+    """Some input lines were not JSON objects (they were skipped and reported)."""
+
+    exit_code = 65
+
+
+def _placeholders(path: str | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    from correlator.detection.pipelines import load_placeholders
+
+    return load_placeholders(path)
+
+
+def _report_errors(errors: Iterable[RuleError]) -> int:
+    count = 0
+    for err in errors:
+        click.echo(f"zonewatch: rule error: {err}", err=True)
+        count += 1
+    return count
+
+
+_RULES_OPTION = click.option(
+    "--rules",
+    "rule_paths",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True),
+    help="Sigma rule file or directory (repeatable).",
+)
+_PIPELINE_OPTION = click.option(
+    "--pipeline",
+    default="ecs",
+    show_default=True,
+    help="'ecs' maps SigmaHQ proxy/firewall taxonomy onto our ECS fields; 'none' uses rule "
+    "fields verbatim; or a pySigma pipeline YAML file.",
+)
+_PLACEHOLDER_OPTION = click.option(
+    "--placeholders",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML mapping placeholder name -> values, for rules using |expand.",
+)
+
+
+@click.command()
+@_RULES_OPTION
+@click.option(
+    "--source",
+    type=click.Choice(SOURCES),
+    help="Source of every input event; otherwise event.dataset decides, and rules "
+    "of any logsource apply when it names none of ours.",
+)
+@_PIPELINE_OPTION
+@_PLACEHOLDER_OPTION
+@click.option(
+    "--flatten",
+    type=click.Choice(["evtx"]),
+    help="Read evtx-converter JSON (SigmaHQ regression data) as flat Sigma fields.",
+)
+@click.argument("events", type=click.File("rb"), default="-")
+def match(
+    rule_paths: tuple[str, ...],
+    source: str | None,
+    pipeline: str,
+    placeholders: str | None,
+    flatten: str | None,
+    events: BinaryIO,
+) -> None:
+    """Match NDJSON EVENTS (a file or - for stdin) against Sigma rules, offline.
+
+    Prints one JSON object per alert on stdout: rule_id, rule_title, level,
+    type, evidence (with each event's 1-based input line), and for
+    correlations group and window. Rule errors are reported on stderr and the
+    other rules still run. Exit 65 when input lines were not JSON objects.
+    """
+    from correlator.detection.alerts import alert_json
+    from correlator.detection.loader import load_rules
+    from correlator.detection.offline import read_ndjson, run_offline
+
+    ruleset = load_rules(
+        list(rule_paths), pipeline=pipeline, placeholders=_placeholders(placeholders)
+    )
+    _report_errors(ruleset.errors)
+    bad_lines = 0
+
+    def on_error(err: ParseError) -> None:
+        nonlocal bad_lines
+        bad_lines += 1
+        click.echo(f"zonewatch: skipped {err}", err=True)
+
+    out = sys.stdout.buffer
+    for alert in run_offline(read_ndjson(events, flatten, on_error), ruleset, source=source):
+        out.write(alert_json(alert) + b"\n")
+    out.flush()
+    if bad_lines:
+        raise InputDataError(f"{bad_lines} input line(s) were not JSON objects and were skipped")
+
+
+@click.group()
+def rules() -> None:
+    """Check and test Sigma rules."""
+
+
+@rules.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@_PIPELINE_OPTION
+@_PLACEHOLDER_OPTION
+@click.option(
+    "--validate/--no-validate",
+    default=True,
+    show_default=True,
+    help="Run sigma-cli's validators (issues are reported; only errors fail).",
+)
+def check(paths: tuple[str, ...], pipeline: str, placeholders: str | None, validate: bool) -> None:
+    """Parse, validate and compile rules; exit 65 with located messages on errors."""
+    from correlator.detection.checks import validation_issues
+    from correlator.detection.loader import load_rules
+
+    ruleset = load_rules(list(paths), pipeline=pipeline, placeholders=_placeholders(placeholders))
+    failures = _report_errors(ruleset.errors)
+    if validate:
+        for issue in validation_issues(ruleset):
+            click.echo(f"zonewatch: rule warning: {issue}", err=True)
+    click.echo(
+        f"{len(ruleset.detections)} detection rule(s), {len(ruleset.correlations)} "
+        f"correlation rule(s) compiled; {failures} error(s)"
+    )
+    if failures:
+        raise RuleError(f"{failures} rule error(s); see messages above")
+
+
+@rules.command("test")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@_PIPELINE_OPTION
+@_PLACEHOLDER_OPTION
+def test_rules(paths: tuple[str, ...], pipeline: str, placeholders: str | None) -> None:
+    """Run each rule's own test events (see correlator/detection/README.md).
+
+    A rule document may carry ``x-zonewatch-tests`` with ``match`` and
+    ``nomatch`` event lists; a file ``<rule>.tests.yml`` beside the rule may
+    hold the same keys. Exit 1 when any expectation fails.
+    """
+    from correlator.detection.loader import load_rules
+    from correlator.detection.ruletests import run_rule_tests
+
+    ruleset = load_rules(list(paths), pipeline=pipeline, placeholders=_placeholders(placeholders))
+    errors = _report_errors(ruleset.errors)
+    report = run_rule_tests(ruleset)
+    for failure in report.failures:
+        click.echo(f"FAIL {failure}", err=True)
+    click.echo(
+        f"{report.passed} passed, {len(report.failures)} failed, "
+        f"{report.untested} rule(s) without tests"
+    )
+    if report.failures or errors:
+        raise RuleTestFailure(f"{len(report.failures)} rule test(s) failed, {errors} rule error(s)")
+
+
+class RuleTestFailure(ZonewatchError):
+    """A rule's own test events did not behave as declared."""
+
+    exit_code = 1

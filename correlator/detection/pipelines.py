@@ -1,0 +1,162 @@
+"""pySigma processing pipelines: Sigma taxonomy -> the ECS fields our connectors emit,
+and logsource -> the zonewatch source whose events a rule may see.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sigma.processing.conditions import LogsourceCondition
+from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
+from sigma.processing.transformations import (
+    FieldMappingTransformation,
+    ValueListPlaceholderTransformation,
+)
+from sigma.rule import SigmaLogSource
+
+from zonewatch.errors import ConfigError
+
+SOURCES = ("intune", "gateway", "firewall", "vdi")
+
+# W3C extended log names used by SigmaHQ proxy rules (taxonomy appendix).
+# A list maps one Sigma field onto several ECS fields joined by OR, because
+# connectors fill url.full or url.original depending on what the vendor logs.
+PROXY_FIELDS: dict[str, str | list[str]] = {
+    "c-uri": ["url.full", "url.original"],
+    "cs-uri": ["url.full", "url.original"],
+    "c-uri-extension": "url.extension",
+    "c-uri-query": "url.query",
+    "c-uri-stem": "url.path",
+    "cs-uri-stem": "url.path",
+    "cs-uri-query": "url.query",
+    "c-useragent": "user_agent.original",
+    "cs-host": "url.domain",
+    "r-dns": ["url.domain", "destination.domain"],
+    "cs-method": "http.request.method",
+    "cs-referrer": "http.request.referrer",
+    "cs-version": "http.version",
+    "sc-status": "http.response.status_code",
+    "cs-bytes": "http.request.bytes",
+    "sc-bytes": "http.response.bytes",
+    "cs-cookie": "http.request.cookie",
+    "c-ip": "source.ip",
+    "src_ip": "source.ip",
+    "s-ip": "destination.ip",
+    "dst_ip": "destination.ip",
+    "cs-username": "user.name",
+    "username": "user.name",
+}
+
+FIREWALL_FIELDS: dict[str, str | list[str]] = {
+    "src_ip": "source.ip",
+    "src_port": "source.port",
+    "dst_ip": "destination.ip",
+    "dst_port": "destination.port",
+    "username": "user.name",
+    "action": "event.action",
+    "protocol": "network.transport",
+    "src_zone": "observer.ingress.zone",
+    "dst_zone": "observer.egress.zone",
+}
+
+
+def ecs_pipeline(placeholders: dict[str, Any] | None = None) -> ProcessingPipeline:
+    """SigmaHQ proxy and firewall rules onto our ECS events; own rules pass untouched."""
+    items = [
+        ProcessingItem(
+            identifier="zonewatch_proxy_fields",
+            transformation=FieldMappingTransformation(dict(PROXY_FIELDS)),
+            rule_conditions=[LogsourceCondition(category="proxy")],
+        ),
+        ProcessingItem(
+            identifier="zonewatch_firewall_fields",
+            transformation=FieldMappingTransformation(dict(FIREWALL_FIELDS)),
+            rule_conditions=[LogsourceCondition(category="firewall")],
+        ),
+    ]
+    return ProcessingPipeline(
+        name="zonewatch ECS",
+        priority=20,
+        items=items + _placeholder_items(),
+        vars=dict(placeholders or {}),
+    )
+
+
+def verbatim_pipeline(placeholders: dict[str, Any] | None = None) -> ProcessingPipeline:
+    """Rule fields as written (SigmaHQ regression data, flattened evtx)."""
+    return ProcessingPipeline(
+        name="verbatim", priority=20, items=_placeholder_items(), vars=dict(placeholders or {})
+    )
+
+
+def _placeholder_items() -> list[ProcessingItem]:
+    # |expand values: %name% is replaced by the list configured under that name.
+    return [
+        ProcessingItem(
+            identifier="zonewatch_placeholders",
+            transformation=ValueListPlaceholderTransformation(),
+        )
+    ]
+
+
+def build_pipeline(
+    name: str | None, placeholders: dict[str, Any] | None = None
+) -> ProcessingPipeline:
+    """``ecs`` (default), ``none``, or a pySigma pipeline YAML file."""
+    if name is None or name == "none":
+        return verbatim_pipeline(placeholders)
+    if name == "ecs":
+        return ecs_pipeline(placeholders)
+    path = Path(name)
+    if path.is_file():
+        try:
+            custom = ProcessingPipeline.from_yaml(path.read_text(encoding="utf-8"))
+        except Exception as exc:  # pySigma raises several unrelated types here
+            raise ConfigError(f"pipeline file {path}: {exc}") from exc
+        return custom + verbatim_pipeline(placeholders)
+    raise ConfigError(f"unknown pipeline {name!r}: use 'ecs', 'none' or a pySigma pipeline file")
+
+
+def load_placeholders(path: str | Path) -> dict[str, list[str]]:
+    """A YAML mapping placeholder name -> value or list of values (for ``|expand``)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"placeholder file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"placeholder file {path}: expected a mapping of name -> values")
+    out: dict[str, list[str]] = {}
+    for key, value in data.items():
+        values = value if isinstance(value, list) else [value]
+        out[str(key).strip("%")] = [str(v) for v in values]
+    return out
+
+
+def route(logsource: SigmaLogSource) -> frozenset[str] | None:
+    """The zonewatch sources a rule's logsource selects.
+
+    None means every source (the logsource does not restrict); an empty set
+    means none of ours, so the rule runs only when an event's source is unknown.
+    """
+    product = (logsource.product or "").lower()
+    category = (logsource.category or "").lower()
+    service = (logsource.service or "").lower()
+    if not (product or category or service):
+        return None
+    if product == "zonewatch":
+        if service in SOURCES:
+            return frozenset({service})
+        if category == "proxy":
+            return frozenset({"gateway"})
+        if category == "firewall":
+            return frozenset({"firewall"})
+        return None if not (service or category) else frozenset()
+    if category == "proxy":
+        return frozenset({"gateway"})
+    if category == "firewall":
+        return frozenset({"firewall"})
+    if product in ("azure", "m365") and service in ("auditlogs", "activitylogs", "intune", ""):
+        return frozenset({"intune"})
+    return frozenset()

@@ -1,0 +1,165 @@
+"""Compiled detection rules and the rule set that matches events against them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from correlator.detection import compiler
+from correlator.detection.pipelines import SOURCES
+from correlator.detection.runtime import flatten_event
+from zonewatch.errors import RuleError
+from zonewatch.logs import get_logger
+
+if TYPE_CHECKING:
+    from sigma.correlations import SigmaCorrelationRule
+    from sigma.rule import SigmaRule
+
+log = get_logger(__name__)
+
+MatchFn = Callable[[dict[str, Any], dict[str, Any], list["DetectionRule"]], list["DetectionRule"]]
+
+
+@dataclass(frozen=True, eq=False)
+class DetectionRule:
+    """One compiled Sigma detection rule (identity equality: one object per loaded rule)."""
+
+    id: str
+    name: str | None
+    title: str
+    level: str
+    tags: list[str]
+    description: str
+    path: str | None
+    sha256: str
+    text: str
+    logsource: tuple[str | None, str | None, str | None]  # product, category, service
+    sigma: SigmaRule
+    line: int | None = None
+    # Sources whose events this rule sees: None = all, empty = only events of unknown source.
+    sources: frozenset[str] | None = None
+    # False when the rule only feeds correlations (Sigma ``generate: false``, the default).
+    generate: bool = True
+    correlated_by: tuple[str, ...] = ()
+
+    @property
+    def correlation_only(self) -> bool:
+        return not self.generate
+
+
+@dataclass
+class RuleSet:
+    """Loaded rules: compiled detections, correlations for the correlation engine, errors."""
+
+    detections: list[DetectionRule] = field(default_factory=list)
+    correlations: list[SigmaCorrelationRule] = field(default_factory=list)
+    errors: list[RuleError] = field(default_factory=list)
+    # Functions per known source, and for events of unknown source (key None).
+    _routes: dict[str | None, tuple[MatchFn, ...]] = field(default_factory=dict, repr=False)
+    _by_ref: dict[str, DetectionRule] = field(default_factory=dict, repr=False)
+
+    def match(self, event: dict[str, Any], source: str | None = None) -> list[DetectionRule]:
+        """Rules whose detection (after Sigma filters) matches ``event``.
+
+        ``source`` restricts rules by logsource; when None, ``event.dataset``
+        decides if it names one of our sources, otherwise every rule applies.
+        """
+        if source is None:
+            source = _dataset(event)
+        functions = self._routes.get(source)
+        if functions is None:
+            functions = self._routes.get(None, ())
+        if not functions:
+            return []
+        flat = flatten_event(event)
+        hits: list[DetectionRule] = []
+        for fn in functions:
+            fn(flat, event, hits)
+        return hits
+
+    def match_flat(
+        self, flat: dict[str, Any], event: dict[str, Any], source: str | None
+    ) -> list[DetectionRule]:
+        """``match`` for a caller that already flattened the event (the offline runner)."""
+        hits: list[DetectionRule] = []
+        functions = self._routes.get(source)
+        if functions is None:
+            functions = self._routes.get(None, ())
+        for fn in functions:
+            fn(flat, event, hits)
+        return hits
+
+    def rule(self, ref: str) -> DetectionRule | None:
+        """A detection rule by id or name."""
+        return self._by_ref.get(ref)
+
+    def __len__(self) -> int:
+        return len(self.detections)
+
+
+def _dataset(event: dict[str, Any]) -> str | None:
+    ev = event.get("event")
+    dataset = ev.get("dataset") if ev.__class__ is dict else event.get("event.dataset")
+    return dataset if dataset in SOURCES else None
+
+
+def build_routes(
+    compiled: list[tuple[DetectionRule, compiler.CompiledRule]], errors: list[RuleError]
+) -> dict[str | None, tuple[MatchFn, ...]]:
+    """One generated function per distinct routing key; each source gets the functions
+    of the keys that include it, unknown-source events get them all."""
+    groups: dict[frozenset[str] | None, list[tuple[DetectionRule, compiler.CompiledRule]]] = {}
+    for rule, code in compiled:
+        groups.setdefault(rule.sources, []).append((rule, code))
+    functions: dict[frozenset[str] | None, MatchFn] = {}
+    for n, (key, members) in enumerate(
+        sorted(groups.items(), key=lambda kv: sorted(kv[0]) if kv[0] is not None else ["*"])
+    ):
+        functions[key] = _compile_group(f"_match_group{n}", members, errors)
+    routes: dict[str | None, tuple[MatchFn, ...]] = {None: tuple(functions.values())}
+    for source in SOURCES:
+        routes[source] = tuple(fn for key, fn in functions.items() if key is None or source in key)
+    return routes
+
+
+def _compile_group(
+    name: str,
+    members: list[tuple[DetectionRule, compiler.CompiledRule]],
+    errors: list[RuleError],
+) -> MatchFn:
+    source, namespace = compiler.generate_group(name, members)
+    try:
+        exec(compile(source, f"<zonewatch rules {name}>", "exec"), namespace)
+    except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:
+        if len(members) == 1:
+            rule = members[0][0]
+            errors.append(
+                RuleError(f"rule {rule.id} could not be compiled: {exc}", rule.path, rule.line)
+            )
+            return _no_match
+        # Isolate the offending rule instead of losing the group.
+        half = len(members) // 2
+        first = _compile_group(name + "a", members[:half], errors)
+        second = _compile_group(name + "b", members[half:], errors)
+
+        def both(flat: dict[str, Any], event: dict[str, Any], hits: list[DetectionRule]) -> Any:
+            first(flat, event, hits)
+            return second(flat, event, hits)
+
+        return both
+    fn: MatchFn = namespace[name]
+    return fn
+
+
+def _no_match(flat: dict[str, Any], event: dict[str, Any], hits: list[DetectionRule]) -> Any:
+    return hits
+
+
+def index_refs(rules: Iterable[DetectionRule]) -> dict[str, DetectionRule]:
+    out: dict[str, DetectionRule] = {}
+    for rule in rules:
+        out[rule.id] = rule
+        if rule.name:
+            out.setdefault(rule.name, rule)
+    return out

@@ -1,0 +1,265 @@
+"""Helpers the generated matcher code calls at match time.
+
+Everything here is on the hot path: plain functions, no logging, no
+allocation beyond what a lookup needs. The compiler inlines the common cases
+(equality, substring, prefix, suffix on a lowered string) and falls back to
+these helpers for lists, numbers, networks and times.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Any
+
+import re2
+
+_NUMERIC = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
+
+# A bounded memo: the same address strings repeat across events, and parsing
+# one costs more than the rest of a typical rule.
+_IP_CACHE: dict[str, IPv4Address | IPv6Address | None] = {}
+_IP_CACHE_MAX = 65536
+
+
+def flatten_event(event: dict[str, Any]) -> dict[str, Any]:
+    """Nested ECS dict -> ``{"dotted.name": value}``, built once per event.
+
+    Keys already holding dots at the top level keep their value when a nested
+    path spells the same name, as in ``zonewatch.ecs.get_field``. Lists are
+    kept as values (a rule value matches when any element matches); empty
+    dicts stay as values so ``|exists`` sees them.
+    """
+    out: dict[str, Any] = {}
+    dotted_top = False
+    for key, value in event.items():
+        if value.__class__ is dict and value:
+            for key2, value2 in value.items():
+                if value2.__class__ is dict and value2:
+                    _walk(value2, f"{key}.{key2}.", out)
+                else:
+                    out[f"{key}.{key2}"] = value2
+        else:
+            out[key] = value
+            if "." in key:
+                dotted_top = True
+    if dotted_top:
+        for key, value in event.items():
+            if "." in key and not (value.__class__ is dict and value):
+                out[key] = value
+    return out
+
+
+def _walk(node: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
+    for key, value in node.items():
+        if value.__class__ is dict and value:
+            _walk(value, f"{prefix}{key}.", out)
+        else:
+            out[prefix + key] = value
+
+
+def exists_nested(event: dict[str, Any], name: str) -> bool:
+    """True when ``name`` names a non-empty object (not a leaf) inside ``event``."""
+    node: Any = event
+    for part in name.split("."):
+        if node.__class__ is not dict or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def text(value: Any) -> Any:
+    """The string form rules compare against: str as is, numbers and booleans
+    as JSON spells them, lists as tuples of those; None for null and objects."""
+    cls = value.__class__
+    if cls is str:
+        return value
+    if value is None or cls is dict:
+        return None
+    if cls is bool:
+        return "true" if value else "false"
+    if cls is int or cls is float:
+        return str(value)
+    if cls is list or cls is tuple:
+        return tuple(t for t in map(text, value) if t.__class__ is str)
+    return str(value)
+
+
+def lower(value: Any) -> Any:
+    """``text`` lowered, for case-insensitive comparison."""
+    cls = value.__class__
+    if cls is str:
+        return value.lower()
+    t = text(value)
+    if t.__class__ is tuple:
+        return tuple(s.lower() for s in t)
+    return t.lower() if t is not None else None
+
+
+def any_of(values: Any, predicate: Callable[[str], bool]) -> bool:
+    """Used for list-valued fields: a value matches when one element does."""
+    return values.__class__ is tuple and any(map(predicate, values))
+
+
+def wildcard_seq(value: str, parts: tuple[str, ...], start: bool, end: bool) -> bool:
+    """Match ``a*b*c`` patterns in linear time with successive ``find`` calls.
+
+    ``parts`` are the literals between ``*``; ``start``/``end`` say whether the
+    pattern is anchored at either end (no leading/trailing ``*``).
+    """
+    pos = 0
+    first, last = 0, len(parts)
+    if start:
+        if not value.startswith(parts[0]):
+            return False
+        pos = len(parts[0])
+        first = 1
+    if end:
+        tail = parts[-1]
+        last -= 1
+        limit = len(value) - len(tail)
+        if limit < pos or not value.endswith(tail):
+            return False
+    else:
+        limit = len(value)
+    for part in parts[first:last]:
+        found = value.find(part, pos, limit)
+        if found < 0:
+            return False
+        pos = found + len(part)
+    return True
+
+
+def as_number(value: Any) -> int | float | None:
+    """A number from a JSON number or a numeric string; None otherwise."""
+    cls = value.__class__
+    if cls is int or cls is float:
+        return value
+    if cls is str and _NUMERIC.fullmatch(value):
+        number = float(value)
+        return int(number) if number.is_integer() and "." not in value else number
+    return None
+
+
+def num_eq(value: Any, number: int | float) -> bool:
+    if value.__class__ is list:
+        return any(num_eq(v, number) for v in value)
+    got = as_number(value)
+    return got is not None and got == number
+
+
+def compare(value: Any, op: str, number: int | float) -> bool:
+    """Numeric comparison; text that is not a number never matches."""
+    if value.__class__ is list:
+        return any(compare(v, op, number) for v in value)
+    got = as_number(value)
+    if got is None:
+        return False
+    if op == "lt":
+        return got < number
+    if op == "lte":
+        return got <= number
+    if op == "gt":
+        return got > number
+    if op == "gte":
+        return got >= number
+    return got != number
+
+
+def _ip(value: str) -> IPv4Address | IPv6Address | None:
+    try:
+        return _IP_CACHE[value]
+    except KeyError:
+        pass
+    try:
+        parsed: IPv4Address | IPv6Address | None = ip_address(value.strip())
+    except ValueError:
+        parsed = None
+    if len(_IP_CACHE) >= _IP_CACHE_MAX:
+        _IP_CACHE.clear()
+    _IP_CACHE[value] = parsed
+    return parsed
+
+
+def in_networks(value: Any, networks: tuple[Any, ...]) -> bool:
+    """``|cidr``: IP semantics, so any spelling of an IPv6 address matches."""
+    if value.__class__ is list:
+        return any(in_networks(v, networks) for v in value)
+    if value.__class__ is not str:
+        return False
+    addr = _ip(value)
+    if addr is None:
+        return False
+    for net in networks:
+        if addr.version == net.version and addr in net:
+            return True
+    # An IPv4-mapped IPv6 address (::ffff:10.0.0.1) is the IPv4 address.
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return mapped is not None and any(mapped in n for n in networks if n.version == 4)
+
+
+def _datetime(value: Any) -> datetime | None:
+    cls = value.__class__
+    if cls is int or cls is float:
+        seconds = value / 1000 if value > 1e11 else value
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if cls is str:
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace(" ", "T", 1))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+def time_part(value: Any, part: str, number: int) -> bool:
+    """``|minute`` ... ``|year``: the part of a timestamp as the event spells it."""
+    if value.__class__ is list:
+        return any(time_part(v, part, number) for v in value)
+    moment = _datetime(value)
+    if moment is None:
+        return False
+    got = moment.isocalendar().week if part == "week" else getattr(moment, part)
+    return bool(got == number)
+
+
+def field_ref(value: Any, other: Any, starts: bool, ends: bool) -> bool:
+    """``|fieldref``: compare two lowered fields of the same event."""
+    if value is None or other is None:
+        return False
+    if value.__class__ is tuple:
+        return any(field_ref(v, other, starts, ends) for v in value)
+    if other.__class__ is tuple:
+        return any(field_ref(value, o, starts, ends) for o in other)
+    if starts and ends:
+        return other in value
+    if starts:
+        return value.startswith(other)
+    if ends:
+        return value.endswith(other)
+    return bool(value == other)
+
+
+def keyword_values(flat: dict[str, Any]) -> tuple[str, ...]:
+    """Every string form in the event, for keyword (unbound value) searches."""
+    out: list[str] = []
+    for value in flat.values():
+        t = text(value)
+        if t.__class__ is str:
+            out.append(t)
+        elif t is not None:
+            out.extend(t)
+    return tuple(out)
+
+
+def compile_re2(pattern: str) -> Any:
+    """Compile with RE2 (linear time); raises ``re2.error`` for constructs it rejects."""
+    options = re2.Options()
+    options.log_errors = False
+    options.never_capture = True
+    return re2.compile(pattern, options)
