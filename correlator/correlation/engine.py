@@ -1,0 +1,915 @@
+"""The correlation engine: Sigma correlation rules over detection hits, in event time.
+
+Pure: no Kafka, no DuckDB, no clock. The caller hands in, for each event, the
+ids of the detection rules it matched, and gets alerts back; it snapshots the
+state with the alerts it stores (see README.md in this package).
+
+Semantics, in one place:
+
+- A window is any span of ``timespan`` seconds, both ends inclusive, anchored
+  at each event of a group as it is applied; a rule fires as soon as its
+  condition holds over such a span, with the events of that span since the
+  group last fired as evidence, and the group then starts afresh.
+- Events are applied in event-time order. Each partition keeps a watermark,
+  its newest event time minus ``allowed_lateness_s``; an event waits in a
+  buffer until the watermark reaches it, so arrival order within the
+  lateness never changes the result. Ties are broken by event id.
+- An event behind its partition's watermark is late: counted, logged, and
+  applied out of order only if ``late_events_update_windows``.
+- ``a and not b`` (extended temporal conditions): once the present rules hold
+  over a span starting at ``s``, the alert waits until the watermark passes
+  ``s + timespan`` and is dropped if an event of ``b`` falls in
+  [s, s + timespan]. Present-rule events inside an open absence window join
+  its evidence instead of opening another window.
+- Group values compare case-insensitively (strings are lowered); an event
+  lacking a group field joins no group and is counted.
+- Correlations of correlations: an alert is fed to the rules referring to
+  it as a hit at its window end, in the same partition.
+- ``suppress`` (custom attribute, README.md): after an alert, alerts of the
+  same rule and suppression key ending within the window are counted and
+  dropped (they still feed chains).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from sigma.correlations import SigmaCorrelationRule
+
+from correlator.correlation.compiled import (
+    TEMPORAL_TYPES,
+    CompiledCorrelation,
+    compile_rules,
+)
+from correlator.correlation.errors import CorrelationStateError
+from correlator.correlation.settings import BaseRuleInfo, CorrelationSettings
+from correlator.correlation.windows import (
+    AvgWindow,
+    CountWindow,
+    DistinctWindow,
+    Pending,
+    QuantileWindow,
+    Rec,
+    SumWindow,
+    TemporalWindow,
+    load_rec,
+)
+from zonewatch.ecs import get_field
+from zonewatch.logs import get_logger
+from zonewatch.models import Alert, Evidence, alert_id
+
+log = get_logger(__name__)
+
+SNAPSHOT_VERSION = 1
+# Rough sizes for the memory cap, measured with tracemalloc on CPython 3.11
+# (bench/bench_correlation.py prints the real figure).
+_GROUP_BYTES = 420
+_REC_BYTES = 200
+
+Contrib = tuple[int, int, tuple[Any, ...], Any, dict[str, Any] | None]
+
+
+@dataclass
+class CorrelationStats:
+    """Counters since start (or restore); ``metrics()`` adds live gauges."""
+
+    events: int = 0
+    correlated_events: int = 0
+    late_events: int = 0
+    late_applied: int = 0
+    missing_group_field: int = 0
+    missing_value: int = 0
+    alerts: int = 0
+    suppressed: int = 0
+    evicted_expired: int = 0
+    evicted_cap: int = 0
+    cap_hits: int = 0
+    incomplete_windows: int = 0
+
+
+class _Partition:
+    __slots__ = (
+        "buffer",
+        "frontier",
+        "groups",
+        "late_logged",
+        "max_t",
+        "next_scan",
+        "pending",
+        "suppress",
+    )
+
+    def __init__(self, n_rules: int) -> None:
+        self.max_t = -math.inf
+        self.frontier = -math.inf  # every buffered event at or before it is applied
+        self.next_scan = -math.inf
+        self.buffer: list[tuple[float, str, int, Rec, list[Contrib]]] = []
+        self.pending: list[tuple[float, int, int, tuple[Any, ...], Pending]] = []
+        self.groups: list[dict[tuple[Any, ...], Any]] = [{} for _ in range(n_rules)]
+        self.suppress: list[dict[tuple[Any, ...], float]] = [{} for _ in range(n_rules)]
+        self.late_logged = 0
+
+
+def _norm(value: Any) -> Any:
+    """Group/distinct value: strings lowered; None, {} and [] mean missing."""
+    cls = value.__class__
+    if cls is str:
+        return value.lower()
+    if value is None or cls is dict:
+        return None
+    if cls is list or cls is tuple:
+        items = tuple(_norm(v) for v in value)
+        return items if items and None not in items else None
+    return value
+
+
+def _number(value: Any) -> float | None:
+    cls = value.__class__
+    if cls is int:
+        return value  # type: ignore[no-any-return]
+    if cls is float:
+        return value if math.isfinite(value) else None  # type: ignore[no-any-return]
+    if cls is str:
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+class CorrelationEngine:
+    """Evaluates Sigma correlation rules; see the module docstring for semantics."""
+
+    def __init__(
+        self,
+        rules: Sequence[SigmaCorrelationRule],
+        resolve: Callable[[str], BaseRuleInfo | None],
+        settings: CorrelationSettings | None = None,
+    ) -> None:
+        self.settings = settings or CorrelationSettings()
+        self._sigma = list(rules)
+        self._resolve = resolve
+        self.rules: list[CompiledCorrelation] = compile_rules(self._sigma, resolve)
+        self.stats = CorrelationStats()
+        self._lateness = float(self.settings.allowed_lateness_s)
+        self._keep_event = self.settings.keep_event_in_evidence
+        self._seq = itertools.count()
+        self._parts: dict[int, _Partition] = {}
+        self._group_count = [0] * len(self.rules)
+        self._scan_every = max(1.0, min((c.span for c in self.rules), default=2.0) / 2)
+        # detection rule id -> [(rule, slot index, slot)] of every correlation reading it
+        self._routes: dict[str, list[tuple[CompiledCorrelation, int, Any]]] = {}
+        for c in self.rules:
+            for s, slot in enumerate(c.slots):
+                if not slot.is_correlation:
+                    self._routes.setdefault(slot.rule_id, []).append((c, s, slot))
+        self._factory = [self._window_factory(c) for c in self.rules]
+
+    # ------------------------------------------------------------------ rules
+
+    @staticmethod
+    def _window_factory(c: CompiledCorrelation) -> Callable[[], Any]:
+        n = len(c.slots)
+        if c.type == "event_count":
+            return CountWindow
+        if c.type == "value_count":
+            return DistinctWindow
+        if c.type == "value_sum":
+            return SumWindow
+        if c.type == "value_avg":
+            return AvgWindow
+        if c.type in ("value_percentile", "value_median"):
+            p = c.percentile if c.percentile is not None else 50.0
+            return lambda: QuantileWindow(p)
+        if c.type in TEMPORAL_TYPES:
+            if not c.ordered:
+                return lambda: TemporalWindow(n, None)
+            if c.clauses is None:
+                return lambda: TemporalWindow(n, [n])
+            sizes = [len(cl.pos) for cl in c.clauses]
+            return lambda: TemporalWindow(n, sizes)
+        raise ValueError(f"unknown correlation type {c.type}")
+
+    @property
+    def referenced_rule_ids(self) -> set[str]:
+        """Detection rule ids some correlation reads."""
+        return set(self._routes)
+
+    @property
+    def generated_rule_ids(self) -> set[str]:
+        """Detection rules referenced by a ``generate: true`` correlation: they
+        alert on their own as well."""
+        return {
+            slot.rule_id
+            for c in self.rules
+            if c.generate
+            for slot in c.slots
+            if not slot.is_correlation
+        }
+
+    @property
+    def correlation_only_rule_ids(self) -> set[str]:
+        """Detection rules that only feed correlations (no alert of their own)."""
+        return self.referenced_rule_ids - self.generated_rule_ids
+
+    # -------------------------------------------------------------- the input
+
+    def process(
+        self,
+        hits: Sequence[str],
+        event: dict[str, Any],
+        evidence: Evidence,
+        partition: int = 0,
+    ) -> list[Alert]:
+        """One event and the ids of the detection rules it matched. Returns the
+        alerts whose windows this event (through the watermark) completed."""
+        self.stats.events += 1
+        dt = evidence.time
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        t = dt.timestamp()
+        part = self._parts.get(partition)
+        if part is None:
+            part = self._parts[partition] = _Partition(len(self.rules))
+        contribs: list[Contrib] | None = None
+        routes = self._routes
+        for hit in hits:
+            route = routes.get(hit)
+            if route is not None:
+                if contribs is None:
+                    contribs = []
+                self._extract(route, event, contribs)
+        advanced = t > part.max_t
+        if advanced:
+            part.max_t = t
+        out: list[Alert] = []
+        if contribs:
+            self.stats.correlated_events += 1
+            rec = (
+                evidence.event_id,
+                t,
+                dt,
+                evidence.topic,
+                evidence.partition,
+                evidence.offset,
+                evidence.line,
+                event if self._keep_event else None,
+                None,
+            )
+            if t < part.frontier:
+                self._late(part, partition, rec, contribs, out)
+            else:
+                heapq.heappush(part.buffer, (t, evidence.event_id, next(self._seq), rec, contribs))
+                self._release(part, out)
+        elif advanced:
+            self._release(part, out)
+        return out
+
+    def advance_watermark(self, partition: int, event_time: datetime | float) -> list[Alert]:
+        """Declare that ``partition`` has seen everything up to ``event_time``
+        (e.g. wall clock when it is caught up and idle); returns what resolves."""
+        t = event_time if isinstance(event_time, float | int) else _utc(event_time).timestamp()
+        part = self._parts.get(partition)
+        if part is None:
+            part = self._parts[partition] = _Partition(len(self.rules))
+        out: list[Alert] = []
+        if t > part.max_t:
+            part.max_t = float(t)
+            self._release(part, out)
+        return out
+
+    def flush(self) -> list[Alert]:
+        """End of a finite input: apply every buffered event and resolve the
+        absence windows the input covers; windows reaching past the last event
+        stay open and are counted as ``incomplete_windows``."""
+        out: list[Alert] = []
+        horizon = max((p.max_t for p in self._parts.values()), default=-math.inf)
+        for part in self._parts.values():
+            self._release(part, out, watermark=math.inf)
+            self._resolve_pending(part, horizon, out, inclusive=True)
+            part.frontier = max(part.frontier, part.max_t)
+            self.stats.incomplete_windows = sum(
+                1 for q in self._parts.values() for e in q.pending if not e[4].cancelled
+            )
+        return out
+
+    # --------------------------------------------------------- the hot path
+
+    def _extract(
+        self,
+        route: list[tuple[CompiledCorrelation, int, Any]],
+        event: dict[str, Any],
+        contribs: list[Contrib],
+    ) -> None:
+        for rule, s, slot in route:
+            key = []
+            for name in slot.group_fields:
+                value = _norm(get_field(event, name))
+                if value is None:
+                    self.stats.missing_group_field += 1
+                    break
+                key.append(value)
+            else:
+                value = None
+                if slot.value_fields:
+                    value = self._value(rule, slot.value_fields, event.get, event)
+                    if value is None:
+                        self.stats.missing_value += 1
+                        continue
+                carry = {f: get_field(event, f) for f in rule.carry} if rule.carry else None
+                contribs.append((rule.index, s, tuple(key), value, carry))
+
+    @staticmethod
+    def _value(
+        rule: CompiledCorrelation,
+        fields: tuple[str, ...],
+        getter: Callable[[str], Any],
+        event: dict[str, Any] | None,
+    ) -> Any:
+        def read(name: str) -> Any:
+            return get_field(event, name) if event is not None else getter(name)
+
+        if rule.type == "value_count":
+            if len(fields) == 1:
+                return _norm(read(fields[0]))
+            values = tuple(_norm(read(f)) for f in fields)
+            return None if None in values else values
+        return _number(read(fields[0]))
+
+    def _late(
+        self, part: _Partition, partition: int, rec: Rec, contribs: list[Contrib], out: list[Alert]
+    ) -> None:
+        self.stats.late_events += 1
+        part.late_logged += 1
+        if part.late_logged == 1 or part.late_logged % 1000 == 0:
+            log.warning(
+                "correlation_late_event",
+                partition=partition,
+                event_id=rec[0],
+                behind_s=round(part.frontier - rec[1], 3),
+                late_in_partition=part.late_logged,
+                applied=self.settings.late_events_update_windows,
+            )
+        if self.settings.late_events_update_windows:
+            self.stats.late_applied += 1
+            self._apply(part, rec[1], rec, contribs, out)
+
+    def _release(self, part: _Partition, out: list[Alert], watermark: float | None = None) -> None:
+        if watermark is None:
+            wm = part.max_t - self._lateness
+            if wm > part.frontier:
+                part.frontier = wm
+        else:
+            wm = watermark
+        buf = part.buffer
+        pending = part.pending
+        while buf and buf[0][0] <= wm:
+            t, _, _, rec, contribs = heapq.heappop(buf)
+            if pending and pending[0][0] < t:
+                self._resolve_pending(part, t, out)
+            self._apply(part, t, rec, contribs, out)
+        if pending and pending[0][0] < wm:
+            self._resolve_pending(part, wm, out)
+        if part.frontier >= part.next_scan:
+            self._scan(part)
+
+    def _apply(
+        self, part: _Partition, t: float, rec: Rec, contribs: list[Contrib], out: list[Alert]
+    ) -> None:
+        rules = self.rules
+        for ri, s, key, value, carry in contribs:
+            rule = rules[ri]
+            groups = part.groups[ri]
+            st = groups.get(key)
+            if st is None:
+                if self._group_count[ri] >= self.settings.max_groups_per_rule:
+                    self._cap(ri)
+                st = groups[key] = self._factory[ri]()
+                self._group_count[ri] += 1
+            if rule.type in TEMPORAL_TYPES:
+                self._apply_temporal(part, rule, st, key, s, rec, t, carry, out)
+                continue
+            metric = st.add(rec, t, value, rule.span)
+            if rule.threshold(metric):  # type: ignore[misc]
+                recs = st.take()
+                self._fire(part, rule, key, recs, recs[0][2], rec[2], t, carry, out)
+
+    def _apply_temporal(
+        self,
+        part: _Partition,
+        rule: CompiledCorrelation,
+        st: TemporalWindow,
+        key: tuple[Any, ...],
+        s: int,
+        rec: Rec,
+        t: float,
+        carry: dict[str, Any] | None,
+        out: list[Alert],
+    ) -> None:
+        span = rule.span
+        last = st.last
+        old = last[s]
+        if old is None or old[1] <= t:
+            last[s] = rec
+        if t > st.last_t:
+            st.last_t = t
+        floor = t - span
+        if rule.clauses is None:
+            if st.chains is not None:
+                metric, chain = st.chains[0].add(s, t, rec, span)
+                recs = list(chain[2])
+            else:
+                recs = [r for r in last if r is not None and r[1] >= floor]
+                metric = len(recs)
+            if rule.threshold(metric):  # type: ignore[misc]
+                st.last = [None] * len(last)
+                st.reset_chains()
+                first = min(recs, key=lambda r: r[1])
+                self._fire(part, rule, key, recs, first[2], rec[2], t, carry, out)
+            return
+
+        fired: list[Rec] | None = None
+        for ci, clause in enumerate(rule.clauses):
+            if s in clause.neg:
+                p = st.pend.get(ci) if st.pend else None
+                if p is not None and p.start <= t <= p.deadline:
+                    p.cancelled = True
+                    del st.pend[ci]  # type: ignore[union-attr]
+                continue
+            if s not in clause.pos:
+                continue
+            if clause.neg:
+                p = st.pend.get(ci) if st.pend else None
+                if p is not None and t <= p.deadline:
+                    if len(p.recs) < self.settings.max_evidence_per_alert:
+                        p.recs.append(rec)
+                    p.carry = carry
+                    continue
+            if st.chains is not None:
+                n, chain = st.chains[ci].add(clause.pos.index(s), t, rec, span)
+                if n < len(clause.pos):
+                    continue
+                recs = list(chain[2])
+                start = chain[0]
+            else:
+                recs = []
+                for i in clause.pos:
+                    r = last[i]
+                    if r is None or r[1] < floor:
+                        break
+                    recs.append(r)
+                if len(recs) < len(clause.pos):
+                    continue
+                start = min(r[1] for r in recs)
+            if clause.neg:
+                if any(last[i] is not None and last[i][1] >= start for i in clause.neg):  # type: ignore[index]
+                    continue
+                p = Pending(ci, start, start + span, recs, carry)
+                if st.pend is None:
+                    st.pend = {}
+                st.pend[ci] = p
+                heapq.heappush(part.pending, (p.deadline, next(self._seq), rule.index, key, p))
+            elif fired is None:
+                fired = recs
+            else:
+                fired.extend(r for r in recs if r not in fired)
+        if fired:
+            st.last = [None] * len(last)
+            st.reset_chains()
+            first = min(fired, key=lambda r: r[1])
+            self._fire(part, rule, key, fired, first[2], rec[2], t, carry, out)
+
+    def _resolve_pending(
+        self, part: _Partition, upto: float, out: list[Alert], inclusive: bool = False
+    ) -> None:
+        """Fire absence windows whose deadline the applied events have passed."""
+        pending = part.pending
+        while pending and (pending[0][0] < upto or (inclusive and pending[0][0] <= upto)):
+            deadline, _, ri, key, p = heapq.heappop(pending)
+            if p.cancelled:
+                continue
+            rule = self.rules[ri]
+            st = part.groups[ri].get(key)
+            clause = rule.clauses[p.clause]  # type: ignore[index]
+            if st is not None:
+                if st.pend and st.pend.get(p.clause) is p:
+                    del st.pend[p.clause]
+                    if not st.pend:
+                        st.pend = None
+                for i in clause.pos:
+                    st.last[i] = None
+                if st.chains is not None:
+                    st.chains[p.clause] = type(st.chains[p.clause])(len(clause.pos))
+            first = min(p.recs, key=lambda r: r[1])
+            end_dt = first[2] + timedelta(seconds=rule.span)
+            self._fire(part, rule, key, p.recs, first[2], end_dt, deadline, p.carry, out)
+
+    def _fire(
+        self,
+        part: _Partition,
+        rule: CompiledCorrelation,
+        key: tuple[Any, ...],
+        recs: list[Rec],
+        start: datetime,
+        end: datetime,
+        end_t: float,
+        carry: dict[str, Any] | None,
+        out: list[Alert],
+    ) -> None:
+        suppressed = False
+        if rule.suppress is not None:
+            skey = tuple(key[i] for i in rule.suppress.positions)
+            table = part.suppress[rule.index]
+            until = table.get(skey)
+            if until is not None and end_t < until:
+                suppressed = True
+                self.stats.suppressed += 1
+            else:
+                table[skey] = end_t + rule.suppress.window
+        if suppressed and not rule.parents:
+            return
+        evidence = self._evidence(recs)
+        group = dict(zip(rule.group_by, key, strict=True))
+        aid = alert_id(rule.id, group, start, end, [e.event_id for e in evidence])
+        if rule.output and not suppressed:
+            self.stats.alerts += 1
+            out.append(
+                Alert(
+                    id=aid,
+                    rule_id=rule.id,
+                    rule_title=rule.title,
+                    level=rule.level,
+                    tags=rule.tags,
+                    type=rule.type,
+                    rule_hash=rule.rule_hash,
+                    group=group,
+                    window_start=start,
+                    window_end=end,
+                    first_seen=evidence[0].time if evidence else start,
+                    last_seen=evidence[-1].time if evidence else end,
+                    origin=self.settings.origin,
+                    evidence=evidence,
+                )
+            )
+        if rule.parents:
+            self._feed_parents(part, rule, aid, group, carry, recs, end_t, end, out)
+
+    def _feed_parents(
+        self,
+        part: _Partition,
+        rule: CompiledCorrelation,
+        aid: str,
+        group: dict[str, Any],
+        carry: dict[str, Any] | None,
+        recs: list[Rec],
+        end_t: float,
+        end: datetime,
+        out: list[Alert],
+    ) -> None:
+        fields = dict(carry) if carry else {}
+        fields.update(group)
+        rec = ("correlation:" + aid, end_t, end, None, None, None, None, None, tuple(recs))
+        for pi, ps in rule.parents:
+            parent = self.rules[pi]
+            slot = parent.slots[ps]
+            key = []
+            for name in slot.group_fields:
+                value = _norm(fields.get(name))
+                if value is None:
+                    self.stats.missing_group_field += 1
+                    break
+                key.append(value)
+            else:
+                value = None
+                if slot.value_fields:
+                    value = self._value(parent, slot.value_fields, fields.get, None)
+                    if value is None:
+                        self.stats.missing_value += 1
+                        continue
+                pcarry = {f: fields.get(f) for f in parent.carry} if parent.carry else None
+                self._apply(part, end_t, rec, [(pi, ps, tuple(key), value, pcarry)], out)
+
+    def _evidence(self, recs: list[Rec]) -> list[Evidence]:
+        flat: dict[str, Rec] = {}
+        stack = list(recs)
+        while stack:
+            rec = stack.pop()
+            if rec[8] is not None:
+                stack.extend(rec[8])
+            elif rec[0] not in flat:
+                flat[rec[0]] = rec
+        ordered = sorted(flat.values(), key=lambda r: (r[1], r[0]))
+        cap = self.settings.max_evidence_per_alert
+        if len(ordered) > cap:
+            ordered = ordered[: cap - cap // 2] + ordered[len(ordered) - cap // 2 :]
+        return [
+            Evidence.model_construct(
+                event_id=r[0],
+                time=r[2],
+                topic=r[3],
+                partition=r[4],
+                offset=r[5],
+                line=r[6],
+                event=r[7] if r[7] is not None else {},
+            )
+            for r in ordered
+        ]
+
+    # ----------------------------------------------------------- eviction
+
+    def _scan(self, part: _Partition) -> None:
+        """Drop groups no future on-time event can join, and stale suppressions."""
+        wm = part.frontier
+        part.next_scan = wm + self._scan_every
+        for rule in self.rules:
+            groups = part.groups[rule.index]
+            cut = wm - rule.span
+            if groups:
+                if rule.type in TEMPORAL_TYPES:
+                    keep = {k: st for k, st in groups.items() if st.last_t >= cut or st.pend}
+                else:
+                    keep = {k: st for k, st in groups.items() if st.last_t >= cut}
+                removed = len(groups) - len(keep)
+                if removed:
+                    part.groups[rule.index] = keep
+                    self._group_count[rule.index] -= removed
+                    self.stats.evicted_expired += removed
+            table = part.suppress[rule.index]
+            if table:
+                part.suppress[rule.index] = {k: u for k, u in table.items() if u > wm}
+        total = sum(self._group_count)
+        if total * _GROUP_BYTES > self.settings.max_state_bytes // 2:
+            estimate = self.state_bytes_estimate()
+            if estimate > self.settings.max_state_bytes:
+                self._evict_oldest(None, estimate, self.settings.max_state_bytes * 9 // 10)
+
+    def state_bytes_estimate(self) -> int:
+        groups = 0
+        held = 0
+        for part in self._parts.values():
+            held += sum(len(e[3]) for e in part.buffer)
+            for table in part.groups:
+                groups += len(table)
+                held += sum(st.held() for st in table.values())
+        return groups * _GROUP_BYTES + held * _REC_BYTES
+
+    def _cap(self, ri: int) -> None:
+        for part in self._parts.values():
+            cut = part.frontier - self.rules[ri].span
+            groups = part.groups[ri]
+            keep = {
+                k: st for k, st in groups.items() if st.last_t >= cut or getattr(st, "pend", None)
+            }
+            removed = len(groups) - len(keep)
+            part.groups[ri] = keep
+            self._group_count[ri] -= removed
+            self.stats.evicted_expired += removed
+        cap = self.settings.max_groups_per_rule
+        if self._group_count[ri] >= cap:
+            self.stats.cap_hits += 1
+            evicted = self._evict_oldest(
+                ri, self._group_count[ri], cap - max(1, cap // 10), count=True
+            )
+            log.warning(
+                "correlation_group_cap_reached",
+                rule_id=self.rules[ri].id,
+                rule=self.rules[ri].title,
+                cap=cap,
+                evicted=evicted,
+                hint="raise max_groups_per_rule or narrow the rule's group-by",
+            )
+
+    def _evict_oldest(self, ri: int | None, size: int, target: int, count: bool = False) -> int:
+        """Evict least recently updated groups (of one rule, or all) until the
+        group count (count=True) or the byte estimate drops to ``target``."""
+        entries = []
+        for part in self._parts.values():
+            for idx, table in enumerate(part.groups):
+                if ri is not None and idx != ri:
+                    continue
+                for k, st in table.items():
+                    entries.append((st.last_t, idx, k, part))
+        entries.sort(key=lambda e: e[0])
+        per_group = 1 if count else max(1, size // max(1, len(entries)))
+        evicted = 0
+        for _last_t, idx, k, part in entries:
+            if size <= target:
+                break
+            st = part.groups[idx].pop(k)
+            for p in (getattr(st, "pend", None) or {}).values():
+                p.cancelled = True  # its negative evidence would go with the state
+            self._group_count[idx] -= 1
+            size -= per_group
+            evicted += 1
+        self.stats.evicted_cap += evicted
+        if ri is None and evicted:
+            self.stats.cap_hits += 1
+            log.warning(
+                "correlation_state_cap_reached",
+                max_state_bytes=self.settings.max_state_bytes,
+                evicted=evicted,
+                hint="raise max_state_bytes or shorten timespans",
+            )
+        return evicted
+
+    # ------------------------------------------------------------ metrics
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters and live gauges, for Prometheus and ``zonewatch correlate``."""
+        data: dict[str, Any] = asdict(self.stats)
+        data["groups"] = sum(self._group_count)
+        data["groups_by_rule"] = {c.id: self._group_count[c.index] for c in self.rules}
+        data["buffered_events"] = sum(len(p.buffer) for p in self._parts.values())
+        data["open_absence_windows"] = sum(
+            1 for p in self._parts.values() for e in p.pending if not e[4].cancelled
+        )
+        data["watermarks"] = {
+            str(k): (
+                datetime.fromtimestamp(p.frontier, UTC).isoformat()
+                if math.isfinite(p.frontier)
+                else None
+            )
+            for k, p in self._parts.items()
+        }
+        return data
+
+    # ----------------------------------------------------- snapshot/restore
+
+    def _dump_partition(self, part: _Partition) -> dict[str, Any]:
+        hashes = [c.rule_hash for c in self.rules]
+        buffer = [
+            [
+                t,
+                eid,
+                rec,
+                [[hashes[ri], s, key, value, carry] for ri, s, key, value, carry in contribs],
+            ]
+            for t, eid, _, rec, contribs in sorted(part.buffer, key=lambda e: (e[0], e[1], e[2]))
+        ]
+        pending = [
+            [hashes[ri], key, p.dump()]
+            for _, _, ri, key, p in sorted(part.pending, key=lambda e: (e[0], e[1]))
+            if not p.cancelled
+        ]
+        groups = {
+            hashes[ri]: [[key, st.dump()] for key, st in table.items()]
+            for ri, table in enumerate(part.groups)
+            if table
+        }
+        for entries in groups.values():
+            for entry in entries:
+                if "p" in entry[1]:
+                    entry[1]["p"] = None  # pendings travel once, in heap order
+        suppress = {
+            hashes[ri]: [[k, u] for k, u in table.items()]
+            for ri, table in enumerate(part.suppress)
+            if table
+        }
+        return {
+            "max_t": part.max_t if math.isfinite(part.max_t) else None,
+            "frontier": part.frontier if math.isfinite(part.frontier) else None,
+            "next_scan": part.next_scan if math.isfinite(part.next_scan) else None,
+            "buffer": buffer,
+            "pending": pending,
+            "groups": groups,
+            "suppress": suppress,
+        }
+
+    def _load_partition(self, data: dict[str, Any]) -> _Partition:
+        index = {c.rule_hash: c.index for c in self.rules}
+        part = _Partition(len(self.rules))
+        part.max_t = data["max_t"] if data["max_t"] is not None else -math.inf
+        part.frontier = data["frontier"] if data["frontier"] is not None else -math.inf
+        part.next_scan = data["next_scan"] if data["next_scan"] is not None else -math.inf
+        for h, entries in data["groups"].items():
+            ri = index.get(h)
+            if ri is None:
+                continue  # the rule was removed or changed: its state goes
+            load = self._factory[ri]().__class__.load
+            table = part.groups[ri]
+            for key, state in entries:
+                table[_tuples(key)] = load(state)
+            self._group_count[ri] += len(table)
+        for h, key, pdata in data["pending"]:
+            ri = index.get(h)
+            if ri is None:
+                continue
+            key = _tuples(key)
+            p = Pending.load(pdata)
+            st = part.groups[ri].get(key)
+            if st is None:
+                st = part.groups[ri][key] = self._factory[ri]()
+                self._group_count[ri] += 1
+            if st.pend is None:
+                st.pend = {}
+            st.pend[p.clause] = p
+            heapq.heappush(part.pending, (p.deadline, next(self._seq), ri, key, p))
+        for t, eid, rec, contribs in data["buffer"]:
+            kept = [
+                (index[h], s, _tuples(key), _tuples(value), carry)
+                for h, s, key, value, carry in contribs
+                if h in index
+            ]
+            if kept:
+                heapq.heappush(part.buffer, (t, eid, next(self._seq), load_rec(rec), kept))
+        for h, entries in data["suppress"].items():
+            ri = index.get(h)
+            if ri is not None:
+                part.suppress[ri] = {_tuples(k): u for k, u in entries}
+        return part
+
+    def snapshot(self) -> bytes:
+        """The whole state as bytes (JSON): restore() continues identically."""
+        payload = {
+            "version": SNAPSHOT_VERSION,
+            "rules": [c.rule_hash for c in self.rules],
+            "partitions": {str(k): self._dump_partition(p) for k, p in self._parts.items()},
+            "stats": asdict(self.stats),
+        }
+        return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
+
+    @classmethod
+    def restore(
+        cls,
+        data: bytes,
+        rules: Sequence[SigmaCorrelationRule],
+        resolve: Callable[[str], BaseRuleInfo | None],
+        settings: CorrelationSettings | None = None,
+    ) -> CorrelationEngine:
+        """An engine for ``rules`` continuing from a snapshot. State of rules
+        that are new or changed starts empty; state of removed rules is dropped."""
+        engine = cls(rules, resolve, settings)
+        try:
+            payload = orjson.loads(data)
+            if payload.get("version") != SNAPSHOT_VERSION:
+                raise CorrelationStateError(
+                    f"correlation snapshot version {payload.get('version')} is not "
+                    f"{SNAPSHOT_VERSION}; start without it (the input since the last "
+                    "checkpoint will be correlated from an empty state)"
+                )
+            for key, pdata in payload["partitions"].items():
+                engine._parts[int(key)] = engine._load_partition(pdata)
+            for name, value in payload.get("stats", {}).items():
+                if hasattr(engine.stats, name):
+                    setattr(engine.stats, name, value)
+        except CorrelationStateError:
+            raise
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            raise CorrelationStateError(
+                f"correlation snapshot is unreadable ({type(exc).__name__}: {exc}); "
+                "start without it"
+            ) from exc
+        return engine
+
+    def export_partition(self, partition: int) -> bytes | None:
+        """State of one partition, and forget it: call on revocation and store
+        the bytes where the next owner finds them (import_partition)."""
+        part = self._parts.pop(partition, None)
+        if part is None:
+            return None
+        for ri, table in enumerate(part.groups):
+            self._group_count[ri] -= len(table)
+        return orjson.dumps(self._dump_partition(part), option=orjson.OPT_NON_STR_KEYS)
+
+    def import_partition(self, partition: int, data: bytes) -> None:
+        """Take over a partition's state (on assignment)."""
+        old = self._parts.pop(partition, None)
+        if old is not None:
+            for ri, table in enumerate(old.groups):
+                self._group_count[ri] -= len(table)
+        try:
+            self._parts[partition] = self._load_partition(orjson.loads(data))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            raise CorrelationStateError(
+                f"partition {partition} state is unreadable ({type(exc).__name__}); start it empty"
+            ) from exc
+
+    def reload(
+        self,
+        rules: Sequence[SigmaCorrelationRule],
+        resolve: Callable[[str], BaseRuleInfo | None] | None = None,
+    ) -> CorrelationEngine:
+        """Hot reload: an engine for the new rules that keeps the state of
+        unchanged rules (same content hash), starts new ones empty and drops
+        removed ones."""
+        return CorrelationEngine.restore(
+            self.snapshot(), rules, resolve or self._resolve, self.settings
+        )
