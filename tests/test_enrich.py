@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connectors.enrich import Enricher
+from zonewatch.zones import ZoneMap, load_zone_map
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def zones() -> ZoneMap:
+    return load_zone_map(ROOT / "rules/zones.yaml")
+
+
+def test_core_laptop_to_lgwan_vdi_pool_is_tagged(zones: ZoneMap) -> None:
+    ev = {"source": {"ip": "10.10.4.21"}, "destination": {"ip": "10.50.20.15"}}
+    Enricher(zones)(ev)
+    assert ev["zone"] == {
+        "source": "core",
+        "destination": "vdi",
+        "destination_role": "vdi_pool_lgwan",
+        "destination_target": "lgwan",
+        "crossing": "core->vdi",
+    }
+
+
+def test_ipv6_and_single_ended_events(zones: ZoneMap) -> None:
+    ev = {"source": {"ip": "fd00:10::25"}}
+    Enricher(zones)(ev)
+    assert ev["zone"] == {"source": "core"}
+    nothing: dict = {"event": {"action": "x"}}
+    Enricher(zones)(nothing)
+    assert "zone" not in nothing
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        {"name": "CITY\\tanaka.h"},
+        {"name": "tanaka.h"},
+        {"name": "HTanaka"},
+        {"id": "S-1-5-21-1004336348-1177238915-682003330-1105"},
+        {"name": "tanaka.h", "domain": "CITY"},
+    ],
+)
+def test_every_alias_becomes_the_upn(zones: ZoneMap, user: dict) -> None:
+    ev = {"user": dict(user)}
+    Enricher(zones)(ev)
+    assert ev["user"]["name"] == "tanaka.hanako@city.example.lg.jp"
+    assert ev["zonewatch"]["identity"] == "known"
+    assert "tanaka.hanako@city.example.lg.jp" in ev["related"]["user"]
+    if "name" in user:
+        assert ev["zonewatch"]["user_original"] == user["name"]
+
+
+def test_unknown_identity_passes_through_flagged(zones: ZoneMap) -> None:
+    ev = {"user": {"name": "alice", "domain": "example.com"}}
+    Enricher(zones)(ev)
+    assert ev["user"] == {"name": "alice", "domain": "example.com"}
+    assert ev["zonewatch"] == {"identity": "unknown"}
