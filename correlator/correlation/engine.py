@@ -386,7 +386,7 @@ class CorrelationEngine:
             if pending and pending[0][0] < t:
                 self._resolve_pending(part, t, out)
             self._apply(part, t, rec, contribs, out)
-        if pending and pending[0][0] < wm:
+        if pending and pending[0][0] < wm and watermark is None:
             self._resolve_pending(part, wm, out)
         if part.frontier >= part.next_scan:
             self._scan(part)
