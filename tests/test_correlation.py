@@ -509,5 +509,5 @@ def test_timespan_units(spec, seconds):
 
 def test_unknown_reference_is_reported_with_the_rule():
     loaded = load_rules_text(FAILED_3_IN_1M)
-    with pytest.raises(CorrelationRuleError, match="failed_login.*not loaded"):
+    with pytest.raises(CorrelationRuleError, match=r"failed_login.*not loaded"):
         compile_rules(loaded.correlations, lambda ref: None)
