@@ -30,10 +30,11 @@ from zonewatch.errors import ParseError
 _NET = ["network"]
 
 # Decision words meaning "traffic did not pass", across vendors.
-_BLOCK_WORDS = (
-    "deny", "denied", "drop", "dropped", "reject", "rejected", "block", "blocked",
-    "reset", "sinkhole", "discard", "fail", "d", "r",
+_BLOCK_WORDS = frozenset(
+    {"deny", "denied", "drop", "dropped", "reject", "rejected", "block", "blocked",
+     "reset", "sinkhole", "discard", "fail", "failed", "d", "r"}
 )  # fmt: skip
+_WORD_SPLIT_RE = re.compile(r"[-_ ]+")
 _ALLOW_WORDS = frozenset(
     {"allow", "allowed", "accept", "accepted", "permit", "permitted", "pass", "a", "continue",
      "override", "alert", "close", "timeout", "start", "ip-conn", "server-rst", "client-rst",
@@ -42,17 +43,23 @@ _ALLOW_WORDS = frozenset(
 
 
 def _verdict(word: str | None) -> bool | None:
-    """True = blocked, False = allowed, None = not a traffic decision."""
+    """True = blocked, False = allowed, None = not a traffic decision.
+
+    Whole words first (``server-rst`` is an allowed session's end), then the
+    parts of compound prefixes (``drop_input``, ``nft-accept``, ``reset-both``).
+    """
     if not word:
         return None
     w = word.lower()
     if w in _ALLOW_WORDS:
         return False
-    for blocked in _BLOCK_WORDS:
-        if w == blocked or w.startswith(blocked + "-") or w.startswith(blocked + "_"):
-            return True
-        if len(blocked) > 1 and blocked in w:
-            return True
+    if w in _BLOCK_WORDS:
+        return True
+    parts = _WORD_SPLIT_RE.split(w)
+    if any(p in _BLOCK_WORDS for p in parts if len(p) > 1):
+        return True
+    if any(p in _ALLOW_WORDS for p in parts if len(p) > 1):
+        return False
     return None
 
 

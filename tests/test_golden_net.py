@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import connectors.firewall
-import connectors.gateway  # noqa: F401  (registers the formats)
+import connectors.gateway
 from connectors.base import FORMATS, ParseContext
 from zonewatch.ecs import flatten
 

@@ -1,0 +1,139 @@
+"""Property tests: random and mutated lines never crash a network parser.
+
+Every input ends as parsed events or a ParseError (which the caller
+dead-letters); no other exception may escape, and every event keeps the raw
+line and a well-formed UTC timestamp.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from conftest import SHARED
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import connectors.firewall
+import connectors.gateway  # noqa: F401
+from connectors.base import FORMATS, ParseContext
+from zonewatch.errors import ParseError
+
+STAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+RAW = SHARED / "samples"
+
+# format -> sample files (golden and raw) that seed the mutations
+SEEDS: dict[tuple[str, str], list[str]] = {
+    ("gateway", "squid"): [
+        "golden/squid/test-access.log",
+        "raw/proxy_squid/elastic_test-access-extensive.log",
+    ],
+    ("gateway", "zscaler"): ["golden/zscaler_zia/test-web.log"],
+    ("gateway", "proxysg"): ["golden/proxysg/test-proxy-main.log"],
+    ("gateway", "cef"): ["golden/cef/test-cef.log"],
+    ("firewall", "cef"): ["golden/cef/test-cef.log"],
+    ("firewall", "panos"): ["raw/fw_panos/elastic_test-panw-panos-traffic-sample.excerpt.log"],
+    ("firewall", "fortigate"): [
+        "golden/fortinet_fortigate/test-fortinet-7-6.log",
+        "raw/fw_fortigate/elastic_test-fortinet-7-4.excerpt.log",
+    ],
+    ("firewall", "asa"): [
+        "golden/cisco_asa/test-asa-tz-mapping.log",
+        "raw/fw_cisco_asa/elastic_test-sample.excerpt.log",
+    ],
+    ("firewall", "iptables"): ["golden/iptables/test-iptables-raw.log"],
+}
+
+
+def _lines(paths: list[str]) -> list[str]:
+    out: list[str] = []
+    for rel in paths:
+        path = Path(RAW / rel)
+        if path.exists():
+            out += [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return out or ["x"]
+
+
+def _check(key: tuple[str, str], raw: str) -> None:
+    ctx = ParseContext(
+        key[0], key[1], timezone=ZoneInfo("Asia/Tokyo"), now=datetime(2026, 11, 27, tzinfo=UTC)
+    )
+    try:
+        events = FORMATS[key].parse(raw, ctx)
+    except ParseError as exc:
+        assert str(exc)  # a reason a person can read
+        return
+    assert isinstance(events, list)
+    for event in events:
+        assert event["event"]["original"] == raw
+        assert STAMP_RE.fullmatch(event["@timestamp"]), event["@timestamp"]
+        assert event["event"]["dataset"] == key[0]
+        assert event["event"]["module"] == key[1]
+
+
+@st.composite
+def mutated(draw: Any, seeds: list[str]) -> str:
+    line = draw(st.sampled_from(seeds))
+    for _ in range(draw(st.integers(1, 4))):
+        if not line:
+            break
+        pos = draw(st.integers(0, len(line) - 1))
+        op = draw(st.sampled_from(["delete", "insert", "replace", "truncate", "duplicate"]))
+        chunk = draw(
+            st.text(
+                alphabet=st.sampled_from(list(' ,="{}[]()/:.-|\\<>%0123456789aZ\u00e9\u3042\t')),
+                min_size=1,
+                max_size=4,
+            )
+        )
+        if op == "delete":
+            line = line[:pos] + line[pos + draw(st.integers(1, 8)) :]
+        elif op == "insert":
+            line = line[:pos] + chunk + line[pos:]
+        elif op == "replace":
+            line = line[:pos] + chunk + line[pos + len(chunk) :]
+        elif op == "truncate":
+            line = line[:pos]
+        else:
+            line = line[:pos] + line[pos : pos + 20] + line[pos:]
+    return line
+
+
+KEYS = sorted(SEEDS)
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.mark.parametrize("key", KEYS, ids=[f"{s}-{f}" for s, f in KEYS])
+@FAST
+@given(data=st.data())
+def test_mutated_lines_parse_or_raise_parse_error(key: tuple[str, str], data: Any) -> None:
+    _check(key, data.draw(mutated(_lines(SEEDS[key]))))
+
+
+@pytest.mark.parametrize("key", KEYS, ids=[f"{s}-{f}" for s, f in KEYS])
+@settings(max_examples=100, deadline=None)
+@given(raw=st.text(max_size=300))
+def test_random_text_parses_or_raises_parse_error(key: tuple[str, str], raw: str) -> None:
+    _check(key, raw)
+
+
+@pytest.mark.parametrize("key", KEYS, ids=[f"{s}-{f}" for s, f in KEYS])
+def test_every_seed_line_parses(key: tuple[str, str]) -> None:
+    """Real lines are never rejected (one context per file: ProxySG's
+    #Fields: header applies to the rows after it)."""
+    lines = _lines(SEEDS[key])
+    if lines == ["x"]:
+        pytest.skip("../shared samples are not present")
+    ctx = ParseContext(key[0], key[1], now=datetime(2026, 11, 27, tzinfo=UTC))
+    emitted = 0
+    for raw in lines:
+        events = FORMATS[key].parse(raw, ctx)
+        emitted += len(events)
+        for event in events:
+            assert event["event"]["original"] == raw
+            assert STAMP_RE.fullmatch(event["@timestamp"])
+    assert emitted >= len([ln for ln in lines if not ln.startswith("#")])
