@@ -13,7 +13,9 @@ WITH archived AS (
 evidence AS (
     SELECT DISTINCT ON (e.event_id)
            e.event_id, e.event_time AS time,
-           split_part(coalesce(json_extract_string(e.event, '$.event.dataset'), e.topic), '.', -1) AS source,
+           CASE WHEN e.topic LIKE '%.events.%' THEN split_part(e.topic, '.', -1)
+                ELSE split_part(json_extract_string(e.event, '$.event.dataset'), '.', 1)
+           END AS source,
            json_extract_string(e.event, '$.event.action') AS action,
            json_extract_string(e.event, '$.event.outcome') AS outcome,
            json_extract_string(e.event, '$.zone.source') AS zone_source,
