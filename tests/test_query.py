@@ -366,7 +366,7 @@ def test_zonewatch_query_in_another_process_goes_through_the_endpoint(tmp_path: 
     with AlertStore(db) as store:
         store.serve_queries()
         stop = threading.Event()
-        writer = threading.Thread(target=_writer, args=(store, 200, stop))
+        writer = threading.Thread(target=_writer, args=(store, 100_000, stop))
         writer.start()
         try:
             env = {**os.environ, "ZONEWATCH_LOG_LEVEL": "warning"}
@@ -393,9 +393,11 @@ def test_zonewatch_query_in_another_process_goes_through_the_endpoint(tmp_path: 
         finally:
             stop.set()
             writer.join()
+        final = store.query("SELECT count(*) FROM alerts")[1][0][0]
     assert done.returncode == 0, done.stderr.decode()
     row = orjson.loads(done.stdout)
     assert row["e"] == 3 * row["a"]
+    assert 0 < row["a"] < final  # it answered mid-stream, not before or after
 
 
 def test_tcp_endpoint_needs_its_token_and_stale_endpoint_falls_back(tmp_path: Path) -> None:
