@@ -325,9 +325,9 @@ def test_saved_query_file_header_is_parsed(tmp_path: Path) -> None:
 # -- the query endpoint of a running correlator ----------------------------------
 
 
-def _writer(store: AlertStore, batches: int, stop: threading.Event) -> None:
+def _writer(store: AlertStore, batches: int, stop: threading.Event, pace_s: float = 0) -> None:
     for b in range(batches):
-        if stop.is_set():
+        if stop.wait(pace_s):  # pacing leaves the CPU to the querying process
             return
         store.write([make_alert(100 + b * 4 + k, evidence_count=3) for k in range(4)])
 
@@ -366,7 +366,7 @@ def test_zonewatch_query_in_another_process_goes_through_the_endpoint(tmp_path: 
     with AlertStore(db) as store:
         store.serve_queries()
         stop = threading.Event()
-        writer = threading.Thread(target=_writer, args=(store, 100_000, stop))
+        writer = threading.Thread(target=_writer, args=(store, 100_000, stop, 0.005))
         writer.start()
         try:
             env = {**os.environ, "ZONEWATCH_LOG_LEVEL": "warning"}
