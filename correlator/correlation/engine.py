@@ -182,6 +182,7 @@ class CorrelationEngine:
                 if not slot.is_correlation:
                     self._routes.setdefault(slot.rule_id, []).append((c, s, slot))
         self._factory = [self._window_factory(c) for c in self.rules]
+        self._memory_check_at = self.settings.max_state_bytes // (2 * _GROUP_BYTES)
 
     # ------------------------------------------------------------------ rules
 
@@ -402,8 +403,12 @@ class CorrelationEngine:
             if st is None:
                 if self._group_count[ri] >= self.settings.max_groups_per_rule:
                     self._cap(ri)
+                    groups = part.groups[ri]  # the cap rebuilt the table
                 st = groups[key] = self._factory[ri]()
                 self._group_count[ri] += 1
+                if sum(self._group_count) >= self._memory_check_at:
+                    self._check_memory()
+                    groups = part.groups[ri]
             if rule.type in TEMPORAL_TYPES:
                 self._apply_temporal(part, rule, st, key, s, rec, t, carry, out)
                 continue
@@ -655,11 +660,18 @@ class CorrelationEngine:
             table = part.suppress[rule.index]
             if table:
                 part.suppress[rule.index] = {k: u for k, u in table.items() if u > wm}
-        total = sum(self._group_count)
-        if total * _GROUP_BYTES > self.settings.max_state_bytes // 2:
+        if sum(self._group_count) * _GROUP_BYTES > self.settings.max_state_bytes // 2:
+            self._check_memory()
+
+    def _check_memory(self) -> None:
+        cap = self.settings.max_state_bytes
+        estimate = self.state_bytes_estimate()
+        if estimate > cap:
+            self._evict_oldest(None, estimate, cap * 9 // 10)
             estimate = self.state_bytes_estimate()
-            if estimate > self.settings.max_state_bytes:
-                self._evict_oldest(None, estimate, self.settings.max_state_bytes * 9 // 10)
+        # The next full estimate when new groups could have filled the room left.
+        room = max(0, cap - estimate) // (_GROUP_BYTES + _REC_BYTES)
+        self._memory_check_at = sum(self._group_count) + max(1, room)
 
     def state_bytes_estimate(self) -> int:
         groups = 0

@@ -1,0 +1,334 @@
+"""Watermarks, lateness, caps, eviction, suppression, snapshot/restore, reload."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from correlator.correlation import CorrelationEngine, CorrelationSettings
+from correlator.correlation.timeline import BASE, Hit, feed
+from correlator.correlation.yaml_rules import load_rules_text
+
+RULES = """
+title: Failed login
+id: 53ba33fd-3a50-4468-a5ef-c583635cfa92
+name: failed_login
+logsource: {product: zonewatch, service: vdi}
+detection: {sel: {event.outcome: failure}, condition: sel}
+---
+title: Successful login
+id: 4d0a2c83-c62c-4ed4-b475-c7e23a9269b8
+name: successful_login
+logsource: {product: zonewatch, service: vdi}
+detection: {sel: {event.outcome: success}, condition: sel}
+---
+title: Web upload
+id: 0b7a3c55-5f1e-4b55-9b5e-0f7b8c9d0e01
+name: web_upload
+logsource: {product: zonewatch, service: gateway}
+detection: {sel: {http.request.method: POST}, condition: sel}
+---
+title: Multiple failed logons
+id: a8418a5a-5fc4-46b5-b23b-6c73beb19d41
+name: multiple_failed_login
+correlation:
+  type: event_count
+  rules: [failed_login]
+  group-by: [user.name]
+  timespan: 2m
+  condition: {gte: 3}
+---
+title: Failed logins followed by a successful login
+id: b180ead8-d58f-40b2-ae54-c8940995b9b6
+correlation:
+  type: temporal_ordered
+  rules: [multiple_failed_login, successful_login]
+  group-by: [user.name]
+  timespan: 5m
+level: high
+---
+title: Failure without a later success
+id: 1d7c0f0e-0000-4000-8000-000000000004
+correlation:
+  type: temporal
+  rules: [failed_login, successful_login]
+  group-by: [user.name]
+  timespan: 3m
+  condition: failed_login and not successful_login
+---
+title: Uploads to many sites
+id: 1d7c0f0e-0000-4000-8000-000000000002
+correlation:
+  type: value_count
+  rules: [web_upload]
+  group-by: [user.name]
+  timespan: 4m
+  condition: {field: url.domain, gte: 3}
+---
+title: Upload volume
+id: 1d7c0f0e-0000-4000-8000-000000000003
+correlation:
+  type: value_sum
+  rules: [web_upload]
+  group-by: [user.name]
+  timespan: 10m
+  condition: {field: http.request.bytes, gt: 900}
+"""
+
+LOADED = load_rules_text(RULES)
+USERS = ["tanaka@city.example.lg.jp", "suzuki@city.example.lg.jp", "kato@city.example.lg.jp"]
+DOMAINS = ["files.example.com", "paste.example.net", "drop.example.org", "box.example.jp"]
+
+
+def engine(**kw) -> CorrelationEngine:
+    return CorrelationEngine(LOADED.correlations, LOADED.resolve, CorrelationSettings(**kw))
+
+
+def make_hit(i: int, seconds: float, kind: int, user: int, domain: int, size: int) -> Hit:
+    event_id = f"line:{i:05d}"  # zero-padded: id order is input order on equal times
+    fields = {"user.name": USERS[user]}
+    if kind == 0:
+        return Hit(
+            seconds, ["failed_login"], {**fields, "event.outcome": "failure"}, event_id=event_id
+        )
+    if kind == 1:
+        return Hit(
+            seconds, ["successful_login"], {**fields, "event.outcome": "success"}, event_id=event_id
+        )
+    return Hit(
+        seconds,
+        ["web_upload"],
+        {**fields, "url.domain": DOMAINS[domain], "http.request.bytes": size},
+        event_id=event_id,
+    )
+
+
+timelines = st.lists(
+    st.tuples(
+        st.integers(0, 3000).map(lambda x: x / 2),  # half seconds: many equal times
+        st.integers(0, 2),
+        st.integers(0, 2),
+        st.integers(0, 3),
+        st.integers(0, 400),
+    ),
+    min_size=1,
+    max_size=120,
+).map(
+    lambda rows: [
+        make_hit(i, *row)
+        for i, row in enumerate(sorted(rows, key=lambda r: r[0]))  # ids follow event time
+    ]
+)
+
+
+def summary(alerts):
+    return [(a.id, a.rule_id, [e.event_id for e in a.evidence]) for a in alerts]
+
+
+def ordered_run(hits):
+    e = engine(allowed_lateness_s=0)
+    return summary(feed(e, LOADED, hits) + e.flush())
+
+
+LATENESS = 30.0
+
+
+def jittered(hits, seed):
+    """Arrival order where no event arrives later than LATENESS after a newer one."""
+    rnd = random.Random(seed)
+    return sorted(hits, key=lambda h: h.seconds + rnd.uniform(0, LATENESS))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(timelines, st.integers(0, 2**32))
+def test_shuffling_within_the_lateness_changes_nothing(hits, seed):
+    expected = ordered_run(hits)
+    e = engine(allowed_lateness_s=LATENESS)
+    got = summary(feed(e, LOADED, jittered(hits, seed)) + e.flush())
+    assert got == expected
+    assert e.stats.late_events == 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(timelines, st.integers(0, 2**32), st.data())
+def test_a_restored_engine_continues_identically(hits, seed, data):
+    arrival = jittered(hits, seed)
+    e = engine(allowed_lateness_s=LATENESS)
+    expected = summary(feed(e, LOADED, arrival) + e.flush())
+
+    cut = data.draw(st.integers(0, len(arrival)))
+    first = engine(allowed_lateness_s=LATENESS)
+    got = feed(first, LOADED, arrival[:cut])
+    restored = CorrelationEngine.restore(
+        first.snapshot(),
+        LOADED.correlations,
+        LOADED.resolve,
+        CorrelationSettings(allowed_lateness_s=LATENESS),
+    )
+    got += feed(restored, LOADED, arrival[cut:]) + restored.flush()
+    assert summary(got) == expected
+
+
+def failed(s, user=USERS[0], partition=0, event_id=None):
+    return Hit(
+        s, ["failed_login"], {"user.name": user, "event.outcome": "failure"}, partition, event_id
+    )
+
+
+def test_events_wait_for_the_watermark():
+    e = engine(allowed_lateness_s=60)
+    assert feed(e, LOADED, [failed(0), failed(1), failed(2)]) == []
+    assert e.metrics()["buffered_events"] == 3
+    alerts = e.advance_watermark(0, BASE + timedelta(seconds=62))
+    assert [a.rule_id for a in alerts] == []  # the chain's inner rule does not alert alone
+    assert e.metrics()["buffered_events"] == 0
+
+
+def test_each_partition_has_its_own_watermark():
+    e = engine(allowed_lateness_s=10)
+    feed(e, LOADED, [failed(0, partition=0), failed(100, USERS[1], partition=1)])
+    assert e.metrics()["buffered_events"] == 2
+    e.advance_watermark(1, BASE + timedelta(seconds=200))
+    assert e.metrics()["buffered_events"] == 1  # partition 0 still waits
+
+
+def test_late_events_are_counted_logged_and_left_out_by_default():
+    hits = [
+        failed(100, event_id="a"),
+        failed(0, event_id="b"),
+        failed(101, event_id="c"),
+        failed(102, event_id="d"),
+    ]
+    e = engine(allowed_lateness_s=10)
+    with capture_logs() as logs:
+        feed(e, LOADED, hits)
+        e.flush()
+    assert e.stats.late_events == 1
+    assert [entry["event_id"] for entry in logs if entry["event"] == "correlation_late_event"] == [
+        "b"
+    ]
+    assert e.stats.late_applied == 0
+
+
+def test_late_events_may_update_windows():
+    # generate on the chain makes its inner event_count alert on its own
+    text = RULES.replace(
+        "  timespan: 5m\nlevel: high", "  timespan: 5m\n  generate: true\nlevel: high"
+    )
+    assert text != RULES
+    loaded = load_rules_text(text)
+    hits = [failed(100, event_id="a"), failed(101, event_id="c"), failed(50, event_id="b")]
+    for update, fired in ((False, 0), (True, 1)):
+        e = CorrelationEngine(
+            loaded.correlations,
+            loaded.resolve,
+            CorrelationSettings(allowed_lateness_s=10, late_events_update_windows=update),
+        )
+        alerts = feed(e, loaded, hits) + e.flush()
+        assert len([a for a in alerts if a.type == "event_count"]) == fired
+
+
+def test_state_is_evicted_by_event_time():
+    e = engine(allowed_lateness_s=0)
+    feed(e, LOADED, [failed(i, f"user{i}@city.example.lg.jp") for i in range(50)])
+    assert e.metrics()["groups_by_rule"]["a8418a5a-5fc4-46b5-b23b-6c73beb19d41"] == 50
+    e.advance_watermark(0, BASE + timedelta(hours=1))
+    assert e.metrics()["groups"] == 0
+    assert e.stats.evicted_expired >= 100  # the event_count and the absence rule's groups
+
+
+def test_group_cap_evicts_the_oldest_and_says_so():
+    e = engine(allowed_lateness_s=0, max_groups_per_rule=20)
+    with capture_logs() as logs:
+        feed(e, LOADED, [failed(i / 100, f"user{i}@city.example.lg.jp") for i in range(100)])
+    assert max(e.metrics()["groups_by_rule"].values()) <= 20
+    assert e.stats.cap_hits > 0 and e.stats.evicted_cap > 0
+    assert any(entry["event"] == "correlation_group_cap_reached" for entry in logs)
+
+
+def test_memory_cap_evicts():
+    e = engine(allowed_lateness_s=0, max_state_bytes=20_000)
+    with capture_logs() as logs:
+        feed(e, LOADED, [failed(i * 2, f"user{i}@city.example.lg.jp") for i in range(200)])
+    # new groups are checked for; events added to existing groups only at scans
+    assert e.state_bytes_estimate() <= 20_000 * 1.1
+    assert e.metrics()["groups"] < 100  # of 400 groups made
+    assert any(entry["event"] == "correlation_state_cap_reached" for entry in logs)
+
+
+SUPPRESSED = RULES.replace(
+    "title: Uploads to many sites\nid: 1d7c0f0e-0000-4000-8000-000000000002\n",
+    "title: Uploads to many sites\nid: 1d7c0f0e-0000-4000-8000-000000000002\nsuppress: {window: 30m}\n",
+)
+
+
+def upload(s, domain, user=USERS[2]):
+    return Hit(
+        s, ["web_upload"], {"user.name": user, "url.domain": domain, "http.request.bytes": 1}
+    )
+
+
+def test_suppress_keeps_one_alert_per_window_and_key():
+    loaded = load_rules_text(SUPPRESSED)
+    scan = [upload(i * 10, DOMAINS[i % 4]) for i in range(30)] + [
+        upload(i * 10, DOMAINS[i % 4], USERS[0]) for i in range(3)
+    ]
+    later = [upload(2000 + i, DOMAINS[i]) for i in range(3)]
+    e = CorrelationEngine(
+        loaded.correlations, loaded.resolve, CorrelationSettings(allowed_lateness_s=0)
+    )
+    alerts = [
+        a
+        for a in feed(e, loaded, sorted(scan, key=lambda h: h.seconds) + later) + e.flush()
+        if a.type == "value_count"
+    ]
+    assert [a.group["user.name"] for a in alerts] == [USERS[2], USERS[0], USERS[2]]
+    assert e.stats.suppressed == 9  # 30 uploads = 10 windows of 3 sites, 9 of them inside 30 min
+
+
+def test_partition_state_hands_over():
+    one = engine(allowed_lateness_s=0)
+    feed(one, LOADED, [failed(0, partition=3), failed(1, partition=3)])
+    state = one.export_partition(3)
+    assert one.metrics()["groups"] == 0
+    two = engine(allowed_lateness_s=0)
+    two.import_partition(3, state)
+    alerts = feed(
+        two,
+        LOADED,
+        [failed(2, partition=3), Hit(3, ["successful_login"], {"user.name": USERS[0]}, 3)],
+    )
+    assert [a.rule_id for a in alerts] == ["b180ead8-d58f-40b2-ae54-c8940995b9b6"]
+
+
+def test_reload_keeps_unchanged_rules_and_drops_changed_ones():
+    e = engine(allowed_lateness_s=0)
+    feed(e, LOADED, [failed(0), failed(1), upload(0, DOMAINS[0]), upload(1, DOMAINS[1])])
+    changed = load_rules_text(
+        RULES.replace(
+            "condition: {field: url.domain, gte: 3}", "condition: {field: url.domain, gte: 2}"
+        )
+    )
+    reloaded = e.reload(changed.correlations, changed.resolve)
+    by_rule = reloaded.metrics()["groups_by_rule"]
+    assert by_rule["a8418a5a-5fc4-46b5-b23b-6c73beb19d41"] == 1  # unchanged: kept
+    assert by_rule["1d7c0f0e-0000-4000-8000-000000000002"] == 0  # changed: starts empty
+    alerts = feed(
+        reloaded, changed, [failed(2), Hit(3, ["successful_login"], {"user.name": USERS[0]})]
+    )
+    assert [a.rule_id for a in alerts] == ["b180ead8-d58f-40b2-ae54-c8940995b9b6"]
+
+
+def test_a_corrupt_snapshot_is_refused_with_advice():
+    import pytest
+
+    from correlator.correlation import CorrelationStateError
+
+    with pytest.raises(CorrelationStateError, match="start without it"):
+        CorrelationEngine.restore(
+            b'{"version": 1, "partitions": {"0": {}}}', LOADED.correlations, LOADED.resolve
+        )
