@@ -29,23 +29,30 @@ IANA_PROTOCOLS: dict[str, str] = {
 }  # fmt: skip
 
 
+_PATHS: dict[str, tuple[str, ...]] = {}
+
+
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
     """``{"a.b": 1, "a.c": None}`` -> ``{"a": {"b": 1}}``; ``None`` values are dropped."""
     out: dict[str, Any] = {}
+    paths = _PATHS
     for name, value in flat.items():
         if value is None:
             continue
-        if "." not in name:
+        parts = paths.get(name)
+        if parts is None:
+            # field names come from parser code, not from input: the cache is bounded
+            parts = paths[name] = tuple(name.split("."))
+        if len(parts) == 1:
             out[name] = value
             continue
         node = out
-        *parents, leaf = name.split(".")
-        for part in parents:
+        for part in parts[:-1]:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             node = child
-        node[leaf] = value
+        node[parts[-1]] = value
     return out
 
 

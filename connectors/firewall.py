@@ -654,6 +654,8 @@ _IPT_HEAD_RE = re.compile(
 )
 _IPT_IN_RE = re.compile(r"(?:^|[\s\]:])IN=\S*\s+OUT=")
 _IPT_UPTIME_RE = re.compile(r"\[\s*\d+\.\d+\]\s*")
+_IPT_KV_RE = re.compile(r"([A-Z][A-Z0-9]*)=(\S*)")
+_IPT_FLAG_RE = re.compile(r"(?<= )([A-Z]{2,4})(?= |$)")
 _UBNT_RE = re.compile(r"\[([^\]\s]+)-([^\]\s-]+)-([ADR])\]\s*$")
 _UBNT_ACTIONS = {"A": "accept", "D": "drop", "R": "reject"}
 
@@ -691,16 +693,12 @@ def parse_iptables(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
     if rest.startswith("kernel:"):
         rest = rest[7:]
     rest = _IPT_UPTIME_RE.sub("", rest, count=1).strip()
-    kv: dict[str, str] = {}
-    flags: list[str] = []
-    for tok in body.split():
-        if tok[0] == "[":  # ICMP errors quote the offending packet: not this one
-            break
-        key, eq, value = tok.partition("=")
-        if eq:
-            kv.setdefault(key, value)
-        else:
-            flags.append(tok)
+    # ICMP errors quote the offending packet in [...]: not this packet's fields
+    cut = body.find(" [")
+    if cut >= 0:
+        body = body[:cut]
+    kv = dict(_IPT_KV_RE.findall(body))
+    flags = _IPT_FLAG_RE.findall(body)
     src, dst = to_ip(kv.get("SRC")), to_ip(kv.get("DST"))
     if src is None and dst is None:
         raise ParseError("netfilter line without a valid SRC or DST address")
