@@ -231,6 +231,7 @@ def parse_epoch(value: str | int | float) -> str:
     Below 1e11 is seconds (until year 5138), below 1e14 milliseconds, below
     1e17 microseconds, else nanoseconds. FortiOS switched ``eventtime`` from
     seconds to micro- and then nanoseconds between versions; this reads all.
+    The magnitudes are unambiguous for instants from 1973-03-03 to 5138.
     """
     if isinstance(value, str):
         text = value.strip()

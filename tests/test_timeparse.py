@@ -94,7 +94,9 @@ def test_epoch_units_by_magnitude(value: str | int, want: str) -> None:
     assert parse_epoch(value) == want
 
 
-@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)))
+# Units are told apart by magnitude, which is unambiguous from 1973-03-03
+# (1e17 ns) until 5138 (1e11 s): every log this project will read.
+@given(st.datetimes(min_value=datetime(1973, 3, 4), max_value=datetime(2200, 1, 1)))
 def test_epoch_round_trips_in_every_unit(dt: datetime) -> None:
     aware = dt.replace(tzinfo=UTC)
     micros = int(aware.timestamp()) * 1_000_000 + aware.microsecond
