@@ -70,6 +70,9 @@ def alert_link(template: str | None, alert: Alert) -> str | None:
 
 
 def query_command(alert: Alert, db_path: str | None = None) -> str:
+    """The command that shows the evidence; built from trusted parts only (the
+    alert id is a hash, the path comes from settings), so it is not escaped and
+    can be copied as is."""
     db = f" --db {db_path}" if db_path else ""
     return f"zonewatch query alert-evidence{db} --param alert_id={alert.id}"
 
@@ -146,7 +149,7 @@ def _adaptive(
     body.append(
         {
             "type": "TextBlock",
-            "text": clean(query_command(alert, db_path), 400),
+            "text": query_command(alert, db_path),
             "fontType": "monospace",
             "wrap": True,
         }
@@ -242,12 +245,9 @@ def digest_card(
         body.append(
             {
                 "type": "TextBlock",
-                "text": clean(
-                    "zonewatch query recent-alerts"
-                    + (f" --db {db_path}" if db_path else "")
-                    + f" --since {first.first_seen.isoformat()}",
-                    400,
-                ),
+                "text": "zonewatch query recent-alerts"
+                + (f" --db {db_path}" if db_path else "")
+                + f" --since {first.first_seen.isoformat()}",
                 "fontType": "monospace",
                 "wrap": True,
             }
@@ -286,7 +286,7 @@ def message_card(
                     {"name": f["title"], "value": f["value"]}
                     for f in _facts(alert, 120, evidence_total)
                 ],
-                "text": clean(query_command(alert), 400),
+                "text": query_command(alert),
             }
         ],
     }

@@ -15,7 +15,8 @@ from typing import Any
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
 # Only what can start markup mid-line; line-start markers are handled below.
 _MARKDOWN = re.compile(r"([\\`*_\[\]~])")
-_LINE_START = re.compile(r"^(\s*)(?:([-+>#])|(\d+)\.)")
+# Block markers count only when followed by a space ("- x", "1. x"; "10.20.1.15" is no list).
+_LINE_START = re.compile(r"^(\s*)(?:([-+#](?=\s|$)|>)|(\d+)\.(?=\s|$))")
 _HTTP = re.compile(r"(?i)\bhttp(s?)://")
 _SCHEME = re.compile(r"://")
 
