@@ -70,6 +70,27 @@ class CompileError(Exception):
         self.needle = needle
 
 
+class LazyPredicate:
+    """A one-argument predicate compiled on first call.
+
+    Only list-valued event fields need a rule's test as a function, and they
+    are rare; compiling every such predicate up front doubled the rule set's
+    compile time.
+    """
+
+    __slots__ = ("_fn", "namespace", "source")
+
+    def __init__(self, source: str):
+        self.source = source
+        self.namespace: dict[str, Any] = {}
+        self._fn: Any = None
+
+    def __call__(self, x: str) -> bool:
+        if self._fn is None:
+            self._fn = eval(f"lambda x: {self.source}", self.namespace)
+        return bool(self._fn(x))
+
+
 @dataclass
 class Code:
     text: str
@@ -96,7 +117,6 @@ class _RuleCompiler:
     forms: dict[str, set[str]] = field(default_factory=dict)
     keywords: set[str] = field(default_factory=set)
     consts: dict[str, Any] = field(default_factory=dict)
-    lambdas: list[str] = field(default_factory=list)
 
     # -- naming ---------------------------------------------------------
     def const(self, value: Any) -> str:
@@ -233,8 +253,7 @@ class _RuleCompiler:
         if pred == "True":
             return Code(f"({var} is not None)", 0.3)
         inline = pred.replace(_X, var)
-        lam = self.const(None)
-        self.lambdas.append(f"{lam} = lambda x: {pred.replace(_X, 'x')}")
+        lam = self.const(LazyPredicate(pred.replace(_X, "x")))
         code = Code(
             f"({inline} if {var}.__class__ is str "
             f"else {var} is not None and _any_of({var}, {lam}))",
@@ -298,8 +317,7 @@ class _RuleCompiler:
 
     def regex(self, var: str, value: SigmaRegularExpression) -> Code:
         rx = self._regex_const(value)
-        lam = self.const(None)
-        self.lambdas.append(f"{lam} = lambda x: {rx}.search(x) is not None")
+        lam = self.const(LazyPredicate(f"{rx}.search(x) is not None"))
         return Code(
             f"({rx}.search({var}) is not None if {var}.__class__ is str else "
             f"{var} is not None and _any_of({var}, {lam}))",
@@ -353,15 +371,13 @@ class _RuleCompiler:
         self.keywords.add(kv)
         if pred == "True":
             return Code(f"(len({kv}) > 0)", 0.5)
-        lam = self.const(None)
-        self.lambdas.append(f"{lam} = lambda x: {pred.replace(_X, 'x')}")
+        lam = self.const(LazyPredicate(pred.replace(_X, "x")))
         return Code(f"_any_of({kv}, {lam})", 6 + cost)
 
     def _kw_regex(self, value: SigmaRegularExpression) -> Code:
         self.keywords.add("KS")
         rx = self._regex_const(value)
-        lam = self.const(None)
-        self.lambdas.append(f"{lam} = lambda x: {rx}.search(x) is not None")
+        lam = self.const(LazyPredicate(f"{rx}.search(x) is not None"))
         return Code(f"_any_of(KS, {lam})", 10)
 
 
@@ -409,7 +425,6 @@ def compile_rule(rule: SigmaRule, prefix: str) -> CompiledRule:
         required = req if required is None else required & req
     expr = exprs[0].text if len(exprs) == 1 else "(" + " or ".join(e.text for e in exprs) + ")"
     consts = dict(comp.consts)
-    consts["__lambdas__"] = comp.lambdas
     return CompiledRule(expr, comp.forms, comp.keywords, required or set(), consts)
 
 
@@ -432,7 +447,6 @@ _RUNTIME_NAMES = {
 def generate_group(name: str, rules: list[tuple[Any, CompiledRule]]) -> tuple[str, dict[str, Any]]:
     """Source and namespace of ``def name(F, E, hits)`` appending matching rule objects."""
     namespace: dict[str, Any] = dict(_RUNTIME_NAMES)
-    lines: list[str] = []
     body: list[str] = [f"def {name}(F, E, hits):", "    g = F.get"]
     if any("K" in c.keywords or "KS" in c.keywords for _, c in rules):
         body.append("    KS = _keyword_values(F)")
@@ -480,9 +494,8 @@ def generate_group(name: str, rules: list[tuple[Any, CompiledRule]]) -> tuple[st
             body.append(f"{indent}if {expr}:")
             body.append(f"{indent}    hits.append({rule_name})")
             for k, v in c.consts.items():
-                if k == "__lambdas__":
-                    lines.extend(v)
-                else:
-                    namespace[k] = v
+                if isinstance(v, LazyPredicate):
+                    v.namespace = namespace
+                namespace[k] = v
     body.append("    return hits")
-    return "\n".join(lines + body) + "\n", namespace
+    return "\n".join(body) + "\n", namespace

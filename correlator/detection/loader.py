@@ -91,10 +91,13 @@ def split_documents(path: str, text: str) -> tuple[list[RuleDoc], list[RuleError
 def locate(doc: RuleDoc, needle: str | None) -> int:
     """Line of the first occurrence of ``needle`` in the document (else its first line)."""
     if needle:
+        # Values live under detection:, titles and descriptions often repeat them.
+        section = doc.text.find("\ndetection:")
         for probe in (needle, needle.split("|")[0]):
-            idx = doc.text.find(probe)
-            if idx >= 0:
-                return doc.line + doc.text.count("\n", 0, idx)
+            for start in (max(section, 0), 0):
+                idx = doc.text.find(probe, start)
+                if idx >= 0:
+                    return doc.line + doc.text.count("\n", 0, idx)
     return doc.line
 
 
@@ -105,7 +108,11 @@ def _sigma_error(exc: SigmaError | Exception, doc: RuleDoc) -> RuleError:
 
 def _needle_of(message: str) -> str | None:
     quoted = re.search(r"'([^']+)'", message)
-    return quoted.group(1) if quoted else None
+    if quoted is None:
+        return None
+    if message.startswith("Placeholder"):
+        return f"%{quoted.group(1)}%"
+    return quoted.group(1)
 
 
 def _parse_doc(doc: RuleDoc) -> tuple[Any, list[RuleError]]:
