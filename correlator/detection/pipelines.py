@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sigma import modifiers as sigma_modifiers
 from sigma.processing.conditions import LogsourceCondition
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import (
@@ -19,6 +20,29 @@ from sigma.rule import SigmaLogSource
 from zonewatch.errors import ConfigError
 
 SOURCES = ("intune", "gateway", "firewall", "vdi")
+
+
+class _UTF16Modifier(sigma_modifiers.SigmaUTF16Modifier):
+    """``utf16``: UTF-16LE with a byte order mark.
+
+    pySigma 1.5 spells the BOM as U+FEFF, which its base64 modifiers then
+    encode as UTF-8 (EF BB BF) instead of FF FE, so ``utf16|base64offset``
+    never matched real PowerShell payloads. Under base64offset (always used
+    with ``contains``) the text without its BOM finds the same payloads.
+    """
+
+    def modify(self, val: Any) -> Any:
+        names = [getattr(m, "__name__", "") for m in self.detection_item.modifiers]
+        if "SigmaBase64OffsetModifier" in names:
+            return sigma_modifiers.SigmaWideModifier(
+                self.detection_item, self.applied_modifiers, self.source
+            ).modify(val)
+        return super().modify(val)
+
+
+# The specification names utf16le; pySigma 1.5 knows it only as "wide".
+sigma_modifiers.modifier_mapping.setdefault("utf16le", sigma_modifiers.SigmaWideModifier)
+sigma_modifiers.modifier_mapping["utf16"] = _UTF16Modifier
 
 # W3C extended log names used by SigmaHQ proxy rules (taxonomy appendix).
 # A list maps one Sigma field onto several ECS fields joined by OR, because
