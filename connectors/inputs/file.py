@@ -236,6 +236,8 @@ class FileInput:
             return "rotated"
         if os.fstat(self._fh.fileno()).st_size < self._offset:
             return "truncated"
+        if self._fp_len and _fingerprint(self._fh, self._fp_len)[0] != self._fp:
+            return "truncated"  # rewritten in place to at least the old length
         return None
 
     def __iter__(self) -> Iterator[Record | None]:
