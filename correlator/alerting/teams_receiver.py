@@ -74,21 +74,24 @@ class _Handler(BaseHTTPRequestHandler):
                 reply = Reply(413, body=b"Request Entity Too Large")
             elif not _is_message(body):
                 reply = Reply(400, body=b"Bad payload: expected a message with attachments")
+        # Recorded on arrival, as Teams posts a card before it answers: a slow
+        # answer the client gave up on still shows up in the channel.
+        status = None if reply.reset else reply.status
+        receiver._record(Received(self.path, body, len(raw), status))
         if reply.delay_s:
             time.sleep(reply.delay_s)
         if reply.reset:
-            receiver._record(Received(self.path, body, len(raw), None))
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
             self.connection.close()
             return
-        receiver._record(Received(self.path, body, len(raw), reply.status))
-        self.send_response(reply.status)
-        if reply.retry_after is not None:
-            self.send_header("Retry-After", reply.retry_after)
-        self.send_header("Content-Length", str(len(reply.body)))
-        self.end_headers()
-        self.wfile.write(reply.body)
+        with contextlib.suppress(OSError):  # the client may have given up waiting
+            self.send_response(reply.status)
+            if reply.retry_after is not None:
+                self.send_header("Retry-After", reply.retry_after)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body)
 
     def finish(self) -> None:
         with contextlib.suppress(OSError):  # the connection was reset on purpose
@@ -169,9 +172,17 @@ class TeamsReceiver:
                 lambda: sum(r.accepted for r in self.received) >= count, timeout
             )
 
+    def wait_for_requests(self, count: int, timeout: float = 10.0) -> bool:
+        """Wait until ``count`` requests arrived, whatever they were answered."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self.received) >= count, timeout)
+
     def start(self) -> TeamsReceiver:
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="teams-receiver", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="teams-receiver",
+            daemon=True,
         )
         self._thread.start()
         return self

@@ -139,7 +139,10 @@ class QueryServer:
 
     def start(self) -> None:
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="zonewatch-query", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="zonewatch-query",
+            daemon=True,
         )
         self._thread.start()
         data = orjson.dumps({**self.address, "pid": os.getpid()})
