@@ -260,10 +260,8 @@ def test_memory_cap_evicts():
     assert any(entry["event"] == "correlation_state_cap_reached" for entry in logs)
 
 
-SUPPRESSED = RULES.replace(
-    "title: Uploads to many sites\nid: 1d7c0f0e-0000-4000-8000-000000000002\n",
-    "title: Uploads to many sites\nid: 1d7c0f0e-0000-4000-8000-000000000002\nsuppress: {window: 30m}\n",
-)
+_UPLOADS = "title: Uploads to many sites\nid: 1d7c0f0e-0000-4000-8000-000000000002\n"
+SUPPRESSED = RULES.replace(_UPLOADS, _UPLOADS + "suppress: {window: 30m}\n")
 
 
 def upload(s, domain, user=USERS[2]):
