@@ -109,6 +109,8 @@ def wildcard_seq(value: str, parts: tuple[str, ...], start: bool, end: bool) -> 
     ``parts`` are the literals between ``*``; ``start``/``end`` say whether the
     pattern is anchored at either end (no leading/trailing ``*``).
     """
+    if start and end and len(parts) == 1:
+        return value == parts[0]
     pos = 0
     first, last = 0, len(parts)
     if start:
