@@ -117,6 +117,12 @@ def parse(
     show_default=True,
     help="Seconds between Graph polls.",
 )
+@click.option(
+    "--graph-since",
+    default=None,
+    metavar="RFC3339",
+    help="First start only: fetch audit events from this UTC time (default: 24 h ago).",
+)
 @click.option("--once", is_flag=True, help="With --graph: stop after catching up once.")
 @click.option("--timezone", default=None, help=_TZ_HELP)
 @click.pass_obj
@@ -135,6 +141,7 @@ def ingest(
     graph_base_url: str,
     graph_token_url: str | None,
     graph_interval: float,
+    graph_since: str | None,
     once: bool,
     timezone: str | None,
 ) -> None:
@@ -181,6 +188,7 @@ def ingest(
                 base_url=graph_base_url,
                 token_url=graph_token_url,
                 interval_s=graph_interval,
+                since=graph_since,
                 once=once,
             )
         )

@@ -11,7 +11,7 @@ from tests.graph_double import GraphDouble, audit_event
 
 def _events() -> list[dict]:
     # two share a timestamp, so the high-water mark alone cannot tell them apart
-    times = ["2026-03-02T00:00:0%dZ" % (i // 2) for i in range(8)]
+    times = [f"2026-03-02T00:00:0{i // 2}Z" for i in range(8)]
     return [audit_event(i, t) for i, t in enumerate(times)]
 
 

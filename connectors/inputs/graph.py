@@ -49,6 +49,7 @@ class GraphSettings:
     interval_s: float = 60.0
     once: bool = False
     lookback_s: float = 24 * 3600
+    since: str | None = None  # first start: events at or after this time (else lookback)
     page_size: int = 500
     max_retry_wait_s: float = 300.0
 
@@ -197,7 +198,7 @@ class GraphInput:
         """One pass over everything at or after the high-water mark."""
         if self._hwm is None:
             start = datetime.now(UTC) - timedelta(seconds=self.settings.lookback_s)
-            self._hwm = _odata_time(start)
+            self._hwm = self.settings.since or _odata_time(start)
         url: str | None = self._first_url(self._hwm)
         newest = self._hwm
         at_newest: set[str] = set()
