@@ -214,6 +214,7 @@ def hunt(
         since=window["since"],
         until=window["until"],
         pipeline=pipeline or (settings.correlator.pipeline if settings else "ecs"),
+        settings=settings,
         batch_size=batch_size,
         progress=sys.stderr.isatty(),
     )
