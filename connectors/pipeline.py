@@ -287,6 +287,8 @@ class Runner:
         log.info("resumed", input=self.input.name, position=cp.get("input"))
 
     def commit(self) -> None:
+        # Year inference and "no timestamp" lines read ctx.now: keep it current.
+        self.pipeline.ctx.now = datetime.now(UTC)
         cp = self._checkpoint()
         self.sink.commit(cp)
         if self.store is not None and cp.get("input") is not None:
