@@ -18,7 +18,20 @@ from typing import Any
 import orjson
 
 from connectors.base import ParseContext, register
-from connectors.ecs import base, nest, text, to_int, to_ip, to_port, transport, url_fields
+from connectors.ecs import (
+    EMPTY,
+    Event,
+    base,
+    nest,
+    new_event,
+    text,
+    to_int,
+    to_ip,
+    to_port,
+    transport,
+    url_fields,
+    url_object,
+)
 from connectors.timeparse import (
     format_utc,
     parse_epoch,
@@ -31,6 +44,19 @@ from zonewatch.errors import ParseError
 _ALLOWED_TYPES = ["access", "allowed"]
 _DENIED_TYPES = ["access", "denied"]
 _WEB = ["network", "web"]
+
+
+def _decide_web(event: dict[str, Any], blocked: bool) -> None:
+    """Set the vendor-neutral allowed/blocked fields on ``event``."""
+    event["category"] = _WEB
+    if blocked:
+        event["action"], event["outcome"], event["type"] = "blocked", "failure", list(_DENIED_TYPES)
+    else:
+        event["action"], event["outcome"], event["type"] = (
+            "allowed",
+            "success",
+            list(_ALLOWED_TYPES),
+        )
 
 
 def _decision(blocked: bool) -> dict[str, Any]:
@@ -52,17 +78,17 @@ def _sniff_squid(line: str) -> bool:
 
 
 @register("gateway", "squid", sniff=_sniff_squid)
-def parse_squid(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+def parse_squid(raw: str, ctx: ParseContext) -> list[Event]:
     """Squid native ``access.log`` (``logformat squid``), and the common
     extended layout that adds the client port and header sizes."""
     f = raw.split()
     if len(f) >= 10 and "/" in f[3]:
-        ts, elapsed, client, code_status, size, method, url, user, hier, mime = f[:10]
+        ts, elapsed, client, code_status, size, method, link, user, hier, mime = f[:10]
         cport = None
         sport = None
     elif len(f) >= 17 and f[3].isdigit() and "/" in f[4]:
         ts, elapsed, client, cport, code_status, size = f[:6]
-        method, url, user, hier, sport, mime = f[10], f[11], f[13], f[14], f[15], f[16]
+        method, link, user, hier, sport, mime = f[10], f[11], f[13], f[14], f[15], f[16]
     else:
         raise ParseError("not a Squid access.log line (expected 10 space-separated fields)")
     result, _, status_s = code_status.partition("/")
@@ -70,35 +96,65 @@ def parse_squid(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
     if status is None or not result.replace("_", "").isalpha():
         raise ParseError(f"bad Squid result code {code_status[:40]!r}")
     hier_code, _, peer = hier.partition("/")
-    ip = to_ip(client)
-    out = base(raw, ctx.source, ctx.format, "Squid", "Squid")
-    out["@timestamp"] = parse_epoch(ts)
-    out.update(_decision(result.endswith("DENIED") or result == "TCP_DENIED_REPLY"))
-    out.update(url_fields(url, "https" if method == "CONNECT" else None))
+    ev = new_event(raw, ctx.source, ctx.format, "Squid", "Squid", parse_epoch(ts))
+    event = ev["event"]
+    _decide_web(event, result.endswith("DENIED") or result == "TCP_DENIED_REPLY")
     duration = to_int(elapsed)
+    if duration is not None:
+        event["duration"] = duration * 1_000_000
+
+    connect = method == "CONNECT"
+    url = ev["url"] = url_object(link, "https" if connect else None)
+    if connect:  # "host:443" is an authority, not a URL to visit
+        url.pop("full", None)
+        url.pop("scheme", None)
+
+    ip = to_ip(client)
+    source: dict[str, Any] = {"address": client}
+    if ip is not None:
+        source["ip"] = ip
+    elif client not in EMPTY:
+        source["domain"] = client
+    port = to_port(cport)
+    if port is not None:
+        source["port"] = port
+    ev["source"] = source
+
+    destination: dict[str, Any] = {}
     peer_ip = to_ip(peer)
-    out.update(
-        {
-            "event.duration": None if duration is None else duration * 1_000_000,
-            "source.ip": ip,
-            "source.address": client,
-            "source.domain": None if ip else text(client),
-            "source.port": to_port(cport),
-            "destination.ip": peer_ip,
-            "destination.domain": out.get("url.domain"),
-            "destination.port": to_port(sport) or out.get("url.port"),
-            "destination.bytes": to_int(size),
-            "user.name": text(user),
-            "http.request.method": text(method),
-            "http.response.status_code": status or None,
-            "http.response.mime_type": text(mime),
-            "squid.result_code": result,
-            "squid.hierarchy_code": hier_code or None,
-        }
+    if peer_ip is not None:
+        destination["ip"] = peer_ip
+    if "domain" in url:
+        destination["domain"] = url["domain"]
+    port = to_port(sport) or url.get("port")
+    if port is not None:
+        destination["port"] = port
+    sent = to_int(size)
+    if sent is not None:
+        destination["bytes"] = sent
+    if destination:
+        ev["destination"] = destination
+
+    if user not in EMPTY:
+        ev["user"] = {"name": user}
+    http: dict[str, Any] = {}
+    if method not in EMPTY:
+        http["request"] = {"method": method}
+    response: dict[str, Any] = {}
+    if status:
+        response["status_code"] = status
+    if mime not in EMPTY:
+        response["mime_type"] = mime
+    if response:
+        http["response"] = response
+    if http:
+        ev["http"] = http
+    ev["squid"] = (
+        {"result_code": result, "hierarchy_code": hier_code}
+        if hier_code
+        else {"result_code": result}
     )
-    if method == "CONNECT":
-        out["url.full"] = out["url.scheme"] = None
-    return [nest(out)]
+    return [ev]
 
 
 # --- Zscaler NSS web --------------------------------------------------------

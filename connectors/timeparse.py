@@ -225,6 +225,16 @@ def parse_clf(text: str, tz: tzinfo = UTC) -> str:
     return format_utc(_build(int(y), month, int(d), int(h), int(mi), int(s), 0, tz))
 
 
+@lru_cache(maxsize=4096)
+def _utc_second(seconds: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of a whole epoch second (lines of one burst
+    share their second, so this is nearly always a cache hit)."""
+    dt = _EPOCH + timedelta(seconds=seconds)
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
+    )
+
+
 def parse_epoch(value: str | int | float) -> str:
     """Epoch number -> UTC string; unit chosen by magnitude.
 
@@ -251,15 +261,15 @@ def parse_epoch(value: str | int | float) -> str:
     if n < 0:
         raise ParseError(f"invalid epoch {value!r}")
     if n < 100_000_000_000:
-        micros = n * 1_000_000 + _fraction_us(frac)
+        seconds, millis = n, int((frac + "000")[:3]) if frac else 0
     elif n < 100_000_000_000_000:
-        micros = n * 1000 + _fraction_us(frac) // 1000
+        seconds, millis = divmod(n, 1000)
     elif n < 100_000_000_000_000_000:
-        micros = n
+        seconds, millis = n // 1_000_000, n // 1000 % 1000
     else:
-        micros = n // 1000
+        seconds, millis = n // 1_000_000_000, n // 1_000_000 % 1000
     try:
-        return format_utc(_EPOCH + timedelta(microseconds=micros))
+        return f"{_utc_second(seconds)}.{millis:03d}Z"
     except OverflowError as exc:
         raise ParseError(f"epoch {value!r} is out of range") from exc
 
