@@ -38,6 +38,7 @@ from connectors.timeparse import (
     parse_iso,
     parse_syslog,
     parse_timestamp,
+    zone_for,
 )
 from zonewatch.errors import ParseError
 
@@ -173,8 +174,48 @@ def _b64(value: str | None) -> str | None:
         return None
 
 
+# Zscaler's own "no value" words, on top of the common ones
+_ZS_EMPTY = frozenset({"", "None", "NA", "N/A"})
+_ZS_BLOCKED = frozenset({"blocked", "block", "denied", "caution"})
+# NSS keys copied as they are: (NSS key, ECS field in the zscaler object)
+_ZS_VENDOR = (
+    ("action", "action"),
+    ("urlcat", "url_category"),
+    ("urlsupercat", "url_super_category"),
+    ("appname", "app_name"),
+    ("threatname", "threat_name"),
+    ("dept", "department"),
+    ("location", "location"),
+)
+
+
+def _zscaler_values(ev: dict[str, Any]) -> dict[str, str]:
+    """The record's scalar values as text, Zscaler's empty markers dropped."""
+    out: dict[str, str] = {}
+    for key, value in ev.items():
+        if type(value) is not str:
+            if value is None or isinstance(value, dict | list):
+                continue
+            value = str(value)
+        if value not in _ZS_EMPTY:
+            out[key] = value
+    return out
+
+
+def _zscaler_link(link: str, proto: str | None) -> str:
+    """NSS writes URLs without a scheme; pick it from the port or protocol."""
+    if "://" in link:
+        return link
+    proto_up = (proto or "").upper()
+    if link.split("/", 1)[0].endswith(":443") or proto_up.startswith("HTTPS"):
+        return f"https://{link}"
+    if proto_up.startswith("FTP"):
+        return f"ftp://{link}"
+    return f"http://{link}"
+
+
 @register("gateway", "zscaler", sniff=_sniff_zscaler)
-def parse_zscaler(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
     """Zscaler Internet Access NSS web log as JSON (``{"sourcetype":
     "zscalernss-web", "event": {...}}`` or the bare event object)."""
     try:
@@ -183,88 +224,110 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
         raise ParseError(f"not JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise ParseError("Zscaler record is not a JSON object")
-    ev = doc.get("event", doc)
-    if not isinstance(ev, dict):
+    record = doc.get("event", doc)
+    if not isinstance(record, dict):
         raise ParseError("Zscaler 'event' is not an object")
+    v = _zscaler_values(record)
+    get = v.get
 
-    def g(*keys: str) -> str | None:
-        for key in keys:
-            value = ev.get(key)
-            if value is not None and not isinstance(value, dict | list):
-                value = str(value)
-                if value not in ("", "None", "NA", "N/A"):
-                    return value
-        return None
-
-    epoch = g("epochtime")
+    epoch = get("epochtime")
     if epoch is not None:
         stamp = parse_epoch(epoch)
     else:
-        when = g("time")
+        when = get("time")
         if when is None:
             raise ParseError("Zscaler record has no 'time' or 'epochtime'")
-        zone = g("tz")
-        tz = ctx.timezone
-        if zone:
-            from connectors.timeparse import zone_for
-
-            tz = zone_for(zone)
-        stamp = parse_timestamp(when, tz, ctx.now)
-    action = (g("action") or "").lower()
-    out = base(raw, ctx.source, ctx.format, "Zscaler", "Internet Access")
-    out["@timestamp"] = stamp
-    out.update(_decision(action in ("blocked", "block", "denied", "caution")))
+        zone = get("tz")
+        stamp = parse_timestamp(when, zone_for(zone) if zone else ctx.timezone, ctx.now)
+    ev = new_event(raw, ctx.source, ctx.format, "Zscaler", "Internet Access", stamp)
+    event = ev["event"]
+    action = get("action", "").lower()
+    _decide_web(event, action in _ZS_BLOCKED)
     if action:
-        out["event.action"] = action
-    proto = g("proto")
-    link = g("eurl", "url") or _b64(g("b64url"))
+        event["action"] = action
+
+    proto = get("proto")
+    link = get("eurl") or get("url") or _b64(get("b64url"))
+    url = None
     if link:
-        scheme = None
-        if "://" not in link:
-            authority = link.split("/", 1)[0]
-            if authority.endswith(":443") or (proto or "").upper().startswith("HTTPS"):
-                scheme = "https"
-            elif (proto or "").upper().startswith(("HTTP", "FTP")):
-                scheme = "http" if (proto or "").upper().startswith("HTTP") else "ftp"
-            link = f"{scheme or 'http'}://{link}"
-        out.update(url_fields(link))
-    internal = to_ip(g("cintip", "cltintip"))
-    public = to_ip(g("cip", "cltip"))
-    login = g("login")
-    status = to_int(g("respcode"))
-    reqsize, respsize = to_int(g("reqsize")), to_int(g("respsize"))
-    out.update(
-        {
-            "source.ip": internal or public,
-            "source.nat.ip": public if internal and public != internal else None,
-            "source.port": to_port(g("cltsourceport")),
-            "source.user.name": g("deviceowner"),
-            "destination.ip": to_ip(g("sip", "serverip")),
-            "destination.domain": g("host", "ehost") or out.get("url.domain"),
-            "source.bytes": reqsize,
-            "destination.bytes": respsize,
-            "user.name": login,
-            "user.email": login if login and "@" in login else None,
-            "host.name": g("devicehostname"),
-            "network.protocol": proto.lower() if proto else None,
-            "http.request.method": g("reqmethod"),
-            "http.request.bytes": reqsize,
-            "http.request.referrer": g("ereferer", "referer") or _b64(g("b64referer")),
-            "http.response.status_code": status or None,
-            "http.response.bytes": respsize,
-            "user_agent.original": g("ua", "eua", "useragent"),
-            "rule.name": g("rulelabel"),
-            "rule.ruleset": g("ruletype"),
-            "zscaler.action": g("action"),
-            "zscaler.url_category": g("urlcat"),
-            "zscaler.url_super_category": g("urlsupercat"),
-            "zscaler.app_name": g("appname"),
-            "zscaler.threat_name": g("threatname"),
-            "zscaler.department": g("dept"),
-            "zscaler.location": g("location"),
-        }
-    )
-    return [nest(out)]
+        url = ev["url"] = url_object(_zscaler_link(link, proto))
+
+    reqsize, respsize = to_int(get("reqsize")), to_int(get("respsize"))
+    source: dict[str, Any] = {}
+    internal = to_ip(get("cintip") or get("cltintip"))
+    public = to_ip(get("cip") or get("cltip"))
+    # the internal address decides the zone; the public one is the NAT
+    if internal is not None:
+        source["ip"] = internal
+        if public is not None and public != internal:
+            source["nat"] = {"ip": public}
+    elif public is not None:
+        source["ip"] = public
+    port = to_port(get("cltsourceport"))
+    if port is not None:
+        source["port"] = port
+    if "deviceowner" in v:
+        source["user"] = {"name": v["deviceowner"]}
+    if reqsize is not None:
+        source["bytes"] = reqsize
+    if source:
+        ev["source"] = source
+
+    destination: dict[str, Any] = {}
+    server = to_ip(get("sip") or get("serverip"))
+    if server is not None:
+        destination["ip"] = server
+    domain = get("host") or get("ehost") or (url and url.get("domain"))
+    if domain:
+        destination["domain"] = domain
+    if respsize is not None:
+        destination["bytes"] = respsize
+    if destination:
+        ev["destination"] = destination
+
+    login = get("login")
+    if login is not None:
+        ev["user"] = {"name": login, "email": login} if "@" in login else {"name": login}
+    if "devicehostname" in v:
+        ev["host"] = {"name": v["devicehostname"]}
+    if proto is not None:
+        ev["network"] = {"protocol": proto.lower()}
+
+    request: dict[str, Any] = {}
+    if "reqmethod" in v:
+        request["method"] = v["reqmethod"]
+    if reqsize is not None:
+        request["bytes"] = reqsize
+    referrer = get("ereferer") or get("referer") or _b64(get("b64referer"))
+    if referrer:
+        request["referrer"] = referrer
+    response: dict[str, Any] = {}
+    status = to_int(get("respcode"))
+    if status:
+        response["status_code"] = status
+    if respsize is not None:
+        response["bytes"] = respsize
+    if request or response:
+        http = ev["http"] = {}
+        if request:
+            http["request"] = request
+        if response:
+            http["response"] = response
+
+    agent = get("ua") or get("eua") or get("useragent")
+    if agent:
+        ev["user_agent"] = {"original": agent}
+    rule: dict[str, Any] = {}
+    if "rulelabel" in v:
+        rule["name"] = v["rulelabel"]
+    if "ruletype" in v:
+        rule["ruleset"] = v["ruletype"]
+    if rule:
+        ev["rule"] = rule
+    vendor = {name: v[key] for key, name in _ZS_VENDOR if key in v}
+    if vendor:
+        ev["zscaler"] = vendor
+    return [ev]
 
 
 # --- Symantec/Broadcom ProxySG, W3C ELFF ------------------------------------
