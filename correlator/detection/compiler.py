@@ -194,7 +194,7 @@ class _RuleCompiler:
         if isinstance(value, SigmaNull):
             return Code(f"({self.var(fieldname, 'r')} is None)", 0.5)
         if isinstance(value, SigmaExists):
-            test = f"({fieldname!r} in F or _exists_nested(E, {fieldname!r}))"
+            test = f"_exists(E, {fieldname!r})"
             return Code(test if value.exists else f"(not {test})", 0.6)
         if isinstance(value, SigmaCasedString):
             return self.string(self.var(fieldname, "s"), value, cased=True)
@@ -438,18 +438,41 @@ _RUNTIME_NAMES = {
     "_time_part": runtime.time_part,
     "_field_ref": runtime.field_ref,
     "_exists_nested": runtime.exists_nested,
+    "_exists": runtime.exists,
+    "_get_path": runtime.get_path,
+    "_flatten_event": runtime.flatten_event,
+    "_M": runtime.MISSING,
     "_lower": runtime.lower,
     "_text": runtime.text,
     "_keyword_values": runtime.keyword_values,
 }
 
 
+def _fetch(var: str, name: str, indent: str) -> list[str]:
+    """Statements reading field ``name`` of event ``E`` into ``var`` (None when absent).
+
+    Nested dicts are walked inline (the common ECS shape); anything else -
+    flat dotted keys, a missing level - takes the general path lookup.
+    """
+    parts = name.split(".")
+    if len(parts) == 1:
+        return [f"{indent}{var} = g({name!r})"]
+    lines = [f"{indent}{var} = g({parts[0]!r}, _M)"]
+    for part in parts[1:]:
+        lines.append(f"{indent}{var} = {var}.get({part!r}, _M) if {var}.__class__ is dict else _M")
+    lines.append(f"{indent}if {var} is _M:")
+    lines.append(f"{indent}    {var} = _get_path(E, {name!r})")
+    lines.append(f"{indent}    if {var} is _M:")
+    lines.append(f"{indent}        {var} = None")
+    return lines
+
+
 def generate_group(name: str, rules: list[tuple[Any, CompiledRule]]) -> tuple[str, dict[str, Any]]:
     """Source and namespace of ``def name(F, E, hits)`` appending matching rule objects."""
     namespace: dict[str, Any] = dict(_RUNTIME_NAMES)
-    body: list[str] = [f"def {name}(F, E, hits):", "    g = F.get"]
+    body: list[str] = [f"def {name}(E, hits):", "    g = E.get"]
     if any("K" in c.keywords or "KS" in c.keywords for _, c in rules):
-        body.append("    KS = _keyword_values(F)")
+        body.append("    KS = _keyword_values(_flatten_event(E))")
         if any("K" in c.keywords for _, c in rules):
             body.append("    K = tuple(x.lower() for x in KS)")
     # Guard each rule by the required field most rules share, so one presence
@@ -471,13 +494,13 @@ def generate_group(name: str, rules: list[tuple[Any, CompiledRule]]) -> tuple[st
         if guard is not None:
             fields.setdefault(guard, set()).add("r")
             names.setdefault(guard, str(len(names)))
-            body.append(f"    r{names[guard]} = g({guard!r})")
+            body.extend(_fetch(f"r{names[guard]}", guard, "    "))
             body.append(f"    if r{names[guard]} is not None:")
             indent = "        "
         for f in sorted(fields):
             n = names[f]
             if f != guard:
-                body.append(f"{indent}r{n} = g({f!r})")
+                body.extend(_fetch(f"r{n}", f, indent))
             if "l" in fields[f]:
                 body.append(
                     f"{indent}l{n} = r{n}.lower() if r{n}.__class__ is str else _lower(r{n})"

@@ -16,7 +16,6 @@ import orjson
 from correlator.detection.alerts import EventTimeError, detection_alert, event_time
 from correlator.detection.evtx import flatten_evtx
 from correlator.detection.ruleset import DetectionRule, RuleSet, _dataset
-from correlator.detection.runtime import flatten_event
 from zonewatch.errors import ParseError
 from zonewatch.models import Alert, Evidence
 
@@ -82,7 +81,7 @@ def run_offline(
     """Detection alerts (of rules that generate them) and the hooks' alerts, in input order."""
     for line, event in events:
         src = source if source is not None else _dataset(event)
-        hits = ruleset.match_flat(flatten_event(event), event, src)
+        hits = ruleset.match(event, src)
         if not hits and on_hit is None:
             continue
         if hits:

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from correlator.detection import compiler
 from correlator.detection.pipelines import SOURCES
-from correlator.detection.runtime import flatten_event
 from zonewatch.errors import RuleError
 from zonewatch.logs import get_logger
 
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-MatchFn = Callable[[dict[str, Any], dict[str, Any], list["DetectionRule"]], list["DetectionRule"]]
+MatchFn = Callable[[dict[str, Any], list["DetectionRule"]], list["DetectionRule"]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,24 +69,9 @@ class RuleSet:
         functions = self._routes.get(source)
         if functions is None:
             functions = self._routes.get(None, ())
-        if not functions:
-            return []
-        flat = flatten_event(event)
         hits: list[DetectionRule] = []
         for fn in functions:
-            fn(flat, event, hits)
-        return hits
-
-    def match_flat(
-        self, flat: dict[str, Any], event: dict[str, Any], source: str | None
-    ) -> list[DetectionRule]:
-        """``match`` for a caller that already flattened the event (the offline runner)."""
-        hits: list[DetectionRule] = []
-        functions = self._routes.get(source)
-        if functions is None:
-            functions = self._routes.get(None, ())
-        for fn in functions:
-            fn(flat, event, hits)
+            fn(event, hits)
         return hits
 
     def rule(self, ref: str) -> DetectionRule | None:
@@ -143,16 +127,16 @@ def _compile_group(
         first = _compile_group(name + "a", members[:half], errors)
         second = _compile_group(name + "b", members[half:], errors)
 
-        def both(flat: dict[str, Any], event: dict[str, Any], hits: list[DetectionRule]) -> Any:
-            first(flat, event, hits)
-            return second(flat, event, hits)
+        def both(event: dict[str, Any], hits: list[DetectionRule]) -> Any:
+            first(event, hits)
+            return second(event, hits)
 
         return both
     fn: MatchFn = namespace[name]
     return fn
 
 
-def _no_match(flat: dict[str, Any], event: dict[str, Any], hits: list[DetectionRule]) -> Any:
+def _no_match(event: dict[str, Any], hits: list[DetectionRule]) -> Any:
     return hits
 
 

@@ -60,6 +60,33 @@ def _walk(node: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
             out[prefix + key] = value
 
 
+MISSING: Any = object()
+
+
+def get_path(event: dict[str, Any], name: str) -> Any:
+    """``name`` in ``event``: nested path first, then a flat key holding the rest
+    of the path at any level; ``MISSING`` when absent (see zonewatch.ecs)."""
+    if "." in name:
+        node: Any = event
+        parts = name.split(".")
+        for i, part in enumerate(parts):
+            if node.__class__ is not dict:
+                break
+            if part in node:
+                node = node[part]
+                continue
+            rest = ".".join(parts[i:])
+            return node.get(rest, MISSING)
+        else:
+            return node
+    return event.get(name, MISSING)
+
+
+def exists(event: dict[str, Any], name: str) -> bool:
+    """``|exists``: the field is present, even when its value is null."""
+    return get_path(event, name) is not MISSING
+
+
 def exists_nested(event: dict[str, Any], name: str) -> bool:
     """True when ``name`` names a non-empty object (not a leaf) inside ``event``."""
     node: Any = event
