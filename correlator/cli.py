@@ -13,21 +13,45 @@ log = get_logger(__name__)
 
 
 @click.command()
-@click.option("--rules", "rules", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="Sigma rule file or folder (repeatable). Default: settings (rules/).")
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="DuckDB alert store file. Default: settings (var/zonewatch.duckdb).")
+@click.option(
+    "--rules",
+    "rules",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Sigma rule file or folder (repeatable). Default: settings (rules/).",
+)
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="DuckDB alert store file. Default: settings (var/zonewatch.duckdb).",
+)
 @click.option("--group-id", help="Kafka consumer group; processes sharing it split the work.")
 @click.option("--pipeline", help="Field mapping pipeline for SigmaHQ rules: ecs (default) or none.")
 @click.option("--metrics-port", type=int, help="Serve /metrics and /healthz on this loopback port.")
-@click.option("--teams-url", envvar="ZONEWATCH_TEAMS_URL", show_envvar=True,
-              help="Teams Workflows webhook URL (prefer the env var or a secrets file).")
-@click.option("--idle-exit", type=float, default=None,
-              help="Exit after this many seconds without new events (batch runs, demos).")
+@click.option(
+    "--teams-url",
+    envvar="ZONEWATCH_TEAMS_URL",
+    show_envvar=True,
+    help="Teams Workflows webhook URL (prefer the env var or a secrets file).",
+)
+@click.option(
+    "--idle-exit",
+    type=float,
+    default=None,
+    help="Exit after this many seconds without new events (batch runs, demos).",
+)
 @click.pass_obj
-def correlate(settings: Settings, rules: tuple[Path, ...], db_path: Path | None,
-              group_id: str | None, pipeline: str | None, metrics_port: int | None,
-              teams_url: str | None, idle_exit: float | None) -> None:
+def correlate(
+    settings: Settings,
+    rules: tuple[Path, ...],
+    db_path: Path | None,
+    group_id: str | None,
+    pipeline: str | None,
+    metrics_port: int | None,
+    teams_url: str | None,
+    idle_exit: float | None,
+) -> None:
     """Consume normalized events from Kafka, match Sigma rules and correlations,
     store alerts in DuckDB, send them to Teams, then commit offsets.
 
@@ -53,5 +77,9 @@ def correlate(settings: Settings, rules: tuple[Path, ...], db_path: Path | None,
     with CorrelatorService(settings, teams_url=teams_url) as service:
         service.start()
         stats = service.run(idle_timeout_s=idle_exit, install_signal_handlers=True)
-    log.info("correlator_stopped", consumed=stats.consumed, alerts=stats.new_alerts,
-             dead_letters=stats.dead_letters)
+    log.info(
+        "correlator_stopped",
+        consumed=stats.consumed,
+        alerts=stats.new_alerts,
+        dead_letters=stats.dead_letters,
+    )

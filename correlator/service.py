@@ -13,11 +13,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from correlator.stream import STATE_KEY, StreamCorrelator, StreamStats
 from zonewatch.config import Settings
 from zonewatch.errors import ConfigError, RuleError
 from zonewatch.logs import get_logger
-
-from correlator.stream import STATE_KEY, StreamCorrelator, StreamStats
 
 log = get_logger(__name__)
 
@@ -28,7 +27,9 @@ def load_ruleset(paths: Sequence[Path], pipeline: str | None) -> Any:
 
     for path in paths:
         if not Path(path).exists():
-            raise ConfigError(f"rule path {path} does not exist: pass --rules with a file or folder")
+            raise ConfigError(
+                f"rule path {path} does not exist: pass --rules with a file or folder"
+            )
     ruleset = load_rules(paths, pipeline=None if pipeline == "none" else pipeline)
     for error in ruleset.errors:
         log.error("rule_not_loaded", error=str(error))

@@ -132,7 +132,6 @@ class StreamCorrelator:
         self.make_alert = make_alert or detection_alert
         self.event_time = event_time or parse_event_time
         self.stats = StreamStats()
-        self._suppressed = _correlation_only_rules(ruleset)
         kafka = settings.kafka
         self.topics = [kafka.events_topic(s) for s in SOURCES]
         if consumer is None:
@@ -185,9 +184,7 @@ class StreamCorrelator:
                     idle_timeout_s is not None
                     and self.stats.consumed
                     and time.monotonic() - idle_since > idle_timeout_s
-                ):
-                    break
-                elif until is not None and until(self.stats):
+                ) or (until is not None and until(self.stats)):
                     break
         finally:
             self.close()
@@ -251,10 +248,15 @@ class StreamCorrelator:
 
     def _evaluate(self, evidence: Evidence, source: str | None, partition: int) -> list[Alert]:
         hits = self.ruleset.match(evidence.event, source)
-        out = [self.make_alert(rule, evidence) for rule in hits if rule.id not in self._suppressed]
+        # Base rules of a correlation raise no alert of their own unless a
+        # correlation says ``generate: true`` (Sigma spec); they still feed it.
+        out = [self.make_alert(rule, evidence) for rule in hits if rule.generate]
         if self.correlation is not None:
-            out.extend(self.correlation.process([r.id for r in hits], evidence.event, evidence,
-                                                partition=partition))
+            out.extend(
+                self.correlation.process(
+                    [r.id for r in hits], evidence.event, evidence, partition=partition
+                )
+            )
         return out
 
     def _checkpoint(self, alerts: list[Alert], offsets: dict[tuple[str, int], int]) -> None:
@@ -292,27 +294,3 @@ class StreamCorrelator:
             self.consumer.close(autocommit=False)
         except Exception as exc:  # closing is best effort; offsets are already safe
             log.warning("consumer_close_failed", error=str(exc))
-
-
-def _correlation_only_rules(ruleset: Any) -> set[str]:
-    """Base rules of correlations emit no alert of their own unless a
-    correlation referencing them says ``generate: true`` (Sigma spec)."""
-    suppressed: set[str] = set()
-    generated: set[str] = set()
-    for corr in getattr(ruleset, "correlations", []):
-        generate = bool(getattr(corr, "generate", False))
-        for ref in getattr(corr, "rules", []):
-            target = getattr(ref, "rule", None)
-            rule_id = getattr(target, "id", None)
-            name = getattr(target, "name", None)
-            ref_str = getattr(ref, "reference", None)
-            resolved = None
-            for candidate in (rule_id, name, ref_str):
-                if candidate is None:
-                    continue
-                resolved = ruleset.rule(str(candidate))
-                if resolved is not None:
-                    break
-            if resolved is not None:
-                (generated if generate else suppressed).add(resolved.id)
-    return suppressed - generated

@@ -12,7 +12,9 @@ from zonewatch.errors import ConfigError
 from zonewatch.logs import _redact
 
 
-def test_environment_wins_over_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_wins_over_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = tmp_path / "zonewatch.yaml"
     cfg.write_text("correlator:\n  group_id: from-file\n  max_batch: 50\nkafka:\n  partitions: 6\n")
     monkeypatch.setenv("ZONEWATCH_CORRELATOR__GROUP_ID", "from-env")

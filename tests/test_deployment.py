@@ -8,7 +8,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from conftest import ROOT
 
 
@@ -56,6 +55,6 @@ def test_every_source_has_a_connector_and_the_correlator_keeps_its_db_on_a_volum
 def test_secrets_come_from_files_not_the_compose_file(compose: dict) -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     assert "webhook.office.com" not in text and "logic.azure.com" not in text
-    assert compose["services"]["correlator"]["environment"]["ZONEWATCH_TEAMS__SECRETS_FILE"].startswith(
-        "/run/secrets/"
-    )
+    assert compose["services"]["correlator"]["environment"][
+        "ZONEWATCH_TEAMS__SECRETS_FILE"
+    ].startswith("/run/secrets/")

@@ -15,7 +15,9 @@ from zonewatch.kafka import all_topics, ensure_topics, make_consumer, make_produ
 pytestmark = pytest.mark.integration
 
 
-def test_topics_are_created_once_and_reported_as_existing_after(kafka_settings: KafkaSettings) -> None:
+def test_topics_are_created_once_and_reported_as_existing_after(
+    kafka_settings: KafkaSettings,
+) -> None:
     first = ensure_topics(kafka_settings)
     assert sorted(first) == sorted(all_topics(kafka_settings))
     assert ensure_topics(kafka_settings) == []

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import ROOT
 from zonewatch.errors import ZoneConfigError
 from zonewatch.zones import ZoneMap, ZonePolicy, load_zone_map
 
@@ -88,8 +88,13 @@ def test_longest_prefix_wins_across_zones() -> None:
     [
         (_policy(zones={"core": {"cidrs": ["10.0.0.0/33"]}, "internet": {}}), "invalid CIDR"),
         (
-            _policy(zones={"core": {"cidrs": ["10.0.0.0/8"]}, "lgwan": {"cidrs": ["10.0.0.0/8"]},
-                           "internet": {}}),
+            _policy(
+                zones={
+                    "core": {"cidrs": ["10.0.0.0/8"]},
+                    "lgwan": {"cidrs": ["10.0.0.0/8"]},
+                    "internet": {},
+                }
+            ),
             "claimed by zones",
         ),
         (_policy(roles={"p": {"zone": "nowhere", "kind": "proxy"}}), "unknown zone 'nowhere'"),
@@ -115,13 +120,19 @@ def test_yaml_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
 
 
 @given(st.ip_addresses())
-def test_lookup_agrees_with_a_brute_force_scan(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+def test_lookup_agrees_with_a_brute_force_scan(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> None:
     zm = load_zone_map(ROOT / "rules" / "zones.yaml")
     best: tuple[int, str] | None = None
     for name, zone in zm.policy.zones.items():
         for cidr in zone.cidrs:
             net = ipaddress.ip_network(cidr)
-            if ip.version == net.version and ip in net and (best is None or net.prefixlen > best[0]):
+            if (
+                ip.version == net.version
+                and ip in net
+                and (best is None or net.prefixlen > best[0])
+            ):
                 best = (net.prefixlen, name)
     expected = best[1] if best else ("internet" if ip.is_global else "unknown")
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:

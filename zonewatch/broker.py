@@ -50,7 +50,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedBroker:
     """Run tansu as a child process; ``with EmbeddedBroker() as b: b.bootstrap``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None, log_file: Path | None = None):
+    def __init__(
+        self, host: str = "127.0.0.1", port: int | None = None, log_file: Path | None = None
+    ):
         self.host = host
         self.port = port or free_port(host)
         self.log_file = log_file

@@ -31,7 +31,9 @@ def broker(settings: Settings, host: str, port: int, create_topics: bool) -> Non
     kafka = settings.kafka.model_copy(update={"bootstrap_servers": embedded.bootstrap})
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
-        embedded.stop()
+        # Only unwind here: stopping the child inside the handler would wait
+        # on a Popen that the interrupted main thread is already waiting on.
+        raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
     try:
@@ -50,8 +52,9 @@ def broker(settings: Settings, host: str, port: int, create_topics: bool) -> Non
 @click.pass_obj
 def topics(settings: Settings) -> None:
     """Create zonewatch's topics on the configured cluster (idempotent)."""
-    from zonewatch.kafka import all_topics, ensure_topics
+    from zonewatch.kafka import all_topics, checkpoint_topic, ensure_topics
 
     created = ensure_topics(settings.kafka)
-    for name in all_topics(settings.kafka):
+    created += ensure_topics(settings.kafka, [checkpoint_topic(settings.kafka)], partitions=1)
+    for name in [*all_topics(settings.kafka), checkpoint_topic(settings.kafka)]:
         click.echo(f"{name}\t{'created' if name in created else 'exists'}")

@@ -51,14 +51,23 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="zonewatch")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="ZONEWATCH_CONFIG",
-              help="YAML or TOML settings file (environment ZONEWATCH_* wins over it).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    envvar="ZONEWATCH_CONFIG",
+    help="YAML or TOML settings file (environment ZONEWATCH_* wins over it).",
+)
 @click.option("--log-level", default=None, help="debug, info, warning, error")
-@click.option("--log-json/--log-pretty", default=None,
-              help="Log format; default JSON unless stderr is a terminal.")
+@click.option(
+    "--log-json/--log-pretty",
+    default=None,
+    help="Log format; default JSON unless stderr is a terminal.",
+)
 @click.pass_context
-def cli(ctx: click.Context, config_file: str | None, log_level: str | None,
-        log_json: bool | None) -> None:
+def cli(
+    ctx: click.Context, config_file: str | None, log_level: str | None, log_json: bool | None
+) -> None:
     """zonewatch: prove that nothing crosses a zone boundary except by allowed paths.
 
     Connectors stream Intune, gateway, firewall and VDI logs into Kafka; the
@@ -71,8 +80,10 @@ def cli(ctx: click.Context, config_file: str | None, log_level: str | None,
     from zonewatch.logs import configure_logging
 
     settings = load_settings(Path(config_file) if config_file else None)
-    configure_logging(log_level or settings.log_level,
-                      json=log_json if log_json is not None else settings.log_json)
+    configure_logging(
+        log_level or settings.log_level,
+        json=log_json if log_json is not None else settings.log_json,
+    )
     ctx.obj = settings
 
 

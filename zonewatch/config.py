@@ -188,11 +188,16 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _env_overrides() -> dict[str, Any]:
     """Environment values as a nested dict, so they can win over the file."""
     prefix = "ZONEWATCH_"
+    fields = set(Settings.model_fields)
     out: dict[str, Any] = {}
     for name, value in os.environ.items():
-        if not name.startswith(prefix) or name == "ZONEWATCH_CONFIG":
+        if not name.startswith(prefix):
             continue
         parts = name[len(prefix) :].lower().split("__")
+        if parts[0] not in fields:
+            # ZONEWATCH_CONFIG, ZONEWATCH_TEAMS_URL, ZONEWATCH_GRAPH_* ... are
+            # command options read by the commands themselves, not settings.
+            continue
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})

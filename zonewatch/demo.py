@@ -98,15 +98,21 @@ def run_demo(
     workdir.mkdir(parents=True)
     started = time.monotonic()
     result: dict[str, Any] = {"workdir": str(workdir)}
-    with _kafka(settings.kafka.bootstrap_servers, workdir) as bootstrap, _teams(teams_url) as (
-        url,
-        receiver,
+    with (
+        _kafka(settings.kafka.bootstrap_servers, workdir) as bootstrap,
+        _teams(teams_url) as (
+            url,
+            receiver,
+        ),
     ):
         run_id = uuid.uuid4().hex[:8]
         settings = settings.model_copy(
             update={
                 "kafka": settings.kafka.model_copy(
-                    update={"bootstrap_servers": bootstrap, "topic_prefix": f"zonewatch-demo-{run_id}"}
+                    update={
+                        "bootstrap_servers": bootstrap,
+                        "topic_prefix": f"zonewatch-demo-{run_id}",
+                    }
                     if settings.kafka.bootstrap_servers
                     else {"bootstrap_servers": bootstrap}
                 ),
@@ -125,7 +131,8 @@ def run_demo(
                 ),
             }
         )
-        echo(f"broker   {bootstrap}{' (embedded tansu)' if not os.environ.get('KAFKA_BOOTSTRAP_SERVERS') else ''}")
+        kind = "external" if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else "embedded tansu"
+        echo(f"broker   {bootstrap} ({kind})")
         produced = 0
         for sample in SAMPLES:
             stats = ingest_file(settings, sample.source, sample.format, samples_dir / sample.path)
@@ -169,7 +176,8 @@ def run_demo(
         result["db"] = str(settings.correlator.db_path)
     result["seconds"] = round(time.monotonic() - started, 1)
     echo(f"done in {result['seconds']} s; alerts are in {result['db']}")
-    echo(f"try: zonewatch query --db {result['db']} \"SELECT rule_title, count(*) FROM alerts GROUP BY 1\"")
+    sql = "SELECT rule_title, count(*) FROM alerts GROUP BY 1"
+    echo(f'try: zonewatch query --db {result["db"]} "{sql}"')
     return result
 
 
@@ -189,10 +197,18 @@ def _print_table(title: str, columns: list[str], rows: list[tuple[Any, ...]], ec
 
 
 @click.command()
-@click.option("--teams-url", envvar="ZONEWATCH_TEAMS_URL",
-              help="Post to this Teams webhook instead of the local receiver.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
-              show_default=True, help="Where the DuckDB file and checkpoints go (recreated).")
+@click.option(
+    "--teams-url",
+    envvar="ZONEWATCH_TEAMS_URL",
+    help="Post to this Teams webhook instead of the local receiver.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-out"),
+    show_default=True,
+    help="Where the DuckDB file and checkpoints go (recreated).",
+)
 @click.pass_obj
 def demo(settings: Settings, teams_url: str | None, workdir: Path) -> None:
     """Run the whole pipeline on the bundled sample logs and print what it found."""

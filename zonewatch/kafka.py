@@ -30,7 +30,14 @@ except ImportError:  # pragma: no cover - crc32c is a hard dependency
 
 
 def all_topics(settings: KafkaSettings) -> list[str]:
+    """The topics with the configured partition count (events and dead letters)."""
     return [settings.events_topic(s) for s in SOURCES] + [settings.deadletter_topic]
+
+
+def checkpoint_topic(settings: KafkaSettings) -> str:
+    """Connector checkpoints, written in the same transaction as the events
+    they cover; one partition so a connector reads back one ordered history."""
+    return settings.topic("checkpoints")
 
 
 def check_reachable(settings: KafkaSettings, timeout_s: float = 3.0) -> None:
@@ -55,7 +62,9 @@ def check_reachable(settings: KafkaSettings, timeout_s: float = 3.0) -> None:
 def admin_client(settings: KafkaSettings, timeout_s: float = 10.0) -> KafkaAdminClient:
     check_reachable(settings)
     try:
-        return KafkaAdminClient(**settings.client_kwargs(), request_timeout_ms=int(timeout_s * 1000))
+        return KafkaAdminClient(
+            **settings.client_kwargs(), request_timeout_ms=int(timeout_s * 1000)
+        )
     except KafkaError as exc:
         raise BrokerUnavailableError(
             f"no Kafka broker answered at {settings.bootstrap_servers}: is it running, "
@@ -127,6 +136,9 @@ def make_consumer(
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": settings.heartbeat_interval_ms,
         "max_poll_records": 2000,
+        # Connectors produce in transactions (events + their checkpoint); a
+        # batch aborted by a crash must never be seen, or it would count twice.
+        "isolation_level": "read_committed",
     }
     opts.update(overrides)
     check_reachable(settings)

@@ -67,7 +67,7 @@ def serve_metrics(
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass  # scrapes every few seconds would drown the logs
 
     server = ThreadingHTTPServer((host, port), Handler)

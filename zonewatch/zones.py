@@ -108,7 +108,9 @@ class ZoneMap:
         _check_overlaps(self._zone_nets, self.source)
         for name, role in self.policy.roles.items():
             if role.zone not in zones:
-                raise ZoneConfigError(f"{self.source}: role {name} names unknown zone {role.zone!r}")
+                raise ZoneConfigError(
+                    f"{self.source}: role {name} names unknown zone {role.zone!r}"
+                )
             if role.target_zone and role.target_zone not in zones:
                 raise ZoneConfigError(
                     f"{self.source}: role {name} names unknown target_zone {role.target_zone!r}"
@@ -144,7 +146,11 @@ class ZoneMap:
     ) -> str | None:
         best: tuple[int, str] | None = None
         for net, name in nets:
-            if ip.version == net.version and ip in net and (best is None or net.prefixlen > best[0]):
+            if (
+                ip.version == net.version
+                and ip in net
+                and (best is None or net.prefixlen > best[0])
+            ):
                 best = (net.prefixlen, name)
         return best[1] if best else None
 
