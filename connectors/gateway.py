@@ -24,6 +24,7 @@ from connectors.ecs import (
     base,
     nest,
     new_event,
+    section,
     text,
     to_int,
     to_ip,
@@ -367,14 +368,28 @@ PROXYSG_MAIN_FIELDS: tuple[str, ...] = tuple(
 _ELFF_TOKEN_RE = re.compile(r'"([^"]*)"|(\S+)')
 _FIELDS_STATE = "proxysg.fields"
 _ELFF_DEFAULT_PORT = {"http": 80, "https": 443, "ftp": 21}
+# ELFF columns copied as they are: (column, field in the proxysg object)
+_PROXYSG_VENDOR = (
+    ("s-action", "action"),
+    ("cs-categories", "categories"),
+    ("x-exception-id", "exception_id"),
+    ("x-virus-id", "virus_id"),
+)
 
 
 def _sniff_proxysg(line: str) -> bool:
     return line.startswith("#Fields:") or line.startswith("#Software: SGOS")
 
 
+def _elff_values(raw: str) -> list[str]:
+    """An ELFF row's values: space-separated, ``"quoted values"`` as one."""
+    if '"' not in raw:
+        return raw.split()
+    return [t or q for q, t in _ELFF_TOKEN_RE.findall(raw)]
+
+
 @register("gateway", "proxysg", sniff=_sniff_proxysg)
-def parse_proxysg(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+def parse_proxysg(raw: str, ctx: ParseContext) -> list[Event]:
     """Symantec/Broadcom ProxySG access log in W3C ELFF. ``#Fields:`` sets the
     column names for the rest of the stream; other ``#`` lines are skipped."""
     if raw.startswith("#"):
@@ -382,86 +397,128 @@ def parse_proxysg(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
             names = raw[8:].split()
             if not names:
                 raise ParseError("#Fields: header names no fields")
-            ctx.state[_FIELDS_STATE] = tuple(names)
+            # a column named twice: the later one wins, as it would in a dict
+            ctx.state[_FIELDS_STATE] = tuple(
+                "" if name in names[i + 1 :] else name for i, name in enumerate(names)
+            )
         return []
     names: tuple[str, ...] = ctx.state.get(_FIELDS_STATE, PROXYSG_MAIN_FIELDS)
-    values = [q if q is not None and t == "" else t for q, t in _ELFF_TOKEN_RE.findall(raw)]
+    values = _elff_values(raw)
     if len(values) < len(names):
         raise ParseError(
             f"ELFF row has {len(values)} values but #Fields: names {len(names)}; "
             "the header and rows do not match"
         )
-    row = dict(zip(names, values, strict=False))  # extra trailing values are ignored
+    # extra trailing values are ignored; "-" and other empty markers dropped
+    row = {n: x for n, x in zip(names, values, strict=False) if x not in EMPTY}
+    get = row.get
 
-    def g(name: str) -> str | None:
-        return text(row.get(name))
-
-    day, clock = g("date"), g("time")
+    day, clock = get("date"), get("time")
     if day and clock:
         # ELFF date/time are UTC by definition (W3C); localtime is the only
         # field in the appliance's zone.
         stamp = parse_iso(f"{day} {clock}", UTC)
-    elif g("localtime"):
+    elif "localtime" in row:
         stamp = parse_timestamp(row["localtime"].strip("[]"), ctx.timezone, ctx.now)
-    elif g("gmttime"):
+    elif "gmttime" in row:
         stamp = parse_timestamp(row["gmttime"].strip("[]"), UTC, ctx.now)
     else:
         raise ParseError("ELFF row has no date/time")
-    filt = (g("sc-filter-result") or "").upper()
-    s_action = g("s-action") or ""
-    out = base(raw, ctx.source, ctx.format, "Broadcom", "ProxySG")
-    out["@timestamp"] = stamp
-    out.update(_decision(filt == "DENIED" or s_action.endswith("DENIED")))
-    uri = g("cs-uri")
-    scheme = (g("cs-uri-scheme") or "").lower() or None
-    host = g("cs-host") or g("cs-uri-address")
-    port = to_port(g("cs-uri-port"))
-    path = g("cs-uri-path")
-    query = g("cs-uri-query")
+    ev = new_event(raw, ctx.source, ctx.format, "Broadcom", "ProxySG", stamp)
+    event = ev["event"]
+    filt = get("sc-filter-result", "").upper()
+    s_action = get("s-action", "")
+    _decide_web(event, filt == "DENIED" or s_action.endswith("DENIED"))
+    taken = to_int(get("time-taken"))
+    if taken is not None:
+        event["duration"] = taken * 1_000_000
+
+    uri = get("cs-uri")
+    scheme = get("cs-uri-scheme", "").lower() or None
+    host = get("cs-host") or get("cs-uri-address")
+    port = to_port(get("cs-uri-port"))
+    path = get("cs-uri-path")
     if uri is None and host:
         hostport = (
             host
             if port is None or _ELFF_DEFAULT_PORT.get(scheme or "") == port
             else f"{host}:{port}"
         )
-        uri = f"{scheme or 'http'}://{hostport}{path or ''}{query or ''}"
+        uri = f"{scheme or 'http'}://{hostport}{path or ''}{get('cs-uri-query', '')}"
     if uri:
-        out.update(url_fields(uri))
+        ev["url"] = url_object(uri)
+    # the appliance's own columns win over what the URL text implies
     if port is not None:
-        out["url.port"] = port
+        section(ev, "url")["port"] = port
     if path:
-        out["url.path"] = path
-    cs_bytes, sc_bytes = to_int(g("cs-bytes")), to_int(g("sc-bytes"))
-    taken = to_int(g("time-taken"))
-    status = to_int(g("sc-status"))
-    out.update(
-        {
-            "event.duration": None if taken is None else taken * 1_000_000,
-            "source.ip": to_ip(g("c-ip")),
-            "source.port": to_port(g("c-port")),
-            "source.bytes": cs_bytes,
-            "destination.ip": to_ip(g("s-supplier-ip") or g("r-ip")),
-            "destination.domain": host,
-            "destination.port": port,
-            "destination.bytes": sc_bytes,
-            "observer.ip": to_ip(g("s-ip")),
-            "observer.hostname": g("s-computername"),
-            "user.name": g("cs-username") or g("cs-userdn"),
-            "http.request.method": g("cs-method"),
-            "http.request.referrer": g("cs(Referer)"),
-            "http.request.bytes": cs_bytes,
-            "http.response.status_code": status or None,
-            "http.response.bytes": sc_bytes,
-            "http.response.mime_type": g("rs(Content-Type)"),
-            "user_agent.original": g("cs(User-Agent)"),
-            "proxysg.action": text(s_action),
-            "proxysg.filter_result": filt or None,
-            "proxysg.categories": g("cs-categories"),
-            "proxysg.exception_id": g("x-exception-id"),
-            "proxysg.virus_id": g("x-virus-id"),
-        }
-    )
-    return [nest(out)]
+        section(ev, "url")["path"] = path
+
+    cs_bytes, sc_bytes = to_int(get("cs-bytes")), to_int(get("sc-bytes"))
+    source: dict[str, Any] = {}
+    client = to_ip(get("c-ip"))
+    if client is not None:
+        source["ip"] = client
+    cport = to_port(get("c-port"))
+    if cport is not None:
+        source["port"] = cport
+    if cs_bytes is not None:
+        source["bytes"] = cs_bytes
+    if source:
+        ev["source"] = source
+
+    destination: dict[str, Any] = {}
+    server = to_ip(get("s-supplier-ip") or get("r-ip"))
+    if server is not None:
+        destination["ip"] = server
+    if host:
+        destination["domain"] = host
+    if port is not None:
+        destination["port"] = port
+    if sc_bytes is not None:
+        destination["bytes"] = sc_bytes
+    if destination:
+        ev["destination"] = destination
+
+    observer = ev["observer"]
+    appliance = to_ip(get("s-ip"))
+    if appliance is not None:
+        observer["ip"] = appliance
+    if "s-computername" in row:
+        observer["hostname"] = row["s-computername"]
+    user = get("cs-username") or get("cs-userdn")
+    if user:
+        ev["user"] = {"name": user}
+
+    request: dict[str, Any] = {}
+    if "cs-method" in row:
+        request["method"] = row["cs-method"]
+    if "cs(Referer)" in row:
+        request["referrer"] = row["cs(Referer)"]
+    if cs_bytes is not None:
+        request["bytes"] = cs_bytes
+    response: dict[str, Any] = {}
+    status = to_int(get("sc-status"))
+    if status:
+        response["status_code"] = status
+    if sc_bytes is not None:
+        response["bytes"] = sc_bytes
+    if "rs(Content-Type)" in row:
+        response["mime_type"] = row["rs(Content-Type)"]
+    if request or response:
+        http = ev["http"] = {}
+        if request:
+            http["request"] = request
+        if response:
+            http["response"] = response
+    if "cs(User-Agent)" in row:
+        ev["user_agent"] = {"original": row["cs(User-Agent)"]}
+
+    vendor = {name: row[key] for key, name in _PROXYSG_VENDOR if key in row}
+    if filt:
+        vendor["filter_result"] = filt
+    if vendor:
+        ev["proxysg"] = vendor
+    return [ev]
 
 
 # --- CEF --------------------------------------------------------------------
