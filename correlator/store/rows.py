@@ -49,67 +49,53 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
+# pyarrow converts aware datetimes to UTC and reads naive ones as UTC, so the
+# builders hand datetimes over as they are (no per-value conversion).
+
+
 def alerts_table(alerts: Sequence[Alert], ingest_time: datetime) -> pa.Table:
+    n = len(alerts)
     return pa.table(
         {
-            "ord": pa.array(range(len(alerts)), pa.int32()),
-            "id": [a.id for a in alerts],
-            "rule_id": [a.rule_id for a in alerts],
-            "rule_title": [a.rule_title for a in alerts],
-            "level": [a.level for a in alerts],
-            "tags": pa.array([list(a.tags) for a in alerts], pa.list_(pa.string())),
+            "ord": pa.array(range(n), pa.int32()),
+            "id": pa.array([a.id for a in alerts], pa.string()),
+            "rule_id": pa.array([a.rule_id for a in alerts], pa.string()),
+            "rule_title": pa.array([a.rule_title for a in alerts], pa.string()),
+            "level": pa.array([a.level for a in alerts], pa.string()),
+            "tags": pa.array([a.tags for a in alerts], pa.list_(pa.string())),
             "rule_hash": pa.array([a.rule_hash for a in alerts], pa.string()),
-            "type": [a.type for a in alerts],
-            "group_values": [to_json(a.group) for a in alerts],
-            "window_start": pa.array([utc(a.window_start) for a in alerts], TS),
-            "window_end": pa.array([utc(a.window_end) for a in alerts], TS),
-            "first_seen": pa.array([utc(a.first_seen) for a in alerts], TS),
-            "last_seen": pa.array([utc(a.last_seen) for a in alerts], TS),
-            "ingest_time": pa.array([ingest_time] * len(alerts), TS),
+            "type": pa.array([a.type for a in alerts], pa.string()),
+            "group_values": pa.array([_dumps(a.group) for a in alerts], pa.string()),
+            "window_start": pa.array([a.window_start for a in alerts], TS),
+            "window_end": pa.array([a.window_end for a in alerts], TS),
+            "first_seen": pa.array([a.first_seen for a in alerts], TS),
+            "last_seen": pa.array([a.last_seen for a in alerts], TS),
+            "ingest_time": pa.array([ingest_time] * n, TS),
             "zone_crossing": pa.array([a.zone_crossing for a in alerts], pa.string()),
-            "origin": [a.origin for a in alerts],
+            "origin": pa.array([a.origin for a in alerts], pa.string()),
             "evidence_count": pa.array([len(a.evidence) for a in alerts], pa.int32()),
         }
     )
 
 
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def evidence_table(alerts: Sequence[Alert]) -> pa.Table:
-    cols: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "alert_id",
-            "ordinal",
-            "event_id",
-            "topic",
-            "partition",
-            "offset",
-            "line",
-            "event_time",
-            "event",
-        )
-    }
-    for alert in alerts:
-        for i, ev in enumerate(alert.evidence):
-            cols["alert_id"].append(alert.id)
-            cols["ordinal"].append(i)
-            cols["event_id"].append(ev.event_id)
-            cols["topic"].append(ev.topic)
-            cols["partition"].append(ev.partition)
-            cols["offset"].append(ev.offset)
-            cols["line"].append(ev.line)
-            cols["event_time"].append(utc(ev.time))
-            cols["event"].append(to_json(ev.event))
+    pairs = [(a.id, i, ev) for a in alerts for i, ev in enumerate(a.evidence)]
+    evs = [p[2] for p in pairs]
     return pa.table(
         {
-            "alert_id": pa.array(cols["alert_id"], pa.string()),
-            "ordinal": pa.array(cols["ordinal"], pa.int32()),
-            "event_id": pa.array(cols["event_id"], pa.string()),
-            "topic": pa.array(cols["topic"], pa.string()),
-            "partition": pa.array(cols["partition"], pa.int32()),
-            "offset": pa.array(cols["offset"], pa.int64()),
-            "line": pa.array(cols["line"], pa.int64()),
-            "event_time": pa.array(cols["event_time"], TS),
-            "event": pa.array(cols["event"], pa.string()),
+            "alert_id": pa.array([p[0] for p in pairs], pa.string()),
+            "ordinal": pa.array([p[1] for p in pairs], pa.int32()),
+            "event_id": pa.array([e.event_id for e in evs], pa.string()),
+            "topic": pa.array([e.topic for e in evs], pa.string()),
+            "partition": pa.array([e.partition for e in evs], pa.int32()),
+            "offset": pa.array([e.offset for e in evs], pa.int64()),
+            "line": pa.array([e.line for e in evs], pa.int64()),
+            "event_time": pa.array([e.time for e in evs], TS),
+            "event": pa.array([_dumps(e.event) for e in evs], pa.string()),
         }
     )
 
