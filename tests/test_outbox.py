@@ -346,3 +346,23 @@ def test_url_objects_hide_the_url() -> None:
     url = WebhookUrl("soc", "https://prod.example.logic.azure.com/workflows/x?sig=abc")
     assert "sig=abc" not in repr(url) and "sig=abc" not in str(url)
     assert url.host == "prod.example.logic.azure.com"
+
+
+def test_a_card_that_cannot_be_built_is_parked_not_blocking(store, teams, monkeypatch) -> None:
+    from correlator.alerting import outbox as outbox_module
+
+    real = outbox_module.teams_card
+    batch = alerts(3)
+
+    def fragile(alert: Alert, **kwargs: object) -> dict:
+        if alert.id == batch[0].id:
+            raise ValueError("unrenderable field")
+        return real(alert, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(outbox_module, "teams_card", fragile)
+    store.write(batch)
+    with OutboxSender(store, teams.url, **QUICK) as sender:
+        assert sender.drain(10)
+    assert alert_ids(teams.accepted()) == [a.id for a in batch[1:]]
+    state, error = store.query("SELECT state, last_error FROM outbox ORDER BY seq LIMIT 1")[1][0]
+    assert state == "rejected" and "unrenderable field" in error

@@ -276,6 +276,10 @@ class _Worker(threading.Thread):
                     s._count("store_errors", self.dest.name)
                     self.log.error("outbox_update_failed", error=str(exc))
                     self._pause(self.sender.backoff.delay(1, s.rng))
+                except Exception:  # never let the worker die: alerts would stall
+                    s._count("store_errors", self.dest.name)
+                    self.log.exception("outbox_worker_error")
+                    self._pause(self.sender.backoff.delay(2, s.rng))
                 s._progressed()
         finally:
             client.close()
@@ -317,7 +321,13 @@ class _Worker(threading.Thread):
             self._finish(cur, missing, "rejected", None, "alert row missing from the store")
             s._count("rejected_alerts", self.dest.name, len(missing))
             return
-        body = orjson.dumps(self._payload(batch, alerts))
+        try:
+            body = orjson.dumps(self._payload(batch, alerts))
+        except Exception as exc:  # a card that cannot be built must not block the queue
+            self.log.exception("teams_card_failed", seqs=seqs)
+            self._finish(cur, seqs, "rejected", None, f"card could not be built: {exc!r}"[:200])
+            s._count("rejected_alerts", self.dest.name, len(seqs))
+            return
 
         in_flight_before = [r.seq for r in batch if r.state == "sending"]
         if in_flight_before:
