@@ -420,3 +420,10 @@ def test_tcp_endpoint_needs_its_token_and_stale_endpoint_falls_back(tmp_path: Pa
         orjson.dumps({"host": "127.0.0.1", "port": 9, "token": "x"})
     )
     assert query_endpoint(db, "SELECT 1") is None
+
+
+def test_table_output_shows_brackets_in_data_literally(db: Path, capsysbinary) -> None:
+    code, out, _ = run_cli(
+        capsysbinary, "--db", str(db), "SELECT '[gateway] [bold]x' AS m", "-f", "table"
+    )
+    assert code == 0 and "[gateway] [bold]x" in out.decode()

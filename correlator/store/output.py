@@ -124,6 +124,7 @@ def _short(value: Any) -> str:
 def render_table(table: pa.Table, stream: IO[str], title: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     # Piped or written to a file: no terminal width to respect, so do not fold.
     width = None if stream.isatty() else 10_000
@@ -132,7 +133,8 @@ def render_table(table: pa.Table, stream: IO[str], title: str | None = None) -> 
     for name in table.column_names:
         view.add_column(name, overflow="fold")
     for row in records(table):
-        view.add_row(*(_short(v) for v in row.values()))
+        # Text, not markup: "[gateway]" in data must not be taken for a style.
+        view.add_row(*(Text(_short(v)) for v in row.values()))
     console.print(view)
     console.print(f"{table.num_rows} row{'s' if table.num_rows != 1 else ''}", style="dim")
 
