@@ -127,6 +127,7 @@ class TeamsReceiver:
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
         return f"http://{host}:{port}"
 
     def url_for(self, name: str = "default") -> str:

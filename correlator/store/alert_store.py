@@ -36,7 +36,7 @@ log = get_logger(__name__)
 Router = Callable[[Alert], Sequence[str]]
 
 # Extensions must never be fetched or loaded behind an analyst's query.
-_CONNECT_CONFIG = {
+_CONNECT_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "autoinstall_known_extensions": "false",
     "autoload_known_extensions": "false",
 }

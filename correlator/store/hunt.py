@@ -130,14 +130,14 @@ def run_hunt(
             ruleset,
             sink,
             correlation=make_correlation_engine(ruleset, settings, None),
-            consumer=_ArchiveConsumer(),  # type: ignore[arg-type]
+            consumer=_ArchiveConsumer(),
             make_alert=lambda rule, evidence: detection_alert(rule, evidence, origin="hunt"),
         )
         total = _count(store, since, until)
         events = 0
         with _progress(progress, total) as advance:
             for batch in _batches(store, settings, since, until, batch_size):
-                loop.process_batch(batch)  # type: ignore[arg-type]
+                loop.process_batch(batch)
                 done = sum(len(r) for r in batch.values())
                 events += done
                 advance(done)
