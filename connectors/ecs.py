@@ -120,6 +120,18 @@ def section(event: Event, name: str) -> dict[str, Any]:
     return node
 
 
+def put_path(event: Event, path: tuple[str, ...], value: Any) -> None:
+    """Set ``event[path[0]][path[1]]...`` creating the objects on the way,
+    for fields whose place comes from a table rather than from code."""
+    node = event
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        node = child
+    node[path[-1]] = value
+
+
 def url_object(original: str, default_scheme: str | None = None) -> dict[str, Any]:
     """The ECS ``url`` object from a URL as a proxy logged it.
 

@@ -89,6 +89,13 @@ def format_utc(dt: datetime) -> str:
     )
 
 
+@lru_cache(maxsize=16)
+def now_stamp(now: datetime) -> str:
+    """``format_utc(now)`` for the lines that carry no time of their own; the
+    input refreshes ``ctx.now`` rarely, so this is nearly always a cache hit."""
+    return format_utc(now)
+
+
 @lru_cache(maxsize=256)
 def zone_for(name: str) -> tzinfo:
     """A tzinfo for an abbreviation (``EDT``), offset (``+0900``) or IANA name.
