@@ -141,6 +141,7 @@ class CorrelatorService:
         until: Callable[[StreamStats], bool] | None = None,
         idle_timeout_s: float | None = None,
         install_signal_handlers: bool = False,
+        end_of_input: bool = False,
     ) -> StreamStats:
         assert self.loop is not None, "start() first"
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
@@ -152,7 +153,7 @@ class CorrelatorService:
 
             signal.signal(signal.SIGTERM, _graceful)
             signal.signal(signal.SIGINT, _graceful)
-        return self.loop.run(until=until, idle_timeout_s=idle_timeout_s)
+        return self.loop.run(until=until, idle_timeout_s=idle_timeout_s, end_of_input=end_of_input)
 
     def close(self, drain_timeout_s: float = 10.0) -> None:
         if self.loop is not None:

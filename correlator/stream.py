@@ -26,6 +26,7 @@ import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from prometheus_client import Counter, Gauge
 
+from correlator.ordering import EventTimeMerger
 from zonewatch.config import SOURCES, Settings
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence
@@ -47,6 +48,10 @@ CONSUMER_LAG = Gauge(
 BATCH_SECONDS = Gauge("zonewatch_correlator_last_batch_seconds", "Duration of the last batch")
 
 STATE_KEY = "correlation"
+MERGER_KEY = "correlation-input"
+# One correlator process keeps one correlation state shard: the merger has
+# already put the inputs of all its partitions into event-time order.
+SHARD = 0
 
 
 class Detector(Protocol):
@@ -93,11 +98,14 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         # Everything consumed so far was checkpointed at the end of its batch,
         # so there is nothing in flight to flush here.
+        for tp in revoked:
+            self.loop.merger.forget((tp.topic, tp.partition))
         log.info("partitions_revoked", partitions=[f"{tp.topic}:{tp.partition}" for tp in revoked])
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         stored = self.loop.store.load_offsets()
         for tp in assigned:
+            self.loop.merger.expect((tp.topic, tp.partition))
             offset = stored.get((tp.topic, tp.partition))
             if offset is not None:
                 self.loop.consumer.seek(tp, offset)
@@ -132,6 +140,15 @@ class StreamCorrelator:
         self.make_alert = make_alert or detection_alert
         self.event_time = event_time or parse_event_time
         self.stats = StreamStats()
+        self.merger: EventTimeMerger[tuple[list[str], Evidence]] = EventTimeMerger(
+            idle_s=settings.correlator.input_idle_s
+        )
+        self._correlated: frozenset[str] = frozenset()
+        if correlation is not None:
+            self._correlated = frozenset(correlation.referenced_rule_ids)
+            stored = store.load_state(MERGER_KEY)
+            if stored:
+                self.merger.restore(orjson.loads(stored), _decode_pending)
         kafka = settings.kafka
         self.topics = [kafka.events_topic(s) for s in SOURCES]
         if consumer is None:
@@ -165,9 +182,14 @@ class StreamCorrelator:
         self,
         until: Callable[[StreamStats], bool] | None = None,
         idle_timeout_s: float | None = None,
+        end_of_input: bool = False,
     ) -> StreamStats:
         """Process batches until stopped, ``until(stats)`` is true, or no record
-        arrived for ``idle_timeout_s`` seconds after the first one."""
+        arrived for ``idle_timeout_s`` seconds after the first one.
+
+        ``end_of_input`` treats the input as finite when the loop ends (demo,
+        batch runs): buffered correlation input is applied and windows the
+        input covers are resolved, as ``zonewatch match`` does."""
         poll_ms = self.settings.correlator.poll_timeout_ms
         max_batch = self.settings.correlator.max_batch
         idle_since = time.monotonic()
@@ -180,12 +202,18 @@ class StreamCorrelator:
                     idle_since = time.monotonic()
                     if until is not None and until(self.stats):
                         break
+                elif len(self.merger):
+                    # Quiet inputs turn idle with time and stop holding the
+                    # others back, so buffered events move on without new input.
+                    self._checkpoint(self._correlate(), {})
                 elif (
                     idle_timeout_s is not None
                     and self.stats.consumed
                     and time.monotonic() - idle_since > idle_timeout_s
                 ) or (until is not None and until(self.stats)):
                     break
+            if end_of_input:
+                self._checkpoint(self._correlate(end=True), {})
         finally:
             self.close()
         return self.stats
@@ -204,11 +232,12 @@ class StreamCorrelator:
                     continue
                 if newest is None or evidence.time > newest:
                     newest = evidence.time
-                alerts.extend(self._evaluate(evidence, source, tp.partition))
+                alerts.extend(self._evaluate(evidence, source, tp))
             self.stats.by_source[source or tp.topic] = self.stats.by_source.get(
                 source or tp.topic, 0
             ) + len(records)
             EVENTS_IN.labels(source=source or "unknown").inc(len(records))
+        alerts.extend(self._correlate())
         self._checkpoint(alerts, next_offsets)
         self.stats.batches += 1
         self.stats.consumed += sum(len(r) for r in batch.values())
@@ -246,23 +275,43 @@ class StreamCorrelator:
             event=event,
         )
 
-    def _evaluate(self, evidence: Evidence, source: str | None, partition: int) -> list[Alert]:
+    def _evaluate(self, evidence: Evidence, source: str | None, tp: TopicPartition) -> list[Alert]:
         hits = self.ruleset.match(evidence.event, source)
         # Base rules of a correlation raise no alert of their own unless a
         # correlation says ``generate: true`` (Sigma spec); they still feed it.
         out = [self.make_alert(rule, evidence) for rule in hits if rule.generate]
-        if self.correlation is not None:
-            out.extend(
-                self.correlation.process(
-                    [r.id for r in hits], evidence.event, evidence, partition=partition
+        if self._correlated:
+            ids = [r.id for r in hits if r.id in self._correlated]
+            if ids:
+                self.merger.add(
+                    (tp.topic, tp.partition), evidence.time.timestamp(), (ids, evidence)
                 )
-            )
+        return out
+
+    def _correlate(self, end: bool = False) -> list[Alert]:
+        """Feed the correlation engine what the merger releases, oldest first."""
+        if self.correlation is None:
+            return []
+        engine = self.correlation
+        released = self.merger.drain() if end else self.merger.release()
+        out: list[Alert] = []
+        for ids, evidence in released:
+            out.extend(engine.process(ids, evidence.event, evidence, partition=SHARD))
+        if end:
+            out.extend(engine.flush())
+        else:
+            frontier = self.merger.frontier()
+            if frontier not in (float("inf"), float("-inf")):
+                out.extend(engine.advance_watermark(SHARD, frontier))
         return out
 
     def _checkpoint(self, alerts: list[Alert], offsets: dict[tuple[str, int], int]) -> None:
         state = None
         if self.correlation is not None:
-            state = {STATE_KEY: self.correlation.snapshot()}
+            state = {
+                STATE_KEY: self.correlation.snapshot(),
+                MERGER_KEY: orjson.dumps(self.merger.snapshot(_encode_pending)),
+            }
         new_ids = self.store.write(alerts, state=state, offsets=offsets)
         self.stats.alerts += len(alerts)
         self.stats.new_alerts += len(new_ids)
@@ -294,3 +343,13 @@ class StreamCorrelator:
             self.consumer.close(autocommit=False)
         except Exception as exc:  # closing is best effort; offsets are already safe
             log.warning("consumer_close_failed", error=str(exc))
+
+
+def _encode_pending(item: tuple[list[str], Evidence]) -> Any:
+    ids, evidence = item
+    return [ids, evidence.model_dump(mode="json")]
+
+
+def _decode_pending(payload: Any) -> tuple[list[str], Evidence]:
+    ids, evidence = payload
+    return list(ids), Evidence.model_validate(evidence)

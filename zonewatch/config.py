@@ -104,6 +104,9 @@ class CorrelatorSettings(BaseModel):
     db_path: Path = Path("var/zonewatch.duckdb")
     allowed_lateness_s: float = Field(default=60.0, ge=0)
     late_events_update_windows: bool = False
+    # An input partition that delivered nothing for this long stops holding
+    # back the event-time merge of the others (correlator/ordering.py).
+    input_idle_s: float = Field(default=1.0, gt=0)
     max_batch: int = Field(default=2000, ge=1)
     poll_timeout_ms: int = Field(default=200, ge=1)
     metrics_host: str = "127.0.0.1"

@@ -37,7 +37,7 @@ class SampleInput:
 
 
 SAMPLES = (
-    SampleInput("intune", "diagnostic", Path("samples/intune-devices.jsonl")),
+    SampleInput("intune", "devices", Path("samples/intune-devices.jsonl")),
     SampleInput("gateway", "squid", Path("samples/squid-access.log")),
     SampleInput("firewall", "fortigate", Path("samples/fortigate-traffic.log")),
     SampleInput("vdi", "horizon", Path("samples/horizon-events.log")),
@@ -145,7 +145,9 @@ def run_demo(
 
         with CorrelatorService(settings, teams_url=url) as service:
             service.start()
-            stats = service.run(until=lambda s: s.consumed >= produced, idle_timeout_s=15)
+            stats = service.run(
+                until=lambda s: s.consumed >= produced, idle_timeout_s=15, end_of_input=True
+            )
             echo(f"correlate {stats.consumed} events -> {stats.new_alerts} alerts")
             if service.sender is not None:
                 service.sender.drain(timeout_s=30)

@@ -44,15 +44,28 @@ class RuleDoc:
     data: dict[str, Any]
 
 
+# Files a rules folder holds that are not Sigma rules: the zone policy and
+# rule test sidecars. Named explicitly on the command line, they still load.
+NOT_RULES = ("zones.yaml", "zones.yml")
+TEST_SIDECAR_SUFFIX = ".tests.yml"
+
+
+def _is_rule_file(path: Path) -> bool:
+    return (
+        path.suffix in (".yml", ".yaml")
+        and path.is_file()
+        and path.name not in NOT_RULES
+        and not path.name.endswith(TEST_SIDECAR_SUFFIX)
+    )
+
+
 def rule_files(paths: Sequence[str | Path]) -> tuple[list[Path], list[RuleError]]:
     files: list[Path] = []
     errors: list[RuleError] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(
-                sorted(p for p in path.rglob("*") if p.suffix in (".yml", ".yaml") and p.is_file())
-            )
+            files.extend(sorted(p for p in path.rglob("*") if _is_rule_file(p)))
         elif path.is_file():
             files.append(path)
         else:
