@@ -80,23 +80,27 @@ def prepare_correlation_dict(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_SYMBOLS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "eq": "==", "neq": "!="}
+
+
 @dataclass(frozen=True)
 class Threshold:
-    """A condition on a metric: one operator or a range (all must hold)."""
+    """A condition on a metric: one operator or a range (all must hold).
+
+    ``check`` is generated code (``m is not None and m >= 5``): it runs once
+    per event and group, and a closure over ``operator`` functions costs twice
+    as much. The thresholds are numbers validated by ``_threshold``.
+    """
 
     terms: tuple[tuple[str, float], ...]
+    check: Callable[[Any], bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        funcs = tuple((OPERATORS[op], value) for op, value in self.terms)
-        if len(funcs) == 1:
-            (f, v) = funcs[0]
-            check: Callable[[Any], bool] = lambda m: m is not None and f(m, v)  # noqa: E731
-        else:
-            check = lambda m: m is not None and all(f(m, v) for f, v in funcs)  # noqa: E731
-        object.__setattr__(self, "_check", check)
+        tests = " and ".join(f"m {_SYMBOLS[op]} {float(value)!r}" for op, value in self.terms)
+        object.__setattr__(self, "check", eval(f"lambda m: m is not None and {tests}"))
 
     def __call__(self, metric: float | None) -> bool:
-        return self._check(metric)  # type: ignore[attr-defined,no-any-return]
+        return self.check(metric)
 
     def __str__(self) -> str:
         return " and ".join(f"{op} {value:g}" for op, value in self.terms)
@@ -151,9 +155,12 @@ class CompiledCorrelation:
     output: bool = True
     parents: list[tuple[int, int]] = field(default_factory=list)  # (rule index, slot)
 
-    @property
-    def ordered(self) -> bool:
-        return self.type == "temporal_ordered"
+    def __post_init__(self) -> None:
+        self.temporal = self.type in TEMPORAL_TYPES
+        self.ordered = self.type == "temporal_ordered"
+        self.check: Callable[[Any], bool] = (
+            self.threshold.check if self.threshold is not None else lambda m: False
+        )
 
 
 def correlation_id(rule: SigmaCorrelationRule) -> str:

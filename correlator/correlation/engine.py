@@ -44,11 +44,14 @@ import orjson
 from sigma.correlations import SigmaCorrelationRule
 
 from correlator.correlation.compiled import (
+    NUMERIC_TYPES,
     TEMPORAL_TYPES,
     CompiledCorrelation,
+    Slot,
     compile_rules,
 )
 from correlator.correlation.errors import CorrelationStateError
+from correlator.correlation.fields import Getter, getter, key_getter, value_getter
 from correlator.correlation.settings import BaseRuleInfo, CorrelationSettings
 from correlator.correlation.windows import (
     AvgWindow,
@@ -61,7 +64,6 @@ from correlator.correlation.windows import (
     TemporalWindow,
     load_rec,
 )
-from zonewatch.ecs import get_field
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence, alert_id
 
@@ -117,32 +119,19 @@ class _Partition:
         self.late_logged = 0
 
 
-def _norm(value: Any) -> Any:
-    """Group/distinct value: strings lowered; None, {} and [] mean missing."""
-    cls = value.__class__
-    if cls is str:
-        return value.lower()
-    if value is None or cls is dict:
-        return None
-    if cls is list or cls is tuple:
-        items = tuple(_norm(v) for v in value)
-        return items if items and None not in items else None
-    return value
+_Readers = tuple[Getter, Getter | None, tuple[tuple[str, Getter], ...]]
+_Member = tuple[int, int, Getter | None, tuple[tuple[str, Getter], ...]]
+_Route = tuple[tuple[str, ...], Getter, list[_Member]]
 
 
-def _number(value: Any) -> float | None:
-    cls = value.__class__
-    if cls is int:
-        return value  # type: ignore[no-any-return]
-    if cls is float:
-        return value if math.isfinite(value) else None  # type: ignore[no-any-return]
-    if cls is str:
-        try:
-            number = float(value)
-        except ValueError:
-            return None
-        return number if math.isfinite(number) else None
-    return None
+def _readers(rule: CompiledCorrelation, slot: Slot) -> _Readers:
+    read_value = (
+        value_getter(slot.value_fields, numeric=rule.type in NUMERIC_TYPES)
+        if slot.value_fields
+        else None
+    )
+    carry = tuple((name, getter(name)) for name in rule.carry)
+    return key_getter(slot.group_fields), read_value, carry
 
 
 def _tuples(value: Any) -> Any:
@@ -175,14 +164,30 @@ class CorrelationEngine:
         self._parts: dict[int, _Partition] = {}
         self._group_count = [0] * len(self.rules)
         self._scan_every = max(1.0, min((c.span for c in self.rules), default=2.0) / 2)
-        # detection rule id -> [(rule, slot index, slot)] of every correlation reading it
-        self._routes: dict[str, list[tuple[CompiledCorrelation, int, Any]]] = {}
+        # Per (rule, slot): readers of the group key, the value and carried fields.
+        self._readers: list[list[_Readers]] = [
+            [_readers(c, slot) for slot in c.slots] for c in self.rules
+        ]
+        # detection rule id -> what every correlation reading it extracts
+        self._routes: dict[str, list[_Route]] = {}
         for c in self.rules:
             for s, slot in enumerate(c.slots):
                 if not slot.is_correlation:
-                    self._routes.setdefault(slot.rule_id, []).append((c, s, slot))
+                    read_key, read_value, carry = self._readers[c.index][s]
+                    route = self._routes.setdefault(slot.rule_id, [])
+                    # Rules grouping by the same fields read the key once and
+                    # share the tuple (and its memory).
+                    for fields, _, members in route:
+                        if fields == slot.group_fields:
+                            members.append((c.index, s, read_value, carry))
+                            break
+                    else:
+                        route.append(
+                            (slot.group_fields, read_key, [(c.index, s, read_value, carry)])
+                        )
         self._factory = [self._window_factory(c) for c in self.rules]
         self._memory_check_at = self.settings.max_state_bytes // (2 * _GROUP_BYTES)
+        self._groups_total = 0  # sum(self._group_count), kept for the hot path
 
     # ------------------------------------------------------------------ rules
 
@@ -242,7 +247,8 @@ class CorrelationEngine:
     ) -> list[Alert]:
         """One event and the ids of the detection rules it matched. Returns the
         alerts whose windows this event (through the watermark) completed."""
-        self.stats.events += 1
+        stats = self.stats
+        stats.events += 1
         dt = evidence.time
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
@@ -263,7 +269,7 @@ class CorrelationEngine:
             part.max_t = t
         out: list[Alert] = []
         if contribs:
-            self.stats.correlated_events += 1
+            stats.correlated_events += 1
             rec = (
                 evidence.event_id,
                 t,
@@ -277,11 +283,17 @@ class CorrelationEngine:
             )
             if t < part.frontier:
                 self._late(part, partition, rec, contribs, out)
-            else:
-                heapq.heappush(part.buffer, (t, evidence.event_id, next(self._seq), rec, contribs))
-                self._release(part, out)
-        elif advanced:
+                return out
+            heapq.heappush(part.buffer, (t, evidence.event_id, next(self._seq), rec, contribs))
+        elif not advanced:
+            return out
+        wm = part.max_t - self._lateness
+        buf = part.buffer
+        pending = part.pending
+        if (buf and buf[0][0] <= wm) or (pending and pending[0][0] < wm) or wm >= part.next_scan:
             self._release(part, out)
+        elif wm > part.frontier:
+            part.frontier = wm
         return out
 
     def advance_watermark(self, partition: int, event_time: datetime | float) -> list[Alert]:
@@ -314,46 +326,23 @@ class CorrelationEngine:
 
     # --------------------------------------------------------- the hot path
 
-    def _extract(
-        self,
-        route: list[tuple[CompiledCorrelation, int, Any]],
-        event: dict[str, Any],
-        contribs: list[Contrib],
-    ) -> None:
-        for rule, s, slot in route:
-            key = []
-            for name in slot.group_fields:
-                value = _norm(get_field(event, name))
-                if value is None:
-                    self.stats.missing_group_field += 1
-                    break
-                key.append(value)
-            else:
+    def _extract(self, route: list[_Route], event: dict[str, Any], contribs: list[Contrib]) -> None:
+        stats = self.stats
+        for _fields, read_key, members in route:
+            key = read_key(event)
+            if key is None:
+                stats.missing_group_field += len(members)
+                continue
+            for ri, s, read_value, carry in members:
                 value = None
-                if slot.value_fields:
-                    value = self._value(rule, slot.value_fields, event.get, event)
+                if read_value is not None:
+                    value = read_value(event)
                     if value is None:
-                        self.stats.missing_value += 1
+                        stats.missing_value += 1
                         continue
-                carry = {f: get_field(event, f) for f in rule.carry} if rule.carry else None
-                contribs.append((rule.index, s, tuple(key), value, carry))
-
-    @staticmethod
-    def _value(
-        rule: CompiledCorrelation,
-        fields: tuple[str, ...],
-        getter: Callable[[str], Any],
-        event: dict[str, Any] | None,
-    ) -> Any:
-        def read(name: str) -> Any:
-            return get_field(event, name) if event is not None else getter(name)
-
-        if rule.type == "value_count":
-            if len(fields) == 1:
-                return _norm(read(fields[0]))
-            values = tuple(_norm(read(f)) for f in fields)
-            return None if None in values else values
-        return _number(read(fields[0]))
+                contribs.append(
+                    (ri, s, key, value, {f: g(event) for f, g in carry} if carry else None)
+                )
 
     def _late(
         self, part: _Partition, partition: int, rec: Rec, contribs: list[Contrib], out: list[Alert]
@@ -396,26 +385,27 @@ class CorrelationEngine:
         self, part: _Partition, t: float, rec: Rec, contribs: list[Contrib], out: list[Alert]
     ) -> None:
         rules = self.rules
+        tables = part.groups
         for ri, s, key, value, carry in contribs:
             rule = rules[ri]
-            groups = part.groups[ri]
-            st = groups.get(key)
+            st = tables[ri].get(key)
             if st is None:
-                if self._group_count[ri] >= self.settings.max_groups_per_rule:
-                    self._cap(ri)
-                    groups = part.groups[ri]  # the cap rebuilt the table
-                st = groups[key] = self._factory[ri]()
-                self._group_count[ri] += 1
-                if sum(self._group_count) >= self._memory_check_at:
-                    self._check_memory()
-                    groups = part.groups[ri]
-            if rule.type in TEMPORAL_TYPES:
+                st = self._new_group(part, ri, key)
+            if rule.temporal:
                 self._apply_temporal(part, rule, st, key, s, rec, t, carry, out)
-                continue
-            metric = st.add(rec, t, value, rule.span)
-            if rule.threshold(metric):  # type: ignore[misc]
+            elif rule.check(st.add(rec, t, value, rule.span)):
                 recs = st.take()
                 self._fire(part, rule, key, recs, recs[0][2], rec[2], t, carry, out)
+
+    def _new_group(self, part: _Partition, ri: int, key: tuple[Any, ...]) -> Any:
+        if self._group_count[ri] >= self.settings.max_groups_per_rule:
+            self._cap(ri)
+        self._group_count[ri] += 1
+        self._groups_total += 1
+        if self._groups_total >= self._memory_check_at:
+            self._check_memory()
+        st = part.groups[ri][key] = self._factory[ri]()
+        return st
 
     def _apply_temporal(
         self,
@@ -442,9 +432,14 @@ class CorrelationEngine:
                 metric, chain = st.chains[0].add(s, t, rec, span)
                 recs = list(chain[2])
             else:
+                metric = 0
+                for r in last:
+                    if r is not None and r[1] >= floor:
+                        metric += 1
+                if not rule.check(metric):
+                    return
                 recs = [r for r in last if r is not None and r[1] >= floor]
-                metric = len(recs)
-            if rule.threshold(metric):  # type: ignore[misc]
+            if st.chains is None or rule.check(metric):
                 st.last = [None] * len(last)
                 st.reset_chains()
                 first = min(recs, key=lambda r: r[1])
@@ -593,24 +588,19 @@ class CorrelationEngine:
         fields.update(group)
         rec = ("correlation:" + aid, end_t, end, None, None, None, None, None, tuple(recs))
         for pi, ps in rule.parents:
-            parent = self.rules[pi]
-            slot = parent.slots[ps]
-            key = []
-            for name in slot.group_fields:
-                value = _norm(fields.get(name))
+            read_key, read_value, pcarry = self._readers[pi][ps]
+            key = read_key(fields)
+            if key is None:
+                self.stats.missing_group_field += 1
+                continue
+            value = None
+            if read_value is not None:
+                value = read_value(fields)
                 if value is None:
-                    self.stats.missing_group_field += 1
-                    break
-                key.append(value)
-            else:
-                value = None
-                if slot.value_fields:
-                    value = self._value(parent, slot.value_fields, fields.get, None)
-                    if value is None:
-                        self.stats.missing_value += 1
-                        continue
-                pcarry = {f: fields.get(f) for f in parent.carry} if parent.carry else None
-                self._apply(part, end_t, rec, [(pi, ps, tuple(key), value, pcarry)], out)
+                    self.stats.missing_value += 1
+                    continue
+            carried = {f: g(fields) for f, g in pcarry} if pcarry else None
+            self._apply(part, end_t, rec, [(pi, ps, key, value, carried)], out)
 
     def _evidence(self, recs: list[Rec]) -> list[Evidence]:
         flat: dict[str, Rec] = {}
@@ -656,6 +646,7 @@ class CorrelationEngine:
                 if removed:
                     part.groups[rule.index] = keep
                     self._group_count[rule.index] -= removed
+                    self._groups_total = sum(self._group_count)
                     self.stats.evicted_expired += removed
             table = part.suppress[rule.index]
             if table:
@@ -693,6 +684,7 @@ class CorrelationEngine:
             removed = len(groups) - len(keep)
             part.groups[ri] = keep
             self._group_count[ri] -= removed
+            self._groups_total = sum(self._group_count)
             self.stats.evicted_expired += removed
         cap = self.settings.max_groups_per_rule
         if self._group_count[ri] >= cap:
@@ -729,6 +721,7 @@ class CorrelationEngine:
             for p in (getattr(st, "pend", None) or {}).values():
                 p.cancelled = True  # its negative evidence would go with the state
             self._group_count[idx] -= 1
+            self._groups_total = sum(self._group_count)
             size -= per_group
             evicted += 1
         self.stats.evicted_cap += evicted
@@ -820,6 +813,7 @@ class CorrelationEngine:
             for key, state in entries:
                 table[_tuples(key)] = load(state)
             self._group_count[ri] += len(table)
+            self._groups_total = sum(self._group_count)
         for h, key, pdata in data["pending"]:
             ri = index.get(h)
             if ri is None:
@@ -830,6 +824,7 @@ class CorrelationEngine:
             if st is None:
                 st = part.groups[ri][key] = self._factory[ri]()
                 self._group_count[ri] += 1
+                self._groups_total = sum(self._group_count)
             if st.pend is None:
                 st.pend = {}
             st.pend[p.clause] = p
@@ -899,6 +894,7 @@ class CorrelationEngine:
             return None
         for ri, table in enumerate(part.groups):
             self._group_count[ri] -= len(table)
+            self._groups_total = sum(self._group_count)
         return orjson.dumps(self._dump_partition(part), option=orjson.OPT_NON_STR_KEYS)
 
     def import_partition(self, partition: int, data: bytes) -> None:
@@ -907,6 +903,7 @@ class CorrelationEngine:
         if old is not None:
             for ri, table in enumerate(old.groups):
                 self._group_count[ri] -= len(table)
+                self._groups_total = sum(self._group_count)
         try:
             self._parts[partition] = self._load_partition(orjson.loads(data))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:

@@ -77,10 +77,15 @@ class CountWindow:
 
     def add(self, rec: Rec, t: float, value: Any, span: float) -> float:
         recs = self.recs
-        n = _cut(recs, t - span)
-        if n:
-            del recs[:n]
-        recs.insert(_insert_at(recs, t), rec)
+        if recs:
+            if recs[0][T] < t - span:
+                del recs[: _cut(recs, t - span)]
+            if recs and recs[-1][T] > t:
+                recs.insert(_insert_at(recs, t), rec)
+            else:
+                recs.append(rec)
+        else:
+            recs.append(rec)
         if t > self.last_t:
             self.last_t = t
         return len(recs)
@@ -125,14 +130,18 @@ class _ValuedWindow:
 
     def add(self, rec: Rec, t: float, value: Any, span: float) -> float | None:
         recs = self.recs
-        n = _cut(recs, t - span)
-        if n:
+        if recs and recs[0][T] < t - span:
+            n = _cut(recs, t - span)
             self._drop(self.vals[:n])
             del recs[:n]
             del self.vals[:n]
-        at = _insert_at(recs, t)
-        recs.insert(at, rec)
-        self.vals.insert(at, value)
+        if recs and recs[-1][T] > t:
+            at = _insert_at(recs, t)
+            recs.insert(at, rec)
+            self.vals.insert(at, value)
+        else:
+            recs.append(rec)
+            self.vals.append(value)
         self._keep(value)
         if t > self.last_t:
             self.last_t = t
