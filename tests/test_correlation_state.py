@@ -330,3 +330,28 @@ def test_a_corrupt_snapshot_is_refused_with_advice():
         CorrelationEngine.restore(
             b'{"version": 1, "partitions": {"0": {}}}', LOADED.correlations, LOADED.resolve
         )
+
+
+def test_partition_snapshots_cover_only_what_changed_and_restore_identically():
+    hits = [failed(i * 7, USERS[i % 3], partition=i % 2, event_id=f"e{i:03d}") for i in range(40)]
+    hits += [
+        Hit(300, ["successful_login"], {"user.name": u}, p, f"ok{p}{u}")
+        for p in (0, 1)
+        for u in USERS
+    ]
+    expected = summary(feed(engine(allowed_lateness_s=20), LOADED, hits))
+
+    e = engine(allowed_lateness_s=20)
+    got = feed(e, LOADED, hits[:25])
+    stored = e.snapshot_partitions()
+    assert set(stored) == {0, 1}
+    got += feed(e, LOADED, [h for h in hits[25:30] if h.partition == 1])
+    changed = e.snapshot_partitions()
+    assert set(changed) == {1}  # partition 0 saw nothing since the last checkpoint
+    stored.update(changed)
+    restored = CorrelationEngine.restore_partitions(
+        stored, LOADED.correlations, LOADED.resolve, CorrelationSettings(allowed_lateness_s=20)
+    )
+    got += feed(restored, LOADED, [h for h in hits[25:30] if h.partition == 0] + hits[30:])
+    assert sorted(summary(got)) == sorted(expected)
+    assert expected  # the timeline does produce alerts

@@ -188,6 +188,7 @@ class CorrelationEngine:
         self._factory = [self._window_factory(c) for c in self.rules]
         self._memory_check_at = self.settings.max_state_bytes // (2 * _GROUP_BYTES)
         self._groups_total = 0  # sum(self._group_count), kept for the hot path
+        self._dirty: set[int] = set()  # partitions changed since snapshot_partitions()
 
     # ------------------------------------------------------------------ rules
 
@@ -256,6 +257,7 @@ class CorrelationEngine:
         part = self._parts.get(partition)
         if part is None:
             part = self._parts[partition] = _Partition(len(self.rules))
+        self._dirty.add(partition)
         contribs: list[Contrib] | None = None
         routes = self._routes
         for hit in hits:
@@ -305,6 +307,7 @@ class CorrelationEngine:
             part = self._parts[partition] = _Partition(len(self.rules))
         out: list[Alert] = []
         if t > part.max_t:
+            self._dirty.add(partition)
             part.max_t = float(t)
             self._release(part, out)
         return out
@@ -315,6 +318,7 @@ class CorrelationEngine:
         stay open and are counted as ``incomplete_windows``."""
         out: list[Alert] = []
         horizon = max((p.max_t for p in self._parts.values()), default=-math.inf)
+        self._dirty.update(self._parts)
         for part in self._parts.values():
             self._release(part, out, watermark=math.inf)
             self._resolve_pending(part, horizon, out, inclusive=True)
@@ -895,7 +899,8 @@ class CorrelationEngine:
         for ri, table in enumerate(part.groups):
             self._group_count[ri] -= len(table)
             self._groups_total = sum(self._group_count)
-        return orjson.dumps(self._dump_partition(part), option=orjson.OPT_NON_STR_KEYS)
+        self._dirty.discard(partition)
+        return self._partition_bytes(part)
 
     def import_partition(self, partition: int, data: bytes) -> None:
         """Take over a partition's state (on assignment)."""
@@ -905,11 +910,47 @@ class CorrelationEngine:
                 self._group_count[ri] -= len(table)
                 self._groups_total = sum(self._group_count)
         try:
-            self._parts[partition] = self._load_partition(orjson.loads(data))
+            payload = orjson.loads(data)
+            if payload.get("version") != SNAPSHOT_VERSION:
+                raise CorrelationStateError(
+                    f"partition {partition} state has version {payload.get('version')}, "
+                    f"not {SNAPSHOT_VERSION}; start it empty"
+                )
+            self._parts[partition] = self._load_partition(payload)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
             raise CorrelationStateError(
                 f"partition {partition} state is unreadable ({type(exc).__name__}); start it empty"
             ) from exc
+        self._dirty.add(partition)
+
+    def _partition_bytes(self, part: _Partition) -> bytes:
+        payload = self._dump_partition(part)
+        payload["version"] = SNAPSHOT_VERSION
+        return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
+
+    def snapshot_partitions(self, only_changed: bool = True) -> dict[int, bytes]:
+        """Per-partition state, by default only of partitions changed since
+        the last call: store each under its own key in the checkpoint
+        transaction, so a checkpoint costs what changed, not all the state."""
+        chosen = self._dirty if only_changed else set(self._parts)
+        out = {p: self._partition_bytes(self._parts[p]) for p in sorted(chosen) if p in self._parts}
+        self._dirty = set()
+        return out
+
+    @classmethod
+    def restore_partitions(
+        cls,
+        parts: dict[int, bytes],
+        rules: Sequence[SigmaCorrelationRule],
+        resolve: Callable[[str], BaseRuleInfo | None],
+        settings: CorrelationSettings | None = None,
+    ) -> CorrelationEngine:
+        """An engine continuing from per-partition states (snapshot_partitions)."""
+        engine = cls(rules, resolve, settings)
+        for partition, data in parts.items():
+            engine.import_partition(partition, data)
+        engine._dirty = set()
+        return engine
 
     def reload(
         self,
