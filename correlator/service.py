@@ -132,6 +132,8 @@ class CorrelatorService:
             self.metrics = serve_metrics(
                 self.settings.correlator.metrics_host, port, health=self.loop.healthy
             )
+        # While this process holds the DuckDB file, `zonewatch query` asks it.
+        self.store.serve_queries()
         if self.sender is not None:
             self.sender.start()
         return self
