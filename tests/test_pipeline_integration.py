@@ -12,8 +12,8 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
-
 from conftest import ROOT
+
 from zonewatch.broker import free_port
 from zonewatch.config import KafkaSettings, Settings, load_settings
 
