@@ -106,6 +106,10 @@ def run_cli(capsysbinary: pytest.CaptureFixture[bytes], *args: str) -> tuple[int
         ("SET enable_external_access = true", "refused SET"),
         ("PRAGMA database_list", "refused PRAGMA"),
         ("SELECT 1; DELETE FROM alerts", "one statement per query"),
+        ("EXPLAIN ANALYZE DELETE FROM alerts", "read-only for queries"),
+        ("SELECT nextval('outbox_seq')", "read-only for queries"),
+        ("SELECT * FROM glob('/etc/*')", "cannot read files"),
+        ("SELECT * FROM read_blob('/etc/hostname')", "cannot read files"),
         ("", "empty query"),
     ],
 )
