@@ -446,6 +446,10 @@ def _query_message(exc: duckdb.Error) -> str:
     text = str(exc).strip()
     if isinstance(exc, duckdb.PermissionException):
         return f"refused: {text.splitlines()[0]} (queries cannot read files or the network)"
-    if isinstance(exc, duckdb.TransactionException) and "read-only" in text:
+    if "read-only" in text and isinstance(
+        exc, duckdb.TransactionException | duckdb.InvalidInputException
+    ):
+        # a write hidden in EXPLAIN ANALYZE, nextval(), ...: the READ ONLY
+        # transaction (or the read-only file) stopped it
         return "refused: the alert store is read-only for queries"
     return text
