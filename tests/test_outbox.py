@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -366,3 +367,25 @@ def test_a_card_that_cannot_be_built_is_parked_not_blocking(store, teams, monkey
     assert alert_ids(teams.accepted()) == [a.id for a in batch[1:]]
     state, error = store.query("SELECT state, last_error FROM outbox ORDER BY seq LIMIT 1")[1][0]
     assert state == "rejected" and "unrenderable field" in error
+
+
+def test_two_destinations_on_one_webhook_share_its_pace(store, teams) -> None:
+    from correlator.alerting.policy import Pacer
+
+    hooks = {"soc": teams.url, "duty": teams.url, "ciso": teams.url_for("ciso")}
+    sender = OutboxSender(store, hooks, **QUICK).start()
+    try:
+        pacers = {w.dest.name: w.pacer for w in sender._workers}
+    finally:
+        sender.stop(drain=False)
+    assert pacers["soc"] is pacers["duty"] is not pacers["ciso"]
+    # and a shared pacer hands out distinct slots 1/rate apart, whichever thread asks
+    clock = FakeClock()
+    pacer = Pacer(4.0, clock)
+    waits: list[float] = []
+    threads = [threading.Thread(target=lambda: waits.append(pacer.reserve())) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(waits) == [pytest.approx(k * 0.25) for k in range(12)]

@@ -117,6 +117,7 @@ class OutboxSender:
         self._stop = threading.Event()
         self._progress = threading.Condition()
         self._workers: list[_Worker] = []
+        self._pacers: dict[str, Pacer] = {}
         self._metrics = dict.fromkeys(METRIC_NAMES, 0)
         self._metrics_lock = threading.Lock()
         # commit-to-2xx seconds of recent deliveries (wall clock), for p99
@@ -211,6 +212,15 @@ class OutboxSender:
         if self._prom is not None:
             self._prom.labels(destination=destination, result=name).inc(n)
 
+    def _pacer_for(self, url: WebhookUrl, rate: float) -> Pacer:
+        # One pacer per webhook URL: two destinations posting to the same
+        # channel share its 4 requests per second.
+        with self._metrics_lock:
+            pacer = self._pacers.get(url.secret())
+            if pacer is None:
+                pacer = self._pacers[url.secret()] = Pacer(rate, self.clock)
+            return pacer
+
     def _wake_all(self) -> None:
         for worker in self._workers:
             worker.wake.set()
@@ -248,7 +258,7 @@ class _Worker(threading.Thread):
         self.no_digest_through = 0  # seq up to which digests were refused
         self.misconfigured_reported = False
         rate = dest.requests_per_second or sender.requests_per_second
-        self.pacer = Pacer(rate, sender.clock)
+        self.pacer = sender._pacer_for(url, rate)
         self.log = log.bind(destination=dest.name, host=url.host)
 
     # -- loop --------------------------------------------------------------
@@ -342,9 +352,13 @@ class _Worker(threading.Thread):
             [s.clock.wall(), seqs],
         )
 
-        while (wait := self.pacer.wait_time()) > 0 and not s._stop.is_set():
+        wait = self.pacer.reserve()
+        if wait > 0:
             self._pause(wait)
-        self.pacer.taken()
+        if s._stop.is_set():
+            # Stopped while waiting for a slot: nothing was sent.
+            self._finish(cur, seqs, "pending", None, None)
+            return
         s._count("requests", self.dest.name)
         status, retry_after, outcome, error = self._post(client, body)
 

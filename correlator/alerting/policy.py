@@ -110,18 +110,25 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 class Pacer:
-    """At most ``rate`` requests per second: requests are spaced 1/rate apart."""
+    """At most ``rate`` requests per second: request slots are 1/rate apart.
+
+    Shared by every destination that posts to the same URL, so the limit holds
+    per webhook; ``reserve`` is atomic across threads.
+    """
 
     def __init__(self, rate: float, clock: Clock) -> None:
         self.interval = 1.0 / rate
         self.clock = clock
         self._next = clock.monotonic()
+        self._lock = threading.Lock()
 
-    def wait_time(self) -> float:
-        return max(self._next - self.clock.monotonic(), 0.0)
-
-    def taken(self) -> None:
-        self._next = max(self._next, self.clock.monotonic()) + self.interval
+    def reserve(self) -> float:
+        """Take the next slot; seconds to wait until it."""
+        with self._lock:
+            now = self.clock.monotonic()
+            slot = max(self._next, now)
+            self._next = slot + self.interval
+            return slot - now
 
 
 class Outcome(Enum):
