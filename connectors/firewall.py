@@ -17,7 +17,20 @@ import re
 from typing import Any
 
 from connectors.base import ParseContext, register
-from connectors.ecs import base, nest, text, to_int, to_ip, to_port, transport, url_fields
+from connectors.ecs import (
+    Event,
+    base,
+    nest,
+    new_event,
+    section,
+    text,
+    to_int,
+    to_ip,
+    to_port,
+    transport,
+    url_fields,
+    url_object,
+)
 from connectors.timeparse import (
     format_utc,
     parse_epoch,
@@ -63,13 +76,39 @@ def _verdict(word: str | None) -> bool | None:
     return None
 
 
-def _decide(out: dict[str, Any], blocked: bool | None, kind: str = "connection") -> None:
+def _decide_flat(out: dict[str, Any], blocked: bool | None, kind: str = "connection") -> None:
     out["event.category"] = _NET
     if blocked is None:
         out["event.type"] = [kind]
         return
     out["event.outcome"] = "failure" if blocked else "success"
     out["event.type"] = [kind, "denied" if blocked else "allowed"]
+
+
+def _decide(event: dict[str, Any], blocked: bool | None, kind: str = "connection") -> None:
+    """Set ``category``/``type``/``outcome`` on the ``event`` object."""
+    event["category"] = _NET
+    if blocked is None:
+        event["type"] = [kind]
+        return
+    event["outcome"] = "failure" if blocked else "success"
+    event["type"] = [kind, "denied" if blocked else "allowed"]
+
+
+def _endpoint(
+    ip: str | None, port: int | None, octets: int | None = None, packets: int | None = None
+) -> dict[str, Any]:
+    """A ``source``/``destination`` object with the values that are present."""
+    out: dict[str, Any] = {}
+    if ip is not None:
+        out["ip"] = ip
+    if port is not None:
+        out["port"] = port
+    if octets is not None:
+        out["bytes"] = octets
+    if packets is not None:
+        out["packets"] = packets
+    return out
 
 
 # --- PAN-OS -----------------------------------------------------------------
@@ -146,7 +185,7 @@ def parse_panos(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
         # the session was refused whatever the rule's action column says
         blocked = True
         action = subtype
-    _decide(out, blocked)
+    _decide_flat(out, blocked)
     nat_src, nat_dst = to_ip(c[9]), to_ip(c[10])
     out.update(
         {
@@ -221,8 +260,23 @@ def parse_panos(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
 
 # --- FortiGate --------------------------------------------------------------
 
-_FORTI_KV_RE = re.compile(r'([A-Za-z_][\w-]*)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
+# key=value or key="quoted value" (backslash escapes inside quotes); quoted
+# and plain values land in different groups. The unrolled quoted-value loop
+# and possessive quantifiers keep the scan linear and ~2x faster than a
+# per-character alternation.
+_FORTI_KV_RE = re.compile(r'([A-Za-z_][\w-]*+)=(?:"([^"\\]*+(?:\\.[^"\\]*+)*+)"|([^\s"]*+))')
 _FORTI_START_RE = re.compile(r"(?:^|\s)(?:date|logver|logid|devname|eventtime|timestamp)=")
+
+# FortiOS keys copied as they are: (key, field) per ECS object
+_FORTI_OBSERVER = (("devname", "name"), ("devid", "serial_number"))
+_FORTI_RULE = (
+    ("policyid", "id"),
+    ("policyname", "name"),
+    ("poluuid", "uuid"),
+    ("logdesc", "description"),
+)
+_FORTI_VENDOR = (("utmaction", "utmaction"), ("vd", "vd"))
+_FORTI_UTM_BLOCK = frozenset({"block", "blocked", "deny", "reset"})
 
 
 def _sniff_forti(line: str) -> bool:
@@ -230,14 +284,16 @@ def _sniff_forti(line: str) -> bool:
 
 
 def fortigate_fields(text_: str) -> dict[str, str]:
-    """FortiOS ``key=value key2="quoted value"`` -> dict (quotes removed)."""
+    """FortiOS ``key=value key2="quoted value"`` -> dict (quotes removed).
+    A key given twice keeps its first value."""
+    found = _FORTI_KV_RE.findall(text_)
+    if "\\" not in text_:
+        # reversed: the first occurrence of a key is written last and wins
+        return {key: quoted or plain for key, quoted, plain in reversed(found)}
     out: dict[str, str] = {}
-    for key, value in _FORTI_KV_RE.findall(text_):
-        if value[:1] == '"':
-            value = value[1:-1]
-            if "\\" in value:
-                value = value.replace('\\"', '"').replace("\\\\", "\\")
-        out.setdefault(key, value)
+    for key, quoted, plain in found:
+        if key not in out:
+            out[key] = quoted.replace('\\"', '"').replace("\\\\", "\\") if quoted else plain
     return out
 
 
@@ -248,8 +304,12 @@ def _not_ip_user(*names: str | None) -> str | None:
     return None
 
 
+def _interface(name: str) -> dict[str, Any]:
+    return {"interface": {"name": name}}
+
+
 @register("firewall", "fortigate", sniff=_sniff_forti)
-def parse_fortigate(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
     """Fortinet FortiGate (FortiOS 5.x-7.x) key=value logs, bare or behind a
     syslog header. ``date``/``time`` (+``tz``) give ``@timestamp``;
     ``eventtime`` (seconds, micro- or nanoseconds by FortiOS version) gives
@@ -260,105 +320,134 @@ def parse_fortigate(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
     kv = fortigate_fields(raw[start.start() :])
     if "logid" not in kv and "type" not in kv:
         raise ParseError("FortiOS record without logid or type")
+    get = kv.get
     tz = ctx.timezone
-    zone = kv.get("tz")
+    zone = get("tz")
     if zone:
         tz = zone_for(zone.replace("UTC", "").strip() or "UTC")
-    started = parse_epoch(kv["eventtime"]) if kv.get("eventtime") else None
-    day, clock = kv.get("date"), kv.get("time")
+    started = parse_epoch(kv["eventtime"]) if get("eventtime") else None
+    day, clock = get("date"), get("time")
     if day and clock:
         stamp = parse_iso(f"{day} {clock}", tz)
     elif started:
         stamp = started
     else:
         raise ParseError("FortiOS record has neither date/time nor eventtime")
-    log_type, subtype = kv.get("type", ""), kv.get("subtype", "")
-    action = (kv.get("action") or "").lower() or None
-    status = (kv.get("status") or "").lower()
-    out = base(raw, ctx.source, ctx.format, "Fortinet", "Fortigate")
-    blocked: bool | None = None
+    ev = new_event(raw, ctx.source, ctx.format, "Fortinet", "Fortigate", stamp)
+    event = ev["event"]
+
+    log_type, subtype = get("type", ""), get("subtype", "")
+    action = get("action", "").lower() or None
     if log_type == "traffic":
         blocked = _verdict(action)
-        utm = (kv.get("utmaction") or "").lower()
-        if utm in ("block", "blocked", "deny", "reset"):
+        if get("utmaction", "").lower() in _FORTI_UTM_BLOCK:
             blocked = True
-        _decide(out, blocked)
+        _decide(event, blocked)
     elif log_type == "utm":
-        blocked = _verdict(action)
-        _decide(out, blocked, "access")
+        _decide(event, _verdict(action), "access")
     else:
-        out["event.category"] = ["authentication"] if action == "login" else _NET
+        event["category"] = ["authentication"] if action == "login" else _NET
+        status = get("status", "").lower()
         if status in ("success", "succeeded"):
-            out["event.outcome"] = "success"
+            event["outcome"] = "success"
         elif "fail" in status or "error" in status:
-            out["event.outcome"] = "failure"
+            event["outcome"] = "failure"
+    if started is not None:
+        event["start"] = started
+    if "logid" in kv:
+        event["code"] = kv["logid"]
+    if action is not None:
+        event["action"] = action
+    reason = text(get("reason"))
+    if reason is not None:
+        event["reason"] = reason
+    duration = to_int(get("duration"))
+    if duration is not None:
+        event["duration"] = duration * 1_000_000_000
+    if "level" in kv:
+        ev["log"] = {"level": kv["level"]}
+    if "msg" in kv:
+        ev["message"] = kv["msg"]
+
+    observer = ev["observer"]
+    observer["type"] = "firewall"
+    observer.update((field, kv[key]) for key, field in _FORTI_OBSERVER if key in kv)
+    ingress: dict[str, Any] = _interface(kv["srcintf"]) if "srcintf" in kv else {}
+    egress: dict[str, Any] = _interface(kv["dstintf"]) if "dstintf" in kv else {}
+    role = get("srcintfrole")
+    if role is not None and role != "undefined":
+        ingress["zone"] = role
+    role = get("dstintfrole")
+    if role is not None and role != "undefined":
+        egress["zone"] = role
+    if ingress:
+        observer["ingress"] = ingress
+    if egress:
+        observer["egress"] = egress
+
     if subtype == "vpn" and "remip" in kv:
         # tunnel events: the remote peer is the source of the session
-        src_ip, dst_ip = kv.get("remip"), kv.get("locip")
-        src_port, dst_port = kv.get("remport"), kv.get("locport")
-        src_bytes, dst_bytes = kv.get("rcvdbyte"), kv.get("sentbyte")
+        src_ip, dst_ip = get("remip"), get("locip")
+        src_port, dst_port = get("remport"), get("locport")
+        src_bytes, dst_bytes = get("rcvdbyte"), get("sentbyte")
     else:
-        src_ip, dst_ip = kv.get("srcip"), kv.get("dstip")
-        src_port, dst_port = kv.get("srcport"), kv.get("dstport")
-        src_bytes, dst_bytes = kv.get("sentbyte"), kv.get("rcvdbyte")
+        src_ip, dst_ip = get("srcip"), get("dstip")
+        src_port, dst_port = get("srcport"), get("dstport")
+        src_bytes, dst_bytes = get("sentbyte"), get("rcvdbyte")
     sb, db = to_int(src_bytes), to_int(dst_bytes)
-    user = _not_ip_user(
-        kv.get("user"), kv.get("unauthuser"), kv.get("eapuser"), kv.get("xauthuser")
-    )
-    duration = to_int(kv.get("duration"))
-    in_role, out_role = kv.get("srcintfrole"), kv.get("dstintfrole")
-    out.update(
-        {
-            "@timestamp": stamp,
-            "event.start": started,
-            "event.code": kv.get("logid"),
-            "event.action": action,
-            "event.reason": text(kv.get("reason")),
-            "event.duration": None if duration is None else duration * 1_000_000_000,
-            "log.level": kv.get("level"),
-            "message": kv.get("msg"),
-            "observer.name": kv.get("devname"),
-            "observer.serial_number": kv.get("devid"),
-            "observer.type": "firewall",
-            "observer.ingress.interface.name": kv.get("srcintf"),
-            "observer.egress.interface.name": kv.get("dstintf"),
-            "observer.ingress.zone": None if in_role in (None, "undefined") else in_role,
-            "observer.egress.zone": None if out_role in (None, "undefined") else out_role,
-            "source.ip": to_ip(src_ip),
-            "source.port": to_port(src_port),
-            "source.bytes": sb,
-            "source.packets": to_int(kv.get("sentpkt")),
-            "source.nat.ip": to_ip(kv.get("transip")),
-            "source.nat.port": to_port(kv.get("transport")),
-            "source.mac": kv.get("srcmac"),
-            "destination.ip": to_ip(dst_ip),
-            "destination.port": to_port(dst_port),
-            "destination.bytes": db,
-            "destination.packets": to_int(kv.get("rcvdpkt")),
-            "network.bytes": sb + db if sb is not None and db is not None else None,
-            "network.transport": transport(kv.get("proto")),
-            "network.protocol": (kv.get("service") or "").lower() or None,
-            "network.application": kv.get("app"),
-            "user.name": user,
-            "source.user.name": user,
-            "rule.id": kv.get("policyid"),
-            "rule.name": kv.get("policyname"),
-            "rule.uuid": kv.get("poluuid"),
-            "rule.description": kv.get("logdesc"),
-            "fortinet.type": log_type or None,
-            "fortinet.subtype": subtype or None,
-            "fortinet.utmaction": kv.get("utmaction"),
-            "fortinet.vd": kv.get("vd"),
-        }
-    )
+    user = _not_ip_user(get("user"), get("unauthuser"), get("eapuser"), get("xauthuser"))
+
+    source = _endpoint(to_ip(src_ip), to_port(src_port), sb, to_int(get("sentpkt")))
+    nat = _endpoint(to_ip(get("transip")), to_port(get("transport")))
+    if nat:
+        source["nat"] = nat
+    if "srcmac" in kv:
+        source["mac"] = kv["srcmac"]
+    if user is not None:
+        source["user"] = {"name": user}
+        ev["user"] = {"name": user}
+    if source:
+        ev["source"] = source
+    destination = _endpoint(to_ip(dst_ip), to_port(dst_port), db, to_int(get("rcvdpkt")))
+    if destination:
+        ev["destination"] = destination
+
+    network: dict[str, Any] = {}
+    if sb is not None and db is not None:
+        network["bytes"] = sb + db
+    proto = transport(get("proto"))
+    if proto is not None:
+        network["transport"] = proto
+    service = get("service", "").lower()
+    if service:
+        network["protocol"] = service
+    if "app" in kv:
+        network["application"] = kv["app"]
+    if network:
+        ev["network"] = network
+    rule = {field: kv[key] for key, field in _FORTI_RULE if key in kv}
+    if rule:
+        ev["rule"] = rule
+
+    vendor = {field: kv[key] for key, field in _FORTI_VENDOR if key in kv}
+    if log_type:
+        vendor["type"] = log_type
+    if subtype:
+        vendor["subtype"] = subtype
+    if vendor:
+        ev["fortinet"] = vendor
+
     if log_type == "utm":
-        host, path = kv.get("hostname"), kv.get("url")
+        host, path = get("hostname"), get("url")
         if host or path:
             full = path if path and "://" in path else f"http://{host or ''}{path or ''}"
-            out.update(url_fields(full))
-            out["destination.domain"] = host
-        out["http.request.method"] = kv.get("reqtype") if kv.get("reqtype") != "direct" else None
-    return [nest(out)]
+            ev["url"] = url_object(full)
+            if host is not None:
+                section(ev, "destination")["domain"] = host
+        method = get("reqtype")
+        if method is not None and method != "direct":
+            ev["http"] = {"request": {"method": method}}
+    return [ev]
 
 
 # --- Cisco ASA / FTD --------------------------------------------------------
@@ -641,7 +730,7 @@ def parse_asa(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
         out["event.outcome"] = "failure" if blocked else "success"
         out["event.type"] = ["info", "denied" if blocked else "allowed"]
     else:
-        _decide(out, blocked)
+        _decide_flat(out, blocked)
     return [nest(out)]
 
 
@@ -715,7 +804,7 @@ def parse_iptables(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
         word = rest.rstrip(": ").split()[-1] if rest.rstrip(": ") else ""
         action = word.lower().strip("[]:") or None
         rule_name = rest.rstrip(": ") or None
-    _decide(out, _verdict(action))
+    _decide_flat(out, _verdict(action))
     mac = kv.get("MAC") or ""
     mac_parts = mac.split(":")
     proto = kv.get("PROTO")
