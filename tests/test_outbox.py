@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from correlator.alerting import (
@@ -389,3 +391,30 @@ def test_two_destinations_on_one_webhook_share_its_pace(store, teams) -> None:
     for t in threads:
         t.join()
     assert sorted(waits) == [pytest.approx(k * 0.25) for k in range(12)]
+
+
+_ANSWERS = st.sampled_from(
+    [Reply(200), Reply(202), Reply(429), Reply(429, retry_after="3"), Reply(500), Reply(503),
+     Reply(502), Reply(reset=True)]
+)  # fmt: skip
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(answers=st.lists(_ANSWERS, max_size=25), n=st.integers(1, 6))
+def test_any_mix_of_teams_answers_delivers_each_alert_once_in_order(
+    tmp_path_factory: pytest.TempPathFactory, answers: list[Reply], n: int
+) -> None:
+    batch = alerts(n)
+    path = tmp_path_factory.mktemp("mix") / "zw.duckdb"
+    with TeamsReceiver() as teams, AlertStore(path) as s:
+        teams.script(*answers)
+        s.write(batch)
+        clock = FakeClock()
+        with OutboxSender(s, teams.url, clock=clock, backoff=Backoff(1.0, 30.0)) as sender:
+            assert sender.drain(20)
+        resets = sum(r.reset for r in answers[: len(teams.received)])
+        assert sender.metrics["unknown_outcomes"] == resets
+    # resets are never accepted by this Teams, so nothing may arrive twice
+    assert alert_ids(teams.accepted()) == [a.id for a in batch]
