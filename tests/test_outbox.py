@@ -400,7 +400,7 @@ _ANSWERS = st.sampled_from(
 
 
 @settings(
-    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(answers=st.lists(_ANSWERS, max_size=25), n=st.integers(1, 6))
 def test_any_mix_of_teams_answers_delivers_each_alert_once_in_order(
