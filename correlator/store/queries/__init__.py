@@ -1,0 +1,1 @@
+"""Saved forensic queries shipped with zonewatch (a package so the .sql files install with it)."""
