@@ -45,28 +45,24 @@ def text(value: str | None) -> str | None:
 
 def to_int(value: str | int | None) -> int | None:
     """An integer field, ``None`` when absent, empty or not a number."""
-    if value is None:
+    if isinstance(value, str):
+        # isdecimal (not isdigit, which also takes "²") accepts exactly what int() reads
+        if value.isdecimal() or (value[:1] == "-" and value[1:].isdecimal()):
+            return int(value)
         return None
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if value.isdigit():  # fast path; isdigit also accepts "²", so guard int()
-        try:
-            return int(value)
-        except ValueError:
-            return None
-    if value[:1] == "-" and value[1:].isdigit():
-        try:
-            return int(value)
-        except ValueError:
-            return None
     return None
 
 
 def to_port(value: str | int | None) -> int | None:
-    port = to_int(value)
-    if port is None or not 0 <= port <= 65535:
-        return None
-    return port
+    if isinstance(value, str) and len(value) <= 5 and value.isdecimal():
+        port = int(value)  # the common case, without a second call
+    else:
+        port = to_int(value)
+        if port is None or port < 0:
+            return None
+    return port if port <= 65535 else None
 
 
 # Logs repeat the same few thousand addresses, and validating one costs a

@@ -18,6 +18,7 @@ from typing import Any
 
 from connectors.base import ParseContext, register
 from connectors.ecs import (
+    EMPTY,
     Event,
     base,
     nest,
@@ -28,7 +29,6 @@ from connectors.ecs import (
     to_ip,
     to_port,
     transport,
-    url_fields,
     url_object,
 )
 from connectors.timeparse import (
@@ -162,8 +162,24 @@ def _panos_time(value: str, ctx: ParseContext) -> str | None:
     return parse_iso(value, ctx.timezone)
 
 
+def _panos_port(value: str) -> int | None:
+    """PAN-OS writes port 0 for "no port" (ICMP, NAT not applied)."""
+    return to_port(value) or None
+
+
+def _panos_nat_ip(value: str) -> str | None:
+    ip = to_ip(value)
+    return None if ip == "0.0.0.0" else ip
+
+
+def _put_text(node: dict[str, Any], field: str, value: str) -> None:
+    """``node[field] = value`` unless the value is an empty marker."""
+    if value not in EMPTY:
+        node[field] = value
+
+
 @register("firewall", "panos", sniff=_sniff_panos)
-def parse_panos(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+def parse_panos(raw: str, ctx: ParseContext) -> list[Event]:
     """Palo Alto Networks PAN-OS syslog CSV: TRAFFIC and THREAT (other types
     keep the common header fields). Times are in the firewall's zone
     (``ctx.timezone``)."""
@@ -172,90 +188,125 @@ def parse_panos(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
         raise ParseError("no PAN-OS CSV header (FUTURE_USE,receive time,serial,type,...)")
     prefix = raw[: m.start(1)].split()
     c = split_panos_csv(raw[m.start(1) :])
-    if len(c) < 31:
-        raise ParseError(f"PAN-OS record has {len(c)} columns; TRAFFIC/THREAT need at least 31")
+    n = len(c)
+    if n < 31:
+        raise ParseError(f"PAN-OS record has {n} columns; TRAFFIC/THREAT need at least 31")
     log_type, subtype = c[3], c[4]
-    out = base(raw, ctx.source, ctx.format, "Palo Alto Networks", "PAN-OS")
-    stamp = _panos_time(c[6], ctx) or _panos_time(c[1], ctx)
+    generated, received = _panos_time(c[6], ctx), _panos_time(c[1], ctx)
+    stamp = generated or received
     if stamp is None:
         raise ParseError("PAN-OS record has no generated or receive time")
+    ev = new_event(raw, ctx.source, ctx.format, "Palo Alto Networks", "PAN-OS", stamp)
+    event = ev["event"]
     action = c[30].lower() or None
     blocked = _verdict(action)
     if log_type == "TRAFFIC" and subtype in ("deny", "drop"):
         # the session was refused whatever the rule's action column says
         blocked = True
         action = subtype
-    _decide_flat(out, blocked)
-    nat_src, nat_dst = to_ip(c[9]), to_ip(c[10])
-    out.update(
-        {
-            "@timestamp": stamp,
-            "event.created": _panos_time(c[1], ctx),
-            "event.action": action,
-            "event.code": subtype or None,
-            "observer.serial_number": text(c[2]),
-            "observer.type": "firewall",
-            "observer.hostname": prefix[-1] if prefix else None,
-            "panw.type": log_type,
-            "panw.subtype": subtype,
-            "source.ip": to_ip(c[7]),
-            "destination.ip": to_ip(c[8]),
-            "source.nat.ip": None if nat_src in (None, "0.0.0.0") else nat_src,
-            "destination.nat.ip": None if nat_dst in (None, "0.0.0.0") else nat_dst,
-            "rule.name": text(c[11]),
-            "user.name": text(c[12]),
-            "source.user.name": text(c[12]),
-            "destination.user.name": text(c[13]),
-            "network.application": text(c[14]),
-            "observer.ingress.zone": text(c[16]),
-            "observer.egress.zone": text(c[17]),
-            "observer.ingress.interface.name": text(c[18]),
-            "observer.egress.interface.name": text(c[19]),
-            "event.id": text(c[22]),
-            "source.port": to_port(c[24]) or None,
-            "destination.port": to_port(c[25]) or None,
-            "source.nat.port": to_port(c[26]) or None,
-            "destination.nat.port": to_port(c[27]) or None,
-            "network.transport": transport(c[29]),
-        }
-    )
-    if log_type == "TRAFFIC" and len(c) > 37:
-        sent, received, total = to_int(c[32]), to_int(c[33]), to_int(c[31])
+    _decide(event, blocked)
+    if received is not None:
+        event["created"] = received
+    if action is not None:
+        event["action"] = action
+    if subtype:
+        event["code"] = subtype
+    _put_text(event, "id", c[22])
+
+    observer = ev["observer"]
+    observer["type"] = "firewall"
+    _put_text(observer, "serial_number", c[2])
+    if prefix:
+        observer["hostname"] = prefix[-1]
+    ingress: dict[str, Any] = {}
+    _put_text(ingress, "zone", c[16])
+    if c[18] not in EMPTY:
+        ingress["interface"] = {"name": c[18]}
+    if ingress:
+        observer["ingress"] = ingress
+    egress: dict[str, Any] = {}
+    _put_text(egress, "zone", c[17])
+    if c[19] not in EMPTY:
+        egress["interface"] = {"name": c[19]}
+    if egress:
+        observer["egress"] = egress
+
+    source = _endpoint(to_ip(c[7]), _panos_port(c[24]))
+    nat = _endpoint(_panos_nat_ip(c[9]), _panos_port(c[26]))
+    if nat:
+        source["nat"] = nat
+    user = text(c[12])
+    if user is not None:
+        source["user"] = {"name": user}
+        ev["user"] = {"name": user}
+    destination = _endpoint(to_ip(c[8]), _panos_port(c[25]))
+    nat = _endpoint(_panos_nat_ip(c[10]), _panos_port(c[27]))
+    if nat:
+        destination["nat"] = nat
+    if c[13] not in EMPTY:
+        destination["user"] = {"name": c[13]}
+    network: dict[str, Any] = {}
+    _put_text(network, "application", c[14])
+    proto = transport(c[29])
+    if proto is not None:
+        network["transport"] = proto
+    if c[11] not in EMPTY:
+        ev["rule"] = {"name": c[11]}
+    panw: dict[str, Any] = {"type": log_type, "subtype": subtype}
+
+    if log_type == "TRAFFIC" and n > 37:
+        if subtype == "end":
+            event["type"].append("end")
+        total, sent, received_bytes = to_int(c[31]), to_int(c[32]), to_int(c[33])
+        if total is not None:
+            network["bytes"] = total
+        if sent is not None:
+            source["bytes"] = sent
+        if received_bytes is not None:
+            destination["bytes"] = received_bytes
+        packets = to_int(c[34])
+        if packets is not None:
+            network["packets"] = packets
+        started = _panos_time(c[35], ctx)
+        if started is not None:
+            event["start"] = started
         elapsed = to_int(c[36])
-        out.update(
-            {
-                "event.type": out["event.type"] + (["end"] if subtype == "end" else []),
-                "network.bytes": total,
-                "source.bytes": sent,
-                "destination.bytes": received,
-                "network.packets": to_int(c[34]),
-                "event.start": _panos_time(c[35], ctx),
-                "event.duration": None if elapsed is None else elapsed * 1_000_000_000,
-                "panw.url_category": text(c[37]),
-                "panw.session_end_reason": text(c[46]) if len(c) > 46 else None,
-                "observer.name": text(c[52]) if len(c) > 52 else None,
-            }
-        )
-    elif log_type == "THREAT" and len(c) > 35:
+        if elapsed is not None:
+            event["duration"] = elapsed * 1_000_000_000
+        _put_text(panw, "url_category", c[37])
+        if n > 46:
+            _put_text(panw, "session_end_reason", c[46])
+        if n > 52:
+            _put_text(observer, "name", c[52])
+    elif log_type == "THREAT" and n > 35:
         misc = text(c[31])
-        out.update(
-            {
-                "threat.indicator.name": misc,
-                "panw.threat_id": text(c[32]),
-                "panw.url_category": text(c[33]),
-                "event.severity_name": text(c[34]),
-                "network.direction": text(c[35]),
-                "observer.name": text(c[59]) if len(c) > 59 else None,
-                "user_agent.original": text(c[46]) if len(c) > 46 else None,
-                "http.request.referrer": text(c[49]) if len(c) > 49 else None,
-            }
-        )
+        if misc is not None:
+            ev["threat"] = {"indicator": {"name": misc}}
+        _put_text(panw, "threat_id", c[32])
+        _put_text(panw, "url_category", c[33])
+        _put_text(event, "severity_name", c[34])
+        _put_text(network, "direction", c[35])
+        if n > 59:
+            _put_text(observer, "name", c[59])
+        if n > 46 and c[46] not in EMPTY:
+            ev["user_agent"] = {"original": c[46]}
+        if n > 49 and c[49] not in EMPTY:
+            ev["http"] = {"request": {"referrer": c[49]}}
         if subtype == "url" and misc:
-            out.update(url_fields(misc))
-            out["destination.domain"] = out.get("url.domain")
+            url = ev["url"] = url_object(misc)
+            if "domain" in url:
+                destination["domain"] = url["domain"]
         elif misc and subtype in ("file", "wildfire", "virus"):
-            out["file.name"] = misc
-    return [nest(out)]
+            ev["file"] = {"name": misc}
+
+    if source:
+        ev["source"] = source
+    if destination:
+        ev["destination"] = destination
+    if network:
+        ev["network"] = network
+    ev["panw"] = panw
+    return [ev]
 
 
 # --- FortiGate --------------------------------------------------------------
