@@ -35,6 +35,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -76,6 +77,7 @@ _GROUP_BYTES = 420
 _REC_BYTES = 200
 
 Contrib = tuple[int, int, tuple[Any, ...], Any, dict[str, Any] | None]
+_Item = tuple[float, str, int, Rec, list[Contrib]]
 
 
 @dataclass
@@ -106,13 +108,17 @@ class _Partition:
         "next_scan",
         "pending",
         "suppress",
+        "unordered",
     )
 
     def __init__(self, n_rules: int) -> None:
         self.max_t = -math.inf
         self.frontier = -math.inf  # every buffered event at or before it is applied
         self.next_scan = -math.inf
-        self.buffer: list[tuple[float, str, int, Rec, list[Contrib]]] = []
+        # Waiting events, sorted by (time, event id): arrivals in order go to
+        # the FIFO (O(1)), the few out of order to a heap; release merges both.
+        self.buffer: deque[_Item] = deque()
+        self.unordered: list[_Item] = []
         self.pending: list[tuple[float, int, int, tuple[Any, ...], Pending]] = []
         self.groups: list[dict[tuple[Any, ...], Any]] = [{} for _ in range(n_rules)]
         self.suppress: list[dict[tuple[Any, ...], float]] = [{} for _ in range(n_rules)]
@@ -286,13 +292,23 @@ class CorrelationEngine:
             if t < part.frontier:
                 self._late(part, partition, rec, contribs, out)
                 return out
-            heapq.heappush(part.buffer, (t, evidence.event_id, next(self._seq), rec, contribs))
+            item = (t, evidence.event_id, next(self._seq), rec, contribs)
+            buf = part.buffer
+            if buf and (t < buf[-1][0] or (t == buf[-1][0] and item[1] < buf[-1][1])):
+                heapq.heappush(part.unordered, item)
+            else:
+                buf.append(item)
         elif not advanced:
             return out
         wm = part.max_t - self._lateness
         buf = part.buffer
         pending = part.pending
-        if (buf and buf[0][0] <= wm) or (pending and pending[0][0] < wm) or wm >= part.next_scan:
+        if (
+            (buf and buf[0][0] <= wm)
+            or (part.unordered and part.unordered[0][0] <= wm)
+            or (pending and pending[0][0] < wm)
+            or wm >= part.next_scan
+        ):
             self._release(part, out)
         elif wm > part.frontier:
             part.frontier = wm
@@ -374,9 +390,21 @@ class CorrelationEngine:
         else:
             wm = watermark
         buf = part.buffer
+        unordered = part.unordered
         pending = part.pending
-        while buf and buf[0][0] <= wm:
-            t, _, _, rec, contribs = heapq.heappop(buf)
+        while True:
+            if unordered and (
+                not buf
+                or unordered[0][0] < buf[0][0]
+                or (unordered[0][0] == buf[0][0] and unordered[0][1] < buf[0][1])
+            ):
+                if unordered[0][0] > wm:
+                    break
+                t, _, _, rec, contribs = heapq.heappop(unordered)
+            elif buf and buf[0][0] <= wm:
+                t, _, _, rec, contribs = buf.popleft()
+            else:
+                break
             if pending and pending[0][0] < t:
                 self._resolve_pending(part, t, out)
             self._apply(part, t, rec, contribs, out)
@@ -672,7 +700,7 @@ class CorrelationEngine:
         groups = 0
         held = 0
         for part in self._parts.values():
-            held += sum(len(e[3]) for e in part.buffer)
+            held += sum(len(e[3]) for e in (*part.buffer, *part.unordered))
             for table in part.groups:
                 groups += len(table)
                 held += sum(st.held() for st in table.values())
@@ -746,7 +774,9 @@ class CorrelationEngine:
         data: dict[str, Any] = asdict(self.stats)
         data["groups"] = sum(self._group_count)
         data["groups_by_rule"] = {c.id: self._group_count[c.index] for c in self.rules}
-        data["buffered_events"] = sum(len(p.buffer) for p in self._parts.values())
+        data["buffered_events"] = sum(
+            len(p.buffer) + len(p.unordered) for p in self._parts.values()
+        )
         data["open_absence_windows"] = sum(
             1 for p in self._parts.values() for e in p.pending if not e[4].cancelled
         )
@@ -771,7 +801,9 @@ class CorrelationEngine:
                 rec,
                 [[hashes[ri], s, key, value, carry] for ri, s, key, value, carry in contribs],
             ]
-            for t, eid, _, rec, contribs in sorted(part.buffer, key=lambda e: (e[0], e[1], e[2]))
+            for t, eid, _, rec, contribs in sorted(
+                (*part.buffer, *part.unordered), key=lambda e: (e[0], e[1], e[2])
+            )
         ]
         pending = [
             [hashes[ri], key, p.dump()]
@@ -840,7 +872,8 @@ class CorrelationEngine:
                 if h in index
             ]
             if kept:
-                heapq.heappush(part.buffer, (t, eid, next(self._seq), load_rec(rec), kept))
+                # Dumped in order, so every item goes back to the FIFO.
+                part.buffer.append((t, eid, next(self._seq), load_rec(rec), kept))
         for h, entries in data["suppress"].items():
             ri = index.get(h)
             if ri is not None:
