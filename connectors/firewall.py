@@ -33,6 +33,7 @@ from connectors.ecs import (
 )
 from connectors.timeparse import (
     format_utc,
+    now_stamp,
     parse_epoch,
     parse_iso,
     parse_monthname,
@@ -582,59 +583,74 @@ def _asa_user(value: str | None) -> str | None:
     return value[6:] if value.startswith("LOCAL\\") else value
 
 
-def _asa_message(code: str, msg: str, out: dict[str, Any]) -> bool | None:
+def _set_interfaces(ev: Event, ingress: str | None, egress: str | None = None) -> None:
+    observer = ev["observer"]
+    if ingress is not None:
+        observer["ingress"] = {"interface": {"name": ingress}}
+    if egress is not None:
+        observer["egress"] = {"interface": {"name": egress}}
+
+
+def _set_user(ev: Event, name: str | None) -> None:
+    """``user.name`` and ``source.user.name``: the account behind the source."""
+    if name is not None:
+        ev["user"] = {"name": name}
+        section(ev, "source")["user"] = {"name": name}
+
+
+def _set_ends(
+    ev: Event, transport_name: str | None, source: dict[str, Any], destination: dict[str, Any]
+) -> None:
+    if source:
+        ev["source"] = source
+    if destination:
+        ev["destination"] = destination
+    proto = transport(transport_name)
+    if proto is not None:
+        ev["network"] = {"transport": proto}
+
+
+def _nat_of(ip: str, port: str, real_ip: str, real_port: str) -> dict[str, Any]:
+    """The translated side of an ASA ``ip/port (mapped_ip/mapped_port)`` pair,
+    when it differs from the real one."""
+    return _endpoint(
+        to_ip(ip) if ip != real_ip else None, to_port(port) if port != real_port else None
+    )
+
+
+def _asa_message(code: str, msg: str, ev: Event) -> bool | None:
     """Fill fields from one message; returns blocked / allowed / None."""
     rx = _ASA_RES.get(code)
     m = rx.match(msg) if rx is not None else None
     if m is None:
         return None
     g = m.groups()
+    event = ev["event"]
     if code in ("106001", "106006", "106007", "106015"):
-        out.update(
-            {
-                "event.action": "deny",
-                "network.transport": transport(g[0]),
-                "source.ip": to_ip(g[1]),
-                "source.port": to_port(g[2]),
-                "destination.ip": to_ip(g[3]),
-                "destination.port": to_port(g[4]),
-                "observer.ingress.interface.name": g[5] if len(g) > 5 else None,
-            }
+        event["action"] = "deny"
+        _set_ends(
+            ev, g[0], _endpoint(to_ip(g[1]), to_port(g[2])), _endpoint(to_ip(g[3]), to_port(g[4]))
         )
+        _set_interfaces(ev, g[5] if len(g) > 5 else None)
         return True
     if code in ("106014", "106023"):
-        out.update(
-            {
-                "event.action": "deny",
-                "network.transport": transport(g[0]),
-                "observer.ingress.interface.name": g[1],
-                "source.ip": to_ip(g[2]),
-                "source.port": to_port(g[3]),
-                "observer.egress.interface.name": g[4],
-                "destination.ip": to_ip(g[5]),
-                "destination.port": to_port(g[6]),
-                "rule.name": g[7] if code == "106023" else None,
-            }
+        event["action"] = "deny"
+        _set_ends(
+            ev, g[0], _endpoint(to_ip(g[2]), to_port(g[3])), _endpoint(to_ip(g[5]), to_port(g[6]))
         )
+        _set_interfaces(ev, g[1], g[4])
+        if code == "106023":
+            ev["rule"] = {"name": g[7]}
         return True
     if code == "106100":
         blocked = g[1] == "denied"
-        user = _asa_user(g[6] or g[10])
-        out.update(
-            {
-                "event.action": "deny" if blocked else "allow",
-                "rule.name": g[0],
-                "network.transport": transport(g[2]),
-                "observer.ingress.interface.name": g[3],
-                "source.ip": to_ip(g[4]),
-                "source.port": to_port(g[5]),
-                "observer.egress.interface.name": g[7],
-                "destination.ip": to_ip(g[8]),
-                "destination.port": to_port(g[9]),
-                "user.name": user,
-                "source.user.name": user,
-            }
+        event["action"] = "deny" if blocked else "allow"
+        ev["rule"] = {"name": g[0]}
+        _set_ends(
+            ev, g[2], _endpoint(to_ip(g[4]), to_port(g[5])), _endpoint(to_ip(g[8]), to_port(g[9]))
         )
+        _set_interfaces(ev, g[3], g[7])
+        _set_user(ev, _asa_user(g[6] or g[10]))
         return blocked
     if code in ("302013", "302015"):
         inbound = g[0] == "inbound"
@@ -643,96 +659,66 @@ def _asa_message(code: str, msg: str, out: dict[str, Any]) -> bool | None:
         a = (g[3], g[4], g[5], g[6], g[7], g[8])
         b = (g[9], g[10], g[11], g[12], g[13], g[14])
         src, dst = (a, b) if inbound else (b, a)
-        user = _asa_user(src[5] or dst[5])
-        out.update(
-            {
-                "event.action": "flow-creation",
-                "network.transport": transport(g[1]),
-                "network.direction": "inbound" if inbound else "outbound",
-                "event.id": g[2],
-                "observer.ingress.interface.name": src[0],
-                "source.ip": to_ip(src[1]),
-                "source.port": to_port(src[2]),
-                "source.nat.ip": to_ip(src[3]) if src[3] != src[1] else None,
-                "source.nat.port": to_port(src[4]) if src[4] != src[2] else None,
-                "observer.egress.interface.name": dst[0],
-                "destination.ip": to_ip(dst[1]),
-                "destination.port": to_port(dst[2]),
-                "destination.nat.ip": to_ip(dst[3]) if dst[3] != dst[1] else None,
-                "destination.nat.port": to_port(dst[4]) if dst[4] != dst[2] else None,
-                "user.name": user,
-                "source.user.name": user,
-            }
-        )
+        event["action"] = "flow-creation"
+        event["id"] = g[2]
+        source = _endpoint(to_ip(src[1]), to_port(src[2]))
+        nat = _nat_of(src[3], src[4], src[1], src[2])
+        if nat:
+            source["nat"] = nat
+        destination = _endpoint(to_ip(dst[1]), to_port(dst[2]))
+        nat = _nat_of(dst[3], dst[4], dst[1], dst[2])
+        if nat:
+            destination["nat"] = nat
+        _set_ends(ev, g[1], source, destination)
+        section(ev, "network")["direction"] = "inbound" if inbound else "outbound"
+        _set_interfaces(ev, src[0], dst[0])
+        _set_user(ev, _asa_user(src[5] or dst[5]))
         return False
     if code in ("302014", "302016"):
-        user = _asa_user(g[5] or g[9])
         hours, minutes, seconds = int(g[10]), int(g[11]), int(g[12])
-        out.update(
-            {
-                "event.action": "flow-expiration",
-                "network.transport": transport(g[0]),
-                "event.id": g[1],
-                "observer.ingress.interface.name": g[2],
-                "source.ip": to_ip(g[3]),
-                "source.port": to_port(g[4]),
-                "observer.egress.interface.name": g[6],
-                "destination.ip": to_ip(g[7]),
-                "destination.port": to_port(g[8]),
-                "event.duration": (hours * 3600 + minutes * 60 + seconds) * 1_000_000_000,
-                "network.bytes": to_int(g[13]),
-                "user.name": user,
-                "source.user.name": user,
-            }
+        event["action"] = "flow-expiration"
+        event["id"] = g[1]
+        event["duration"] = (hours * 3600 + minutes * 60 + seconds) * 1_000_000_000
+        _set_ends(
+            ev, g[0], _endpoint(to_ip(g[3]), to_port(g[4])), _endpoint(to_ip(g[7]), to_port(g[8]))
         )
+        octets = to_int(g[13])
+        if octets is not None:
+            section(ev, "network")["bytes"] = octets
+        _set_interfaces(ev, g[2], g[6])
+        _set_user(ev, _asa_user(g[5] or g[9]))
         return False
     if code == "113004":
-        out.update(
-            {
-                "event.action": "logged-in",
-                "event.category": ["authentication", "network"],
-                "destination.domain": g[1],
-                "user.name": g[2],
-                "source.user.name": g[2],
-            }
-        )
+        event["action"] = "logged-in"
+        event["category"] = ["authentication", "network"]
+        ev["destination"] = {"domain": g[1]}
+        _set_user(ev, g[2])
         return False
     if code == "113005":
-        out.update(
-            {
-                "event.action": "logon-failed",
-                "event.category": ["authentication", "network"],
-                "event.reason": g[1],
-                "destination.domain": g[2],
-                "user.name": g[3],
-                "source.user.name": g[3],
-            }
-        )
+        event["action"] = "logon-failed"
+        event["category"] = ["authentication", "network"]
+        event["reason"] = g[1]
+        ev["destination"] = {"domain": g[2]}
+        _set_user(ev, g[3])
         return True
     if code == "722051":
-        out.update(
-            {
-                "event.action": "address-assigned",
-                "user.name": g[1],
-                "source.user.name": g[1],
-                "source.ip": to_ip(g[2]),
-                "cisco.asa.assigned_ip": to_ip(g[3]),
-                "cisco.asa.group_policy": g[0],
-            }
-        )
+        event["action"] = "address-assigned"
+        _set_user(ev, g[1])
+        ip = to_ip(g[2])
+        if ip is not None:
+            section(ev, "source")["ip"] = ip
+        asa: dict[str, Any] = {"group_policy": g[0]}
+        assigned = to_ip(g[3])
+        if assigned is not None:
+            asa["assigned_ip"] = assigned
+        ev["cisco"] = {"asa": asa}
         return False
     if code == "710003":
-        out.update(
-            {
-                "event.action": "deny",
-                "network.transport": transport(g[0]),
-                "source.ip": to_ip(g[1]),
-                "source.port": to_port(g[2]),
-                "observer.ingress.interface.name": g[3],
-                "destination.ip": to_ip(g[4]),
-                "destination.port": to_port(g[5]),
-            }
+        event["action"] = "deny"
+        _set_ends(
+            ev, g[0], _endpoint(to_ip(g[1]), to_port(g[2])), _endpoint(to_ip(g[4]), to_port(g[5]))
         )
+        _set_interfaces(ev, g[3])
         return True
     return None
 
@@ -743,7 +729,7 @@ _SEVERITY_NAMES = ("emergency", "alert", "critical", "error", "warning", "notice
 
 
 @register("firewall", "asa", sniff=_sniff_asa)
-def parse_asa(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+def parse_asa(raw: str, ctx: ParseContext) -> list[Event]:
     """Cisco ASA / FTD syslog (``%ASA-6-302013: ...``). The timestamp nearest
     the ``%ASA`` tag wins (the device's own clock, often with a zone
     abbreviation); year-less stamps get the year nearest to ``ctx.now``."""
@@ -759,30 +745,28 @@ def parse_asa(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
         else:
             stamp = parse_monthname(ts, ctx.timezone, ctx.now.date())
     else:
-        stamp = format_utc(ctx.now)
+        stamp = now_stamp(ctx.now)
     host = _asa_host(prefix)
     severity, code = int(tag.group(3)), tag.group(4)
     msg = raw[tag.end() :]
-    out = base(raw, ctx.source, ctx.format, "Cisco", tag.group(1).lower())
-    out.update(
-        {
-            "@timestamp": stamp,
-            "event.code": code,
-            "event.severity": severity,
-            "log.level": _SEVERITY_NAMES[severity],
-            "observer.type": "firewall",
-            "observer.hostname": host,
-            "message": msg,
-        }
-    )
-    blocked = _asa_message(code, msg, out)
+    ev = new_event(raw, ctx.source, ctx.format, "Cisco", tag.group(1).lower(), stamp)
+    event = ev["event"]
+    event["code"] = code
+    event["severity"] = severity
+    ev["log"] = {"level": _SEVERITY_NAMES[severity]}
+    ev["message"] = msg
+    observer = ev["observer"]
+    observer["type"] = "firewall"
+    if host is not None:
+        observer["hostname"] = host
+    blocked = _asa_message(code, msg, ev)
     if code in _ASA_NOT_TRAFFIC:
-        out.setdefault("event.category", _NET)
-        out["event.outcome"] = "failure" if blocked else "success"
-        out["event.type"] = ["info", "denied" if blocked else "allowed"]
+        event.setdefault("category", _NET)
+        event["outcome"] = "failure" if blocked else "success"
+        event["type"] = ["info", "denied" if blocked else "allowed"]
     else:
-        _decide_flat(out, blocked)
-    return [nest(out)]
+        _decide(event, blocked)
+    return [ev]
 
 
 # --- iptables / nftables ----------------------------------------------------
