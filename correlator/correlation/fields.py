@@ -33,9 +33,9 @@ def number(value: Any) -> float | None:
     """A finite number from an int, float or numeric string; else None."""
     cls = value.__class__
     if cls is int:
-        return value  # type: ignore[no-any-return]
+        return value
     if cls is float:
-        return value if math.isfinite(value) else None  # type: ignore[no-any-return]
+        return value if math.isfinite(value) else None
     if cls is str:
         try:
             parsed = float(value)

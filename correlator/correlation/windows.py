@@ -221,7 +221,7 @@ class SumWindow(_ValuedWindow):
     def _reset(self) -> None:
         self.total = 0
 
-    def metric(self) -> float:
+    def metric(self) -> float | None:
         return self.total
 
 
