@@ -56,27 +56,30 @@ def day_of_events() -> list[tuple[int, int, dict[str, Any]]]:
 
 
 def stream(db: Path, events: list[tuple[int, int, dict[str, Any]]], batch: int = 4) -> set[str]:
-    """What ``zonewatch correlate`` stores for these records, polled in batches."""
+    """What the stream loop stores for these records, polled in small batches
+    (the records Kafka would hand over, without a broker)."""
     from correlator.service import load_ruleset, make_correlation_engine
     from correlator.stream import StreamCorrelator
 
+    polls = []
+    for start in range(0, len(events), batch):
+        polled: dict[TopicPartition, list[_Record]] = {}
+        for partition, offset, event in events[start : start + batch]:
+            polled.setdefault(TopicPartition(TOPIC, partition), []).append(
+                _Record(TOPIC, partition, offset, orjson.dumps(event))
+            )
+        polls.append(polled)
     settings = Settings()
     ruleset = load_ruleset([RULES], "ecs")
     with AlertStore(db) as store:
+        consumer = _ArchiveConsumer(iter(polls))
         loop = StreamCorrelator(
             settings, ruleset, store,
             correlation=make_correlation_engine(ruleset, settings, None),
-            consumer=_ArchiveConsumer(),  # type: ignore[arg-type]
+            consumer=consumer,
         )  # fmt: skip
-        for start in range(0, len(events), batch):
-            polled: dict[TopicPartition, list[_Record]] = {}
-            for partition, offset, event in events[start : start + batch]:
-                polled.setdefault(TopicPartition(TOPIC, partition), []).append(
-                    _Record(TOPIC, partition, offset, orjson.dumps(event))
-                )
-            loop.process_batch(polled)  # type: ignore[arg-type]
-        if loop.correlation is not None:
-            store.write(loop.correlation.flush())
+        consumer.loop = loop
+        loop.run(end_of_input=True)
         return {r[0] for r in store.query("SELECT id FROM alerts")[1]}
 
 
@@ -169,3 +172,50 @@ def test_hunt_needs_the_store_to_itself(tmp_path: Path) -> None:
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait(timeout=10)
+
+
+@pytest.mark.integration
+def test_hunting_a_day_equals_streaming_it_from_kafka(tmp_path: Path, kafka_settings) -> None:
+    import uuid
+
+    from correlator.service import CorrelatorService
+    from zonewatch.config import CorrelatorSettings
+    from zonewatch.kafka import ensure_topics, make_producer
+
+    events = day_of_events()
+    ensure_topics(kafka_settings)
+    topic = kafka_settings.events_topic("firewall")
+    producer = make_producer(kafka_settings)
+    for partition, _offset, event in events:
+        producer.send(topic, value=orjson.dumps(event), partition=partition)
+    producer.flush()
+    producer.close()
+    settings = Settings(
+        kafka=kafka_settings,
+        correlator=CorrelatorSettings(
+            rules=[RULES], db_path=tmp_path / "live.duckdb", group_id=f"zw-{uuid.uuid4().hex[:8]}"
+        ),
+    )
+    with CorrelatorService(settings) as service:
+        service.start()
+        service.run(until=lambda s: s.consumed >= len(events), end_of_input=True)
+        streamed = {r[0] for r in service.store.query("SELECT id FROM alerts")[1]}
+        # the archive of what was consumed, as the stream would keep it
+        _, rows = service.store.query(
+            'SELECT DISTINCT topic, "partition", "offset" FROM alert_evidence'
+        )
+    hunted_db = tmp_path / "hunted.duckdb"
+    with AlertStore(hunted_db) as store:
+        store.write(
+            [],
+            events=[
+                ArchivedEvent(f"{topic}:{p}:{o}", topic, p, o,
+                              datetime.fromisoformat(e["@timestamp"]), e)
+                for p, o, e in events
+            ],
+        )  # fmt: skip
+    run_hunt(hunted_db, [RULES], settings=settings)
+    with AlertStore(hunted_db, read_only=True) as store:
+        hunted = {r[0] for r in store.query("SELECT id FROM alerts")[1]}
+    assert streamed and hunted == streamed
+    assert {(t, p, o) for t, p, o in rows} <= {(topic, p, o) for p, o, _ in events}

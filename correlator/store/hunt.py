@@ -11,7 +11,7 @@ same ids and stores nothing twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,21 @@ class _Record:
 
 
 class _ArchiveConsumer:
-    """Stands in for KafkaConsumer: the archive is the input, nothing to commit."""
+    """Stands in for KafkaConsumer: ``poll`` hands out batches read from the
+    archive; when they run out it stops the loop, which then treats the input
+    as finite (buffered correlation input applied, covered windows resolved)."""
+
+    def __init__(self, batches: Iterator[dict[Any, list[_Record]]] | None = None) -> None:
+        self._batches = batches if batches is not None else iter(())
+        self.loop: Any = None
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[_Record]]:
+        batch = next(self._batches, None)
+        if batch is None:
+            if self.loop is not None:
+                self.loop.stop()
+            return {}
+        return batch
 
     def subscribe(self, topics: Sequence[str], listener: Any = None) -> None:
         pass
@@ -125,27 +139,31 @@ def run_hunt(
     with store:
         store.register_rules(ruleset.detections)
         sink = _HuntSink(store)
-        loop = StreamCorrelator(
-            settings,
-            ruleset,
-            sink,
-            correlation=make_correlation_engine(ruleset, settings, None),
-            consumer=_ArchiveConsumer(),
-            make_alert=lambda rule, evidence: detection_alert(rule, evidence, origin="hunt"),
-        )
         total = _count(store, since, until)
-        events = 0
+        counted = [0]
         with _progress(progress, total) as advance:
-            for batch in _batches(store, settings, since, until, batch_size):
-                loop.process_batch(batch)
-                done = sum(len(r) for r in batch.values())
-                events += done
-                advance(done)
-                if on_batch:
-                    on_batch(events)
-        if loop.correlation is not None:
-            # A finite input: resolve the windows the hunted range covers.
-            sink.write(loop.correlation.flush())
+
+            def batches() -> Iterator[dict[Any, list[_Record]]]:
+                for batch in _batches(store, settings, since, until, batch_size):
+                    done = sum(len(r) for r in batch.values())
+                    counted[0] += done
+                    advance(done)
+                    if on_batch:
+                        on_batch(counted[0])
+                    yield batch
+
+            consumer = _ArchiveConsumer(batches())
+            loop = StreamCorrelator(
+                settings,
+                ruleset,
+                sink,
+                correlation=make_correlation_engine(ruleset, settings, None),
+                consumer=consumer,
+                make_alert=lambda rule, evidence: detection_alert(rule, evidence, origin="hunt"),
+            )
+            consumer.loop = loop
+            loop.run(end_of_input=True)
+        events = counted[0]
     log.info("hunt_done", events=events, alerts=sink.alerts, new_alerts=len(sink.new_ids))
     return HuntResult(events, len(ruleset.detections), sink.alerts, len(sink.new_ids), sink.new_ids)
 
