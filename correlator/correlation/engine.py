@@ -307,7 +307,7 @@ class CorrelationEngine:
             (buf and buf[0][0] <= wm)
             or (part.unordered and part.unordered[0][0] <= wm)
             or (pending and pending[0][0] < wm)
-            or wm >= part.next_scan
+            or (wm >= part.next_scan and wm > -math.inf)
         ):
             self._release(part, out)
         elif wm > part.frontier:
@@ -410,7 +410,7 @@ class CorrelationEngine:
             self._apply(part, t, rec, contribs, out)
         if pending and pending[0][0] < wm and watermark is None:
             self._resolve_pending(part, wm, out)
-        if part.frontier >= part.next_scan:
+        if part.frontier >= part.next_scan and part.frontier > -math.inf:
             self._scan(part)
 
     def _apply(
