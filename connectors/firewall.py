@@ -20,8 +20,6 @@ from connectors.base import ParseContext, register
 from connectors.ecs import (
     EMPTY,
     Event,
-    base,
-    nest,
     new_event,
     section,
     text,
@@ -32,7 +30,6 @@ from connectors.ecs import (
     url_object,
 )
 from connectors.timeparse import (
-    format_utc,
     now_stamp,
     parse_epoch,
     parse_iso,
@@ -75,15 +72,6 @@ def _verdict(word: str | None) -> bool | None:
     if any(p in _ALLOW_WORDS for p in parts if len(p) > 1):
         return False
     return None
-
-
-def _decide_flat(out: dict[str, Any], blocked: bool | None, kind: str = "connection") -> None:
-    out["event.category"] = _NET
-    if blocked is None:
-        out["event.type"] = [kind]
-        return
-    out["event.outcome"] = "failure" if blocked else "success"
-    out["event.type"] = [kind, "denied" if blocked else "allowed"]
 
 
 def _decide(event: dict[str, Any], blocked: bool | None, kind: str = "connection") -> None:
@@ -779,7 +767,9 @@ _IPT_HEAD_RE = re.compile(
 _IPT_IN_RE = re.compile(r"(?:^|[\s\]:])IN=\S*\s+OUT=")
 _IPT_UPTIME_RE = re.compile(r"\[\s*\d+\.\d+\]\s*")
 _IPT_KV_RE = re.compile(r"([A-Z][A-Z0-9]*)=(\S*)")
-_IPT_FLAG_RE = re.compile(r"(?<= )([A-Z]{2,4})(?= |$)")
+# flags are bare upper-case words; matching the blank (no look-behind) lets
+# the regex engine jump from blank to blank
+_IPT_FLAG_RE = re.compile(r" ([A-Z]{2,4})(?= |$)")
 _UBNT_RE = re.compile(r"\[([^\]\s]+)-([^\]\s-]+)-([ADR])\]\s*$")
 _UBNT_ACTIONS = {"A": "accept", "D": "drop", "R": "reject"}
 
@@ -789,7 +779,7 @@ def _sniff_iptables(line: str) -> bool:
 
 
 @register("firewall", "iptables", sniff=_sniff_iptables)
-def parse_iptables(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+def parse_iptables(raw: str, ctx: ParseContext) -> list[Event]:
     """Linux netfilter LOG/NFLOG lines (iptables and nftables): ``IN= OUT=
     SRC= DST= PROTO= SPT= DPT=``. The log prefix names the decision
     (``DROP_INPUT:``, ``[wan-lan-default-D]`` from Ubiquiti EdgeOS)."""
@@ -807,7 +797,7 @@ def parse_iptables(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
             stamp = parse_monthname(ts, ctx.timezone, ctx.now.date())
         rest = head[h.end() :]
     else:
-        stamp = format_utc(ctx.now)
+        stamp = now_stamp(ctx.now)
         rest = head
     # rest: "[host] [kernel:] [[uptime]] [prefix]"
     host = None
@@ -826,7 +816,7 @@ def parse_iptables(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
     src, dst = to_ip(kv.get("SRC")), to_ip(kv.get("DST"))
     if src is None and dst is None:
         raise ParseError("netfilter line without a valid SRC or DST address")
-    out = base(raw, ctx.source, ctx.format, "Netfilter", "iptables")
+    ev = new_event(raw, ctx.source, ctx.format, "Netfilter", "iptables", stamp)
     action = rule_name = rule_id = None
     ingress_zone = egress_zone = None
     ubnt = _UBNT_RE.search(rest)
@@ -839,39 +829,71 @@ def parse_iptables(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
         word = rest.rstrip(": ").split()[-1] if rest.rstrip(": ") else ""
         action = word.lower().strip("[]:") or None
         rule_name = rest.rstrip(": ") or None
-    _decide_flat(out, _verdict(action))
-    mac = kv.get("MAC") or ""
-    mac_parts = mac.split(":")
+    event = ev["event"]
+    _decide(event, _verdict(action))
+    if action is not None:
+        event["action"] = action
+
+    observer = ev["observer"]
+    observer["type"] = "firewall"
+    if host is not None:
+        observer["hostname"] = host
+    ingress: dict[str, Any] = {"interface": {"name": kv["IN"]}} if kv.get("IN") else {}
+    if ingress_zone is not None:
+        ingress["zone"] = ingress_zone
+    if ingress:
+        observer["ingress"] = ingress
+    egress: dict[str, Any] = {"interface": {"name": kv["OUT"]}} if kv.get("OUT") else {}
+    if egress_zone is not None:
+        egress["zone"] = egress_zone
+    if egress:
+        observer["egress"] = egress
+    rule: dict[str, Any] = {}
+    if rule_name is not None:
+        rule["name"] = rule_name
+    if rule_id is not None:
+        rule["id"] = rule_id
+    if rule:
+        ev["rule"] = rule
+
+    source = _endpoint(src, to_port(kv.get("SPT")))
+    destination = _endpoint(dst, to_port(kv.get("DPT")))
+    # MAC= is destination MAC, source MAC, then the ethertype
+    mac_parts = kv.get("MAC", "").split(":")
+    if len(mac_parts) >= 12:
+        destination["mac"] = "-".join(mac_parts[0:6]).upper()
+        source["mac"] = "-".join(mac_parts[6:12]).upper()
+    if source:
+        ev["source"] = source
+    if destination:
+        ev["destination"] = destination
+
+    network: dict[str, Any] = {}
     proto = kv.get("PROTO")
-    out.update(
-        {
-            "@timestamp": stamp,
-            "event.action": action,
-            "observer.type": "firewall",
-            "observer.hostname": host,
-            "observer.ingress.interface.name": kv.get("IN") or None,
-            "observer.egress.interface.name": kv.get("OUT") or None,
-            "observer.ingress.zone": ingress_zone,
-            "observer.egress.zone": egress_zone,
-            "rule.name": rule_name,
-            "rule.id": rule_id,
-            "source.ip": src,
-            "source.port": to_port(kv.get("SPT")),
-            "destination.ip": dst,
-            "destination.port": to_port(kv.get("DPT")),
-            "destination.mac": "-".join(mac_parts[0:6]).upper() if len(mac_parts) >= 12 else None,
-            "source.mac": "-".join(mac_parts[6:12]).upper() if len(mac_parts) >= 12 else None,
-            "network.transport": transport(proto),
-            "network.bytes": to_int(kv.get("LEN")),
-            "iptables.ttl": to_int(kv.get("TTL")),
-            "iptables.id": to_int(kv.get("ID")),
-            "iptables.flags": flags or None,
-        }
-    )
     if (
         proto == "ICMPv6"
         or proto == "58"
         or (proto and proto.upper() == "ICMP" and src and ":" in src)
     ):
-        out["network.transport"] = "ipv6-icmp"
-    return [nest(out)]
+        network["transport"] = "ipv6-icmp"
+    else:
+        name = transport(proto)
+        if name is not None:
+            network["transport"] = name
+    length = to_int(kv.get("LEN"))
+    if length is not None:
+        network["bytes"] = length
+    if network:
+        ev["network"] = network
+
+    ipt: dict[str, Any] = {}
+    ttl, packet_id = to_int(kv.get("TTL")), to_int(kv.get("ID"))
+    if ttl is not None:
+        ipt["ttl"] = ttl
+    if packet_id is not None:
+        ipt["id"] = packet_id
+    if flags:
+        ipt["flags"] = flags
+    if ipt:
+        ev["iptables"] = ipt
+    return [ev]
