@@ -199,6 +199,19 @@ class DistinctWindow(_ValuedWindow):
     def metric(self) -> float:
         return len(self.counts)
 
+    def add(self, rec: Rec, t: float, value: Any, span: float) -> float | None:
+        # The common case (in order, nothing expiring) without method calls.
+        recs = self.recs
+        if recs and (recs[0][T] < t - span or recs[-1][T] > t):
+            return super().add(rec, t, value, span)
+        recs.append(rec)
+        self.vals.append(value)
+        counts = self.counts
+        counts[value] = counts.get(value, 0) + 1
+        if t > self.last_t:
+            self.last_t = t
+        return len(counts)
+
 
 class SumWindow(_ValuedWindow):
     __slots__ = ("total",)
@@ -223,6 +236,17 @@ class SumWindow(_ValuedWindow):
 
     def metric(self) -> float | None:
         return self.total
+
+    def add(self, rec: Rec, t: float, value: Any, span: float) -> float | None:
+        recs = self.recs
+        if recs and (recs[0][T] < t - span or recs[-1][T] > t):
+            return super().add(rec, t, value, span)
+        recs.append(rec)
+        self.vals.append(value)
+        self.total += value
+        if t > self.last_t:
+            self.last_t = t
+        return self.metric()
 
 
 class AvgWindow(SumWindow):
