@@ -103,6 +103,56 @@ def test_longest_prefix_wins_across_zones() -> None:
             _policy(roles={"p": {"zone": "core", "kind": "proxy", "cidrs": ["192.168.0.1/32"]}}),
             "not in its zone core",
         ),
+        (
+            _policy(zones={"core": {"cidrs": ["10.0.0.0/8", "10.1.0.0/16"]}, "internet": {}}),
+            "zone core lists overlapping CIDRs 10.0.0.0/8 and 10.1.0.0/16",
+        ),
+        (
+            _policy(
+                roles={
+                    "vdi_pool": {"zone": "core", "kind": "vdi_pool", "cidrs": ["10.5.0.0/24"]},
+                    "proxy": {"zone": "core", "kind": "proxy", "cidrs": ["10.5.0.10/32"]},
+                }
+            ),
+            "roles vdi_pool and proxy claim overlapping CIDRs 10.5.0.0/24 and 10.5.0.10/32",
+        ),
+        (
+            _policy(flows=[{"from": "core", "to": "lgwan"}]),
+            r"flow #1 \(core -> lgwan\) names unknown zone 'lgwan' \(zones: core, internet\)",
+        ),
+        (
+            _policy(
+                roles={"p": {"zone": "core", "kind": "proxy", "cidrs": ["10.0.0.10/32"]}},
+                flows=[{"from": "core", "to": "internet", "via": "ghost"}],
+            ),
+            r"via unknown role 'ghost' \(roles: p\)",
+        ),
+        (
+            _policy(
+                zones={"core": {"cidrs": ["10.0.0.0/8"]}, "lgwan": {}, "internet": {}},
+                roles={"s": {"zone": "lgwan", "kind": "sanitizer"}},
+                flows=[{"from": "core", "to": "internet", "via": "s"}],
+            ),
+            "role lies in zone lgwan, which is neither end of the flow",
+        ),
+        (
+            _policy(flows=[{"from": "core", "to": "internet", "ports": ["https"]}]),
+            "port 'https': write transport/port",
+        ),
+        (
+            _policy(flows=[{"from": "core", "to": "internet", "ports": ["tcp/70000"]}]),
+            "from 1 to 65535",
+        ),
+        (_policy(flows=[{"from": "core", "to": "core"}]), "joins two different zones"),
+        (
+            _policy(
+                identities=[
+                    {"upn": "a@city.example.lg.jp", "logins": ["shared"]},
+                    {"upn": "b@city.example.lg.jp", "logins": ["shared"]},
+                ]
+            ),
+            "alias 'shared' belongs to both",
+        ),
     ],
 )
 def test_invalid_policies_are_refused_with_the_reason(policy: dict, message: str) -> None:
@@ -138,3 +188,12 @@ def test_lookup_agrees_with_a_brute_force_scan(
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         return  # mapped addresses are looked up as their IPv4 form (tested above)
     assert zm.zone_of(str(ip)) == expected
+
+
+def test_nested_cidrs_across_zones_carve_out_but_roles_have_one_owner() -> None:
+    """A broad zone with a more specific zone inside is a carve-out (allowed);
+    the shipped policy loads and marks the protected zones as restricted."""
+    zm = load_zone_map(ROOT / "rules" / "zones.yaml")
+    assert {n for n, z in zm.policy.zones.items() if z.restricted} == {"mynumber", "lgwan"}
+    ports = {p for f in zm.policy.flows for p in f.port_specs()}
+    assert ("tcp", 443) in ports and ("udp", 4172) in ports and (None, None) in ports

@@ -7,6 +7,7 @@ this IP in" (longest prefix wins, IPv4 and IPv6) and "who is this account".
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +27,10 @@ class Zone(BaseModel):
     description: str = ""
     description_ja: str = ""
     cidrs: list[str] = Field(default_factory=list)
+    restricted: bool = Field(
+        default=False,
+        description="holds protected data (My Number, LGWAN): crossings into it are critical",
+    )
 
 
 class Role(BaseModel):
@@ -56,7 +61,12 @@ class Identity(BaseModel):
 
 
 class Flow(BaseModel):
-    """An allowed path between zones."""
+    """An allowed path between zones.
+
+    ``via`` names a role at one end of the flow: a role in the ``from`` zone
+    must be the source (proxy, VDI pool, relay), a role in the ``to`` zone
+    the destination (sanitization server).
+    """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     src: str = Field(alias="from")
@@ -64,6 +74,29 @@ class Flow(BaseModel):
     ports: list[str] = Field(default_factory=lambda: ["any"], description="tcp/443, udp/53, any")
     via: str | None = Field(default=None, description="role the flow must pass through")
     description: str = ""
+
+    def port_specs(self) -> list[PortSpec]:
+        """The ports as (transport, port) pairs; ``None`` stands for any."""
+        return [parse_port(p) for p in self.ports]
+
+
+PortSpec = tuple[str | None, int | None]
+_TRANSPORTS = ("tcp", "udp", "sctp", "icmp")
+
+
+def parse_port(spec: str) -> PortSpec:
+    """``tcp/443`` -> ("tcp", 443); ``udp/any`` -> ("udp", None); ``any`` -> (None, None)."""
+    text = str(spec).strip().lower()
+    if text == "any":
+        return None, None
+    transport, sep, port = text.partition("/")
+    if not sep or transport not in _TRANSPORTS:
+        raise ValueError(f"port {spec!r}: write transport/port (tcp/443, udp/4172, tcp/any) or any")
+    if port == "any":
+        return transport, None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"port {spec!r}: the port must be a number from 1 to 65535 or any")
+    return transport, int(port)
 
 
 class ZonePolicy(BaseModel):
@@ -124,21 +157,49 @@ class ZoneMap:
                         f"{zone_of or 'none'}, not in its zone {role.zone}"
                     )
                 self._role_nets.append((net, name))
-        for flow in self.policy.flows:
-            for end in (flow.src, flow.dst):
-                if end not in zones and end != "any":
-                    raise ZoneConfigError(f"{self.source}: flow names unknown zone {end!r}")
-            if flow.via and flow.via not in self.policy.roles:
-                raise ZoneConfigError(f"{self.source}: flow via unknown role {flow.via!r}")
+        _check_role_overlaps(self._role_nets, self.source)
+        for n, flow in enumerate(self.policy.flows, 1):
+            self._check_flow(n, flow)
         for ident in self.policy.identities:
             upn = ident.upn.lower()
             for alias in [ident.upn, *ident.sam, *ident.sid, *ident.logins]:
+                owner = self._names.get(alias.lower())
+                if owner is not None and owner != upn:
+                    raise ZoneConfigError(
+                        f"{self.source}: identity alias {alias!r} belongs to both {owner} "
+                        f"and {upn}; give each person their own names"
+                    )
                 self._names[alias.lower()] = upn
             for sam in ident.sam:  # DOMAIN\sam also answers to bare sam
                 self._names.setdefault(sam.split("\\")[-1].lower(), upn)
         # Longest prefix first, so the first hit is the answer.
         self._zone_nets.sort(key=lambda item: item[0].prefixlen, reverse=True)
         self._role_nets.sort(key=lambda item: item[0].prefixlen, reverse=True)
+
+    def _check_flow(self, n: int, flow: Flow) -> None:
+        where = f"{self.source}: flow #{n} ({flow.src} -> {flow.dst})"
+        zones = self.policy.zones
+        for end in (flow.src, flow.dst):
+            if end not in zones and end != "any":
+                known = ", ".join(sorted(zones))
+                raise ZoneConfigError(f"{where} names unknown zone {end!r} (zones: {known})")
+        if flow.src == flow.dst:
+            raise ZoneConfigError(f"{where}: a flow joins two different zones")
+        if flow.via:
+            role = self.policy.roles.get(flow.via)
+            if role is None:
+                known = ", ".join(sorted(self.policy.roles)) or "none defined"
+                raise ZoneConfigError(f"{where} via unknown role {flow.via!r} (roles: {known})")
+            if role.zone not in (flow.src, flow.dst):
+                raise ZoneConfigError(
+                    f"{where} via role {flow.via}: the role lies in zone {role.zone}, which is "
+                    "neither end of the flow"
+                )
+        for port in flow.ports:
+            try:
+                parse_port(port)
+            except ValueError as exc:
+                raise ZoneConfigError(f"{where}: {exc}") from exc
 
     @staticmethod
     def _longest(
@@ -193,7 +254,8 @@ class ZoneMap:
 
 def _check_overlaps(nets: list[tuple[IPNetwork, str]], source: str) -> None:
     """Zones may nest (a more specific CIDR carves out of a broad one) only across
-    zones; the same CIDR twice is ambiguous and refused."""
+    zones; the same CIDR twice is ambiguous, and one zone listing overlapping
+    CIDRs is a typo that hides which range was meant: both are refused."""
     seen: dict[IPNetwork, str] = {}
     for net, name in nets:
         if net in seen and seen[net] != name:
@@ -201,6 +263,29 @@ def _check_overlaps(nets: list[tuple[IPNetwork, str]], source: str) -> None:
                 f"{source}: CIDR {net} is claimed by zones {seen[net]} and {name}"
             )
         seen[net] = name
+    by_zone: dict[str, list[IPNetwork]] = {}
+    for net, name in nets:
+        by_zone.setdefault(name, []).append(net)
+    for name, own in by_zone.items():
+        ordered = sorted(own, key=lambda n: (n.version, n.network_address, n.prefixlen))
+        for a, b in itertools.pairwise(ordered):
+            if a.version == b.version and a.overlaps(b):
+                raise ZoneConfigError(
+                    f"{source}: zone {name} lists overlapping CIDRs {a} and {b}; keep one"
+                )
+
+
+def _check_role_overlaps(nets: list[tuple[IPNetwork, str]], source: str) -> None:
+    """An address has one role: two roles (or one role twice) may not claim
+    overlapping CIDRs, or the role of an address would depend on list order."""
+    ordered = sorted(nets, key=lambda item: (item[0].version, item[0].network_address))
+    for (net_a, name_a), (net_b, name_b) in itertools.pairwise(ordered):
+        if net_a.version == net_b.version and net_a.overlaps(net_b):
+            who = f"roles {name_a} and {name_b}" if name_a != name_b else f"role {name_a}"
+            raise ZoneConfigError(
+                f"{source}: {who} claim overlapping CIDRs {net_a} and {net_b}; "
+                "an address may have only one role"
+            )
 
 
 def load_zone_map(path: Path | str) -> ZoneMap:
