@@ -165,3 +165,86 @@ def test_a_known_timeline_alerts_in_both():
     for ctype in CORRELATIONS:
         assert engine_ends(ctype, events)["u1"], ctype
         assert sql_ends(ctype, events)["u1"], ctype
+
+
+ABSENCE = (
+    BASES
+    + """
+title: Differential absence
+id: 11111111-0000-4000-8000-000000000002
+correlation:
+  type: temporal
+  rules: [rule_a, rule_b]
+  group-by: [user]
+  timespan: 60s
+  condition: rule_a and not rule_b
+"""
+)
+
+
+dense_events = st.lists(
+    st.tuples(
+        st.integers(0, 30).map(lambda x: x * 10),  # 5 minutes: absence windows overlap
+        st.sampled_from("ab"),
+        st.sampled_from(["u1", "U1", "u2"]),
+        st.just("x.example"),
+        st.just(1),
+    ),
+    max_size=31,
+    unique_by=lambda row: row[0],
+).map(
+    lambda rows: [
+        dict(zip(("t", "kind", "user", "dom", "bytes"), row, strict=True)) for row in rows
+    ]
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=dense_events)
+def test_absence_agrees_with_the_sqlite_backend(events):
+    """SQL reports every `a` with no `b` in [a, a + 60 s]; the engine folds
+    the `a`s inside an open window into it. So each engine window is one SQL
+    reports, and each SQL window starts inside an engine window."""
+    _SQL.setdefault("absence", _absence_query())
+    sql: dict[str, set[float]] = defaultdict(set)
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE logs (timestamp REAL, kind TEXT, user TEXT, dom TEXT, bytes INTEGER)")
+    con.executemany(
+        "INSERT INTO logs VALUES (?, ?, ?, ?, ?)",
+        [(e["t"], e["kind"], e["user"], e["dom"], e["bytes"]) for e in events],
+    )
+    for group_keys, start in con.execute(
+        f"SELECT group_keys, window_start FROM ({_SQL['absence']})"
+    ):
+        sql[orjson.loads(group_keys)["user"]].add(float(start))
+    con.close()
+    ours = engine_starts(ABSENCE, events)
+    assert set(ours) == set(sql)
+    for user, starts in ours.items():
+        assert set(starts) <= sql[user]
+        for start in sql[user]:
+            assert any(s <= start <= s + 60 for s in starts)
+
+
+def _absence_query() -> str:
+    queries = sqliteBackend(timestamp_format="unix").convert(SigmaCollection.from_yaml(ABSENCE))
+    (query,) = [q for q in queries if q.startswith("WITH ")]
+    return query
+
+
+def engine_starts(text: str, events: list[dict]) -> dict[str, list[float]]:
+    loaded = load_rules_text(text)
+    engine = CorrelationEngine(
+        loaded.correlations, loaded.resolve, CorrelationSettings(allowed_lateness_s=0)
+    )
+    alerts = []
+    for i, e in enumerate(sorted(events, key=lambda e: e["t"])):
+        event = {"kind": e["kind"], "user": e["user"], "dom": e["dom"], "bytes": e["bytes"]}
+        evidence = Evidence(event_id=f"line:{i}", time=datetime.fromtimestamp(e["t"], UTC), line=i)
+        alerts += engine.process([loaded.resolve(f"rule_{e['kind']}").id], event, evidence)
+    alerts += engine.flush()
+    starts: dict[str, list[float]] = defaultdict(list)
+    for alert in alerts:
+        assert alert.window_end.timestamp() - alert.window_start.timestamp() == 60
+        starts[alert.group["user"]].append(alert.window_start.timestamp())
+    return starts
