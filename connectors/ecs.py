@@ -43,16 +43,37 @@ def text(value: str | None) -> str | None:
     return value
 
 
+# ECS numbers are 64-bit ("long"), and orjson refuses larger integers: a
+# value outside this range would stop the event at serialisation time.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def to_int(value: str | int | None) -> int | None:
-    """An integer field, ``None`` when absent, empty or not a number."""
+    """An integer field, ``None`` when absent, empty, not a number or
+    outside the 64-bit range."""
     if isinstance(value, str):
         # isdecimal (not isdigit, which also takes "²") accepts exactly what int() reads
         if value.isdecimal() or (value[:1] == "-" and value[1:].isdecimal()):
-            return int(value)
+            if len(value) < 19:  # 18 digits always fit
+                return int(value)
+            return in_range(int(value))
         return None
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return in_range(value)
     return None
+
+
+def in_range(value: int | None) -> int | None:
+    """``value`` when it fits a 64-bit ECS number, else ``None``."""
+    if value is None or not INT64_MIN <= value <= INT64_MAX:
+        return None
+    return value
+
+
+def scaled(value: int | None, factor: int) -> int | None:
+    """``value * factor`` (a duration in ns from ms or s), ``None`` when
+    absent or too large for a 64-bit number."""
+    return None if value is None else in_range(value * factor)
 
 
 def to_port(value: str | int | None) -> int | None:

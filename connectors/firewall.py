@@ -20,7 +20,9 @@ from connectors.base import ParseContext, register
 from connectors.ecs import (
     EMPTY,
     Event,
+    in_range,
     new_event,
+    scaled,
     section,
     text,
     to_int,
@@ -259,9 +261,9 @@ def parse_panos(raw: str, ctx: ParseContext) -> list[Event]:
         started = _panos_time(c[35], ctx)
         if started is not None:
             event["start"] = started
-        elapsed = to_int(c[36])
+        elapsed = scaled(to_int(c[36]), 1_000_000_000)
         if elapsed is not None:
-            event["duration"] = elapsed * 1_000_000_000
+            event["duration"] = elapsed
         _put_text(panw, "url_category", c[37])
         if n > 46:
             _put_text(panw, "session_end_reason", c[46])
@@ -401,9 +403,9 @@ def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
     reason = text(get("reason"))
     if reason is not None:
         event["reason"] = reason
-    duration = to_int(get("duration"))
+    duration = scaled(to_int(get("duration")), 1_000_000_000)
     if duration is not None:
-        event["duration"] = duration * 1_000_000_000
+        event["duration"] = duration
     if "level" in kv:
         ev["log"] = {"level": kv["level"]}
     if "msg" in kv:
@@ -454,7 +456,9 @@ def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
 
     network: dict[str, Any] = {}
     if sb is not None and db is not None:
-        network["bytes"] = sb + db
+        total = in_range(sb + db)
+        if total is not None:
+            network["bytes"] = total
     proto = transport(get("proto"))
     if proto is not None:
         network["transport"] = proto
@@ -666,7 +670,9 @@ def _asa_message(code: str, msg: str, ev: Event) -> bool | None:
         hours, minutes, seconds = int(g[10]), int(g[11]), int(g[12])
         event["action"] = "flow-expiration"
         event["id"] = g[1]
-        event["duration"] = (hours * 3600 + minutes * 60 + seconds) * 1_000_000_000
+        duration = scaled(hours * 3600 + minutes * 60 + seconds, 1_000_000_000)
+        if duration is not None:
+            event["duration"] = duration
         _set_ends(
             ev, g[0], _endpoint(to_ip(g[3]), to_port(g[4])), _endpoint(to_ip(g[7]), to_port(g[8]))
         )

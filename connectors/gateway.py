@@ -24,6 +24,7 @@ from connectors.ecs import (
     Event,
     new_event,
     put_path,
+    scaled,
     section,
     text,
     to_int,
@@ -91,9 +92,9 @@ def parse_squid(raw: str, ctx: ParseContext) -> list[Event]:
     ev = new_event(raw, ctx.source, ctx.format, "Squid", "Squid", parse_epoch(ts))
     event = ev["event"]
     _decide_web(event, result.endswith("DENIED") or result == "TCP_DENIED_REPLY")
-    duration = to_int(elapsed)
+    duration = scaled(to_int(elapsed), 1_000_000)
     if duration is not None:
-        event["duration"] = duration * 1_000_000
+        event["duration"] = duration
 
     connect = method == "CONNECT"
     url = ev["url"] = url_object(link, "https" if connect else None)
@@ -419,9 +420,9 @@ def parse_proxysg(raw: str, ctx: ParseContext) -> list[Event]:
     filt = get("sc-filter-result", "").upper()
     s_action = get("s-action", "")
     _decide_web(event, filt == "DENIED" or s_action.endswith("DENIED"))
-    taken = to_int(get("time-taken"))
+    taken = scaled(to_int(get("time-taken")), 1_000_000)
     if taken is not None:
-        event["duration"] = taken * 1_000_000
+        event["duration"] = taken
 
     uri = get("cs-uri")
     scheme = get("cs-uri-scheme", "").lower() or None

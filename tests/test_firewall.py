@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 
 from connectors.base import FORMATS, ParseContext
@@ -134,6 +135,29 @@ def test_fortigate_syslog_prefix_and_tz_field() -> None:
 def test_fortigate_needs_fields() -> None:
     with pytest.raises(ParseError):
         parse_fortigate("hello world", ctx("fortigate"))
+
+
+def test_numbers_beyond_64_bits_are_dropped_not_shipped() -> None:
+    """A corrupt counter must not make the event unencodable (orjson, like
+    ECS, stops at 64-bit integers): the field is left out instead."""
+    cols = PAN_TRAFFIC.split(",")
+    cols[31] = "9" * 25  # total bytes
+    cols[36] = "9" * 12  # elapsed seconds: fits alone, not once in nanoseconds
+    (ev,) = parse_panos(",".join(cols), ctx("panos"))
+    assert get_field(ev, "network.bytes") is None
+    assert get_field(ev, "event.duration") is None
+    assert get_field(ev, "source.bytes") == 624
+    orjson.dumps(ev)
+    line = (
+        FORTI_TRAFFIC.format(et="1", action="deny")
+        .replace("sentbyte=100", f"sentbyte={2**62}")
+        .replace("rcvdbyte=2000", f"rcvdbyte={2**62}")
+    )
+    (ev,) = parse_fortigate(line + " duration=99999999999", ctx("fortigate"))
+    assert get_field(ev, "source.bytes") == 2**62
+    assert get_field(ev, "network.bytes") is None  # the sum would overflow
+    assert get_field(ev, "event.duration") is None
+    orjson.dumps(ev)
 
 
 @pytest.mark.parametrize(

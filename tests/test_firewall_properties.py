@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 from conftest import SHARED
 from hypothesis import HealthCheck, given, settings
@@ -73,6 +74,20 @@ def _check(key: tuple[str, str], raw: str) -> None:
         assert STAMP_RE.fullmatch(event["@timestamp"]), event["@timestamp"]
         assert event["event"]["dataset"] == key[0]
         assert event["event"]["module"] == key[1]
+        _assert_shippable(event)
+
+
+def _assert_shippable(node: dict[str, Any], path: str = "") -> None:
+    """What the Kafka sink needs: orjson can encode the event (64-bit
+    integers only), and no field is None and no object empty, so a Sigma
+    ``null`` test means the same on every format."""
+    if not path:
+        orjson.dumps(node)
+    for key, value in node.items():
+        assert value is not None, f"{path}{key} is None"
+        if isinstance(value, dict):
+            assert value, f"{path}{key} is an empty object"
+            _assert_shippable(value, f"{path}{key}.")
 
 
 @st.composite
@@ -136,4 +151,5 @@ def test_every_seed_line_parses(key: tuple[str, str]) -> None:
         for event in events:
             assert event["event"]["original"] == raw
             assert STAMP_RE.fullmatch(event["@timestamp"])
+            _assert_shippable(event)
     assert emitted >= len([ln for ln in lines if not ln.startswith("#")])

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 
 from connectors.base import FORMATS, ParseContext
@@ -34,6 +35,19 @@ def test_squid_denied_request_is_blocked() -> None:
     assert get_field(ev, "url.domain") == "hi5.com"
     assert get_field(ev, "user.name") is None
     assert get_field(ev, "squid.result_code") == "TCP_DENIED"
+
+
+def test_squid_absurd_counters_are_left_out() -> None:
+    line = (
+        f"1157689337.481 {'9' * 15} 10.105.47.218 TCP_MISS/200 {'9' * 20} GET http://hi5.com/ - "
+        "DIRECT/203.0.113.5 text/html"
+    )
+    (ev,) = parse_squid(line, ctx("squid"))
+    # 15 digits of milliseconds overflow 64 bits once in nanoseconds; 20-digit bytes never fit
+    assert get_field(ev, "event.duration") is None
+    assert get_field(ev, "destination.bytes") is None
+    assert get_field(ev, "destination.ip") == "203.0.113.5"
+    orjson.dumps(ev)
 
 
 def test_squid_connect_keeps_host_and_port() -> None:
