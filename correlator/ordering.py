@@ -10,10 +10,12 @@ then look hours late and miss their windows.
 So, like Kafka Streams' record selection, the stream loop buffers records per
 input partition and releases them in event-time order, but only up to the
 *frontier*: the smallest "newest event time seen" among inputs that are still
-active. An input that has delivered nothing for ``idle_s`` seconds of wall
-time is idle (caught up, or a quiet source) and stops holding the others
-back. Within an input, records are assumed ordered (Kafka order); the engine's
-own lateness allowance absorbs the small disorder that remains.
+active. An input that has delivered nothing for ``idle_polls`` polls and
+``idle_s`` seconds of wall time is idle (caught up, or a quiet source) and
+stops holding the others back. Both are needed: under load one poll may take
+longer than ``idle_s``, and a burst of polls may come faster than a fetch.
+Within an input, records are assumed ordered (Kafka order); the engine's own
+lateness allowance absorbs the small disorder that remains.
 
 The buffer is part of the checkpointed state: offsets are committed past
 buffered records, so a snapshot must carry them.
@@ -24,7 +26,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -36,6 +38,7 @@ class _Input:
     newest: float = float("-inf")  # newest event time seen on this input
     buffered: int = 0
     last_arrival: float = 0.0  # wall clock (monotonic) of the last record
+    quiet_polls: int = 0  # polls since the last record
 
 
 @dataclass(order=True)
@@ -49,8 +52,14 @@ class _Entry(Generic[T]):
 class EventTimeMerger(Generic[T]):
     """Buffers items per input; :meth:`release` yields them in event-time order."""
 
-    def __init__(self, idle_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        idle_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        idle_polls: int = 3,
+    ):
         self.idle_s = idle_s
+        self.idle_polls = idle_polls
         self.clock = clock
         self._inputs: dict[Hashable, _Input] = {}
         self._heap: list[_Entry[T]] = []
@@ -66,7 +75,22 @@ class EventTimeMerger(Generic[T]):
         state.newest = max(state.newest, event_time)
         state.buffered += 1
         state.last_arrival = self.clock()
+        state.quiet_polls = 0
         heapq.heappush(self._heap, _Entry(event_time, next(self._seq), source, item))
+
+    def polled(self, delivered: Iterable[Hashable] = ()) -> None:
+        """One consumer poll ended; inputs not in ``delivered`` were quiet."""
+        got = set(delivered)
+        for source, state in self._inputs.items():
+            if source not in got:
+                state.quiet_polls += 1
+
+    def _active(self, state: _Input, now: float) -> bool:
+        return (
+            state.buffered > 0
+            or now - state.last_arrival < self.idle_s
+            or state.quiet_polls < self.idle_polls
+        )
 
     def expect(self, source: Hashable) -> None:
         """An input was assigned: until it delivers or turns idle, nothing
@@ -81,11 +105,7 @@ class EventTimeMerger(Generic[T]):
     def frontier(self) -> float:
         """Event time up to which every active input has been read."""
         now = self.clock()
-        active = [
-            s.newest
-            for s in self._inputs.values()
-            if s.buffered > 0 or now - s.last_arrival < self.idle_s
-        ]
+        active = [s.newest for s in self._inputs.values() if self._active(s, now)]
         return min(active) if active else float("inf")
 
     def release(self) -> list[T]:

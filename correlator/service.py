@@ -13,6 +13,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from pydantic import SecretStr
+
 from correlator.stream import STATE_KEY, StreamCorrelator, StreamStats
 from zonewatch.config import Settings
 from zonewatch.errors import ConfigError, RuleError
@@ -75,13 +77,24 @@ class CorrelatorService:
         teams_url: str | None = None,
         extra_consumer_opts: dict[str, Any] | None = None,
     ):
+        from datetime import timedelta
+
+        from correlator.alerting.webhooks import load_routing
         from correlator.store import AlertStore
 
         self.settings = settings
         cfg = settings.correlator
         self.ruleset = load_ruleset(cfg.rules, cfg.pipeline)
         cfg.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self.store = AlertStore(cfg.db_path)
+        self.routing = (
+            load_routing(settings.teams.routing_file) if settings.teams.routing_file else None
+        )
+        retention = timedelta(days=cfg.events_retention_days) if cfg.events_retention_days else None
+        self.store = AlertStore(
+            cfg.db_path,
+            events_retention=retention,
+            **({"router": self.routing} if self.routing is not None else {}),
+        )
         self.store.register_rules(self.ruleset.detections)
         self.correlation = make_correlation_engine(
             self.ruleset, settings, self.store.load_state(STATE_KEY)
@@ -94,20 +107,20 @@ class CorrelatorService:
     def _make_sender(self, teams_url: str | None) -> Any | None:
         from correlator.alerting import OutboxSender
 
-        url = teams_url
-        if url is None and self.settings.teams.webhook_url is not None:
-            url = self.settings.teams.webhook_url.get_secret_value()
-        if url is None and self.settings.teams.secrets_file is not None:
-            url = OutboxSender.read_secret_file(self.settings.teams.secrets_file)
-        if not url:
+        teams = self.settings.teams
+        if teams_url is not None:
+            teams = teams.model_copy(update={"webhook_url": SecretStr(teams_url)})
+        has_default = teams.webhook_url is not None or (
+            teams.secrets_file is not None and OutboxSender.read_secret_file(teams.secrets_file)
+        )
+        if not has_default and self.routing is None:
             log.info("teams_disabled", reason="no webhook configured")
             return None
-        return OutboxSender(
+        return OutboxSender.from_settings(
             self.store,
-            url,
-            requests_per_second=self.settings.teams.requests_per_second,
-            timeout_s=self.settings.teams.timeout_s,
-            link_template=self.settings.teams.alert_link_template,
+            teams,
+            self.routing,
+            db_path_in_cards=str(self.settings.correlator.db_path),
         )
 
     def start(self) -> CorrelatorService:

@@ -27,6 +27,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, T
 from prometheus_client import Counter, Gauge
 
 from correlator.ordering import EventTimeMerger
+from correlator.store.rows import ArchivedEvent
 from zonewatch.config import SOURCES, Settings
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence
@@ -197,6 +198,7 @@ class StreamCorrelator:
             while not self._stop.is_set():
                 batch = self.consumer.poll(timeout_ms=poll_ms, max_records=max_batch)
                 self._last_progress = time.monotonic()
+                self.merger.polled((tp.topic, tp.partition) for tp in batch)
                 if batch:
                     self.process_batch(batch)
                     idle_since = time.monotonic()
@@ -223,6 +225,8 @@ class StreamCorrelator:
         alerts: list[Alert] = []
         next_offsets: dict[tuple[str, int], int] = {}
         newest: datetime | None = None
+        archive: list[ArchivedEvent] = []
+        keep = self.settings.correlator.archive_events
         for tp, records in batch.items():
             source = source_of_topic(tp.topic)
             for record in records:
@@ -232,13 +236,24 @@ class StreamCorrelator:
                     continue
                 if newest is None or evidence.time > newest:
                     newest = evidence.time
+                if keep:
+                    archive.append(
+                        ArchivedEvent(
+                            evidence.event_id,
+                            evidence.topic,
+                            evidence.partition,
+                            evidence.offset,
+                            evidence.time,
+                            evidence.event,
+                        )
+                    )
                 alerts.extend(self._evaluate(evidence, source, tp))
             self.stats.by_source[source or tp.topic] = self.stats.by_source.get(
                 source or tp.topic, 0
             ) + len(records)
             EVENTS_IN.labels(source=source or "unknown").inc(len(records))
         alerts.extend(self._correlate())
-        self._checkpoint(alerts, next_offsets)
+        self._checkpoint(alerts, next_offsets, archive)
         self.stats.batches += 1
         self.stats.consumed += sum(len(r) for r in batch.values())
         if newest is not None:
@@ -266,12 +281,15 @@ class StreamCorrelator:
                 reason=str(exc)[:200],
             )
             return None
-        return Evidence(
+        # Every field is known valid here; model_construct skips a validation
+        # pass that costs more than the detection of an event.
+        return Evidence.model_construct(
             event_id=f"{record.topic}:{record.partition}:{record.offset}",
             time=when,
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
+            line=None,
             event=event,
         )
 
@@ -305,14 +323,19 @@ class StreamCorrelator:
                 out.extend(engine.advance_watermark(SHARD, frontier))
         return out
 
-    def _checkpoint(self, alerts: list[Alert], offsets: dict[tuple[str, int], int]) -> None:
+    def _checkpoint(
+        self,
+        alerts: list[Alert],
+        offsets: dict[tuple[str, int], int],
+        archive: list[ArchivedEvent] | None = None,
+    ) -> None:
         state = None
         if self.correlation is not None:
             state = {
                 STATE_KEY: self.correlation.snapshot(),
                 MERGER_KEY: orjson.dumps(self.merger.snapshot(_encode_pending)),
             }
-        new_ids = self.store.write(alerts, state=state, offsets=offsets)
+        new_ids = self.store.write(alerts, events=archive or (), state=state, offsets=offsets)
         self.stats.alerts += len(alerts)
         self.stats.new_alerts += len(new_ids)
         new = set(new_ids)

@@ -28,10 +28,23 @@ def test_a_backlog_of_one_source_waits_for_the_other_source_to_catch_up() -> Non
     assert merger.release() == ["fw-0900", "vdi-0930"]
     merger.add("vdi", 300, "vdi-1100")
     assert merger.release() == ["fw-1000", "vdi-1100"]
-    # VDI goes quiet; after idle_s it no longer holds the firewall back.
+    # VDI goes quiet; after idle_s and idle_polls it no longer holds the firewall back.
     assert merger.release() == []
     clock.now = 1.5
+    assert merger.release() == []  # no poll has come back empty for it yet
+    for _ in range(3):
+        merger.polled({"firewall"})
     assert merger.release() == ["fw-1700"]
+
+
+def test_slow_processing_does_not_make_a_busy_input_look_idle() -> None:
+    clock = FakeClock()
+    merger: EventTimeMerger[str] = EventTimeMerger(idle_s=1.0, clock=clock, idle_polls=3)
+    merger.expect("vdi")
+    merger.add("firewall", 500, "fw")
+    clock.now = 30.0  # one huge batch took 30 s to process; VDI has not been polled since
+    merger.polled({"firewall"})
+    assert merger.release() == []
 
 
 def test_an_assigned_input_holds_the_others_back_until_it_delivers_or_idles() -> None:
@@ -42,6 +55,9 @@ def test_an_assigned_input_holds_the_others_back_until_it_delivers_or_idles() ->
     merger.add("gateway", 20, 2)
     assert merger.release() == []
     clock.now = 2.0
+    merger.polled({"gateway"})
+    merger.polled()
+    merger.polled()
     assert merger.release() == [1, 2]
 
 
@@ -97,6 +113,8 @@ def test_interleaved_arrival_of_ordered_inputs_comes_out_globally_ordered(
                 positions[i] += 1
         out.extend(merger.release())
     clock.now = 10.0  # everything is idle now
+    for _ in range(3):
+        merger.polled()
     out.extend(merger.release())
     assert len(out) == sum(len(q) for q in queues)
     assert [t for t, _, _ in out] == sorted(t for t, _, _ in out)

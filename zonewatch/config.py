@@ -107,6 +107,10 @@ class CorrelatorSettings(BaseModel):
     # An input partition that delivered nothing for this long stops holding
     # back the event-time merge of the others (correlator/ordering.py).
     input_idle_s: float = Field(default=1.0, gt=0)
+    # Keep every consumed event in the store's ``events`` table, so
+    # ``zonewatch hunt`` and timelines see more than alert evidence.
+    archive_events: bool = True
+    events_retention_days: float | None = Field(default=30.0, gt=0)
     max_batch: int = Field(default=2000, ge=1)
     poll_timeout_ms: int = Field(default=200, ge=1)
     metrics_host: str = "127.0.0.1"
@@ -121,6 +125,9 @@ class TeamsSettings(BaseModel):
     requests_per_second: float = Field(default=4.0, gt=0)
     timeout_s: float = Field(default=10.0, gt=0)
     alert_link_template: str | None = None
+    routing_file: Path | None = Field(
+        default=None, description="YAML: destinations and routes by level, tag, zone crossing"
+    )
 
 
 class ConnectorSettings(BaseModel):

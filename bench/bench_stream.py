@@ -1,0 +1,303 @@
+"""The whole stream vs the bare consume floor, through a real broker.
+
+Measured in one run, on the same topic of generated ECS firewall events:
+
+- floor: kafka-python consume + orjson.loads, nothing else;
+- stream: ``zonewatch correlate``'s loop (consume -> detection with 50 rules
+  -> correlation (event_count + value_count) -> DuckDB transaction with
+  alerts, evidence, state and offsets -> offset commit);
+- latency: events produced at about half the stream's rate; p50/p99 from
+  produce to the committed alert row (an alert per ~20 events);
+- RSS before and after the stream run.
+
+Prints figures and ratios; never fails on speed.
+
+    python bench/bench_stream.py [--events 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from zonewatch.broker import EmbeddedBroker  # noqa: E402
+from zonewatch.config import KafkaSettings, load_settings  # noqa: E402
+from zonewatch.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402
+from zonewatch.logs import configure_logging  # noqa: E402
+
+CROSSINGS = ["core->internet", "core->vdi", "vdi->lgwan", "core->lgwan", "vdi->mynumber"]
+PORTS = [443, 80, 445, 3389, 22, 53, 8443, 4172]
+
+
+def make_event(i: int, rnd: random.Random, t0: float) -> dict[str, Any]:
+    src = f"10.10.{rnd.randint(1, 40)}.{rnd.randint(2, 250)}"
+    crossing = rnd.choice(CROSSINGS)
+    deny = rnd.random() < 0.3
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 + i * 0.01)) + ".000Z"
+    return {
+        "@timestamp": ts,
+        "event": {
+            "dataset": "firewall",
+            "module": "fortigate",
+            "action": "deny" if deny else "close",
+            "outcome": "failure" if deny else "success",
+            "sent_at": time.time(),
+        },
+        "source": {"ip": src, "port": rnd.randint(1024, 65535)},
+        "destination": {
+            "ip": f"10.200.{rnd.randint(1, 9)}.{rnd.randint(2, 250)}",
+            "port": rnd.choice(PORTS),
+        },
+        "network": {"transport": "tcp"},
+        "observer": {"vendor": "Fortinet", "product": "Fortigate"},
+        "zone": {
+            "source": crossing.split("->")[0],
+            "destination": crossing.split("->")[1],
+            "crossing": crossing,
+        },
+        "rule": {"name": f"policy-{rnd.randint(1, 90)}"},
+    }
+
+
+def make_rules(folder: Path, n: int) -> None:
+    """n detection rules on firewall fields, plus two correlations."""
+    rnd = random.Random(7)
+    docs = []
+    for i in range(n):
+        port = rnd.choice(PORTS)
+        crossing = rnd.choice(CROSSINGS)
+        docs.append(
+            f"""title: bench rule {i}
+id: 00000000-0000-4000-8000-{i:012d}
+name: bench_{i}
+logsource: {{product: zonewatch, service: firewall}}
+detection:
+  selection:
+    destination.port: {port}
+    zone.crossing: '{crossing}'
+    rule.name|endswith: '{rnd.randint(0, 9)}'
+  condition: selection
+level: low
+"""
+        )
+    docs.append(
+        """title: bench denied crossings
+id: 00000000-0000-4000-8000-100000000001
+correlation:
+  type: event_count
+  rules: [bench_0, bench_1, bench_2]
+  group-by: [source.ip]
+  timespan: 5m
+  condition: {gte: 3}
+level: high
+"""
+    )
+    docs.append(
+        """title: bench port scan
+id: 00000000-0000-4000-8000-100000000002
+correlation:
+  type: value_count
+  rules: [bench_3, bench_4, bench_5, bench_6]
+  group-by: [source.ip]
+  timespan: 10m
+  condition: {field: destination.port, gte: 3}
+level: high
+"""
+    )
+    (folder / "bench.yml").write_text("---\n".join(docs))
+
+
+def produce(kafka: KafkaSettings, topic: str, n: int, rate: float | None = None) -> float:
+    rnd = random.Random(1)
+    t0 = time.time() - 86400
+    producer = make_producer(kafka)
+    started = time.perf_counter()
+    for i in range(n):
+        ev = make_event(i, rnd, t0)
+        if rate:
+            target = started + i / rate
+            delay = target - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            ev["event"]["sent_at"] = time.time()
+        producer.send(topic, key=ev["source"]["ip"].encode(), value=orjson.dumps(ev))
+    producer.flush()
+    producer.close()
+    return time.perf_counter() - started
+
+
+def floor(kafka: KafkaSettings, topic: str, n: int) -> float:
+    consumer = make_consumer(kafka, f"floor-{uuid.uuid4().hex[:6]}", [topic])
+    seen = 0
+    started = None
+    while seen < n:
+        for records in consumer.poll(timeout_ms=500, max_records=2000).values():
+            if started is None:
+                started = time.perf_counter()
+            for r in records:
+                orjson.loads(r.value)
+            seen += len(records)
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return n / elapsed
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def stream(kafka: KafkaSettings, rules: Path, db: Path, n: int) -> tuple[float, Any]:
+    from correlator.service import CorrelatorService
+
+    base = load_settings()
+    settings = base.model_copy(
+        update={
+            "kafka": kafka,
+            "correlator": base.correlator.model_copy(
+                update={"rules": [rules], "db_path": db, "group_id": f"s-{uuid.uuid4().hex[:6]}"}
+            ),
+        }
+    )
+    with CorrelatorService(settings) as service:
+        service.start()
+        first: list[float] = []
+        orig = service.loop.process_batch  # type: ignore[union-attr]
+
+        def timed(batch: Any) -> Any:
+            if not first:
+                first.append(time.perf_counter())
+            return orig(batch)
+
+        service.loop.process_batch = timed  # type: ignore[union-attr,method-assign]
+        stats = service.run(until=lambda s: s.consumed >= n, idle_timeout_s=30)
+        elapsed = time.perf_counter() - first[0]
+        return n / elapsed, stats
+
+
+def latency(
+    kafka: KafkaSettings, rules: Path, db: Path, topic: str, n: int, rate: float
+) -> list[float]:
+    """Produce at ``rate`` while the correlator runs; delay to committed alert rows."""
+    from correlator.service import CorrelatorService
+
+    base = load_settings()
+    settings = base.model_copy(
+        update={
+            "kafka": kafka,
+            "correlator": base.correlator.model_copy(
+                update={
+                    "rules": [rules],
+                    "db_path": db,
+                    "group_id": f"l-{uuid.uuid4().hex[:6]}",
+                    "poll_timeout_ms": 20,
+                    "max_batch": 500,
+                }
+            ),
+        }
+    )
+    delays: list[float] = []
+    with CorrelatorService(settings) as service:
+        service.start()
+        store = service.store
+        orig_write = store.write
+
+        def write(alerts: Any, **kw: Any) -> Any:
+            out = orig_write(alerts, **kw)
+            now = time.time()
+            for a in alerts:
+                if a.type == "detection":
+                    delays.append(now - a.evidence[0].event["event"]["sent_at"])
+            return out
+
+        store.write = write  # type: ignore[method-assign]
+        # Join the group before producing, so the join is not counted.
+        while not service.loop.consumer.assignment():  # type: ignore[union-attr]
+            service.loop.consumer.poll(timeout_ms=100)  # type: ignore[union-attr]
+        # A separate process, as connectors are: a producer thread would share
+        # the correlator's GIL and turn the measurement into a backlog.
+        producer = multiprocessing.get_context("spawn").Process(
+            target=produce, args=(kafka, topic, n, rate)
+        )
+        producer.start()
+        service.run(until=lambda s: s.consumed >= n, idle_timeout_s=30)
+        producer.join()
+    return sorted(delays)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--rules", type=int, default=50)
+    args = parser.parse_args()
+    configure_logging("warning", json=True)
+    n = args.events
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    broker = None if external else EmbeddedBroker().start()
+    bootstrap = external or broker.bootstrap  # type: ignore[union-attr]
+    try:
+        kafka = KafkaSettings(
+            bootstrap_servers=bootstrap, topic_prefix=f"bench-{uuid.uuid4().hex[:6]}"
+        )
+        ensure_topics(kafka)
+        topic = kafka.events_topic("firewall")
+        with tempfile.TemporaryDirectory() as tmp:
+            rules = Path(tmp) / "rules"
+            rules.mkdir()
+            make_rules(rules, args.rules)
+            took = produce(kafka, topic, n)
+            print(f"produced {n} events in {took:.1f} s ({n / took:,.0f}/s, acks=all)")
+            floor_rate = floor(kafka, topic, n)
+            print(f"floor   consume + orjson            {floor_rate:>10,.0f} events/s")
+            rss0 = rss_mb()
+            rate, stats = stream(kafka, rules, Path(tmp) / "s.duckdb", n)
+            rss1 = rss_mb()
+            print(
+                f"stream  detect+correlate+store+commit {rate:>8,.0f} events/s "
+                f"({stats.new_alerts} alerts)   ratio to floor {rate / floor_rate:.2f}"
+                " (target >= 0.6)"
+            )
+            print(f"rss     {rss0:.0f} MB before, {rss1:.0f} MB after the stream run")
+            lat_kafka = kafka.model_copy(update={"topic_prefix": f"lat-{uuid.uuid4().hex[:6]}"})
+            ensure_topics(lat_kafka)
+            m = min(n, 20_000)
+            half = rate / 2
+            delays = latency(
+                lat_kafka,
+                rules,
+                Path(tmp) / "l.duckdb",
+                lat_kafka.events_topic("firewall"),
+                m,
+                half,
+            )
+            if delays:
+                p50 = delays[len(delays) // 2]
+                p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+                print(
+                    f"latency produce -> committed alert at {half:,.0f} events/s: "
+                    f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (target p99 <= 1000 ms)"
+                )
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
