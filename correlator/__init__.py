@@ -1,1 +1,2 @@
-"""correlator: consume normalized events, match Sigma rules and correlations, store and send alerts."""
+"""correlator: consume normalized events, match Sigma rules and correlations,
+store alerts and send them to Teams."""

@@ -245,6 +245,7 @@ class StreamCorrelator:
                             evidence.offset,
                             evidence.time,
                             evidence.event,
+                            record.value,
                         )
                     )
                 alerts.extend(self._evaluate(evidence, source, tp))

@@ -28,6 +28,9 @@ class ArchivedEvent(NamedTuple):
     offset: int | None
     time: datetime
     event: dict[str, Any]
+    # The event's JSON as it arrived (a Kafka record value): stored as is,
+    # which spares re-serializing every event of the archive.
+    raw: bytes | None = None
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -164,6 +167,6 @@ def events_table(events: Sequence[ArchivedEvent], ingest_time: datetime) -> pa.T
         cols["zone_crossing"].append(_text(get_field(e, "zone.crossing")))
         cols["action"].append(_text(get_field(e, "event.action")))
         cols["outcome"].append(_text(get_field(e, "event.outcome")))
-        cols["event"].append(to_json(e))
+        cols["event"].append(ev.raw.decode("utf-8") if ev.raw is not None else to_json(e))
     types = {"partition": pa.int32(), "offset": pa.int64(), "time": TS, "ingest_time": TS}
     return pa.table({k: pa.array(v, types.get(k, pa.string())) for k, v in cols.items()})
