@@ -90,11 +90,10 @@ class CorrelatorService:
             load_routing(settings.teams.routing_file) if settings.teams.routing_file else None
         )
         retention = timedelta(days=cfg.events_retention_days) if cfg.events_retention_days else None
-        self.store = AlertStore(
-            cfg.db_path,
-            events_retention=retention,
-            **({"router": self.routing} if self.routing is not None else {}),
-        )
+        store_options: dict[str, Any] = {"events_retention": retention}
+        if self.routing is not None:
+            store_options["router"] = self.routing
+        self.store = AlertStore(cfg.db_path, **store_options)
         self.store.register_rules(self.ruleset.detections)
         self.correlation = make_correlation_engine(
             self.ruleset, settings, self.store.load_state(STATE_KEY)

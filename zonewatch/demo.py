@@ -145,10 +145,10 @@ def run_demo(
 
         with CorrelatorService(settings, teams_url=url) as service:
             service.start()
-            stats = service.run(
+            run = service.run(
                 until=lambda s: s.consumed >= produced, idle_timeout_s=15, end_of_input=True
             )
-            echo(f"correlate {stats.consumed} events -> {stats.new_alerts} alerts")
+            echo(f"correlate {run.consumed} events -> {run.new_alerts} alerts")
             if service.sender is not None:
                 service.sender.drain(timeout_s=30)
             columns, rows = service.store.query(
