@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -16,7 +17,9 @@ _SECRET_KEYS = ("url", "password", "secret", "token", "webhook", "authorization"
 _SAFE_KEYS = frozenset({"url_domain", "url.full"})
 
 
-def _redact(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redact(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for key in list(event_dict):
         lowered = key.lower()
         if lowered in _SAFE_KEYS:
