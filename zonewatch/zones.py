@@ -24,6 +24,8 @@ ZONE_UNKNOWN = "unknown"
 
 class Zone(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    title: str = Field(default="", description="name for people (rule titles); default: key")
+    title_ja: str = Field(default="", description="Japanese name (rule descriptions)")
     description: str = ""
     description_ja: str = ""
     cidrs: list[str] = Field(default_factory=list)

@@ -174,3 +174,8 @@ class RuleTestFailure(ZonewatchError):
     """A rule's own test events did not behave as declared."""
 
     exit_code = 1
+
+
+from correlator.policy.cli import generate  # noqa: E402  (the zone policy as rules)
+
+rules.add_command(generate)
