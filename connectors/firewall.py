@@ -789,7 +789,10 @@ def parse_iptables(raw: str, ctx: ParseContext) -> list[Event]:
     """Linux netfilter LOG/NFLOG lines (iptables and nftables): ``IN= OUT=
     SRC= DST= PROTO= SPT= DPT=``. The log prefix names the decision
     (``DROP_INPUT:``, ``[wan-lan-default-D]`` from Ubiquiti EdgeOS)."""
-    kv_at = _IPT_IN_RE.search(raw)
+    # start the regex at the first "IN=" (no match can begin earlier): the
+    # syslog header before it is not scanned character by character
+    first = raw.find("IN=")
+    kv_at = None if first < 0 else _IPT_IN_RE.search(raw, max(first - 1, 0))
     if kv_at is None:
         raise ParseError("no netfilter 'IN=... OUT=' fields")
     start = kv_at.start() if raw[kv_at.start()] == "I" else kv_at.start() + 1
