@@ -122,8 +122,23 @@ class TestEventCount:
         assert feed(engine, loaded, hits) == []
         assert engine.metrics()["missing_group_field"] == 1
 
-    def test_shipped_rule_groups_by_source_and_crossing(self):
-        text = (ROOT / "rules/cross_zone/fw_repeated_denied_crossings.yml").read_text()
+    def test_two_group_fields_must_both_match(self):
+        text = """
+title: Denied crossing
+id: 4a8b1e77-2f6d-4c3a-a9e0-6c5d2b8f1e05
+name: zw_fw_denied_crossing
+logsource: {product: zonewatch, service: firewall}
+detection: {selection: {event.outcome: failure}, condition: selection}
+---
+title: Repeated denied cross-zone connections from one host
+id: 4a8b1e77-2f6d-4c3a-a9e0-6c5d2b8f1e06
+correlation:
+  type: event_count
+  rules: [zw_fw_denied_crossing]
+  group-by: [source.ip, zone.crossing]
+  timespan: 5m
+  condition: {gte: 5}
+"""
         deny = "4a8b1e77-2f6d-4c3a-a9e0-6c5d2b8f1e05"
 
         def d(s, ip, crossing):

@@ -1,13 +1,14 @@
-"""The shipped cross-zone rules through the detection engine and the
-correlation engine, offline, with lines out of time order."""
+"""Detection and correlation together, offline, with lines out of time order;
+and every shipped correlation rule compiles."""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
 
+from correlator.correlation import CorrelationEngine
 from correlator.correlation.offline import offline_hooks
-from correlator.detection import load_rules, run_offline
+from correlator.detection import load_rules, rules_from_yaml, run_offline
 from correlator.detection.offline import evidence_time
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,8 +42,64 @@ def vdi_login(second: int, user: str) -> dict:
     }
 
 
-def test_match_finds_the_shipped_correlations_in_shuffled_input():
-    ruleset = load_rules([ROOT / "rules"])
+RULES = """
+title: Denied cross-zone connection
+id: 4a8b1e77-2f6d-4c3a-a9e0-6c5d2b8f1e05
+name: zw_fw_denied_crossing
+logsource: {product: zonewatch, service: firewall}
+detection:
+  selection:
+    zone.crossing: [core->lgwan, core->mynumber]
+    event.outcome: failure
+  condition: selection
+level: low
+---
+title: Repeated denied cross-zone connections from one host
+id: 4a8b1e77-2f6d-4c3a-a9e0-6c5d2b8f1e06
+correlation:
+  type: event_count
+  rules: [zw_fw_denied_crossing]
+  group-by: [source.ip, zone.crossing]
+  timespan: 5m
+  condition: {gte: 5}
+level: high
+---
+title: Device non-compliant
+id: 3c9a7d10-5e2b-4b8f-9f04-1d6e8a2c7b03
+name: zw_intune_noncompliant
+logsource: {product: zonewatch, service: intune}
+detection:
+  selection: {event.action: device-compliance-changed, intune.compliance: noncompliant}
+  condition: selection
+level: informational
+---
+title: Restricted VDI session
+id: 8e3f5a22-1b7c-4d9e-8f61-2a4c6e8b0d07
+name: zw_vdi_restricted_session
+logsource: {product: zonewatch, service: vdi}
+detection:
+  selection:
+    zone.destination_role: [vdi_pool_mynumber, vdi_pool_lgwan]
+    event.action: [vdi-login, vdi-connect]
+  condition: selection
+level: informational
+---
+title: Non-compliant device then restricted VDI session
+id: 8e3f5a22-1b7c-4d9e-8f61-2a4c6e8b0d08
+correlation:
+  type: temporal
+  rules: [zw_intune_noncompliant, zw_vdi_restricted_session]
+  group-by: [user]
+  aliases:
+    user: {zw_intune_noncompliant: user.name, zw_vdi_restricted_session: user.name}
+  timespan: 15m
+  generate: true
+level: high
+"""
+
+
+def test_match_finds_cross_zone_correlations_in_shuffled_input():
+    ruleset = rules_from_yaml(RULES)
     assert not ruleset.errors, ruleset.errors
     events = (
         [deny(10 * i) for i in range(5)]  # five denies in 40 s: one alert
@@ -70,3 +127,9 @@ def test_match_finds_the_shipped_correlations_in_shuffled_input():
     assert pair.group == {"user": "ito@city.example.lg.jp"}
     assert [e.line for e in pair.evidence] == [11, 12]
     assert engine.stats.late_events == 0
+
+
+def test_every_shipped_correlation_rule_compiles():
+    ruleset = load_rules([ROOT / "rules"])
+    engine = CorrelationEngine(ruleset.correlations, ruleset.rule)
+    assert len(engine.rules) == len(ruleset.correlations) > 0
