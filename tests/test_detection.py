@@ -351,6 +351,23 @@ class TestAlerts:
         assert alert.rule_hash == rule.sha256 and len(rule.sha256) == 64
         assert rs.rule(rule.id) is rule
 
+    def test_alerts_built_without_validation_equal_validated_ones(self) -> None:
+        """Alerts skip pydantic validation for speed; they must be the same objects
+        validation would build (a field added to the model breaks this test)."""
+        from correlator.detection.alerts import trusted_evidence
+
+        rs = ruleset("sel:\n  url.domain: pastebin.com\ncondition: sel")
+        (rule,) = rs.match(PROXY_EVENT)
+        ev = trusted_evidence("line:3", event_time(PROXY_EVENT), 3, PROXY_EVENT)
+        assert ev == Evidence.model_validate(ev.model_dump())
+        alert = detection_alert(rule, ev, "match")
+        again = type(alert).model_validate(alert.model_dump())
+        assert alert == again
+        assert alert.model_dump(mode="json") == again.model_dump(mode="json")
+        assert alert.model_fields_set == again.model_fields_set
+        with pytest.raises(ValueError):
+            alert.level = "low"  # type: ignore[misc]  # still frozen
+
     @pytest.mark.parametrize(
         "bad",
         [{}, {"@timestamp": "yesterday"}, {"@timestamp": "2025-04-01T09:30:00"}, {"@timestamp": 5}],

@@ -13,7 +13,12 @@ from typing import Any
 
 import orjson
 
-from correlator.detection.alerts import EventTimeError, detection_alert, event_time
+from correlator.detection.alerts import (
+    EventTimeError,
+    detection_alert,
+    event_time,
+    trusted_evidence,
+)
 from correlator.detection.evtx import flatten_evtx
 from correlator.detection.ruleset import DetectionRule, RuleSet, _dataset
 from zonewatch.errors import ParseError
@@ -90,9 +95,7 @@ def run_offline(
                 if not rule.generate:
                     continue
                 if evidence is None:
-                    evidence = Evidence(
-                        event_id=f"line:{line}", time=evidence_time(event), line=line, event=event
-                    )
+                    evidence = trusted_evidence(f"line:{line}", evidence_time(event), line, event)
                 yield detection_alert(rule, evidence, origin)  # type: ignore[arg-type]
         if on_hit is not None:
             yield from on_hit(line, event, hits)
