@@ -376,6 +376,24 @@ def _elff_values(raw: str) -> list[str]:
     """An ELFF row's values: space-separated, ``"quoted values"`` as one."""
     if '"' not in raw:
         return raw.split()
+    # Quotes that open and close whole values (the usual case: user agents,
+    # categories) split the row into plain and quoted stretches without a
+    # regex pass over every character.
+    parts = raw.split('"')
+    last = len(parts) - 1
+    if last % 2 == 0:
+        values: list[str] = []
+        for i in range(0, last + 1, 2):
+            plain = parts[i]
+            if plain and (
+                (i > 0 and not plain[0].isspace()) or (i < last and not plain[-1].isspace())
+            ):
+                break  # a quote inside a value: let the tokenizer decide
+            values += plain.split()
+            if i < last:
+                values.append(parts[i + 1])
+        else:
+            return values
     return [t or q for q, t in _ELFF_TOKEN_RE.findall(raw)]
 
 

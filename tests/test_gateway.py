@@ -8,9 +8,19 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.base import FORMATS, ParseContext
-from connectors.gateway import cef_extensions, parse_cef, parse_proxysg, parse_squid, parse_zscaler
+from connectors.gateway import (
+    _ELFF_TOKEN_RE,
+    _elff_values,
+    cef_extensions,
+    parse_cef,
+    parse_proxysg,
+    parse_squid,
+    parse_zscaler,
+)
 from zonewatch.ecs import get_field
 from zonewatch.errors import ParseError
 
@@ -197,3 +207,12 @@ def test_sniffers_pick_the_right_format(shared_dir: Path) -> None:
             if src == "gateway" and f.sniff is not None and f.sniff(line)
         ]
         assert hits == [fmt], (fmt, hits)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list('" \tab-=,')), max_size=40))
+def test_elff_quick_split_matches_the_tokenizer(row: str) -> None:
+    """Rows whose quotes wrap whole values take a fast path; whatever the
+    quoting, the columns are those of the ELFF tokenizer (quoted = one value)."""
+    reference = [plain or quoted for quoted, plain in _ELFF_TOKEN_RE.findall(row)]
+    assert _elff_values(row) == reference
