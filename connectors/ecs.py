@@ -77,6 +77,7 @@ def scaled(value: int | None, factor: int) -> int | None:
 
 
 def to_port(value: str | int | None) -> int | None:
+    port: int | None
     if isinstance(value, str) and len(value) <= 5 and value.isdecimal():
         port = int(value)  # the common case, without a second call
     else:

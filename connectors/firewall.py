@@ -14,6 +14,7 @@ Allowed versus blocked is always explicit, whatever the vendor's words:
 from __future__ import annotations
 
 import re
+from datetime import tzinfo
 from typing import Any
 
 from connectors.base import ParseContext, register
@@ -363,7 +364,7 @@ def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
     if "logid" not in kv and "type" not in kv:
         raise ParseError("FortiOS record without logid or type")
     get = kv.get
-    tz = ctx.timezone
+    tz: tzinfo = ctx.timezone
     zone = get("tz")
     if zone:
         tz = zone_for(zone.replace("UTC", "").strip() or "UTC")

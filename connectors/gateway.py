@@ -403,12 +403,12 @@ def parse_proxysg(raw: str, ctx: ParseContext) -> list[Event]:
     column names for the rest of the stream; other ``#`` lines are skipped."""
     if raw.startswith("#"):
         if raw.startswith("#Fields:"):
-            names = raw[8:].split()
-            if not names:
+            header = raw[8:].split()
+            if not header:
                 raise ParseError("#Fields: header names no fields")
             # a column named twice: the later one wins, as it would in a dict
             ctx.state[_FIELDS_STATE] = tuple(
-                "" if name in names[i + 1 :] else name for i, name in enumerate(names)
+                "" if name in header[i + 1 :] else name for i, name in enumerate(header)
             )
         return []
     names: tuple[str, ...] = ctx.state.get(_FIELDS_STATE, PROXYSG_MAIN_FIELDS)
@@ -550,47 +550,45 @@ def _lower(value: str) -> str | None:
 
 
 # ArcSight extension keys -> (ECS field, converter); the subset that drives detection
-_CEF_MAP: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
-    key: (tuple(field.split(".")), conv)
-    for key, (field, conv) in {
-        "src": ("source.ip", to_ip),
-        "spt": ("source.port", to_port),
-        "shost": ("source.domain", text),
-        "smac": ("source.mac", text),
-        "suser": ("source.user.name", text),
-        "sourceTranslatedAddress": ("source.nat.ip", to_ip),
-        "sourceTranslatedPort": ("source.nat.port", to_port),
-        "dst": ("destination.ip", to_ip),
-        "dpt": ("destination.port", to_port),
-        "dhost": ("destination.domain", text),
-        "dmac": ("destination.mac", text),
-        "duser": ("destination.user.name", text),
-        "destinationTranslatedAddress": ("destination.nat.ip", to_ip),
-        "destinationTranslatedPort": ("destination.nat.port", to_port),
-        "in": ("source.bytes", to_int),
-        "out": ("destination.bytes", to_int),
-        "proto": ("network.transport", transport),
-        "app": ("network.protocol", _lower),
-        "requestMethod": ("http.request.method", text),
-        "requestClientApplication": ("user_agent.original", text),
-        "requestContext": ("http.request.referrer", text),
-        "act": ("event.action", _lower),
-        "outcome": ("cef.outcome", text),
-        "reason": ("event.reason", text),
-        "cat": ("cef.category", text),
-        "externalId": ("event.id", text),
-        "msg": ("message", text),
-        "dvc": ("observer.ip", to_ip),
-        "dvchost": ("observer.hostname", text),
-        "deviceExternalId": ("observer.serial_number", text),
-        "deviceInboundInterface": ("observer.ingress.interface.name", text),
-        "deviceOutboundInterface": ("observer.egress.interface.name", text),
-        "fname": ("file.name", text),
-        "filePath": ("file.path", text),
-        "fileHash": ("file.hash", text),
-        "fsize": ("file.size", to_int),
-    }.items()
+_CEF_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "src": ("source.ip", to_ip),
+    "spt": ("source.port", to_port),
+    "shost": ("source.domain", text),
+    "smac": ("source.mac", text),
+    "suser": ("source.user.name", text),
+    "sourceTranslatedAddress": ("source.nat.ip", to_ip),
+    "sourceTranslatedPort": ("source.nat.port", to_port),
+    "dst": ("destination.ip", to_ip),
+    "dpt": ("destination.port", to_port),
+    "dhost": ("destination.domain", text),
+    "dmac": ("destination.mac", text),
+    "duser": ("destination.user.name", text),
+    "destinationTranslatedAddress": ("destination.nat.ip", to_ip),
+    "destinationTranslatedPort": ("destination.nat.port", to_port),
+    "in": ("source.bytes", to_int),
+    "out": ("destination.bytes", to_int),
+    "proto": ("network.transport", transport),
+    "app": ("network.protocol", _lower),
+    "requestMethod": ("http.request.method", text),
+    "requestClientApplication": ("user_agent.original", text),
+    "requestContext": ("http.request.referrer", text),
+    "act": ("event.action", _lower),
+    "outcome": ("cef.outcome", text),
+    "reason": ("event.reason", text),
+    "cat": ("cef.category", text),
+    "externalId": ("event.id", text),
+    "msg": ("message", text),
+    "dvc": ("observer.ip", to_ip),
+    "dvchost": ("observer.hostname", text),
+    "deviceExternalId": ("observer.serial_number", text),
+    "deviceInboundInterface": ("observer.ingress.interface.name", text),
+    "deviceOutboundInterface": ("observer.egress.interface.name", text),
+    "fname": ("file.name", text),
+    "filePath": ("file.path", text),
+    "fileHash": ("file.hash", text),
+    "fsize": ("file.size", to_int),
 }
+_CEF_MAP = {key: (tuple(field.split(".")), conv) for key, (field, conv) in _CEF_FIELDS.items()}
 _CEF_SUCCESS = {"success", "succeeded", "allowed", "allow", "accept", "accepted", "permit", "pass"}
 _CEF_FAILURE = {"failure", "failed", "fail", "blocked", "block", "denied", "deny", "drop", "reject"}
 
