@@ -68,6 +68,17 @@ def failed(seconds: float, user: str = "tanaka@city.example.lg.jp", **fields) ->
 
 
 class TestEventCount:
+    def test_the_alert_names_the_zone_crossings_of_its_evidence(self):
+        def hit(t: float, crossing: str) -> Hit:
+            return Hit(t, ["failed_login"], {"user.name": "sato@city.example.lg.jp",
+                                             "zone": {"crossing": crossing}})
+
+        alerts = run(
+            FAILED_3_IN_1M, [hit(0, "core->lgwan"), hit(5, "core->mynumber"),
+                             hit(9, "core->lgwan")], NOW
+        )  # fmt: skip
+        assert [a.zone_crossing for a in alerts] == ["core->lgwan, core->mynumber"]
+
     def test_three_failures_within_a_minute_fire_once_with_the_window(self):
         alerts = run(FAILED_3_IN_1M, [failed(0), failed(20), failed(45)], NOW)
         assert len(alerts) == 1

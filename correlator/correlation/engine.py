@@ -146,6 +146,17 @@ def _tuples(value: Any) -> Any:
     return value
 
 
+def _crossing(evidence: list[Evidence]) -> str | None:
+    """The zone crossings the evidence shows, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for item in evidence:
+        zone = item.event.get("zone") if item.event else None
+        crossing = zone.get("crossing") if isinstance(zone, dict) else None
+        if isinstance(crossing, str):
+            seen.setdefault(crossing, None)
+    return ", ".join(seen) if seen else None
+
+
 def _utc(dt: datetime) -> datetime:
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
@@ -597,6 +608,7 @@ class CorrelationEngine:
                     window_end=end,
                     first_seen=evidence[0].time if evidence else start,
                     last_seen=evidence[-1].time if evidence else end,
+                    zone_crossing=_crossing(evidence),
                     origin=self.settings.origin,
                     evidence=evidence,
                 )
