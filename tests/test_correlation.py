@@ -70,8 +70,11 @@ def failed(seconds: float, user: str = "tanaka@city.example.lg.jp", **fields) ->
 class TestEventCount:
     def test_the_alert_names_the_zone_crossings_of_its_evidence(self):
         def hit(t: float, crossing: str) -> Hit:
-            return Hit(t, ["failed_login"], {"user.name": "sato@city.example.lg.jp",
-                                             "zone": {"crossing": crossing}})
+            return Hit(
+                t,
+                ["failed_login"],
+                {"user.name": "sato@city.example.lg.jp", "zone": {"crossing": crossing}},
+            )
 
         alerts = run(
             FAILED_3_IN_1M, [hit(0, "core->lgwan"), hit(5, "core->mynumber"),

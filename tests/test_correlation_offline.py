@@ -133,3 +133,28 @@ def test_every_shipped_correlation_rule_compiles():
     ruleset = load_rules([ROOT / "rules"])
     engine = CorrelationEngine(ruleset.correlations, ruleset.rule)
     assert len(engine.rules) == len(ruleset.correlations) > 0
+
+
+def test_a_bad_correlation_is_reported_and_the_others_still_run(tmp_path) -> None:
+    from correlator.detection import load_rules
+
+    (tmp_path / "rules.yml").write_text(
+        """title: Denied
+id: 5a1f0c3e-0d7b-4f5a-9c61-3e2b1d0a9f01
+name: denied
+logsource: {product: zonewatch, service: firewall}
+detection: {sel: {event.outcome: failure}, condition: sel}
+---
+title: Many denies
+id: 5a1f0c3e-0d7b-4f5a-9c61-3e2b1d0a9f02
+correlation: {type: event_count, rules: [denied], group-by: [source.ip], timespan: 5m,
+              condition: {gte: 3}}
+---
+title: Denies without a group
+id: 5a1f0c3e-0d7b-4f5a-9c61-3e2b1d0a9f03
+correlation: {type: event_count, rules: [denied], timespan: 5m, condition: {gte: 3}}
+"""
+    )
+    ruleset = load_rules([tmp_path])
+    assert [c.title for c in ruleset.correlations] == ["Many denies"]
+    assert any("Denies without a group" in str(e) and "group-by" in str(e) for e in ruleset.errors)

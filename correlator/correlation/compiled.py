@@ -185,7 +185,30 @@ def _where(rule: SigmaCorrelationRule) -> tuple[str | None, int | None]:
 
 def _error(rule: SigmaCorrelationRule, message: str) -> CorrelationRuleError:
     path, line = _where(rule)
-    return CorrelationRuleError(f"correlation '{rule.title}': {message}", path, line)
+    error = CorrelationRuleError(f"correlation '{rule.title}': {message}", path, line)
+    error.rule = rule
+    return error
+
+
+def usable_correlations(
+    rules: Sequence[SigmaCorrelationRule],
+    resolve: Callable[[str], BaseRuleInfo | None],
+    errors: list[Any],
+) -> list[SigmaCorrelationRule]:
+    """The rules that compile; each bad one (and each chain built on it) is
+    reported in ``errors`` and left out, so it never stops the others."""
+    good = list(rules)
+    while good:
+        try:
+            compile_rules(good, resolve)
+            return good
+        except CorrelationRuleError as exc:
+            errors.append(exc)
+            bad = getattr(exc, "rule", None)
+            if bad is None or bad not in good:
+                return []
+            good.remove(bad)
+    return good
 
 
 def _threshold(rule: SigmaCorrelationRule) -> Threshold | None:

@@ -102,8 +102,15 @@ def match(
         bad_lines += 1
         click.echo(f"zonewatch: skipped {err}", err=True)
 
+    from correlator.correlation.offline import offline_hooks
+    from correlator.detection.offline import evidence_time
+
+    hooks = offline_hooks(ruleset, evidence_time)
+    on_hit, on_end = (hooks[0], hooks[1]) if hooks else (None, None)
     out = sys.stdout.buffer
-    for alert in run_offline(read_ndjson(events, flatten, on_error), ruleset, source=source):
+    for alert in run_offline(
+        read_ndjson(events, flatten, on_error), ruleset, source=source, on_hit=on_hit, on_end=on_end
+    ):
         out.write(alert_json(alert) + b"\n")
     out.flush()
     if bad_lines:

@@ -134,6 +134,11 @@ def _parse_doc(doc: RuleDoc) -> tuple[Any, list[RuleError]]:
     try:
         obj: Any
         if "correlation" in data:
+            # pySigma 1.5 rejects ranges ({gt: 100, lte: 200}) and truncates
+            # float thresholds; the correlation engine reads them from here.
+            from correlator.correlation import prepare_correlation_dict
+
+            data = prepare_correlation_dict(data)
             obj = SigmaCorrelationRule.from_dict(data, collect_errors=True, source=loc)
         elif "filter" in data:
             obj = SigmaFilter.from_dict(data, collect_errors=True, source=loc)
@@ -182,6 +187,7 @@ def load_documents(
     pipeline: str | ProcessingPipeline | None = "ecs",
     placeholders: dict[str, Any] | None = None,
     errors: list[RuleError] | None = None,
+    index: bool = True,
 ) -> RuleSet:
     errors = list(errors or [])
     rules: list[tuple[SigmaRule, RuleDoc]] = []
@@ -256,8 +262,13 @@ def load_documents(
         correlations=[c for c, _ in correlations],
         errors=errors,
     )
-    ruleset._routes = build_routes(compiled, ruleset.errors)
+    ruleset._routes = build_routes(compiled, ruleset.errors, index)
     ruleset._by_ref = index_refs(ruleset.detections)
+    # A correlation that cannot be evaluated is reported like any bad rule
+    # and left out, instead of stopping every correlation at start-up.
+    from correlator.correlation.compiled import usable_correlations
+
+    ruleset.correlations = usable_correlations(ruleset.correlations, ruleset.rule, errors)
     if errors:
         log.warning("rules_with_errors", errors=len(errors), loaded=len(ruleset.detections))
     return ruleset
@@ -336,7 +347,11 @@ def rules_from_yaml(
     pipeline: str | ProcessingPipeline | None = "ecs",
     placeholders: dict[str, Any] | None = None,
     path: str = "<string>",
+    index: bool = True,
 ) -> RuleSet:
-    """A RuleSet from YAML text (one or more ``---``-separated documents); for tests."""
+    """A RuleSet from YAML text (one or more ``---``-separated documents); for tests.
+
+    ``index=False`` skips the literal prefilter (every rule runs on every event).
+    """
     docs, errors = split_documents(path, text)
-    return load_documents(docs, pipeline, placeholders, errors)
+    return load_documents(docs, pipeline, placeholders, errors, index)
