@@ -159,7 +159,7 @@ def test_cli_writes_regenerates_and_checks(
     code, stdout, _ = _run(["rules", "generate", "--zones", str(zones), "--out", str(out)], capsys)
     assert code == 0 and "1 written, 0 removed" in stdout
     rule = yaml.safe_load((out / "policy_vdi_to_internet.yml").read_text(encoding="utf-8"))
-    assert rule["title"] == "Zone Policy: Any Traffic From VDI Into Internet"
+    assert rule["title"] == "Zone Policy: Direct Traffic From VDI Into Internet"
     assert rule["detection"]["condition"] == "selection"
 
     # A zone removed: the files of its crossings go, others stay.

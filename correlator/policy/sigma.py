@@ -173,7 +173,7 @@ def crossing_rule(policy: ZonePolicy, crossing: Crossing, zones_path: str) -> di
     else:
         allowed_en = "No flow allows this crossing at all."
         allowed_ja = "このゾーン間の通信は一切許可されていません。"
-        title = f"Zone Policy: Any Traffic From {src} Into {dst}"
+        title = f"Zone Policy: Direct Traffic From {src} Into {dst}"
     english = (
         f"The firewall let a connection from the {src} zone into the {dst} zone "
         f"through, and no allowed flow in {zones_path} covers it. {allowed_en} "
