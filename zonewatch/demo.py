@@ -38,10 +38,26 @@ class SampleInput:
 
 SAMPLES = (
     SampleInput("intune", "devices", Path("samples/intune-devices.jsonl")),
+    SampleInput("intune", "graph", Path("samples/intune-audit.jsonl")),
     SampleInput("gateway", "squid", Path("samples/squid-access.log")),
+    # the prefecture's security cloud in front of the Internet VDI pool
+    SampleInput("gateway", "zscaler", Path("samples/securitycloud-web.jsonl")),
     SampleInput("firewall", "fortigate", Path("samples/fortigate-traffic.log")),
     SampleInput("vdi", "horizon", Path("samples/horizon-events.log")),
 )
+
+# Sorted by the time each alert became true (its last evidence), shown in JST.
+ALERTS_QUERY = """\
+SELECT CASE WHEN first_seen = last_seen
+            THEN strftime(last_seen AT TIME ZONE 'Asia/Tokyo', '%H:%M:%S')
+            ELSE strftime(first_seen AT TIME ZONE 'Asia/Tokyo', '%H:%M') || '-'
+                 || strftime(last_seen AT TIME ZONE 'Asia/Tokyo', '%H:%M') END AS jst,
+       level, type, rule_title, zone_crossing,
+       (SELECT count(*) FROM alert_evidence e WHERE e.alert_id = alerts.id) AS evidence
+FROM alerts ORDER BY last_seen, first_seen, rule_title
+"""
+# Levels listed one by one; the others are counted in one line under the table.
+LISTED_LEVELS = ("low", "medium", "high", "critical")
 
 FORENSIC_QUERY = """\
 -- Which zone crossings did each user's alerts involve, and when?
@@ -151,13 +167,8 @@ def run_demo(
             echo(f"correlate {run.consumed} events -> {run.new_alerts} alerts")
             if service.sender is not None:
                 service.sender.drain(timeout_s=30)
-            columns, rows = service.store.query(
-                "SELECT strftime(first_seen AT TIME ZONE 'Asia/Tokyo', '%H:%M:%S') AS jst, level, "
-                "type, rule_title, zone_crossing, "
-                "(SELECT count(*) FROM alert_evidence e WHERE e.alert_id = alerts.id) AS evidence "
-                "FROM alerts ORDER BY first_seen, rule_title"
-            )
-            _print_table("Alerts", columns, rows, echo)
+            columns, rows = service.store.query(ALERTS_QUERY)
+            _print_alerts(columns, rows, echo)
             fcols, frows = service.store.query(FORENSIC_QUERY)
             _print_table("Forensic query: alerts per user and zone crossing", fcols, frows, echo)
             echo(FORENSIC_QUERY.rstrip())
@@ -183,16 +194,45 @@ def run_demo(
     return result
 
 
+def _print_alerts(columns: list[str], rows: list[tuple[Any, ...]], echo: Any) -> None:
+    """The alerts table; informational alerts are summarized so they do not bury the rest."""
+    level = columns.index("level")
+    listed = [r for r in rows if r[level] in LISTED_LEVELS]
+    _print_table(f"Alerts ({len(rows)})", columns, listed, echo)
+    quiet: dict[str, int] = {}
+    for row in rows:
+        if row[level] not in LISTED_LEVELS:
+            title = row[columns.index("rule_title")]
+            quiet[title] = quiet.get(title, 0) + 1
+    if quiet:
+        summary = "; ".join(f"{title} x{n}" for title, n in sorted(quiet.items()))
+        echo(f"         + {sum(quiet.values())} informational alert(s): {summary}")
+    by_level = {lv: sum(1 for r in rows if r[level] == lv) for lv in LISTED_LEVELS}
+    echo(
+        "         "
+        + ", ".join(f"{n} {lv}" for lv, n in reversed(by_level.items()) if n)
+        + f" -- from {len({r[columns.index('rule_title')] for r in rows})} rules"
+    )
+
+
 def _print_table(title: str, columns: list[str], rows: list[tuple[Any, ...]], echo: Any) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        # Titles and times read best on one line; long lists may wrap.
+        keep = column in ("jst", "level", "type", "evidence")
+        table.add_column(
+            "ev" if column == "evidence" else column,
+            overflow="fold",
+            no_wrap=keep,
+            ratio=3 if column in ("rule_title", "rules") else None,
+        )
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
-    console = Console(width=max(120, shutil.get_terminal_size().columns))
+    console = Console(width=max(132, shutil.get_terminal_size().columns))
     with console.capture() as capture:
         console.print(table)
     echo(capture.get().rstrip())
