@@ -41,8 +41,6 @@ from connectors.timeparse import (
 )
 from zonewatch.errors import ParseError
 
-_NET = ["network"]
-
 # Decision words meaning "traffic did not pass", across vendors.
 _BLOCK_WORDS = frozenset(
     {"deny", "denied", "drop", "dropped", "reject", "rejected", "block", "blocked",
@@ -79,7 +77,7 @@ def _verdict(word: str | None) -> bool | None:
 
 def _decide(event: dict[str, Any], blocked: bool | None, kind: str = "connection") -> None:
     """Set ``category``/``type``/``outcome`` on the ``event`` object."""
-    event["category"] = _NET
+    event["category"] = ["network"]
     if blocked is None:
         event["type"] = [kind]
         return
@@ -389,7 +387,7 @@ def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
     elif log_type == "utm":
         _decide(event, _verdict(action), "access")
     else:
-        event["category"] = ["authentication"] if action == "login" else _NET
+        event["category"] = ["authentication"] if action == "login" else ["network"]
         status = get("status", "").lower()
         if status in ("success", "succeeded"):
             event["outcome"] = "success"
@@ -756,7 +754,7 @@ def parse_asa(raw: str, ctx: ParseContext) -> list[Event]:
         observer["hostname"] = host
     blocked = _asa_message(code, msg, ev)
     if code in _ASA_NOT_TRAFFIC:
-        event.setdefault("category", _NET)
+        event.setdefault("category", ["network"])
         event["outcome"] = "failure" if blocked else "success"
         event["type"] = ["info", "denied" if blocked else "allowed"]
     else:

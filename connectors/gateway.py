@@ -43,22 +43,14 @@ from connectors.timeparse import (
 )
 from zonewatch.errors import ParseError
 
-_ALLOWED_TYPES = ["access", "allowed"]
-_DENIED_TYPES = ["access", "denied"]
-_WEB = ["network", "web"]
-
 
 def _decide_web(event: dict[str, Any], blocked: bool) -> None:
-    """Set the vendor-neutral allowed/blocked fields on ``event``."""
-    event["category"] = _WEB
-    if blocked:
-        event["action"], event["outcome"], event["type"] = "blocked", "failure", list(_DENIED_TYPES)
-    else:
-        event["action"], event["outcome"], event["type"] = (
-            "allowed",
-            "success",
-            list(_ALLOWED_TYPES),
-        )
+    """Set the vendor-neutral allowed/blocked fields on ``event`` (fresh lists
+    per event: a later stage may extend them)."""
+    event["category"] = ["network", "web"]
+    event["action"] = "blocked" if blocked else "allowed"
+    event["outcome"] = "failure" if blocked else "success"
+    event["type"] = ["access", "denied" if blocked else "allowed"]
 
 
 # --- Squid native access.log ------------------------------------------------
@@ -661,7 +653,7 @@ def parse_cef(raw: str, ctx: ParseContext) -> list[Event]:
         stamp or now_stamp(ctx.now),
     )
     event = ev["event"]
-    event["category"] = _WEB if ctx.source == "gateway" else ["network"]
+    event["category"] = ["network", "web"] if ctx.source == "gateway" else ["network"]
     code = _cef_unescape(sig_id)
     if code:
         event["code"] = code
