@@ -160,3 +160,23 @@ def test_arrival_order_does_not_change_the_alerts(pack: RuleSet, day: list[dict[
     shuffled = list(day)
     random.Random(26).shuffle(shuffled)
     assert _summary(pack, run_day(pack, shuffled)) == _summary(pack, run_day(pack, day))
+
+
+def test_zonewatch_match_finds_the_same_alerts_from_ndjson(
+    pack: RuleSet, day: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """What an analyst runs by hand: `zonewatch parse` output into `zonewatch match`."""
+    import orjson
+    from click.testing import CliRunner
+
+    from zonewatch.cli import cli
+
+    events = tmp_path / "day.ndjson"
+    events.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in day))
+    result = CliRunner().invoke(
+        cli, ["match", "--rules", str(ROOT / "rules"), str(events)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    names = _names(pack)
+    fired = Counter(names[orjson.loads(line)["rule_id"]] for line in result.stdout.splitlines())
+    assert fired == Counter(name for name, _, _ in EXPECTED)
