@@ -152,6 +152,12 @@ def test_near_misses_of_the_day_stay_quiet(pack: RuleSet, day: list[dict[str, An
         a.group.get("user.name") for a in alerts if a.type == "temporal_ordered" and a.group
     )
     assert users["tanaka.hanako@city.example.lg.jp"] == 0
+    # Her one mistyped VDI password before the 14:10 login is no password guessing.
+    assert not any(
+        e["event"].get("action") == "vdi-login-failed"
+        and e["user"]["name"] == "tanaka.hanako@city.example.lg.jp"
+        for e in evidence
+    )
 
 
 def test_arrival_order_does_not_change_the_alerts(pack: RuleSet, day: list[dict[str, Any]]) -> None:
