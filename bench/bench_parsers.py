@@ -12,7 +12,7 @@ is the median of the per-round ratios.
 Target: parse >= 1.0 x baseline (~100k lines/s on one core) so the whole
 connector keeps >= 40k lines/s into Kafka.
 
-    python bench/bench_parsers.py [--seconds 0.25] [--rounds 3] [FORMAT ...]
+    python bench/bench_parsers.py [--seconds 0.2] [--rounds 3] [FORMAT ...]
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def _measure(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=0.25, help="length of one timed run")
+    ap.add_argument("--seconds", type=float, default=0.2, help="CPU seconds of one timed run")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per format")
     ap.add_argument("--zones", default=str(ROOT / "rules" / "zones.yaml"))
     ap.add_argument("formats", nargs="*")
