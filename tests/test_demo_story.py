@@ -186,3 +186,21 @@ def test_zonewatch_match_finds_the_same_alerts_from_ndjson(
     names = _names(pack)
     fired = Counter(names[orjson.loads(line)["rule_id"]] for line in result.stdout.splitlines())
     assert fired == Counter(name for name, _, _ in EXPECTED)
+
+
+def test_the_demo_lists_alerts_by_level_and_counts_informational_ones() -> None:
+    from zonewatch.demo import _print_alerts
+
+    columns = ["jst", "level", "type", "rule_title", "zone_crossing", "evidence"]
+    rows = [
+        ("11:02:14", "critical", "detection", "Zone Policy: Direct Traffic", "core->lgwan", 1),
+        ("11:03:00", "informational", "detection", "Restricted VDI Session", "core->vdi", 1),
+        ("11:04:00", "informational", "detection", "Restricted VDI Session", "core->vdi", 1),
+    ]
+    lines: list[str] = []
+    _print_alerts(columns, rows, lines.append)
+    table, summary, totals = lines
+    assert "Zone Policy: Direct Traffic" in table
+    assert "Restricted VDI Session" not in table
+    assert summary.strip() == "+ 2 informational alert(s): Restricted VDI Session x2"
+    assert totals.strip() == "1 critical -- from 2 rules"
