@@ -46,7 +46,9 @@ from sigma.types import (
     SpecialChars,
 )
 
-from correlator.detection import runtime
+from correlator.detection import prefilter, runtime
+from correlator.detection.anchors import Anchor, anchor
+from correlator.detection.anchors import any_of as anchors_any_of
 
 _OPS = {
     CompareOperators.LT: "lt",
@@ -109,6 +111,8 @@ class CompiledRule:
     keywords: set[str]  # {"K"} lowered keyword values, {"KS"} as-is
     required: set[str]  # fields that must be non-null for a match
     consts: dict[str, Any]
+    # Literals one of which every matching event contains (None: no such set).
+    anchor: Anchor | None = None
 
 
 @dataclass
@@ -312,15 +316,15 @@ class _RuleCompiler:
                 out.append(".")
             else:
                 out.append(_re2_literal(str(p)))
-        rx = self.const(runtime.compile_re2("(?s)" + "".join(out)))
-        return f"{rx}.fullmatch(\0x\0) is not None"
+        compiled = runtime.compile_re2("(?s)" + "".join(out))
+        rx = self.const(runtime.re2_tester(compiled, whole=True))
+        return f"{rx}(\0x\0)"
 
     def regex(self, var: str, value: SigmaRegularExpression) -> Code:
         rx = self._regex_const(value)
-        lam = self.const(LazyPredicate(f"{rx}.search(x) is not None"))
         return Code(
-            f"({rx}.search({var}) is not None if {var}.__class__ is str else "
-            f"{var} is not None and _any_of({var}, {lam}))",
+            f"({rx}({var}) if {var}.__class__ is str else "
+            f"{var} is not None and _any_of({var}, {rx}))",
             5,
         )
 
@@ -343,7 +347,7 @@ class _RuleCompiler:
                 f"matching is required for rule content): {reason}",
                 pattern,
             ) from exc
-        return self.const(compiled)
+        return self.const(runtime.re2_tester(compiled))
 
     # -- keywords (unbound values) ----------------------------------------
     def keyword(self, value: Any) -> Code:
@@ -377,8 +381,7 @@ class _RuleCompiler:
     def _kw_regex(self, value: SigmaRegularExpression) -> Code:
         self.keywords.add("KS")
         rx = self._regex_const(value)
-        lam = self.const(LazyPredicate(f"{rx}.search(x) is not None"))
-        return Code(f"_any_of(KS, {lam})", 10)
+        return Code(f"_any_of(KS, {rx})", 10)
 
 
 def _re2_literal(text: str) -> str:
@@ -416,6 +419,7 @@ def compile_rule(rule: SigmaRule, prefix: str) -> CompiledRule:
     comp = _RuleCompiler(prefix)
     exprs: list[Code] = []
     required: set[str] | None = None
+    anchors: list[Anchor | None] = []
     for condition in rule.detection.parsed_condition:
         tree = condition.parsed
         if tree is None:
@@ -423,9 +427,12 @@ def compile_rule(rule: SigmaRule, prefix: str) -> CompiledRule:
         exprs.append(comp.node(tree))
         req = required_fields(tree)
         required = req if required is None else required & req
+        anchors.append(anchor(tree))
     expr = exprs[0].text if len(exprs) == 1 else "(" + " or ".join(e.text for e in exprs) + ")"
     consts = dict(comp.consts)
-    return CompiledRule(expr, comp.forms, comp.keywords, required or set(), consts)
+    return CompiledRule(
+        expr, comp.forms, comp.keywords, required or set(), consts, anchors_any_of(anchors)
+    )
 
 
 _RUNTIME_NAMES = {
@@ -449,44 +456,170 @@ _RUNTIME_NAMES = {
 
 
 def _fetch(var: str, name: str, indent: str) -> list[str]:
-    """Statements reading field ``name`` of event ``E`` into ``var`` (None when absent).
+    """A statement reading field ``name`` of event ``E`` into ``var`` (None when absent).
 
-    Nested dicts are walked inline (the common ECS shape); anything else -
-    flat dotted keys, a missing level - takes the general path lookup.
+    One expression walks nested dicts (the common ECS shape) with
+    ``runtime.get_path``'s exact rules: where a level is missing, the rest of
+    the path may be one flat key at that level; where a level is not an
+    object, the whole name may be a flat key at the top.
     """
     parts = name.split(".")
-    if len(parts) == 1:
-        return [f"{indent}{var} = g({name!r})"]
-    lines = [f"{indent}{var} = g({parts[0]!r}, _M)"]
-    for part in parts[1:]:
-        lines.append(f"{indent}{var} = {var}.get({part!r}, _M) if {var}.__class__ is dict else _M")
-    lines.append(f"{indent}if {var} is _M:")
-    lines.append(f"{indent}    {var} = _get_path(E, {name!r})")
-    lines.append(f"{indent}    if {var} is _M:")
-    lines.append(f"{indent}        {var} = None")
+    return [f"{indent}{var} = {_path_expr(var, parts, 0, 'E')}"]
+
+
+def _path_expr(var: str, parts: list[str], i: int, node: str) -> str:
+    get = "g" if node == "E" else f"{node}.get"  # g = E.get in every generated function
+    if i == len(parts) - 1:
+        return f"{get}({parts[i]!r})"
+    name = ".".join(parts)
+    t = f"{var}_{i}"
+    # A missing level: the rest as one flat key there (at the top: the whole name).
+    # A level that is not an object: the whole name as a flat top-level key.
+    otherwise = (
+        f"g({name!r})"
+        if i == 0
+        else f"({get}({'.'.join(parts[i:])!r}) if {t} is _M else g({name!r}))"
+    )
+    return (
+        f"({_path_expr(var, parts, i + 1, t)} if ({t} := {get}({parts[i]!r}, _M)).__class__ "
+        f"is dict else {otherwise})"
+    )
+
+
+def generate_group(
+    name: str, rules: list[tuple[Any, CompiledRule]], index: bool = True
+) -> tuple[str, dict[str, Any]]:
+    """Source and namespace of ``def name(E, hits)`` appending matching rule objects.
+
+    With ``index``, rules with an anchor are grouped into small functions
+    ("clusters") that run only when the event holds one of their literals
+    (see ``prefilter``); the others run inline on every event.
+    """
+    namespace: dict[str, Any] = dict(_RUNTIME_NAMES)
+    numbered = [(i, obj, c) for i, (obj, c) in enumerate(rules)]
+    if not index:
+        anchored: list[tuple[int, Any, CompiledRule]] = []
+        inline = numbered
+    else:
+        anchored = [m for m in numbered if m[2].anchor is not None]
+        inline = [m for m in numbered if m[2].anchor is None]
+    out: list[str] = []
+    clusters = _clusters(anchored)
+    for k, members in enumerate(clusters):
+        out.append(f"def {name}_c{k}(E, hits):")
+        out.append("    g = E.get")
+        out.extend(_block_lines(members, namespace))
+        out.append("    return hits")
+    out.append(f"def {name}(E, hits):")
+    out.append("    g = E.get")
+    out.extend(_block_lines(inline, namespace))
+    if clusters:
+        out.extend(_dispatch_lines(name, clusters, namespace))
+    out.append("    return hits")
+    return "\n".join(out) + "\n", namespace
+
+
+# A cluster shares field reads between rules that share a literal; past this
+# size, waking a whole cluster for one rule's literal costs more than it saves.
+_CLUSTER_MAX = 16
+
+
+def _clusters(
+    anchored: list[tuple[int, Any, CompiledRule]],
+) -> list[list[tuple[int, Any, CompiledRule]]]:
+    """Rules sharing a literal join one cluster (union-find, bounded size)."""
+    parent = list(range(len(anchored)))
+    size = [1] * len(anchored)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first_with: dict[str, int] = {}
+    for i, (_, _, c) in enumerate(anchored):
+        assert c.anchor is not None
+        for lit in sorted(c.anchor.literals):
+            j = first_with.setdefault(lit, i)
+            a, b = root(i), root(j)
+            if a != b and size[a] + size[b] <= _CLUSTER_MAX:
+                parent[b] = a
+                size[a] += size[b]
+    groups: dict[int, list[tuple[int, Any, CompiledRule]]] = {}
+    for i, member in enumerate(anchored):
+        groups.setdefault(root(i), []).append(member)
+    return list(groups.values())
+
+
+def _dispatch_lines(
+    name: str, clusters: list[list[tuple[int, Any, CompiledRule]]], namespace: dict[str, Any]
+) -> list[str]:
+    """Build the haystack, find the literals present, run the clusters they anchor."""
+    by_literal: dict[str, set[int]] = {}
+    fields: set[str] = set()
+    everywhere = False
+    for k, members in enumerate(clusters):
+        for _, _, c in members:
+            assert c.anchor is not None
+            fields |= c.anchor.fields
+            everywhere = everywhere or c.anchor.everywhere
+            for lit in c.anchor.literals:
+                by_literal.setdefault(lit, set()).add(k)
+    literals = sorted(by_literal)
+    namespace[f"_FIND_{name}"] = prefilter.LiteralIndex(
+        literals, [sorted(by_literal[lit]) for lit in literals]
+    ).find
+    namespace[f"_CL_{name}"] = [None] * len(clusters)  # filled once the functions exist
+    namespace.setdefault("_hay", prefilter.haystack_part)
+    lines: list[str] = []
+    if everywhere:
+        # Keyword anchors: every string of the event, lowered (the matcher's K).
+        lines.append("    H = '\\0'.join([x.lower() for x in _keyword_values(_flatten_event(E))])")
+    else:
+        parts = []
+        for n, f in enumerate(sorted(fields)):
+            lines.extend(_fetch(f"h{n}", f, "    "))
+            lines.append(
+                f"    h{n} = h{n}.lower() if h{n}.__class__ is str else "
+                f"(None if h{n} is None else _lower(h{n}))"
+            )
+            parts.append(f"{{h{n} if h{n}.__class__ is str else _hay(h{n})}}")
+        lines.append("    H = f'" + "\\0".join(parts) + "'")
+    lines.append(f"    for k in _FIND_{name}(H):")
+    lines.append(f"        _CL_{name}[k](E, hits)")
     return lines
 
 
-def generate_group(name: str, rules: list[tuple[Any, CompiledRule]]) -> tuple[str, dict[str, Any]]:
-    """Source and namespace of ``def name(F, E, hits)`` appending matching rule objects."""
-    namespace: dict[str, Any] = dict(_RUNTIME_NAMES)
-    body: list[str] = [f"def {name}(E, hits):", "    g = E.get"]
-    if any("K" in c.keywords or "KS" in c.keywords for _, c in rules):
+def bind_clusters(name: str, namespace: dict[str, Any]) -> None:
+    """After ``exec``: point the dispatch table at the cluster functions."""
+    table = namespace.get(f"_CL_{name}")
+    if table is not None:
+        for k in range(len(table)):
+            table[k] = namespace[f"{name}_c{k}"]
+
+
+def _block_lines(
+    members: list[tuple[int, Any, CompiledRule]], namespace: dict[str, Any]
+) -> list[str]:
+    """Statements evaluating ``members`` (rule index, rule object, code) on event ``E``."""
+    body: list[str] = []
+    if any("K" in c.keywords or "KS" in c.keywords for _, _, c in members):
         body.append("    KS = _keyword_values(_flatten_event(E))")
-        if any("K" in c.keywords for _, c in rules):
+        if any("K" in c.keywords for _, _, c in members):
             body.append("    K = tuple(x.lower() for x in KS)")
     # Guard each rule by the required field most rules share, so one presence
     # test skips a whole block when the event lacks that field.
     counts: Counter[str] = Counter()
-    for _, c in rules:
+    for _, _, c in members:
         counts.update(c.required)
     blocks: dict[str | None, list[tuple[int, Any, CompiledRule]]] = {}
-    for i, (obj, c) in enumerate(rules):
+    for i, obj, c in members:
         guard = max(c.required, key=lambda f: (counts[f], f)) if c.required else None
         blocks.setdefault(guard, []).append((i, obj, c))
-    for guard, members in blocks.items():
+    for guard, block in blocks.items():
         fields: dict[str, set[str]] = {}
-        for _, _, c in members:
+        for _, _, c in block:
             for f, forms in c.forms.items():
                 fields.setdefault(f, set()).update(forms)
         names = {f: str(k) for k, f in enumerate(sorted(fields))}
@@ -503,11 +636,12 @@ def generate_group(name: str, rules: list[tuple[Any, CompiledRule]]) -> tuple[st
                 body.extend(_fetch(f"r{n}", f, indent))
             if "l" in fields[f]:
                 body.append(
-                    f"{indent}l{n} = r{n}.lower() if r{n}.__class__ is str else _lower(r{n})"
+                    f"{indent}l{n} = r{n}.lower() if r{n}.__class__ is str else "
+                    f"(None if r{n} is None else _lower(r{n}))"
                 )
             if "s" in fields[f]:
                 body.append(f"{indent}s{n} = r{n} if r{n}.__class__ is str else _text(r{n})")
-        for i, obj, c in members:
+        for i, obj, c in block:
             expr = c.expr
             for f in c.forms:
                 for form in c.forms[f]:
@@ -520,5 +654,4 @@ def generate_group(name: str, rules: list[tuple[Any, CompiledRule]]) -> tuple[st
                 if isinstance(v, LazyPredicate):
                     v.namespace = namespace
                 namespace[k] = v
-    body.append("    return hits")
-    return "\n".join(body) + "\n", namespace
+    return body

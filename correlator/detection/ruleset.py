@@ -89,10 +89,16 @@ def _dataset(event: dict[str, Any]) -> str | None:
 
 
 def build_routes(
-    compiled: list[tuple[DetectionRule, compiler.CompiledRule]], errors: list[RuleError]
+    compiled: list[tuple[DetectionRule, compiler.CompiledRule]],
+    errors: list[RuleError],
+    index: bool = True,
 ) -> dict[str | None, tuple[MatchFn, ...]]:
     """One generated function per distinct routing key; each source gets the functions
-    of the keys that include it, unknown-source events get them all."""
+    of the keys that include it, unknown-source events get them all.
+
+    ``index=False`` evaluates every rule of a group on every event (no literal
+    prefilter): the straightforward matcher the tests compare against.
+    """
     groups: dict[frozenset[str] | None, list[tuple[DetectionRule, compiler.CompiledRule]]] = {}
     for rule, code in compiled:
         groups.setdefault(rule.sources, []).append((rule, code))
@@ -100,7 +106,7 @@ def build_routes(
     for n, (key, members) in enumerate(
         sorted(groups.items(), key=lambda kv: sorted(kv[0]) if kv[0] is not None else ["*"])
     ):
-        functions[key] = _compile_group(f"_match_group{n}", members, errors)
+        functions[key] = _compile_group(f"_match_group{n}", members, errors, index)
     routes: dict[str | None, tuple[MatchFn, ...]] = {None: tuple(functions.values())}
     for source in SOURCES:
         routes[source] = tuple(fn for key, fn in functions.items() if key is None or source in key)
@@ -111,10 +117,12 @@ def _compile_group(
     name: str,
     members: list[tuple[DetectionRule, compiler.CompiledRule]],
     errors: list[RuleError],
+    index: bool = True,
 ) -> MatchFn:
-    source, namespace = compiler.generate_group(name, members)
+    source, namespace = compiler.generate_group(name, members, index)
     try:
         exec(compile(source, f"<zonewatch rules {name}>", "exec"), namespace)
+        compiler.bind_clusters(name, namespace)
     except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:
         if len(members) == 1:
             rule = members[0][0]
@@ -124,8 +132,8 @@ def _compile_group(
             return _no_match
         # Isolate the offending rule instead of losing the group.
         half = len(members) // 2
-        first = _compile_group(name + "a", members[:half], errors)
-        second = _compile_group(name + "b", members[half:], errors)
+        first = _compile_group(name + "a", members[:half], errors, index)
+        second = _compile_group(name + "b", members[half:], errors, index)
 
         def both(event: dict[str, Any], hits: list[DetectionRule]) -> Any:
             first(event, hits)

@@ -286,6 +286,26 @@ def keyword_values(flat: dict[str, Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
+_RE2_ANCHOR = re2._re2.RE2.Anchor
+
+
+def re2_tester(compiled: Any, whole: bool = False) -> Callable[[str], bool]:
+    """``text -> bool``: does ``compiled`` match somewhere in (``whole``: all of) text.
+
+    Calls RE2 directly: the binding's ``search`` wrapper converts byte offsets
+    back to characters and builds match objects, costing 3x the match itself.
+    """
+    match = compiled._regexp.Match
+    anchor = _RE2_ANCHOR.ANCHOR_BOTH if whole else _RE2_ANCHOR.UNANCHORED
+
+    def test(text: str) -> bool:
+        # surrogatepass: lone surrogates from JSON match as their own code points.
+        data = text.encode("utf-8", "surrogatepass")
+        return bool(match(anchor, data, 0, len(data))[0][0] >= 0)
+
+    return test
+
+
 def compile_re2(pattern: str) -> Any:
     """Compile with RE2 (linear time); raises ``re2.error`` for constructs it rejects."""
     options = re2.Options()

@@ -1,0 +1,223 @@
+"""Anchors: literals a rule needs, so the prefilter can skip rules an event cannot match.
+
+An anchor is a set of lowered literals of which every event matching the
+rule contains at least one, in the lowered text of the named fields (or of
+any string, for keywords). It is derived from pySigma's condition tree:
+
+- a string value needs its longest literal run (``*evil*.exe`` needs ``evil``);
+- a regular expression needs the literals its syntax makes mandatory;
+- AND needs what any one child needs (the child with the best anchor);
+- OR needs what one of its children needs (the union of all children's
+  anchors, or nothing if a child has none);
+- NOT, numbers, null, exists, CIDR, times and field references need nothing.
+
+Soundness is what matters: an anchor may be weaker than the rule (the rule
+then runs and decides), never stronger.
+"""
+
+from __future__ import annotations
+
+import re._constants as sre_constants
+import re._parser as sre_parse
+from dataclasses import dataclass
+from typing import Any
+
+from sigma.conditions import (
+    ConditionAND,
+    ConditionFieldEqualsValueExpression,
+    ConditionOR,
+    ConditionValueExpression,
+)
+from sigma.types import (
+    SigmaBool,
+    SigmaCasedString,
+    SigmaExpansion,
+    SigmaNumber,
+    SigmaRegularExpression,
+    SigmaRegularExpressionFlag,
+    SigmaString,
+    SpecialChars,
+)
+
+from correlator.detection.prefilter import MIN_LITERAL
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """Lowered literals of which every event matching a rule contains at least one.
+
+    ``fields`` are the fields whose lowered text holds them; ``everywhere``
+    when a keyword (unbound value) contributed, so any string of the event may.
+    """
+
+    literals: frozenset[str]
+    fields: frozenset[str]
+    everywhere: bool = False
+
+    def score(self) -> tuple[int, bool, int, int]:
+        # Longer literals are rarer in traffic; an anchor is as weak as its
+        # weakest literal. Past 8 characters any literal is rare enough, and a
+        # field-bound anchor wins: a keyword one makes the event's every
+        # string part of the haystack. Fewer literals break ties.
+        shortest = min(map(len, self.literals))
+        return (min(shortest, 8), not self.everywhere, shortest, -len(self.literals))
+
+    def __or__(self, other: Anchor) -> Anchor:
+        return Anchor(
+            self.literals | other.literals,
+            self.fields | other.fields,
+            self.everywhere or other.everywhere,
+        )
+
+
+def _union(parts: list[Anchor | None]) -> Anchor | None:
+    if not parts or any(p is None for p in parts):
+        return None
+    out = parts[0]
+    assert out is not None
+    for p in parts[1:]:
+        assert p is not None
+        out = out | p
+    return out
+
+
+def anchor(node: Any) -> Anchor | None:
+    """An ``Anchor`` for a pySigma condition tree, or None when no literal is required."""
+    if isinstance(node, ConditionAND):
+        found = [a for a in map(anchor, (x for x in node.args if x is not None)) if a is not None]
+        return max(found, key=Anchor.score, default=None)
+    if isinstance(node, ConditionOR):
+        return _union([anchor(a) for a in node.args if a is not None])
+    if isinstance(node, ConditionFieldEqualsValueExpression):
+        return value_anchor(node.field, node.value)
+    if isinstance(node, ConditionValueExpression):
+        return value_anchor(None, node.value)
+    return None
+
+
+def any_of(anchors: list[Anchor | None]) -> Anchor | None:
+    """The anchor of several alternative conditions (a rule's condition list)."""
+    return _union(anchors)
+
+
+def value_anchor(fieldname: str | None, value: Any) -> Anchor | None:
+    """The anchor of ``field: value`` (``fieldname`` None: a keyword)."""
+    if isinstance(value, SigmaExpansion):
+        return _union([value_anchor(fieldname, v) for v in value.values])
+    # The same conversions as the matcher's (compiler ``leaf`` and ``keyword``).
+    if fieldname is None and isinstance(value, SigmaNumber | SigmaBool):
+        value = SigmaString(str(value).lower())
+    elif isinstance(value, SigmaBool):
+        value = SigmaString("true" if value.boolean else "false")
+    literals: frozenset[str] | None
+    if isinstance(value, SigmaString):
+        piece = _best_piece(value, isinstance(value, SigmaCasedString))
+        literals = None if piece is None else frozenset({piece})
+    elif isinstance(value, SigmaRegularExpression):
+        literals = regex_literals(
+            value.regexp.to_plain() if hasattr(value.regexp, "to_plain") else str(value),
+            SigmaRegularExpressionFlag.IGNORECASE in value.flags,
+        )
+    else:
+        return None  # numbers, null, exists, cidr, times, fieldref
+    if literals is None:
+        return None
+    if fieldname is None:
+        return Anchor(literals, frozenset(), everywhere=True)
+    return Anchor(literals, frozenset({fieldname}))
+
+
+def _best_piece(value: SigmaString, cased: bool) -> str | None:
+    """The longest literal run of a pattern (lowered as the matcher compares it)."""
+    pieces: list[str] = []
+    current = ""
+    for part in value.s:
+        if isinstance(part, str):
+            current += part
+        elif isinstance(part, SpecialChars):
+            pieces.append(current)
+            current = ""
+        else:  # a placeholder: its values are unknown here
+            return None
+    pieces.append(current)
+    if cased:
+        # A cased literal is searched in lowered text: exact only for ASCII.
+        candidates = [p.lower() for p in pieces if p.isascii()]
+    else:
+        # The matcher lowers each literal run on its own, as here.
+        candidates = [p.lower() for p in pieces]
+    best = max(candidates, key=len, default="")
+    return best if len(best) >= MIN_LITERAL else None
+
+
+# -- regular expressions ------------------------------------------------------
+
+_IGNORECASE = sre_constants.SRE_FLAG_IGNORECASE
+_LITERAL = sre_constants.LITERAL
+_SUBPATTERN = sre_constants.SUBPATTERN
+_BRANCH = sre_constants.BRANCH
+_REPEATS = (
+    sre_constants.MAX_REPEAT,
+    sre_constants.MIN_REPEAT,
+    getattr(sre_constants, "POSSESSIVE_REPEAT", sre_constants.MAX_REPEAT),
+)
+
+
+def regex_literals(pattern: str, ignorecase: bool) -> frozenset[str] | None:
+    """Lowered literals one of which every text ``pattern`` finds a match in contains.
+
+    Python's own regex parser reads the pattern; RE2 (which runs it) shares
+    its syntax for everything this looks at. Where the two could disagree
+    (POSIX classes, which Python reads as plain brackets) no literal is given.
+    """
+    if "[:" in pattern:
+        return None
+    try:
+        parsed = sre_parse.parse(pattern)
+    except Exception:  # RE2-only syntax (\pN, \z...): no literal, not an error
+        return None
+    folded = ignorecase or bool(parsed.state.flags & _IGNORECASE)
+    return _best(_candidates(list(parsed), folded))
+
+
+def _best(candidates: list[frozenset[str]]) -> frozenset[str] | None:
+    good = [c for c in candidates if c and min(map(len, c)) >= MIN_LITERAL]
+    return max(good, key=lambda c: (min(map(len, c)), -len(c)), default=None)
+
+
+def _candidates(items: list[tuple[Any, Any]], folded: bool) -> list[frozenset[str]]:
+    """Literal sets a sequence of regex nodes requires (each set: one of them)."""
+    out: list[frozenset[str]] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            out.append(frozenset({"".join(run)}))
+            run.clear()
+
+    for op, arg in items:
+        if op is _LITERAL:
+            char = chr(arg)
+            # Only ASCII lowers the same in Python and RE2; under case folding
+            # RE2 also matches U+017F for "s", which lower() keeps apart.
+            if not char.isascii() or (folded and char in "sS"):
+                flush()
+            else:
+                run.append(char.lower())
+            continue
+        flush()
+        if op is _SUBPATTERN:
+            # (?i:...) folds case inside; (?-i:...) is treated as folded too
+            # (only ever weaker).
+            out.extend(_candidates(list(arg[-1]), folded or bool(arg[1] & _IGNORECASE)))
+        elif op in _REPEATS:
+            low, _high, body = arg
+            if low >= 1:
+                out.extend(_candidates(list(body), folded))
+        elif op is _BRANCH:
+            branches = [_best(_candidates(list(b), folded)) for b in arg[1]]
+            if branches and all(b is not None for b in branches):
+                out.append(frozenset().union(*(b for b in branches if b is not None)))
+        # anything else (classes, any, anchors, groups refs) needs no literal
+    flush()
+    return out

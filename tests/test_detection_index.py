@@ -1,0 +1,225 @@
+"""The literal index and prefilter: an optimisation must never change what matches.
+
+The main property: for generated rule sets and events, the indexed matcher
+(rules grouped by the literals they need, woken by one multi-literal search
+per event) fires exactly the rules that evaluating every rule on every event
+fires (``index=False``). The parts it relies on are checked on their own:
+the multi-literal search, the literals required by regular expressions, and
+the inline field lookup.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import re2
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from correlator.detection import rules_from_yaml
+from correlator.detection.anchors import regex_literals
+from correlator.detection.compiler import _RUNTIME_NAMES, _fetch
+from correlator.detection.prefilter import LiteralIndex
+from correlator.detection.runtime import MISSING, get_path
+
+# Letters whose case mapping differs between str.lower and RE2's case
+# folding (long s, Kelvin sign, dotted I, final sigma), next to plain ones.
+ALPHABET = "abcsS/.-Kſİσς"
+TEXT = st.text(alphabet=ALPHABET, max_size=8)
+WORD = st.text(alphabet=ALPHABET, min_size=3, max_size=5)
+
+
+# -- the whole matcher ----------------------------------------------------------
+
+
+@st.composite
+def regex(draw: st.DrawFn) -> str:
+    atoms = []
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["lit", "lit", "dot", "class", "alt", "group"]))
+        if kind == "lit":
+            atom = re2.escape(draw(WORD))
+        elif kind == "dot":
+            atom = "."
+        elif kind == "class":
+            atom = "[ab]"
+        elif kind == "alt":
+            atom = (
+                "("
+                + "|".join(re2.escape(w) for w in draw(st.lists(WORD, min_size=2, max_size=3)))
+                + ")"
+            )
+        else:
+            atom = "(?:" + re2.escape(draw(WORD)) + ")"
+        atom += draw(st.sampled_from(["", "", "?", "+", "*", "{2}"]))
+        atoms.append(atom)
+    return draw(st.sampled_from(["", "(?i)"])) + "".join(atoms)
+
+
+@st.composite
+def item(draw: st.DrawFn) -> tuple[str, Any]:
+    field = draw(st.sampled_from(["a", "b.c", "d"]))
+    mod = draw(
+        st.sampled_from(
+            [
+                "",
+                "|contains",
+                "|startswith",
+                "|endswith",
+                "|cased",
+                "|contains|cased",
+                "|re",
+                "|re|i",
+            ]
+        )
+    )
+    if mod.startswith("|re"):
+        return field + mod, draw(regex())
+    values = draw(
+        st.lists(st.one_of(WORD, st.builds(lambda w: f"*{w}*", WORD), TEXT), min_size=1, max_size=3)
+    )
+    if len(values) > 1 and draw(st.booleans()):
+        mod += "|all"
+    return field + mod, values if len(values) > 1 else values[0]
+
+
+@st.composite
+def rule(draw: st.DrawFn, n: int) -> dict[str, Any]:
+    sel1 = dict(draw(st.lists(item(), min_size=1, max_size=3)))
+    sel2: Any = dict(draw(st.lists(item(), min_size=1, max_size=2)))
+    if draw(st.integers(0, 4)) == 0:
+        sel2 = draw(st.lists(WORD, min_size=1, max_size=3))  # keywords
+    condition = draw(
+        st.sampled_from(["sel1", "sel1 and sel2", "sel1 or sel2", "sel1 and not sel2", "not sel1"])
+    )
+    return {
+        "title": f"r{n}",
+        "id": f"00000000-0000-4000-8000-{n:012d}",
+        "logsource": {"product": "test"},
+        "detection": {"sel1": sel1, "sel2": sel2, "condition": condition},
+    }
+
+
+@st.composite
+def event(draw: st.DrawFn) -> dict[str, Any]:
+    value = st.one_of(TEXT, st.lists(TEXT, max_size=3), st.integers(0, 99), st.none())
+    out: dict[str, Any] = {}
+    if draw(st.booleans()):
+        out["a"] = draw(value)
+    shape = draw(st.sampled_from(["nested", "flat", "none"]))
+    if shape == "nested":
+        out["b"] = {"c": draw(value)}
+    elif shape == "flat":
+        out["b.c"] = draw(value)
+    if draw(st.booleans()):
+        out["d"] = draw(TEXT)
+    return out
+
+
+@st.composite
+def rule_set(draw: st.DrawFn) -> str:
+    # Enough rules that many literals go through the RE2 set, not the short loop.
+    rules = [draw(rule(n)) for n in range(draw(st.integers(1, 16)))]
+    return "---\n".join(yaml.safe_dump(r, sort_keys=False, allow_unicode=True) for r in rules)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rule_set(), st.lists(event(), min_size=1, max_size=10))
+def test_indexed_matcher_fires_exactly_what_evaluating_every_rule_fires(
+    text: str, events: list[dict[str, Any]]
+) -> None:
+    indexed = rules_from_yaml(text, pipeline="none")
+    plain = rules_from_yaml(text, pipeline="none", index=False)
+    assert indexed.errors == plain.errors == []
+    for e in events:
+        assert sorted(r.title for r in indexed.match(e)) == sorted(
+            r.title for r in plain.match(e)
+        ), e
+
+
+def test_rules_wake_only_on_their_literals() -> None:
+    """A realistic set: an event holding none of the rules' literals runs none of them,
+    and the one rule whose literal it holds fires."""
+    docs = []
+    for n in range(40):
+        docs.append(
+            {
+                "title": f"ua {n}",
+                "logsource": {"category": "proxy"},
+                "detection": {
+                    "sel": {"c-useragent|contains": [f"evilbot{n:02d}/", f"scanner-{n:02d}/"]},
+                    "condition": "sel",
+                },
+            }
+        )
+    rs = rules_from_yaml("---\n".join(yaml.safe_dump(d) for d in docs))
+    calls: list[str] = []
+    (fn,) = rs._routes["gateway"]
+    table = next(v for k, v in fn.__globals__.items() if k.startswith("_CL_"))
+    for k, cluster in enumerate(table):
+        table[k] = lambda E, hits, c=cluster, k=k: (calls.append(k), c(E, hits))[1]
+    quiet = {"event": {"dataset": "gateway"}, "user_agent": {"original": "Mozilla/5.0"}}
+    assert rs.match(quiet) == [] and calls == []
+    loud = {"event": {"dataset": "gateway"}, "user_agent": {"original": "X Scanner-17/ v2"}}
+    assert [r.title for r in rs.match(loud)] == ["ua 17"]
+    assert len(calls) == 1
+
+
+# -- the parts ----------------------------------------------------------------------
+
+
+@given(st.lists(WORD, min_size=1, max_size=30, unique=True), TEXT, TEXT)
+def test_literal_index_finds_every_literal_present(
+    literals: list[str], left: str, right: str
+) -> None:
+    for planted in (None, *literals[:3]):
+        text = left + (planted or "") + right
+        index = LiteralIndex(literals, [[i] for i in range(len(literals))])
+        expected = [i for i, lit in enumerate(literals) if lit in text]
+        assert list(index.find(text)) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(regex(), TEXT, TEXT)
+def test_regex_literals_are_necessary(pattern: str, left: str, right: str) -> None:
+    literals = regex_literals(pattern, ignorecase=False)
+    if literals is None:
+        return
+    compiled = re2.compile(pattern)
+    # Texts likely to match: the pattern's own literal runs around random text.
+    for middle in ("", *literals, pattern.replace("\\", "")):
+        for text in (left + middle + right, (left + middle + right).upper()):
+            if compiled.search(text) is not None:
+                assert any(lit in text.lower() for lit in literals), (pattern, text)
+
+
+def test_regex_literals_of_real_patterns() -> None:
+    assert regex_literals(r"-s-account\.workers\.dev|\.up\.railway\.app", False) == {
+        "-s-account.workers.dev",
+        ".up.railway.app",
+    }
+    assert regex_literals(r"(abcd)?efgh", False) == {"efgh"}
+    assert regex_literals(r"[[:alpha:]]xyz", False) is None  # POSIX class: RE2 and Python differ
+    assert regex_literals(r"\pLabcd", False) is None  # RE2-only syntax
+    # Case folding: RE2 matches U+017F for "s"; lower() would not, so no run spans an s.
+    assert regex_literals("(?i)password", False) == {"word"}
+
+
+KEYS = st.sampled_from(["a", "b", "c", "a.b", "b.c", "a.b.c"])
+TREE = st.recursive(
+    st.one_of(st.none(), st.integers(0, 3), st.just("x")),
+    lambda inner: st.dictionaries(KEYS, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(KEYS, TREE, max_size=4), st.sampled_from(["a", "a.b", "a.b.c", "b.c", "a.c"])
+)
+def test_inline_field_lookup_equals_get_path(doc: dict[str, Any], name: str) -> None:
+    namespace = dict(_RUNTIME_NAMES, E=doc, g=doc.get)
+    exec(_fetch("r0", name, "")[0], namespace)
+    want = get_path(doc, name)
+    assert namespace["r0"] == (None if want is MISSING else want)
