@@ -225,6 +225,12 @@ class TestNullExistsNumbers:
         rs = ruleset("sel:\n  http.response.status_code: 200\ncondition: sel")
         assert not fires(rs, {"http": {"response": {"status_code": value}}})
 
+    @pytest.mark.parametrize("value", [200, "200", "0200", 200.0, " 200", [404, 200]])
+    def test_lists_of_numbers_compare_numerically_too(self, value: Any) -> None:
+        rs = ruleset("sel:\n  http.response.status_code: [200, 204, 206, 304]\ncondition: sel")
+        assert fires(rs, {"http": {"response": {"status_code": value}}})
+        assert not fires(rs, {"http": {"response": {"status_code": 201}}})
+
     @pytest.mark.parametrize(
         ("mod", "value", "expected"),
         [

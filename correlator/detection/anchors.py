@@ -133,7 +133,8 @@ def _best_piece(value: SigmaString, cased: bool) -> str | None:
     current = ""
     for part in value.s:
         if isinstance(part, str):
-            current += part
+            # Lowered part by part, exactly as the matcher spells its literals.
+            current += part if cased else part.lower()
         elif isinstance(part, SpecialChars):
             pieces.append(current)
             current = ""
@@ -144,8 +145,7 @@ def _best_piece(value: SigmaString, cased: bool) -> str | None:
         # A cased literal is searched in lowered text: exact only for ASCII.
         candidates = [p.lower() for p in pieces if p.isascii()]
     else:
-        # The matcher lowers each literal run on its own, as here.
-        candidates = [p.lower() for p in pieces]
+        candidates = pieces
     best = max(candidates, key=len, default="")
     return best if len(best) >= MIN_LITERAL else None
 

@@ -97,9 +97,13 @@ class LazyPredicate:
 class Code:
     text: str
     cost: float
-    # (variable, literals) when the code is a pure equality test, so OR
-    # lists of literals on one field collapse into one set lookup.
-    eq: tuple[str, frozenset[str]] | None = None
+    # (variable, predicate template over a str) for tests of one field's text,
+    # so an OR of them tests the type once and merges what it can.
+    pred: tuple[str, str] | None = None
+    # ("eq" | "sw" | "ew" | "in", literal) when the template is that simple test.
+    shape: tuple[str, str] | None = None
+    # (lowered var, raw var, number) for a number equality.
+    num: tuple[str, str, int | float] | None = None
 
 
 @dataclass
@@ -150,7 +154,7 @@ class _RuleCompiler:
             parts = [self.node(a) for a in node.args if a is not None]
             if not parts:
                 raise CompileError("empty OR in condition")
-            parts = self._merge_eq(parts)
+            parts = self._merge_or(parts)
             parts.sort(key=lambda c: c.cost)
             if len(parts) == 1:
                 return parts[0]
@@ -164,36 +168,68 @@ class _RuleCompiler:
             return self.keyword(node.value)
         raise CompileError(f"unsupported condition element {type(node).__name__}")
 
-    def _merge_eq(self, parts: list[Code]) -> list[Code]:
+    def _merge_or(self, parts: list[Code]) -> list[Code]:
+        """Alternatives on one field become one test: the type is checked once,
+        equalities become one set lookup, prefixes and suffixes one call each
+        (``str.startswith`` takes a tuple). Long SigmaHQ value lists need this."""
         by_var: dict[str, list[Code]] = {}
+        numbers: dict[str, list[Code]] = {}
         rest: list[Code] = []
         for p in parts:
-            if p.eq is not None:
-                by_var.setdefault(p.eq[0], []).append(p)
+            if p.pred is not None:
+                by_var.setdefault(p.pred[0], []).append(p)
+            elif p.num is not None:
+                numbers.setdefault(p.num[0], []).append(p)
             else:
                 rest.append(p)
         for var, group in by_var.items():
+            rest.append(self._merge_str(var, group) if len(group) > 1 else group[0])
+        for low, group in numbers.items():
             if len(group) < 3:
                 rest.extend(group)
                 continue
-            literals = frozenset().union(*(g.eq[1] for g in group if g.eq))
-            name = self.const(literals)
+            raw = group[0].num[1]  # type: ignore[index]
+            values = frozenset(g.num[2] for g in group)  # type: ignore[index]
+            spelled = self.const(frozenset(str(v) for v in values))
+            nums = self.const(values)
             rest.append(
                 Code(
-                    f"({var} in {name} if {var}.__class__ is str else "
-                    f"{var} is not None and _any_of({var}, {name}.__contains__))",
+                    f"({low} in {spelled} or ({low}.__class__ is not str or {low}[:1] in "
+                    f"_NUMSTART) and {raw} is not None and _num_in({raw}, {nums}))",
                     1.2,
-                    (var, literals),
                 )
             )
         return rest
+
+    def _merge_str(self, var: str, group: list[Code]) -> Code:
+        by_shape: dict[str, list[str]] = {"eq": [], "sw": [], "ew": []}
+        tests: list[tuple[float, str]] = []
+        for g in group:
+            assert g.pred is not None
+            if g.shape is not None and g.shape[0] in by_shape:
+                by_shape[g.shape[0]].append(g.shape[1])
+            else:
+                tests.append((g.cost, g.pred[1]))
+        eq, sw, ew = by_shape["eq"], by_shape["sw"], by_shape["ew"]
+        if len(eq) > 1:
+            tests.append((0.4, f"{_X} in {self.const(frozenset(eq))}"))
+        elif eq:
+            tests.append((0.5, f"{_X} == {eq[0]!r}"))
+        if sw:
+            tests.append((0.6, f"{_X}.startswith({tuple(sorted(sw))!r})"))
+        if ew:
+            tests.append((0.6, f"{_X}.endswith({tuple(sorted(ew))!r})"))
+        tests.sort(key=lambda t: t[0])
+        pred = " or ".join(t[1] for t in tests)
+        cost = min(t[0] for t in tests) + 0.1 * len(tests)
+        return self._str_code(var, f"({pred})", cost)
 
     # -- field = value ----------------------------------------------------
     def leaf(self, fieldname: str, value: Any) -> Code:
         if fieldname is None:
             return self.keyword(value)
         if isinstance(value, SigmaExpansion):
-            parts = self._merge_eq([self.leaf(fieldname, v) for v in value.values])
+            parts = self._merge_or([self.leaf(fieldname, v) for v in value.values])
             return Code("(" + " or ".join(p.text for p in parts) + ")", sum(p.cost for p in parts))
         if isinstance(value, SigmaNull):
             return Code(f"({self.var(fieldname, 'r')} is None)", 0.5)
@@ -249,26 +285,32 @@ class _RuleCompiler:
             f"({low} == {spelled!r} or ({low}.__class__ is not str or {low}[:1] in _NUMSTART)"
             f" and {r} is not None and _num_eq({r}, {number!r}))",
             0.8,
-            (low, frozenset({spelled})),
+            num=(low, r, number),
         )
 
     def string(self, var: str, value: SigmaString, cased: bool) -> Code:
-        pred, cost, literal = self.pattern(value, cased)
+        pred, cost, shape = self.pattern(value, cased)
         if pred == "True":
             return Code(f"({var} is not None)", 0.3)
+        return self._str_code(var, pred, cost, shape)
+
+    def _str_code(
+        self, var: str, pred: str, cost: float, shape: tuple[str, str] | None = None
+    ) -> Code:
+        """``pred`` on the field's text, or on any element when the field holds a list."""
         inline = pred.replace(_X, var)
         lam = self.const(LazyPredicate(pred.replace(_X, "x")))
-        code = Code(
+        return Code(
             f"({inline} if {var}.__class__ is str "
             f"else {var} is not None and _any_of({var}, {lam}))",
             cost,
+            pred=(var, pred),
+            shape=shape,
         )
-        if literal is not None:
-            code.eq = (var, frozenset({literal}))
-        return code
 
-    def pattern(self, value: SigmaString, cased: bool) -> tuple[str, float, str | None]:
-        """A predicate template over ``{x}`` (a str), its cost, and the literal for equality."""
+    def pattern(self, value: SigmaString, cased: bool) -> tuple[str, float, tuple[str, str] | None]:
+        """A predicate template over the tested str (``_X``), its cost, and its shape
+        (``("eq", literal)``, ``"sw"``, ``"ew"``, ``"in"``) when it is that simple."""
         parts: list[str | SpecialChars] = []
         for part in value.s:
             if isinstance(part, Placeholder):
@@ -287,20 +329,20 @@ class _RuleCompiler:
                 parts.append(part)
         star = SpecialChars.WILDCARD_MULTI
         if not parts:
-            return _X + " == ''", 0.5, ""
+            return _X + " == ''", 0.5, ("eq", "")
         if SpecialChars.WILDCARD_SINGLE in parts:
             return self._wild_regex(parts), 4, None
         if all(p is star for p in parts):
             return "True", 0.3, None
         literals = [p for p in parts if isinstance(p, str)]
         if len(parts) == 1:
-            return f"\0x\0 == {literals[0]!r}", 0.5, literals[0]
+            return f"\0x\0 == {literals[0]!r}", 0.5, ("eq", literals[0])
         if len(parts) == 2 and parts[1] is star:
-            return f"\0x\0.startswith({literals[0]!r})", 0.8, None
+            return f"\0x\0.startswith({literals[0]!r})", 0.8, ("sw", literals[0])
         if len(parts) == 2 and parts[0] is star:
-            return f"\0x\0.endswith({literals[0]!r})", 0.8, None
+            return f"\0x\0.endswith({literals[0]!r})", 0.8, ("ew", literals[0])
         if len(parts) == 3 and parts[0] is star and parts[2] is star:
-            return f"{literals[0]!r} in \0x\0", 0.7, None
+            return f"{literals[0]!r} in \0x\0", 0.7, ("in", literals[0])
         # Collapse runs of '*' and match the literals in order, in linear time.
         start = isinstance(parts[0], str)
         end = isinstance(parts[-1], str)
@@ -440,6 +482,7 @@ _RUNTIME_NAMES = {
     "_any_of": runtime.any_of,
     "_wildcard_seq": runtime.wildcard_seq,
     "_num_eq": runtime.num_eq,
+    "_num_in": runtime.num_in,
     "_compare": runtime.compare,
     "_in_networks": runtime.in_networks,
     "_time_part": runtime.time_part,

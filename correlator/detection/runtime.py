@@ -179,6 +179,14 @@ def num_eq(value: Any, number: int | float) -> bool:
     return got is not None and got == number
 
 
+def num_in(value: Any, numbers: frozenset[int | float]) -> bool:
+    """A list of number values: ``num_eq`` against any of them."""
+    if value.__class__ is list:
+        return any(num_in(v, numbers) for v in value)
+    got = as_number(value)
+    return got is not None and got in numbers
+
+
 def compare(value: Any, op: str, number: int | float) -> bool:
     """Numeric comparison; text that is not a number never matches."""
     if value.__class__ is list:
