@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import click
@@ -76,6 +77,10 @@ def correlate(
         )
     with CorrelatorService(settings, teams_url=teams_url) as service:
         service.start()
+        # Long-lived state (windows, rules) would be rescanned by every full
+        # collection; freeze what start-up built and collect less often.
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         stats = service.run(idle_timeout_s=idle_exit, install_signal_handlers=True)
     log.info(
         "correlator_stopped",

@@ -57,6 +57,8 @@ def make_correlation_engine(ruleset: Any, settings: Settings, stored: bytes | No
     corr_settings = CorrelationSettings(
         allowed_lateness_s=settings.correlator.allowed_lateness_s,
         late_events_update_windows=settings.correlator.late_events_update_windows,
+        max_groups_per_rule=settings.correlator.max_groups_per_rule,
+        max_state_bytes=settings.correlator.max_state_bytes,
     )
     resolve = ruleset.rule
     if stored:

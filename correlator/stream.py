@@ -46,10 +46,16 @@ LAG_SECONDS = Gauge(
 CONSUMER_LAG = Gauge(
     "zonewatch_correlator_consumer_lag_records", "High watermark minus position", ["topic"]
 )
+ENGINE_STATE = Gauge(
+    "zonewatch_correlation_engine",
+    "Correlation engine figures (groups, late events, caps)",
+    ["name"],
+)
 BATCH_SECONDS = Gauge("zonewatch_correlator_last_batch_seconds", "Duration of the last batch")
 
 STATE_KEY = "correlation"
 MERGER_KEY = "correlation-input"
+ARCHIVE_KEY = "archive-offsets"
 # One correlator process keeps one correlation state shard: the merger has
 # already put the inputs of all its partitions into event-time order.
 SHARD = 0
@@ -99,6 +105,9 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         # Everything consumed so far was checkpointed at the end of its batch,
         # so there is nothing in flight to flush here.
+        # Whoever gets these partitions resumes from the store's offsets: make
+        # them (and the state that goes with them) current first.
+        self.loop._checkpoint([], {}, force=True)
         for tp in revoked:
             self.loop.merger.forget((tp.topic, tp.partition))
         log.info("partitions_revoked", partitions=[f"{tp.topic}:{tp.partition}" for tp in revoked])
@@ -145,6 +154,15 @@ class StreamCorrelator:
             idle_s=settings.correlator.input_idle_s
         )
         self._correlated: frozenset[str] = frozenset()
+        # Offsets consumed since start-up (resume points once checkpointed) and
+        # how far the events archive got, so a replay never archives twice.
+        self._resume: dict[tuple[str, int], int] = {}
+        stored_archive = store.load_state(ARCHIVE_KEY)
+        self._archived: dict[tuple[str, int], int] = (
+            {(t, int(p)): o for t, p, o in orjson.loads(stored_archive)} if stored_archive else {}
+        )
+        self._last_full = time.monotonic()
+        self._dirty = False
         if correlation is not None:
             self._correlated = frozenset(correlation.referenced_rule_ids)
             stored = store.load_state(MERGER_KEY)
@@ -204,18 +222,27 @@ class StreamCorrelator:
                     idle_since = time.monotonic()
                     if until is not None and until(self.stats):
                         break
-                elif len(self.merger):
+                elif self.correlation is not None and (
+                    len(self.merger) or self._dirty or self.correlation.stats.events
+                ):
                     # Quiet inputs turn idle with time and stop holding the
-                    # others back, so buffered events move on without new input.
-                    self._checkpoint(self._correlate(), {})
-                elif (
-                    idle_timeout_s is not None
-                    and self.stats.consumed
-                    and time.monotonic() - idle_since > idle_timeout_s
-                ) or (until is not None and until(self.stats)):
+                    # others back; absence windows resolve as time passes.
+                    alerts = self._correlate()
+                    if alerts or self._checkpoint_due():
+                        self._checkpoint(alerts, {})
+                if not batch and (
+                    (
+                        idle_timeout_s is not None
+                        and self.stats.consumed
+                        and time.monotonic() - idle_since > idle_timeout_s
+                    )
+                    or (until is not None and until(self.stats))
+                ):
                     break
             if end_of_input:
-                self._checkpoint(self._correlate(end=True), {})
+                self._checkpoint(self._correlate(end=True), {}, force=True)
+            else:
+                self._checkpoint([], {}, force=True)
         finally:
             self.close()
         return self.stats
@@ -236,7 +263,7 @@ class StreamCorrelator:
                     continue
                 if newest is None or evidence.time > newest:
                     newest = evidence.time
-                if keep:
+                if keep and record.offset >= self._archived.get((tp.topic, tp.partition), 0):
                     archive.append(
                         ArchivedEvent(
                             evidence.event_id,
@@ -320,36 +347,72 @@ class StreamCorrelator:
             out.extend(engine.flush())
         else:
             frontier = self.merger.frontier()
-            if frontier not in (float("inf"), float("-inf")):
+            if frontier == float("inf"):
+                # Every input is caught up and quiet: nothing older can still
+                # come, so time itself moves the watermark (absence windows).
+                frontier = time.time()
+            if frontier != float("-inf"):
                 out.extend(engine.advance_watermark(SHARD, frontier))
         return out
+
+    def _checkpoint_due(self) -> bool:
+        interval = self.settings.correlator.checkpoint_interval_s
+        return self._dirty and time.monotonic() - self._last_full >= interval
 
     def _checkpoint(
         self,
         alerts: list[Alert],
         offsets: dict[tuple[str, int], int],
         archive: list[ArchivedEvent] | None = None,
+        force: bool = False,
     ) -> None:
-        state = None
-        if self.correlation is not None:
-            state = {
-                STATE_KEY: self.correlation.snapshot(),
-                MERGER_KEY: orjson.dumps(self.merger.snapshot(_encode_pending)),
-            }
-        new_ids = self.store.write(alerts, events=archive or (), state=state, offsets=offsets)
+        """Store a batch; every so often also the state and the resume offsets.
+
+        Alerts (with their outbox rows) and archived events are stored with
+        every batch, so Teams hears at once. The correlation state, which can
+        be large, is snapshotted with the offsets it covers only every
+        ``checkpoint_interval_s``; a crash replays from there, and the replay
+        recreates the same alert ids (ignored) and skips what is archived.
+        """
+        self._resume.update(offsets)
+        self._dirty = self._dirty or bool(offsets)
+        full = force or self.correlation is None or self._checkpoint_due()
+        state: dict[str, bytes] = {}
+        if archive:
+            for event in archive:
+                key = (event.topic or "", event.partition or 0)
+                self._archived[key] = max(self._archived.get(key, 0), (event.offset or 0) + 1)
+            state[ARCHIVE_KEY] = orjson.dumps([[t, p, o] for (t, p), o in self._archived.items()])
+        resume: dict[tuple[str, int], int] | None = None
+        if full and self._dirty:
+            resume = dict(self._resume)
+            if self.correlation is not None:
+                state[STATE_KEY] = self.correlation.snapshot()
+                state[MERGER_KEY] = orjson.dumps(self.merger.snapshot(_encode_pending))
+        if not (alerts or archive or state or resume):
+            return
+        new_ids = self.store.write(
+            alerts, events=archive or (), state=state or None, offsets=resume
+        )
         self.stats.alerts += len(alerts)
         self.stats.new_alerts += len(new_ids)
         new = set(new_ids)
         for alert in alerts:
             if alert.id in new:
                 ALERTS_OUT.labels(type=alert.type, level=alert.level).inc()
-        if offsets:
+        if resume:
+            self._last_full = time.monotonic()
+            self._dirty = False
             self.consumer.commit(
                 {
                     TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-                    for (topic, partition), offset in offsets.items()
+                    for (topic, partition), offset in resume.items()
                 }
             )
+            if self.correlation is not None:
+                for name, value in self.correlation.metrics().items():
+                    if isinstance(value, int | float):
+                        ENGINE_STATE.labels(name=name).set(value)
 
     def _update_consumer_lag(self, batch: dict[TopicPartition, list[Any]]) -> None:
         per_topic: dict[str, int] = {}

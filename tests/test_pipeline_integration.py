@@ -28,6 +28,10 @@ FORTI = (
 )
 
 
+# Fixed rules for the plumbing tests; the shipped pack (rules/) may evolve.
+TEST_RULES = ROOT / "tests" / "rules"
+
+
 def _settings(kafka: KafkaSettings, tmp_path: Path, **correlator: object) -> Settings:
     base = load_settings()
     return base.model_copy(
@@ -75,7 +79,7 @@ def test_events_become_alerts_in_duckdb_once_even_when_the_correlator_restarts(
     from connectors.pipeline import ingest_file
     from correlator.service import CorrelatorService
 
-    settings = _settings(kafka_settings, tmp_path)
+    settings = _settings(kafka_settings, tmp_path, rules=[TEST_RULES])
     log = tmp_path / "fw.log"
     rows = [
         FORTI.format(

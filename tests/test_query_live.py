@@ -19,7 +19,7 @@ from zonewatch.config import CorrelatorSettings, KafkaSettings, Settings
 
 pytestmark = pytest.mark.integration
 
-RULES = ROOT / "rules" / "cross_zone"
+RULES = ROOT / "tests" / "rules"  # fixed rules: the shipped pack may evolve
 T0 = datetime(2026, 11, 2, 2, 0, tzinfo=UTC)
 
 
@@ -103,9 +103,13 @@ def test_query_while_correlate_writes(tmp_path: Path, kafka_settings: KafkaSetti
             producer.close()
         assert not runner.is_alive()
         final = service.store.query("SELECT count(*) FROM alerts")[1][0][0]
+        stored_offsets = sum(service.store.load_offsets().values())
     for answer in answers:
-        # one evidence event and one outbox row per alert, and the offsets
-        # committed in the same transaction cover exactly those events
-        assert answer["e"] == answer["a"] == answer["o"] == answer["offsets"]
+        # One evidence event and one outbox row per alert, always: each answer
+        # sees whole transactions. Resume offsets are checkpointed with the
+        # correlation state, so they may trail the alerts but never lead them.
+        assert answer["e"] == answer["a"] == answer["o"]
+        assert answer["offsets"] <= answer["a"]
+    assert stored_offsets == produced[0]  # the final checkpoint covers everything
     assert any(0 < a["a"] < final for a in answers)  # answered while it wrote
     assert final == produced[0]

@@ -110,6 +110,11 @@ class CorrelatorSettings(BaseModel):
     # Keep every consumed event in the store's ``events`` table, so
     # ``zonewatch hunt`` and timelines see more than alert evidence.
     archive_events: bool = True
+    # Correlation state (possibly large) is snapshotted with its offsets this
+    # often; alerts and archived events are stored with every batch.
+    checkpoint_interval_s: float = Field(default=5.0, ge=0)
+    max_groups_per_rule: int = Field(default=1_000_000, ge=1)
+    max_state_bytes: int = Field(default=1 << 30, ge=1 << 20)
     events_retention_days: float | None = Field(default=30.0, gt=0)
     max_batch: int = Field(default=2000, ge=1)
     poll_timeout_ms: int = Field(default=200, ge=1)
