@@ -61,3 +61,15 @@ def test_unknown_identity_passes_through_flagged(zones: ZoneMap) -> None:
     Enricher(zones)(ev)
     assert ev["user"] == {"name": "alice", "domain": "example.com"}
     assert ev["zonewatch"] == {"identity": "unknown"}
+
+
+def test_cached_zone_tags_are_not_shared_between_events(zones: ZoneMap) -> None:
+    enrich = Enricher(zones)
+    first = enrich({"source": {"ip": "10.10.4.21"}, "destination": {"ip": "10.50.20.15"}})
+    first["zone"]["crossing"] = "edited downstream"
+    second = enrich({"source": {"ip": "10.10.4.21"}, "destination": {"ip": "10.50.20.15"}})
+    assert second["zone"]["crossing"] == "core->vdi"
+    assert second["zone"] is not first["zone"]
+    # an event that already carries zone fields keeps them beside the tags
+    third = enrich({"source": {"ip": "10.10.4.21"}, "zone": {"note": "set by the parser"}})
+    assert third["zone"] == {"note": "set by the parser", "source": "core"}
