@@ -166,6 +166,32 @@ def test_rules_wake_only_on_their_literals() -> None:
     assert len(calls) == 1
 
 
+def test_clusters_compile_on_first_use_unless_loaded_eagerly() -> None:
+    from correlator.detection.compiler import LazyCluster
+
+    docs = [
+        {
+            "title": f"domain {n}",
+            "logsource": {"category": "proxy"},
+            "detection": {"sel": {"cs-host|endswith": f".bad{n:02d}.example"}, "condition": "sel"},
+        }
+        for n in range(30)
+    ]
+    text = "---\n".join(yaml.safe_dump(d) for d in docs)
+
+    def table(rs: Any) -> list[Any]:
+        (fn,) = rs._routes["gateway"]
+        return next(v for k, v in fn.__globals__.items() if k.startswith("_CL_"))
+
+    lazy, eager = rules_from_yaml(text), rules_from_yaml(text, eager=True)
+    assert all(isinstance(c, LazyCluster) for c in table(lazy))
+    assert not any(isinstance(c, LazyCluster) for c in table(eager))
+    hit = {"event": {"dataset": "gateway"}, "url": {"domain": "x.BAD07.example"}}
+    assert [r.title for r in lazy.match(hit)] == [r.title for r in eager.match(hit)] == ["domain 7"]
+    assert sum(isinstance(c, LazyCluster) for c in table(lazy)) == len(table(lazy)) - 1
+    assert [r.title for r in lazy.match(hit)] == ["domain 7"]  # compiled once, reused
+
+
 # -- the parts ----------------------------------------------------------------------
 
 

@@ -137,7 +137,9 @@ def check(paths: tuple[str, ...], pipeline: str, placeholders: str | None, valid
     from correlator.detection.checks import validation_issues
     from correlator.detection.loader import load_rules
 
-    ruleset = load_rules(list(paths), pipeline=pipeline, placeholders=_placeholders(placeholders))
+    ruleset = load_rules(
+        list(paths), pipeline=pipeline, placeholders=_placeholders(placeholders), eager=True
+    )
     failures = _report_errors(ruleset.errors)
     if validate:
         for issue in validation_issues(ruleset):

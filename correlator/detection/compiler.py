@@ -49,6 +49,9 @@ from sigma.types import (
 from correlator.detection import prefilter, runtime
 from correlator.detection.anchors import Anchor, anchor
 from correlator.detection.anchors import any_of as anchors_any_of
+from zonewatch.logs import get_logger
+
+log = get_logger(__name__)
 
 _OPS = {
     CompareOperators.LT: "lt",
@@ -529,10 +532,24 @@ def _path_expr(var: str, parts: list[str], i: int, node: str) -> str:
     )
 
 
+@dataclass
+class GroupSource:
+    """Generated code of one routing group: the entry function ``name(E, hits)``
+    and the cluster functions it dispatches to (compiled now or on first use)."""
+
+    name: str
+    main: str
+    clusters: list[tuple[str, str, tuple[str, ...]]]  # (function name, source, rule ids)
+    namespace: dict[str, Any]
+
+    def full_source(self) -> str:
+        return "".join(src for _, src, _ in self.clusters) + self.main
+
+
 def generate_group(
     name: str, rules: list[tuple[Any, CompiledRule]], index: bool = True
-) -> tuple[str, dict[str, Any]]:
-    """Source and namespace of ``def name(E, hits)`` appending matching rule objects.
+) -> GroupSource:
+    """Code of ``def name(E, hits)`` appending the rule objects that match event ``E``.
 
     With ``index``, rules with an anchor are grouped into small functions
     ("clusters") that run only when the event holds one of their literals
@@ -546,20 +563,21 @@ def generate_group(
     else:
         anchored = [m for m in numbered if m[2].anchor is not None]
         inline = [m for m in numbered if m[2].anchor is None]
-    out: list[str] = []
     clusters = _clusters(anchored)
+    cluster_sources = []
     for k, members in enumerate(clusters):
-        out.append(f"def {name}_c{k}(E, hits):")
-        out.append("    g = E.get")
-        out.extend(_block_lines(members, namespace))
-        out.append("    return hits")
-    out.append(f"def {name}(E, hits):")
-    out.append("    g = E.get")
+        fname = f"{name}_c{k}"
+        lines = [f"def {fname}(E, hits):", "    g = E.get"]
+        lines.extend(_block_lines(members, namespace))
+        lines.append("    return hits")
+        ids = tuple(str(getattr(obj, "id", i)) for i, obj, _ in members)
+        cluster_sources.append((fname, "\n".join(lines) + "\n", ids))
+    out = [f"def {name}(E, hits):", "    g = E.get"]
     out.extend(_block_lines(inline, namespace))
     if clusters:
         out.extend(_dispatch_lines(name, clusters, namespace))
     out.append("    return hits")
-    return "\n".join(out) + "\n", namespace
+    return GroupSource(name, "\n".join(out) + "\n", cluster_sources, namespace)
 
 
 # A cluster shares field reads between rules that share a literal; past this
@@ -634,12 +652,59 @@ def _dispatch_lines(
     return lines
 
 
-def bind_clusters(name: str, namespace: dict[str, Any]) -> None:
-    """After ``exec``: point the dispatch table at the cluster functions."""
-    table = namespace.get(f"_CL_{name}")
-    if table is not None:
-        for k in range(len(table)):
-            table[k] = namespace[f"{name}_c{k}"]
+def bind_clusters(group: GroupSource) -> None:
+    """After the full source ran: point the dispatch table at the cluster functions."""
+    table = group.namespace.get(f"_CL_{group.name}")
+    for k, (fname, _, _) in enumerate(group.clusters):
+        assert table is not None
+        table[k] = group.namespace[fname]
+
+
+def bind_lazy_clusters(group: GroupSource) -> None:
+    """After the entry function ran: clusters compile when an event first wakes them.
+
+    Most of a large rule set (SigmaHQ's Windows rules, for a city office's
+    proxy and firewall events) never wakes; compiling it up front was a
+    fifth of the load time. ``zonewatch rules check`` compiles everything.
+    """
+    table = group.namespace.get(f"_CL_{group.name}")
+    for k, (fname, source, ids) in enumerate(group.clusters):
+        assert table is not None
+        table[k] = LazyCluster(table, k, fname, source, ids, group.namespace)
+
+
+class LazyCluster:
+    """Stands in the dispatch table for a cluster until its first call."""
+
+    __slots__ = ("fname", "ids", "k", "namespace", "source", "table")
+
+    def __init__(
+        self,
+        table: list[Any],
+        k: int,
+        fname: str,
+        source: str,
+        ids: tuple[str, ...],
+        namespace: dict[str, Any],
+    ):
+        self.table, self.k, self.fname = table, k, fname
+        self.source, self.ids, self.namespace = source, ids, namespace
+
+    def __call__(self, event: dict[str, Any], hits: list[Any]) -> Any:
+        try:
+            exec(compile(self.source, f"<zonewatch rules {self.fname}>", "exec"), self.namespace)
+            fn = self.namespace[self.fname]
+        except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:
+            # Only reachable for code Python cannot compile (e.g. nesting too
+            # deep); `zonewatch rules check` reports such rules with their file.
+            log.error("rules_not_compiled", rules=list(self.ids), reason=str(exc))
+            fn = _no_match
+        self.table[self.k] = fn
+        return fn(event, hits)
+
+
+def _no_match(event: dict[str, Any], hits: list[Any]) -> Any:
+    return hits
 
 
 def _block_lines(

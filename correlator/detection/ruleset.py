@@ -92,12 +92,15 @@ def build_routes(
     compiled: list[tuple[DetectionRule, compiler.CompiledRule]],
     errors: list[RuleError],
     index: bool = True,
+    eager: bool = False,
 ) -> dict[str | None, tuple[MatchFn, ...]]:
     """One generated function per distinct routing key; each source gets the functions
     of the keys that include it, unknown-source events get them all.
 
     ``index=False`` evaluates every rule of a group on every event (no literal
     prefilter): the straightforward matcher the tests compare against.
+    ``eager`` compiles every rule now (``zonewatch rules check``) instead of
+    the rules of a cluster when an event first needs them.
     """
     groups: dict[frozenset[str] | None, list[tuple[DetectionRule, compiler.CompiledRule]]] = {}
     for rule, code in compiled:
@@ -106,7 +109,7 @@ def build_routes(
     for n, (key, members) in enumerate(
         sorted(groups.items(), key=lambda kv: sorted(kv[0]) if kv[0] is not None else ["*"])
     ):
-        functions[key] = _compile_group(f"_match_group{n}", members, errors, index)
+        functions[key] = _compile_group(f"_match_group{n}", members, errors, index, eager)
     routes: dict[str | None, tuple[MatchFn, ...]] = {None: tuple(functions.values())}
     for source in SOURCES:
         routes[source] = tuple(fn for key, fn in functions.items() if key is None or source in key)
@@ -118,11 +121,17 @@ def _compile_group(
     members: list[tuple[DetectionRule, compiler.CompiledRule]],
     errors: list[RuleError],
     index: bool = True,
+    eager: bool = False,
 ) -> MatchFn:
-    source, namespace = compiler.generate_group(name, members, index)
+    group = compiler.generate_group(name, members, index)
+    namespace = group.namespace
     try:
-        exec(compile(source, f"<zonewatch rules {name}>", "exec"), namespace)
-        compiler.bind_clusters(name, namespace)
+        if eager:
+            exec(compile(group.full_source(), f"<zonewatch rules {name}>", "exec"), namespace)
+            compiler.bind_clusters(group)
+        else:
+            exec(compile(group.main, f"<zonewatch rules {name}>", "exec"), namespace)
+            compiler.bind_lazy_clusters(group)
     except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:
         if len(members) == 1:
             rule = members[0][0]
@@ -132,8 +141,8 @@ def _compile_group(
             return _no_match
         # Isolate the offending rule instead of losing the group.
         half = len(members) // 2
-        first = _compile_group(name + "a", members[:half], errors, index)
-        second = _compile_group(name + "b", members[half:], errors, index)
+        first = _compile_group(name + "a", members[:half], errors, index, eager)
+        second = _compile_group(name + "b", members[half:], errors, index, eager)
 
         def both(event: dict[str, Any], hits: list[DetectionRule]) -> Any:
             first(event, hits)
