@@ -199,6 +199,12 @@ class TestKeywords:
         assert fires(rs, PROXY_EVENT)
         assert not fires(rs, {"message": "curl only"})
 
+    def test_a_keyword_lies_within_one_value(self) -> None:
+        rs = ruleset("keywords:\n  - 'evil.exe'\ncondition: keywords")
+        assert fires(rs, {"process": {"args": ["-x", "C:\\Temp\\EVIL.EXE"]}})
+        assert not fires(rs, {"a": "evil", "b": ".exe"})
+        assert not fires(rs, {"a": ["evil", ".exe"]})
+
 
 class TestNullExistsNumbers:
     def test_null_matches_missing_or_null(self) -> None:

@@ -115,7 +115,7 @@ class CompiledRule:
 
     expr: str
     forms: dict[str, set[str]]  # field -> {"r", "l", "s"}
-    keywords: set[str]  # {"K"} lowered keyword values, {"KS"} as-is
+    keywords: set[str]  # {"KW"} when keyword (full-text) tests read the event's strings
     required: set[str]  # fields that must be non-null for a match
     consts: dict[str, Any]
     # Literals one of which every matching event contains (None: no such set).
@@ -415,18 +415,23 @@ class _RuleCompiler:
             parts.append(star)
         wrapped = SigmaCasedString() if cased else SigmaString()
         wrapped.s = tuple(parts)
-        pred, cost, _ = self.pattern(wrapped, cased)
-        kv = "KS" if cased else "K"
-        self.keywords.add(kv)
+        pred, cost, shape = self.pattern(wrapped, cased)
+        # The event's strings are gathered (and lowered) only when a keyword
+        # test actually runs, once per event (runtime.Keywords).
+        self.keywords.add("KW")
         if pred == "True":
-            return Code(f"(len({kv}) > 0)", 0.5)
+            return Code("(len(KW.raw) > 0)", 0.5)
+        if shape is not None and shape[0] == "in" and "\0" not in shape[1]:
+            # A substring cannot span two NUL-joined strings: one search does.
+            joined = "KW.raw_joined" if cased else "KW.joined"
+            return Code(f"({shape[1]!r} in {joined})", 5)
         lam = self.const(LazyPredicate(pred.replace(_X, "x")))
-        return Code(f"_any_of({kv}, {lam})", 6 + cost)
+        return Code(f"_any_of({'KW.raw' if cased else 'KW.lowered'}, {lam})", 6 + cost)
 
     def _kw_regex(self, value: SigmaRegularExpression) -> Code:
-        self.keywords.add("KS")
+        self.keywords.add("KW")
         rx = self._regex_const(value)
-        return Code(f"_any_of(KS, {rx})", 10)
+        return Code(f"_any_of(KW.raw, {rx})", 10)
 
 
 def _re2_literal(text: str) -> str:
@@ -498,6 +503,7 @@ _RUNTIME_NAMES = {
     "_lower": runtime.lower,
     "_text": runtime.text,
     "_keyword_values": runtime.keyword_values,
+    "_Keywords": runtime.Keywords,
 }
 
 
@@ -712,10 +718,8 @@ def _block_lines(
 ) -> list[str]:
     """Statements evaluating ``members`` (rule index, rule object, code) on event ``E``."""
     body: list[str] = []
-    if any("K" in c.keywords or "KS" in c.keywords for _, _, c in members):
-        body.append("    KS = _keyword_values(_flatten_event(E))")
-        if any("K" in c.keywords for _, _, c in members):
-            body.append("    K = tuple(x.lower() for x in KS)")
+    if any(c.keywords for _, _, c in members):
+        body.append("    KW = _Keywords(E)")
     # Guard each rule by the required field most rules share, so one presence
     # test skips a whole block when the event lacks that field.
     counts: Counter[str] = Counter()

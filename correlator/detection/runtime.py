@@ -314,6 +314,44 @@ def re2_tester(compiled: Any, whole: bool = False) -> Callable[[str], bool]:
     return test
 
 
+class Keywords:
+    """An event's strings for keyword (full-text) tests, gathered on first use."""
+
+    __slots__ = ("_event", "_joined", "_lowered", "_raw", "_raw_joined")
+
+    def __init__(self, event: dict[str, Any]):
+        self._event = event
+        self._raw: tuple[str, ...] | None = None
+        self._lowered: tuple[str, ...] | None = None
+        self._joined: str | None = None
+        self._raw_joined: str | None = None
+
+    @property
+    def raw(self) -> tuple[str, ...]:
+        if self._raw is None:
+            self._raw = keyword_values(flatten_event(self._event))
+        return self._raw
+
+    @property
+    def lowered(self) -> tuple[str, ...]:
+        if self._lowered is None:
+            self._lowered = tuple(x.lower() for x in self.raw)
+        return self._lowered
+
+    @property
+    def joined(self) -> str:
+        """Lowered strings joined by NUL: one ``in`` finds a NUL-free substring."""
+        if self._joined is None:
+            self._joined = "\0".join(self.lowered)
+        return self._joined
+
+    @property
+    def raw_joined(self) -> str:
+        if self._raw_joined is None:
+            self._raw_joined = "\0".join(self.raw)
+        return self._raw_joined
+
+
 def compile_re2(pattern: str) -> Any:
     """Compile with RE2 (linear time); raises ``re2.error`` for constructs it rejects."""
     options = re2.Options()
