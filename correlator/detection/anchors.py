@@ -32,13 +32,13 @@ from sigma.types import (
     SigmaBool,
     SigmaCasedString,
     SigmaExpansion,
-    SigmaNumber,
     SigmaRegularExpression,
     SigmaRegularExpressionFlag,
     SigmaString,
     SpecialChars,
 )
 
+from correlator.detection.kinds import NUMBERS, STRINGS, kind
 from correlator.detection.prefilter import MIN_LITERAL
 
 
@@ -83,14 +83,15 @@ def _union(parts: list[Anchor | None]) -> Anchor | None:
 
 def anchor(node: Any) -> Anchor | None:
     """An ``Anchor`` for a pySigma condition tree, or None when no literal is required."""
-    if isinstance(node, ConditionAND):
+    k = kind(node)
+    if k is ConditionAND:
         found = [a for a in map(anchor, (x for x in node.args if x is not None)) if a is not None]
         return max(found, key=Anchor.score, default=None)
-    if isinstance(node, ConditionOR):
+    if k is ConditionOR:
         return _union([anchor(a) for a in node.args if a is not None])
-    if isinstance(node, ConditionFieldEqualsValueExpression):
+    if k is ConditionFieldEqualsValueExpression:
         return value_anchor(node.field, node.value)
-    if isinstance(node, ConditionValueExpression):
+    if k is ConditionValueExpression:
         return value_anchor(None, node.value)
     return None
 
@@ -102,18 +103,19 @@ def any_of(anchors: list[Anchor | None]) -> Anchor | None:
 
 def value_anchor(fieldname: str | None, value: Any) -> Anchor | None:
     """The anchor of ``field: value`` (``fieldname`` None: a keyword)."""
-    if isinstance(value, SigmaExpansion):
+    k = kind(value)
+    if k is SigmaExpansion:
         return _union([value_anchor(fieldname, v) for v in value.values])
     # The same conversions as the matcher's (compiler ``leaf`` and ``keyword``).
-    if fieldname is None and isinstance(value, SigmaNumber | SigmaBool):
-        value = SigmaString(str(value).lower())
-    elif isinstance(value, SigmaBool):
-        value = SigmaString("true" if value.boolean else "false")
+    if fieldname is None and (k is SigmaBool or k in NUMBERS):
+        value, k = SigmaString(str(value).lower()), SigmaString
+    elif k is SigmaBool:
+        value, k = SigmaString("true" if value.boolean else "false"), SigmaString
     literals: frozenset[str] | None
-    if isinstance(value, SigmaString):
-        piece = _best_piece(value, isinstance(value, SigmaCasedString))
+    if k in STRINGS:
+        piece = _best_piece(value, k is SigmaCasedString)
         literals = None if piece is None else frozenset({piece})
-    elif isinstance(value, SigmaRegularExpression):
+    elif k is SigmaRegularExpression:
         literals = regex_literals(
             value.regexp.to_plain() if hasattr(value.regexp, "to_plain") else str(value),
             SigmaRegularExpressionFlag.IGNORECASE in value.flags,

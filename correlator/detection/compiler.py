@@ -49,6 +49,7 @@ from sigma.types import (
 from correlator.detection import prefilter, runtime
 from correlator.detection.anchors import Anchor, anchor
 from correlator.detection.anchors import any_of as anchors_any_of
+from correlator.detection.kinds import NUMBERS, STRINGS, kind
 from zonewatch.logs import get_logger
 
 log = get_logger(__name__)
@@ -142,7 +143,8 @@ class _RuleCompiler:
 
     # -- condition tree -------------------------------------------------
     def node(self, node: Any) -> Code:
-        if isinstance(node, ConditionAND):
+        k = kind(node)
+        if k is ConditionAND:
             parts = [self.node(a) for a in node.args if a is not None]
             if not parts:
                 raise CompileError("empty AND in condition")
@@ -153,7 +155,7 @@ class _RuleCompiler:
                 "(" + " and ".join(p.text for p in parts) + ")",
                 parts[0].cost + 0.2 * sum(p.cost for p in parts[1:]),
             )
-        if isinstance(node, ConditionOR):
+        if k is ConditionOR:
             parts = [self.node(a) for a in node.args if a is not None]
             if not parts:
                 raise CompileError("empty OR in condition")
@@ -162,12 +164,12 @@ class _RuleCompiler:
             if len(parts) == 1:
                 return parts[0]
             return Code("(" + " or ".join(p.text for p in parts) + ")", sum(p.cost for p in parts))
-        if isinstance(node, ConditionNOT):
+        if k is ConditionNOT:
             inner = self.node(node.args[0])
             return Code(f"(not {inner.text})", inner.cost)
-        if isinstance(node, ConditionFieldEqualsValueExpression):
+        if k is ConditionFieldEqualsValueExpression:
             return self.leaf(node.field, node.value)
-        if isinstance(node, ConditionValueExpression):
+        if k is ConditionValueExpression:
             return self.keyword(node.value)
         raise CompileError(f"unsupported condition element {type(node).__name__}")
 
@@ -231,41 +233,42 @@ class _RuleCompiler:
     def leaf(self, fieldname: str, value: Any) -> Code:
         if fieldname is None:
             return self.keyword(value)
-        if isinstance(value, SigmaExpansion):
+        k = kind(value)
+        if k is SigmaExpansion:
             parts = self._merge_or([self.leaf(fieldname, v) for v in value.values])
             return Code("(" + " or ".join(p.text for p in parts) + ")", sum(p.cost for p in parts))
-        if isinstance(value, SigmaNull):
+        if k is SigmaNull:
             return Code(f"({self.var(fieldname, 'r')} is None)", 0.5)
-        if isinstance(value, SigmaExists):
+        if k is SigmaExists:
             test = f"_exists(E, {fieldname!r})"
             return Code(test if value.exists else f"(not {test})", 0.6)
-        if isinstance(value, SigmaCasedString):
+        if k is SigmaCasedString:
             return self.string(self.var(fieldname, "s"), value, cased=True)
-        if isinstance(value, SigmaString):
+        if k is SigmaString:
             return self.string(self.var(fieldname, "l"), value, cased=False)
-        if isinstance(value, SigmaBool):
+        if k is SigmaBool:
             return self.string(
                 self.var(fieldname, "l"), SigmaString("true" if value.boolean else "false"), False
             )
-        if isinstance(value, SigmaTimestampPart):
+        if k is SigmaTimestampPart:
             part = value.timestamp_part.name.lower()
             r = self.var(fieldname, "r")
             return Code(f"({r} is not None and _time_part({r}, {part!r}, {value.number!r}))", 3)
-        if isinstance(value, SigmaNumber):
+        if k is SigmaNumber:
             return self.number(fieldname, value.number)
-        if isinstance(value, SigmaRegularExpression):
+        if k is SigmaRegularExpression:
             return self.regex(self.var(fieldname, "s"), value)
-        if isinstance(value, SigmaCIDRExpression):
+        if k is SigmaCIDRExpression:
             nets = self.const((value.network,))
             r = self.var(fieldname, "r")
             return Code(f"({r} is not None and _in_networks({r}, {nets}))", 2)
-        if isinstance(value, SigmaCompareExpression):
+        if k is SigmaCompareExpression:
             r = self.var(fieldname, "r")
             op = _OPS[value.op]
             return Code(
                 f"({r} is not None and _compare({r}, {op!r}, {value.number.number!r}))", 1.5
             )
-        if isinstance(value, SigmaFieldReference):
+        if k is SigmaFieldReference:
             mine = self.var(fieldname, "l")
             other = self.var(value.field, "l")
             return Code(
@@ -397,16 +400,18 @@ class _RuleCompiler:
     # -- keywords (unbound values) ----------------------------------------
     def keyword(self, value: Any) -> Code:
         """Full-text search: the keyword matches inside any string value of the event."""
-        if isinstance(value, SigmaExpansion):
+        k = kind(value)
+        if k is SigmaExpansion:
             parts = [self.keyword(v) for v in value.values]
             return Code("(" + " or ".join(p.text for p in parts) + ")", sum(p.cost for p in parts))
-        if isinstance(value, SigmaRegularExpression):
+        if k is SigmaRegularExpression:
             return self._kw_regex(value)
-        if isinstance(value, SigmaNumber | SigmaBool):
+        if k is SigmaBool or k in NUMBERS:
             value = SigmaString(str(value).lower())
-        if not isinstance(value, SigmaString):
+            k = SigmaString
+        if k not in STRINGS:
             raise CompileError(f"keyword value of type {type(value).__name__} is not supported")
-        cased = isinstance(value, SigmaCasedString)
+        cased = k is SigmaCasedString
         star = SpecialChars.WILDCARD_MULTI
         parts = list(value.s)
         if not parts or parts[0] is not star:
@@ -441,25 +446,20 @@ def _re2_literal(text: str) -> str:
 
 def required_fields(node: Any) -> set[str]:
     """Fields that must hold a non-null value for ``node`` to match."""
-    if isinstance(node, ConditionAND):
+    k = kind(node)
+    if k is ConditionAND:
         out: set[str] = set()
         for a in node.args:
             if a is not None:
                 out |= required_fields(a)
         return out
-    if isinstance(node, ConditionOR):
+    if k is ConditionOR:
         sets = [required_fields(a) for a in node.args if a is not None]
         return set.intersection(*sets) if sets else set()
-    if isinstance(node, ConditionFieldEqualsValueExpression):
-        value = node.value
-        if isinstance(value, SigmaNull | SigmaExists) or node.field is None:
+    if k is ConditionFieldEqualsValueExpression:
+        vk = kind(node.value)
+        if vk is SigmaNull or vk is SigmaExists or node.field is None:
             return set()
-        if (
-            isinstance(value, SigmaString)
-            and all(p is SpecialChars.WILDCARD_MULTI for p in value.s)
-            and value.s
-        ):
-            return {node.field}
         return {node.field}
     return set()
 
