@@ -45,6 +45,10 @@ AUTO = "auto"
 _STATE_KEY = "state"
 
 
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
 class Sink(Protocol):
     def emit(self, event: dict[str, Any]) -> None: ...
 
@@ -302,6 +306,7 @@ class Runner:
     def run(self) -> IngestStats:
         pipeline, sink = self.pipeline, self.sink
         handle, emit, dead = pipeline.handle, sink.emit, sink.dead_letter
+        self.started = time.monotonic()  # throughput counts from here, after restore()
         since_commit = 0
         last_commit = time.monotonic()
         try:
@@ -331,7 +336,7 @@ class Runner:
         return pipeline.stats
 
 
-def install_stop_signals(runner: Runner) -> Callable[[], None]:
+def install_stop_signals(runner: Stoppable) -> Callable[[], None]:
     """SIGTERM / SIGINT ask the runner to stop; it then commits and returns."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
@@ -378,8 +383,14 @@ def ingest(
     checkpointed: bool = True,
     sink: Sink | None = None,
     stop_on_signal: bool = True,
+    parse_worker: bool | None = None,
 ) -> IngestStats:
-    """Run one input into Kafka; checkpointed inputs resume exactly where they stopped."""
+    """Run one input into Kafka; checkpointed inputs resume exactly where they stopped.
+
+    ``parse_worker`` (default: for files into Kafka) parses in a child
+    process so this one only produces (see ``connectors.parse_worker``).
+    """
+    from connectors.inputs.file import FileInput
     from connectors.produce import KafkaSink
 
     pipeline = make_pipeline(settings, source, fmt, timezone, source_input.name)
@@ -388,20 +399,40 @@ def ingest(
         if checkpointed
         else None
     )
+    if parse_worker is None:
+        parse_worker = sink is None and isinstance(source_input, FileInput)
+    worker = None
+    if parse_worker:
+        from connectors.parse_worker import ParseWorker, WorkerSpec
+
+        # started before the producer exists, so it can fork a single-threaded process
+        worker = ParseWorker(WorkerSpec(settings, source, fmt, timezone, source_input))
     own_sink = sink is None
-    if sink is None:
-        sink = KafkaSink(
-            settings.kafka, source, transactional_id=store.transactional_id if store else None
-        )
-    runner = Runner(pipeline, source_input, sink, store=store)
-    restore_signals = install_stop_signals(runner) if stop_on_signal else (lambda: None)
+    runner: Any = None
+    restore_signals: Callable[[], None] = lambda: None  # noqa: E731
     try:
+        if sink is None:
+            sink = KafkaSink(
+                settings.kafka, source, transactional_id=store.transactional_id if store else None
+            )
+        if worker is not None:
+            from connectors.parse_worker import WorkerRunner
+
+            if not isinstance(sink, KafkaSink):
+                raise ConfigError("a parse worker sends through a KafkaSink only")
+            runner = WorkerRunner(pipeline, worker, sink, store=store)
+        else:
+            runner = Runner(pipeline, source_input, sink, store=store)
+        if stop_on_signal:
+            restore_signals = install_stop_signals(runner)
         if store is not None:
             runner.restore()
         return runner.run()
     finally:
         restore_signals()
-        if own_sink:
+        if worker is not None:
+            worker.close()
+        if own_sink and sink is not None:
             sink.close()  # type: ignore[attr-defined]
 
 
@@ -413,12 +444,13 @@ def ingest_file(
     *,
     follow: bool = False,
     timezone: str | None = None,
+    parse_worker: bool | None = None,
 ) -> IngestStats:
     """Ingest a log file into Kafka (for the demo and scripts)."""
     from connectors.inputs.file import FileInput
 
     source_input = FileInput(path, follow=follow, max_line_bytes=settings.connectors.max_line_bytes)
-    return ingest(settings, source, fmt, source_input, timezone=timezone)
+    return ingest(settings, source, fmt, source_input, timezone=timezone, parse_worker=parse_worker)
 
 
 class NdjsonSink:

@@ -22,15 +22,18 @@ read with ``isolation_level="read_committed"`` to skip aborted batches.
 
 from __future__ import annotations
 
-import threading
+import contextlib
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
+from kafka.partitioner.default import murmur2
 
 from zonewatch.config import KafkaSettings
 from zonewatch.errors import ZonewatchError
@@ -72,6 +75,36 @@ class DeliveryCounts:
     commits: int = 0
 
 
+class KeyPartitioner:
+    """Kafka's default keyed partitioning (murmur2 of the key), cached per key.
+
+    kafka-python hashes every key in pure Python; logs repeat a few thousand
+    user names, so a cache makes the choice a dict lookup. The partition lists
+    are fixed when the sink starts; records without a key are left to the
+    producer (``None``).
+    """
+
+    def __init__(self, partitions: dict[str, list[int]], cache_size: int = 65536):
+        self.partitions = {topic: sorted(parts) for topic, parts in partitions.items()}
+        self._pick = lru_cache(maxsize=cache_size)(self._uncached)
+
+    def _uncached(self, topic: str, key: bytes) -> int:
+        parts = self.partitions[topic]
+        return parts[(murmur2(key) & 0x7FFFFFFF) % len(parts)]
+
+    def __call__(self, topic: str, key: bytes | None) -> int | None:
+        if key is None or topic not in self.partitions:
+            return None
+        return self._pick(topic, key)
+
+
+# Records sent since the last commit are tracked in groups of this many, so
+# the in-flight bound and the error check cost a list append per record.
+_GROUP = 1024
+# How long back-pressure waits for one record's acknowledgement before moving on.
+_ACK_WAIT_S = 120.0
+
+
 class KafkaSink:
     """Sends events and dead letters; see the module docstring for guarantees."""
 
@@ -102,8 +135,13 @@ class KafkaSink:
         if transactional_id:
             overrides["transactional_id"] = transactional_id
         self.producer = producer or make_producer(settings, **overrides)
-        self._cond = threading.Condition()
-        self._in_flight = 0
+        self.partitioner = KeyPartitioner(self._partition_lists())
+        self._dead_key = self.source.encode()
+        # futures of records sent and not yet known to be acknowledged, in groups
+        self._groups: deque[tuple[list[Any], int]] = deque()
+        self._group: list[Any] = []
+        self._group_bytes = 0
+        self._in_flight = 0  # bytes in self._groups and self._group
         self._errors: list[BaseException] = []
         self._in_txn = False
         self._checkpoint_offset: int | None = None
@@ -111,51 +149,130 @@ class KafkaSink:
             # Fences any older incarnation and aborts its open transaction.
             self.producer.init_transactions()
 
+    def _partition_lists(self) -> dict[str, list[int]]:
+        found: dict[str, list[int]] = {}
+        for topic in (self.topic, self.deadletter_topic):
+            try:
+                parts = self.producer.partitions_for(topic)
+            except KafkaError:
+                parts = None  # left to the producer's own partitioner
+            if parts:
+                found[topic] = sorted(parts)
+        return found
+
     # -- sending ------------------------------------------------------------------
-    def _done(self, size: int, result: Any) -> None:
-        with self._cond:
-            self._in_flight -= size
-            if isinstance(result, BaseException):
-                self._errors.append(result)
+    def _settle(self, futures: list[Any], wait_s: float | None) -> bool:
+        """Collect the failures of ``futures``; False if some are still open."""
+        for fut in futures:
+            if not fut.is_done:
+                if wait_s is None:
+                    return False
+                with contextlib.suppress(KafkaError):  # a failure is recorded below
+                    fut.get(timeout=wait_s)
+            if not fut.is_done:
+                self._errors.append(TimeoutError(f"no acknowledgement within {wait_s:.0f}s"))
                 self.counts.failed += 1
-            self._cond.notify_all()
+            elif fut.failed():
+                self._errors.append(fut.exception)
+                self.counts.failed += 1
+        return True
+
+    def _close_group(self) -> None:
+        if self._group:
+            self._groups.append((self._group, self._group_bytes))
+            self._group, self._group_bytes = [], 0
+        # forget groups the broker has acknowledged, oldest first
+        while self._groups and self._groups[0][0][-1].is_done:
+            futures, size = self._groups[0]
+            if not self._settle(futures, None):
+                break
+            self._groups.popleft()
+            self._in_flight -= size
 
     def _wait_for_room(self) -> None:
-        if self._in_flight <= self.max_in_flight_bytes:
-            return
-        with self._cond:
-            while self._in_flight > self.max_in_flight_bytes // 2:
-                if not self._cond.wait(timeout=1.0):
-                    self.producer.flush(timeout=0)  # nudge linger-held batches out
+        """Back-pressure: block the input while too many bytes await acknowledgement."""
+        self._close_group()
+        self.producer.flush(timeout=0)  # nudge linger-held batches out
+        while self._groups and self._in_flight > self.max_in_flight_bytes // 2:
+            futures, size = self._groups.popleft()
+            self._settle(futures, _ACK_WAIT_S)
+            self._in_flight -= size
 
-    def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self._wait_for_room()
+    def _begin(self) -> None:
         if self.transactional_id and not self._in_txn:
             self.producer.begin_transaction()
             self._in_txn = True
-        size = len(value) + (len(key) if key else 0)
-        with self._cond:
-            self._in_flight += size
+
+    def _refused(self, topic: str, exc: KafkaError) -> DeliveryFailedError:
+        return DeliveryFailedError(f"Kafka refused a record for {topic}: {exc}")
+
+    def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self._begin()
         try:
-            future = self.producer.send(topic, value=value, key=key)
+            fut = self.producer.send(
+                topic, value=value, key=key, partition=self.partitioner(topic, key)
+            )
         except KafkaError as exc:
-            with self._cond:
-                self._in_flight -= size
-            raise DeliveryFailedError(f"Kafka refused a record for {topic}: {exc}") from exc
-        future.add_both(self._done, size)
+            raise self._refused(topic, exc) from exc
+        self._group.append(fut)
+        size = len(value)
+        self._group_bytes += size
+        self._in_flight += size
+        if len(self._group) >= _GROUP:
+            self._close_group()
+            if self._in_flight > self.max_in_flight_bytes:
+                self._wait_for_room()
 
     def emit(self, event: dict[str, Any]) -> None:
         self._send(self.topic, event_key(event), orjson.dumps(event))
         self.counts.produced += 1
 
     def dead_letter(self, letter: DeadLetter) -> None:
-        self._send(self.deadletter_topic, self.source.encode(), letter.model_dump_json().encode())
+        self._send(self.deadletter_topic, self._dead_key, letter.model_dump_json().encode())
         self.counts.dead_lettered += 1
+
+    def send_prepared(self, records: list[tuple[bool, bytes | None, int | None, bytes]]) -> None:
+        """Send records serialized elsewhere: (dead letter?, key, partition, value).
+
+        The partition comes from :attr:`partitioner` on the side that built
+        the record, so this loop is only the producer's own work.
+        """
+        if not records:
+            return
+        self._begin()
+        send = self.producer.send
+        topic, dead_topic = self.topic, self.deadletter_topic
+        group = self._group
+        size = 0
+        dead = 0
+        try:
+            for is_dead, key, partition, value in records:
+                if is_dead:
+                    dead += 1
+                    group.append(send(dead_topic, value=value, key=key, partition=partition))
+                else:
+                    group.append(send(topic, value=value, key=key, partition=partition))
+                size += len(value)
+        except KafkaError as exc:
+            raise self._refused(dead_topic if is_dead else topic, exc) from exc
+        finally:
+            self._group_bytes += size
+            self._in_flight += size
+        self.counts.produced += len(records) - dead
+        self.counts.dead_lettered += dead
+        self._close_group()
+        if self._in_flight > self.max_in_flight_bytes:
+            self._wait_for_room()
 
     # -- committing -----------------------------------------------------------------
     def _raise_errors(self) -> None:
-        with self._cond:
-            errors, self._errors = self._errors, []
+        """After a flush: fail if any record sent since the last commit was refused."""
+        self._close_group()
+        while self._groups:
+            futures, _ = self._groups.popleft()
+            self._settle(futures, _ACK_WAIT_S)
+        self._in_flight = 0
+        errors, self._errors = self._errors, []
         if errors:
             raise DeliveryFailedError(
                 f"{len(errors)} record(s) were not acknowledged by Kafka "

@@ -1,0 +1,332 @@
+"""Parse, enrich and serialize in a child process, so the parent only produces.
+
+kafka-python's ``send`` costs about as much CPU per line as parsing and
+enriching it, and in one process both share a core through the GIL. With a
+worker, the child reads the file input, runs the :class:`Pipeline` and hands
+the parent batches of ready records (dead letter?, key, partition, value
+bytes) together with the checkpoint that holds after the batch: the input
+position and the parser state. The parent sends a whole batch and commits
+only with the checkpoint of a batch it has sent, so a Kafka transaction
+still holds exactly the lines up to the checkpoint inside it.
+
+Order: one worker, one pipe, batches in file order. Memory: the pipe holds
+at most about one batch beyond the one being sent, so a slow broker blocks
+the worker's write and with it the reading (back-pressure, no queue that
+grows). Lifetime: the parent alone decides; the worker ignores SIGINT and
+SIGTERM and exits when its pipes close, which also happens when the parent
+is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from typing import Any
+
+import orjson
+
+from connectors import metrics
+from connectors.inputs import Input
+from connectors.pipeline import (
+    _STATE_KEY,
+    CheckpointStore,
+    IngestStats,
+    Pipeline,
+    make_pipeline,
+)
+from connectors.produce import KafkaSink, KeyPartitioner, event_key
+from zonewatch.config import Settings
+from zonewatch.errors import ZonewatchError
+from zonewatch.logs import get_logger
+
+log = get_logger(__name__)
+
+# A batch closes at this many input records or bytes of values, whichever
+# comes first: large enough that pickling and the pipe cost little per line,
+# small enough that the pipe bounds memory to a few MB.
+BATCH_RECORDS = 500
+BATCH_BYTES = 256 * 1024
+# A pipe this large lets the worker run a few batches ahead of the producer,
+# so a moment without CPU for the worker does not stall the producer.
+PIPE_BYTES = 1 << 20
+
+PreparedRecord = tuple[bool, bytes | None, int | None, bytes]
+
+
+class ParseWorkerError(ZonewatchError):
+    """The parse worker process ended without finishing its input."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything the worker needs to build its own pipeline (picklable for spawn)."""
+
+    settings: Settings
+    source: str
+    format: str
+    timezone: str | None
+    input: Input  # not yet opened: the worker opens and reads it
+
+
+@dataclass
+class Batch:
+    records: list[PreparedRecord]
+    lines: int  # input records the batch covers (some yield no event)
+    checkpoint: dict[str, Any]
+    stats: IngestStats
+
+
+def _context() -> Any:
+    # fork is cheap and needs nothing picklable, but forking a process that
+    # runs other threads (a producer's sender, a metrics server) can copy a
+    # lock held by one of them; then a fresh interpreter is the safe choice.
+    method = "fork" if threading.active_count() == 1 else "spawn"
+    return multiprocessing.get_context(method)
+
+
+class ParseWorker:
+    """The parent's handle on the worker process."""
+
+    def __init__(self, spec: WorkerSpec):
+        ctx = _context()
+        self._data, child_data = ctx.Pipe(duplex=False)
+        with contextlib.suppress(OSError):  # the default 64 KiB works, only slower
+            fcntl.fcntl(child_data.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        child_ctl, self._ctl = ctx.Pipe(duplex=False)
+        # A forked child inherits the parent's ends too; it must close them, or
+        # its writes would never fail when the parent dies.
+        inherited = (
+            (self._data.fileno(), self._ctl.fileno()) if ctx.get_start_method() == "fork" else ()
+        )
+        self.process = ctx.Process(
+            target=_work,
+            args=(spec, child_ctl, child_data, inherited),
+            name="zonewatch-parse",
+            daemon=True,
+        )
+        self.process.start()
+        child_data.close()
+        child_ctl.close()
+        self.finished = False
+
+    def start(self, checkpoint: dict[str, Any] | None, partitions: dict[str, list[int]]) -> None:
+        """Begin reading at ``checkpoint`` (None: from the start)."""
+        self._ctl.send(("start", checkpoint, partitions))
+
+    def next(self, timeout_s: float) -> Batch | None:
+        """The next batch; None when none arrived within ``timeout_s``.
+
+        Raises the worker's own error, or :class:`ParseWorkerError` when it died.
+        """
+        if not self._data.poll(timeout_s):
+            return None
+        try:
+            message = pickle.loads(self._data.recv_bytes())
+        except (EOFError, OSError) as exc:
+            self.process.join(5)
+            raise ParseWorkerError(
+                f"the parse worker exited with code {self.process.exitcode} before the "
+                "end of its input; the checkpoint holds the last line sent, so a restart "
+                "continues there"
+            ) from exc
+        kind = message[0]
+        if kind == "error":
+            raise message[1]
+        batch: Batch = message[1]
+        if kind == "end":
+            self.finished = True
+        return batch
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        for conn in (self._ctl, self._data):
+            conn.close()  # the worker sees EOF or EPIPE and exits
+        self.process.join(timeout_s)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout_s)
+
+
+class WorkerRunner:
+    """The parent's loop: batches from the worker into the sink, commits, stop().
+
+    Same contract as :class:`connectors.pipeline.Runner`; the input and the
+    parser live in the worker, so the checkpoint committed is always the one
+    that came with the last batch sent.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        worker: ParseWorker,
+        sink: KafkaSink,
+        *,
+        store: CheckpointStore | None = None,
+        commit_every: int = 20_000,
+        commit_interval_s: float = 1.0,
+    ):
+        self.pipeline = pipeline
+        self.worker = worker
+        self.sink = sink
+        self.store = store
+        self.commit_every = commit_every
+        self.commit_interval_s = commit_interval_s
+        self._stop = threading.Event()
+        self._checkpoint: dict[str, Any] | None = None
+        self.started = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def restore(self) -> None:
+        """The checkpoint to start from: Kafka's (transactional sink) or the local file."""
+        local = self.store.load() if self.store else None
+        cp = local
+        if self.sink.transactional_id:
+            hint = local.get("kafka_offset") if local else None
+            cp = self.sink.recover_checkpoint(hint_offset=hint)
+        if cp:
+            self._checkpoint = {k: v for k, v in cp.items() if k in ("input", _STATE_KEY)}
+            log.info("resumed", input=self.pipeline.input_name, position=cp.get("input"))
+
+    def commit(self) -> None:
+        cp = self._checkpoint or {}
+        self.sink.commit(cp)
+        if self.store is not None and cp.get("input") is not None:
+            saved = dict(cp)
+            if self.sink.checkpoint_offset is not None:
+                saved["kafka_offset"] = self.sink.checkpoint_offset
+            self.store.save(saved)
+        metrics.observe(self.pipeline)
+
+    def run(self) -> IngestStats:
+        worker, sink, stats = self.worker, self.sink, self.pipeline.stats
+        worker.start(self._checkpoint, sink.partitioner.partitions)
+        self.started = time.monotonic()
+        since_commit = 0
+        last_commit = time.monotonic()
+        try:
+            while not self._stop.is_set() and not worker.finished:
+                batch = worker.next(0.2)
+                if batch is not None:
+                    sink.send_prepared(batch.records)
+                    self._checkpoint = batch.checkpoint
+                    stats.read, stats.produced = batch.stats.read, batch.stats.produced
+                    stats.dead_lettered = batch.stats.dead_lettered
+                    stats.reasons = batch.stats.reasons
+                    since_commit += batch.lines
+                if since_commit >= self.commit_every or (
+                    since_commit and time.monotonic() - last_commit >= self.commit_interval_s
+                ):
+                    self.commit()
+                    since_commit = 0
+                    last_commit = time.monotonic()
+            self.commit()
+        finally:
+            worker.close()
+        stats.seconds = time.monotonic() - self.started
+        return stats
+
+
+# -- the worker process --------------------------------------------------------------
+
+
+class _Batcher:
+    def __init__(self, pipeline: Pipeline, partitions: dict[str, list[int]], out: Connection):
+        self.pipeline = pipeline
+        self.out = out
+        self.partition = KeyPartitioner(partitions)
+        self.records: list[PreparedRecord] = []
+        self.lines = 0
+        self.size = 0
+
+    def flush(self, source_input: Input, kind: str = "batch") -> None:
+        pipeline = self.pipeline
+        cp: dict[str, Any] = {"input": source_input.checkpoint()}
+        if pipeline.ctx.state:
+            cp[_STATE_KEY] = pipeline.ctx.state
+        batch = Batch(self.records, self.lines, cp, pipeline.stats)
+        self.out.send_bytes(pickle.dumps((kind, batch), protocol=pickle.HIGHEST_PROTOCOL))
+        self.records, self.lines, self.size = [], 0, 0
+        # year inference and lines without a timestamp read ctx.now
+        pipeline.ctx.now = datetime.now(UTC)
+
+
+def _run(spec: WorkerSpec, ctl: Connection, out: Connection) -> None:
+    source_input = spec.input
+    # built while the parent connects to Kafka and recovers the checkpoint
+    pipeline = make_pipeline(
+        spec.settings, spec.source, spec.format, spec.timezone, source_input.name
+    )
+    message = ctl.recv()
+    if message[0] != "start":
+        return
+    _, checkpoint, partitions = message
+    if checkpoint:
+        if checkpoint.get("input"):
+            source_input.restore(checkpoint["input"])
+        if checkpoint.get(_STATE_KEY):
+            pipeline.ctx.state.update(checkpoint[_STATE_KEY])
+    batcher = _Batcher(pipeline, partitions, out)
+    topic = spec.settings.kafka.events_topic(spec.source)
+    dead_topic = spec.settings.kafka.deadletter_topic
+    dead_key = spec.source.encode()
+    dead_partition = batcher.partition(dead_topic, dead_key)
+    partition = batcher.partition
+    handle = pipeline.handle
+    dumps = orjson.dumps
+    records = batcher.records
+    last_flush = time.monotonic()
+    try:
+        for record in source_input:
+            if record is not None:
+                events, letter = handle(record)
+                for ev in events:
+                    key = event_key(ev)
+                    value = dumps(ev)
+                    records.append((False, key, partition(topic, key), value))
+                    batcher.size += len(value)
+                if letter is not None:
+                    value = letter.model_dump_json().encode()
+                    records.append((True, dead_key, dead_partition, value))
+                    batcher.size += len(value)
+                batcher.lines += 1
+                if batcher.lines < BATCH_RECORDS and batcher.size < BATCH_BYTES:
+                    continue
+            elif not batcher.lines and time.monotonic() - last_flush < 0.05:
+                continue  # idle and nothing new: no need to wake the parent yet
+            batcher.flush(source_input)
+            records = batcher.records
+            last_flush = time.monotonic()
+            if ctl.poll():
+                return  # the parent said stop (or went away)
+        batcher.flush(source_input, "end")
+    finally:
+        source_input.close()
+
+
+def _work(spec: WorkerSpec, ctl: Connection, out: Connection, inherited: tuple[int, ...]) -> None:
+    # The parent handles signals and stops the worker by closing the pipes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for fd in inherited:
+        os.close(fd)
+    try:
+        _run(spec, ctl, out)
+    except (BrokenPipeError, EOFError, ConnectionResetError):
+        return  # the parent is gone or stopped us
+    except Exception as exc:  # reported to the parent, which raises it
+        try:
+            payload = pickle.dumps(("error", exc))
+        except Exception:
+            payload = pickle.dumps(("error", ParseWorkerError(f"{type(exc).__name__}: {exc}")))
+        with contextlib.suppress(OSError):
+            out.send_bytes(payload)

@@ -1,0 +1,195 @@
+"""The parse worker: a child process parses a file and hands ready records to
+the producing process in file order, each batch with the checkpoint after it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kafka.partitioner.default import DefaultPartitioner
+
+from connectors.inputs.file import FileInput
+from connectors.parse_worker import Batch, ParseWorker, WorkerSpec
+from connectors.produce import KeyPartitioner
+from zonewatch.config import KafkaSettings, Settings
+from zonewatch.errors import ConfigError
+from zonewatch.models import DeadLetter
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTS = [0, 1, 2]
+
+
+def _adc(i: int, user: str = "tanaka.h") -> bytes:
+    return (
+        f"<134> 03/02/2026:00:{i // 60 % 60:02d}:{i % 60:02d} GMT adc01 0-PPE-0 : default "
+        f"SSLVPN ICASTART {100000 + i} 0 : Source 10.10.1.{i % 250}:5{i % 1000:04d} - "
+        f"Destination 10.50.20.{i % 250}:2598 - username:domainname {user}:CITY - "
+        f"connectionId {100000 + i}\n"
+    ).encode()
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:9", topic_prefix="zwtest"),
+        connectors={"zones_file": ROOT / "rules/zones.yaml", "checkpoint_dir": tmp_path / "cp"},
+    )
+
+
+def _drain(worker: ParseWorker) -> list[Batch]:
+    batches = []
+    while not worker.finished:
+        batch = worker.next(10.0)
+        assert batch is not None, "the worker sent nothing for 10 s"
+        batches.append(batch)
+    return batches
+
+
+def _run_worker(tmp_path: Path, log: Path, checkpoint: dict | None = None) -> list[Batch]:
+    settings = _settings(tmp_path)
+    spec = WorkerSpec(settings, "vdi", "citrix-adc", None, FileInput(log, max_line_bytes=2048))
+    worker = ParseWorker(spec)
+    try:
+        worker.start(checkpoint, {settings.kafka.events_topic("vdi"): PARTS})
+        batches = _drain(worker)
+    finally:
+        worker.close()
+    assert not worker.process.is_alive()
+    return batches
+
+
+def test_records_arrive_in_file_order_with_dead_letters_and_checkpoints(tmp_path: Path) -> None:
+    log = tmp_path / "adc.log"
+    lines = [_adc(i, user=f"user{i % 7}") for i in range(1800)]
+    lines[700] = b"\xff\xfe not utf-8 at all\n"
+    lines[1500] = b"<134> not a citrix adc line\n"
+    log.write_bytes(b"".join(lines))
+    batches = _run_worker(tmp_path, log)
+
+    assert len(batches) > 1  # the file spans several batches
+    ids = []
+    letters = []
+    covered = 0
+    for batch in batches:
+        for is_dead, key, partition, value in batch.records:
+            if is_dead:
+                letters.append(DeadLetter.model_validate_json(value))
+                assert key == b"vdi"
+                continue
+            event = orjson.loads(value)
+            ids.append(int(event["event"]["id"]) - 100000)
+            assert key == event["user"]["name"].encode()
+            assert partition == DefaultPartitioner().partition(
+                "t", key, key, None, None, _Cluster(PARTS)
+            )
+        covered += batch.lines
+        # the checkpoint after a batch is the byte offset after its last line
+        assert batch.checkpoint["input"]["offset"] == sum(map(len, lines[:covered]))
+    assert ids == [i for i in range(1800) if i not in (700, 1500)]
+    assert [d.position for d in letters] == [
+        sum(map(len, lines[:700])),
+        sum(map(len, lines[:1500])),
+    ]
+    assert letters[0].raw_encoding == "base64"
+    stats = batches[-1].stats
+    assert (stats.read, stats.produced, stats.dead_lettered) == (1800, 1798, 2)
+
+
+def test_a_restart_at_a_batch_checkpoint_continues_with_the_next_line(tmp_path: Path) -> None:
+    log = tmp_path / "adc.log"
+    log.write_bytes(b"".join(_adc(i) for i in range(1200)))
+    first = _run_worker(tmp_path, log)
+    cut = first[0]
+    rest = _run_worker(tmp_path, log, checkpoint=cut.checkpoint)
+    again = [int(orjson.loads(v)["event"]["id"]) - 100000 for b in rest for _, _, _, v in b.records]
+    assert again == list(range(cut.lines, 1200))
+
+
+def test_a_missing_file_raises_the_workers_error_in_the_parent(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        _run_worker(tmp_path, tmp_path / "missing.log")
+
+
+class _Cluster:
+    def __init__(self, parts: list[int]):
+        self.parts = parts
+
+    def topics(self) -> set[str]:
+        return {"t"}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(self.parts)
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return set(self.parts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.binary(min_size=1, max_size=64), n=st.integers(min_value=1, max_value=12))
+def test_key_partitioner_agrees_with_kafka_pythons_default(key: bytes, n: int) -> None:
+    parts = list(range(n))
+    ours = KeyPartitioner({"t": parts})
+    theirs = DefaultPartitioner().partition("t", key, key, None, None, _Cluster(parts))
+    assert ours("t", key) == theirs
+    assert ours("t", key) == theirs  # cached answer too
+    assert ours("t", None) is None and ours("other", key) is None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found += [int(c) for c in text]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.integration
+def test_the_worker_exits_when_the_connector_is_killed(
+    tmp_path: Path, kafka_settings: KafkaSettings
+) -> None:
+    log = tmp_path / "adc.log"
+    log.write_bytes(b"".join(_adc(i) for i in range(200)))
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": str(kafka_settings.bootstrap_servers),
+        "ZONEWATCH_KAFKA__TOPIC_PREFIX": kafka_settings.topic_prefix,
+        "ZONEWATCH_CONNECTORS__CHECKPOINT_DIR": str(tmp_path / "cp"),
+        "ZONEWATCH_CONNECTORS__ZONES_FILE": str(ROOT / "rules/zones.yaml"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zonewatch.cli", "--log-level", "warning", "ingest", "vdi",
+         "--format", "citrix-adc", "--file", str(log), "--follow"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not (children := _children(proc.pid)):
+            assert time.monotonic() < deadline, "no parse worker started"
+            assert proc.poll() is None, "the connector exited"
+            time.sleep(0.05)
+        [worker] = children
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(worker):
+            assert time.monotonic() < deadline, "the parse worker outlived its parent"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
