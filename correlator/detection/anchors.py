@@ -62,23 +62,18 @@ class Anchor:
         shortest = min(map(len, self.literals))
         return (min(shortest, 8), not self.everywhere, shortest, -len(self.literals))
 
-    def __or__(self, other: Anchor) -> Anchor:
-        return Anchor(
-            self.literals | other.literals,
-            self.fields | other.fields,
-            self.everywhere or other.everywhere,
-        )
-
 
 def _union(parts: list[Anchor | None]) -> Anchor | None:
     if not parts or any(p is None for p in parts):
         return None
-    out = parts[0]
-    assert out is not None
-    for p in parts[1:]:
-        assert p is not None
-        out = out | p
-    return out
+    if len(parts) == 1:
+        return parts[0]
+    found = [p for p in parts if p is not None]
+    return Anchor(
+        frozenset().union(*(p.literals for p in found)),
+        frozenset().union(*(p.fields for p in found)),
+        any(p.everywhere for p in found),
+    )
 
 
 def anchor(node: Any) -> Anchor | None:
