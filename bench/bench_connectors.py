@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -25,6 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,27 +112,42 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def bare_producer(kafka: KafkaSettings, n: int, payload: bytes) -> float:
+def cpu_s(who: int = resource.RUSAGE_SELF) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bare_producer(kafka: KafkaSettings, n: int, payload: bytes) -> tuple[float, float]:
+    """msgs/s and CPU microseconds per message of the bare producer."""
     topic = kafka.topic("bench.bare")
     ensure_topics(kafka, [topic])
     producer = make_producer(kafka)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_s()
     for _ in range(n):
         producer.send(topic, key=b"tanaka.hanako@city.example.lg.jp", value=payload)
     producer.flush()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, cpu_s() - cpu
     producer.close()
-    return n / elapsed
+    return n / elapsed, cpu / n * 1e6
 
 
-def _ingest_rate(
-    settings: Settings, source: str, fmt: str, path: Path, worker: bool
-) -> tuple[float, float, str]:
-    start = time.perf_counter()
+@dataclass
+class Measured:
+    rate: float  # lines/s
+    startup: float  # s before reading starts
+    parent_us: float  # CPU microseconds per line, producing process
+    worker_us: float  # CPU microseconds per line, parse worker
+    note: str
+
+
+def _ingest(settings: Settings, source: str, fmt: str, path: Path, worker: bool) -> Measured:
+    start, cpu, child = time.perf_counter(), cpu_s(), cpu_s(resource.RUSAGE_CHILDREN)
     stats = ingest_file(settings, source, fmt, path, parse_worker=worker)
     startup = time.perf_counter() - start - stats.seconds
+    cpu, child = cpu_s() - cpu, cpu_s(resource.RUSAGE_CHILDREN) - child
     note = f"produced {stats.produced}, dead-lettered {stats.dead_lettered}"
-    return stats.read / stats.seconds, startup, note
+    n = stats.read
+    return Measured(stats.read / stats.seconds, startup, cpu / n * 1e6, child / n * 1e6, note)
 
 
 def run(
@@ -149,41 +166,51 @@ def run(
         path = files[source, fmt] = tmp / f"{fmt}.log"
         path.write_text("\n".join(gen(i) for i in range(lines)) + "\n")
     bares: list[float] = []
-    rates: dict[Run, list[float]] = {k: [] for k in runs}
+    bare_cpus: list[float] = []
+    got: dict[Run, list[Measured]] = {k: [] for k in runs}
     ratios: dict[Run, list[float]] = {k: [] for k in runs}
-    startups: list[float] = []
-    notes: dict[Run, str] = {}
+    cpu_ratios: dict[Run, list[float]] = {k: [] for k in runs}
     for _ in range(rounds):
-        bare = bare_producer(kafka, lines, b"x" * 900)
+        bare, bare_cpu = bare_producer(kafka, lines, b"x" * 900)
         bares.append(bare)
+        bare_cpus.append(bare_cpu)
         for key in runs:
             (source, fmt), worker = key
             # a new name for the file (its checkpoint is keyed by the name), so
             # every run reads the whole file
             alias = tmp / f"{fmt}-{uuid.uuid4().hex[:6]}.log"
             os.link(files[source, fmt], alias)
-            rate, startup, notes[key] = _ingest_rate(settings, source, fmt, alias, worker)
-            rates[key].append(rate)
-            ratios[key].append(rate / bare)
-            startups.append(startup)
+            m = _ingest(settings, source, fmt, alias, worker)
+            got[key].append(m)
+            ratios[key].append(m.rate / bare)
+            cpu_ratios[key].append(bare_cpu / m.parent_us)
     med = statistics.median
     print(
         f"bare kafka-python producer (900 B, acks=all, idempotent): median {med(bares):,.0f} "
-        f"msgs/s over {rounds} rounds ({', '.join(f'{b:,.0f}' for b in bares)})"
+        f"msgs/s, {med(bare_cpus):.0f} CPU-us/msg over {rounds} rounds "
+        f"({', '.join(f'{b:,.0f}' for b in bares)})"
     )
-    print(f"{'format':<22}{'mode':<8}{'lines/s':>10}{'ratio':>7}   per-round ratios")
+    print(
+        f"{'format':<22}{'mode':<8}{'lines/s':>9}{'ratio':>7}{'cpu-ratio':>10}"
+        f"{'parent-us':>10}{'worker-us':>10}   per-round ratios"
+    )
     for key in runs:
-        name = (
-            "/".join(key[0])
-            + f"{'':<{22 - len('/'.join(key[0]))}}"
-            + ("worker" if key[1] else "inline")
-        )
+        ms = got[key]
+        name = "/".join(key[0])
+        mode = "worker" if key[1] else "inline"
         rounds_txt = " ".join(f"{r:.2f}" for r in ratios[key])
         print(
-            f"{name:<30}{med(rates[key]):>10,.0f}{med(ratios[key]):>7.2f}   {rounds_txt}"
-            f"   ({notes[key]})"
+            f"{name:<22}{mode:<8}{med(m.rate for m in ms):>9,.0f}{med(ratios[key]):>7.2f}"
+            f"{med(cpu_ratios[key]):>10.2f}{med(m.parent_us for m in ms):>10.0f}"
+            f"{med(m.worker_us for m in ms):>10.0f}   {rounds_txt}   ({ms[-1].note})"
         )
-    print(f"startup (connect, init transactions, recover checkpoint): median {med(startups):.2f} s")
+    startup = med(m.startup for ms in got.values() for m in ms)
+    print(f"startup (connect, init transactions, recover checkpoint): median {startup:.2f} s")
+    print(
+        "ratio: lines/s over the bare producer's msgs/s of the same round (wall clock);\n"
+        "cpu-ratio: bare CPU per message over the producing process's CPU per line, the\n"
+        "ratio reached when a core is free for the worker (this box is shared)"
+    )
     if rss_lines:
         rss(settings, tmp, rss_lines)
 
