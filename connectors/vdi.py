@@ -31,13 +31,19 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
 
+from connectors import timeparse
 from connectors.base import ParseContext, register
-from connectors.timeparse import parse_iso, parse_syslog, parse_timestamp
+from connectors.timeparse import parse_syslog, parse_timestamp
 from zonewatch.errors import ParseError
+
+# VDI logs repeat the same second many times (and Citrix ADC lines carry
+# three stamps); parsing an ISO stamp is pure, so a cache spares the regex.
+parse_iso = lru_cache(maxsize=8192)(timeparse.parse_iso)
 
 SOURCE = "vdi"
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
@@ -392,6 +398,7 @@ _ADC_ACTIONS = {
 }
 
 
+@lru_cache(maxsize=8192)
 def adc_time(text: str, default_tz: Any) -> str:
     """``08/18/2026:10:00:00 GMT`` (month first) -> UTC."""
     m = _ADC_TS_RE.fullmatch(text.strip().strip('"'))
