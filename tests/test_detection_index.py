@@ -192,6 +192,48 @@ def test_clusters_compile_on_first_use_unless_loaded_eagerly() -> None:
     assert [r.title for r in lazy.match(hit)] == ["domain 7"]  # compiled once, reused
 
 
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(-20, 20), min_size=1, max_size=4),
+    st.one_of(
+        st.integers(-20, 20),
+        st.floats(-20, 20, allow_nan=False).map(lambda f: round(f, 1)),
+        st.text(alphabet="0123456789.+- e", max_size=5),
+        st.lists(st.one_of(st.integers(-20, 20), st.text(alphabet="0123456789.", max_size=3))),
+        st.booleans(),
+    ),
+)
+def test_number_values_compare_numerically(numbers: list[int], value: Any) -> None:
+    """One number, a short list and a long (merged) list all compare numerically,
+    for JSON numbers, numeric strings and lists of them (JSON integers take a
+    shortcut through their spelling)."""
+    text = yaml.safe_dump(
+        {
+            "title": "n",
+            "logsource": {"product": "x"},
+            "detection": {
+                "sel": {"n": numbers if len(numbers) > 1 else numbers[0]},
+                "condition": "sel",
+            },
+        }
+    )
+    rs = rules_from_yaml(text, pipeline="none")
+    values = value if isinstance(value, list) else [value]
+    expected = any(_as_number(v) in {float(n) for n in numbers} for v in values)
+    assert bool(rs.match({"n": value})) == expected
+
+
 # -- the parts ----------------------------------------------------------------------
 
 

@@ -199,8 +199,8 @@ class _RuleCompiler:
             nums = self.const(values)
             rest.append(
                 Code(
-                    f"({low} in {spelled} or ({low}.__class__ is not str or {low}[:1] in "
-                    f"_NUMSTART) and {raw} is not None and _num_in({raw}, {nums}))",
+                    f"({low} in {spelled} or {_not_int(raw, values)}({low}.__class__ is not str "
+                    f"or {low}[:1] in _NUMSTART) and {raw} is not None and _num_in({raw}, {nums}))",
                     1.2,
                 )
             )
@@ -286,9 +286,11 @@ class _RuleCompiler:
         spelled = str(number)
         # The string form catches JSON numbers and plain numeric strings; the
         # helper covers "04688", "4688.0" and lists, and only runs when the
-        # text could be a number at all.
+        # text could be a number at all (and, for a whole rule number, when the
+        # event's value is not a JSON integer, which its spelling already decided).
         return Code(
-            f"({low} == {spelled!r} or ({low}.__class__ is not str or {low}[:1] in _NUMSTART)"
+            f"({low} == {spelled!r} or {_not_int(r, [number])}"
+            f"({low}.__class__ is not str or {low}[:1] in _NUMSTART)"
             f" and {r} is not None and _num_eq({r}, {number!r}))",
             0.8,
             num=(low, r, number),
@@ -437,6 +439,15 @@ class _RuleCompiler:
         self.keywords.add("KW")
         rx = self._regex_const(value)
         return Code(f"_any_of(KW.raw, {rx})", 10)
+
+
+def _not_int(raw: str, numbers: Any) -> str:
+    """A guard skipping the numeric fallback for JSON integers when every rule number
+    is an integer: then the integer's spelling equals a rule number's exactly when
+    the numbers are equal."""
+    if all(type(n) is int for n in numbers):
+        return f"{raw}.__class__ is not int and "
+    return ""
 
 
 def _re2_literal(text: str) -> str:
@@ -648,8 +659,8 @@ def _dispatch_lines(
         for n, f in enumerate(sorted(fields)):
             lines.extend(_fetch(f"h{n}", f, "    "))
             lines.append(
-                f"    h{n} = h{n}.lower() if h{n}.__class__ is str else "
-                f"(None if h{n} is None else _lower(h{n}))"
+                f"    h{n} = h{n}.lower() if h{n}.__class__ is str else str(h{n}) if "
+                f"h{n}.__class__ is int else (None if h{n} is None else _lower(h{n}))"
             )
             parts.append(f"{{h{n} if h{n}.__class__ is str else _hay(h{n})}}")
         lines.append("    H = f'" + "\\0".join(parts) + "'")
@@ -748,8 +759,8 @@ def _block_lines(
                 body.extend(_fetch(f"r{n}", f, indent))
             if "l" in fields[f]:
                 body.append(
-                    f"{indent}l{n} = r{n}.lower() if r{n}.__class__ is str else "
-                    f"(None if r{n} is None else _lower(r{n}))"
+                    f"{indent}l{n} = r{n}.lower() if r{n}.__class__ is str else str(r{n}) if r{n}"
+                    f".__class__ is int else (None if r{n} is None else _lower(r{n}))"
                 )
             if "s" in fields[f]:
                 body.append(f"{indent}s{n} = r{n} if r{n}.__class__ is str else _text(r{n})")
