@@ -107,9 +107,23 @@ FORMATS: dict[tuple[str, str], Callable[[int], str]] = {
 }
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def rss_mb(pid: int | str = "self") -> float:
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except FileNotFoundError:
+        return 0.0
+
+
+def worker_pids() -> list[int]:
+    """Children of this process other than the broker (the parse worker)."""
+    pids = []
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            comm = Path(f"/proc/{pid}/comm")
+            if comm.exists() and "python" in comm.read_text():
+                pids.append(int(pid))
+    return pids
 
 
 def cpu_s(who: int = resource.RUSAGE_SELF) -> float:
@@ -219,23 +233,26 @@ def rss(settings: Settings, tmp: Path, rss_lines: int) -> None:
     path = tmp / "rss.log"
     with open(path, "w") as fh:
         fh.writelines(adc(i) + "\n" for i in range(rss_lines))
-    samples: list[float] = []
+    parent: list[float] = []
+    worker: list[float] = []
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.25):
-            samples.append(rss_mb())
+            parent.append(rss_mb())
+            worker.append(sum(rss_mb(pid) for pid in worker_pids()))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     stats = ingest_file(settings, "vdi", "citrix-adc", path)
     done.set()
     sampler.join()
-    q = len(samples) // 4 or 1
+    q = len(parent) // 4 or 1
     print(
-        f"RSS of the producing process over {rss_lines:,} lines "
-        f"({stats.read / stats.seconds:,.0f} lines/s): first quarter max "
-        f"{max(samples[:q]):.0f} MB, last quarter max {max(samples[-q:]):.0f} MB"
+        f"RSS over {rss_lines:,} lines ({stats.read / stats.seconds:,.0f} lines/s), max of the "
+        f"first / last quarter: producing process {max(parent[:q]):.0f} / "
+        f"{max(parent[-q:]):.0f} MB, parse worker {max(worker[:q]):.0f} / "
+        f"{max(worker[-q:]):.0f} MB"
     )
 
 
