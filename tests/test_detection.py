@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from correlator.detection import (
     EventTimeError,
@@ -362,6 +364,14 @@ class TestAlerts:
         assert alert.level == "high" and alert.rule_title == "Test rule"
         assert alert.rule_hash == rule.sha256 and len(rule.sha256) == 64
         assert rs.rule(rule.id) is rule
+
+    @given(st.text(max_size=40), st.text(max_size=20))
+    def test_detection_alert_id_is_the_model_alert_id(self, rule_id: str, event_id: str) -> None:
+        from correlator.detection.alerts import detection_alert_id
+
+        assert detection_alert_id(rule_id, event_id) == alert_id(
+            rule_id, {}, None, None, [event_id]
+        )
 
     def test_alerts_built_without_validation_equal_validated_ones(self) -> None:
         """Alerts skip pydantic validation for speed; they must be the same objects

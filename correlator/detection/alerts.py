@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,7 +10,7 @@ import orjson
 
 from correlator.detection.ruleset import DetectionRule
 from zonewatch.errors import ZonewatchError
-from zonewatch.models import Alert, AlertOrigin, Evidence, alert_id
+from zonewatch.models import Alert, AlertOrigin, Evidence
 
 _ALERT_FIELDS = frozenset(Alert.model_fields)
 _EVIDENCE_FIELDS = frozenset(Evidence.model_fields)
@@ -76,12 +77,19 @@ def zone_crossing(event: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def detection_alert_id(rule_id: str, event_id: str) -> str:
+    """``zonewatch.models.alert_id(rule_id, {}, None, None, [event_id])``, without the
+    sorting and conversions a group and several events need (half its cost)."""
+    payload = orjson.dumps([rule_id, [], None, None, [event_id]])
+    return hashlib.sha256(payload).hexdigest()[:32]
+
+
 def detection_alert(
     rule: DetectionRule, evidence: Evidence, origin: AlertOrigin = "stream"
 ) -> Alert:
     """The alert a single-event detection raises; its id is stable across replays."""
     values = {
-        "id": alert_id(rule.id, {}, None, None, [evidence.event_id]),
+        "id": detection_alert_id(rule.id, evidence.event_id),
         "rule_id": rule.id,
         "rule_title": rule.title,
         "level": rule.level,
