@@ -40,7 +40,10 @@ log = get_logger(__name__)
     "--idle-exit",
     type=float,
     default=None,
-    help="Exit after this many seconds without new events (batch runs, demos).",
+    help=(
+        "Exit after this many seconds without new events, counted from the"
+        " partition assignment when nothing arrives at all (batch runs, demos)."
+    ),
 )
 @click.pass_obj
 def correlate(

@@ -39,6 +39,10 @@ class _Input:
     buffered: int = 0
     last_arrival: float = 0.0  # wall clock (monotonic) of the last record
     quiet_polls: int = 0  # polls since the last record
+    # The consumer knows of records beyond what it returned (or has had no
+    # fetch answer yet): such an input is never idle, however long a poll
+    # takes, or its backlog would arrive behind the others' watermark.
+    behind: bool = False
 
 
 @dataclass(order=True)
@@ -78,25 +82,37 @@ class EventTimeMerger(Generic[T]):
         state.quiet_polls = 0
         heapq.heappush(self._heap, _Entry(event_time, next(self._seq), source, item))
 
-    def polled(self, delivered: Iterable[Hashable] = ()) -> None:
-        """One consumer poll ended; inputs not in ``delivered`` were quiet."""
+    def polled(
+        self, delivered: Iterable[Hashable] = (), behind: Iterable[Hashable] | None = None
+    ) -> None:
+        """One consumer poll ended; inputs not in ``delivered`` were quiet.
+
+        ``behind``, when given, names the inputs with records the consumer has
+        not returned yet; the others are caught up. Without it (no lag
+        information) idleness is decided by polls and wall time alone."""
         got = set(delivered)
+        lagging = None if behind is None else set(behind)
         for source, state in self._inputs.items():
             if source not in got:
                 state.quiet_polls += 1
+            state.behind = False if lagging is None else source in lagging
 
     def _active(self, state: _Input, now: float) -> bool:
         return (
-            state.buffered > 0
+            state.behind
+            or state.buffered > 0
             or now - state.last_arrival < self.idle_s
             or state.quiet_polls < self.idle_polls
         )
 
     def expect(self, source: Hashable) -> None:
-        """An input was assigned: until it delivers or turns idle, nothing
-        newer than what it may hold is released."""
-        if source not in self._inputs:
-            self._inputs[source] = _Input(last_arrival=self.clock())
+        """An input was assigned: until the consumer reports it caught up (see
+        :meth:`polled`), or it delivers and turns idle, nothing newer than
+        what it may hold is released."""
+        state = self._inputs.get(source)
+        if state is None:
+            state = self._inputs[source] = _Input(last_arrival=self.clock())
+        state.behind = True
 
     def forget(self, source: Hashable) -> None:
         """An input went away (partition revoked): stop waiting for it."""

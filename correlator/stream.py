@@ -108,12 +108,16 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):
         # Whoever gets these partitions resumes from the store's offsets: make
         # them (and the state that goes with them) current first.
         self.loop._checkpoint([], {}, force=True)
+        self.loop._assigned = False
         for tp in revoked:
             self.loop.merger.forget((tp.topic, tp.partition))
         log.info("partitions_revoked", partitions=[f"{tp.topic}:{tp.partition}" for tp in revoked])
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         stored = self.loop.store.load_offsets()
+        self.loop._assigned_at = time.monotonic()
+        self.loop._assigned = True
+        self.loop._caught_up = False
         for tp in assigned:
             self.loop.merger.expect((tp.topic, tp.partition))
             offset = stored.get((tp.topic, tp.partition))
@@ -182,6 +186,17 @@ class StreamCorrelator:
         self.consumer.subscribe(self.topics, listener=_SeekToStoredOffsets(self))
         self._stop = threading.Event()
         self._last_progress = time.monotonic()
+        self._caught_up = False
+        self._assigned_at: float | None = None
+        # Between start-up (or a revocation) and the next assignment the
+        # merger does not know every input: inputs restored from a snapshot
+        # would be released ahead of partitions nobody reads yet.
+        self._assigned = False
+        # Stand-ins for a consumer (the archive replay of ``zonewatch hunt``)
+        # have no group membership and no lag: they feed the loop as before.
+        self._group_member = hasattr(self.consumer, "assignment")
+        if not self._group_member:
+            self._assigned = self._caught_up = True
 
     # -- control -----------------------------------------------------------------
     def stop(self) -> None:
@@ -216,7 +231,8 @@ class StreamCorrelator:
             while not self._stop.is_set():
                 batch = self.consumer.poll(timeout_ms=poll_ms, max_records=max_batch)
                 self._last_progress = time.monotonic()
-                self.merger.polled((tp.topic, tp.partition) for tp in batch)
+                behind = self._behind()
+                self.merger.polled([(tp.topic, tp.partition) for tp in batch], behind)
                 if batch:
                     self.process_batch(batch)
                     idle_since = time.monotonic()
@@ -233,8 +249,9 @@ class StreamCorrelator:
                 if not batch and (
                     (
                         idle_timeout_s is not None
-                        and self.stats.consumed
-                        and time.monotonic() - idle_since > idle_timeout_s
+                        and (self.stats.consumed or self._assigned_at is not None)
+                        and time.monotonic() - max(idle_since, self._assigned_at or 0.0)
+                        > idle_timeout_s
                     )
                     or (until is not None and until(self.stats))
                 ):
@@ -339,6 +356,8 @@ class StreamCorrelator:
         if self.correlation is None:
             return []
         engine = self.correlation
+        if not end and not self._assigned:
+            return []
         released = self.merger.drain() if end else self.merger.release()
         out: list[Alert] = []
         for ids, evidence in released:
@@ -348,12 +367,32 @@ class StreamCorrelator:
         else:
             frontier = self.merger.frontier()
             if frontier == float("inf"):
+                if not self._caught_up:
+                    # No assignment yet (start-up, rebalance) or no fetch
+                    # answer: the wall clock would jump the watermark past a
+                    # backlog we have not read, and its events would be late.
+                    return out
                 # Every input is caught up and quiet: nothing older can still
                 # come, so time itself moves the watermark (absence windows).
                 frontier = time.time()
             if frontier != float("-inf"):
                 out.extend(engine.advance_watermark(SHARD, frontier))
         return out
+
+    def _behind(self) -> list[tuple[str, int]] | None:
+        """Assigned partitions with records not yet returned to us (or not
+        fetched yet). Uses the high watermark of fetch answers, which the
+        embedded broker reports correctly (unlike ListOffsets)."""
+        behind: list[tuple[str, int]] = []
+        if not self._group_member:
+            return None
+        assigned = self.consumer.assignment()
+        for tp in assigned:
+            high = self.consumer.highwater(tp)
+            if high is None or self.consumer.position(tp) < high:
+                behind.append((tp.topic, tp.partition))
+        self._caught_up = bool(assigned) and not behind
+        return behind
 
     def _checkpoint_due(self) -> bool:
         interval = self.settings.correlator.checkpoint_interval_s

@@ -61,6 +61,28 @@ def test_an_assigned_input_holds_the_others_back_until_it_delivers_or_idles() ->
     assert merger.release() == [1, 2]
 
 
+def test_an_input_with_unread_records_never_turns_idle_however_long_polls_take() -> None:
+    # Restart after a crash: the firewall backlog comes in 2000-record polls
+    # while the VDI partition's records sit in fetch buffers for many polls.
+    clock = FakeClock()
+    merger: EventTimeMerger[str] = EventTimeMerger(idle_s=1.0, clock=clock)
+    merger.expect("firewall")
+    merger.expect("vdi")
+    for second in range(1, 20):
+        merger.add("firewall", 100.0 * second, f"fw-{second}")
+        clock.now = float(second)
+        merger.polled({"firewall"}, behind={"firewall", "vdi"})
+        assert merger.release() == []
+    merger.add("vdi", 150.0, "vdi-150")
+    merger.polled({"vdi"}, behind={"firewall"})
+    assert merger.release() == ["fw-1", "vdi-150"]
+    # Caught up and quiet for idle_s and idle_polls: it stops holding back.
+    clock.now = 30.0
+    for _ in range(3):
+        merger.polled(set(), behind=set())
+    assert merger.release() == [f"fw-{s}" for s in range(2, 20)]
+
+
 def test_revoked_inputs_are_forgotten_and_drain_empties_everything() -> None:
     clock = FakeClock()
     merger: EventTimeMerger[str] = EventTimeMerger(idle_s=5.0, clock=clock)
