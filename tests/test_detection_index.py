@@ -166,6 +166,32 @@ def test_rules_wake_only_on_their_literals() -> None:
     assert len(calls) == 1
 
 
+def test_whole_values_anchor_rules_too_even_short_ones() -> None:
+    """Equalities wake their rules through an exact-value lookup, so short values
+    ('x', the empty user agent) still keep their rules off other events."""
+    docs = [
+        {"title": "empty", "detection": {"sel": {"c-useragent": ""}, "condition": "sel"}},
+        {"title": "x", "detection": {"sel": {"c-useragent": "x"}, "condition": "sel"}},
+        {"title": "cased", "detection": {"sel": {"c-useragent|cased": "Xy"}, "condition": "sel"}},
+    ]
+    for d in docs:
+        d["logsource"] = {"category": "proxy"}
+    rs = rules_from_yaml("---\n".join(yaml.safe_dump(d) for d in docs))
+    from correlator.detection.compiler import compile_rule
+
+    assert all(compile_rule(r.sigma, "t").anchor is not None for r in rs.detections)
+
+    def fired(ua: Any) -> list[str]:
+        event = {"event": {"dataset": "gateway"}, "user_agent": {"original": ua}}
+        return sorted(r.title for r in rs.match(event))
+
+    assert fired("") == ["empty"]
+    assert fired("X") == ["x"]
+    assert fired(["curl", "x"]) == ["x"]
+    assert fired("Xy") == ["cased"] and fired("xy") == []
+    assert fired("Mozilla/5.0") == [] and fired(None) == []
+
+
 def test_clusters_compile_on_first_use_unless_loaded_eagerly() -> None:
     from correlator.detection.compiler import LazyCluster
 

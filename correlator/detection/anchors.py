@@ -44,23 +44,25 @@ from correlator.detection.prefilter import MIN_LITERAL
 
 @dataclass(frozen=True)
 class Anchor:
-    """Lowered literals of which every event matching a rule contains at least one.
-
-    ``fields`` are the fields whose lowered text holds them; ``everywhere``
-    when a keyword (unbound value) contributed, so any string of the event may.
+    """What every event matching a rule has: one of ``literals`` inside the lowered
+    text of ``fields`` (any string of the event when ``everywhere``: a keyword
+    contributed), or one of the ``exact`` (field, lowered whole value) pairs.
     """
 
     literals: frozenset[str]
     fields: frozenset[str]
     everywhere: bool = False
+    exact: frozenset[tuple[str, str]] = frozenset()
 
     def score(self) -> tuple[int, bool, int, int]:
         # Longer literals are rarer in traffic; an anchor is as weak as its
-        # weakest literal. Past 8 characters any literal is rare enough, and a
-        # field-bound anchor wins: a keyword one makes the event's every
-        # string part of the haystack. Fewer literals break ties.
-        shortest = min(map(len, self.literals))
-        return (min(shortest, 8), not self.everywhere, shortest, -len(self.literals))
+        # weakest atom. A whole value is rarer than the same text as a substring.
+        # Past 8 characters any atom is rare enough, and a field-bound anchor
+        # wins: a keyword one makes every string of the event part of the
+        # haystack. Fewer atoms break ties.
+        strengths = [len(lit) for lit in self.literals] + [len(v) + 4 for _, v in self.exact]
+        shortest = min(strengths)
+        return (min(shortest, 8), not self.everywhere, shortest, -len(strengths))
 
 
 def _union(parts: list[Anchor | None]) -> Anchor | None:
@@ -73,6 +75,7 @@ def _union(parts: list[Anchor | None]) -> Anchor | None:
         frozenset().union(*(p.literals for p in found)),
         frozenset().union(*(p.fields for p in found)),
         any(p.everywhere for p in found),
+        frozenset().union(*(p.exact for p in found)),
     )
 
 
@@ -107,6 +110,10 @@ def value_anchor(fieldname: str | None, value: Any) -> Anchor | None:
     elif k is SigmaBool:
         value, k = SigmaString("true" if value.boolean else "false"), SigmaString
     literals: frozenset[str] | None
+    if k in STRINGS and fieldname is not None:
+        whole = _whole_value(value, k is SigmaCasedString)
+        if whole is not None:
+            return Anchor(frozenset(), frozenset(), exact=frozenset({(fieldname, whole)}))
     if k in STRINGS:
         piece = _best_piece(value, k is SigmaCasedString)
         literals = None if piece is None else frozenset({piece})
@@ -122,6 +129,16 @@ def value_anchor(fieldname: str | None, value: Any) -> Anchor | None:
     if fieldname is None:
         return Anchor(literals, frozenset(), everywhere=True)
     return Anchor(literals, frozenset({fieldname}))
+
+
+def _whole_value(value: SigmaString, cased: bool) -> str | None:
+    """The lowered value an equality (no wildcard) compares with, else None."""
+    if not all(isinstance(part, str) for part in value.s):
+        return None
+    if cased:
+        # raw == literal implies raw.lower() == literal.lower(), for any letters.
+        return "".join(value.s).lower()  # type: ignore[arg-type]
+    return "".join(part.lower() for part in value.s)  # type: ignore[union-attr]
 
 
 def _best_piece(value: SigmaString, cased: bool) -> str | None:

@@ -633,8 +633,9 @@ def _clusters(
 def _dispatch_lines(
     name: str, clusters: list[list[tuple[int, Any, CompiledRule]]], namespace: dict[str, Any]
 ) -> list[str]:
-    """Build the haystack, find the literals present, run the clusters they anchor."""
+    """Find the literals and whole values present, run the clusters they anchor."""
     by_literal: dict[str, set[int]] = {}
+    by_value: dict[str, dict[str, set[int]]] = {}  # field -> lowered value -> clusters
     fields: set[str] = set()
     everywhere = False
     for k, members in enumerate(clusters):
@@ -644,27 +645,55 @@ def _dispatch_lines(
             everywhere = everywhere or c.anchor.everywhere
             for lit in c.anchor.literals:
                 by_literal.setdefault(lit, set()).add(k)
-    literals = sorted(by_literal)
-    namespace[f"_FIND_{name}"] = prefilter.LiteralIndex(
-        literals, [sorted(by_literal[lit]) for lit in literals]
-    ).find
+            for f, v in c.anchor.exact:
+                by_value.setdefault(f, {}).setdefault(v, set()).add(k)
     namespace[f"_CL_{name}"] = [None] * len(clusters)  # filled once the functions exist
     namespace.setdefault("_hay", prefilter.haystack_part)
+    namespace.setdefault("_exact_many", prefilter.exact_many)
+    namespace.setdefault("_wake", prefilter.wake)
     lines: list[str] = []
-    if everywhere:
-        # Keyword anchors: every string of the event, lowered (the matcher's K).
-        lines.append("    H = '\\0'.join([x.lower() for x in _keyword_values(_flatten_event(E))])")
-    else:
-        parts = []
-        for n, f in enumerate(sorted(fields)):
-            lines.extend(_fetch(f"h{n}", f, "    "))
+    read: dict[str, str] = {}  # field -> local holding its lowered text
+
+    def lowered(f: str) -> str:
+        if f not in read:
+            var = read[f] = f"h{len(read)}"
+            lines.extend(_fetch(var, f, "    "))
             lines.append(
-                f"    h{n} = h{n}.lower() if h{n}.__class__ is str else str(h{n}) if "
-                f"h{n}.__class__ is int else (None if h{n} is None else _lower(h{n}))"
+                f"    {var} = {var}.lower() if {var}.__class__ is str else str({var}) if "
+                f"{var}.__class__ is int else (None if {var} is None else _lower({var}))"
             )
-            parts.append(f"{{h{n} if h{n}.__class__ is str else _hay(h{n})}}")
-        lines.append("    H = f'" + "\\0".join(parts) + "'")
-    lines.append(f"    for k in _FIND_{name}(H):")
+        return read[f]
+
+    if by_literal:
+        literals = sorted(by_literal)
+        namespace[f"_FIND_{name}"] = prefilter.LiteralIndex(
+            literals, [sorted(by_literal[lit]) for lit in literals]
+        ).find
+        if everywhere:
+            # Keyword anchors: every string of the event, lowered (the matcher's K).
+            lines.append(
+                "    H = '\\0'.join([x.lower() for x in _keyword_values(_flatten_event(E))])"
+            )
+        else:
+            parts = [
+                f"{{{v} if {v}.__class__ is str else _hay({v})}}"
+                for v in map(lowered, sorted(fields))
+            ]
+            lines.append("    H = f'" + "\\0".join(parts) + "'")
+        lines.append(f"    W = _FIND_{name}(H)")
+    else:
+        lines.append("    W = ()")
+    for n, f in enumerate(sorted(by_value)):
+        table = f"_EQ{n}_{name}"
+        namespace[table] = {v: tuple(sorted(ks)) for v, ks in by_value[f].items()}
+        var = lowered(f)
+        lines.append(
+            f"    x = {table}.get({var}) if {var}.__class__ is str else "
+            f"(None if {var} is None else _exact_many({table}, {var}))"
+        )
+        lines.append("    if x:")
+        lines.append("        W = _wake(W, x)")
+    lines.append("    for k in W:")
     lines.append(f"        _CL_{name}[k](E, hits)")
     return lines
 

@@ -99,3 +99,18 @@ def haystack_part(value: Any) -> str:
     if value.__class__ is tuple:
         return "\0".join(value)
     return ""
+
+
+def exact_many(table: dict[str, Sequence[Any]], values: Any) -> Sequence[Any] | None:
+    """Targets of a list-valued field's elements in an exact-value table."""
+    if values.__class__ is not tuple:
+        return None
+    found: set[Any] = set()
+    for v in values:
+        found.update(table.get(v, ()))
+    return sorted(found) if found else None
+
+
+def wake(found: Sequence[Any], more: Sequence[Any]) -> Sequence[Any]:
+    """Targets woken by two searches, each once, in order."""
+    return sorted(set(found).union(more)) if found else more
