@@ -172,6 +172,7 @@ class WorkerRunner:
         store: CheckpointStore | None = None,
         commit_every: int = 20_000,
         commit_interval_s: float = 1.0,
+        stop_event: threading.Event | None = None,
     ):
         self.pipeline = pipeline
         self.worker = worker
@@ -179,7 +180,7 @@ class WorkerRunner:
         self.store = store
         self.commit_every = commit_every
         self.commit_interval_s = commit_interval_s
-        self._stop = threading.Event()
+        self._stop = stop_event or threading.Event()
         self._checkpoint: dict[str, Any] | None = None
         self.started = time.monotonic()
 

@@ -254,6 +254,7 @@ class Runner:
         store: CheckpointStore | None = None,
         commit_every: int = 20_000,
         commit_interval_s: float = 1.0,
+        stop_event: threading.Event | None = None,
     ):
         self.pipeline = pipeline
         self.input = source_input
@@ -261,7 +262,7 @@ class Runner:
         self.store = store
         self.commit_every = commit_every
         self.commit_interval_s = commit_interval_s
-        self._stop = threading.Event()
+        self._stop = stop_event or threading.Event()
         self._dirty = False
         self.started = time.monotonic()
 
@@ -336,15 +337,19 @@ class Runner:
         return pipeline.stats
 
 
-def install_stop_signals(runner: Stoppable) -> Callable[[], None]:
-    """SIGTERM / SIGINT ask the runner to stop; it then commits and returns."""
+def install_stop_signals(runner: Stoppable | threading.Event) -> Callable[[], None]:
+    """SIGTERM / SIGINT ask the runner (or whoever waits on the event) to stop;
+    it then commits and returns."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)
-        runner.stop()
+        if isinstance(runner, threading.Event):
+            runner.set()
+        else:
+            runner.stop()
 
     for sig in previous:
         signal.signal(sig, on_signal)
@@ -373,6 +378,23 @@ def make_pipeline(
     )
 
 
+# Below this a file is read before a worker process would have paid for itself.
+WORKER_MIN_FILE_BYTES = 1 << 20
+
+
+def _worth_a_worker(source_input: Input) -> bool:
+    from connectors.inputs.file import FileInput
+
+    if not isinstance(source_input, FileInput):
+        return False
+    if source_input.follow:
+        return True
+    try:
+        return source_input.path.stat().st_size >= WORKER_MIN_FILE_BYTES
+    except OSError:
+        return True  # the worker reports the missing file like the inline path would
+
+
 def ingest(
     settings: Settings,
     source: str,
@@ -387,10 +409,10 @@ def ingest(
 ) -> IngestStats:
     """Run one input into Kafka; checkpointed inputs resume exactly where they stopped.
 
-    ``parse_worker`` (default: for files into Kafka) parses in a child
-    process so this one only produces (see ``connectors.parse_worker``).
+    ``parse_worker`` (default: for followed files and files of 1 MiB or more
+    into Kafka) parses in a child process so this one only produces (see
+    ``connectors.parse_worker``).
     """
-    from connectors.inputs.file import FileInput
     from connectors.produce import KafkaSink
 
     pipeline = make_pipeline(settings, source, fmt, timezone, source_input.name)
@@ -400,7 +422,7 @@ def ingest(
         else None
     )
     if parse_worker is None:
-        parse_worker = sink is None and isinstance(source_input, FileInput)
+        parse_worker = sink is None and _worth_a_worker(source_input)
     worker = None
     if parse_worker:
         from connectors.parse_worker import ParseWorker, WorkerSpec
@@ -409,7 +431,10 @@ def ingest(
         worker = ParseWorker(WorkerSpec(settings, source, fmt, timezone, source_input))
     own_sink = sink is None
     runner: Any = None
-    restore_signals: Callable[[], None] = lambda: None  # noqa: E731
+    # Signals are caught from here on, so a SIGTERM while connecting still
+    # ends with a commit and exit code 0 instead of killing the process.
+    stop = threading.Event()
+    restore_signals = install_stop_signals(stop) if stop_on_signal else (lambda: None)
     try:
         if sink is None:
             sink = KafkaSink(
@@ -420,11 +445,9 @@ def ingest(
 
             if not isinstance(sink, KafkaSink):
                 raise ConfigError("a parse worker sends through a KafkaSink only")
-            runner = WorkerRunner(pipeline, worker, sink, store=store)
+            runner = WorkerRunner(pipeline, worker, sink, store=store, stop_event=stop)
         else:
-            runner = Runner(pipeline, source_input, sink, store=store)
-        if stop_on_signal:
-            restore_signals = install_stop_signals(runner)
+            runner = Runner(pipeline, source_input, sink, store=store, stop_event=stop)
         if store is not None:
             runner.restore()
         return runner.run()

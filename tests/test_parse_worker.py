@@ -14,6 +14,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import DefaultPartitioner
 
 from connectors.inputs.file import FileInput
@@ -21,6 +22,7 @@ from connectors.parse_worker import Batch, ParseWorker, WorkerSpec
 from connectors.produce import KeyPartitioner
 from zonewatch.config import KafkaSettings, Settings
 from zonewatch.errors import ConfigError
+from zonewatch.kafka import ensure_topics
 from zonewatch.models import DeadLetter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,3 +195,70 @@ def test_the_worker_exits_when_the_connector_is_killed(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _committed_ids(settings: KafkaSettings, quiet_polls: int = 6) -> list[int]:
+    """Event ids in the events topic (read_committed), polled until quiet."""
+    topic = settings.events_topic("vdi")
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+    )
+    consumer.assign([TopicPartition(topic, p) for p in range(settings.partitions)])
+    consumer.seek_to_beginning()
+    ids: list[int] = []
+    quiet = 0
+    while quiet < quiet_polls:
+        got = consumer.poll(timeout_ms=250, max_records=10000)
+        batch = [
+            int(orjson.loads(r.value)["event"]["id"]) - 100000 for rs in got.values() for r in rs
+        ]
+        ids += batch
+        quiet = 0 if batch else quiet + 1
+    consumer.close()
+    return ids
+
+
+@pytest.mark.integration
+def test_sigterm_mid_file_commits_exactly_the_lines_sent_and_a_restart_finishes(
+    tmp_path: Path, kafka_settings: KafkaSettings
+) -> None:
+    ensure_topics(kafka_settings, [kafka_settings.events_topic("vdi")])
+    log = tmp_path / "adc.log"
+    lines = [_adc(i, user=f"user{i % 11}") for i in range(25000)]
+    log.write_bytes(b"".join(lines))
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": str(kafka_settings.bootstrap_servers),
+        "ZONEWATCH_KAFKA__TOPIC_PREFIX": kafka_settings.topic_prefix,
+        "ZONEWATCH_KAFKA__PARTITIONS": str(kafka_settings.partitions),
+        "ZONEWATCH_CONNECTORS__CHECKPOINT_DIR": str(tmp_path / "cp"),
+        "ZONEWATCH_CONNECTORS__ZONES_FILE": str(ROOT / "rules/zones.yaml"),
+    }
+    cmd = [sys.executable, "-m", "zonewatch.cli", "--log-level", "warning", "ingest", "vdi",
+           "--format", "citrix-adc", "--file", str(log)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not list((tmp_path / "cp").glob("*.json")):  # a first commit: part way in
+            assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    [checkpoint] = (tmp_path / "cp").glob("vdi-citrix-adc-*.json")
+    offset = orjson.loads(checkpoint.read_bytes())["input"]["offset"]
+    done = next(n for n in range(len(lines) + 1) if sum(map(len, lines[:n])) == offset)
+    # what Kafka holds is exactly the lines before the saved offset, each once
+    assert sorted(_committed_ids(kafka_settings)) == list(range(done))
+
+    again = subprocess.run(cmd, env=env, capture_output=True, timeout=120)
+    assert again.returncode == 0, again.stderr.decode()[-2000:]
+    ids = _committed_ids(kafka_settings)
+    assert sorted(ids) == list(range(25000))

@@ -44,8 +44,9 @@ def _consume(settings: KafkaSettings, topic: str, n: int) -> list:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("worker", [False, True], ids=["inline", "parse-worker"])
 def test_ingest_file_produces_keyed_events_and_dead_letters(
-    tmp_path: Path, kafka_settings: KafkaSettings
+    tmp_path: Path, kafka_settings: KafkaSettings, worker: bool
 ) -> None:
     log = tmp_path / "horizon.log"
     good = (
@@ -61,7 +62,7 @@ def test_ingest_file_produces_keyed_events_and_dead_letters(
         connectors={"zones_file": ROOT / "rules/zones.yaml", "checkpoint_dir": tmp_path / "cp",
                     "max_line_bytes": 256},
     )  # fmt: skip
-    stats = ingest_file(settings, "vdi", "horizon", log)
+    stats = ingest_file(settings, "vdi", "horizon", log, parse_worker=worker)
     assert (stats.read, stats.produced, stats.dead_lettered) == (4, 1, 3)
     [event] = _consume(kafka_settings, kafka_settings.events_topic("vdi"), 1)
     assert event.key == b"sato.kenji@city.example.lg.jp"
@@ -77,5 +78,5 @@ def test_ingest_file_produces_keyed_events_and_dead_letters(
     assert "syslog" in by_pos[len(good) + 1 + 13 + 401].reason
     assert {d.source for d in letters} == {"vdi"}
     # a second run resumes after the checkpoint: nothing is read twice
-    again = ingest_file(settings, "vdi", "horizon", log)
+    again = ingest_file(settings, "vdi", "horizon", log, parse_worker=worker)
     assert again.read == 0
