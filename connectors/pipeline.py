@@ -160,7 +160,7 @@ class Pipeline:
             format=fmt or self.format,
             reason=reason,
             raw=raw,
-            raw_encoding=encoding,
+            raw_encoding="base64" if encoding == "base64" else "utf-8",
             input=record.peer or self.input_name,
             position=record.position,
             received_at=datetime.now(UTC),
@@ -224,7 +224,7 @@ class CheckpointStore:
 
     def load(self) -> dict[str, Any] | None:
         try:
-            return orjson.loads(self.path.read_bytes())  # type: ignore[no-any-return]
+            return orjson.loads(self.path.read_bytes())
         except FileNotFoundError:
             return None
         except (OSError, orjson.JSONDecodeError) as exc:
