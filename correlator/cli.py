@@ -60,6 +60,8 @@ def correlate(
     store alerts in DuckDB, send them to Teams, then commit offsets.
 
     SIGTERM or Ctrl-C finishes the current batch, checkpoints it and exits 0.
+    SIGHUP reloads the rules between batches: new correlation rules start,
+    removed ones drop their state, unchanged ones keep theirs.
     """
     from correlator.service import CorrelatorService
 

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from correlator.stream import STATE_KEY, StreamCorrelator, StreamStats
 from zonewatch.config import Settings
-from zonewatch.errors import ConfigError, RuleError
+from zonewatch.errors import ConfigError, RuleError, ZonewatchError
 from zonewatch.logs import get_logger
 
 log = get_logger(__name__)
@@ -124,6 +124,44 @@ class CorrelatorService:
             db_path_in_cards=str(self.settings.correlator.db_path),
         )
 
+    def reload_rules(self) -> tuple[Any, Any] | None:
+        """Load the rules again (SIGHUP): new correlation rules start empty,
+        removed ones drop their state, unchanged ones (same content) keep it.
+        A rule set that does not load leaves the running rules in place."""
+        cfg = self.settings.correlator
+        try:
+            ruleset = load_ruleset(cfg.rules, cfg.pipeline)
+        except ZonewatchError as exc:
+            log.error("rules_reload_failed", error=str(exc), keeping="the running rules")
+            return None
+        except Exception as exc:  # a bad edit must never stop a running correlator
+            log.error(
+                "rules_reload_failed",
+                error=f"{type(exc).__name__}: {str(exc)[:300]}",
+                keeping="the running rules",
+            )
+            return None
+        self.store.register_rules(ruleset.detections)
+        old = self.correlation
+        if not ruleset.correlations:
+            engine = None
+        elif old is None:
+            engine = make_correlation_engine(ruleset, self.settings, None)
+        else:
+            engine = old.reload(ruleset.correlations, ruleset.rule)
+        before = {c.rule_hash: c.id for c in old.rules} if old is not None else {}
+        after = {c.rule_hash: c.id for c in engine.rules} if engine is not None else {}
+        log.info(
+            "rules_reloaded",
+            detections=len(ruleset.detections),
+            correlations_kept=sorted(after[h] for h in after.keys() & before.keys()),
+            correlations_started=sorted(after[h] for h in after.keys() - before.keys()),
+            correlations_dropped=sorted(before[h] for h in before.keys() - after.keys()),
+        )
+        self.ruleset = ruleset
+        self.correlation = engine
+        return ruleset, engine
+
     def start(self) -> CorrelatorService:
         from zonewatch.kafka import ensure_topics, make_consumer, wait_for_broker
 
@@ -139,6 +177,7 @@ class CorrelatorService:
         self.loop = StreamCorrelator(
             self.settings, self.ruleset, self.store, correlation=self.correlation, consumer=consumer
         )
+        self.loop.reloader = self.reload_rules
         port = self.settings.correlator.metrics_port
         if port is not None:
             from zonewatch.metrics import serve_metrics
@@ -167,8 +206,13 @@ class CorrelatorService:
                 log.info("stopping", signal=signal.Signals(signum).name)
                 loop.stop()
 
+            def _reload(_signum: int, _frame: FrameType | None) -> None:
+                log.info("reload_requested", signal="SIGHUP")
+                loop.request_reload()
+
             signal.signal(signal.SIGTERM, _graceful)
             signal.signal(signal.SIGINT, _graceful)
+            signal.signal(signal.SIGHUP, _reload)
         return self.loop.run(until=until, idle_timeout_s=idle_timeout_s, end_of_input=end_of_input)
 
     def close(self, drain_timeout_s: float = 10.0) -> None:

@@ -185,6 +185,8 @@ class StreamCorrelator:
         self.consumer = consumer
         self.consumer.subscribe(self.topics, listener=_SeekToStoredOffsets(self))
         self._stop = threading.Event()
+        self._reload = threading.Event()
+        self.reloader: Callable[[], tuple[Any, Any] | None] | None = None
         self._last_progress = time.monotonic()
         self._caught_up = False
         self._assigned_at: float | None = None
@@ -202,6 +204,34 @@ class StreamCorrelator:
     def stop(self) -> None:
         """Ask the loop to finish its current batch, checkpoint, and return."""
         self._stop.set()
+
+    def request_reload(self) -> None:
+        """Ask the loop to reload the rules between two batches (SIGHUP)."""
+        self._reload.set()
+
+    def replace_rules(self, ruleset: Any, correlation: Any | None) -> None:
+        """Continue with new rules; ``correlation`` is the engine that carries
+        over the state of unchanged correlation rules (``engine.reload``)."""
+        self.ruleset = ruleset
+        self.correlation = correlation
+        if correlation is None:
+            self._correlated = frozenset()
+            self.merger.drain()  # nothing will correlate what is buffered
+        else:
+            self._correlated = frozenset(correlation.referenced_rule_ids)
+        # The next checkpoint must store the new engine's state.
+        self._dirty = True
+
+    def _maybe_reload(self) -> None:
+        if not self._reload.is_set():
+            return
+        self._reload.clear()
+        if self.reloader is None:
+            log.warning("rules_reload_ignored", reason="no rule loader configured")
+            return
+        loaded = self.reloader()
+        if loaded is not None:
+            self.replace_rules(*loaded)
 
     @property
     def stopping(self) -> bool:
@@ -229,6 +259,7 @@ class StreamCorrelator:
         idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
+                self._maybe_reload()
                 batch = self.consumer.poll(timeout_ms=poll_ms, max_records=max_batch)
                 self._last_progress = time.monotonic()
                 behind = self._behind()
