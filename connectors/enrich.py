@@ -82,18 +82,17 @@ def _candidates(user: dict[str, Any]) -> list[str]:
     return names
 
 
-def normalize_identity(event: dict[str, Any], zones: ZoneMap) -> None:
-    user = event.get("user")
-    if not isinstance(user, dict):
-        return
+def resolve_upn(zones: ZoneMap, user: dict[str, Any]) -> tuple[bool, str | None]:
+    """(whether the event names anyone, the canonical UPN of the first known alias)."""
     candidates = _candidates(user)
-    if not candidates:
-        return
-    upn = None
     for alias in candidates:
         upn = zones.canonical_user(alias)
         if upn:
-            break
+            return True, upn
+    return bool(candidates), None
+
+
+def apply_identity(event: dict[str, Any], user: dict[str, Any], upn: str | None) -> None:
     ours = event.setdefault("zonewatch", {})
     original = user.get("name")
     related = event.setdefault("related", {})
@@ -115,6 +114,19 @@ def normalize_identity(event: dict[str, Any], zones: ZoneMap) -> None:
         seen.append(upn)
 
 
+def normalize_identity(event: dict[str, Any], zones: ZoneMap) -> None:
+    user = event.get("user")
+    if not isinstance(user, dict):
+        return
+    named, upn = resolve_upn(zones, user)
+    if named:
+        apply_identity(event, user, upn)
+
+
+def _str_or_none(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
 class Enricher:
     """Zone tags and identity for one zone map; call it on every parsed event.
 
@@ -126,8 +138,23 @@ class Enricher:
     def __init__(self, zones: ZoneMap, cache_size: int = 65536):
         self.zones = zones
         self._tags = lru_cache(maxsize=cache_size)(partial(zone_tags, zones))
+        self._upn = lru_cache(maxsize=cache_size)(self._upn_of)
+
+    def _upn_of(
+        self, name: str | None, domain: str | None, uid: str | None, email: str | None
+    ) -> tuple[bool, str | None]:
+        user = {"name": name, "domain": domain, "id": uid, "email": email}
+        return resolve_upn(self.zones, user)
 
     def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
         _apply_tags(event, self._tags(_ip_of(event, "source"), _ip_of(event, "destination")))
-        normalize_identity(event, self.zones)
+        user = event.get("user")
+        if isinstance(user, dict):
+            key = (user.get("name"), user.get("domain"), user.get("id"), user.get("email"))
+            if all(map(_str_or_none, key)):
+                named, upn = self._upn(*key)
+            else:  # unhashable or odd values: resolve without the cache
+                named, upn = resolve_upn(self.zones, user)
+            if named:
+                apply_identity(event, user, upn)
         return event

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from connectors.enrich import Enricher
+from connectors.enrich import Enricher, normalize_identity, tag_zones
 from zonewatch.zones import ZoneMap, load_zone_map
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,3 +76,31 @@ def test_cached_zone_tags_are_not_shared_between_events(zones: ZoneMap) -> None:
     # an event that already carries zone fields keeps them beside the tags
     third = enrich({"source": {"ip": "10.10.4.21"}, "zone": {"note": "set by the parser"}})
     assert third["zone"] == {"note": "set by the parser", "source": "core"}
+
+
+_NAMES = st.sampled_from(
+    ["tanaka.h", "htanaka", "CITY\\tanaka.h", "TANAKA.HANAKO@city.example.lg.jp", "sato.kenji",
+     "S-1-5-21-1004336348-1177238915-682003330-1105", "nobody", "", "CITY"]
+) | st.text(max_size=12)  # fmt: skip
+_FIELD = st.none() | _NAMES | st.integers() | st.lists(st.text(max_size=3), max_size=2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    user=st.fixed_dictionaries(
+        {}, optional={"name": _FIELD, "domain": _FIELD, "id": _FIELD, "email": _FIELD}
+    ),
+    related=st.none() | st.lists(_NAMES, max_size=2),
+)
+def test_the_enricher_names_users_like_the_uncached_rules(
+    zones: ZoneMap, user: dict, related: list | None
+) -> None:
+    enrich = Enricher(zones)
+    for _ in range(2):  # the second pass answers from the cache
+        event = {"user": dict(user), "source": {"ip": "10.10.4.21"}}
+        if related is not None:
+            event["related"] = {"user": list(related)}
+        expected = copy.deepcopy(event)
+        tag_zones(expected, zones)
+        normalize_identity(expected, zones)
+        assert enrich(event) == expected
