@@ -51,6 +51,10 @@ ENGINE_STATE = Gauge(
     "Correlation engine figures (groups, late events, caps)",
     ["name"],
 )
+PARTIAL_ASSIGNMENT = Gauge(
+    "zonewatch_correlator_partitions_elsewhere",
+    "Input partitions assigned to another group member while correlations are loaded",
+)
 BATCH_SECONDS = Gauge("zonewatch_correlator_last_batch_seconds", "Duration of the last batch")
 
 STATE_KEY = "correlation"
@@ -128,6 +132,7 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):
             partitions=[f"{tp.topic}:{tp.partition}" for tp in assigned],
             resumed_from_store=sum(1 for tp in assigned if (tp.topic, tp.partition) in stored),
         )
+        self.loop._check_whole_assignment(assigned)
 
 
 class StreamCorrelator:
@@ -409,6 +414,31 @@ class StreamCorrelator:
             if frontier != float("-inf"):
                 out.extend(engine.advance_watermark(SHARD, frontier))
         return out
+
+    def _check_whole_assignment(self, assigned: Iterable[TopicPartition]) -> None:
+        """Correlation state lives in this process only (one shard, one DuckDB
+        file): another member of the group taking partitions means their
+        windows are lost here and missed there. Say so loudly."""
+        if self.correlation is None or not self._group_member:
+            return
+        whole: set[tuple[str, int]] = set()
+        for topic in self.topics:
+            for partition in self.consumer.partitions_for_topic(topic) or ():
+                whole.add((topic, partition))
+        missing = sorted(whole - {(tp.topic, tp.partition) for tp in assigned})
+        PARTIAL_ASSIGNMENT.set(len(missing))
+        if missing:
+            log.error(
+                "correlation_needs_the_whole_group",
+                group=self.settings.correlator.group_id,
+                partitions_elsewhere=[f"{t}:{p}" for t, p in missing],
+                consequence=(
+                    "another correlator joined this consumer group: correlation windows "
+                    "of these partitions are not handed over and correlations across them "
+                    "are missed; run one correlator per group while correlation rules are "
+                    "loaded (correlator/correlation/README.md, Scale-out)"
+                ),
+            )
 
     def _behind(self) -> list[tuple[str, int]] | None:
         """Assigned partitions with records not yet returned to us (or not
