@@ -209,7 +209,7 @@ def _median_rates(runs: list[tuple[float, float]]) -> tuple[float, float, float]
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20000)
-    parser.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds; medians are reported")
     parser.add_argument("--skip-sigmahq", action="store_true", help="only the 50-rule figures")
     args = parser.parse_args()
     rnd = random.Random(7)

@@ -88,7 +88,7 @@ def detection_alert(
     rule: DetectionRule, evidence: Evidence, origin: AlertOrigin = "stream"
 ) -> Alert:
     """The alert a single-event detection raises; its id is stable across replays."""
-    values = {
+    values: dict[str, Any] = {
         "id": detection_alert_id(rule.id, evidence.event_id),
         "rule_id": rule.id,
         "rule_title": rule.title,

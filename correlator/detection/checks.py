@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, cast
 
 from correlator.detection.ruleset import RuleSet
 
@@ -20,12 +21,13 @@ def validation_issues(ruleset: RuleSet) -> Iterator[str]:
     rules = [d.sigma for d in ruleset.detections]
     for name, validator_class in sorted(InstalledSigmaPlugins.autodiscover().validators.items()):
         try:
-            issues = SigmaValidator([validator_class]).validate_rules(iter(rules))
+            # The registry holds validator classes (its annotation says instances).
+            issues = SigmaValidator([cast(Any, validator_class)]).validate_rules(iter(rules))
         except Exception as exc:
             yield f"validator {name} skipped: {exc}"
             continue
         for issue in issues:
             where = ", ".join(
-                str(r.source.path) if getattr(r, "source", None) else str(r.id) for r in issue.rules
+                str(r.source.path) if r.source is not None else str(r.id) for r in issue.rules
             )
             yield f"{where}: [{issue.severity.name.lower()}] {issue.description} ({name})"

@@ -404,8 +404,11 @@ class _RuleCompiler:
         """Full-text search: the keyword matches inside any string value of the event."""
         k = kind(value)
         if k is SigmaExpansion:
-            parts = [self.keyword(v) for v in value.values]
-            return Code("(" + " or ".join(p.text for p in parts) + ")", sum(p.cost for p in parts))
+            alternatives = [self.keyword(v) for v in value.values]
+            return Code(
+                "(" + " or ".join(p.text for p in alternatives) + ")",
+                sum(p.cost for p in alternatives),
+            )
         if k is SigmaRegularExpression:
             return self._kw_regex(value)
         if k is SigmaBool or k in NUMBERS:
@@ -421,7 +424,7 @@ class _RuleCompiler:
         if parts[-1] is not star:
             parts.append(star)
         wrapped = SigmaCasedString() if cased else SigmaString()
-        wrapped.s = tuple(parts)
+        wrapped.s = tuple(parts)  # type: ignore[assignment]  # pySigma types it loosely
         pred, cost, shape = self.pattern(wrapped, cased)
         # The event's strings are gathered (and lowered) only when a keyword
         # test actually runs, once per event (runtime.Keywords).

@@ -335,9 +335,9 @@ def _correlation_flags(
     correlations (the Sigma default) do not raise alerts of their own."""
     if not correlations:
         return {}
-    collection = SigmaCollection(
-        [r for r, _ in rules] + [c for c, _ in correlations], resolve_references=False
-    )
+    members: list[SigmaRule | SigmaCorrelationRule | SigmaFilter] = [r for r, _ in rules]
+    members.extend(c for c, _ in correlations)
+    collection = SigmaCollection(members, resolve_references=False)
     flags: dict[int, tuple[bool, tuple[str, ...]]] = {}
     kept: list[tuple[SigmaCorrelationRule, RuleDoc]] = []
     for corr, doc in correlations:
@@ -348,7 +348,7 @@ def _correlation_flags(
             continue
         kept.append((corr, doc))
         ref_name = str(corr.id) if corr.id else (corr.name or corr.title)
-        for ref in corr.rules:
+        for ref in corr.rules or ():
             target = getattr(ref, "rule", None)
             if isinstance(target, SigmaRule):
                 gen, names = flags.get(id(target), (False, ()))

@@ -86,17 +86,21 @@ FIREWALL_FIELDS: dict[str, str | list[str]] = {
 }
 
 
+def _mapping(fields: dict[str, str | list[str]]) -> dict[str | None, str | list[str]]:
+    return dict(fields.items())
+
+
 def ecs_pipeline(placeholders: dict[str, Any] | None = None) -> ProcessingPipeline:
     """SigmaHQ proxy and firewall rules onto our ECS events; own rules pass untouched."""
     items = [
         ProcessingItem(
             identifier="zonewatch_proxy_fields",
-            transformation=FieldMappingTransformation(dict(PROXY_FIELDS)),
+            transformation=FieldMappingTransformation(_mapping(PROXY_FIELDS)),
             rule_conditions=[LogsourceCondition(category="proxy")],
         ),
         ProcessingItem(
             identifier="zonewatch_firewall_fields",
-            transformation=FieldMappingTransformation(dict(FIREWALL_FIELDS)),
+            transformation=FieldMappingTransformation(_mapping(FIREWALL_FIELDS)),
             rule_conditions=[LogsourceCondition(category="firewall")],
         ),
     ]
