@@ -123,10 +123,6 @@ def normalize_identity(event: dict[str, Any], zones: ZoneMap) -> None:
         apply_identity(event, user, upn)
 
 
-def _str_or_none(value: Any) -> bool:
-    return value is None or type(value) is str
-
-
 class Enricher:
     """Zone tags and identity for one zone map; call it on every parsed event.
 
@@ -140,9 +136,7 @@ class Enricher:
         self._tags = lru_cache(maxsize=cache_size)(partial(zone_tags, zones))
         self._upn = lru_cache(maxsize=cache_size)(self._upn_of)
 
-    def _upn_of(
-        self, name: str | None, domain: str | None, uid: str | None, email: str | None
-    ) -> tuple[bool, str | None]:
+    def _upn_of(self, name: Any, domain: Any, uid: Any, email: Any) -> tuple[bool, str | None]:
         user = {"name": name, "domain": domain, "id": uid, "email": email}
         return resolve_upn(self.zones, user)
 
@@ -150,10 +144,11 @@ class Enricher:
         _apply_tags(event, self._tags(_ip_of(event, "source"), _ip_of(event, "destination")))
         user = event.get("user")
         if isinstance(user, dict):
-            key = (user.get("name"), user.get("domain"), user.get("id"), user.get("email"))
-            if all(map(_str_or_none, key)):
-                named, upn = self._upn(*key)
-            else:  # unhashable or odd values: resolve without the cache
+            try:
+                named, upn = self._upn(
+                    user.get("name"), user.get("domain"), user.get("id"), user.get("email")
+                )
+            except TypeError:  # an unhashable value (a list): resolve without the cache
                 named, upn = resolve_upn(self.zones, user)
             if named:
                 apply_identity(event, user, upn)
