@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -262,3 +263,31 @@ def test_sigterm_mid_file_commits_exactly_the_lines_sent_and_a_restart_finishes(
     assert again.returncode == 0, again.stderr.decode()[-2000:]
     ids = _committed_ids(kafka_settings)
     assert sorted(ids) == list(range(25000))
+
+
+def test_a_process_with_threads_starts_the_worker_fresh_and_it_reads_the_same(
+    tmp_path: Path,
+) -> None:
+    """With other threads running (a metrics server, a producer) forking is
+    unsafe, so the worker is spawned; its spec must travel by pickle."""
+    log = tmp_path / "adc.log"
+    log.write_bytes(b"".join(_adc(i) for i in range(600)))
+    quiet = threading.Event()
+    other = threading.Thread(target=quiet.wait, daemon=True)
+    other.start()
+    try:
+        settings = _settings(tmp_path)
+        spec = WorkerSpec(settings, "vdi", "citrix-adc", "UTC", FileInput(log))
+        worker = ParseWorker(spec)
+        assert worker.process._popen.method == "spawn"  # type: ignore[attr-defined]
+        try:
+            worker.start(None, {settings.kafka.events_topic("vdi"): PARTS})
+            batches = _drain(worker)
+        finally:
+            worker.close()
+    finally:
+        quiet.set()
+        other.join()
+    ids = [int(orjson.loads(v)["event"]["id"]) - 100000 for b in batches for *_, v in b.records]
+    assert ids == list(range(600))
+    assert batches[-1].checkpoint["input"]["offset"] == log.stat().st_size
