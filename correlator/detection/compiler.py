@@ -608,7 +608,8 @@ _CLUSTER_MAX = 16
 def _clusters(
     anchored: list[tuple[int, Any, CompiledRule]],
 ) -> list[list[tuple[int, Any, CompiledRule]]]:
-    """Rules sharing a literal join one cluster (union-find, bounded size)."""
+    """Rules sharing an atom (literal or whole value) join one cluster (union-find,
+    bounded size)."""
     parent = list(range(len(anchored)))
     size = [1] * len(anchored)
 
@@ -618,11 +619,11 @@ def _clusters(
             i = parent[i]
         return i
 
-    first_with: dict[str, int] = {}
+    first_with: dict[Any, int] = {}  # atom (literal or (field, value)) -> first rule with it
     for i, (_, _, c) in enumerate(anchored):
         assert c.anchor is not None
-        for lit in sorted(c.anchor.literals):
-            j = first_with.setdefault(lit, i)
+        for atom in [*sorted(c.anchor.literals), *sorted(c.anchor.exact)]:
+            j = first_with.setdefault(atom, i)
             a, b = root(i), root(j)
             if a != b and size[a] + size[b] <= _CLUSTER_MAX:
                 parent[b] = a
