@@ -192,6 +192,27 @@ def test_whole_values_anchor_rules_too_even_short_ones() -> None:
     assert fired("Mozilla/5.0") == [] and fired(None) == []
 
 
+def test_rules_sharing_a_value_share_one_cluster() -> None:
+    """Ten rules on the same crossing wake together: one function, one field read."""
+    docs = [
+        {
+            "title": f"port {n}",
+            "logsource": {"product": "zonewatch", "service": "firewall"},
+            "detection": {
+                "sel": {"zone.crossing": "vdi->lgwan", "destination.port": 3000 + n},
+                "condition": "sel",
+            },
+        }
+        for n in range(10)
+    ]
+    rs = rules_from_yaml("---\n".join(yaml.safe_dump(d) for d in docs))
+    (fn,) = rs._routes["firewall"]
+    table = next(v for k, v in fn.__globals__.items() if k.startswith("_CL_"))
+    assert len(table) == 1
+    event = {"event": {"dataset": "firewall"}, "zone": {"crossing": "VDI->LGWAN"}}
+    assert [r.title for r in rs.match({**event, "destination": {"port": 3007}})] == ["port 7"]
+
+
 def test_clusters_compile_on_first_use_unless_loaded_eagerly() -> None:
     from correlator.detection.compiler import LazyCluster
 
