@@ -60,6 +60,9 @@ BATCH_SECONDS = Gauge("zonewatch_correlator_last_batch_seconds", "Duration of th
 STATE_KEY = "correlation"
 MERGER_KEY = "correlation-input"
 ARCHIVE_KEY = "archive-offsets"
+# How long after an assignment a partition without a fetch answer yet still
+# counts as holding unread records (see StreamCorrelator._behind).
+_FIRST_FETCH_GRACE_S = 5.0
 # One correlator process keeps one correlation state shard: the merger has
 # already put the inputs of all its partitions into event-time order.
 SHARD = 0
@@ -448,9 +451,15 @@ class StreamCorrelator:
         if not self._group_member:
             return None
         assigned = self.consumer.assignment()
+        # kafka-python learns the high watermark of an EMPTY partition late
+        # (often only once the others are drained); waiting for it would hold
+        # the whole merge back, so "no answer yet" counts for a grace period.
+        unanswered = time.monotonic() - (self._assigned_at or 0.0) < _FIRST_FETCH_GRACE_S
         for tp in assigned:
             high = self.consumer.highwater(tp)
-            if high is None or self.consumer.position(tp) < high:
+            if (high is None and unanswered) or (
+                high is not None and self.consumer.position(tp) < high
+            ):
                 behind.append((tp.topic, tp.partition))
         self._caught_up = bool(assigned) and not behind
         return behind
