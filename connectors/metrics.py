@@ -7,6 +7,7 @@ lock or label lookup.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
@@ -20,17 +21,21 @@ DEAD = Counter(
     "zonewatch_connector_deadletters_total", "Records dead-lettered", ["source", "format", "reason"]
 )
 
-_seen: dict[int, tuple[int, int, dict[str, int]]] = {}
+# What each live pipeline has already counted. Weak keys: a finished
+# pipeline's entry goes with it, and a new one never inherits its figures.
+_seen: weakref.WeakKeyDictionary[Pipeline, tuple[int, int, dict[str, int]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def observe(pipeline: Pipeline) -> None:
     stats = pipeline.stats
     labels = (pipeline.source, pipeline.format)
-    read, produced, reasons = _seen.get(id(pipeline), (0, 0, {}))
+    read, produced, reasons = _seen.get(pipeline, (0, 0, {}))
     RECORDS.labels(*labels).inc(stats.read - read)
     EVENTS.labels(*labels).inc(stats.produced - produced)
     for reason, count in stats.reasons.items():
         delta = count - reasons.get(reason, 0)
         if delta:
             DEAD.labels(*labels, reason).inc(delta)
-    _seen[id(pipeline)] = (stats.read, stats.produced, dict(stats.reasons))
+    _seen[pipeline] = (stats.read, stats.produced, dict(stats.reasons))

@@ -453,9 +453,6 @@ def ingest(
         return runner.run()
     finally:
         restore_signals()
-        # metrics remembers counts per id(pipeline); a later pipeline can get
-        # the same id, and would then count backwards (and raise) without this.
-        metrics._seen.pop(id(pipeline), None)
         if worker is not None:
             worker.close()
         if own_sink and sink is not None:

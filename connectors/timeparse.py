@@ -328,7 +328,9 @@ class SyslogHeader:
 _PRI_RE = re.compile(r"<(\d{1,3})>")
 _RFC5424_RE = re.compile(
     r"<(\d{1,3})>1 (\S+) (\S+) (\S+) (\S+) (\S+) "
-    r"(-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: (.*))?",
+    # Possessive (Python 3.11+): one pass over the structured data, no
+    # backtracking into it, whatever an attacker puts in a line.
+    r"(-|(?:\[(?:[^\]\\]++|\\.)*+\])+)(?: (.*))?",
     re.S,
 )
 # RFC 3164 as devices really send it: optional PRI, "Mmm dd hh:mm:ss" with
