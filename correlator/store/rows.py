@@ -140,8 +140,41 @@ EVENT_COLUMNS = (
 )
 
 
+# Archive columns read from the event: (column, candidate paths, lower-case).
+_EVENT_FIELDS: tuple[tuple[str, tuple[tuple[str, ...], ...], bool], ...] = (
+    ("dataset", (("event", "dataset"),), False),
+    ("user_name", (("user", "name"), ("source", "user", "name")), True),
+    ("host_name", (("host", "name"),), False),
+    ("device_id", (("device", "id"),), False),
+    ("source_ip", (("source", "ip"),), False),
+    ("destination_ip", (("destination", "ip"),), False),
+    ("destination_domain", (("url", "domain"), ("destination", "domain")), False),
+    ("zone_source", (("zone", "source"),), False),
+    ("zone_destination", (("zone", "destination"),), False),
+    ("zone_crossing", (("zone", "crossing"),), False),
+    ("action", (("event", "action"),), False),
+    ("outcome", (("event", "outcome"),), False),
+)
+
+
+def _pick(event: dict[str, Any], path: tuple[str, ...], dotted: str) -> Any:
+    """A field by nested path, else by flat dotted key (as zonewatch.ecs does;
+    written out because it runs a dozen times per archived event)."""
+    node: Any = event
+    for part in path:
+        if type(node) is not dict or part not in node:
+            return event.get(dotted)
+        node = node[part]
+    return node
+
+
 def events_table(events: Sequence[ArchivedEvent], ingest_time: datetime) -> pa.Table:
     cols: dict[str, list[Any]] = {k: [] for k in EVENT_COLUMNS}
+    fields = [
+        (cols[name], [(path, ".".join(path)) for path in paths], lower)
+        for name, paths, lower in _EVENT_FIELDS
+    ]
+    sources: dict[str | None, str | None] = {}
     for ev in events:
         e = ev.event
         cols["event_id"].append(ev.event_id)
@@ -150,23 +183,20 @@ def events_table(events: Sequence[ArchivedEvent], ingest_time: datetime) -> pa.T
         cols["offset"].append(ev.offset)
         cols["time"].append(utc(ev.time))
         cols["ingest_time"].append(ingest_time)
-        cols["source"].append(_source_of(ev.topic, e))
-        cols["dataset"].append(_text(get_field(e, "event.dataset")))
-        cols["user_name"].append(
-            _lower(get_field(e, "user.name")) or _lower(get_field(e, "source.user.name"))
-        )
-        cols["host_name"].append(_text(get_field(e, "host.name")))
-        cols["device_id"].append(_text(get_field(e, "device.id")))
-        cols["source_ip"].append(_text(get_field(e, "source.ip")))
-        cols["destination_ip"].append(_text(get_field(e, "destination.ip")))
-        cols["destination_domain"].append(
-            _text(get_field(e, "url.domain")) or _text(get_field(e, "destination.domain"))
-        )
-        cols["zone_source"].append(_text(get_field(e, "zone.source")))
-        cols["zone_destination"].append(_text(get_field(e, "zone.destination")))
-        cols["zone_crossing"].append(_text(get_field(e, "zone.crossing")))
-        cols["action"].append(_text(get_field(e, "event.action")))
-        cols["outcome"].append(_text(get_field(e, "event.outcome")))
+        if ev.topic in sources:
+            cols["source"].append(sources[ev.topic])
+        else:
+            source = _source_of(ev.topic, e)
+            if ev.topic and ".events." in ev.topic:
+                sources[ev.topic] = source
+            cols["source"].append(source)
+        for column, paths, lower in fields:
+            value = None
+            for path, dotted in paths:
+                value = _lower(_pick(e, path, dotted)) if lower else _text(_pick(e, path, dotted))
+                if value:
+                    break
+            column.append(value)
         cols["event"].append(ev.raw.decode("utf-8") if ev.raw is not None else to_json(e))
     types = {"partition": pa.int32(), "offset": pa.int64(), "time": TS, "ingest_time": TS}
     return pa.table({k: pa.array(v, types.get(k, pa.string())) for k, v in cols.items()})
