@@ -181,10 +181,7 @@ class AlertStore:
                     con.register("_zw_events", rows.events_table(events, now))
                     try:
                         cols = ", ".join(f'"{c}"' for c in rows.EVENT_COLUMNS)
-                        con.execute(
-                            f"INSERT INTO events ({cols}) "
-                            f"SELECT {rows.EVENTS_SELECT} FROM _zw_events"
-                        )
+                        con.execute(f"INSERT INTO events ({cols}) SELECT {cols} FROM _zw_events")
                     finally:
                         con.unregister("_zw_events")
                 if state:

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import orjson
 import pyarrow as pa
 
+from zonewatch.ecs import get_field
 from zonewatch.models import Alert
 
 TS = pa.timestamp("us", tz="UTC")
@@ -102,6 +103,19 @@ def evidence_table(alerts: Sequence[Alert]) -> pa.Table:
     )
 
 
+def _source_of(topic: str | None, event: dict[str, Any]) -> str | None:
+    # Topics are <prefix>.events.<source>; the dataset is the fallback offline.
+    if topic and ".events." in topic:
+        return topic.rsplit(".", 1)[-1]
+    dataset = _text(get_field(event, "event.dataset"))
+    return dataset.split(".", 1)[0] if dataset else None
+
+
+def _lower(value: Any) -> str | None:
+    text = _text(value)
+    return text.lower() if text else None
+
+
 EVENT_COLUMNS = (
     "event_id",
     "topic",
@@ -126,88 +140,63 @@ EVENT_COLUMNS = (
 )
 
 
-# Archive columns read from the event JSON: (column, candidate paths,
-# lower-case). DuckDB extracts them inside the INSERT, vectorized, instead of
-# Python walking a dozen paths per event; a path is tried nested first, then
-# as a flat dotted key, as zonewatch.ecs.get_field does.
-_EVENT_FIELDS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
-    ("dataset", ("event.dataset",), False),
-    ("user_name", ("user.name", "source.user.name"), True),
-    ("host_name", ("host.name",), False),
-    ("device_id", ("device.id",), False),
-    ("source_ip", ("source.ip",), False),
-    ("destination_ip", ("destination.ip",), False),
-    ("destination_domain", ("url.domain", "destination.domain"), False),
-    ("zone_source", ("zone.source",), False),
-    ("zone_destination", ("zone.destination",), False),
-    ("zone_crossing", ("zone.crossing",), False),
-    ("action", ("event.action",), False),
-    ("outcome", ("event.outcome",), False),
+# Archive columns read from the event: (column, candidate paths, lower-case).
+_EVENT_FIELDS: tuple[tuple[str, tuple[tuple[str, ...], ...], bool], ...] = (
+    ("dataset", (("event", "dataset"),), False),
+    ("user_name", (("user", "name"), ("source", "user", "name")), True),
+    ("host_name", (("host", "name"),), False),
+    ("device_id", (("device", "id"),), False),
+    ("source_ip", (("source", "ip"),), False),
+    ("destination_ip", (("destination", "ip"),), False),
+    ("destination_domain", (("url", "domain"), ("destination", "domain")), False),
+    ("zone_source", (("zone", "source"),), False),
+    ("zone_destination", (("zone", "destination"),), False),
+    ("zone_crossing", (("zone", "crossing"),), False),
+    ("action", (("event", "action"),), False),
+    ("outcome", (("event", "outcome"),), False),
 )
 
 
-def _scalar_sql(json_path: str) -> str:
-    # Objects and arrays are not values of these columns; '' is no value.
-    return (
-        f"CASE WHEN json_type(event, '{json_path}') IN ('OBJECT', 'ARRAY') THEN NULL "
-        f"ELSE nullif(json_extract_string(event, '{json_path}'), '') END"
-    )
-
-
-def _field_sql(column: str, paths: tuple[str, ...], lower: bool) -> str:
-    candidates = []
-    for path in paths:
-        candidates.append(_scalar_sql("$." + path))
-        candidates.append(_scalar_sql(f'$."{path}"'))
-    expr = f"coalesce({', '.join(candidates)})"
-    return f"{'lower(' + expr + ')' if lower else expr} AS {column}"
-
-
-# SELECT list turning the staged batch into ``events`` rows, in EVENT_COLUMNS order.
-EVENTS_SELECT = ", ".join(
-    [
-        "event_id",
-        "topic",
-        '"partition"',
-        '"offset"',
-        "time",
-        "ingest_time",
-        # The topic names the source; offline, the dataset's first part does.
-        "coalesce(source, split_part("
-        + _field_sql("dataset", ("event.dataset",), False).removesuffix(" AS dataset")
-        + ", '.', 1)) AS source",
-    ]
-    + [_field_sql(column, paths, lower) for column, paths, lower in _EVENT_FIELDS]
-    + ["event"]
-)
+def _pick(event: dict[str, Any], path: tuple[str, ...], dotted: str) -> Any:
+    """A field by nested path, else by flat dotted key (as zonewatch.ecs does;
+    written out because it runs a dozen times per archived event)."""
+    node: Any = event
+    for part in path:
+        if type(node) is not dict or part not in node:
+            return event.get(dotted)
+        node = node[part]
+    return node
 
 
 def events_table(events: Sequence[ArchivedEvent], ingest_time: datetime) -> pa.Table:
-    """The staged batch: ids, position, time, the source when the topic names
-    it, and the event JSON (as it arrived when the raw bytes are known)."""
-    topics: dict[str | None, str | None] = {}
-    source = []
+    cols: dict[str, list[Any]] = {k: [] for k in EVENT_COLUMNS}
+    fields = [
+        (cols[name], [(path, ".".join(path)) for path in paths], lower)
+        for name, paths, lower in _EVENT_FIELDS
+    ]
+    sources: dict[str | None, str | None] = {}
     for ev in events:
-        if ev.topic not in topics:
-            topics[ev.topic] = (
-                ev.topic.rsplit(".", 1)[-1] if ev.topic and ".events." in ev.topic else None
-            )
-        source.append(topics[ev.topic])
-    return pa.table(
-        {
-            "event_id": pa.array([ev.event_id for ev in events], pa.string()),
-            "topic": pa.array([ev.topic for ev in events], pa.string()),
-            "partition": pa.array([ev.partition for ev in events], pa.int32()),
-            "offset": pa.array([ev.offset for ev in events], pa.int64()),
-            "time": pa.array([utc(ev.time) for ev in events], TS),
-            "ingest_time": pa.array([ingest_time] * len(events), TS),
-            "source": pa.array(source, pa.string()),
-            "event": pa.array(
-                [
-                    ev.raw.decode("utf-8") if ev.raw is not None else to_json(ev.event)
-                    for ev in events
-                ],
-                pa.string(),
-            ),
-        }
-    )
+        e = ev.event
+        cols["event_id"].append(ev.event_id)
+        cols["topic"].append(ev.topic)
+        cols["partition"].append(ev.partition)
+        cols["offset"].append(ev.offset)
+        cols["time"].append(utc(ev.time))
+        cols["ingest_time"].append(ingest_time)
+        if ev.topic in sources:
+            cols["source"].append(sources[ev.topic])
+        else:
+            source = _source_of(ev.topic, e)
+            if ev.topic and ".events." in ev.topic:
+                sources[ev.topic] = source
+            cols["source"].append(source)
+        for column, paths, lower in fields:
+            value = None
+            for path, dotted in paths:
+                value = _lower(_pick(e, path, dotted)) if lower else _text(_pick(e, path, dotted))
+                if value:
+                    break
+            column.append(value)
+        cols["event"].append(ev.raw.decode("utf-8") if ev.raw is not None else to_json(e))
+    types = {"partition": pa.int32(), "offset": pa.int64(), "time": TS, "ingest_time": TS}
+    return pa.table({k: pa.array(v, types.get(k, pa.string())) for k, v in cols.items()})
