@@ -157,14 +157,17 @@ _EVENT_FIELDS: tuple[tuple[str, tuple[tuple[str, ...], ...], bool], ...] = (
 )
 
 
-def _pick(event: dict[str, Any], path: tuple[str, ...], dotted: str) -> Any:
+def _pick(event: dict[str, Any], path: tuple[str, ...], dotted: str, flat: bool) -> Any:
     """A field by nested path, else by flat dotted key (as zonewatch.ecs does;
-    written out because it runs a dozen times per archived event)."""
+    written out because it runs a dozen times per archived event). ``flat``
+    says whether the event has dotted top-level keys at all."""
     node: Any = event
     for part in path:
-        if type(node) is not dict or part not in node:
-            return event.get(dotted)
-        node = node[part]
+        if type(node) is not dict:
+            return event.get(dotted) if flat else None
+        node = node.get(part)
+        if node is None:
+            return event.get(dotted) if flat else None
     return node
 
 
@@ -190,10 +193,14 @@ def events_table(events: Sequence[ArchivedEvent], ingest_time: datetime) -> pa.T
             if ev.topic and ".events." in ev.topic:
                 sources[ev.topic] = source
             cols["source"].append(source)
+        flat = any("." in key for key in e)
         for column, paths, lower in fields:
             value = None
             for path, dotted in paths:
-                value = _lower(_pick(e, path, dotted)) if lower else _text(_pick(e, path, dotted))
+                found = _pick(e, path, dotted, flat)
+                if found is None:
+                    continue
+                value = _lower(found) if lower else _text(found)
                 if value:
                     break
             column.append(value)
