@@ -312,26 +312,30 @@ class StreamCorrelator:
         keep = self.settings.correlator.archive_events
         for tp, records in batch.items():
             source = source_of_topic(tp.topic)
+            archived_upto = self._archived.get((tp.topic, tp.partition), 0) if keep else None
             for record in records:
                 next_offsets[(tp.topic, tp.partition)] = record.offset + 1
-                evidence = self._decode(record, source)
-                if evidence is None:
+                decoded = self._decode(record)
+                if decoded is None:
                     continue
-                if newest is None or evidence.time > newest:
-                    newest = evidence.time
-                if keep and record.offset >= self._archived.get((tp.topic, tp.partition), 0):
+                event, when = decoded
+                if newest is None or when > newest:
+                    newest = when
+                if archived_upto is not None and record.offset >= archived_upto:
                     archive.append(
                         ArchivedEvent(
-                            evidence.event_id,
-                            evidence.topic,
-                            evidence.partition,
-                            evidence.offset,
-                            evidence.time,
-                            evidence.event,
+                            f"{record.topic}:{record.partition}:{record.offset}",
+                            record.topic,
+                            record.partition,
+                            record.offset,
+                            when,
+                            event,
                             record.value,
                         )
                     )
-                alerts.extend(self._evaluate(evidence, source, tp))
+                hits = self.ruleset.match(event, source)
+                if hits:
+                    alerts.extend(self._evaluate(hits, record, event, when, tp))
             self.stats.by_source[source or tp.topic] = self.stats.by_source.get(
                 source or tp.topic, 0
             ) + len(records)
@@ -347,7 +351,7 @@ class StreamCorrelator:
         return alerts
 
     # -- steps -------------------------------------------------------------------
-    def _decode(self, record: Any, source: str | None) -> Evidence | None:
+    def _decode(self, record: Any) -> tuple[dict[str, Any], datetime] | None:
         try:
             event = orjson.loads(record.value)
             if not isinstance(event, dict):
@@ -365,9 +369,19 @@ class StreamCorrelator:
                 reason=str(exc)[:200],
             )
             return None
-        # Every field is known valid here; model_construct skips a validation
-        # pass that costs more than the detection of an event.
-        return Evidence.model_construct(
+        return event, when
+
+    def _evaluate(
+        self,
+        hits: list[Any],
+        record: Any,
+        event: dict[str, Any],
+        when: datetime,
+        tp: TopicPartition,
+    ) -> list[Alert]:
+        # Evidence only for events that matched something: most events match
+        # nothing, and building a model per event cost more than matching it.
+        evidence = Evidence.model_construct(
             event_id=f"{record.topic}:{record.partition}:{record.offset}",
             time=when,
             topic=record.topic,
@@ -376,18 +390,13 @@ class StreamCorrelator:
             line=None,
             event=event,
         )
-
-    def _evaluate(self, evidence: Evidence, source: str | None, tp: TopicPartition) -> list[Alert]:
-        hits = self.ruleset.match(evidence.event, source)
         # Base rules of a correlation raise no alert of their own unless a
         # correlation says ``generate: true`` (Sigma spec); they still feed it.
         out = [self.make_alert(rule, evidence) for rule in hits if rule.generate]
         if self._correlated:
             ids = [r.id for r in hits if r.id in self._correlated]
             if ids:
-                self.merger.add(
-                    (tp.topic, tp.partition), evidence.time.timestamp(), (ids, evidence)
-                )
+                self.merger.add((tp.topic, tp.partition), when.timestamp(), (ids, evidence))
         return out
 
     def _correlate(self, end: bool = False) -> list[Alert]:
