@@ -38,10 +38,12 @@ from typing import Any
 import orjson
 
 from connectors.base import ParseContext, register
+from connectors.jsonrecords import dict_at, list_at, loads, slug, unwrap
 from connectors.timeparse import parse_iso, parse_timestamp
 from zonewatch.errors import ParseError
 
 SOURCE = "intune"
+_NO_GRACE = "9999-12-31"
 
 _COMPLIANCE = {
     "compliant": "compliant",
@@ -80,32 +82,6 @@ _TABLE_CATEGORY = {
     "intunedevices": "Devices",
     "intunedevicecomplianceorg": "DeviceComplianceOrg",
 }
-_SLUG_RE = re.compile(r"[^a-z0-9]+")
-_NO_GRACE = "9999-12-31"
-
-
-def _slug(text: str) -> str:
-    return _SLUG_RE.sub("-", text.lower()).strip("-")
-
-
-def _loads(raw: str) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ParseError(f"not JSON: {exc}") from None
-
-
-def _unwrap(doc: Any, raw: str) -> list[tuple[dict[str, Any], str]]:
-    """(record, original text) pairs of a line holding one record or a batch."""
-    if isinstance(doc, dict):
-        for key in ("records", "value"):
-            batch = doc.get(key)
-            if isinstance(batch, list):
-                return [(r, orjson.dumps(r).decode()) for r in batch if isinstance(r, dict)]
-        return [(doc, raw)]
-    if isinstance(doc, list):
-        return [(r, orjson.dumps(r).decode()) for r in doc if isinstance(r, dict)]
-    raise ParseError("JSON line is neither an object nor an array of objects")
 
 
 def _utc(value: Any, ctx: ParseContext, what: str) -> str:
@@ -154,7 +130,7 @@ def graph_audit_event(item: dict[str, Any], original: str, ctx: ParseContext) ->
     activity = item.get("activity") or item.get("displayName") or ""
     ev["event"].update(
         {
-            "action": _slug(str(activity)) or "audit",
+            "action": slug(str(activity)) or "audit",
             "category": ["configuration"],
             "type": ["change"],
             "outcome": _outcome(item.get("activityResult")),
@@ -162,7 +138,7 @@ def graph_audit_event(item: dict[str, Any], original: str, ctx: ParseContext) ->
     )
     if item.get("id"):
         ev["event"]["id"] = item["id"]
-    actor = item.get("actor") if isinstance(item.get("actor"), dict) else {}
+    actor = dict_at(item, "actor")
     user: dict[str, Any] = {}
     upn = actor.get("userPrincipalName")
     if upn:
@@ -176,7 +152,7 @@ def graph_audit_event(item: dict[str, Any], original: str, ctx: ParseContext) ->
         ev["source"] = {"ip": actor["ipAddress"]}
     if actor.get("applicationDisplayName"):
         ev["service"] = {"name": actor["applicationDisplayName"]}
-    resources = item.get("resources") if isinstance(item.get("resources"), list) else []
+    resources = list_at(item, "resources")
     ev["intune"] = {
         k: v
         for k, v in {
@@ -200,9 +176,9 @@ def graph_audit_event(item: dict[str, Any], original: str, ctx: ParseContext) ->
     sniff=lambda line: '"activityDateTime"' in line,
 )
 def parse_graph(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
-    doc = _loads(raw)
+    doc = loads(raw)
     out = []
-    for item, original in _unwrap(doc, raw):
+    for item, original in unwrap(doc, raw):
         out.append(graph_audit_event(item, original, ctx))
     return out
 
@@ -238,10 +214,10 @@ def _record_shape(rec: dict[str, Any]) -> tuple[str, str, dict[str, Any], Any]:
 
 
 def _audit(rec: dict[str, Any], props: dict[str, Any], operation: str, ev: dict[str, Any]) -> None:
-    actor = props.get("Actor") if isinstance(props.get("Actor"), dict) else {}
+    actor = dict_at(props, "Actor")
     ev["event"].update(
         {
-            "action": _slug(operation) or "audit",
+            "action": slug(operation) or "audit",
             "category": ["configuration"],
             "type": ["change"],
             "outcome": _outcome(rec.get("resultType") or rec.get("ResultType")),
@@ -274,7 +250,7 @@ def _operational(
 ) -> None:
     ev["event"].update(
         {
-            "action": _slug(operation) or "operational",
+            "action": slug(operation) or "operational",
             "category": ["host"],
             "type": ["info"],
             "outcome": _outcome(rec.get("resultType") or rec.get("ResultType")),
@@ -388,7 +364,7 @@ def diagnostic_record(rec: dict[str, Any], original: str, ctx: ParseContext) -> 
     if category == "AuditLogs":
         _audit(rec, props, operation, ev)
     elif category in ("Devices", "DeviceComplianceOrg"):
-        ev["event"].update({"action": _slug(operation), "category": ["host"], "type": ["info"]})
+        ev["event"].update({"action": slug(operation), "category": ["host"], "type": ["info"]})
         _apply_device(ev, device_fields(props))
     else:
         _operational(rec, props, operation, ev)
@@ -405,8 +381,8 @@ def diagnostic_record(rec: dict[str, Any], original: str, ctx: ParseContext) -> 
     ),
 )
 def parse_diagnostic(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
-    doc = _loads(raw)
-    return [diagnostic_record(rec, original, ctx) for rec, original in _unwrap(doc, raw)]
+    doc = loads(raw)
+    return [diagnostic_record(rec, original, ctx) for rec, original in unwrap(doc, raw)]
 
 
 # --- device snapshots -> change events -------------------------------------------
@@ -441,9 +417,9 @@ def device_changes(rec: dict[str, Any], original: str, ctx: ParseContext) -> lis
     if previous is None:
         changes.append(("device-observed", None))
     else:
-        for key, action in _TRACKED:
-            if previous.get(key) != current[key]:
-                changes.append((action, key))
+        for tracked, action in _TRACKED:
+            if previous.get(tracked) != current[tracked]:
+                changes.append((action, tracked))
     out = []
     for action, key in changes:
         ev = _base(ts, original, ctx)
@@ -463,8 +439,8 @@ def device_changes(rec: dict[str, Any], original: str, ctx: ParseContext) -> lis
 
 @register(SOURCE, "devices", "Intune device snapshots -> device change events (stateful)")
 def parse_devices(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
-    doc = _loads(raw)
+    doc = loads(raw)
     out: list[dict[str, Any]] = []
-    for rec, original in _unwrap(doc, raw):
+    for rec, original in unwrap(doc, raw):
         out.extend(device_changes(rec, original, ctx))
     return out

@@ -34,10 +34,9 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-import orjson
-
 from connectors import timeparse
 from connectors.base import ParseContext, register
+from connectors.jsonrecords import dict_at, loads, slug, unwrap
 from connectors.timeparse import parse_syslog, parse_timestamp
 from zonewatch.errors import ParseError
 
@@ -46,30 +45,6 @@ from zonewatch.errors import ParseError
 parse_iso = lru_cache(maxsize=8192)(timeparse.parse_iso)
 
 SOURCE = "vdi"
-_SLUG_RE = re.compile(r"[^a-z0-9]+")
-
-
-def _slug(text: str) -> str:
-    return _SLUG_RE.sub("-", text.lower()).strip("-")
-
-
-def _loads(raw: str) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ParseError(f"not JSON: {exc}") from None
-
-
-def _unwrap(doc: Any, raw: str) -> list[tuple[dict[str, Any], str]]:
-    if isinstance(doc, dict):
-        for key in ("records", "value"):
-            batch = doc.get(key)
-            if isinstance(batch, list):
-                return [(r, orjson.dumps(r).decode()) for r in batch if isinstance(r, dict)]
-        return [(doc, raw)]
-    if isinstance(doc, list):
-        return [(r, orjson.dumps(r).decode()) for r in doc if isinstance(r, dict)]
-    raise ParseError("JSON line is neither an object nor an array of objects")
 
 
 def _base(ts: str, original: str, ctx: ParseContext, vendor: str, product: str) -> dict[str, Any]:
@@ -153,7 +128,7 @@ def horizon_action(event_type: str, severity: str = "") -> str:
         "AGENT_DISCONNECTED": "vdi-disconnect",
         "AGENT_ENDED": "vdi-logout",
         "AGENT_LOGGEDOFF": "vdi-logout",
-    }.get(t, _slug(event_type) or "horizon-event")
+    }.get(t, slug(event_type) or "horizon-event")
 
 
 def _ci(d: dict[str, Any]) -> dict[str, Any]:
@@ -211,7 +186,7 @@ def horizon_event(
 
 def _horizon_json(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
     out = []
-    for rec, original in _unwrap(_loads(raw), raw):
+    for rec, original in unwrap(loads(raw), raw):
         f = _ci(rec)
         when = _first(f, "time", "timestamp", "eventtime", "timegenerated")
         if when is None:
@@ -270,7 +245,7 @@ def _odata_time(value: Any) -> str | None:
 
 
 def _citrix_user(ev: dict[str, Any], rec: dict[str, Any]) -> None:
-    user = rec.get("User") if isinstance(rec.get("User"), dict) else {}
+    user = dict_at(rec, "User")
     upn = _first(user, "Upn", "UPN") or rec.get("BrokeringUserUPN")
     name = _first(user, "UserName") or rec.get("BrokeringUserName")
     domain = _first(user, "Domain")
@@ -283,10 +258,10 @@ def _citrix_user(ev: dict[str, Any], rec: dict[str, Any]) -> None:
 
 
 def _citrix_machine(ev: dict[str, Any], rec: dict[str, Any]) -> None:
-    machine = rec.get("Machine") if isinstance(rec.get("Machine"), dict) else {}
+    machine = dict_at(rec, "Machine")
     _put(ev, "host", "name", _first(machine, "DnsName", "Name") or rec.get("MachineDNSName"))
     _put(ev, "destination", "ip", _first(machine, "IPAddress") or rec.get("MachineIPAddress"))
-    group = machine.get("DesktopGroup") if isinstance(machine.get("DesktopGroup"), dict) else {}
+    group = dict_at(machine, "DesktopGroup")
     _put(ev, "vdi", "pool", _first(group, "Name") or rec.get("DesktopGroupName"))
 
 
@@ -345,7 +320,7 @@ def _citrix_session(rec: dict[str, Any], original: str, ctx: ParseContext) -> di
     elif state in ("Connected", "Active", "Reconnecting"):
         action = "vdi-connect"
     else:
-        action = _slug(f"session-{state or 'unknown'}")
+        action = slug(f"session-{state or 'unknown'}")
     _set_action(ev, action)
     _put(ev, "vdi", "session_id", str(rec["SessionKey"]) if rec.get("SessionKey") else None)
     _put(ev, "vdi", "state", state or None)
@@ -368,7 +343,7 @@ def _citrix_session(rec: dict[str, Any], original: str, ctx: ParseContext) -> di
 )
 def parse_citrix(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
     out = []
-    for rec, original in _unwrap(_loads(raw), raw):
+    for rec, original in unwrap(loads(raw), raw):
         if "ConnectionState" in rec or "StartDate" in rec:
             out.append(_citrix_session(rec, original, ctx))
         elif "SessionKey" in rec or "ClientAddress" in rec or "BrokeringDate" in rec:
@@ -450,7 +425,7 @@ def parse_citrix_adc(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
     ts = adc_time(stamp, ctx.timezone)
     ev = _base(ts, raw.rstrip("\r\n"), ctx, "Citrix", "Netscaler")
     name = m["name"]
-    _set_action(ev, _ADC_ACTIONS.get(name, _slug(name)))
+    _set_action(ev, _ADC_ACTIONS.get(name, slug(name)))
     ev["event"]["id"] = m["id"]
     ev["event"]["severity"] = int(m["sev"])
     if m["tz"]:
@@ -530,7 +505,7 @@ def avd_event(rec: dict[str, Any], original: str, ctx: ParseContext) -> list[dic
         open_[corr] = seen
     seen["states"].append(key)
     ev = _base(ts, original, ctx, "Microsoft", "Azure Virtual Desktop")
-    _set_action(ev, _AVD_ACTIONS.get(key, _slug(f"connection-{state}")))
+    _set_action(ev, _AVD_ACTIONS.get(key, slug(f"connection-{state}")))
     _put(ev, "user", "name", _first(f, "username"))
     client = _first(f, "clientsideipaddress")
     if isinstance(client, str):
@@ -562,6 +537,6 @@ def avd_event(rec: dict[str, Any], original: str, ctx: ParseContext) -> list[dic
 )
 def parse_avd(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for rec, original in _unwrap(_loads(raw), raw):
+    for rec, original in unwrap(loads(raw), raw):
         out.extend(avd_event(rec, original, ctx))
     return out
