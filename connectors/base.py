@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,7 +30,7 @@ class ParseContext:
     source: str
     format: str
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Tokyo"))
-    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
     state: dict[str, Any] = field(default_factory=dict)
 
 
