@@ -35,6 +35,8 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy zonewatch connectors correlator
+	$(BIN)/zonewatch rules check rules/
+	$(BIN)/zonewatch rules generate --zones rules/zones.yaml --check
 
 format: install
 	$(BIN)/ruff format .
