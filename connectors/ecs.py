@@ -130,6 +130,28 @@ def new_event(raw: str, source: str, module: str, vendor: str, product: str, sta
     }
 
 
+def endpoint(
+    ip: str | None,
+    port: int | None = None,
+    octets: int | None = None,
+    packets: int | None = None,
+    domain: str | None = None,
+) -> dict[str, Any]:
+    """A ``source``/``destination`` object with the values that are present."""
+    out: dict[str, Any] = {}
+    if ip is not None:
+        out["ip"] = ip
+    if domain:
+        out["domain"] = domain
+    if port is not None:
+        out["port"] = port
+    if octets is not None:
+        out["bytes"] = octets
+    if packets is not None:
+        out["packets"] = packets
+    return out
+
+
 def section(event: Event, name: str) -> dict[str, Any]:
     """``event[name]``, created empty when missing (for fields set conditionally)."""
     node = event.get(name)

@@ -21,6 +21,7 @@ from connectors.base import ParseContext, register
 from connectors.ecs import (
     EMPTY,
     Event,
+    endpoint,
     in_range,
     new_event,
     scaled,
@@ -83,22 +84,6 @@ def _decide(event: dict[str, Any], blocked: bool | None, kind: str = "connection
         return
     event["outcome"] = "failure" if blocked else "success"
     event["type"] = [kind, "denied" if blocked else "allowed"]
-
-
-def _endpoint(
-    ip: str | None, port: int | None, octets: int | None = None, packets: int | None = None
-) -> dict[str, Any]:
-    """A ``source``/``destination`` object with the values that are present."""
-    out: dict[str, Any] = {}
-    if ip is not None:
-        out["ip"] = ip
-    if port is not None:
-        out["port"] = port
-    if octets is not None:
-        out["bytes"] = octets
-    if packets is not None:
-        out["packets"] = packets
-    return out
 
 
 # --- PAN-OS -----------------------------------------------------------------
@@ -221,16 +206,16 @@ def parse_panos(raw: str, ctx: ParseContext) -> list[Event]:
     if egress:
         observer["egress"] = egress
 
-    source = _endpoint(to_ip(c[7]), _panos_port(c[24]))
-    nat = _endpoint(_panos_nat_ip(c[9]), _panos_port(c[26]))
+    source = endpoint(to_ip(c[7]), _panos_port(c[24]))
+    nat = endpoint(_panos_nat_ip(c[9]), _panos_port(c[26]))
     if nat:
         source["nat"] = nat
     user = text(c[12])
     if user is not None:
         source["user"] = {"name": user}
         ev["user"] = {"name": user}
-    destination = _endpoint(to_ip(c[8]), _panos_port(c[25]))
-    nat = _endpoint(_panos_nat_ip(c[10]), _panos_port(c[27]))
+    destination = endpoint(to_ip(c[8]), _panos_port(c[25]))
+    nat = endpoint(_panos_nat_ip(c[10]), _panos_port(c[27]))
     if nat:
         destination["nat"] = nat
     if c[13] not in EMPTY:
@@ -438,8 +423,8 @@ def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
     sb, db = to_int(src_bytes), to_int(dst_bytes)
     user = _not_ip_user(get("user"), get("unauthuser"), get("eapuser"), get("xauthuser"))
 
-    source = _endpoint(to_ip(src_ip), to_port(src_port), sb, to_int(get("sentpkt")))
-    nat = _endpoint(to_ip(get("transip")), to_port(get("transport")))
+    source = endpoint(to_ip(src_ip), to_port(src_port), sb, to_int(get("sentpkt")))
+    nat = endpoint(to_ip(get("transip")), to_port(get("transport")))
     if nat:
         source["nat"] = nat
     if "srcmac" in kv:
@@ -449,7 +434,7 @@ def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
         ev["user"] = {"name": user}
     if source:
         ev["source"] = source
-    destination = _endpoint(to_ip(dst_ip), to_port(dst_port), db, to_int(get("rcvdpkt")))
+    destination = endpoint(to_ip(dst_ip), to_port(dst_port), db, to_int(get("rcvdpkt")))
     if destination:
         ev["destination"] = destination
 
@@ -604,7 +589,7 @@ def _set_ends(
 def _nat_of(ip: str, port: str, real_ip: str, real_port: str) -> dict[str, Any]:
     """The translated side of an ASA ``ip/port (mapped_ip/mapped_port)`` pair,
     when it differs from the real one."""
-    return _endpoint(
+    return endpoint(
         to_ip(ip) if ip != real_ip else None, to_port(port) if port != real_port else None
     )
 
@@ -620,14 +605,14 @@ def _asa_message(code: str, msg: str, ev: Event) -> bool | None:
     if code in ("106001", "106006", "106007", "106015"):
         event["action"] = "deny"
         _set_ends(
-            ev, g[0], _endpoint(to_ip(g[1]), to_port(g[2])), _endpoint(to_ip(g[3]), to_port(g[4]))
+            ev, g[0], endpoint(to_ip(g[1]), to_port(g[2])), endpoint(to_ip(g[3]), to_port(g[4]))
         )
         _set_interfaces(ev, g[5] if len(g) > 5 else None)
         return True
     if code in ("106014", "106023"):
         event["action"] = "deny"
         _set_ends(
-            ev, g[0], _endpoint(to_ip(g[2]), to_port(g[3])), _endpoint(to_ip(g[5]), to_port(g[6]))
+            ev, g[0], endpoint(to_ip(g[2]), to_port(g[3])), endpoint(to_ip(g[5]), to_port(g[6]))
         )
         _set_interfaces(ev, g[1], g[4])
         if code == "106023":
@@ -638,7 +623,7 @@ def _asa_message(code: str, msg: str, ev: Event) -> bool | None:
         event["action"] = "deny" if blocked else "allow"
         ev["rule"] = {"name": g[0]}
         _set_ends(
-            ev, g[2], _endpoint(to_ip(g[4]), to_port(g[5])), _endpoint(to_ip(g[8]), to_port(g[9]))
+            ev, g[2], endpoint(to_ip(g[4]), to_port(g[5])), endpoint(to_ip(g[8]), to_port(g[9]))
         )
         _set_interfaces(ev, g[3], g[7])
         _set_user(ev, _asa_user(g[6] or g[10]))
@@ -652,11 +637,11 @@ def _asa_message(code: str, msg: str, ev: Event) -> bool | None:
         src, dst = (a, b) if inbound else (b, a)
         event["action"] = "flow-creation"
         event["id"] = g[2]
-        source = _endpoint(to_ip(src[1]), to_port(src[2]))
+        source = endpoint(to_ip(src[1]), to_port(src[2]))
         nat = _nat_of(src[3], src[4], src[1], src[2])
         if nat:
             source["nat"] = nat
-        destination = _endpoint(to_ip(dst[1]), to_port(dst[2]))
+        destination = endpoint(to_ip(dst[1]), to_port(dst[2]))
         nat = _nat_of(dst[3], dst[4], dst[1], dst[2])
         if nat:
             destination["nat"] = nat
@@ -673,7 +658,7 @@ def _asa_message(code: str, msg: str, ev: Event) -> bool | None:
         if duration is not None:
             event["duration"] = duration
         _set_ends(
-            ev, g[0], _endpoint(to_ip(g[3]), to_port(g[4])), _endpoint(to_ip(g[7]), to_port(g[8]))
+            ev, g[0], endpoint(to_ip(g[3]), to_port(g[4])), endpoint(to_ip(g[7]), to_port(g[8]))
         )
         octets = to_int(g[13])
         if octets is not None:
@@ -709,7 +694,7 @@ def _asa_message(code: str, msg: str, ev: Event) -> bool | None:
     if code == "710003":
         event["action"] = "deny"
         _set_ends(
-            ev, g[0], _endpoint(to_ip(g[1]), to_port(g[2])), _endpoint(to_ip(g[4]), to_port(g[5]))
+            ev, g[0], endpoint(to_ip(g[1]), to_port(g[2])), endpoint(to_ip(g[4]), to_port(g[5]))
         )
         _set_interfaces(ev, g[3])
         return True
@@ -864,8 +849,8 @@ def parse_iptables(raw: str, ctx: ParseContext) -> list[Event]:
     if rule:
         ev["rule"] = rule
 
-    source = _endpoint(src, to_port(kv.get("SPT")))
-    destination = _endpoint(dst, to_port(kv.get("DPT")))
+    source = endpoint(src, to_port(kv.get("SPT")))
+    destination = endpoint(dst, to_port(kv.get("DPT")))
     # MAC= is destination MAC, source MAC, then the ethertype
     mac_parts = kv.get("MAC", "").split(":")
     if len(mac_parts) >= 12:

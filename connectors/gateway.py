@@ -22,6 +22,7 @@ from connectors.base import ParseContext, register
 from connectors.ecs import (
     EMPTY,
     Event,
+    endpoint,
     new_event,
     put_path,
     scaled,
@@ -257,15 +258,11 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
     if source:
         ev["source"] = source
 
-    destination: dict[str, Any] = {}
-    server = to_ip(get("sip") or get("serverip"))
-    if server is not None:
-        destination["ip"] = server
-    domain = get("host") or get("ehost") or (url and url.get("domain"))
-    if domain:
-        destination["domain"] = domain
-    if respsize is not None:
-        destination["bytes"] = respsize
+    destination = endpoint(
+        to_ip(get("sip") or get("serverip")),
+        octets=respsize,
+        domain=get("host") or get("ehost") or (url.get("domain") if url else None),
+    )
     if destination:
         ev["destination"] = destination
 
@@ -455,28 +452,10 @@ def parse_proxysg(raw: str, ctx: ParseContext) -> list[Event]:
         section(ev, "url")["path"] = path
 
     cs_bytes, sc_bytes = to_int(get("cs-bytes")), to_int(get("sc-bytes"))
-    source: dict[str, Any] = {}
-    client = to_ip(get("c-ip"))
-    if client is not None:
-        source["ip"] = client
-    cport = to_port(get("c-port"))
-    if cport is not None:
-        source["port"] = cport
-    if cs_bytes is not None:
-        source["bytes"] = cs_bytes
+    source = endpoint(to_ip(get("c-ip")), to_port(get("c-port")), cs_bytes)
     if source:
         ev["source"] = source
-
-    destination: dict[str, Any] = {}
-    server = to_ip(get("s-supplier-ip") or get("r-ip"))
-    if server is not None:
-        destination["ip"] = server
-    if host:
-        destination["domain"] = host
-    if port is not None:
-        destination["port"] = port
-    if sc_bytes is not None:
-        destination["bytes"] = sc_bytes
+    destination = endpoint(to_ip(get("s-supplier-ip") or get("r-ip")), port, sc_bytes, domain=host)
     if destination:
         ev["destination"] = destination
 
