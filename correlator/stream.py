@@ -28,7 +28,7 @@ from prometheus_client import Counter, Gauge
 
 from correlator.ordering import EventTimeMerger
 from correlator.store.rows import ArchivedEvent
-from zonewatch.config import SOURCES, Settings
+from zonewatch.config import SOURCES, Settings, source_of_topic
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence
 
@@ -95,12 +95,6 @@ class StreamStats:
     dead_letters: int = 0
     batches: int = 0
     by_source: dict[str, int] = field(default_factory=dict)
-
-
-def source_of_topic(topic: str) -> str | None:
-    """``zonewatch.events.firewall`` -> ``firewall``."""
-    tail = topic.rsplit(".", 1)[-1]
-    return tail if tail in SOURCES else None
 
 
 class _SeekToStoredOffsets(ConsumerRebalanceListener):

@@ -23,6 +23,15 @@ from zonewatch.errors import ConfigError
 SOURCES = ("intune", "gateway", "firewall", "vdi")
 
 
+def source_of_topic(topic: str | None) -> str | None:
+    """``zonewatch.events.firewall`` -> ``firewall`` (the inverse of
+    ``KafkaSettings.events_topic``); None for any other topic."""
+    if not topic or ".events." not in topic:
+        return None
+    tail = topic.rsplit(".", 1)[-1]
+    return tail if tail in SOURCES else None
+
+
 class KafkaSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import orjson
 import pyarrow as pa
 
+from zonewatch.config import source_of_topic
 from zonewatch.ecs import get_field
 from zonewatch.models import Alert
 
@@ -103,10 +104,8 @@ def evidence_table(alerts: Sequence[Alert]) -> pa.Table:
     )
 
 
-def _source_of(topic: str | None, event: dict[str, Any]) -> str | None:
-    # Topics are <prefix>.events.<source>; the dataset is the fallback offline.
-    if topic and ".events." in topic:
-        return topic.rsplit(".", 1)[-1]
+def _source_from_dataset(event: dict[str, Any]) -> str | None:
+    # Offline (no topic), the dataset's first part names the source.
     dataset = _text(get_field(event, "event.dataset"))
     return dataset.split(".", 1)[0] if dataset else None
 
@@ -186,13 +185,9 @@ def events_table(events: Sequence[ArchivedEvent], ingest_time: datetime) -> pa.T
         cols["offset"].append(ev.offset)
         cols["time"].append(utc(ev.time))
         cols["ingest_time"].append(ingest_time)
-        if ev.topic in sources:
-            cols["source"].append(sources[ev.topic])
-        else:
-            source = _source_of(ev.topic, e)
-            if ev.topic and ".events." in ev.topic:
-                sources[ev.topic] = source
-            cols["source"].append(source)
+        if ev.topic not in sources:
+            sources[ev.topic] = source_of_topic(ev.topic)
+        cols["source"].append(sources[ev.topic] or _source_from_dataset(e))
         flat = any("." in key for key in e)
         for column, paths, lower in fields:
             value = None
