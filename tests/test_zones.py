@@ -200,3 +200,19 @@ def test_nested_cidrs_across_zones_carve_out_but_roles_have_one_owner() -> None:
     assert {n for n, z in zm.policy.zones.items() if z.restricted} == {"mynumber", "lgwan"}
     ports = {p for f in zm.policy.flows for p in f.port_specs()}
     assert ("tcp", 443) in ports and ("udp", 4172) in ports and (None, None) in ports
+
+
+def test_event_fields_are_read_nested_first_then_as_flat_dotted_keys() -> None:
+    from zonewatch.ecs import get_field
+
+    event = {
+        "source": {"ip": "10.10.3.4", "user.name": "tanaka.h"},
+        "source.ip": "192.0.2.1",
+        "url.full": "https://example.lg.jp/",
+        "zone": {"crossing": "core->lgwan"},
+    }
+    assert get_field(event, "source.ip") == "10.10.3.4"  # nested wins, as in Sigma matching
+    assert get_field(event, "source.user.name") == "tanaka.h"
+    assert get_field(event, "url.full") == "https://example.lg.jp/"
+    assert get_field(event, "zone.crossing") == "core->lgwan"
+    assert get_field(event, "zone.source", "unknown") == "unknown"

@@ -14,11 +14,10 @@ MISSING: Any = object()
 
 
 def get_field(event: dict[str, Any], name: str, default: Any = None) -> Any:
-    """Value of ``name`` in ``event`` (nested path, else flat dotted key)."""
-    if name in event:
-        return event[name]
+    """Value of ``name`` in ``event``: the nested path first, else a flat key
+    holding the (rest of the) dotted name, as the detection engine reads it."""
     if "." not in name:
-        return default
+        return event.get(name, default)
     node: Any = event
     parts = name.split(".")
     for i, part in enumerate(parts):
