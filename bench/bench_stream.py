@@ -169,19 +169,14 @@ def stream(
 ) -> tuple[float, Any]:
     from correlator.service import CorrelatorService
 
-    base = load_settings()
-    settings = base.model_copy(
-        update={
-            "kafka": kafka,
-            "correlator": base.correlator.model_copy(
-                update={
-                    "rules": [rules],
-                    "db_path": db,
-                    "group_id": f"s-{uuid.uuid4().hex[:6]}",
-                    "archive_events": archive,
-                }
-            ),
-        }
+    settings = load_settings().updated(
+        kafka=kafka,
+        correlator={
+            "rules": [rules],
+            "db_path": db,
+            "group_id": f"s-{uuid.uuid4().hex[:6]}",
+            "archive_events": archive,
+        },
     )
     with CorrelatorService(settings) as service:
         service.start()
@@ -205,20 +200,15 @@ def latency(
     """Produce at ``rate`` while the correlator runs; delay to committed alert rows."""
     from correlator.service import CorrelatorService
 
-    base = load_settings()
-    settings = base.model_copy(
-        update={
-            "kafka": kafka,
-            "correlator": base.correlator.model_copy(
-                update={
-                    "rules": [rules],
-                    "db_path": db,
-                    "group_id": f"l-{uuid.uuid4().hex[:6]}",
-                    "poll_timeout_ms": 20,
-                    "max_batch": 500,
-                }
-            ),
-        }
+    settings = load_settings().updated(
+        kafka=kafka,
+        correlator={
+            "rules": [rules],
+            "db_path": db,
+            "group_id": f"l-{uuid.uuid4().hex[:6]}",
+            "poll_timeout_ms": 20,
+            "max_batch": 500,
+        },
     )
     delays: list[float] = []
     with CorrelatorService(settings) as service:

@@ -77,9 +77,7 @@ def correlate(
     if metrics_port is not None:
         updates["metrics_port"] = metrics_port
     if updates:
-        settings = settings.model_copy(
-            update={"correlator": settings.correlator.model_copy(update=updates)}
-        )
+        settings = settings.updated(correlator=updates)
     with CorrelatorService(settings, teams_url=teams_url) as service:
         service.start()
         # Long-lived state (windows, rules) would be rescanned by every full

@@ -83,3 +83,16 @@ def test_secrets_are_redacted_from_log_lines() -> None:
     assert logs[0]["webhook_url"] == "***"
     assert logs[0]["sasl_password"] == "***"
     assert logs[0]["rule"] == "x"
+
+
+def test_updated_settings_are_validated_and_keep_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZONEWATCH_TEAMS__WEBHOOK_URL", "https://example.webhook.office.com/x")
+    settings = load_settings()
+    changed = settings.updated(correlator={"db_path": Path("/srv/zw.duckdb"), "max_batch": 10})
+    assert changed.correlator.db_path == Path("/srv/zw.duckdb")
+    assert changed.correlator.max_batch == 10
+    assert changed.correlator.group_id == settings.correlator.group_id
+    assert changed.teams.webhook_url is not None
+    assert changed.teams.webhook_url.get_secret_value().endswith("/x")
+    with pytest.raises(ConfigError, match=r"invalid setting correlator\.max_batch"):
+        settings.updated(correlator={"max_batch": 0})

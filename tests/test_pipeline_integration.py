@@ -33,25 +33,18 @@ TEST_RULES = ROOT / "tests" / "rules"
 
 
 def _settings(kafka: KafkaSettings, tmp_path: Path, **correlator: object) -> Settings:
-    base = load_settings()
-    return base.model_copy(
-        update={
-            "kafka": kafka,
-            "correlator": base.correlator.model_copy(
-                update={
-                    "rules": [ROOT / "rules"],
-                    "db_path": tmp_path / "alerts.duckdb",
-                    "group_id": f"{kafka.topic_prefix}-correlator",
-                    **correlator,
-                }
-            ),
-            "connectors": base.connectors.model_copy(
-                update={
-                    "zones_file": ROOT / "rules" / "zones.yaml",
-                    "checkpoint_dir": tmp_path / "checkpoints",
-                }
-            ),
-        }
+    return load_settings().updated(
+        kafka=kafka,
+        correlator={
+            "rules": [ROOT / "rules"],
+            "db_path": tmp_path / "alerts.duckdb",
+            "group_id": f"{kafka.topic_prefix}-correlator",
+            **correlator,
+        },
+        connectors={
+            "zones_file": ROOT / "rules" / "zones.yaml",
+            "checkpoint_dir": tmp_path / "checkpoints",
+        },
     )
 
 

@@ -170,6 +170,22 @@ class Settings(BaseSettings):
     teams: TeamsSettings = Field(default_factory=TeamsSettings)
     connectors: ConnectorSettings = Field(default_factory=ConnectorSettings)
 
+    def updated(self, **sections: dict[str, Any] | BaseModel) -> Settings:
+        """A validated copy with fields of the named sections replaced:
+        ``settings.updated(correlator={"db_path": path}, kafka=other_kafka)``."""
+        data = self.model_dump()
+        for name, values in sections.items():
+            if isinstance(values, BaseModel):
+                data[name] = values.model_dump()
+            else:
+                data[name] = {**data[name], **values}
+        try:
+            return Settings.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "settings"
+            raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -122,30 +122,20 @@ def run_demo(
         ),
     ):
         run_id = uuid.uuid4().hex[:8]
-        settings = settings.model_copy(
-            update={
-                "kafka": settings.kafka.model_copy(
-                    update={
-                        "bootstrap_servers": bootstrap,
-                        "topic_prefix": f"zonewatch-demo-{run_id}",
-                    }
-                    if settings.kafka.bootstrap_servers
-                    else {"bootstrap_servers": bootstrap}
-                ),
-                "correlator": settings.correlator.model_copy(
-                    update={
-                        "rules": [ROOT / "rules"],
-                        "db_path": workdir / "zonewatch.duckdb",
-                        "group_id": f"zonewatch-demo-{run_id}",
-                    }
-                ),
-                "connectors": settings.connectors.model_copy(
-                    update={
-                        "zones_file": ROOT / "rules" / "zones.yaml",
-                        "checkpoint_dir": workdir / "checkpoints",
-                    }
-                ),
-            }
+        kafka: dict[str, Any] = {"bootstrap_servers": bootstrap}
+        if settings.kafka.bootstrap_servers:  # a shared cluster: keep runs apart
+            kafka["topic_prefix"] = f"zonewatch-demo-{run_id}"
+        settings = settings.updated(
+            kafka=kafka,
+            correlator={
+                "rules": [ROOT / "rules"],
+                "db_path": workdir / "zonewatch.duckdb",
+                "group_id": f"zonewatch-demo-{run_id}",
+            },
+            connectors={
+                "zones_file": ROOT / "rules" / "zones.yaml",
+                "checkpoint_dir": workdir / "checkpoints",
+            },
         )
         kind = "external" if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else "embedded tansu"
         echo(f"broker   {bootstrap} ({kind})")
