@@ -416,7 +416,9 @@ class StreamCorrelator:
                     return out
                 # Every input is caught up and quiet: nothing older can still
                 # come, so time itself moves the watermark (absence windows).
-                frontier = time.time()
+                # Less the idle window: a record stamped just now may still be
+                # on its way through the producer and the broker.
+                frontier = time.time() - self.settings.correlator.input_idle_s
             if frontier != float("-inf"):
                 out.extend(engine.advance_watermark(SHARD, frontier))
         return out
