@@ -36,7 +36,7 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -262,9 +262,14 @@ class CorrelationEngine:
         event: dict[str, Any],
         evidence: Evidence,
         partition: int = 0,
+        accept_key: Callable[[tuple[Any, ...]], bool] | None = None,
     ) -> list[Alert]:
         """One event and the ids of the detection rules it matched. Returns the
-        alerts whose windows this event (through the watermark) completed."""
+        alerts whose windows this event (through the watermark) completed.
+
+        ``accept_key`` keeps only the groups it accepts: a repartitioned
+        correlator (correlator/scaleout.py) receives an event on the shard of
+        each of its group keys and applies here only that shard's keys."""
         stats = self.stats
         stats.events += 1
         dt = evidence.time
@@ -282,7 +287,7 @@ class CorrelationEngine:
             if route is not None:
                 if contribs is None:
                     contribs = []
-                self._extract(route, event, contribs)
+                self._extract(route, event, contribs, accept_key)
         advanced = t > part.max_t
         if advanced:
             part.max_t = t
@@ -357,12 +362,32 @@ class CorrelationEngine:
 
     # --------------------------------------------------------- the hot path
 
-    def _extract(self, route: list[_Route], event: dict[str, Any], contribs: list[Contrib]) -> None:
+    def group_keys(self, hits: Iterable[str], event: dict[str, Any]) -> set[tuple[Any, ...]]:
+        """The group keys (after aliases, normalized) under which the
+        correlations reading these detection hits would file ``event``: what a
+        repartitioned correlator hashes to pick the shard of each group."""
+        keys: set[tuple[Any, ...]] = set()
+        for hit in hits:
+            for _fields, read_key, _members in self._routes.get(hit, ()):
+                key = read_key(event)
+                if key is not None:
+                    keys.add(key)
+        return keys
+
+    def _extract(
+        self,
+        route: list[_Route],
+        event: dict[str, Any],
+        contribs: list[Contrib],
+        accept_key: Callable[[tuple[Any, ...]], bool] | None = None,
+    ) -> None:
         stats = self.stats
         for _fields, read_key, members in route:
             key = read_key(event)
             if key is None:
                 stats.missing_group_field += len(members)
+                continue
+            if accept_key is not None and not accept_key(key):
                 continue
             for ri, s, read_value, carry in members:
                 value = None
