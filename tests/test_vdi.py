@@ -175,3 +175,26 @@ def test_random_and_mutated_lines_parse_or_raise_parse_error(line: str) -> None:
         for ev in events:
             assert ev["@timestamp"].endswith("Z")
             assert ev["event"]["action"]
+
+
+def test_avd_completed_connections_leave_the_open_map_and_state_stays_bounded() -> None:
+    from connectors import vdi
+
+    ctx = ParseContext("vdi", "avd")
+
+    def row(corr: str, state: str, minute: int) -> str:
+        return json.dumps({
+            "CorrelationId": corr, "State": state, "UserName": "u@example.jp",
+            "TimeGenerated": f"2026-03-02T00:{minute:02d}:00Z",
+        })  # fmt: skip
+
+    n = vdi._AVD_MAX_DONE + 500
+    for i in range(n):
+        for minute, state in enumerate(("Started", "Connected", "Completed")):
+            parse_avd(row(f"c{i}", state, minute), ctx)
+    assert ctx.state[vdi._AVD_OPEN] == {}
+    assert len(ctx.state[vdi._AVD_DONE]) == vdi._AVD_MAX_DONE
+    last = f"c{n - 1}"
+    assert parse_avd(row(last, "Completed", 9), ctx) == []  # exported twice
+    [late] = parse_avd(row(last, "Reconnecting", 9), ctx)  # a new state still counts
+    assert late["vdi"]["session_id"] == last and "duration" not in late["event"]
