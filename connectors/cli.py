@@ -195,7 +195,7 @@ def ingest(
     else:
         from connectors.inputs.stream import StreamInput
 
-        source_input = StreamInput(sys.stdin.buffer, "stdin", limit)
+        source_input = StreamInput.stdin(limit)
         checkpointed = False
     server = None
     long_running = follow or bool(syslog_url) or (graph and not once)

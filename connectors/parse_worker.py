@@ -13,8 +13,17 @@ Order: one worker, one pipe, batches in file order. Memory: the pipe holds
 at most about one batch beyond the one being sent, so a slow broker blocks
 the worker's write and with it the reading (back-pressure, no queue that
 grows). Lifetime: the parent alone decides; the worker ignores SIGINT and
-SIGTERM and exits when its pipes close, which also happens when the parent
-is killed.
+SIGTERM. On stop the parent asks the worker to end: it hands on the batch it
+holds and the parent sends it before the last commit, so a stop loses no
+line already read (syslog and stdin cannot be read twice). The worker also
+exits when its pipes close, which happens when the parent is killed.
+
+Inputs: files, syslog and stdin (see ``connectors.pipeline._worth_a_worker``).
+A batch leaves the worker when full, after ``FLUSH_INTERVAL_S``, or when the
+input is idle, so a trickle of messages waits at most a tenth of a second.
+Graph stays in the producing process: it delivers a few hundred records per
+poll, far below what one process parses, and its HTTP client, token and
+high-water mark would have to live in the worker.
 """
 
 from __future__ import annotations
@@ -58,6 +67,12 @@ BATCH_BYTES = 256 * 1024
 # A pipe this large lets the worker run a few batches ahead of the producer,
 # so a moment without CPU for the worker does not stall the producer.
 PIPE_BYTES = 1 << 20
+# A batch is handed on at the latest this long after the last one, so a
+# trickle of syslog messages is not held back until a batch fills.
+FLUSH_INTERVAL_S = 0.1
+# After stop(), how long the parent keeps sending what the worker had already
+# read (syslog and stdin cannot be read again) before it gives up.
+DRAIN_S = 5.0
 
 PreparedRecord = tuple[bool, bytes | None, int | None, bytes]
 
@@ -116,11 +131,21 @@ class ParseWorker:
         self.process.start()
         child_data.close()
         child_ctl.close()
+        # the worker holds its own copy of a socket or descriptor from here on
+        spec.input.close()
         self.finished = False
+        self._stopping = False
 
     def start(self, checkpoint: dict[str, Any] | None, partitions: dict[str, list[int]]) -> None:
         """Begin reading at ``checkpoint`` (None: from the start)."""
         self._ctl.send(("start", checkpoint, partitions))
+
+    def stop(self) -> None:
+        """Ask the worker to hand on what it has read and end (an "end" batch)."""
+        if not self._stopping:
+            self._stopping = True
+            with contextlib.suppress(OSError):
+                self._ctl.send(("stop",))
 
     def next(self, timeout_s: float) -> Batch | None:
         """The next batch; None when none arrived within ``timeout_s``.
@@ -214,8 +239,18 @@ class WorkerRunner:
         self.started = time.monotonic()
         since_commit = 0
         last_commit = time.monotonic()
+        drain_until: float | None = None
         try:
-            while not self._stop.is_set() and not worker.finished:
+            while not worker.finished:
+                if self._stop.is_set():
+                    # what the worker has read is sent before the end: syslog
+                    # and stdin cannot give it again
+                    if drain_until is None:
+                        worker.stop()
+                        drain_until = time.monotonic() + DRAIN_S
+                    elif time.monotonic() > drain_until:
+                        log.warning("parse_worker_drain_timeout", input=self.pipeline.input_name)
+                        break
                 batch = worker.next(0.2)
                 if batch is not None:
                     sink.send_prepared(batch.records)
@@ -300,15 +335,20 @@ def _run(spec: WorkerSpec, ctl: Connection, out: Connection) -> None:
                     records.append((True, dead_key, dead_partition, value))
                     batcher.size += len(value)
                 batcher.lines += 1
-                if batcher.lines < BATCH_RECORDS and batcher.size < BATCH_BYTES:
+                if (
+                    batcher.lines < BATCH_RECORDS
+                    and batcher.size < BATCH_BYTES
+                    and time.monotonic() - last_flush < FLUSH_INTERVAL_S
+                ):
                     continue
             elif not batcher.lines and time.monotonic() - last_flush < 0.05:
                 continue  # idle and nothing new: no need to wake the parent yet
+            if ctl.poll():
+                ctl.recv()  # "stop" (EOFError when the parent went away)
+                break
             batcher.flush(source_input)
             records = batcher.records
             last_flush = time.monotonic()
-            if ctl.poll():
-                return  # the parent said stop (or went away)
         batcher.flush(source_input, "end")
     finally:
         source_input.close()

@@ -383,8 +383,16 @@ WORKER_MIN_FILE_BYTES = 1 << 20
 
 
 def _worth_a_worker(source_input: Input) -> bool:
+    """Long or endless inputs the worker can read itself: big or followed
+    files, syslog, and stdin given as a descriptor."""
     from connectors.inputs.file import FileInput
+    from connectors.inputs.stream import StreamInput
+    from connectors.inputs.syslog import SyslogInput
 
+    if isinstance(source_input, SyslogInput):
+        return True
+    if isinstance(source_input, StreamInput):
+        return source_input.fd is not None
     if not isinstance(source_input, FileInput):
         return False
     if source_input.follow:
@@ -409,9 +417,9 @@ def ingest(
 ) -> IngestStats:
     """Run one input into Kafka; checkpointed inputs resume exactly where they stopped.
 
-    ``parse_worker`` (default: for followed files and files of 1 MiB or more
-    into Kafka) parses in a child process so this one only produces (see
-    ``connectors.parse_worker``).
+    ``parse_worker`` (default: into Kafka from followed files, files of 1 MiB
+    or more, syslog and stdin) parses in a child process so this one only
+    produces (see ``connectors.parse_worker``).
     """
     from connectors.produce import KafkaSink
 

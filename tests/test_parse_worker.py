@@ -291,3 +291,93 @@ def test_a_process_with_threads_starts_the_worker_fresh_and_it_reads_the_same(
     ids = [int(orjson.loads(v)["event"]["id"]) - 100000 for b in batches for *_, v in b.records]
     assert ids == list(range(600))
     assert batches[-1].checkpoint["input"]["offset"] == log.stat().st_size
+
+
+def _env(tmp_path: Path, kafka_settings: KafkaSettings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": str(kafka_settings.bootstrap_servers),
+        "ZONEWATCH_KAFKA__TOPIC_PREFIX": kafka_settings.topic_prefix,
+        "ZONEWATCH_KAFKA__PARTITIONS": str(kafka_settings.partitions),
+        "ZONEWATCH_CONNECTORS__CHECKPOINT_DIR": str(tmp_path / "cp"),
+        "ZONEWATCH_CONNECTORS__ZONES_FILE": str(ROOT / "rules/zones.yaml"),
+    }
+
+
+def _wait_for_ids(settings: KafkaSettings, n: int, timeout_s: float = 30.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while len(ids := _committed_ids(settings, quiet_polls=2)) < n:
+        assert time.monotonic() < deadline, f"{len(ids)} of {n} events arrived"
+    return ids
+
+
+@pytest.mark.integration
+def test_stdin_goes_through_the_worker_and_a_quiet_pipe_still_delivers(
+    tmp_path: Path, kafka_settings: KafkaSettings
+) -> None:
+    ensure_topics(kafka_settings, [kafka_settings.events_topic("vdi")])
+    cmd = [sys.executable, "-m", "zonewatch.cli", "--log-level", "warning", "ingest", "vdi",
+           "--format", "citrix-adc", "-"]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env=_env(tmp_path, kafka_settings), stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(b"".join(_adc(i) for i in range(300)))
+        proc.stdin.flush()
+        # the pipe stays open: the batch must leave the worker anyway
+        assert sorted(_wait_for_ids(kafka_settings, 300)) == list(range(300))
+        assert len(_children(proc.pid)) == 1, "stdin was not parsed in a worker"
+        proc.stdin.write(b"".join(_adc(i) for i in range(300, 1000)) + b"garbage\n")
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert sorted(_committed_ids(kafka_settings)) == list(range(1000))
+
+
+@pytest.mark.integration
+def test_syslog_goes_through_the_worker_and_sigterm_sends_what_was_read(
+    tmp_path: Path, kafka_settings: KafkaSettings
+) -> None:
+    import socket
+
+    ensure_topics(kafka_settings, [kafka_settings.events_topic("vdi")])
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [sys.executable, "-m", "zonewatch.cli", "--log-level", "warning", "ingest", "vdi",
+           "--format", "citrix-adc", "--syslog", f"tcp://127.0.0.1:{port}"]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env=_env(tmp_path, kafka_settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _children(proc.pid):
+            assert time.monotonic() < deadline and proc.poll() is None, "no parse worker"
+            time.sleep(0.05)
+        while True:
+            try:
+                conn = socket.create_connection(("127.0.0.1", port))
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "the syslog port never opened"
+                time.sleep(0.05)
+        with conn:
+            for i in range(0, 600, 50):  # a trickle, then a burst
+                conn.sendall(b"".join(_adc(j) for j in range(i, i + 50)))
+                time.sleep(0.02)
+            assert sorted(_wait_for_ids(kafka_settings, 600)) == list(range(600))
+            conn.sendall(b"".join(_adc(j) for j in range(600, 2000)))
+            time.sleep(1.0)  # read by the worker; SIGTERM must not lose them
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert sorted(_committed_ids(kafka_settings)) == list(range(2000))
