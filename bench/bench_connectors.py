@@ -7,7 +7,13 @@ connector rate / bare rate of the same round. Rates count from the start of
 reading (after connecting and recovering the checkpoint, reported apart as
 startup).
 
-    python bench/bench_connectors.py [--lines 6000] [--rounds 3] [--rss-lines 0] [FORMAT ...]
+    python bench/bench_connectors.py [--lines 6000] [--rounds 3] [--rss-lines 0]
+        [--rss-format avd] [FORMAT ...]
+
+``--rss-lines 1000000`` ingests that many lines of ``--rss-format`` (the
+stateful AVD rows by default) and prints the peak RSS of the producing process
+and of the parse worker after 10 % of the lines and at the end: flat means the
+end is no higher than the first tenth.
 
 Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts the embedded broker.
 Target (issue 5): >= 40k lines/s and >= 0.9 x the bare producer floor, RSS flat.
@@ -34,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from connectors.pipeline import ingest_file  # noqa: E402
+from connectors.produce import BATCH_BYTES, LINGER_MS, KeyPartitioner  # noqa: E402
 from zonewatch.config import KafkaSettings, Settings  # noqa: E402
 from zonewatch.kafka import ensure_topics, make_producer  # noqa: E402
 from zonewatch.logs import configure_logging  # noqa: E402
@@ -132,14 +139,27 @@ def cpu_s(who: int = resource.RUSAGE_SELF) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def bare_producer(kafka: KafkaSettings, n: int, payload: bytes) -> tuple[float, float]:
-    """msgs/s and CPU microseconds per message of the bare producer."""
+def bare_producer(
+    kafka: KafkaSettings, n: int, payload: bytes, best: bool = True
+) -> tuple[float, float]:
+    """msgs/s and CPU microseconds per message of the bare producer.
+
+    ``best``: the settings the connector's sink uses (512 KiB batches, 25 ms
+    linger, no compression) and the partition passed in, which spares
+    kafka-python its pure-Python murmur2 per record (the sink caches it per
+    key); else make_producer's defaults and kafka-python's partitioner.
+    """
     topic = kafka.topic("bench.bare")
     ensure_topics(kafka, [topic])
-    producer = make_producer(kafka)
+    key = b"tanaka.hanako@city.example.lg.jp"
+    if best:
+        producer = make_producer(kafka, batch_size=BATCH_BYTES, linger_ms=LINGER_MS)
+        partition = KeyPartitioner({topic: sorted(producer.partitions_for(topic))})(topic, key)
+    else:
+        producer, partition = make_producer(kafka), None
     start, cpu = time.perf_counter(), cpu_s()
     for _ in range(n):
-        producer.send(topic, key=b"tanaka.hanako@city.example.lg.jp", value=payload)
+        producer.send(topic, key=key, value=payload, partition=partition)
     producer.flush()
     elapsed, cpu = time.perf_counter() - start, cpu_s() - cpu
     producer.close()
@@ -190,7 +210,13 @@ def _fixed_cpu(settings: Settings, tmp: Path, key: Run, sample: Path) -> tuple[f
 
 
 def run(
-    bootstrap: str, lines: int, rounds: int, rss_lines: int, only: list[str], modes: list[bool]
+    bootstrap: str,
+    lines: int,
+    rounds: int,
+    rss_lines: int,
+    rss_format: str,
+    only: list[str],
+    modes: list[bool],
 ) -> None:
     kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"bench-{uuid.uuid4().hex[:6]}")
     tmp = Path(tempfile.mkdtemp(prefix="zw-bench-"))
@@ -198,6 +224,10 @@ def run(
         kafka=kafka,
         connectors={"zones_file": ROOT / "rules/zones.yaml", "checkpoint_dir": tmp / "cp"},
     )
+    if rounds == 0:
+        if rss_lines:
+            rss(settings, tmp, rss_lines, rss_format)
+        return
     chosen = {k: g for k, g in FORMATS.items() if not only or k[1] in only}
     files: dict[tuple[str, str], Path] = {}
     runs = [(key, worker) for key in chosen for worker in modes]
@@ -210,7 +240,9 @@ def run(
     ratios: dict[Run, list[float]] = {k: [] for k in runs}
     cpu_ratios: dict[Run, list[float]] = {k: [] for k in runs}
     fixed = {key: _fixed_cpu(settings, tmp, key, files[key[0]]) for key in runs}
+    plain: list[float] = []
     for _ in range(rounds):
+        plain.append(bare_producer(kafka, lines, b"x" * 900, best=False)[0])
         bare, bare_cpu = bare_producer(kafka, lines, b"x" * 900)
         bares.append(bare)
         bare_cpus.append(bare_cpu)
@@ -228,7 +260,9 @@ def run(
     print(
         f"bare kafka-python producer (900 B, acks=all, idempotent): median {med(bares):,.0f} "
         f"msgs/s, {med(bare_cpus):.0f} CPU-us/msg over {rounds} rounds "
-        f"({', '.join(f'{b:,.0f}' for b in bares)})"
+        f"({', '.join(f'{b:,.0f}' for b in bares)}); the floor uses the sink's batch_size "
+        f"and linger_ms and passes the partition; with make_producer's defaults and "
+        f"kafka-python's partitioner: median {med(plain):,.0f} msgs/s"
     )
     print(
         f"{'format':<22}{'mode':<8}{'lines/s':>9}{'ratio':>7}{'cpu-ratio':>10}"
@@ -255,33 +289,49 @@ def run(
         "ratio reached when a core is free for the worker (this box is shared)"
     )
     if rss_lines:
-        rss(settings, tmp, rss_lines)
+        rss(settings, tmp, rss_lines, rss_format)
 
 
-def rss(settings: Settings, tmp: Path, rss_lines: int) -> None:
-    path = tmp / "rss.log"
+def rss(settings: Settings, tmp: Path, rss_lines: int, fmt: str) -> None:
+    """Peak RSS after the first 10 % of a long file and over the whole file."""
+    (source, _), gen = next((k, g) for k, g in FORMATS.items() if k[1] == fmt)
+    path = tmp / f"rss-{fmt}.log"
     with open(path, "w") as fh:
-        fh.writelines(adc(i) + "\n" for i in range(rss_lines))
-    parent: list[float] = []
-    worker: list[float] = []
+        fh.writelines(gen(i) + "\n" for i in range(rss_lines))
+    size = path.stat().st_size
+    # (bytes read so far, parent MB, worker MB); progress from the worker's file position
+    samples: list[tuple[int, float, float]] = []
     done = threading.Event()
+
+    def position(pids: list[int]) -> int:
+        for pid in pids:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    if os.readlink(fd) == str(path):
+                        info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+                        return int(info.split()[1])
+                except OSError:
+                    continue
+        return samples[-1][0] if samples else 0
 
     def sample() -> None:
         while not done.wait(0.25):
-            parent.append(rss_mb())
-            worker.append(sum(rss_mb(pid) for pid in worker_pids()))
+            pids = worker_pids()
+            worker = sum(rss_mb(pid) for pid in pids)
+            samples.append((position(pids), rss_mb(), worker))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    stats = ingest_file(settings, "vdi", "citrix-adc", path)
+    stats = ingest_file(settings, source, fmt, path, parse_worker=True)
     done.set()
     sampler.join()
-    q = len(parent) // 4 or 1
+    early = [s for s in samples if s[0] <= size // 10] or samples[:1]
     print(
-        f"RSS over {rss_lines:,} lines ({stats.read / stats.seconds:,.0f} lines/s), max of the "
-        f"first / last quarter: producing process {max(parent[:q]):.0f} / "
-        f"{max(parent[-q:]):.0f} MB, parse worker {max(worker[:q]):.0f} / "
-        f"{max(worker[-q:]):.0f} MB"
+        f"RSS over {rss_lines:,} {fmt} lines ({size / 2**20:,.0f} MB, "
+        f"{stats.read / stats.seconds:,.0f} lines/s, {stats.produced:,} events), peak after "
+        f"the first 10 % / over the whole file: producing process "
+        f"{max(s[1] for s in early):.0f} / {max(s[1] for s in samples):.0f} MB, parse worker "
+        f"{max(s[2] for s in early):.0f} / {max(s[2] for s in samples):.0f} MB"
     )
 
 
@@ -290,6 +340,9 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=6_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rss-lines", type=int, default=0, help="also watch RSS over this many")
+    ap.add_argument(
+        "--rss-format", default="avd", choices=[k[1] for k in FORMATS], help="format for RSS"
+    )
     ap.add_argument(
         "--mode",
         choices=["worker", "inline", "both"],
@@ -300,7 +353,7 @@ def main() -> None:
     args = ap.parse_args()
     configure_logging("warning", json=False)
     modes = {"worker": [True], "inline": [False], "both": [False, True]}[args.mode]
-    params = (args.lines, args.rounds, args.rss_lines, args.formats, modes)
+    params = (args.lines, args.rounds, args.rss_lines, args.rss_format, args.formats, modes)
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         run(os.environ["KAFKA_BOOTSTRAP_SERVERS"], *params)
         return

@@ -31,8 +31,12 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_connectors import adc, avd, horizon, intune  # noqa: E402
+
 import connectors.firewall  # noqa: E402
-import connectors.gateway  # noqa: E402,F401
+import connectors.gateway  # noqa: E402
+import connectors.intune  # noqa: E402
+import connectors.vdi  # noqa: E402,F401
 from connectors.base import FORMATS, ParseContext  # noqa: E402
 from connectors.enrich import Enricher  # noqa: E402
 from zonewatch.zones import load_zone_map  # noqa: E402
@@ -50,7 +54,20 @@ FILES: dict[tuple[str, str], list[str]] = {
 }
 
 
+# Formats without a sample file: the connector bench's generated lines (AVD
+# with many connections, so a cycle does not turn into repeats of one).
+GENERATED: dict[tuple[str, str], tuple[Callable[[int], str], int]] = {
+    ("vdi", "citrix-adc"): (adc, 3000),
+    ("vdi", "horizon"): (horizon, 3000),
+    ("vdi", "avd"): (avd, 60000),
+    ("intune", "diagnostic"): (intune, 3000),
+}
+
+
 def _lines(key: tuple[str, str]) -> list[str]:
+    if key in GENERATED:
+        gen, n = GENERATED[key]
+        return [gen(i) for i in range(n)]
     out: list[str] = []
     for rel in FILES[key]:
         out += [ln for ln in (SAMPLES / rel).read_text(encoding="utf-8").splitlines() if ln]
@@ -107,7 +124,7 @@ def main() -> None:
     enrich = Enricher(load_zone_map(args.zones))
     dumps = orjson.dumps
 
-    keys = [k for k in FILES if not args.formats or k[1] in args.formats]
+    keys = [k for k in [*FILES, *GENERATED] if not args.formats or k[1] in args.formats]
     print(f"{'format':<20}{'parse/s':>10}{'ratio':>7}{'+enrich+dumps/s':>17}{'ratio':>7}")
     bases: list[float] = []
     for key in keys:
