@@ -15,6 +15,7 @@ leaves, whose values pySigma's modifiers already turned into typed objects.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,9 @@ class Code:
     shape: tuple[str, str] | None = None
     # (lowered var, raw var, number) for a number equality.
     num: tuple[str, str, int | float] | None = None
+    # The operands of an AND, nested ANDs flattened, in evaluation order; each
+    # is a whole test on its own (its type checks included).
+    conj: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -121,6 +125,9 @@ class CompiledRule:
     consts: dict[str, Any]
     # Literals one of which every matching event contains (None: no such set).
     anchor: Anchor | None = None
+    # ``expr`` as tests that must all hold (``(expr,)`` when it is no AND), with
+    # the same placeholders: rules of a block sharing a test evaluate it once.
+    conjuncts: tuple[str, ...] = ()
 
 
 @dataclass
@@ -134,6 +141,14 @@ class _RuleCompiler:
     def const(self, value: Any) -> str:
         name = f"_{self.prefix}c{len(self.consts)}"
         self.consts[name] = value
+        return name
+
+    def predicate(self, source: str) -> str:
+        """A ``LazyPredicate`` named after its source, so that the same test in two
+        rules spells the same code (and a block can share it)."""
+        digest = hashlib.blake2b(source.encode("utf-8", "surrogatepass"), digest_size=8)
+        name = f"_P{digest.hexdigest()}"
+        self.consts[name] = LazyPredicate(source)
         return name
 
     def var(self, fieldname: str, form: str) -> str:
@@ -154,6 +169,7 @@ class _RuleCompiler:
             return Code(
                 "(" + " and ".join(p.text for p in parts) + ")",
                 parts[0].cost + 0.2 * sum(p.cost for p in parts[1:]),
+                conj=tuple(t for p in parts for t in (p.conj or (p.text,))),
             )
         if k is ConditionOR:
             parts = [self.node(a) for a in node.args if a is not None]
@@ -307,7 +323,7 @@ class _RuleCompiler:
     ) -> Code:
         """``pred`` on the field's text, or on any element when the field holds a list."""
         inline = pred.replace(_X, var)
-        lam = self.const(LazyPredicate(pred.replace(_X, "x")))
+        lam = self.predicate(pred.replace(_X, "x"))
         return Code(
             f"({inline} if {var}.__class__ is str "
             f"else {var} is not None and _any_of({var}, {lam}))",
@@ -435,7 +451,7 @@ class _RuleCompiler:
             # A substring cannot span two NUL-joined strings: one search does.
             joined = "KW.raw_joined" if cased else "KW.joined"
             return Code(f"({shape[1]!r} in {joined})", 5)
-        lam = self.const(LazyPredicate(pred.replace(_X, "x")))
+        lam = self.predicate(pred.replace(_X, "x"))
         return Code(f"_any_of({'KW.raw' if cased else 'KW.lowered'}, {lam})", 6 + cost)
 
     def _kw_regex(self, value: SigmaRegularExpression) -> Code:
@@ -493,9 +509,16 @@ def compile_rule(rule: SigmaRule, prefix: str) -> CompiledRule:
         required = req if required is None else required & req
         anchors.append(anchor(tree))
     expr = exprs[0].text if len(exprs) == 1 else "(" + " or ".join(e.text for e in exprs) + ")"
+    conjuncts = (exprs[0].conj or (expr,)) if len(exprs) == 1 else (expr,)
     consts = dict(comp.consts)
     return CompiledRule(
-        expr, comp.forms, comp.keywords, required or set(), consts, anchors_any_of(anchors)
+        expr,
+        comp.forms,
+        comp.keywords,
+        required or set(),
+        consts,
+        anchors_any_of(anchors),
+        conjuncts,
     )
 
 
@@ -685,6 +708,17 @@ def _dispatch_lines(
             ]
             lines.append("    H = f'" + "\\0".join(parts) + "'")
         lines.append(f"    W = _FIND_{name}(H)")
+    elif len(by_value) == 1:
+        # One whole-value table and nothing else: its entry is the clusters to run.
+        (f,) = by_value
+        table = f"_EQ0_{name}"
+        namespace[table] = {v: tuple(sorted(ks)) for v, ks in by_value[f].items()}
+        var = lowered(f)
+        lines.append(
+            f"    if {var}.__class__ is str:\n        W = {table}.get({var}, ())\n"
+            f"    else:\n        W = () if {var} is None else _exact_many({table}, {var}) or ()"
+        )
+        by_value = {}
     else:
         lines.append("    W = ()")
     for n, f in enumerate(sorted(by_value)):
@@ -697,8 +731,9 @@ def _dispatch_lines(
         )
         lines.append("    if x:")
         lines.append("        W = _wake(W, x)")
+    lines.append(f"    C = _CL_{name}")
     lines.append("    for k in W:")
-    lines.append(f"        _CL_{name}[k](E, hits)")
+    lines.append("        C[k](E, hits)")
     return lines
 
 
@@ -797,17 +832,61 @@ def _block_lines(
                 )
             if "s" in fields[f]:
                 body.append(f"{indent}s{n} = r{n} if r{n}.__class__ is str else _text(r{n})")
+        tests: list[tuple[str, list[str]]] = []
         for i, obj, c in block:
-            expr = c.expr
-            for f in c.forms:
-                for form in c.forms[f]:
-                    expr = expr.replace(f"\0{form}:{f}\0", f"{form}{names[f]}")
+            conjuncts = []
+            for expr in c.conjuncts or (c.expr,):
+                for f in c.forms:
+                    for form in c.forms[f]:
+                        expr = expr.replace(f"\0{form}:{f}\0", f"{form}{names[f]}")
+                conjuncts.append(expr)
             rule_name = f"_R{i}"
             namespace[rule_name] = obj
-            body.append(f"{indent}if {expr}:")
-            body.append(f"{indent}    hits.append({rule_name})")
+            tests.append((rule_name, conjuncts))
             for k, v in c.consts.items():
                 if isinstance(v, LazyPredicate):
+                    known = namespace.get(k)
+                    if isinstance(known, LazyPredicate) and known.source != v.source:
+                        raise ValueError(f"two predicates named {k}")
                     v.namespace = namespace
                 namespace[k] = v
+        body.extend(_shared_tests(tests, indent, 0))
     return body
+
+
+# Nesting limit for shared tests: the tokenizer allows 100 indentation levels.
+_SHARE_DEPTH = 8
+
+
+def _shared_tests(tests: list[tuple[str, list[str]]], indent: str, depth: int) -> list[str]:
+    """``if`` statements appending each rule (name, tests that must all hold) whose
+    tests hold, in order; a test that consecutive rules share runs once for them.
+
+    Tests are pure and each checks its own operand types, so evaluating a
+    shared one first, once, changes no result; the rules keep their order.
+    """
+    out: list[str] = []
+    p = 0
+    while p < len(tests):
+        name, conjuncts = tests[p]
+        shared, end = None, p + 1
+        if depth < _SHARE_DEPTH:
+            for test in conjuncts:
+                stop = p + 1
+                while stop < len(tests) and test in tests[stop][1]:
+                    stop += 1
+                if stop > end:
+                    shared, end = test, stop
+        if shared is None:
+            if conjuncts:
+                out.append(f"{indent}if {' and '.join(conjuncts)}:")
+                out.append(f"{indent}    hits.append({name})")
+            else:
+                out.append(f"{indent}hits.append({name})")
+            p += 1
+            continue
+        out.append(f"{indent}if {shared}:")
+        rest = [(n, [t for t in cs if t != shared]) for n, cs in tests[p:end]]
+        out.extend(_shared_tests(rest, indent + "    ", depth + 1))
+        p = end
+    return out

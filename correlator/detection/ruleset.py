@@ -69,10 +69,35 @@ class RuleSet:
         functions = self._routes.get(source)
         if functions is None:
             functions = self._routes.get(None, ())
+        if len(functions) == 1:
+            return functions[0](event, [])
         hits: list[DetectionRule] = []
         for fn in functions:
             fn(event, hits)
         return hits
+
+    def matcher(self, source: str | None) -> Callable[[dict[str, Any]], list[DetectionRule]]:
+        """``match`` with ``source`` fixed: resolve the route once per batch of one
+        topic instead of once per event. ``source`` None: ``match``'s own rule
+        (``event.dataset`` decides per event)."""
+        if source is None:
+            return self.match
+        functions = self._routes.get(source)
+        if functions is None:
+            functions = self._routes.get(None, ())
+        if not functions:
+            return _no_rules
+        if len(functions) == 1:
+            fn = functions[0]
+            return lambda event: fn(event, [])
+
+        def match_all(event: dict[str, Any]) -> list[DetectionRule]:
+            hits: list[DetectionRule] = []
+            for fn in functions:
+                fn(event, hits)
+            return hits
+
+        return match_all
 
     def rule(self, ref: str) -> DetectionRule | None:
         """A detection rule by id or name."""
@@ -155,6 +180,10 @@ def _compile_group(
 
 def _no_match(event: dict[str, Any], hits: list[DetectionRule]) -> Any:
     return hits
+
+
+def _no_rules(event: dict[str, Any]) -> list[DetectionRule]:
+    return []
 
 
 def index_refs(rules: Iterable[DetectionRule]) -> dict[str, DetectionRule]:
