@@ -153,12 +153,3 @@ def test_every_seed_line_parses(key: tuple[str, str]) -> None:
             assert STAMP_RE.fullmatch(event["@timestamp"])
             _assert_shippable(event)
     assert emitted >= len([ln for ln in lines if not ln.startswith("#")])
-
-
-@settings(max_examples=500, deadline=None)
-@given(st.text(alphabet="AB1a=: \t.xZ-_", max_size=60))
-def test_iptables_word_split_finds_what_the_regexes_find(body: str) -> None:
-    from connectors.firewall import _IPT_FLAG_RE, _IPT_KV_RE, _ipt_fields
-
-    expected = (dict(_IPT_KV_RE.findall(body)), _IPT_FLAG_RE.findall(body))
-    assert _ipt_fields(body) == expected
