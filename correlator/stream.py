@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
 from correlator.ordering import EventTimeMerger
@@ -97,24 +99,31 @@ class StreamStats:
     by_source: dict[str, int] = field(default_factory=dict)
 
 
-class _SeekToStoredOffsets(ConsumerRebalanceListener):
-    """Resume each assigned partition where DuckDB says we got to."""
+class _SeekToStoredOffsets(AsyncConsumerRebalanceListener):
+    """Resume each assigned partition where DuckDB says we got to.
+
+    Async: kafka-python calls listeners on the consumer's IO thread, where a
+    blocking ``commit()`` is refused (zonewatch.kafka.commit_in_listener)."""
 
     def __init__(self, loop: StreamCorrelator):
         self.loop = loop
 
-    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        from zonewatch.kafka import commit_in_listener
+
         # Everything consumed so far was checkpointed at the end of its batch,
         # so there is nothing in flight to flush here.
         # Whoever gets these partitions resumes from the store's offsets: make
         # them (and the state that goes with them) current first.
-        self.loop._checkpoint([], {}, force=True)
+        await commit_in_listener(
+            self.loop.consumer, self.loop._checkpoint([], {}, force=True, commit=False)
+        )
         self.loop._assigned = False
         for tp in revoked:
             self.loop.merger.forget((tp.topic, tp.partition))
         log.info("partitions_revoked", partitions=[f"{tp.topic}:{tp.partition}" for tp in revoked])
 
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         stored = self.loop.store.load_offsets()
         self.loop._assigned_at = time.monotonic()
         self.loop._assigned = True
@@ -185,7 +194,7 @@ class StreamCorrelator:
                 max_poll_records=settings.correlator.max_batch,
             )
         self.consumer = consumer
-        self.consumer.subscribe(self.topics, listener=_SeekToStoredOffsets(self))
+        self.consumer.subscribe(self._input_topics(), listener=self._rebalance_listener())
         self._stop = threading.Event()
         self._reload = threading.Event()
         self.reloader: Callable[[], tuple[Any, Any] | None] | None = None
@@ -266,20 +275,20 @@ class StreamCorrelator:
                 self._last_progress = time.monotonic()
                 behind = self._behind()
                 self.merger.polled([(tp.topic, tp.partition) for tp in batch], behind)
+                active = bool(batch) and self._brings_input(batch)
                 if batch:
                     self.process_batch(batch)
-                    idle_since = time.monotonic()
+                    if active:
+                        idle_since = time.monotonic()
                     if until is not None and until(self.stats):
                         break
-                elif self.correlation is not None and (
-                    len(self.merger) or self._dirty or self.correlation.stats.events
-                ):
+                elif self._idle_work_pending():
                     # Quiet inputs turn idle with time and stop holding the
                     # others back; absence windows resolve as time passes.
                     alerts = self._correlate()
                     if alerts or self._checkpoint_due():
                         self._checkpoint(alerts, {})
-                if not batch and (
+                if not active and (
                     (
                         idle_timeout_s is not None
                         and (self.stats.consumed or self._assigned_at is not None)
@@ -296,6 +305,24 @@ class StreamCorrelator:
         finally:
             self.close()
         return self.stats
+
+    def _input_topics(self) -> list[str]:
+        return list(self.topics)
+
+    def _rebalance_listener(self) -> ConsumerRebalanceListener | AsyncConsumerRebalanceListener:
+        return _SeekToStoredOffsets(self)
+
+    def _brings_input(self, batch: dict[TopicPartition, list[Any]]) -> bool:
+        """Whether a non-empty poll counts as input for ``idle_timeout_s``."""
+        return True
+
+    def _idle_work_pending(self) -> bool:
+        """Whether a poll that returned nothing still has work: buffered
+        input to release as inputs turn idle, state to checkpoint, absence
+        windows the wall clock may resolve."""
+        return self.correlation is not None and bool(
+            len(self.merger) or self._dirty or self.correlation.stats.events
+        )
 
     def process_batch(self, batch: dict[TopicPartition, list[Any]]) -> list[Alert]:
         started = time.perf_counter()
@@ -479,7 +506,8 @@ class StreamCorrelator:
         offsets: dict[tuple[str, int], int],
         archive: list[ArchivedEvent] | None = None,
         force: bool = False,
-    ) -> None:
+        commit: bool = True,
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
         """Store a batch; every so often also the state and the resume offsets.
 
         Alerts (with their outbox rows) and archived events are stored with
@@ -487,16 +515,14 @@ class StreamCorrelator:
         be large, is snapshotted with the offsets it covers only every
         ``checkpoint_interval_s``; a crash replays from there, and the replay
         recreates the same alert ids (ignored) and skips what is archived.
+
+        Returns the offsets to commit to Kafka; commits them unless ``commit``
+        is false (a rebalance listener commits them its own way).
         """
         self._resume.update(offsets)
         self._dirty = self._dirty or bool(offsets)
         full = force or self.correlation is None or self._checkpoint_due()
-        state: dict[str, bytes] = {}
-        if archive:
-            for event in archive:
-                key = (event.topic or "", event.partition or 0)
-                self._archived[key] = max(self._archived.get(key, 0), (event.offset or 0) + 1)
-            state[ARCHIVE_KEY] = orjson.dumps([[t, p, o] for (t, p), o in self._archived.items()])
+        state: dict[str, bytes] = self._archive_state(archive)
         resume: dict[tuple[str, int], int] | None = None
         if full and self._dirty:
             resume = dict(self._resume)
@@ -504,29 +530,57 @@ class StreamCorrelator:
                 state[STATE_KEY] = self.correlation.snapshot()
                 state[MERGER_KEY] = orjson.dumps(self.merger.snapshot(_encode_pending))
         if not (alerts or archive or state or resume):
-            return
+            return {}
         new_ids = self.store.write(
             alerts, events=archive or (), state=state or None, offsets=resume
         )
+        self._count_stored(alerts, new_ids)
+        if not resume:
+            return {}
+        self._last_full = time.monotonic()
+        self._dirty = False
+        offsets_out = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+            for (topic, partition), offset in resume.items()
+        }
+        if commit:
+            self._commit(offsets_out)
+        if self.correlation is not None:
+            for name, value in self.correlation.metrics().items():
+                if isinstance(value, int | float):
+                    ENGINE_STATE.labels(name=name).set(value)
+        return offsets_out
+
+    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Commit to Kafka. A refusal (the group is rebalancing, this member
+        was fenced) is logged, not fatal: the store holds the offsets that
+        matter, and the next commit or owner moves on from them."""
+        try:
+            self.consumer.commit(offsets)
+        except KafkaError as exc:
+            log.warning(
+                "offset_commit_failed",
+                error=f"{type(exc).__name__}: {str(exc)[:200]}",
+                partitions=len(offsets),
+            )
+
+    def _archive_state(self, archive: list[ArchivedEvent] | None) -> dict[str, bytes]:
+        """How far the events archive got, stored with the archived rows so a
+        replay never archives an event twice."""
+        if not archive:
+            return {}
+        for event in archive:
+            key = (event.topic or "", event.partition or 0)
+            self._archived[key] = max(self._archived.get(key, 0), (event.offset or 0) + 1)
+        return {ARCHIVE_KEY: orjson.dumps([[t, p, o] for (t, p), o in self._archived.items()])}
+
+    def _count_stored(self, alerts: list[Alert], new_ids: list[str]) -> None:
         self.stats.alerts += len(alerts)
         self.stats.new_alerts += len(new_ids)
         new = set(new_ids)
         for alert in alerts:
             if alert.id in new:
                 ALERTS_OUT.labels(type=alert.type, level=alert.level).inc()
-        if resume:
-            self._last_full = time.monotonic()
-            self._dirty = False
-            self.consumer.commit(
-                {
-                    TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-                    for (topic, partition), offset in resume.items()
-                }
-            )
-            if self.correlation is not None:
-                for name, value in self.correlation.metrics().items():
-                    if isinstance(value, int | float):
-                        ENGINE_STATE.labels(name=name).set(value)
 
     def _update_consumer_lag(self, batch: dict[TopicPartition, list[Any]]) -> None:
         per_topic: dict[str, int] = {}

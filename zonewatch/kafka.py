@@ -171,3 +171,26 @@ def wait_for_broker(settings: KafkaSettings, timeout_s: float = 15.0) -> None:
         f"no Kafka broker answered at {settings.bootstrap_servers} within {timeout_s:.0f}s"
         f" ({type(last).__name__ if last else 'timeout'})"
     )
+
+
+# -- inside a rebalance listener ------------------------------------------------
+# kafka-python 3 runs rebalance listeners on the consumer's IO thread, where
+# its blocking calls (commit(), committed()) raise "Cannot block on
+# net.run() from the IO thread itself". An AsyncConsumerRebalanceListener may
+# await the coordinator's coroutines instead; these two wrap them, so the
+# private names stay in this one place.
+
+
+async def commit_in_listener(consumer: KafkaConsumer, offsets: dict[Any, Any]) -> None:
+    """``consumer.commit(offsets)`` from an async rebalance listener."""
+    if offsets:
+        await consumer._coordinator._commit_offsets_sync_async(offsets)
+
+
+async def committed_in_listener(consumer: KafkaConsumer, partitions: list[Any]) -> dict[Any, int]:
+    """The group's committed offset of each partition that has one, from an
+    async rebalance listener."""
+    if not partitions:
+        return {}
+    found = await consumer._coordinator.fetch_committed_offsets_async(partitions)
+    return {tp: meta.offset for tp, meta in (found or {}).items() if meta is not None}
