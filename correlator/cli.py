@@ -45,6 +45,15 @@ log = get_logger(__name__)
         " partition assignment when nothing arrives at all (batch runs, demos)."
     ),
 )
+@click.option(
+    "--scale-out",
+    is_flag=True,
+    default=None,
+    help=(
+        "Share correlation with the other members of the group: hits are re-keyed by"
+        " correlation group through Kafka and state moves with its shard."
+    ),
+)
 @click.pass_obj
 def correlate(
     settings: Settings,
@@ -55,6 +64,7 @@ def correlate(
     metrics_port: int | None,
     teams_url: str | None,
     idle_exit: float | None,
+    scale_out: bool | None,
 ) -> None:
     """Consume normalized events from Kafka, match Sigma rules and correlations,
     store alerts in DuckDB, send them to Teams, then commit offsets.
@@ -76,6 +86,8 @@ def correlate(
         updates["pipeline"] = pipeline
     if metrics_port is not None:
         updates["metrics_port"] = metrics_port
+    if scale_out:
+        updates["scale_out"] = True
     if updates:
         settings = settings.updated(correlator=updates)
     with CorrelatorService(settings, teams_url=teams_url) as service:

@@ -97,9 +97,9 @@ class CorrelatorService:
             store_options["router"] = self.routing
         self.store = AlertStore(cfg.db_path, **store_options)
         self.store.register_rules(self.ruleset.detections)
-        self.correlation = make_correlation_engine(
-            self.ruleset, settings, self.store.load_state(STATE_KEY)
-        )
+        # Scaled out, each shard's state comes from the changelog on assignment.
+        stored = None if cfg.scale_out else self.store.load_state(STATE_KEY)
+        self.correlation = make_correlation_engine(self.ruleset, settings, stored)
         self.sender = self._make_sender(teams_url)
         self.metrics: Any = None
         self.loop: StreamCorrelator | None = None
@@ -174,9 +174,25 @@ class CorrelatorService:
             max_poll_records=self.settings.correlator.max_batch,
             **self._extra,
         )
-        self.loop = StreamCorrelator(
-            self.settings, self.ruleset, self.store, correlation=self.correlation, consumer=consumer
-        )
+        if self.settings.correlator.scale_out:
+            from correlator.scaleout.stream import RepartitionedStream, scale_out_topics
+
+            ensure_topics(kafka, scale_out_topics(kafka))
+            self.loop = RepartitionedStream(
+                self.settings,
+                self.ruleset,
+                self.store,
+                correlation=self.correlation,
+                consumer=consumer,
+            )
+        else:
+            self.loop = StreamCorrelator(
+                self.settings,
+                self.ruleset,
+                self.store,
+                correlation=self.correlation,
+                consumer=consumer,
+            )
         self.loop.reloader = self.reload_rules
         port = self.settings.correlator.metrics_port
         if port is not None:

@@ -277,7 +277,15 @@ def produce(kafka: KafkaSettings, workload: Workload) -> None:
 class Correlator:
     """``zonewatch correlate`` as a child process with its log in a file."""
 
-    def __init__(self, kafka: KafkaSettings, rules: Path, db: Path, group: str, log: Path):
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        rules: Path,
+        db: Path,
+        group: str,
+        log: Path,
+        extra: tuple[str, ...] = (),
+    ):
         self.log = log
         self.log_from = log.stat().st_size if log.exists() else 0
         env = dict(
@@ -307,6 +315,7 @@ class Correlator:
                 group,
                 "--idle-exit",
                 "3",
+                *extra,
             ],
             env=env,
             stdout=subprocess.DEVNULL,

@@ -126,6 +126,11 @@ class CorrelatorSettings(BaseModel):
     max_state_bytes: int = Field(default=1 << 30, ge=1 << 20)
     events_retention_days: float | None = Field(default=30.0, gt=0)
     max_batch: int = Field(default=2000, ge=1)
+    # Several correlators in one consumer group: correlation hits are
+    # re-keyed by group through an internal topic and each shard's state
+    # moves with its partition (correlator/scaleout/). Off: one member
+    # correlates everything it reads, and must read everything.
+    scale_out: bool = False
     poll_timeout_ms: int = Field(default=200, ge=1)
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)

@@ -1,0 +1,548 @@
+"""N correlators in one consumer group: the repartitioned stream loop.
+
+``zonewatch correlate --scale-out`` runs this instead of the single-member
+loop of ``correlator/stream.py``. Every member is both stages at once, in one
+consumer of one group:
+
+* **Detection stage** (source partitions the group gave this member):
+  decode, archive, detect, store detection alerts, exactly as the single
+  loop does. A hit some correlation reads is not merged locally but sent to
+  the hits topic, once per shard its group keys hash to
+  (``records.key_partition``). After each batch, and every
+  ``WATERMARK_INTERVAL_S`` while quiet, the member tells every shard how far
+  it has read each of its source partitions (a watermark record). Hits are
+  flushed before the batch's source offsets are stored, so a crash can
+  repeat hits (the shard drops replays) but never lose one.
+* **Correlation stage** (hits partitions the group gave this member): each
+  hits partition is one engine partition. Its :class:`ShardInput` merges the
+  hits back into event-time order; the engine windows them. Alerts are
+  stored with every batch (deterministic ids, so a replay's are ignored);
+  the shard's whole state goes to the changelog topic every
+  ``checkpoint_interval_s`` and on revocation, and only then is the hits
+  offset committed. A new owner reads the changelog and resumes there.
+
+What it gives: the alerts of one member, from any number of members
+(``tests/test_scale_out.py``). What it costs: every correlated hit makes a
+round trip through Kafka. Limits: a correlation of correlations must group
+by exactly its children's fields (otherwise one parent group would span
+shards), checked at start; a member killed with ``kill -9`` whose shard moves
+to another member leaves the alerts it raised after its last changelog
+snapshot in its own store, and the new owner raises them again in its store
+(the same ids: a union of the stores has each once, but Teams may hear twice).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+
+from correlator.scaleout.records import (
+    HITS_TOPIC,
+    STATE_TOPIC,
+    ChangelogReader,
+    Hit,
+    RecordError,
+    SourcePartition,
+    Watermark,
+    changelog_records,
+    decode,
+    encode_hit,
+    encode_watermark,
+    key_partition,
+    pack_state,
+    stale_keys,
+    unpack_state,
+)
+from correlator.scaleout.shard import ShardInput
+from correlator.store.rows import ArchivedEvent
+from correlator.stream import DEAD_LETTERS, StreamCorrelator
+from zonewatch.config import KafkaSettings, Settings
+from zonewatch.errors import ZonewatchError
+from zonewatch.kafka import commit_in_listener, committed_in_listener
+from zonewatch.logs import get_logger
+from zonewatch.models import Alert, Evidence
+
+log = get_logger(__name__)
+
+WATERMARK_INTERVAL_S = 0.2
+CHANGELOG_READ_TIMEOUT_S = 30.0
+STATE_VERSION = 1
+
+
+class ScaleOutError(ZonewatchError):
+    """The rules or the cluster do not allow a repartitioned correlator."""
+
+
+def scale_out_topics(kafka: KafkaSettings) -> list[str]:
+    return [kafka.topic(HITS_TOPIC), kafka.topic(STATE_TOPIC)]
+
+
+def check_rules(engine: Any) -> None:
+    """Every correlation of correlations must group by exactly the fields of
+    the correlations it reads: a parent group is then one child group, and
+    lives on the same shard."""
+    if engine is None:
+        return
+    by_id = {c.id: c for c in engine.rules}
+    for parent in engine.rules:
+        for slot in parent.slots:
+            if not slot.is_correlation:
+                continue
+            child = by_id[slot.rule_id]
+            if tuple(slot.group_fields) != tuple(child.group_by):
+                raise ScaleOutError(
+                    f"correlation {parent.title!r} ({parent.id}) groups by "
+                    f"{list(slot.group_fields)} over correlation {child.title!r}, which groups "
+                    f"by {list(child.group_by)}: with --scale-out a correlation of "
+                    "correlations must group by exactly its children's fields (in the same "
+                    "order); change the rule or run one correlator without --scale-out"
+                )
+
+
+@dataclass
+class _Shard:
+    input: ShardInput
+    next_offset: int | None = None  # next hits offset to read
+    generation: int = 0  # of its newest changelog state
+    chunks: int = 0
+    dirty: bool = False
+    frontier: float = float("-inf")
+
+
+@dataclass
+class _SourceProgress:
+    newest: float = float("-inf")
+    last_arrival: float = field(default_factory=time.monotonic)
+
+
+class _Rebalance(AsyncConsumerRebalanceListener):
+    """Async: kafka-python runs listeners on the consumer's IO thread, where
+    its blocking commit()/committed() are refused (zonewatch/kafka.py)."""
+
+    def __init__(self, loop: RepartitionedStream):
+        self.loop = loop
+
+    # kafka-python replaces an exception raised here by "User rebalance
+    # callback throws an error": log the real one first.
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        try:
+            await commit_in_listener(self.loop.consumer, self.loop.hand_over(list(revoked)))
+        except Exception as exc:
+            log.exception("hand_over_failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        try:
+            sources = [tp for tp in assigned if tp.topic != self.loop.hits_topic]
+            committed = await committed_in_listener(self.loop.consumer, sources)
+            self.loop.take_over(list(assigned), committed)
+        except Exception as exc:
+            log.exception("take_over_failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+
+
+class RepartitionedStream(StreamCorrelator):
+    def __init__(
+        self,
+        settings: Settings,
+        ruleset: Any,
+        store: Any,
+        *,
+        correlation: Any | None = None,
+        consumer: KafkaConsumer | None = None,
+        producer: Any | None = None,
+    ):
+        check_rules(correlation)
+        kafka = settings.kafka
+        self.hits_topic = kafka.topic(HITS_TOPIC)
+        self.state_topic = kafka.topic(STATE_TOPIC)
+        self.shards: dict[int, _Shard] = {}
+        self._sources: dict[SourcePartition, _SourceProgress] = {}
+        self._engine_bytes: dict[int, bytes | None] = {}
+        self._hit_partitions: int | None = None
+        self._last_watermark = 0.0
+        if producer is None:
+            from zonewatch.kafka import make_producer
+
+            producer = make_producer(kafka, linger_ms=5)
+        self.producer = producer
+        super().__init__(settings, ruleset, store, correlation=correlation, consumer=consumer)
+
+    # -- wiring into the base loop ------------------------------------------------
+    def _input_topics(self) -> list[str]:
+        return [*self.topics, self.hits_topic]
+
+    def _rebalance_listener(self) -> ConsumerRebalanceListener | AsyncConsumerRebalanceListener:
+        return _Rebalance(self)
+
+    def _brings_input(self, batch: dict[TopicPartition, list[Any]]) -> bool:
+        # Watermarks arrive all the time; only events count as input.
+        return any(tp.topic != self.hits_topic for tp in batch) or any(
+            b'"h"' in record.value[:8] for tp, records in batch.items() for record in records
+        )
+
+    def _idle_work_pending(self) -> bool:
+        # Quiet or not, shards wait for this member's watermarks.
+        return self.correlation is not None
+
+    def _n_hits(self) -> int:
+        if self._hit_partitions is None:
+            found = self.consumer.partitions_for_topic(self.hits_topic)
+            if not found:
+                raise ScaleOutError(
+                    f"topic {self.hits_topic} does not exist: `zonewatch topics` (or "
+                    "`zonewatch correlate --scale-out`, which creates it) first"
+                )
+            self._hit_partitions = len(found)
+        return self._hit_partitions
+
+    def process_batch(self, batch: dict[TopicPartition, list[Any]]) -> list[Alert]:
+        sources: dict[TopicPartition, list[Any]] = {}
+        for tp, records in batch.items():
+            if tp.topic == self.hits_topic:
+                self._take_hits(tp.partition, records)
+            else:
+                sources[tp] = records
+                progress = self._sources.setdefault((tp.topic, tp.partition), _SourceProgress())
+                progress.last_arrival = time.monotonic()
+        return super().process_batch(sources)
+
+    def _decode(self, record: Any) -> tuple[dict[str, Any], datetime] | None:
+        decoded = super()._decode(record)
+        if decoded is not None:
+            progress = self._sources.setdefault((record.topic, record.partition), _SourceProgress())
+            t = decoded[1].timestamp()
+            if t > progress.newest:
+                progress.newest = t
+        return decoded
+
+    # -- detection stage: hits out --------------------------------------------------
+    def _evaluate(
+        self,
+        hits: list[Any],
+        record: Any,
+        event: dict[str, Any],
+        when: datetime,
+        tp: TopicPartition,
+    ) -> list[Alert]:
+        out: list[Alert] = []
+        generated = [rule for rule in hits if rule.generate]
+        if generated:
+            evidence = Evidence.model_construct(
+                event_id=f"{record.topic}:{record.partition}:{record.offset}",
+                time=when,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                line=None,
+                event=event,
+            )
+            out = [self.make_alert(rule, evidence) for rule in generated]
+        if self._correlated and self.correlation is not None:
+            ids = [r.id for r in hits if r.id in self._correlated]
+            if ids:
+                keys = self.correlation.group_keys(ids, event)
+                if keys:
+                    n = self._n_hits()
+                    value = encode_hit(
+                        Hit(
+                            (record.topic, record.partition),
+                            record.offset,
+                            when.timestamp(),
+                            when.isoformat(),
+                            ids,
+                            event,
+                        )
+                    )
+                    for p in {key_partition(k, n) for k in keys}:
+                        self.producer.send(self.hits_topic, value=value, partition=p)
+        return out
+
+    def _emit_watermarks(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_watermark < WATERMARK_INTERVAL_S:
+            return
+        self._last_watermark = now
+        idle_s = self.settings.correlator.input_idle_s
+        wall = time.time() - idle_s
+        progress: dict[SourcePartition, float] = {}
+        for tp in self.consumer.assignment():
+            if tp.topic == self.hits_topic:
+                continue
+            source = (tp.topic, tp.partition)
+            state = self._sources.setdefault(source, _SourceProgress())
+            newest = state.newest
+            high = self.consumer.highwater(tp)
+            if (
+                high is not None
+                and self.consumer.position(tp) >= high
+                and now - state.last_arrival >= idle_s
+            ):
+                # Read to the end and quiet: like the single loop, time itself
+                # moves it on, less the idle window (a record stamped just now
+                # may still be on its way).
+                newest = max(newest, wall)
+            if newest != float("-inf"):
+                progress[source] = newest
+        if progress:
+            value = encode_watermark(progress)
+            for p in range(self._n_hits()):
+                self.producer.send(self.hits_topic, value=value, partition=p)
+
+    # -- correlation stage: hits in -------------------------------------------------
+    def _take_hits(self, partition: int, records: list[Any]) -> None:
+        shard = self.shards.get(partition)
+        if shard is None:  # not ours (any more): the owner reads it
+            return
+        for record in records:
+            shard.next_offset = record.offset + 1
+            shard.dirty = True
+            try:
+                item = decode(record.value)
+            except RecordError as exc:
+                DEAD_LETTERS.labels(reason="RecordError").inc()
+                self.stats.dead_letters += 1
+                log.warning(
+                    "undecodable_hit",
+                    partition=partition,
+                    offset=record.offset,
+                    reason=str(exc)[:200],
+                )
+                continue
+            if isinstance(item, Watermark):
+                shard.input.declare(item.progress)
+            else:
+                shard.input.offer(item)
+        self._dirty = True
+
+    def _correlate(self, end: bool = False) -> list[Alert]:
+        if self.correlation is None:
+            return []
+        if not end:
+            self._emit_watermarks()
+        engine = self.correlation
+        n = self._n_hits() if self.shards else 0
+        out: list[Alert] = []
+        for p, shard in self.shards.items():
+
+            def accept(key: tuple[Any, ...], p: int = p) -> bool:
+                return key_partition(key, n) == p
+
+            for hit in shard.input.release():
+                evidence = Evidence.model_construct(
+                    event_id=hit.event_id,
+                    time=datetime.fromisoformat(hit.when),
+                    topic=hit.source[0],
+                    partition=hit.source[1],
+                    offset=hit.offset,
+                    line=None,
+                    event=hit.event,
+                )
+                out.extend(engine.process(hit.ids, hit.event, evidence, p, accept))
+            frontier = shard.input.frontier()
+            if frontier > shard.frontier and frontier != float("inf"):
+                shard.frontier = frontier
+                shard.dirty = True
+                self._dirty = True
+                out.extend(engine.advance_watermark(p, frontier))
+        if end:
+            out.extend(engine.flush())
+        return out
+
+    # -- checkpoints --------------------------------------------------------------
+    def _checkpoint(
+        self,
+        alerts: list[Alert],
+        offsets: dict[tuple[str, int], int],
+        archive: list[ArchivedEvent] | None = None,
+        force: bool = False,
+        commit: bool = True,
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Hits out first (flush), then the batch in DuckDB (alerts, archive,
+        source offsets), then, every ``checkpoint_interval_s``, each changed
+        shard to the changelog and the Kafka commit of what it covers (left
+        to the caller when ``commit`` is false: a rebalance listener)."""
+        self.producer.flush()
+        self._resume.update(offsets)
+        state = self._archive_state(archive)
+        if alerts or archive or state or offsets:
+            new_ids = self.store.write(
+                alerts, events=archive or (), state=state or None, offsets=offsets or None
+            )
+            self._count_stored(alerts, new_ids)
+        if not (force or self._checkpoint_due()):
+            return {}
+        offsets_out: dict[TopicPartition, OffsetAndMetadata] = {
+            TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in self._resume.items()
+        }
+        if self.shards:
+            self._write_changelog()
+            for p, shard in self.shards.items():
+                if shard.next_offset is not None:
+                    offsets_out[TopicPartition(self.hits_topic, p)] = OffsetAndMetadata(
+                        shard.next_offset, "", -1
+                    )
+        self._last_full = time.monotonic()
+        self._dirty = False
+        if offsets_out and commit:
+            self._commit(offsets_out)
+        return offsets_out
+
+    def _write_changelog(self) -> None:
+        engine = self.correlation
+        if engine is not None:
+            self._engine_bytes.update(engine.snapshot_partitions(only_changed=True))
+        stale: list[tuple[int, list[bytes]]] = []
+        for p, shard in self.shards.items():
+            if not shard.dirty:
+                continue
+            meta = {
+                "version": STATE_VERSION,
+                "hits_offset": shard.next_offset,
+                "frontier": shard.frontier if shard.frontier != float("-inf") else None,
+                "input": shard.input.snapshot(),
+            }
+            data = pack_state(meta, self._engine_bytes.get(p))
+            generation = shard.generation + 1
+            count = 0
+            for key, value in changelog_records(p, generation, data):
+                self.producer.send(self.state_topic, key=key, value=value, partition=p)
+                count += 1
+            if shard.generation:
+                stale.append((p, stale_keys(p, shard.generation, shard.chunks)))
+            shard.generation, shard.chunks, shard.dirty = generation, count - 1, False
+        self.producer.flush()
+        for p, keys in stale:  # tombstones: compaction frees the old generation
+            for key in keys:
+                self.producer.send(self.state_topic, key=key, value=None, partition=p)
+
+    # -- rebalance ------------------------------------------------------------------
+    def hand_over(self, revoked: list[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Revocation: make everything durable, then forget the revoked shards
+        (their state is in the changelog for the next owner). Returns the
+        offsets the listener commits."""
+        offsets = self._checkpoint([], {}, force=True, commit=False)
+        self._assigned = False
+        for tp in revoked:
+            if tp.topic == self.hits_topic:
+                self.shards.pop(tp.partition, None)
+                self._engine_bytes.pop(tp.partition, None)
+                if self.correlation is not None:
+                    self.correlation.export_partition(tp.partition)
+            else:
+                self._sources.pop((tp.topic, tp.partition), None)
+        log.info("partitions_revoked", partitions=[f"{tp.topic}:{tp.partition}" for tp in revoked])
+        return offsets
+
+    def take_over(
+        self, assigned: list[TopicPartition], committed: dict[TopicPartition, int]
+    ) -> None:
+        self._assigned_at = time.monotonic()
+        self._assigned = True
+        self._caught_up = False
+        stored = self.store.load_offsets()
+        hits = [tp.partition for tp in assigned if tp.topic == self.hits_topic]
+        for tp in assigned:
+            if tp.topic == self.hits_topic:
+                continue
+            self._sources[(tp.topic, tp.partition)] = _SourceProgress()
+            # Another member may have moved this partition on since this store
+            # last saw it: resume from the further of the two (hits already
+            # sent again are dropped by the shards).
+            known = [stored.get((tp.topic, tp.partition)), committed.get(tp)]
+            offsets = [o for o in known if o is not None]
+            if offsets:
+                self.consumer.seek(tp, max(offsets))
+        restored = self._restore_shards(hits) if hits else {}
+        log.info(
+            "partitions_assigned",
+            partitions=[f"{tp.topic}:{tp.partition}" for tp in assigned],
+            shards=sorted(hits),
+            shards_restored=sorted(p for p, ok in restored.items() if ok),
+        )
+
+    def _all_sources(self) -> list[SourcePartition]:
+        out: list[SourcePartition] = []
+        for topic in self.topics:
+            for partition in self.consumer.partitions_for_topic(topic) or ():
+                out.append((topic, partition))
+        return out
+
+    def _restore_shards(self, partitions: list[int]) -> dict[int, bool]:
+        readers = read_changelog(self.settings.kafka, self.state_topic, partitions)
+        sources = self._all_sources()
+        restored: dict[int, bool] = {}
+        for p in partitions:
+            reader = readers[p]
+            tp = TopicPartition(self.hits_topic, p)
+            shard = _Shard(ShardInput(sources), generation=reader.generation, chunks=reader.chunks)
+            engine_bytes: bytes | None = None
+            if reader.latest is not None:
+                meta, engine_bytes = unpack_state(reader.latest)
+                if meta.get("version") != STATE_VERSION:
+                    raise ScaleOutError(
+                        f"changelog state of shard {p} has version {meta.get('version')}, "
+                        f"this correlator reads {STATE_VERSION}"
+                    )
+                shard.input = ShardInput.restore(meta["input"])
+                shard.input.expect(sources)
+                shard.next_offset = meta["hits_offset"]
+                if meta.get("frontier") is not None:
+                    shard.frontier = float(meta["frontier"])
+            if self.correlation is not None:
+                self.correlation.export_partition(p)  # whatever was here is stale
+                if engine_bytes is not None:
+                    self.correlation.import_partition(p, engine_bytes)
+            self._engine_bytes[p] = engine_bytes
+            self.shards[p] = shard
+            if shard.next_offset is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, shard.next_offset)
+            restored[p] = reader.latest is not None
+        return restored
+
+    def close(self) -> None:
+        try:
+            self.producer.flush()
+            self.producer.close()
+        except Exception as exc:  # best effort: hits not flushed are re-sent on replay
+            log.warning("producer_close_failed", error=str(exc))
+        super().close()
+
+
+def read_changelog(
+    kafka: KafkaSettings, topic: str, partitions: list[int]
+) -> dict[int, ChangelogReader]:
+    """Read the changelog partitions to their end (high watermark)."""
+    from zonewatch.kafka import make_consumer
+
+    readers = {p: ChangelogReader(p) for p in partitions}
+    consumer = make_consumer(kafka, None, isolation_level="read_uncommitted")
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + CHANGELOG_READ_TIMEOUT_S
+        while True:
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                readers[tp.partition].feed((r.key, r.value) for r in records)
+            ends = [consumer.highwater(tp) for tp in tps]
+            if all(
+                h is not None and consumer.position(tp) >= h
+                for tp, h in zip(tps, ends, strict=True)
+            ):
+                return readers
+            if time.monotonic() > deadline:
+                raise ScaleOutError(
+                    f"could not read the correlation state changelog {topic} to its end "
+                    f"within {CHANGELOG_READ_TIMEOUT_S:.0f}s; is the broker healthy?"
+                )
+    finally:
+        consumer.close(autocommit=False)

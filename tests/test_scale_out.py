@@ -1,0 +1,246 @@
+"""Several correlators in one consumer group (``correlate --scale-out``).
+
+The pure parts first: the hits/watermark records, the changelog that carries
+a shard's state between members, and the shard's replay filter and
+event-time merge. Then, through the embedded broker: two members of one
+group, the second joining while the first works, find exactly the alerts
+(same ids) of one single-member correlator over the same input.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_crash_recovery import RULES, Correlator, make_workload, produce, run_to_end
+
+from correlator.scaleout.records import (
+    ChangelogReader,
+    Hit,
+    RecordError,
+    Watermark,
+    changelog_records,
+    decode,
+    encode_hit,
+    encode_watermark,
+    key_partition,
+    pack_state,
+    unpack_state,
+)
+from correlator.scaleout.shard import ShardInput
+from zonewatch.config import KafkaSettings
+
+FW0, FW1, VDI0 = ("zw.events.firewall", 0), ("zw.events.firewall", 1), ("zw.events.vdi", 0)
+
+
+def hit(source: tuple[str, int], offset: int, t: float, user: str = "alice") -> Hit:
+    return Hit(source, offset, t, f"2026-11-26T00:00:{t:09.6f}+00:00", ["r1"], {"user": user})
+
+
+# -- records ----------------------------------------------------------------------
+
+
+def test_a_hit_and_a_watermark_survive_the_wire() -> None:
+    h = hit(FW1, 42, 12.5, "山田")
+    back = decode(encode_hit(h))
+    assert back == h and back.event_id == "zw.events.firewall:1:42"
+    wm = decode(encode_watermark({FW0: 10.0, VDI0: 7.25}))
+    assert isinstance(wm, Watermark) and wm.progress == {FW0: 10.0, VDI0: 7.25}
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1,2]", b'{"x": 1}', b'{"h": [1]}'])
+def test_a_foreign_record_on_the_hits_topic_is_a_clear_error(raw: bytes) -> None:
+    with pytest.raises(RecordError):
+        decode(raw)
+
+
+def test_key_partition_is_stable_and_spreads_keys() -> None:
+    # The same in every process (no salted hash): pinned values.
+    assert key_partition(("alice@city.example.jp",), 6) == key_partition(
+        ("alice@city.example.jp",), 6
+    )
+    counts = Counter(key_partition((f"user{i}",), 4) for i in range(4000))
+    assert set(counts) == {0, 1, 2, 3} and min(counts.values()) > 800
+
+
+@given(st.binary(max_size=5000), st.integers(min_value=1, max_value=700))
+def test_a_chunked_state_reads_back_whole(data: bytes, chunk: int) -> None:
+    reader = ChangelogReader(3)
+    reader.feed(changelog_records(3, 1, data, chunk=chunk))
+    assert reader.latest == data and reader.generation == 1
+
+
+def test_the_changelog_reader_keeps_the_newest_complete_generation() -> None:
+    reader = ChangelogReader(0)
+    reader.feed(changelog_records(0, 1, b"first" * 100, chunk=64))
+    newer = list(changelog_records(0, 2, b"second" * 100, chunk=64))
+    # A writer that died before the header: generation 2 is not current.
+    reader.feed(newer[:-1])
+    assert reader.latest == b"first" * 100
+    reader.feed(newer[-1:])
+    assert reader.latest == b"second" * 100
+    # Other shards' records and tombstones are ignored.
+    reader.feed([(b"1", b'{"gen": 9}'), (b"0/1/0", None), (b"10/1/0", b"x")])
+    assert reader.latest == b"second" * 100
+
+
+def test_a_changelog_missing_a_chunk_is_reported_not_misread() -> None:
+    records = list(changelog_records(0, 1, b"abc" * 100, chunk=64))
+    reader = ChangelogReader(0)
+    with pytest.raises(RecordError, match="chunks"):
+        reader.feed(records[1:])
+
+
+def test_shard_state_packs_metadata_and_engine_bytes() -> None:
+    meta, engine = unpack_state(pack_state({"hits_offset": 7}, b"\x00\x01engine"))
+    assert meta == {"hits_offset": 7} and engine == b"\x00\x01engine"
+    assert unpack_state(pack_state({"a": 1}, None)) == ({"a": 1}, None)
+
+
+# -- the shard's input ----------------------------------------------------------
+
+
+def test_a_shard_waits_for_every_source_partition() -> None:
+    shard = ShardInput([FW0, FW1, VDI0])
+    shard.offer(hit(FW0, 0, 10.0))
+    shard.offer(hit(FW1, 0, 12.0))
+    # Nothing from the VDI partition yet: a VDI hit older than 10 may still come.
+    assert shard.release() == []
+    shard.declare({VDI0: 11.0})
+    assert [h.time for h in shard.release()] == [10.0]
+    shard.offer(hit(VDI0, 5, 11.5))
+    shard.declare({FW0: 20.0, VDI0: 20.0})
+    assert [h.time for h in shard.release()] == [11.5, 12.0]
+    assert shard.frontier() == 12.0
+
+
+def test_a_replayed_hit_is_dropped() -> None:
+    shard = ShardInput([FW0])
+    assert shard.offer(hit(FW0, 3, 1.0))
+    assert not shard.offer(hit(FW0, 3, 1.0))
+    assert not shard.offer(hit(FW0, 2, 0.5))
+    assert shard.offer(hit(FW0, 4, 2.0))
+    assert shard.duplicates == 2
+    shard.declare({FW0: 5.0})
+    assert [h.offset for h in shard.release()] == [3, 4]
+
+
+def test_watermarks_never_move_a_source_back() -> None:
+    shard = ShardInput([FW0])
+    shard.declare({FW0: 50.0})
+    shard.declare({FW0: 20.0})  # a new owner resuming from an older offset
+    assert shard.frontier() == 50.0
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([FW0, FW1, VDI0]), st.floats(0, 30, allow_nan=False)),
+        max_size=60,
+    ),
+    st.integers(0, 60),
+)
+def test_release_is_in_event_time_order_and_a_snapshot_continues_identically(
+    items: list[tuple[tuple[str, int], float]], cut: int
+) -> None:
+    # Each source partition in its own (Kafka) order, interleaved at random.
+    offsets: Counter[tuple[str, int]] = Counter()
+    clock: dict[tuple[str, int], float] = {}
+    hits = []
+    for source, step in items:
+        clock[source] = clock.get(source, 0.0) + step
+        hits.append(hit(source, offsets[source], clock[source]))
+        offsets[source] += 1
+
+    def run(shard: ShardInput, todo: list[Hit]) -> list[Any]:
+        out = []
+        for h in todo:
+            shard.offer(h)
+            shard.declare({h.source: h.time - 100})
+            out += shard.release()
+        return out
+
+    whole = ShardInput([FW0, FW1, VDI0])
+    released = run(whole, hits)
+    whole.declare({FW0: 2000.0, FW1: 2000.0, VDI0: 2000.0})
+    released += whole.release()
+    assert [h.time for h in released] == sorted(h.time for h in hits)
+
+    first = ShardInput([FW0, FW1, VDI0])
+    part = run(first, hits[:cut])
+    second = ShardInput.restore(first.snapshot())
+    part += run(second, hits[cut:] + hits[:cut])  # the replay is dropped
+    second.declare({FW0: 2000.0, FW1: 2000.0, VDI0: 2000.0})
+    part += second.release()
+    assert [(h.source, h.offset) for h in part] == [(h.source, h.offset) for h in released]
+
+
+# -- through the broker -----------------------------------------------------------
+
+
+def _offsets(db: Path) -> dict[tuple[str, int], int]:
+    if not db.exists():
+        return {}
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute('SELECT topic, "partition", next_offset FROM consumer_offsets')
+        return {(t, p): o for t, p, o in rows.fetchall()}
+
+
+def _alerts(db: Path) -> dict[str, str]:
+    if not db.exists():
+        return {}
+    with duckdb.connect(str(db), read_only=True) as con:
+        return dict(con.execute("SELECT id, rule_id FROM alerts").fetchall())
+
+
+@pytest.mark.integration
+def test_two_members_of_one_group_find_the_alerts_of_one(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yml"
+    rules.write_text(RULES)
+    workload = make_workload(30_000)
+    n = len(workload.records)
+    prefix = kafka_settings.topic_prefix
+
+    # The second member joins while the first works through the backlog:
+    # source partitions and correlation shards (with their open windows, from
+    # the changelog) move to it mid-stream.
+    produce(kafka_settings, workload)
+    group, log = f"{prefix}-scaled", tmp_path / "scaled.log"
+    dbs = [tmp_path / "a.duckdb", tmp_path / "b.duckdb"]
+    scale = ("--scale-out",)
+    a = Correlator(kafka_settings, rules, dbs[0], group, log, scale)
+    a.wait_assigned()
+    b = Correlator(kafka_settings, rules, dbs[1], group, tmp_path / "b.log", scale)
+    b.wait_assigned()
+    a.finish()
+    b.finish()
+    # Runs end when idle; follow up (one member, then the other) until every
+    # partition is covered by one store or the other.
+    rng = random.Random(7)
+    for _ in range(4):
+        done: dict[tuple[str, int], int] = {}
+        for db in dbs:
+            for key, offset in _offsets(db).items():
+                done[key] = max(done.get(key, 0), offset)
+        if sum(o for (t, _), o in done.items() if ".events." in t) >= n:
+            break
+        Correlator(kafka_settings, rules, rng.choice(dbs), group, log, ("--scale-out",)).finish()
+    scaled = {**_alerts(dbs[0]), **_alerts(dbs[1])}
+    assert all(_alerts(db) for db in dbs), "both members raised alerts"
+    # The second member took over shards from the first.
+    assert re.search(r'"shards_restored": \[[0-9]', (tmp_path / "b.log").read_text())
+
+    clean = run_to_end(
+        kafka_settings, rules, tmp_path / "one.duckdb", f"{prefix}-one", tmp_path / "one.log", n
+    )
+    assert Counter(clean.values()) == workload.expected
+    assert sorted(scaled) == sorted(clean), (log.read_text()[-3000:], time.time())
