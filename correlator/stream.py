@@ -334,6 +334,7 @@ class StreamCorrelator:
         for tp, records in batch.items():
             source = source_of_topic(tp.topic)
             archived_upto = self._archived.get((tp.topic, tp.partition), 0) if keep else None
+            match = self._matcher(source)
             for record in records:
                 next_offsets[(tp.topic, tp.partition)] = record.offset + 1
                 decoded = self._decode(record)
@@ -354,7 +355,7 @@ class StreamCorrelator:
                             record.value,
                         )
                     )
-                hits = self.ruleset.match(event, source)
+                hits = match(event)
                 if hits:
                     alerts.extend(self._evaluate(hits, record, event, when, tp))
             self.stats.by_source[source or tp.topic] = self.stats.by_source.get(
@@ -372,6 +373,13 @@ class StreamCorrelator:
         return alerts
 
     # -- steps -------------------------------------------------------------------
+    def _matcher(self, source: str | None) -> Callable[[dict[str, Any]], list[Any]]:
+        """The detection function for one topic's records (route resolved once)."""
+        matcher = getattr(self.ruleset, "matcher", None)
+        if matcher is not None:
+            return matcher(source)
+        return lambda event: self.ruleset.match(event, source)
+
     def _decode(self, record: Any) -> tuple[dict[str, Any], datetime] | None:
         try:
             event = orjson.loads(record.value)
