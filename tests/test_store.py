@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import duckdb
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -321,3 +323,52 @@ def test_archive_columns_come_from_nested_or_flat_fields() -> None:
     assert rows[0]["zone_crossing"] == "core->vdi" and rows[0]["outcome"] == "success"
     assert rows[1]["user_name"] == "ysuzuki" and rows[1]["host_name"] == "LT-0203"
     assert rows[1]["zone_crossing"] == "core->lgwan" and rows[1]["event"] == '{"raw": true}'
+
+
+def test_evidence_keeps_the_event_json_and_shared_events_are_stored_for_each_alert(
+    store: AlertStore,
+) -> None:
+    # The stream gives the alerts of every rule an event matched (and its
+    # correlations) the same event object, and archives the record's raw JSON.
+    shared = evidence(1)
+    own = evidence(2)
+    raw = b'{"event": {"dataset": "firewall.panos"}, "note": "as it arrived"}'
+    archived = ArchivedEvent(shared.event_id, shared.topic, 0, 1, shared.time, shared.event, raw)
+    group = {"user.name": "tanaka@city.example.lg.jp"}
+    alerts = [
+        Alert(
+            id=alert_id(rule, group, None, None, [e.event_id for e in evs]),
+            rule_id=rule,
+            rule_title=rule,
+            first_seen=T0,
+            last_seen=T0,
+            evidence=evs,
+        )
+        for rule, evs in (("rule-a", [shared]), ("rule-b", [own, shared]))
+    ]
+    store.write(alerts, events=[archived])
+    _, ev = store.query(
+        "SELECT r.rule_id, e.event_id, e.event::VARCHAR FROM alert_evidence e "
+        "JOIN alerts r ON r.id = e.alert_id ORDER BY r.rule_id, e.ordinal"
+    )
+    assert ev == [
+        ("rule-a", shared.event_id, raw.decode()),
+        ("rule-b", own.event_id, orjson.dumps(own.event).decode()),
+        ("rule-b", shared.event_id, raw.decode()),
+    ]
+    assert store.query("SELECT event::VARCHAR FROM events")[1] == [(raw.decode(),)]
+
+
+def test_json_columns_take_any_python_value(store: AlertStore) -> None:
+    when = datetime(2026, 11, 2, 9, 30)  # naive: UTC by convention
+    odd = {1: "int key", "when": when, "ip": ipaddress.ip_address("10.0.0.1")}
+    alert = make_alert(1).model_copy(update={"group": odd})
+    event = ArchivedEvent("line:1", None, None, None, when, {"user": {"name": "X"}, "n": odd})
+    store.write([alert], events=[event])
+    _, rows = store.query(
+        "SELECT group_values->>'$.\"1\"', group_values->>'$.when', group_values->>'$.ip' "
+        "FROM alerts"
+    )
+    assert rows == [("int key", "2026-11-02T09:30:00", "10.0.0.1")]
+    _, rows = store.query("SELECT user_name, time, event->>'$.n.ip' FROM events")
+    assert rows == [("x", when.replace(tzinfo=UTC), "10.0.0.1")]

@@ -176,7 +176,7 @@ class AlertStore:
             try:
                 new = self._new_alerts(list(unique.values()))
                 if new:
-                    self._insert_alerts(new, now)
+                    self._insert_alerts(new, now, events)
                 if events:
                     con.register("_zw_events", rows.events_table(events, now))
                     try:
@@ -222,10 +222,12 @@ class AlertStore:
             con.unregister("_zw_ids")
         return [a for a in alerts if a.id not in existing]
 
-    def _insert_alerts(self, alerts: list[Alert], now: datetime) -> None:
+    def _insert_alerts(
+        self, alerts: list[Alert], now: datetime, archived: Sequence[ArchivedEvent]
+    ) -> None:
         con = self._con
         con.register("_zw_alerts", rows.alerts_table(alerts, now))
-        con.register("_zw_evidence", rows.evidence_table(alerts))
+        con.register("_zw_evidence", rows.evidence_table(alerts, archived))
         outbox = [
             (i, a.id, dest) for i, a in enumerate(alerts) for dest in dict.fromkeys(self.router(a))
         ]

@@ -1,13 +1,16 @@
 """Pure conversion of alerts and events into Arrow batches for the store.
 
 One Arrow batch per table per write: DuckDB ingests a 1k-row Arrow batch in
-about the time ``executemany`` needs for a dozen rows.
+about the time ``executemany`` needs for a dozen rows. The builders work
+column by column and hand JSON over as one buffer of bytes, because per-row
+Python work (not DuckDB) was most of a write.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 import orjson
@@ -30,27 +33,74 @@ class ArchivedEvent(NamedTuple):
     time: datetime
     event: dict[str, Any]
     # The event's JSON as it arrived (a Kafka record value): stored as is,
-    # which spares re-serializing every event of the archive.
+    # which spares re-serializing every event of the archive, and reused for
+    # the evidence rows of the same event in the same batch.
     raw: bytes | None = None
 
 
-def utc(value: datetime | None) -> datetime | None:
-    """Naive datetimes are taken as UTC, the event schema's convention."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+def _lenient(value: Any) -> bytes:
+    # Keys that are not strings and values JSON cannot hold are written as text.
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
-def to_json(value: Any) -> str:
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+def dumps(value: Any) -> bytes:
+    """JSON of a normalized event or group."""
+    try:
+        # Events decoded from JSON need no options, and orjson is faster without.
+        return orjson.dumps(value)
+    except TypeError:
+        return _lenient(value)
 
 
-def _text(value: Any) -> str | None:
-    if value is None or value == "" or isinstance(value, dict | list):
-        return None
-    return str(value)
+def _strings(data: bytes | bytearray, ends: list[int], *, check_utf8: bool) -> pa.Array:
+    """A string column over one buffer; ``ends[i]`` is where row ``i`` ends."""
+    large = len(data) >= 2**31
+    offsets = pa.array([0, *ends], pa.int64() if large else pa.int32())
+    array = pa.Array.from_buffers(
+        pa.large_string() if large else pa.string(),
+        len(ends),
+        [None, offsets.buffers()[1], pa.py_buffer(data)],
+    )
+    if check_utf8:  # bytes that orjson did not write
+        array.validate(full=True)
+    return array
+
+
+# The JSON builders write every document straight into one buffer: keeping
+# a bytes object per row alive until the column is built cost four to five
+# times the serializing itself (fresh allocations, not orjson).
+
+
+def json_array(values: Sequence[Any]) -> pa.Array:
+    """The JSON of each value, as a string column."""
+    buf = bytearray()
+    extend = buf.extend
+    try:
+        ends = [extend(orjson.dumps(v)) or len(buf) for v in values]
+    except TypeError:
+        buf.clear()
+        ends = [extend(_lenient(v)) or len(buf) for v in values]
+    return _strings(buf, ends, check_utf8=False)
+
+
+def _json_once(values: Sequence[Any], known: dict[int, bytes]) -> pa.Array:
+    """``json_array`` for values that repeat (the same object) or whose JSON
+    is ``known`` by object id: each is serialized once, or not at all."""
+    buf = bytearray()
+    ends: list[int] = []
+    spans: dict[int, tuple[int, int]] = {}
+    for value in values:
+        key = id(value)
+        span = spans.get(key)
+        if span is not None:
+            buf += buf[span[0] : span[1]]
+        else:
+            start = len(buf)
+            doc = known.get(key)
+            buf += doc if doc is not None else dumps(value)
+            spans[key] = (start, len(buf))
+        ends.append(len(buf))
+    return _strings(buf, ends, check_utf8=bool(known))
 
 
 # pyarrow converts aware datetimes to UTC and reads naive ones as UTC, so the
@@ -69,12 +119,12 @@ def alerts_table(alerts: Sequence[Alert], ingest_time: datetime) -> pa.Table:
             "tags": pa.array([a.tags for a in alerts], pa.list_(pa.string())),
             "rule_hash": pa.array([a.rule_hash for a in alerts], pa.string()),
             "type": pa.array([a.type for a in alerts], pa.string()),
-            "group_values": pa.array([_dumps(a.group) for a in alerts], pa.string()),
+            "group_values": json_array([a.group for a in alerts]),
             "window_start": pa.array([a.window_start for a in alerts], TS),
             "window_end": pa.array([a.window_end for a in alerts], TS),
             "first_seen": pa.array([a.first_seen for a in alerts], TS),
             "last_seen": pa.array([a.last_seen for a in alerts], TS),
-            "ingest_time": pa.array([ingest_time] * n, TS),
+            "ingest_time": pa.repeat(pa.scalar(ingest_time, TS), n),
             "zone_crossing": pa.array([a.zone_crossing for a in alerts], pa.string()),
             "origin": pa.array([a.origin for a in alerts], pa.string()),
             "evidence_count": pa.array([len(a.evidence) for a in alerts], pa.int32()),
@@ -82,37 +132,31 @@ def alerts_table(alerts: Sequence[Alert], ingest_time: datetime) -> pa.Table:
     )
 
 
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-
-
-def evidence_table(alerts: Sequence[Alert]) -> pa.Table:
-    pairs = [(a.id, i, ev) for a in alerts for i, ev in enumerate(a.evidence)]
-    evs = [p[2] for p in pairs]
+def evidence_table(alerts: Sequence[Alert], archived: Iterable[ArchivedEvent] = ()) -> pa.Table:
+    """Evidence rows of ``alerts``. An event cited by several alerts (the
+    stream shares one event object between the alerts of its rules and its
+    correlations) is serialized once, and not at all when it is in
+    ``archived`` with its raw JSON."""
+    evs = [ev for a in alerts for ev in a.evidence]
+    events = [ev.event for ev in evs]
+    known = {id(e.event): e.raw for e in archived if e.raw is not None}
+    if known or len(set(map(id, events))) < len(events):
+        event_json = _json_once(events, known)
+    else:
+        event_json = json_array(events)
     return pa.table(
         {
-            "alert_id": pa.array([p[0] for p in pairs], pa.string()),
-            "ordinal": pa.array([p[1] for p in pairs], pa.int32()),
+            "alert_id": pa.array([a.id for a in alerts for _ in a.evidence], pa.string()),
+            "ordinal": pa.array([i for a in alerts for i in range(len(a.evidence))], pa.int32()),
             "event_id": pa.array([e.event_id for e in evs], pa.string()),
             "topic": pa.array([e.topic for e in evs], pa.string()),
             "partition": pa.array([e.partition for e in evs], pa.int32()),
             "offset": pa.array([e.offset for e in evs], pa.int64()),
             "line": pa.array([e.line for e in evs], pa.int64()),
             "event_time": pa.array([e.time for e in evs], TS),
-            "event": pa.array([_dumps(e.event) for e in evs], pa.string()),
+            "event": event_json,
         }
     )
-
-
-def _source_from_dataset(event: dict[str, Any]) -> str | None:
-    # Offline (no topic), the dataset's first part names the source.
-    dataset = _text(get_field(event, "event.dataset"))
-    return dataset.split(".", 1)[0] if dataset else None
-
-
-def _lower(value: Any) -> str | None:
-    text = _text(value)
-    return text.lower() if text else None
 
 
 EVENT_COLUMNS = (
@@ -138,7 +182,6 @@ EVENT_COLUMNS = (
     "event",
 )
 
-
 # Archive columns read from the event: (column, candidate paths, lower-case).
 _EVENT_FIELDS: tuple[tuple[str, tuple[tuple[str, ...], ...], bool], ...] = (
     ("dataset", (("event", "dataset"),), False),
@@ -156,49 +199,88 @@ _EVENT_FIELDS: tuple[tuple[str, tuple[tuple[str, ...], ...], bool], ...] = (
 )
 
 
-def _pick(event: dict[str, Any], path: tuple[str, ...], dotted: str, flat: bool) -> Any:
-    """A field by nested path, else by flat dotted key (as zonewatch.ecs does;
-    written out because it runs a dozen times per archived event). ``flat``
-    says whether the event has dotted top-level keys at all."""
-    node: Any = event
-    for part in path:
-        if type(node) is not dict:
-            return event.get(dotted) if flat else None
-        node = node.get(part)
-        if node is None:
-            return event.get(dotted) if flat else None
-    return node
+def _text(value: Any) -> str | None:
+    if value is None or value == "" or isinstance(value, dict | list):
+        return None
+    return str(value)
+
+
+def _text_of(event: dict[str, Any], found: Any, dotted: str) -> str | None:
+    return _text(found if found is not None else event.get(dotted))
+
+
+def _texts(events: Sequence[dict[str, Any]], path: tuple[str, ...]) -> list[str | None]:
+    """The text of one field of every event: the nested path first, else the
+    flat dotted key (as ``zonewatch.ecs.get_field``); objects, arrays and ''
+    are no value. One comprehension per field over the whole batch, with the
+    common case (a string, or nothing at all) inline: calling a function per
+    field and event was most of the cost of archiving."""
+    dotted = ".".join(path)
+    if len(path) == 2:
+        a, b = path
+        return [
+            (x or None)
+            if type(x := n.get(b) if type(n := e.get(a)) is dict else None) is str
+            else (None if x is None and dotted not in e else _text_of(e, x, dotted))
+            for e in events
+        ]
+    if len(path) == 3:
+        a, b, c = path
+        return [
+            (x or None)
+            if type(
+                x := n.get(c)
+                if type(n := m.get(b) if type(m := e.get(a)) is dict else None) is dict
+                else None
+            )
+            is str
+            else (None if x is None and dotted not in e else _text_of(e, x, dotted))
+            for e in events
+        ]
+    return [_text_of(e, get_field(e, dotted), dotted) for e in events]
 
 
 def events_table(events: Sequence[ArchivedEvent], ingest_time: datetime) -> pa.Table:
-    cols: dict[str, list[Any]] = {k: [] for k in EVENT_COLUMNS}
-    fields = [
-        (cols[name], [(path, ".".join(path)) for path in paths], lower)
-        for name, paths, lower in _EVENT_FIELDS
+    """``events`` rows in ``EVENT_COLUMNS`` order, built column by column."""
+    if not events:
+        columns: list[tuple[Any, ...]] = [()] * len(ArchivedEvent._fields)
+    else:
+        columns = list(zip(*events, strict=True))
+    event_id, topic, partition, offset, when, event, raw = columns
+    values: dict[str, list[str | None]] = {}
+    for name, paths, lower in _EVENT_FIELDS:
+        found = _texts(event, paths[0])
+        for path in paths[1:]:
+            found = [x or y for x, y in zip(found, _texts(event, path), strict=True)]
+        values[name] = [v.lower() if v else None for v in found] if lower else found
+    # The topic names the source; offline, the dataset's first part does.
+    sources = {t: source_of_topic(t) for t in set(topic)}
+    source = [
+        sources[t] or (d.split(".", 1)[0] if d else None)
+        for t, d in zip(topic, values["dataset"], strict=True)
     ]
-    sources: dict[str | None, str | None] = {}
-    for ev in events:
-        e = ev.event
-        cols["event_id"].append(ev.event_id)
-        cols["topic"].append(ev.topic)
-        cols["partition"].append(ev.partition)
-        cols["offset"].append(ev.offset)
-        cols["time"].append(utc(ev.time))
-        cols["ingest_time"].append(ingest_time)
-        if ev.topic not in sources:
-            sources[ev.topic] = source_of_topic(ev.topic)
-        cols["source"].append(sources[ev.topic] or _source_from_dataset(e))
-        flat = any("." in key for key in e)
-        for column, paths, lower in fields:
-            value = None
-            for path, dotted in paths:
-                found = _pick(e, path, dotted, flat)
-                if found is None:
-                    continue
-                value = _lower(found) if lower else _text(found)
-                if value:
-                    break
-            column.append(value)
-        cols["event"].append(ev.raw.decode("utf-8") if ev.raw is not None else to_json(e))
-    types = {"partition": pa.int32(), "offset": pa.int64(), "time": TS, "ingest_time": TS}
-    return pa.table({k: pa.array(v, types.get(k, pa.string())) for k, v in cols.items()})
+    if None in raw:
+        buf = bytearray()
+        extend = buf.extend
+        ends = [
+            extend(r if r is not None else dumps(e)) or len(buf)
+            for r, e in zip(raw, event, strict=True)
+        ]
+        event_json = _strings(buf, ends, check_utf8=raw.count(None) < len(raw))
+    else:
+        # Raw bytes did not necessarily come from orjson: check their UTF-8.
+        event_json = _strings(b"".join(raw), list(accumulate(map(len, raw))), check_utf8=True)
+    n = len(events)
+    return pa.table(
+        {
+            "event_id": pa.array(event_id, pa.string()),
+            "topic": pa.array(topic, pa.string()),
+            "partition": pa.array(partition, pa.int32()),
+            "offset": pa.array(offset, pa.int64()),
+            "time": pa.array(when, TS),
+            "ingest_time": pa.repeat(pa.scalar(ingest_time, TS), n),
+            "source": pa.array(source, pa.string()),
+            **{name: pa.array(values[name], pa.string()) for name, _, _ in _EVENT_FIELDS},
+            "event": event_json,
+        }
+    )
