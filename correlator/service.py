@@ -168,16 +168,25 @@ class CorrelatorService:
         kafka = self.settings.kafka
         wait_for_broker(kafka)
         ensure_topics(kafka)
+        options: dict[str, Any] = {}
+        if self.settings.correlator.scale_out:
+            from zonewatch.kafka import correlation_topics
+
+            internal = correlation_topics(kafka)
+            ensure_topics(kafka, list(internal), configs=internal)
+            # kafka-python fetches again only once everything buffered is
+            # returned: with a large source backlog buffered, the hits topic
+            # would wait for all of it. Smaller fetches keep it flowing.
+            options = {"fetch_max_bytes": 1 << 20, "max_partition_fetch_bytes": 256 << 10}
         consumer = make_consumer(
             kafka,
             self.settings.correlator.group_id,
             max_poll_records=self.settings.correlator.max_batch,
-            **self._extra,
+            **{**options, **self._extra},
         )
         if self.settings.correlator.scale_out:
-            from correlator.scaleout.stream import RepartitionedStream, scale_out_topics
+            from correlator.scaleout.stream import RepartitionedStream
 
-            ensure_topics(kafka, scale_out_topics(kafka))
             self.loop = RepartitionedStream(
                 self.settings,
                 self.ruleset,

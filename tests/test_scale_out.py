@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,7 +21,7 @@ import duckdb
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_crash_recovery import RULES, Correlator, make_workload, produce, run_to_end
+from test_crash_recovery import RULES, Correlator, Workload, make_workload, run_to_end
 
 from correlator.scaleout.records import (
     ChangelogReader,
@@ -37,6 +38,7 @@ from correlator.scaleout.records import (
 )
 from correlator.scaleout.shard import ShardInput
 from zonewatch.config import KafkaSettings
+from zonewatch.kafka import correlation_topics, ensure_topics
 
 FW0, FW1, VDI0 = ("zw.events.firewall", 0), ("zw.events.firewall", 1), ("zw.events.vdi", 0)
 
@@ -185,6 +187,23 @@ def test_release_is_in_event_time_order_and_a_snapshot_continues_identically(
 # -- through the broker -----------------------------------------------------------
 
 
+def produce_paced(kafka: KafkaSettings, workload: Workload, seconds: float) -> None:
+    """The workload in event-time order, spread evenly over ``seconds``."""
+    from zonewatch.kafka import make_producer
+
+    producer = make_producer(kafka, linger_ms=5)
+    started = time.monotonic()
+    step = max(1, len(workload.records) // 100)
+    for i, (source, key, value) in enumerate(workload.records):
+        if i % step == 0:
+            ahead = started + seconds * i / len(workload.records) - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+        producer.send(kafka.events_topic(source), key=key.encode(), value=value)
+    producer.flush(timeout=120)
+    producer.close()
+
+
 def _offsets(db: Path) -> dict[tuple[str, int], int]:
     if not db.exists():
         return {}
@@ -210,17 +229,22 @@ def test_two_members_of_one_group_find_the_alerts_of_one(
     n = len(workload.records)
     prefix = kafka_settings.topic_prefix
 
-    # The second member joins while the first works through the backlog:
-    # source partitions and correlation shards (with their open windows, from
-    # the changelog) move to it mid-stream.
-    produce(kafka_settings, workload)
+    # Events arrive at a steady pace while the first member works; the
+    # second joins midway and takes source partitions and correlation shards
+    # (with their open windows, from the changelog) from it.
+    internal = correlation_topics(kafka_settings)
+    ensure_topics(kafka_settings)
+    ensure_topics(kafka_settings, list(internal), configs=internal)
+    feeder = threading.Thread(target=produce_paced, args=(kafka_settings, workload, 12.0))
     group, log = f"{prefix}-scaled", tmp_path / "scaled.log"
     dbs = [tmp_path / "a.duckdb", tmp_path / "b.duckdb"]
     scale = ("--scale-out",)
     a = Correlator(kafka_settings, rules, dbs[0], group, log, scale)
     a.wait_assigned()
+    feeder.start()
     b = Correlator(kafka_settings, rules, dbs[1], group, tmp_path / "b.log", scale)
     b.wait_assigned()
+    feeder.join()
     a.finish()
     b.finish()
     # Runs end when idle; follow up (one member, then the other) until every

@@ -52,9 +52,12 @@ def broker(settings: Settings, host: str, port: int, create_topics: bool) -> Non
 @click.pass_obj
 def topics(settings: Settings) -> None:
     """Create zonewatch's topics on the configured cluster (idempotent)."""
-    from zonewatch.kafka import all_topics, checkpoint_topic, ensure_topics
+    from zonewatch.kafka import all_topics, checkpoint_topic, correlation_topics, ensure_topics
 
-    created = ensure_topics(settings.kafka)
-    created += ensure_topics(settings.kafka, [checkpoint_topic(settings.kafka)], partitions=1)
-    for name in [*all_topics(settings.kafka), checkpoint_topic(settings.kafka)]:
+    kafka = settings.kafka
+    internal = correlation_topics(kafka)
+    created = ensure_topics(kafka)
+    created += ensure_topics(kafka, [checkpoint_topic(kafka)], partitions=1)
+    created += ensure_topics(kafka, list(internal), configs=internal)
+    for name in [*all_topics(kafka), checkpoint_topic(kafka), *internal]:
         click.echo(f"{name}\t{'created' if name in created else 'exists'}")

@@ -75,6 +75,16 @@ class KafkaSettings(BaseModel):
     def deadletter_topic(self) -> str:
         return self.topic("deadletter")
 
+    @property
+    def correlation_hits_topic(self) -> str:
+        """Scale-out: correlation hits re-keyed by group (correlator/scaleout/)."""
+        return self.topic("correlation.hits")
+
+    @property
+    def correlation_state_topic(self) -> str:
+        """Scale-out: the changelog of each correlation shard's state (compacted)."""
+        return self.topic("correlation.state")
+
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments shared by kafka-python producers, consumers and admin."""
         if not self.bootstrap_servers:

@@ -34,6 +34,15 @@ def all_topics(settings: KafkaSettings) -> list[str]:
     return [settings.events_topic(s) for s in SOURCES] + [settings.deadletter_topic]
 
 
+def correlation_topics(settings: KafkaSettings) -> dict[str, dict[str, str]]:
+    """The internal topics of ``correlate --scale-out``, with their settings:
+    the changelog keeps only the newest record per key (compaction)."""
+    return {
+        settings.correlation_hits_topic: {},
+        settings.correlation_state_topic: {"cleanup.policy": "compact"},
+    }
+
+
 def checkpoint_topic(settings: KafkaSettings) -> str:
     """Connector checkpoints, written in the same transaction as the events
     they cover; one partition so a connector reads back one ordered history."""
@@ -73,9 +82,13 @@ def admin_client(settings: KafkaSettings, timeout_s: float = 10.0) -> KafkaAdmin
 
 
 def ensure_topics(
-    settings: KafkaSettings, topics: Iterable[str] | None = None, partitions: int | None = None
+    settings: KafkaSettings,
+    topics: Iterable[str] | None = None,
+    partitions: int | None = None,
+    configs: dict[str, dict[str, str]] | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; return the ones created. Idempotent."""
+    """Create the topics that do not exist yet; return the ones created. Idempotent.
+    ``configs`` gives topic settings by name (e.g. ``cleanup.policy``)."""
     wanted = list(topics) if topics is not None else all_topics(settings)
     admin = admin_client(settings)
     created: list[str] = []
@@ -91,6 +104,7 @@ def ensure_topics(
                             name,
                             partitions or settings.partitions,
                             settings.replication_factor,
+                            topic_configs=(configs or {}).get(name, {}),
                         )
                     ]
                 )

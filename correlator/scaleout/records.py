@@ -1,6 +1,7 @@
 """What the detection stage and the correlation stage say to each other (pure).
 
-Two internal topics carry it (see correlator/correlation/README.md, Scale-out):
+Two internal topics carry it (see correlator/correlation/README.md, Scale-out;
+names in ``KafkaSettings``, created by ``zonewatch topics``):
 
 ``<prefix>.correlation.hits``
     *Hit* records: one event some correlation reads, with the detection rules
@@ -27,8 +28,6 @@ from typing import Any
 
 import orjson
 
-HITS_TOPIC = "correlation.hits"
-STATE_TOPIC = "correlation.state"
 # Kafka's default record limit is 1 MB (message.max.bytes); stay well under it.
 CHUNK_BYTES = 512 * 1024
 

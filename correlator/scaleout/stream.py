@@ -43,8 +43,6 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, T
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
 from correlator.scaleout.records import (
-    HITS_TOPIC,
-    STATE_TOPIC,
     ChangelogReader,
     Hit,
     RecordError,
@@ -71,16 +69,13 @@ from zonewatch.models import Alert, Evidence
 log = get_logger(__name__)
 
 WATERMARK_INTERVAL_S = 0.2
+IDLE_POLLS = 3  # as correlator/ordering.py: quiet this many polls, and idle_s
 CHANGELOG_READ_TIMEOUT_S = 30.0
 STATE_VERSION = 1
 
 
 class ScaleOutError(ZonewatchError):
     """The rules or the cluster do not allow a repartitioned correlator."""
-
-
-def scale_out_topics(kafka: KafkaSettings) -> list[str]:
-    return [kafka.topic(HITS_TOPIC), kafka.topic(STATE_TOPIC)]
 
 
 def check_rules(engine: Any) -> None:
@@ -119,6 +114,7 @@ class _Shard:
 class _SourceProgress:
     newest: float = float("-inf")
     last_arrival: float = field(default_factory=time.monotonic)
+    quiet_polls: int = 0  # polls since its last record
 
 
 class _Rebalance(AsyncConsumerRebalanceListener):
@@ -160,8 +156,8 @@ class RepartitionedStream(StreamCorrelator):
     ):
         check_rules(correlation)
         kafka = settings.kafka
-        self.hits_topic = kafka.topic(HITS_TOPIC)
-        self.state_topic = kafka.topic(STATE_TOPIC)
+        self.hits_topic = kafka.correlation_hits_topic
+        self.state_topic = kafka.correlation_state_topic
         self.shards: dict[int, _Shard] = {}
         self._sources: dict[SourcePartition, _SourceProgress] = {}
         self._engine_bytes: dict[int, bytes | None] = {}
@@ -211,7 +207,14 @@ class RepartitionedStream(StreamCorrelator):
                 sources[tp] = records
                 progress = self._sources.setdefault((tp.topic, tp.partition), _SourceProgress())
                 progress.last_arrival = time.monotonic()
+                progress.quiet_polls = 0
         return super().process_batch(sources)
+
+    def _behind(self) -> list[tuple[str, int]] | None:
+        # Called once per poll, before the batch is processed.
+        for progress in self._sources.values():
+            progress.quiet_polls += 1
+        return super()._behind()
 
     def _decode(self, record: Any) -> tuple[dict[str, Any], datetime] | None:
         decoded = super()._decode(record)
@@ -281,12 +284,14 @@ class RepartitionedStream(StreamCorrelator):
             high = self.consumer.highwater(tp)
             if (
                 high is not None
-                and self.consumer.position(tp) >= high
+                and state.quiet_polls >= IDLE_POLLS
                 and now - state.last_arrival >= idle_s
+                and self.consumer.position(tp) >= high
             ):
-                # Read to the end and quiet: like the single loop, time itself
-                # moves it on, less the idle window (a record stamped just now
-                # may still be on its way).
+                # Read to the end and quiet, for polls AND wall time (after a
+                # long pause, e.g. a rebalance, the high watermark is stale):
+                # like the single loop, time itself moves it on, less the idle
+                # window (a record stamped just now may still be on its way).
                 newest = max(newest, wall)
             if newest != float("-inf"):
                 progress[source] = newest
