@@ -268,3 +268,42 @@ def test_two_members_of_one_group_find_the_alerts_of_one(
     )
     assert Counter(clean.values()) == workload.expected
     assert sorted(scaled) == sorted(clean), (log.read_text()[-3000:], time.time())
+
+
+# -- rules a repartitioned correlator refuses -------------------------------------
+
+CHAIN = """
+title: Denied
+id: 6f0d7c1e-0000-4000-8000-000000000001
+name: denied
+logsource: {product: zonewatch, service: firewall}
+detection: {sel: {event.outcome: failure}, condition: sel}
+---
+title: Denied burst per host
+id: 6f0d7c1e-0000-4000-8000-000000000002
+name: burst
+correlation: {type: event_count, rules: [denied], group-by: [source.ip, user.name],
+              timespan: 5m, condition: {gte: 5}}
+---
+title: Bursts per user
+id: 6f0d7c1e-0000-4000-8000-000000000003
+correlation: {type: event_count, rules: [burst], group-by: [GROUP], timespan: 1h,
+              condition: {gte: 2}}
+"""
+
+
+def _engine(text: str) -> Any:
+    from correlator.correlation import CorrelationEngine
+    from correlator.correlation.yaml_rules import load_rules_text
+
+    loaded = load_rules_text(text)
+    return CorrelationEngine(loaded.correlations, loaded.resolve)
+
+
+def test_a_chain_grouping_by_fewer_fields_than_its_child_is_refused() -> None:
+    from correlator.scaleout.stream import ScaleOutError, check_rules
+
+    # A parent grouping by user only would gather children of many shards.
+    with pytest.raises(ScaleOutError, match="exactly its children's fields"):
+        check_rules(_engine(CHAIN.replace("GROUP", "user.name")))
+    check_rules(_engine(CHAIN.replace("GROUP", "source.ip, user.name")))
