@@ -165,8 +165,15 @@ def rss_mb() -> float:
 
 
 def stream(
-    kafka: KafkaSettings, rules: Path, db: Path, n: int, archive: bool = True
+    kafka: KafkaSettings,
+    rules: Path,
+    db: Path,
+    n: int,
+    archive: bool = True,
+    rss: dict[int, float] | None = None,
 ) -> tuple[float, Any]:
+    """Events/s of the correlator's loop over ``n`` events; ``rss`` collects
+    the process RSS (MB) after each tenth of them."""
     from correlator.service import CorrelatorService
 
     settings = load_settings().updated(
@@ -189,7 +196,14 @@ def stream(
             return orig(batch)
 
         service.loop.process_batch = timed  # type: ignore[union-attr,method-assign]
-        stats = service.run(until=lambda s: s.consumed >= n, idle_timeout_s=30)
+        marks = [n * k // 10 for k in range(1, 11)]
+
+        def until(s: Any) -> bool:
+            while rss is not None and marks and s.consumed >= marks[0]:
+                rss[marks.pop(0)] = rss_mb()
+            return bool(s.consumed >= n)
+
+        stats = service.run(until=until, idle_timeout_s=30)
         elapsed = time.perf_counter() - first[0]
         return n / elapsed, stats
 
@@ -239,10 +253,34 @@ def latency(
     return sorted(delays)
 
 
+def rss_run(kafka: KafkaSettings, rules: Path, db: Path, n: int) -> None:
+    """RSS of the correlator over a long run with default settings (events
+    archive on): flat means the state, the buffers and DuckDB's cache are
+    bounded, not the input."""
+    long = kafka.model_copy(update={"topic_prefix": f"rss-{uuid.uuid4().hex[:6]}"})
+    ensure_topics(long)
+    took = produce(long, long.events_topic("firewall"), n)
+    print(f"rss run: produced {n:,} events in {took:.0f} s")
+    samples: dict[int, float] = {}
+    rate, stats = stream(long, rules, db, n, rss=samples)
+    first = samples[min(samples)]
+    print(
+        f"rss     over {n:,} events ({rate:,.0f} events/s, {stats.new_alerts} alerts): "
+        + ", ".join(f"{k // 1000:,}k {v:.0f} MB" for k, v in sorted(samples.items()))
+        + f"; growth after the first tenth {samples[max(samples)] - first:+.0f} MB"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rules", type=int, default=50)
+    parser.add_argument(
+        "--rss-events",
+        type=int,
+        default=1_000_000,
+        help="events of the RSS run (archive on, default settings); 0 skips it",
+    )
     args = parser.parse_args()
     configure_logging("warning", json=True)
     n = args.events
@@ -296,6 +334,8 @@ def main() -> None:
                     f"latency produce -> committed alert at {half:,.0f} events/s: "
                     f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (target p99 <= 1000 ms)"
                 )
+            if args.rss_events:
+                rss_run(kafka, rules, Path(tmp) / "rss.duckdb", args.rss_events)
     finally:
         if broker is not None:
             broker.stop()
