@@ -21,7 +21,14 @@ import duckdb
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_crash_recovery import RULES, Correlator, Workload, make_workload, run_to_end
+from test_crash_recovery import (
+    RULES,
+    Correlator,
+    Workload,
+    make_workload,
+    produce,
+    run_to_end,
+)
 
 from correlator.scaleout.records import (
     ChangelogReader,
@@ -307,3 +314,35 @@ def test_a_chain_grouping_by_fewer_fields_than_its_child_is_refused() -> None:
     with pytest.raises(ScaleOutError, match="exactly its children's fields"):
         check_rules(_engine(CHAIN.replace("GROUP", "user.name")))
     check_rules(_engine(CHAIN.replace("GROUP", "source.ip, user.name")))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_scaled_out_member_killed_at_random_moments_loses_and_repeats_nothing(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yml"
+    rules.write_text(RULES)
+    workload = make_workload(30_000, seed=11)
+    internal = correlation_topics(kafka_settings)
+    ensure_topics(kafka_settings)
+    ensure_topics(kafka_settings, list(internal), configs=internal)
+    produce(kafka_settings, workload)
+    n = len(workload.records)
+    db, log = tmp_path / "scaled.duckdb", tmp_path / "scaled.log"
+    group = f"{kafka_settings.topic_prefix}-killed"
+    rng = random.Random(5)
+    kills = 0
+    for _ in range(5):
+        proc = Correlator(kafka_settings, rules, db, group, log, ("--scale-out",))
+        proc.wait_assigned()
+        time.sleep(rng.uniform(0.5, 3.0))
+        if proc.proc.poll() is None:
+            kills += 1
+        proc.kill()
+    assert kills >= 3
+    for _ in range(4):
+        Correlator(kafka_settings, rules, db, group, log, ("--scale-out",)).finish()
+        if sum(o for (t, _), o in _offsets(db).items() if ".events." in t) >= n:
+            break
+    assert Counter(_alerts(db).values()) == workload.expected
