@@ -35,10 +35,17 @@ log = get_logger(__name__)
 
 Router = Callable[[Alert], Sequence[str]]
 
-# Extensions must never be fetched or loaded behind an analyst's query.
 _CONNECT_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    # Extensions must never be fetched or loaded behind an analyst's query.
     "autoinstall_known_extensions": "false",
     "autoload_known_extensions": "false",
+    # DuckDB checkpoints the WAL into the file once it reaches this size, and
+    # each checkpoint rewrites the partly filled last row group of the tables
+    # it appends to. At the default 16 MB that happened every ~30k archived
+    # events; at 64 MB inserting and committing 300k archived events took
+    # 15-25% less time (wall and CPU, 3 runs). The price: up to 64 MB of WAL
+    # to replay when the store opens after a crash, about a second.
+    "checkpoint_threshold": "64MB",
 }
 
 
