@@ -101,6 +101,7 @@ class CorrelationStats:
 class _Partition:
     __slots__ = (
         "buffer",
+        "dirty",
         "frontier",
         "groups",
         "late_logged",
@@ -123,6 +124,7 @@ class _Partition:
         self.groups: list[dict[tuple[Any, ...], Any]] = [{} for _ in range(n_rules)]
         self.suppress: list[dict[tuple[Any, ...], float]] = [{} for _ in range(n_rules)]
         self.late_logged = 0
+        self.dirty = True  # changed since the last snapshot_partitions()
 
 
 _Readers = tuple[Getter, Getter | None, tuple[tuple[str, Getter], ...]]
@@ -140,6 +142,53 @@ def _readers(rule: CompiledCorrelation, slot: Slot) -> _Readers:
     return key_getter(slot.group_fields), read_value, carry
 
 
+_Extract = Callable[
+    [dict[str, Any], "CorrelationStats", Callable[[tuple[Any, ...]], bool] | None], list[Contrib]
+]
+
+
+def _extractor(route: list[_Route]) -> _Extract:
+    """One function reading everything the correlations fed by a detection
+    rule need from an event: each group key once, then each member's value
+    and carried fields, as the contributions ``_apply`` takes. Generated,
+    because looping over routes and members per event cost more than the
+    reads themselves."""
+    names: dict[str, Any] = {}
+    lines = ["def extract(event, stats, accept_key):", "    out = []"]
+    for k, (_fields, read_key, members) in enumerate(route):
+        names[f"key{k}"] = read_key
+        lines += [
+            f"    key = key{k}(event)",
+            "    if key is None:",
+            f"        stats.missing_group_field += {len(members)}",
+            "    elif accept_key is None or accept_key(key):",
+        ]
+        for m, (ri, s, read_value, carry) in enumerate(members):
+            tag = f"{k}_{m}"
+            if carry:
+                for c, (_, g) in enumerate(carry):
+                    names[f"carry{tag}_{c}"] = g
+                items = ", ".join(f"{f!r}: carry{tag}_{c}(event)" for c, (f, _) in enumerate(carry))
+                carried = "{" + items + "}"
+            else:
+                carried = "None"
+            if read_value is None:
+                lines.append(f"        out.append(({ri}, {s}, key, None, {carried}))")
+            else:
+                names[f"value{tag}"] = read_value
+                lines += [
+                    f"        value = value{tag}(event)",
+                    "        if value is None:",
+                    "            stats.missing_value += 1",
+                    "        else:",
+                    f"            out.append(({ri}, {s}, key, value, {carried}))",
+                ]
+    lines.append("    return out")
+    exec(compile("\n".join(lines) + "\n", "<correlation extract>", "exec"), names)
+    fn: _Extract = names["extract"]
+    return fn
+
+
 def _tuples(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_tuples(v) for v in value)
@@ -155,6 +204,10 @@ def _crossing(evidence: list[Evidence]) -> str | None:
         if isinstance(crossing, str):
             seen.setdefault(crossing, None)
     return ", ".join(seen) if seen else None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
 
 
 def _utc(dt: datetime) -> datetime:
@@ -186,12 +239,12 @@ class CorrelationEngine:
             [_readers(c, slot) for slot in c.slots] for c in self.rules
         ]
         # detection rule id -> what every correlation reading it extracts
-        self._routes: dict[str, list[_Route]] = {}
+        routes: dict[str, list[_Route]] = {}
         for c in self.rules:
             for s, slot in enumerate(c.slots):
                 if not slot.is_correlation:
                     read_key, read_value, carry = self._readers[c.index][s]
-                    route = self._routes.setdefault(slot.rule_id, [])
+                    route = routes.setdefault(slot.rule_id, [])
                     # Rules grouping by the same fields read the key once and
                     # share the tuple (and its memory).
                     for fields, _, members in route:
@@ -202,10 +255,21 @@ class CorrelationEngine:
                         route.append(
                             (slot.group_fields, read_key, [(c.index, s, read_value, carry)])
                         )
+        self._routes: dict[str, list[tuple[Getter, list[_Member]]]] = {
+            rid: [(read_key, members) for _, read_key, members in route]
+            for rid, route in routes.items()
+        }
+        self._extract: dict[str, _Extract] = {
+            rid: _extractor(route) for rid, route in routes.items()
+        }
+        # Per rule, what the hot path reads: (span, threshold check, temporal).
+        self._specs: list[tuple[float, Callable[[Any], bool], bool]] = [
+            (c.span, c.check, c.temporal) for c in self.rules
+        ]
+        self._max_groups = self.settings.max_groups_per_rule
         self._factory = [self._window_factory(c) for c in self.rules]
         self._memory_check_at = self.settings.max_state_bytes // (2 * _GROUP_BYTES)
         self._groups_total = 0  # sum(self._group_count), kept for the hot path
-        self._dirty: set[int] = set()  # partitions changed since snapshot_partitions()
 
     # ------------------------------------------------------------------ rules
 
@@ -272,62 +336,71 @@ class CorrelationEngine:
         each of its group keys and applies here only that shard's keys."""
         stats = self.stats
         stats.events += 1
-        dt = evidence.time
-        if dt.tzinfo is None:
+        # Pydantic models hook attribute access (__getattr__), which makes each
+        # read several times dearer than a dict lookup: read the fields once.
+        ev = evidence.__dict__
+        dt = ev["time"]
+        try:
+            t = (dt - _EPOCH) / _SECOND  # dt.timestamp(), bit for bit, at half the cost
+        except TypeError:  # naive: UTC
             dt = dt.replace(tzinfo=UTC)
-        t = dt.timestamp()
+            t = (dt - _EPOCH) / _SECOND
         part = self._parts.get(partition)
         if part is None:
             part = self._parts[partition] = _Partition(len(self.rules))
-        self._dirty.add(partition)
+        part.dirty = True
         contribs: list[Contrib] | None = None
-        routes = self._routes
+        extract = self._extract
         for hit in hits:
-            route = routes.get(hit)
-            if route is not None:
+            read = extract.get(hit)
+            if read is not None:
                 if contribs is None:
-                    contribs = []
-                self._extract(route, event, contribs, accept_key)
-        advanced = t > part.max_t
-        if advanced:
-            part.max_t = t
+                    contribs = read(event, stats, accept_key)
+                else:
+                    contribs += read(event, stats, accept_key)
         out: list[Alert] = []
+        if t > part.max_t:
+            wm = t - self._lateness
+            part.max_t = t
+        elif not contribs:
+            return out
+        else:
+            wm = part.max_t - self._lateness
+        buf = part.buffer
         if contribs:
             stats.correlated_events += 1
+            eid = ev["event_id"]
             rec = (
-                evidence.event_id,
+                eid,
                 t,
                 dt,
-                evidence.topic,
-                evidence.partition,
-                evidence.offset,
-                evidence.line,
+                ev["topic"],
+                ev["partition"],
+                ev["offset"],
+                ev["line"],
                 event if self._keep_event else None,
                 None,
             )
             if t < part.frontier:
                 self._late(part, partition, rec, contribs, out)
                 return out
-            item = (t, evidence.event_id, next(self._seq), rec, contribs)
-            buf = part.buffer
-            if buf and (t < buf[-1][0] or (t == buf[-1][0] and item[1] < buf[-1][1])):
-                heapq.heappush(part.unordered, item)
+            if buf and (t < buf[-1][0] or (t == buf[-1][0] and eid < buf[-1][1])):
+                heapq.heappush(part.unordered, (t, eid, next(self._seq), rec, contribs))
             else:
-                buf.append(item)
-        elif not advanced:
-            return out
-        wm = part.max_t - self._lateness
-        buf = part.buffer
-        pending = part.pending
-        if (
-            (buf and buf[0][0] <= wm)
-            or (part.unordered and part.unordered[0][0] <= wm)
-            or (pending and pending[0][0] < wm)
-            or (wm >= part.next_scan and wm > -math.inf)
-        ):
-            self._release(part, out)
-        elif wm > part.frontier:
+                buf.append((t, eid, next(self._seq), rec, contribs))
+        if wm > part.frontier:
             part.frontier = wm
+        pending = part.pending
+        if part.unordered or (pending and pending[0][0] < wm) or part.frontier >= part.next_scan:
+            self._release(part, out)
+            return out
+        # The common case: in-order arrivals, nothing due but the FIFO's head.
+        while buf and buf[0][0] <= wm:
+            t, _, _, rec, contribs = buf.popleft()
+            self._apply(part, t, rec, contribs, out)
+            if pending and pending[0][0] < wm:
+                self._release(part, out)  # an absence window this event opened is due
+                break
         return out
 
     def advance_watermark(self, partition: int, event_time: datetime | float) -> list[Alert]:
@@ -339,7 +412,7 @@ class CorrelationEngine:
             part = self._parts[partition] = _Partition(len(self.rules))
         out: list[Alert] = []
         if t > part.max_t:
-            self._dirty.add(partition)
+            part.dirty = True
             part.max_t = float(t)
             self._release(part, out)
         return out
@@ -350,8 +423,8 @@ class CorrelationEngine:
         stay open and are counted as ``incomplete_windows``."""
         out: list[Alert] = []
         horizon = max((p.max_t for p in self._parts.values()), default=-math.inf)
-        self._dirty.update(self._parts)
         for part in self._parts.values():
+            part.dirty = True
             self._release(part, out, watermark=math.inf)
             self._resolve_pending(part, horizon, out, inclusive=True)
             part.frontier = max(part.frontier, part.max_t)
@@ -368,37 +441,11 @@ class CorrelationEngine:
         repartitioned correlator hashes to pick the shard of each group."""
         keys: set[tuple[Any, ...]] = set()
         for hit in hits:
-            for _fields, read_key, _members in self._routes.get(hit, ()):
+            for read_key, _members in self._routes.get(hit, ()):
                 key = read_key(event)
                 if key is not None:
                     keys.add(key)
         return keys
-
-    def _extract(
-        self,
-        route: list[_Route],
-        event: dict[str, Any],
-        contribs: list[Contrib],
-        accept_key: Callable[[tuple[Any, ...]], bool] | None = None,
-    ) -> None:
-        stats = self.stats
-        for _fields, read_key, members in route:
-            key = read_key(event)
-            if key is None:
-                stats.missing_group_field += len(members)
-                continue
-            if accept_key is not None and not accept_key(key):
-                continue
-            for ri, s, read_value, carry in members:
-                value = None
-                if read_value is not None:
-                    value = read_value(event)
-                    if value is None:
-                        stats.missing_value += 1
-                        continue
-                contribs.append(
-                    (ri, s, key, value, {f: g(event) for f, g in carry} if carry else None)
-                )
 
     def _late(
         self, part: _Partition, partition: int, rec: Rec, contribs: list[Contrib], out: list[Alert]
@@ -452,23 +499,24 @@ class CorrelationEngine:
     def _apply(
         self, part: _Partition, t: float, rec: Rec, contribs: list[Contrib], out: list[Alert]
     ) -> None:
-        rules = self.rules
+        specs = self._specs
         tables = part.groups
         for ri, s, key, value, carry in contribs:
-            rule = rules[ri]
             st = tables[ri].get(key)
             if st is None:
                 st = self._new_group(part, ri, key)
-            if rule.temporal:
-                self._apply_temporal(part, rule, st, key, s, rec, t, carry, out)
-            elif rule.check(st.add(rec, t, value, rule.span)):
+            span, check, temporal = specs[ri]
+            if temporal:
+                self._apply_temporal(part, self.rules[ri], st, key, s, rec, t, carry, out)
+            elif check(st.add(rec, t, value, span)):
                 recs = st.take()
-                self._fire(part, rule, key, recs, recs[0][2], rec[2], t, carry, out)
+                self._fire(part, self.rules[ri], key, recs, recs[0][2], rec[2], t, carry, out)
 
     def _new_group(self, part: _Partition, ri: int, key: tuple[Any, ...]) -> Any:
-        if self._group_count[ri] >= self.settings.max_groups_per_rule:
+        count = self._group_count
+        if count[ri] >= self._max_groups:
             self._cap(ri)
-        self._group_count[ri] += 1
+        count[ri] += 1
         self._groups_total += 1
         if self._groups_total >= self._memory_check_at:
             self._check_memory()
@@ -969,7 +1017,6 @@ class CorrelationEngine:
         for ri, table in enumerate(part.groups):
             self._group_count[ri] -= len(table)
             self._groups_total = sum(self._group_count)
-        self._dirty.discard(partition)
         return self._partition_bytes(part)
 
     def import_partition(self, partition: int, data: bytes) -> None:
@@ -991,7 +1038,7 @@ class CorrelationEngine:
             raise CorrelationStateError(
                 f"partition {partition} state is unreadable ({type(exc).__name__}); start it empty"
             ) from exc
-        self._dirty.add(partition)
+        self._parts[partition].dirty = True
 
     def _partition_bytes(self, part: _Partition) -> bytes:
         payload = self._dump_partition(part)
@@ -1002,9 +1049,13 @@ class CorrelationEngine:
         """Per-partition state, by default only of partitions changed since
         the last call: store each under its own key in the checkpoint
         transaction, so a checkpoint costs what changed, not all the state."""
-        chosen = self._dirty if only_changed else set(self._parts)
-        out = {p: self._partition_bytes(self._parts[p]) for p in sorted(chosen) if p in self._parts}
-        self._dirty = set()
+        out = {
+            p: self._partition_bytes(part)
+            for p, part in sorted(self._parts.items())
+            if part.dirty or not only_changed
+        }
+        for part in self._parts.values():
+            part.dirty = False
         return out
 
     @classmethod
@@ -1019,7 +1070,8 @@ class CorrelationEngine:
         engine = cls(rules, resolve, settings)
         for partition, data in parts.items():
             engine.import_partition(partition, data)
-        engine._dirty = set()
+        for part in engine._parts.values():
+            part.dirty = False
         return engine
 
     def reload(

@@ -1,19 +1,23 @@
 """Fast readers for the event fields a correlation groups by and aggregates.
 
-They run for every event and rule, so each field gets a function made for
-its path: nested lookups first (events are nested ECS), falling back to
-``zonewatch.ecs.get_field`` for flat dotted keys and odd shapes.
+They run for every event and rule, so each reader is a function generated for
+its paths: nested lookups inlined (events are nested ECS), falling back to
+``zonewatch.ecs.get_field`` for flat dotted keys and odd shapes, and the
+normalization of the common case (a string) inlined too. A generic closure
+per field costs two or three Python calls per read; the generated code none.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from zonewatch.ecs import get_field
 
 Getter = Callable[[dict[str, Any]], Any]
+
+_MISSING = (KeyError, TypeError, IndexError)
 
 
 def norm(value: Any) -> Any:
@@ -45,73 +49,83 @@ def number(value: Any) -> float | None:
     return None
 
 
-def getter(name: str) -> Getter:
+def _read(name: str, var: str, indent: str) -> list[str]:
+    """Source lines setting ``var`` to the field ``name`` of ``event``."""
     parts = name.split(".")
     if len(parts) == 1:
-        return lambda event: event.get(name)
-    if len(parts) == 2:
-        a, b = parts
-
-        def get2(event: dict[str, Any]) -> Any:
-            try:
-                return event[a][b]
-            except (KeyError, TypeError, IndexError):
-                return get_field(event, name)
-
-        return get2
-    if len(parts) == 3:
-        a, b, c = parts
-
-        def get3(event: dict[str, Any]) -> Any:
-            try:
-                return event[a][b][c]
-            except (KeyError, TypeError, IndexError):
-                return get_field(event, name)
-
-        return get3
-    return lambda event: get_field(event, name)
+        return [f"{indent}{var} = event.get({name!r})"]
+    path = "".join(f"[{p!r}]" for p in parts)
+    return [
+        f"{indent}try:",
+        f"{indent}    {var} = event{path}",
+        f"{indent}except _MISSING:",
+        f"{indent}    {var} = get_field(event, {name!r})",
+    ]
 
 
-def key_getter(names: tuple[str, ...]) -> Getter:
+def _build(name: str, lines: list[str]) -> Getter:
+    source = f"def {name}(event):\n" + "\n".join(lines) + "\n"
+    namespace: dict[str, Any] = {
+        "_MISSING": _MISSING,
+        "get_field": get_field,
+        "norm": norm,
+        "number": number,
+    }
+    exec(compile(source, f"<correlation {name}>", "exec"), namespace)
+    fn: Getter = namespace[name]
+    return fn
+
+
+def getter(name: str) -> Getter:
+    """event -> the raw value of ``name`` (None when missing)."""
+    return _build("get", [*_read(name, "v", "    "), "    return v"])
+
+
+def key_getter(names: Sequence[str]) -> Getter:
     """event -> normalized group key tuple, or None when a field is missing."""
-    getters = [getter(n) for n in names]
-    if len(getters) == 1:
-        (g,) = getters
-
-        def key1(event: dict[str, Any]) -> tuple[Any, ...] | None:
-            v = g(event)
-            if v.__class__ is str:
-                return (v.lower(),)
-            v = norm(v)
-            return None if v is None else (v,)
-
-        return key1
-
-    def key_n(event: dict[str, Any]) -> tuple[Any, ...] | None:
-        out = []
-        for g in getters:
-            v = norm(g(event))
-            if v is None:
-                return None
-            out.append(v)
-        return tuple(out)
-
-    return key_n
+    lines: list[str] = []
+    for i, name in enumerate(names):
+        v = f"v{i}"
+        lines += _read(name, v, "    ")
+        lines += [
+            f"    if {v}.__class__ is str:",
+            f"        {v} = {v}.lower()",
+            "    else:",
+            f"        {v} = norm({v})",
+            f"        if {v} is None:",
+            "            return None",
+        ]
+    lines.append(f"    return ({''.join(f'v{i}, ' for i in range(len(names)))})")
+    return _build("key", lines)
 
 
-def value_getter(names: tuple[str, ...], numeric: bool) -> Getter:
+def value_getter(names: Sequence[str], numeric: bool) -> Getter:
     """event -> the aggregated value (a number, or a normalized distinct
     value / tuple of them), or None when missing or not a number."""
-    getters = [getter(n) for n in names]
     if numeric:
-        (g,) = getters
-        return lambda event: number(g(event))
-    if len(getters) == 1:
-        (g,) = getters
-        return lambda event: norm(g(event))
-
-    def values(event: dict[str, Any]) -> Any:
-        out = tuple(norm(g(event)) for g in getters)
-        return None if None in out else out
-
-    return values
+        (name,) = names
+        return _build(
+            "number_value",
+            [
+                *_read(name, "v", "    "),
+                "    if v.__class__ is int:",
+                "        return v",
+                "    return number(v)",
+            ],
+        )
+    if len(names) == 1:
+        return _build(
+            "value",
+            [
+                *_read(names[0], "v", "    "),
+                "    if v.__class__ is str:",
+                "        return v.lower()",
+                "    return norm(v)",
+            ],
+        )
+    lines: list[str] = []
+    for i, name in enumerate(names):
+        lines += _read(name, f"v{i}", "    ")
+    lines.append(f"    out = ({''.join(f'norm(v{i}), ' for i in range(len(names)))})")
+    lines.append("    return None if None in out else out")
+    return _build("values", lines)

@@ -78,9 +78,9 @@ class CountWindow:
     def add(self, rec: Rec, t: float, value: Any, span: float) -> float:
         recs = self.recs
         if recs:
-            if recs[0][T] < t - span:
+            if recs[0][1] < t - span:
                 del recs[: _cut(recs, t - span)]
-            if recs and recs[-1][T] > t:
+            if recs and recs[-1][1] > t:
                 recs.insert(_insert_at(recs, t), rec)
             else:
                 recs.append(rec)
@@ -178,7 +178,9 @@ class DistinctWindow(_ValuedWindow):
     __slots__ = ("counts",)
 
     def __init__(self) -> None:
-        super().__init__()
+        self.recs: list[Rec] = []
+        self.vals: list[Any] = []
+        self.last_t = -math.inf
         self.counts: dict[Any, int] = {}
 
     def _drop(self, values: list[Any]) -> None:
@@ -202,7 +204,7 @@ class DistinctWindow(_ValuedWindow):
     def add(self, rec: Rec, t: float, value: Any, span: float) -> float | None:
         # The common case (in order, nothing expiring) without method calls.
         recs = self.recs
-        if recs and (recs[0][T] < t - span or recs[-1][T] > t):
+        if recs and (recs[0][1] < t - span or recs[-1][1] > t):
             return super().add(rec, t, value, span)
         recs.append(rec)
         self.vals.append(value)
@@ -217,7 +219,9 @@ class SumWindow(_ValuedWindow):
     __slots__ = ("total",)
 
     def __init__(self) -> None:
-        super().__init__()
+        self.recs: list[Rec] = []
+        self.vals: list[Any] = []
+        self.last_t = -math.inf
         self.total: float = 0
 
     def _drop(self, values: list[Any]) -> None:
@@ -239,7 +243,7 @@ class SumWindow(_ValuedWindow):
 
     def add(self, rec: Rec, t: float, value: Any, span: float) -> float | None:
         recs = self.recs
-        if recs and (recs[0][T] < t - span or recs[-1][T] > t):
+        if recs and (recs[0][1] < t - span or recs[-1][1] > t):
             return super().add(rec, t, value, span)
         recs.append(rec)
         self.vals.append(value)
