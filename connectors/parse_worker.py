@@ -4,10 +4,14 @@ kafka-python's ``send`` costs about as much CPU per line as parsing and
 enriching it, and in one process both share a core through the GIL. With a
 worker, the child reads the file input, runs the :class:`Pipeline` and hands
 the parent batches of ready records (dead letter?, key, partition, value
-bytes) together with the checkpoint that holds after the batch: the input
-position and the parser state. The parent sends a whole batch and commits
-only with the checkpoint of a batch it has sent, so a Kafka transaction
-still holds exactly the lines up to the checkpoint inside it.
+bytes). Some batches also carry the checkpoint that holds after them (the
+input position and the parser state) and the counts so far: every batch
+while the parser keeps no state, else one batch every ``CHECKPOINT_INTERVAL_S``
+and the last one, because the state (AVD's recently completed connections,
+Intune's device snapshots) can be far larger than a batch and the parent
+only needs it when it commits. The parent sends whole batches and commits
+only right after a batch with a checkpoint, so a Kafka transaction still
+holds exactly the lines up to the checkpoint inside it.
 
 Order: one worker, one pipe, batches in file order. Memory: the pipe holds
 at most about one batch beyond the one being sent, so a slow broker blocks
@@ -70,6 +74,10 @@ PIPE_BYTES = 1 << 20
 # A batch is handed on at the latest this long after the last one, so a
 # trickle of syslog messages is not held back until a batch fills.
 FLUSH_INTERVAL_S = 0.1
+# With parser state, a batch carries the checkpoint (and with it the state) at
+# most this long after the last one that did; the parent commits about once
+# a second, so it waits at most this long past that for a batch to commit on.
+CHECKPOINT_INTERVAL_S = 0.25
 # After stop(), how long the parent keeps sending what the worker had already
 # read (syslog and stdin cannot be read again) before it gives up.
 DRAIN_S = 5.0
@@ -90,14 +98,17 @@ class WorkerSpec:
     format: str
     timezone: str | None
     input: Input  # not yet opened: the worker opens and reads it
+    checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S
 
 
 @dataclass
 class Batch:
     records: list[PreparedRecord]
     lines: int  # input records the batch covers (some yield no event)
-    checkpoint: dict[str, Any]
-    stats: IngestStats
+    # what holds after this batch, or None: the parent cannot commit right
+    # after it (see the module docstring)
+    checkpoint: dict[str, Any] | None
+    stats: IngestStats | None  # counts so far, with every checkpoint
 
 
 def _context() -> Any:
@@ -240,6 +251,7 @@ class WorkerRunner:
         since_commit = 0
         last_commit = time.monotonic()
         drain_until: float | None = None
+        committable = True
         try:
             while not worker.finished:
                 if self._stop.is_set():
@@ -254,18 +266,29 @@ class WorkerRunner:
                 batch = worker.next(0.2)
                 if batch is not None:
                     sink.send_prepared(batch.records)
-                    self._checkpoint = batch.checkpoint
-                    stats.read, stats.produced = batch.stats.read, batch.stats.produced
-                    stats.dead_lettered = batch.stats.dead_lettered
-                    stats.reasons = batch.stats.reasons
                     since_commit += batch.lines
-                if since_commit >= self.commit_every or (
-                    since_commit and time.monotonic() - last_commit >= self.commit_interval_s
+                    # records sent beyond the last checkpoint: no commit until the next
+                    committable = batch.checkpoint is not None
+                    if batch.checkpoint is not None:
+                        self._checkpoint = batch.checkpoint
+                    if batch.stats is not None:
+                        stats.read, stats.produced = batch.stats.read, batch.stats.produced
+                        stats.dead_lettered = batch.stats.dead_lettered
+                        stats.reasons = batch.stats.reasons
+                if committable and (
+                    since_commit >= self.commit_every
+                    or (since_commit and time.monotonic() - last_commit >= self.commit_interval_s)
                 ):
                     self.commit()
                     since_commit = 0
                     last_commit = time.monotonic()
-            self.commit()
+            if not committable and self.sink.transactional_id:
+                # the drain timed out after a batch without its checkpoint:
+                # closing the sink aborts the transaction, and a restart reads
+                # those lines again from the last committed checkpoint
+                log.warning("uncommitted_after_drain", input=self.pipeline.input_name)
+            else:
+                self.commit()
         finally:
             worker.close()
         stats.seconds = time.monotonic() - self.started
@@ -276,20 +299,35 @@ class WorkerRunner:
 
 
 class _Batcher:
-    def __init__(self, pipeline: Pipeline, partitions: dict[str, list[int]], out: Connection):
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        partitions: dict[str, list[int]],
+        out: Connection,
+        checkpoint_interval_s: float,
+    ):
         self.pipeline = pipeline
         self.out = out
+        self.checkpoint_interval_s = checkpoint_interval_s
         self.partition = KeyPartitioner(partitions)
         self.records: list[PreparedRecord] = []
         self.lines = 0
         self.size = 0
+        self.last_checkpoint = time.monotonic()
 
     def flush(self, source_input: Input, kind: str = "batch") -> None:
         pipeline = self.pipeline
-        cp: dict[str, Any] = {"input": source_input.checkpoint()}
-        if pipeline.ctx.state:
-            cp[_STATE_KEY] = pipeline.ctx.state
-        batch = Batch(self.records, self.lines, cp, pipeline.stats)
+        state = pipeline.ctx.state
+        cp: dict[str, Any] | None = None
+        stats: IngestStats | None = None
+        now = time.monotonic()
+        if not state or kind == "end" or now - self.last_checkpoint >= self.checkpoint_interval_s:
+            cp = {"input": source_input.checkpoint()}
+            if state:
+                cp[_STATE_KEY] = state
+            stats = pipeline.stats
+            self.last_checkpoint = now
+        batch = Batch(self.records, self.lines, cp, stats)
         self.out.send_bytes(pickle.dumps((kind, batch), protocol=pickle.HIGHEST_PROTOCOL))
         self.records, self.lines, self.size = [], 0, 0
         # year inference and lines without a timestamp read ctx.now
@@ -311,7 +349,7 @@ def _run(spec: WorkerSpec, ctl: Connection, out: Connection) -> None:
             source_input.restore(checkpoint["input"])
         if checkpoint.get(_STATE_KEY):
             pipeline.ctx.state.update(checkpoint[_STATE_KEY])
-    batcher = _Batcher(pipeline, partitions, out)
+    batcher = _Batcher(pipeline, partitions, out, spec.checkpoint_interval_s)
     topic = spec.settings.kafka.events_topic(spec.source)
     dead_topic = spec.settings.kafka.deadletter_topic
     dead_key = spec.source.encode()
