@@ -140,7 +140,7 @@ def cpu_s(who: int = resource.RUSAGE_SELF) -> float:
 
 
 def bare_producer(
-    kafka: KafkaSettings, n: int, payload: bytes, best: bool = True
+    kafka: KafkaSettings, n: int, payload: bytes, best: bool = True, transactional: bool = False
 ) -> tuple[float, float]:
     """msgs/s and CPU microseconds per message of the bare producer.
 
@@ -148,18 +148,34 @@ def bare_producer(
     linger, no compression) and the partition passed in, which spares
     kafka-python its pure-Python murmur2 per record (the sink caches it per
     key); else make_producer's defaults and kafka-python's partitioner.
+    ``transactional``: with best, in transactions committed about once a
+    second like the sink's (what exactly-once costs kafka-python per send).
     """
     topic = kafka.topic("bench.bare")
     ensure_topics(kafka, [topic])
     key = b"tanaka.hanako@city.example.lg.jp"
+    txn = {"transactional_id": f"bench-{uuid.uuid4().hex}"} if transactional else {}
     if best:
-        producer = make_producer(kafka, batch_size=BATCH_BYTES, linger_ms=LINGER_MS)
+        producer = make_producer(kafka, batch_size=BATCH_BYTES, linger_ms=LINGER_MS, **txn)
         partition = KeyPartitioner({topic: sorted(producer.partitions_for(topic))})(topic, key)
     else:
         producer, partition = make_producer(kafka), None
+    if transactional:
+        producer.init_transactions()
     start, cpu = time.perf_counter(), cpu_s()
-    for _ in range(n):
-        producer.send(topic, key=key, value=payload, partition=partition)
+    if transactional:
+        last = start
+        producer.begin_transaction()
+        for i in range(n):
+            producer.send(topic, key=key, value=payload, partition=partition)
+            if i % 512 == 0 and time.perf_counter() - last >= 1.0:
+                producer.commit_transaction()
+                producer.begin_transaction()
+                last = time.perf_counter()
+        producer.commit_transaction()
+    else:
+        for _ in range(n):
+            producer.send(topic, key=key, value=payload, partition=partition)
     producer.flush()
     elapsed, cpu = time.perf_counter() - start, cpu_s() - cpu
     producer.close()
@@ -241,8 +257,10 @@ def run(
     cpu_ratios: dict[Run, list[float]] = {k: [] for k in runs}
     fixed = {key: _fixed_cpu(settings, tmp, key, files[key[0]]) for key in runs}
     plain: list[float] = []
+    txns: list[tuple[float, float]] = []
     for _ in range(rounds):
         plain.append(bare_producer(kafka, lines, b"x" * 900, best=False)[0])
+        txns.append(bare_producer(kafka, lines, b"x" * 900, transactional=True))
         bare, bare_cpu = bare_producer(kafka, lines, b"x" * 900)
         bares.append(bare)
         bare_cpus.append(bare_cpu)
@@ -262,7 +280,9 @@ def run(
         f"msgs/s, {med(bare_cpus):.0f} CPU-us/msg over {rounds} rounds "
         f"({', '.join(f'{b:,.0f}' for b in bares)}); the floor uses the sink's batch_size "
         f"and linger_ms and passes the partition; with make_producer's defaults and "
-        f"kafka-python's partitioner: median {med(plain):,.0f} msgs/s"
+        f"kafka-python's partitioner: median {med(plain):,.0f} msgs/s; in transactions "
+        f"like the sink's (commit about once a second): median "
+        f"{med(t[0] for t in txns):,.0f} msgs/s, {med(t[1] for t in txns):.0f} CPU-us/msg"
     )
     print(
         f"{'format':<22}{'mode':<8}{'lines/s':>9}{'ratio':>7}{'cpu-ratio':>10}"
