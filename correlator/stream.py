@@ -178,6 +178,10 @@ class StreamCorrelator:
         )
         self._last_full = time.monotonic()
         self._dirty = False
+        # Alerts and archived events waiting for the next write (_checkpoint).
+        self._pending_alerts: list[Alert] = []
+        self._pending_archive: list[ArchivedEvent] = []
+        self._pending_since = time.monotonic()
         if correlation is not None:
             self._correlated = frozenset(correlation.referenced_rule_ids)
             stored = store.load_state(MERGER_KEY)
@@ -288,6 +292,8 @@ class StreamCorrelator:
                     alerts = self._correlate()
                     if alerts or self._checkpoint_due():
                         self._checkpoint(alerts, {})
+                if not batch and (self._pending_alerts or self._pending_archive):
+                    self._checkpoint([], {})  # the backlog ended: write what waits
                 if not active and (
                     (
                         idle_timeout_s is not None
@@ -363,7 +369,13 @@ class StreamCorrelator:
             ) + len(records)
             EVENTS_IN.labels(source=source or "unknown").inc(len(records))
         alerts.extend(self._correlate())
-        self._checkpoint(alerts, next_offsets, archive)
+        polled = sum(len(r) for r in batch.values())
+        self._checkpoint(
+            alerts,
+            next_offsets,
+            archive,
+            more_coming=polled >= self.settings.correlator.max_batch,
+        )
         self.stats.batches += 1
         self.stats.consumed += sum(len(r) for r in batch.values())
         if newest is not None:
@@ -504,6 +516,17 @@ class StreamCorrelator:
         self._caught_up = bool(assigned) and not behind
         return behind
 
+    def _gather(
+        self, alerts: list[Alert], archive: list[ArchivedEvent] | None
+    ) -> tuple[list[Alert], list[ArchivedEvent]]:
+        """Add to what waits for the next write; returns all of it."""
+        if not (self._pending_alerts or self._pending_archive):
+            self._pending_since = time.monotonic()
+        self._pending_alerts.extend(alerts)
+        if archive:
+            self._pending_archive.extend(archive)
+        return self._pending_alerts, self._pending_archive
+
     def _checkpoint_due(self) -> bool:
         interval = self.settings.correlator.checkpoint_interval_s
         return self._dirty and time.monotonic() - self._last_full >= interval
@@ -515,12 +538,17 @@ class StreamCorrelator:
         archive: list[ArchivedEvent] | None = None,
         force: bool = False,
         commit: bool = True,
+        more_coming: bool = False,
     ) -> dict[TopicPartition, OffsetAndMetadata]:
         """Store a batch; every so often also the state and the resume offsets.
 
-        Alerts (with their outbox rows) and archived events are stored with
-        every batch, so Teams hears at once. The correlation state, which can
-        be large, is snapshotted with the offsets it covers only every
+        Alerts (with their outbox rows) and archived events are stored at
+        once when the consumer is caught up, so Teams hears at once. While it
+        works through a backlog (``more_coming``: the poll was full) they are
+        gathered into bigger writes, up to ``write_batch_events`` rows or
+        ``write_delay_s``: a DuckDB write has a fixed cost, and a commit per
+        poll halved the throughput. The correlation state, which can be
+        large, is snapshotted with the offsets it covers only every
         ``checkpoint_interval_s``; a crash replays from there, and the replay
         recreates the same alert ids (ignored) and skips what is archived.
 
@@ -529,6 +557,17 @@ class StreamCorrelator:
         """
         self._resume.update(offsets)
         self._dirty = self._dirty or bool(offsets)
+        alerts, archive = self._gather(alerts, archive)
+        cfg = self.settings.correlator
+        if (
+            more_coming
+            and not force
+            and not self._checkpoint_due()
+            and len(alerts) + len(archive) < cfg.write_batch_events
+            and time.monotonic() - self._pending_since < cfg.write_delay_s
+        ):
+            return {}
+        self._pending_alerts, self._pending_archive = [], []
         full = force or self.correlation is None or self._checkpoint_due()
         state: dict[str, bytes] = self._archive_state(archive)
         resume: dict[tuple[str, int], int] | None = None

@@ -136,6 +136,11 @@ class CorrelatorSettings(BaseModel):
     max_state_bytes: int = Field(default=1 << 30, ge=1 << 20)
     events_retention_days: float | None = Field(default=30.0, gt=0)
     max_batch: int = Field(default=2000, ge=1)
+    # While the consumer works through a backlog, alerts and archived events
+    # of several polls go to DuckDB in one write (a write has a fixed cost);
+    # caught up, every poll is written at once.
+    write_batch_events: int = Field(default=10_000, ge=1)
+    write_delay_s: float = Field(default=0.25, ge=0)
     # Several correlators in one consumer group: correlation hits are
     # re-keyed by group through an internal topic and each shard's state
     # moves with its partition (correlator/scaleout/). Off: one member

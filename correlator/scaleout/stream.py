@@ -368,6 +368,7 @@ class RepartitionedStream(StreamCorrelator):
         archive: list[ArchivedEvent] | None = None,
         force: bool = False,
         commit: bool = True,
+        more_coming: bool = False,
     ) -> dict[TopicPartition, OffsetAndMetadata]:
         """Hits out first (flush), then the batch in DuckDB (alerts, archive,
         source offsets), then, every ``checkpoint_interval_s``, each changed
