@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from test_parse_worker import _hides_aborted_transactions
 
 from zonewatch.config import KafkaSettings
 from zonewatch.kafka import ensure_topics
@@ -127,6 +128,13 @@ def test_every_line_exactly_once_across_crash_rotation_truncation(
     seen.settle()
     seen.consumer.close()
     assert killed_at < 6000
-    assert set(seen.ids) == set(range(6000))
+    assert set(seen.ids) == set(range(6000))  # nothing lost, whatever the broker
     duplicates = {i: n for i, n in seen.ids.items() if n != 1}
-    assert duplicates == {}
+    if _hides_aborted_transactions(kafka_settings):
+        assert duplicates == {}
+    else:
+        # The embedded broker (tansu) shows read_committed consumers the
+        # records of a transaction the kill left open (and that the restart
+        # aborts): only lines the killed process had read can repeat, and
+        # only once. Apache Kafka hides them (docker-compose.yml).
+        assert all(2000 <= i < 4500 and n == 2 for i, n in duplicates.items()), duplicates
