@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from correlator.alerting import OutboxSender, TeamsReceiver  # noqa: E402
 from correlator.store import AlertStore, ArchivedEvent  # noqa: E402
 from correlator.store.saved import saved_queries  # noqa: E402
+from correlator.store.schema import ID_KEY  # noqa: E402
 from zonewatch.logs import configure_logging  # noqa: E402
 from zonewatch.models import Alert, Evidence, alert_id  # noqa: E402
 
@@ -102,7 +103,8 @@ def bench_writes(tmp: Path, n: int) -> None:
     con.begin()
     con.executemany(
         "INSERT INTO alerts (id, rule_id, rule_title, level, type, first_seen, last_seen, "
-        "ingest_time, origin, evidence_count) VALUES (?, ?, ?, ?, ?, ?, ?, now(), 'stream', 3)",
+        "ingest_time, origin, evidence_count, id_key) "
+        f"VALUES ($1, $2, $3, $4, $5, $6, $7, now(), 'stream', 3, {ID_KEY.format(id='$1')})",
         [
             [a.id, a.rule_id, a.rule_title, a.level, a.type, a.first_seen, a.last_seen]
             for a in sample

@@ -23,7 +23,7 @@ import pyarrow as pa
 from correlator.store import rows
 from correlator.store.guard import check_statement
 from correlator.store.rows import ArchivedEvent
-from correlator.store.schema import MIGRATIONS, SCHEMA_VERSION
+from correlator.store.schema import ID_KEY, MIGRATIONS, SCHEMA_VERSION, by_id_key
 from zonewatch.errors import QueryError, StoreError
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert
@@ -72,8 +72,10 @@ class AlertStore:
         *,
         router: Router = default_router,
         events_retention: timedelta | None = None,
+        memory_limit: str | None = "512MB",
     ) -> None:
         self.path = Path(path)
+        self.memory_limit = memory_limit
         self.read_only = read_only
         self.router = router
         self.events_retention = events_retention
@@ -107,7 +109,7 @@ class AlertStore:
                     "set correlator.db_path to a writable place"
                 ) from exc
         try:
-            return duckdb.connect(str(self.path), read_only=self.read_only, config=_CONNECT_CONFIG)
+            return duckdb.connect(str(self.path), read_only=self.read_only, config=self._config())
         except duckdb.IOException as exc:
             text = str(exc)
             if "lock" in text.lower():
@@ -117,8 +119,25 @@ class AlertStore:
                     "query`, or stop it first"
                 ) from exc
             raise StoreError(f"cannot open the alert store {self.path}: {text}") from exc
+        except (duckdb.InvalidInputException, duckdb.ParserException) as exc:
+            if "memory" in str(exc).lower():
+                raise StoreError(
+                    f"invalid memory limit {self.memory_limit!r} for the alert store: use a "
+                    "size such as 512MB or 2GB (correlator.store_memory_limit)"
+                ) from exc
+            raise StoreError(f"cannot open the alert store {self.path}: {exc}") from exc
         except duckdb.Error as exc:
             raise StoreError(f"cannot open the alert store {self.path}: {exc}") from exc
+
+    def _config(self) -> dict[str, str | bool | int | float | list[str]]:
+        config = dict(_CONNECT_CONFIG)
+        if self.memory_limit:
+            # DuckDB's buffer pool takes up to 80% of RAM by default, so a
+            # long-running correlator grew with the events archive it scanned.
+            # Above the limit, operators spill to files next to the store.
+            config["memory_limit"] = self.memory_limit
+            config["temp_directory"] = f"{self.path}.tmp"
+        return config
 
     def _migrate(self) -> None:
         con = self._con
@@ -219,12 +238,9 @@ class AlertStore:
         con = self._con
         con.register("_zw_ids", pa.table({"id": [a.id for a in alerts]}))
         try:
-            existing = {
-                r[0]
-                for r in con.execute(
-                    "SELECT a.id FROM alerts a JOIN _zw_ids i ON a.id = i.id"
-                ).fetchall()
-            }
+            # With no key on alerts.id, this lookup (in the write's transaction,
+            # and writes are serialised) is what keeps a replay out.
+            existing = {r[0] for r in con.execute(by_id_key("id", "_zw_ids")).fetchall()}
         finally:
             con.unregister("_zw_ids")
         return [a for a in alerts if a.id not in existing]
@@ -240,13 +256,14 @@ class AlertStore:
         ]
         try:
             con.execute(
-                """
+                f"""
                 INSERT INTO alerts (id, rule_id, rule_title, level, tags, rule_hash, rule_version,
                     type, group_values, window_start, window_end, first_seen, last_seen,
-                    ingest_time, zone_crossing, origin, evidence_count)
+                    ingest_time, zone_crossing, origin, evidence_count, id_key)
                 SELECT a.id, a.rule_id, a.rule_title, a.level, a.tags, a.rule_hash, r.version,
                     a.type, a.group_values, a.window_start, a.window_end, a.first_seen,
-                    a.last_seen, a.ingest_time, a.zone_crossing, a.origin, a.evidence_count
+                    a.last_seen, a.ingest_time, a.zone_crossing, a.origin, a.evidence_count,
+                    {ID_KEY.format(id="a.id")}
                 FROM _zw_alerts a
                 LEFT JOIN rules r ON r.rule_id = a.rule_id AND r.sha256 = a.rule_hash
                 """

@@ -9,6 +9,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from correlator.store.schema import by_id_key
 from zonewatch.models import Alert, Evidence
 
 _ALERT_COLUMNS = (
@@ -26,9 +27,9 @@ def load_alerts(
         return {}
     cur.register("_zw_want", pa.table({"id": list(ids)}))
     try:
-        alerts = cur.execute(
-            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id IN (SELECT id FROM _zw_want)"
-        ).fetchall()
+        alerts = cur.execute(by_id_key(_ALERT_COLUMNS, "_zw_want")).fetchall()
+        wanted = set(ids)
+        alerts = [row for row in alerts if row[0] in wanted]
         evidence = cur.execute(
             """
             SELECT alert_id, event_id, event_time, topic, "partition", "offset", line, event
