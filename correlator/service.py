@@ -92,7 +92,10 @@ class CorrelatorService:
             load_routing(settings.teams.routing_file) if settings.teams.routing_file else None
         )
         retention = timedelta(days=cfg.events_retention_days) if cfg.events_retention_days else None
-        store_options: dict[str, Any] = {"events_retention": retention}
+        store_options: dict[str, Any] = {
+            "events_retention": retention,
+            "memory_limit": cfg.store_memory_limit,
+        }
         if self.routing is not None:
             store_options["router"] = self.routing
         self.store = AlertStore(cfg.db_path, **store_options)

@@ -136,6 +136,9 @@ class CorrelatorSettings(BaseModel):
     max_state_bytes: int = Field(default=1 << 30, ge=1 << 20)
     events_retention_days: float | None = Field(default=30.0, gt=0)
     max_batch: int = Field(default=2000, ge=1)
+    # DuckDB's buffer pool of the alert store (DuckDB sizes, e.g. 512MB, 2GB);
+    # above it queries and writes spill to <db_path>.tmp.
+    store_memory_limit: str = "512MB"
     # While the consumer works through a backlog, alerts and archived events
     # of several polls go to DuckDB in one write (a write has a fixed cost);
     # caught up, every poll is written at once.
