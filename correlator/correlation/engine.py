@@ -32,13 +32,17 @@ Semantics, in one place:
 
 from __future__ import annotations
 
+import gc
 import heapq
+import io
 import itertools
 import math
+import pickle
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -63,6 +67,7 @@ from correlator.correlation.windows import (
     Rec,
     SumWindow,
     TemporalWindow,
+    _pending,
     load_rec,
 )
 from zonewatch.logs import get_logger
@@ -70,7 +75,7 @@ from zonewatch.models import Alert, Evidence, alert_id
 
 log = get_logger(__name__)
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 1: JSON (still read), 2: pickle of rows (_encode)
 # Rough sizes for the memory cap, measured with tracemalloc on CPython 3.11
 # (bench/bench_correlation.py prints the real figure).
 _GROUP_BYTES = 420
@@ -268,6 +273,7 @@ class CorrelationEngine:
         ]
         self._max_groups = self.settings.max_groups_per_rule
         self._factory = [self._window_factory(c) for c in self.rules]
+        self._kinds: list[Any] = [type(make()) for make in self._factory]  # window class per rule
         self._memory_check_at = self.settings.max_state_bytes // (2 * _GROUP_BYTES)
         self._groups_total = 0  # sum(self._group_count), kept for the hot path
 
@@ -876,50 +882,73 @@ class CorrelationEngine:
         return data
 
     # ----------------------------------------------------- snapshot/restore
+    #
+    # Format 2 (current): MAGIC + a pickle of plain rows: tuples, lists,
+    # dicts, floats, strings, datetimes and absence windows. Pickle keeps
+    # shared records shared (an event feeding three rules is stored once and
+    # restored once, as in memory) and runs in C; the rows are built and
+    # consumed by comprehensions, one step per group. Loading goes through an
+    # unpickler that resolves only the few names the format uses, so a blob
+    # from elsewhere cannot call anything else. Format 1 (JSON, one dict per
+    # group) is still read, so a checkpoint taken before an upgrade restores.
 
-    def _dump_partition(self, part: _Partition) -> dict[str, Any]:
-        hashes = [c.rule_hash for c in self.rules]
-        buffer = [
-            [
-                t,
-                eid,
-                rec,
-                [[hashes[ri], s, key, value, carry] for ri, s, key, value, carry in contribs],
-            ]
-            for t, eid, _, rec, contribs in sorted(
-                (*part.buffer, *part.unordered), key=lambda e: (e[0], e[1], e[2])
-            )
-        ]
-        pending = [
-            [hashes[ri], key, p.dump()]
-            for _, _, ri, key, p in sorted(part.pending, key=lambda e: (e[0], e[1]))
-            if not p.cancelled
-        ]
-        groups = {
-            hashes[ri]: [[key, st.dump()] for key, st in table.items()]
-            for ri, table in enumerate(part.groups)
-            if table
-        }
-        for entries in groups.values():
-            for entry in entries:
-                if "p" in entry[1]:
-                    entry[1]["p"] = None  # pendings travel once, in heap order
-        suppress = {
-            hashes[ri]: [[k, u] for k, u in table.items()]
-            for ri, table in enumerate(part.suppress)
-            if table
-        }
-        return {
-            "max_t": part.max_t if math.isfinite(part.max_t) else None,
-            "frontier": part.frontier if math.isfinite(part.frontier) else None,
-            "next_scan": part.next_scan if math.isfinite(part.next_scan) else None,
-            "buffer": buffer,
-            "pending": pending,
-            "groups": groups,
-            "suppress": suppress,
-        }
+    def _dump_part(self, part: _Partition) -> tuple[Any, ...]:
+        buffer = sorted((*part.buffer, *part.unordered), key=lambda e: (e[0], e[1], e[2]))
+        pending = sorted(
+            (e for e in part.pending if not e[4].cancelled), key=lambda e: (e[0], e[1])
+        )
+        groups = {ri: self._kinds[ri].rows(table) for ri, table in enumerate(part.groups) if table}
+        suppress = {ri: table for ri, table in enumerate(part.suppress) if table}
+        return (part.max_t, part.frontier, part.next_scan, buffer, pending, groups, suppress)
 
-    def _load_partition(self, data: dict[str, Any]) -> _Partition:
+    def _load_part(self, hashes: list[str], state: tuple[Any, ...]) -> _Partition:
+        max_t, frontier, next_scan, buffer, pending, groups, suppress = state
+        index = {c.rule_hash: c.index for c in self.rules}
+        remap = [index.get(h) for h in hashes]  # index in the snapshot -> here (None: gone)
+        same = remap == list(range(len(self.rules)))
+        part = _Partition(len(self.rules))
+        part.max_t, part.frontier, part.next_scan = max_t, frontier, next_scan
+        for old, rows in groups.items():
+            ri = remap[old]
+            if ri is None:
+                continue  # the rule was removed or changed: its state goes
+            table = part.groups[ri] = self._kinds[ri].from_rows(rows)
+            self._group_count[ri] += len(table)
+        self._groups_total = sum(self._group_count)
+        seq = self._seq
+        for deadline, _, old, key, p in pending:
+            ri = remap[old]
+            if ri is None:
+                continue
+            st = part.groups[ri].get(key)
+            if st is None:  # evicted while its absence window stayed open
+                st = part.groups[ri][key] = self._factory[ri]()
+                self._group_count[ri] += 1
+                self._groups_total += 1
+            if st.pend is None:
+                st.pend = {}
+            st.pend[p.clause] = p
+            # Fresh sequence numbers: this engine's counter is not the dumper's.
+            heapq.heappush(part.pending, (deadline, next(seq), ri, key, p))
+        fifo = part.buffer
+        for t, eid, _, rec, contribs in buffer:  # dumped in order: all back to the FIFO
+            if not same:
+                contribs = [
+                    (remap[ri], s, key, value, carry)
+                    for ri, s, key, value, carry in contribs
+                    if remap[ri] is not None
+                ]
+                if not contribs:
+                    continue
+            fifo.append((t, eid, next(seq), rec, contribs))
+        for old, table in suppress.items():
+            ri = remap[old]
+            if ri is not None:
+                part.suppress[ri] = table
+        return part
+
+    def _load_partition_v1(self, data: dict[str, Any]) -> _Partition:
+        """A partition from format 1 (JSON): a checkpoint of the previous release."""
         index = {c.rule_hash: c.index for c in self.rules}
         part = _Partition(len(self.rules))
         part.max_t = data["max_t"] if data["max_t"] is not None else -math.inf
@@ -929,7 +958,7 @@ class CorrelationEngine:
             ri = index.get(h)
             if ri is None:
                 continue  # the rule was removed or changed: its state goes
-            load = self._factory[ri]().__class__.load
+            load = self._kinds[ri].load
             table = part.groups[ri]
             for key, state in entries:
                 table[_tuples(key)] = load(state)
@@ -965,15 +994,22 @@ class CorrelationEngine:
                 part.suppress[ri] = {_tuples(k): u for k, u in entries}
         return part
 
+    def _hashes(self) -> list[str]:
+        return [c.rule_hash for c in self.rules]
+
     def snapshot(self) -> bytes:
-        """The whole state as bytes (JSON): restore() continues identically."""
-        payload = {
-            "version": SNAPSHOT_VERSION,
-            "rules": [c.rule_hash for c in self.rules],
-            "partitions": {str(k): self._dump_partition(p) for k, p in self._parts.items()},
-            "stats": asdict(self.stats),
-        }
-        return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
+        """The whole state as bytes (format 2): restore() continues identically.
+        Raises pickle.PicklingError if the state holds a value restore() would
+        refuse (see _Pickler)."""
+        with _no_gc():
+            return _encode(
+                {
+                    "version": SNAPSHOT_VERSION,
+                    "rules": self._hashes(),
+                    "partitions": {k: self._dump_part(p) for k, p in self._parts.items()},
+                    "stats": asdict(self.stats),
+                }
+            )
 
     @classmethod
     def restore(
@@ -983,29 +1019,31 @@ class CorrelationEngine:
         resolve: Callable[[str], BaseRuleInfo | None],
         settings: CorrelationSettings | None = None,
     ) -> CorrelationEngine:
-        """An engine for ``rules`` continuing from a snapshot. State of rules
-        that are new or changed starts empty; state of removed rules is dropped."""
+        """An engine for ``rules`` continuing from a snapshot (format 2, or
+        format 1 of the previous release). State of rules that are new or
+        changed starts empty; state of removed rules is dropped."""
         engine = cls(rules, resolve, settings)
         try:
-            payload = orjson.loads(data)
-            if payload.get("version") != SNAPSHOT_VERSION:
-                raise CorrelationStateError(
-                    f"correlation snapshot version {payload.get('version')} is not "
-                    f"{SNAPSHOT_VERSION}; start without it (the input since the last "
-                    "checkpoint will be correlated from an empty state)"
-                )
-            for key, pdata in payload["partitions"].items():
-                engine._parts[int(key)] = engine._load_partition(pdata)
+            with _no_gc():
+                payload = _decode(data, "correlation snapshot")
+                if payload["version"] == 1:
+                    for key, pdata in payload["partitions"].items():
+                        engine._parts[int(key)] = engine._load_partition_v1(pdata)
+                else:
+                    for key, state in payload["partitions"].items():
+                        engine._parts[key] = engine._load_part(payload["rules"], state)
             for name, value in payload.get("stats", {}).items():
                 if hasattr(engine.stats, name):
                     setattr(engine.stats, name, value)
         except CorrelationStateError:
             raise
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        except _UNREADABLE as exc:
             raise CorrelationStateError(
                 f"correlation snapshot is unreadable ({type(exc).__name__}: {exc}); "
                 "start without it"
             ) from exc
+        for part in engine._parts.values():
+            part.dirty = True
         return engine
 
     def export_partition(self, partition: int) -> bytes | None:
@@ -1016,7 +1054,7 @@ class CorrelationEngine:
             return None
         for ri, table in enumerate(part.groups):
             self._group_count[ri] -= len(table)
-            self._groups_total = sum(self._group_count)
+        self._groups_total = sum(self._group_count)
         return self._partition_bytes(part)
 
     def import_partition(self, partition: int, data: bytes) -> None:
@@ -1025,25 +1063,32 @@ class CorrelationEngine:
         if old is not None:
             for ri, table in enumerate(old.groups):
                 self._group_count[ri] -= len(table)
-                self._groups_total = sum(self._group_count)
+            self._groups_total = sum(self._group_count)
         try:
-            payload = orjson.loads(data)
-            if payload.get("version") != SNAPSHOT_VERSION:
-                raise CorrelationStateError(
-                    f"partition {partition} state has version {payload.get('version')}, "
-                    f"not {SNAPSHOT_VERSION}; start it empty"
-                )
-            self._parts[partition] = self._load_partition(payload)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            with _no_gc():
+                payload = _decode(data, f"partition {partition} state")
+                if payload["version"] == 1:
+                    part = self._load_partition_v1(payload)
+                else:
+                    part = self._load_part(payload["rules"], payload["partition"])
+        except CorrelationStateError:
+            raise
+        except _UNREADABLE as exc:
             raise CorrelationStateError(
                 f"partition {partition} state is unreadable ({type(exc).__name__}); start it empty"
             ) from exc
-        self._parts[partition].dirty = True
+        part.dirty = True
+        self._parts[partition] = part
 
     def _partition_bytes(self, part: _Partition) -> bytes:
-        payload = self._dump_partition(part)
-        payload["version"] = SNAPSHOT_VERSION
-        return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
+        with _no_gc():
+            return _encode(
+                {
+                    "version": SNAPSHOT_VERSION,
+                    "rules": self._hashes(),
+                    "partition": self._dump_part(part),
+                }
+            )
 
     def snapshot_partitions(self, only_changed: bool = True) -> dict[int, bytes]:
         """Per-partition state, by default only of partitions changed since
@@ -1085,3 +1130,111 @@ class CorrelationEngine:
         return CorrelationEngine.restore(
             self.snapshot(), rules, resolve or self._resolve, self.settings
         )
+
+
+_MAGIC = b"zonewatch-correlation\x00"
+# The only names a format-2 snapshot may load (find_class refuses the rest).
+_ALLOWED = {
+    ("datetime", "datetime"),
+    ("datetime", "timezone"),
+    ("datetime", "timedelta"),
+    ("correlator.correlation.windows", "_pending"),
+}
+_UNREADABLE = (
+    orjson.JSONDecodeError,
+    pickle.UnpicklingError,
+    EOFError,
+    AttributeError,
+    KeyError,
+    TypeError,
+    ValueError,
+    IndexError,
+)
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a correlation snapshot")
+        return super().find_class(module, name)
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Dumping or loading the state allocates an object per group and record;
+    the collector would rescan the whole (long-lived, acyclic) state over and
+    over meanwhile, which cost more than the work itself."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+# What _Pickler writes as it is: instances of these classes, and these names.
+_PLAIN_TYPES = (timezone, timedelta, Pending)
+_NAMES = (datetime, timezone, timedelta, _pending)
+
+
+class _Pickler(pickle.Pickler):
+    """Writes only what _Unpickler reads, so a snapshot always restores.
+
+    Datetimes whose tzinfo is not a ``datetime.timezone`` are written with
+    the fixed offset they have (what format 1's RFC 3339 strings kept): an
+    event's time is not always the stdlib's UTC; the stream's merger restores
+    its buffered events through pydantic, whose datetimes carry
+    ``pydantic_core.TzInfo``. Anything else the unpickler would refuse fails
+    here, at the checkpoint, rather than at the restart that needs the state.
+    Only objects that are not plain builtins get here, once each (pickle's
+    memo comes first): datetimes, absence windows and the names above."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        cls = obj.__class__
+        if cls is datetime:
+            tz = obj.tzinfo
+            if tz is None or tz.__class__ is timezone:
+                return NotImplemented
+            offset = obj.utcoffset()
+            fixed = obj.replace(tzinfo=timezone(offset) if offset is not None else None)
+            return fixed.__reduce_ex__(5)
+        if cls in _PLAIN_TYPES:
+            return NotImplemented
+        for name in _NAMES:
+            if obj is name:
+                return NotImplemented
+        raise pickle.PicklingError(
+            f"{cls.__module__}.{cls.__qualname__} cannot be part of a correlation snapshot "
+            "(state holds JSON values, datetimes and absence windows only)"
+        )
+
+
+def _encode(payload: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    out.write(_MAGIC)
+    _Pickler(out, protocol=5).dump(payload)
+    return out.getvalue()
+
+
+def _decode(data: bytes, what: str) -> dict[str, Any]:
+    """Format 2 or 1 (JSON of the previous release); anything else is refused."""
+    if data[: len(_MAGIC)] == _MAGIC:
+        payload = _Unpickler(io.BytesIO(memoryview(data)[len(_MAGIC) :])).load()
+        if not isinstance(payload, dict) or payload.get("version") != SNAPSHOT_VERSION:
+            raise CorrelationStateError(
+                f"{what} has format {payload.get('version') if isinstance(payload, dict) else '?'}"
+                f", this release reads {SNAPSHOT_VERSION} and 1; start without it "
+                "(the input since the last checkpoint will be correlated from an empty state)"
+            )
+        return payload
+    if data[:1] != b"{":
+        raise CorrelationStateError(f"{what} is not a correlation state; start without it")
+    payload = orjson.loads(data)
+    if payload.get("version") != 1:
+        raise CorrelationStateError(
+            f"{what} has format {payload.get('version')}, this release reads "
+            f"{SNAPSHOT_VERSION} and 1; start without it (the input since the last "
+            "checkpoint will be correlated from an empty state)"
+        )
+    return dict(payload)

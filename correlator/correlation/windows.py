@@ -108,6 +108,21 @@ class CountWindow:
         w.last_t = data["l"]
         return w
 
+    @staticmethod
+    def rows(table: dict[Any, Any]) -> list[Any]:
+        """A table of windows as plain rows (snapshot format 2, pickled)."""
+        return [(k, w.recs, w.last_t) for k, w in table.items()]
+
+    @classmethod
+    def from_rows(cls, rows: list[Any]) -> dict[Any, Any]:
+        new = cls.__new__
+        table = {}
+        for k, recs, last_t in rows:
+            w = table[k] = new(cls)
+            w.recs = recs
+            w.last_t = last_t
+        return table
+
 
 class _ValuedWindow:
     """Records with one value each, kept in two aligned lists."""
@@ -201,6 +216,22 @@ class DistinctWindow(_ValuedWindow):
     def metric(self) -> float:
         return len(self.counts)
 
+    @staticmethod
+    def rows(table: dict[Any, Any]) -> list[Any]:
+        return [(k, w.recs, w.vals, w.last_t, w.counts) for k, w in table.items()]
+
+    @classmethod
+    def from_rows(cls, rows: list[Any]) -> dict[Any, Any]:
+        new = cls.__new__
+        table = {}
+        for k, recs, vals, last_t, counts in rows:
+            w = table[k] = new(cls)
+            w.recs = recs
+            w.vals = vals
+            w.last_t = last_t
+            w.counts = counts
+        return table
+
     def add(self, rec: Rec, t: float, value: Any, span: float) -> float | None:
         # The common case (in order, nothing expiring) without method calls.
         recs = self.recs
@@ -237,6 +268,23 @@ class SumWindow(_ValuedWindow):
 
     def _reset(self) -> None:
         self.total = 0
+
+    @staticmethod
+    def rows(table: dict[Any, Any]) -> list[Any]:
+        # The running total as it is: summing again could round differently.
+        return [(k, w.recs, w.vals, w.last_t, w.total) for k, w in table.items()]
+
+    @classmethod
+    def from_rows(cls, rows: list[Any]) -> dict[Any, Any]:
+        new = cls.__new__
+        table = {}
+        for k, recs, vals, last_t, total in rows:
+            w = table[k] = new(cls)
+            w.recs = recs
+            w.vals = vals
+            w.last_t = last_t
+            w.total = total
+        return table
 
     def metric(self) -> float | None:
         return self.total
@@ -305,6 +353,23 @@ class QuantileWindow(_ValuedWindow):
         w.ordered = sorted(w.vals)
         return w
 
+    @staticmethod
+    def rows(table: dict[Any, Any]) -> list[Any]:
+        return [(k, w.recs, w.vals, w.last_t, w.ordered, w.fraction) for k, w in table.items()]
+
+    @classmethod
+    def from_rows(cls, rows: list[Any]) -> dict[Any, Any]:
+        new = cls.__new__
+        table = {}
+        for k, recs, vals, last_t, ordered, fraction in rows:
+            w = table[k] = new(cls)
+            w.recs = recs
+            w.vals = vals
+            w.last_t = last_t
+            w.ordered = ordered
+            w.fraction = fraction
+        return table
+
 
 class Pending:
     """An absence window: positive rules seen at ``start``; alert at
@@ -330,6 +395,26 @@ class Pending:
         p = cls(data[0], data[1], data[2], _load_recs(data[3]), data[4])
         p.cancelled = data[5]
         return p
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled once per absence window and shared by its group and the
+        # engine's deadline heap (pickle keeps the identity).
+        return _pending, (
+            self.clause,
+            self.start,
+            self.deadline,
+            self.recs,
+            self.carry,
+            self.cancelled,
+        )
+
+
+def _pending(
+    clause: int, start: float, deadline: float, recs: list[Rec], carry: Any, cancelled: bool
+) -> Pending:
+    p = Pending(clause, start, deadline, recs, carry)
+    p.cancelled = cancelled
+    return p
 
 
 Chain = tuple[float, float, tuple[Rec, ...]]  # (start, last time, records in order)
@@ -436,3 +521,36 @@ class TemporalWindow:
         w.pend = {int(k): Pending.load(p) for k, p in data["p"].items()} if data["p"] else None
         w.last_t = data["l"]
         return w
+
+    @staticmethod
+    def rows(table: dict[Any, Any]) -> list[Any]:
+        return [
+            (
+                k,
+                w.last,
+                [c.best for c in w.chains] if w.chains is not None else None,
+                w.pend,
+                w.last_t,
+            )
+            for k, w in table.items()
+        ]
+
+    @classmethod
+    def from_rows(cls, rows: list[Any]) -> dict[Any, Any]:
+        new = cls.__new__
+        chains_new = OrderedChains.__new__
+        table = {}
+        for k, last, chains, pend, last_t in rows:
+            w = table[k] = new(cls)
+            w.last = last
+            if chains is None:
+                w.chains = None
+            else:
+                w.chains = []
+                for best in chains:
+                    oc = chains_new(OrderedChains)
+                    oc.best = best
+                    w.chains.append(oc)
+            w.pend = pend
+            w.last_t = last_t
+        return table
