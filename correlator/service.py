@@ -65,7 +65,14 @@ def make_correlation_engine(ruleset: Any, settings: Settings, stored: bytes | No
         try:
             return CorrelationEngine.restore(stored, ruleset.correlations, resolve, corr_settings)
         except Exception as exc:  # an incompatible snapshot must not stop the service
-            log.warning("correlation_state_discarded", reason=str(exc)[:200])
+            # Error level: open windows are lost, so correlations spanning the
+            # restart can be missed (this once hid a snapshot format bug).
+            log.error(
+                "correlation_state_discarded",
+                reason=str(exc)[:200],
+                consequence="correlation windows start empty; correlations across the restart "
+                "may be missed",
+            )
     return CorrelationEngine(ruleset.correlations, resolve, corr_settings)
 
 
