@@ -170,10 +170,10 @@ def stream(
     db: Path,
     n: int,
     archive: bool = True,
-    rss: dict[int, float] | None = None,
+    rss: dict[int, tuple[float, float]] | None = None,
 ) -> tuple[float, Any]:
     """Events/s of the correlator's loop over ``n`` events; ``rss`` collects
-    the process RSS (MB) after each tenth of them."""
+    the process RSS and DuckDB's own memory (MB) after each tenth of them."""
     from correlator.service import CorrelatorService
 
     settings = load_settings().updated(
@@ -200,7 +200,7 @@ def stream(
 
         def until(s: Any) -> bool:
             while rss is not None and marks and s.consumed >= marks[0]:
-                rss[marks.pop(0)] = rss_mb()
+                rss[marks.pop(0)] = (rss_mb(), duckdb_mb(service.store))
             return bool(s.consumed >= n)
 
         stats = service.run(until=until, idle_timeout_s=30)
@@ -253,6 +253,12 @@ def latency(
     return sorted(delays)
 
 
+def duckdb_mb(store: Any) -> float:
+    """Memory DuckDB holds for this store (buffer pool, by tag)."""
+    _, rows = store.query("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()")
+    return float(rows[0][0]) / 2**20
+
+
 def rss_run(kafka: KafkaSettings, rules: Path, db: Path, n: int) -> None:
     """RSS of the correlator over a long run with default settings (events
     archive on): flat means the state, the buffers and DuckDB's cache are
@@ -261,13 +267,17 @@ def rss_run(kafka: KafkaSettings, rules: Path, db: Path, n: int) -> None:
     ensure_topics(long)
     took = produce(long, long.events_topic("firewall"), n)
     print(f"rss run: produced {n:,} events in {took:.0f} s")
-    samples: dict[int, float] = {}
+    samples: dict[int, tuple[float, float]] = {}
     rate, stats = stream(long, rules, db, n, rss=samples)
-    first = samples[min(samples)]
+    first, last = samples[min(samples)], samples[max(samples)]
     print(
-        f"rss     over {n:,} events ({rate:,.0f} events/s, {stats.new_alerts} alerts): "
-        + ", ".join(f"{k // 1000:,}k {v:.0f} MB" for k, v in sorted(samples.items()))
-        + f"; growth after the first tenth {samples[max(samples)] - first:+.0f} MB"
+        f"rss     over {n:,} events ({rate:,.0f} events/s, {stats.new_alerts} alerts), "
+        "RSS (of it DuckDB's buffer pool, capped by correlator.store_memory_limit): "
+        + ", ".join(f"{k // 1000:,}k {v:.0f} ({d:.0f}) MB" for k, (v, d) in sorted(samples.items()))
+    )
+    print(
+        f"rss     growth after the first tenth {last[0] - first[0]:+.0f} MB, of it DuckDB "
+        f"{last[1] - first[1]:+.0f} MB; the rest {last[0] - last[1] - first[0] + first[1]:+.0f} MB"
     )
 
 
