@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from typing import Any
 
 import orjson
@@ -56,7 +57,17 @@ from correlator.correlation.compiled import (
     compile_rules,
 )
 from correlator.correlation.errors import CorrelationStateError
-from correlator.correlation.fields import Getter, getter, key_getter, value_getter
+from correlator.correlation.fields import (
+    _MISSING,
+    Getter,
+    getter,
+    key_getter,
+    key_lines,
+    norm,
+    number,
+    value_getter,
+    value_lines,
+)
 from correlator.correlation.settings import BaseRuleInfo, CorrelationSettings
 from correlator.correlation.windows import (
     AvgWindow,
@@ -70,6 +81,7 @@ from correlator.correlation.windows import (
     _pending,
     load_rec,
 )
+from zonewatch.ecs import get_field
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence, alert_id
 
@@ -152,18 +164,23 @@ _Extract = Callable[
 ]
 
 
-def _extractor(route: list[_Route]) -> _Extract:
+def _extractor(route: list[_Route], rules: Sequence[CompiledCorrelation]) -> _Extract:
     """One function reading everything the correlations fed by a detection
     rule need from an event: each group key once, then each member's value
     and carried fields, as the contributions ``_apply`` takes. Generated,
     because looping over routes and members per event cost more than the
-    reads themselves."""
-    names: dict[str, Any] = {}
+    reads themselves; the key and single-field values are read inline, as
+    ``key_getter`` and ``value_getter`` would."""
+    names: dict[str, Any] = {
+        "_MISSING": _MISSING,
+        "get_field": get_field,
+        "norm": norm,
+        "number": number,
+    }
     lines = ["def extract(event, stats, accept_key):", "    out = []"]
-    for k, (_fields, read_key, members) in enumerate(route):
-        names[f"key{k}"] = read_key
+    for k, (fields, _read_key, members) in enumerate(route):
         lines += [
-            f"    key = key{k}(event)",
+            *key_lines(fields, "    "),
             "    if key is None:",
             f"        stats.missing_group_field += {len(members)}",
             "    elif accept_key is None or accept_key(key):",
@@ -180,9 +197,13 @@ def _extractor(route: list[_Route]) -> _Extract:
             if read_value is None:
                 lines.append(f"        out.append(({ri}, {s}, key, None, {carried}))")
             else:
-                names[f"value{tag}"] = read_value
+                slot = rules[ri].slots[s]
+                inline = value_lines(slot.value_fields, rules[ri].type in NUMERIC_TYPES, "        ")
+                if inline is None:
+                    names[f"value{tag}"] = read_value
+                    inline = [f"        value = value{tag}(event)"]
                 lines += [
-                    f"        value = value{tag}(event)",
+                    *inline,
                     "        if value is None:",
                     "            stats.missing_value += 1",
                     "        else:",
@@ -265,11 +286,18 @@ class CorrelationEngine:
             for rid, route in routes.items()
         }
         self._extract: dict[str, _Extract] = {
-            rid: _extractor(route) for rid, route in routes.items()
+            rid: _extractor(route, self.rules) for rid, route in routes.items()
         }
-        # Per rule, what the hot path reads: (span, threshold check, temporal).
-        self._specs: list[tuple[float, Callable[[Any], bool], bool]] = [
-            (c.span, c.check, c.temporal) for c in self.rules
+        # Per rule, what the hot path reads: (span, threshold check, mode), the
+        # mode 0 for a metric window, 1 for a plain temporal rule (unordered,
+        # no clauses: _apply counts its slots inline), 2 for other temporal.
+        self._specs: list[tuple[float, Callable[[Any], bool], int]] = [
+            (
+                c.span,
+                c.check,
+                (1 if not c.ordered and c.clauses is None else 2) if c.temporal else 0,
+            )
+            for c in self.rules
         ]
         self._max_groups = self.settings.max_groups_per_rule
         self._factory = [self._window_factory(c) for c in self.rules]
@@ -294,12 +322,13 @@ class CorrelationEngine:
             p = c.percentile if c.percentile is not None else 50.0
             return lambda: QuantileWindow(p)
         if c.type in TEMPORAL_TYPES:
+            # partial: a C call, where a lambda costs a Python frame per new group
             if not c.ordered:
-                return lambda: TemporalWindow(n, None)
+                return partial(TemporalWindow, n, None)
             if c.clauses is None:
-                return lambda: TemporalWindow(n, [n])
+                return partial(TemporalWindow, n, [n])
             sizes = [len(cl.pos) for cl in c.clauses]
-            return lambda: TemporalWindow(n, sizes)
+            return partial(TemporalWindow, n, sizes)
         raise ValueError(f"unknown correlation type {c.type}")
 
     @property
@@ -510,13 +539,37 @@ class CorrelationEngine:
         for ri, s, key, value, carry in contribs:
             st = tables[ri].get(key)
             if st is None:
-                st = self._new_group(part, ri, key)
-            span, check, temporal = specs[ri]
-            if temporal:
+                count = self._group_count
+                if count[ri] < self._max_groups and self._groups_total + 1 < self._memory_check_at:
+                    # _new_group without the call: no cap reached, no check due
+                    count[ri] += 1
+                    self._groups_total += 1
+                    st = tables[ri][key] = self._factory[ri]()
+                else:
+                    st = self._new_group(part, ri, key)
+            span, check, mode = specs[ri]
+            if not mode:
+                if check(st.add(rec, t, value, span)):
+                    recs = st.take()
+                    self._fire(part, self.rules[ri], key, recs, recs[0][2], rec[2], t, carry, out)
+            elif mode == 1:
+                # _apply_temporal's first steps for a plain temporal rule; it
+                # runs only when the rule holds (repeating them changes nothing).
+                last = st.last
+                old = last[s]
+                if old is None or old[1] <= t:
+                    last[s] = rec
+                if t > st.last_t:
+                    st.last_t = t
+                floor = t - span
+                metric = 0
+                for r in last:
+                    if r is not None and r[1] >= floor:
+                        metric += 1
+                if check(metric):
+                    self._apply_temporal(part, self.rules[ri], st, key, s, rec, t, carry, out)
+            else:
                 self._apply_temporal(part, self.rules[ri], st, key, s, rec, t, carry, out)
-            elif check(st.add(rec, t, value, span)):
-                recs = st.take()
-                self._fire(part, self.rules[ri], key, recs, recs[0][2], rec[2], t, carry, out)
 
     def _new_group(self, part: _Partition, ri: int, key: tuple[Any, ...]) -> Any:
         count = self._group_count

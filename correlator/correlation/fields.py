@@ -99,6 +99,46 @@ def key_getter(names: Sequence[str]) -> Getter:
     return _build("key", lines)
 
 
+def key_lines(names: Sequence[str], indent: str) -> list[str]:
+    """Source lines setting ``key`` to what ``key_getter(names)`` returns, to
+    inline in generated code (``_MISSING``, ``get_field`` and ``norm`` in scope)."""
+    lines = [f"{indent}key = None"]
+    for i, name in enumerate(names):
+        v = f"k{i}"
+        lines += _read(name, v, indent)
+        lines += [
+            f"{indent}if {v}.__class__ is str:",
+            f"{indent}    {v} = {v}.lower()",
+            f"{indent}else:",
+            f"{indent}    {v} = norm({v})",
+            f"{indent}if {v} is not None:",
+        ]
+        indent += "    "
+    lines.append(f"{indent}key = ({''.join(f'k{i}, ' for i in range(len(names)))})")
+    return lines
+
+
+def value_lines(names: Sequence[str], numeric: bool, indent: str) -> list[str] | None:
+    """Source lines setting ``value`` to what ``value_getter(names, numeric)``
+    returns, for one field (None otherwise: call the getter)."""
+    if len(names) != 1:
+        return None
+    lines = _read(names[0], "value", indent)
+    if numeric:
+        return [
+            *lines,
+            f"{indent}if value.__class__ is not int:",
+            f"{indent}    value = number(value)",
+        ]
+    return [
+        *lines,
+        f"{indent}if value.__class__ is str:",
+        f"{indent}    value = value.lower()",
+        f"{indent}else:",
+        f"{indent}    value = norm(value)",
+    ]
+
+
 def value_getter(names: Sequence[str], numeric: bool) -> Getter:
     """event -> the aggregated value (a number, or a normalized distinct
     value / tuple of them), or None when missing or not a number."""

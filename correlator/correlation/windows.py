@@ -298,11 +298,15 @@ class SumWindow(_ValuedWindow):
         self.total += value
         if t > self.last_t:
             self.last_t = t
-        return self.metric()
+        return self.total  # metric(), without the call
 
 
 class AvgWindow(SumWindow):
     __slots__ = ()
+
+    def add(self, rec: Rec, t: float, value: Any, span: float) -> float | None:
+        SumWindow.add(self, rec, t, value, span)
+        return self.metric()
 
     def metric(self) -> float | None:
         return self.total / len(self.vals) if self.vals else None
