@@ -422,15 +422,7 @@ class StreamCorrelator:
     ) -> list[Alert]:
         # Evidence only for events that matched something: most events match
         # nothing, and building a model per event cost more than matching it.
-        evidence = Evidence.model_construct(
-            event_id=f"{record.topic}:{record.partition}:{record.offset}",
-            time=when,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            line=None,
-            event=event,
-        )
+        evidence = evidence_of(record.topic, record.partition, record.offset, when, event)
         # Base rules of a correlation raise no alert of their own unless a
         # correlation says ``generate: true`` (Sigma spec); they still feed it.
         out = [self.make_alert(rule, evidence) for rule in hits if rule.generate]
@@ -586,10 +578,7 @@ class StreamCorrelator:
             return {}
         self._last_full = time.monotonic()
         self._dirty = False
-        offsets_out = {
-            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-            for (topic, partition), offset in resume.items()
-        }
+        offsets_out = to_commit(resume)
         if commit:
             self._commit(offsets_out)
         if self.correlation is not None:
@@ -645,6 +634,27 @@ class StreamCorrelator:
             self.consumer.close(autocommit=False)
         except Exception as exc:  # closing is best effort; offsets are already safe
             log.warning("consumer_close_failed", error=str(exc))
+
+
+def evidence_of(
+    topic: str, partition: int, offset: int, when: datetime, event: dict[str, Any]
+) -> Evidence:
+    """The evidence of one consumed record (a model without validation: the
+    hot path builds one per matching event)."""
+    return Evidence.model_construct(
+        event_id=f"{topic}:{partition}:{offset}",
+        time=when,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        line=None,
+        event=event,
+    )
+
+
+def to_commit(offsets: dict[tuple[str, int], int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """Resume offsets in the form ``KafkaConsumer.commit`` takes."""
+    return {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
 
 
 def _encode_pending(item: tuple[list[str], Evidence]) -> Any:

@@ -59,12 +59,12 @@ from correlator.scaleout.records import (
 )
 from correlator.scaleout.shard import ShardInput
 from correlator.store.rows import ArchivedEvent
-from correlator.stream import DEAD_LETTERS, StreamCorrelator
+from correlator.stream import DEAD_LETTERS, StreamCorrelator, evidence_of, to_commit
 from zonewatch.config import KafkaSettings, Settings
 from zonewatch.errors import ZonewatchError
 from zonewatch.kafka import commit_in_listener, committed_in_listener
 from zonewatch.logs import get_logger
-from zonewatch.models import Alert, Evidence
+from zonewatch.models import Alert
 
 log = get_logger(__name__)
 
@@ -237,15 +237,7 @@ class RepartitionedStream(StreamCorrelator):
         out: list[Alert] = []
         generated = [rule for rule in hits if rule.generate]
         if generated:
-            evidence = Evidence.model_construct(
-                event_id=f"{record.topic}:{record.partition}:{record.offset}",
-                time=when,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                line=None,
-                event=event,
-            )
+            evidence = evidence_of(record.topic, record.partition, record.offset, when, event)
             out = [self.make_alert(rule, evidence) for rule in generated]
         if self._correlated and self.correlation is not None:
             ids = [r.id for r in hits if r.id in self._correlated]
@@ -340,15 +332,9 @@ class RepartitionedStream(StreamCorrelator):
                 return key_partition(key, n) == p
 
             for hit in shard.input.release():
-                evidence = Evidence.model_construct(
-                    event_id=hit.event_id,
-                    time=datetime.fromisoformat(hit.when),
-                    topic=hit.source[0],
-                    partition=hit.source[1],
-                    offset=hit.offset,
-                    line=None,
-                    event=hit.event,
-                )
+                topic, partition = hit.source
+                when = datetime.fromisoformat(hit.when)
+                evidence = evidence_of(topic, partition, hit.offset, when, hit.event)
                 out.extend(engine.process(hit.ids, hit.event, evidence, p, accept))
             frontier = shard.input.frontier()
             if frontier > shard.frontier and frontier != float("inf"):
@@ -384,9 +370,7 @@ class RepartitionedStream(StreamCorrelator):
             self._count_stored(alerts, new_ids)
         if not (force or self._checkpoint_due()):
             return {}
-        offsets_out: dict[TopicPartition, OffsetAndMetadata] = {
-            TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in self._resume.items()
-        }
+        offsets_out = to_commit(self._resume)
         if self.shards:
             self._write_changelog()
             for p, shard in self.shards.items():
