@@ -249,8 +249,9 @@ class AlertStore:
         self, alerts: list[Alert], now: datetime, archived: Sequence[ArchivedEvent]
     ) -> None:
         con = self._con
-        con.register("_zw_alerts", rows.alerts_table(alerts, now))
-        con.register("_zw_evidence", rows.evidence_table(alerts, archived))
+        alerts_table, evidence_table = rows.alert_tables(alerts, now, archived)
+        con.register("_zw_alerts", alerts_table)
+        con.register("_zw_evidence", evidence_table)
         outbox = [
             (i, a.id, dest) for i, a in enumerate(alerts) for dest in dict.fromkeys(self.router(a))
         ]

@@ -1,0 +1,91 @@
+"""Arrow columns the store builds from alerts: the same values pyarrow's own
+conversion gives, for every kind of datetime and every alert field."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pyarrow as pa
+import pytest
+
+from correlator.store.rows import TS, ArchivedEvent, alert_tables, timestamps
+from zonewatch.models import Alert, Evidence
+
+JST = timezone(timedelta(hours=9))
+WHEN = datetime(2026, 11, 2, 9, 30, 0, 123456, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [WHEN, WHEN + timedelta(microseconds=1)],
+        [WHEN.astimezone(JST), None, WHEN],
+        [None, None],
+        [WHEN.replace(tzinfo=None), WHEN],  # naive: read as UTC
+        [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)],
+        # pydantic parses offsets into its own tzinfo class
+        [Evidence(event_id="x", time="2026-03-29T01:30:00.000001+09:00").time],
+    ],
+)
+def test_timestamps_equal_pyarrows_conversion(values: list[datetime | None]) -> None:
+    column = timestamps(values)
+    assert column.type == TS
+    assert column.equals(pa.array(values, TS))
+
+
+def test_alert_tables_carry_every_field() -> None:
+    shared = Evidence(event_id="line:1", time=WHEN.replace(tzinfo=None), line=1, event={"a": 1})
+    streamed = Evidence(
+        event_id="t:2:7", time=WHEN.astimezone(JST), topic="t", partition=2, offset=7, event={}
+    )
+    full = Alert(
+        id="a1",
+        rule_id="r1",
+        rule_title="title",
+        level="high",
+        tags=["x", "y"],
+        type="temporal",
+        rule_hash="h",
+        group={"user.name": "u"},
+        window_start=WHEN,
+        window_end=WHEN + timedelta(minutes=5),
+        first_seen=WHEN,
+        last_seen=WHEN + timedelta(seconds=1),
+        zone_crossing="core->internet",
+        origin="hunt",
+        evidence=[streamed, shared],
+    )
+    bare = Alert(id="a2", rule_id="r2", rule_title="t2", first_seen=WHEN, last_seen=WHEN)
+    again = Alert(id="a3", rule_id="r1", rule_title="t", first_seen=WHEN, last_seen=WHEN,
+                  evidence=[shared])  # fmt: skip
+    raw = b'{"a": 1, "as": "archived"}'
+    archived = [ArchivedEvent("line:1", None, None, 1, WHEN, shared.event, raw)]
+    alerts, evidence = alert_tables([full, bare, again], WHEN, archived)
+    assert alerts.to_pylist()[:2] == [
+        {
+            "ord": 0, "id": "a1", "rule_id": "r1", "rule_title": "title", "level": "high",
+            "tags": ["x", "y"], "rule_hash": "h", "type": "temporal",
+            "group_values": '{"user.name":"u"}', "window_start": WHEN,
+            "window_end": WHEN + timedelta(minutes=5), "first_seen": WHEN,
+            "last_seen": WHEN + timedelta(seconds=1), "ingest_time": WHEN,
+            "zone_crossing": "core->internet", "origin": "hunt", "evidence_count": 2,
+        },
+        {
+            "ord": 1, "id": "a2", "rule_id": "r2", "rule_title": "t2", "level": "medium",
+            "tags": [], "rule_hash": None, "type": "detection", "group_values": "{}",
+            "window_start": None, "window_end": None, "first_seen": WHEN, "last_seen": WHEN,
+            "ingest_time": WHEN, "zone_crossing": None, "origin": "stream",
+            "evidence_count": 0,
+        },
+    ]  # fmt: skip
+    assert evidence.to_pylist() == [
+        {"alert_id": "a1", "ordinal": 0, "event_id": "t:2:7", "topic": "t", "partition": 2,
+         "offset": 7, "line": None, "event_time": WHEN, "event": "{}"},
+        {"alert_id": "a1", "ordinal": 1, "event_id": "line:1", "topic": None,
+         "partition": None, "offset": None, "line": 1, "event_time": WHEN,
+         "event": raw.decode()},
+        {"alert_id": "a3", "ordinal": 0, "event_id": "line:1", "topic": None,
+         "partition": None, "offset": None, "line": 1, "event_time": WHEN,
+         "event": raw.decode()},
+    ]  # fmt: skip
