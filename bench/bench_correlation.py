@@ -3,6 +3,11 @@
     python bench/bench_correlation.py [--groups 100000] [--events 300000]
 
 Targets (issue 4): >= 150k events/s at 100k live groups, <= 1 KB per group.
+The engine is measured in a steady state: every group is live before the
+clock starts (the warm-up covers the groups and the allowed lateness, which
+the engine buffers), so the timed events update existing windows; creating
+groups is measured on its own, as the first fill. The event time comes in
+epoch seconds, as the stream hands it over (it orders events by it first).
 The baseline, measured in the same run on the same events, is the least a
 keyed window must do in Python: read the group field, find the group in a
 dict, append the event time. The ratio says how much the engine costs on top.
@@ -67,10 +72,13 @@ correlation: {type: value_sum, rules: [upload], group-by: [source.ip], timespan:
 BASE = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 
-def make_events(n: int, groups: int, offset: int = 0) -> list[tuple[list[str], dict, Evidence]]:
+Item = tuple[list[str], dict, Evidence, float]
+
+
+def make_events(n: int, groups: int, offset: int = 0) -> list[Item]:
     """n events over ``groups`` source addresses, 1 ms apart in event time;
     even ones are denied crossings (three correlations read them), odd ones
-    uploads (one correlation)."""
+    uploads (one correlation). Each with its time in epoch seconds."""
     ids = ["4a8b1e77-2f6d-4c3a-a9e0-6c5d2b8f1e05", "0b7a3c55-5f1e-4b55-9b5e-0f7b8c9d0e01"]
     out = []
     for i in range(offset, offset + n):
@@ -83,7 +91,7 @@ def make_events(n: int, groups: int, offset: int = 0) -> list[tuple[list[str], d
         }
         when = BASE + timedelta(milliseconds=i)
         evidence = Evidence(event_id=f"zonewatch.events.firewall:0:{i}", time=when, offset=i)
-        out.append(([ids[i % 2]], event, evidence))
+        out.append(([ids[i % 2]], event, evidence, when.timestamp()))
     return out
 
 
@@ -97,8 +105,8 @@ def timed(engine: CorrelationEngine, n: int, groups: int, offset: int) -> tuple[
     for start in range(offset, offset + n, CHUNK):
         chunk = make_events(min(CHUNK, offset + n - start), groups, start)
         began = time.process_time()
-        for hits, event, evidence in chunk:
-            alerts += len(engine.process(hits, event, evidence))
+        for hits, event, evidence, t in chunk:
+            alerts += len(engine.process(hits, event, evidence, t=t))
         spent += time.process_time() - began
     return spent, alerts
 
@@ -110,12 +118,12 @@ def baseline(n: int, groups: int, offset: int) -> float:
     for start in range(offset, offset + n, CHUNK):
         chunk = make_events(min(CHUNK, offset + n - start), groups, start)
         began = time.process_time()
-        for _hits, event, evidence in chunk:
+        for _hits, event, _evidence, t in chunk:
             key = get_field(event, "source.ip")
             times = table.get(key)
             if times is None:
                 times = table[key] = []
-            times.append(evidence.time.timestamp())
+            times.append(t)
         spent += time.process_time() - began
     return n / spent
 
@@ -139,8 +147,8 @@ def main() -> None:
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    for hits, event, evidence in fill:
-        engine.process(hits, event, evidence)
+    for hits, event, evidence, t in fill:
+        engine.process(hits, event, evidence, t=t)
     del fill
     gc.collect()
     held = tracemalloc.get_traced_memory()[0] - before
@@ -154,21 +162,39 @@ def main() -> None:
     del engine
     gc.collect()
 
-    floor = baseline(args.events, args.groups, args.groups)
+    # Creating groups: the same fill, timed, every event opening new windows.
+    engine = CorrelationEngine(
+        loaded.correlations,
+        loaded.resolve,
+        CorrelationSettings(allowed_lateness_s=0, keep_event_in_evidence=False),
+    )
+    spent, _ = timed(engine, args.groups, args.groups, 0)
+    print(
+        f"first fill: {args.groups / spent:,.0f} events/s while creating "
+        f"{engine.metrics()['groups']:,} states ({engine.metrics()['groups'] / args.groups:.1f} "
+        "per event)"
+    )
+    del engine
+    gc.collect()
+
+    # Steady state: the warm-up applies every group's first event; the
+    # engine holds back the last ``lateness`` seconds (1 ms per event).
+    warm = args.groups + int(args.lateness * 1000)
+    floor = baseline(args.events, args.groups, warm)
     for mode in ("default gc", "gc.freeze() + gc.set_threshold(50_000, 20, 100)"):
         engine = CorrelationEngine(
             loaded.correlations,
             loaded.resolve,
             CorrelationSettings(allowed_lateness_s=args.lateness, keep_event_in_evidence=False),
         )
-        timed(engine, args.groups, args.groups, 0)  # warm-up: every group live
+        timed(engine, warm, args.groups, 0)  # warm-up: every group live
         gc.collect()
         if mode != "default gc":
             # What the stream loop should do after start-up: the state is
             # long-lived, and default thresholds rescan it over and over.
             gc.freeze()
             gc.set_threshold(50_000, 20, 100)
-        spent, alerts = timed(engine, args.events, args.groups, args.groups)
+        spent, alerts = timed(engine, args.events, args.groups, warm)
         rate = args.events / spent
         metrics = engine.metrics()
         print(

@@ -165,7 +165,7 @@ class StreamCorrelator:
         self.make_alert = make_alert or detection_alert
         self.event_time = event_time or parse_event_time
         self.stats = StreamStats()
-        self.merger: EventTimeMerger[tuple[list[str], Evidence]] = EventTimeMerger(
+        self.merger: EventTimeMerger[tuple[list[str], Evidence, float]] = EventTimeMerger(
             idle_s=settings.correlator.input_idle_s
         )
         self._correlated: frozenset[str] = frozenset()
@@ -429,7 +429,8 @@ class StreamCorrelator:
         if self._correlated:
             ids = [r.id for r in hits if r.id in self._correlated]
             if ids:
-                self.merger.add((tp.topic, tp.partition), when.timestamp(), (ids, evidence))
+                t = when.timestamp()
+                self.merger.add((tp.topic, tp.partition), t, (ids, evidence, t))
         return out
 
     def _correlate(self, end: bool = False) -> list[Alert]:
@@ -441,8 +442,8 @@ class StreamCorrelator:
             return []
         released = self.merger.drain() if end else self.merger.release()
         out: list[Alert] = []
-        for ids, evidence in released:
-            out.extend(engine.process(ids, evidence.event, evidence, partition=SHARD))
+        for ids, evidence, t in released:
+            out.extend(engine.process(ids, evidence.event, evidence, partition=SHARD, t=t))
         if end:
             out.extend(engine.flush())
         else:
@@ -657,11 +658,12 @@ def to_commit(offsets: dict[tuple[str, int], int]) -> dict[TopicPartition, Offse
     return {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
 
 
-def _encode_pending(item: tuple[list[str], Evidence]) -> Any:
-    ids, evidence = item
+def _encode_pending(item: tuple[list[str], Evidence, float]) -> Any:
+    ids, evidence, _t = item  # the time is the evidence's, read again on restore
     return [ids, evidence.model_dump(mode="json")]
 
 
-def _decode_pending(payload: Any) -> tuple[list[str], Evidence]:
-    ids, evidence = payload
-    return list(ids), Evidence.model_validate(evidence)
+def _decode_pending(payload: Any) -> tuple[list[str], Evidence, float]:
+    ids, data = payload
+    evidence = Evidence.model_validate(data)
+    return list(ids), evidence, evidence.time.timestamp()

@@ -158,8 +158,10 @@ def _through_the_merger_state(when: datetime) -> datetime:
     """A time as the stream hands it to the engine after a restart: events
     waiting in the merger are checkpointed as JSON and come back through
     pydantic, with its own tzinfo class (pydantic_core.TzInfo)."""
-    _, evidence = _decode_pending(_encode_pending(([], Evidence(event_id="x", time=when))))
-    return evidence.time
+    evidence = Evidence(event_id="x", time=when)
+    _, back, t = _decode_pending(_encode_pending(([], evidence, when.timestamp())))
+    assert t == when.timestamp()  # the stream hands the engine this time
+    return back.time
 
 
 @pytest.mark.parametrize(

@@ -154,6 +154,18 @@ def test_shuffling_within_the_lateness_changes_nothing(hits, seed):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(timelines, st.integers(0, 2**32))
+def test_the_time_the_stream_hands_over_changes_nothing(hits, seed):
+    # The stream passes each event's epoch seconds (it ordered events by
+    # them); the engine must then do exactly what it does converting itself.
+    arrival = jittered(hits, seed)
+    own, given_time = engine(allowed_lateness_s=LATENESS), engine(allowed_lateness_s=LATENESS)
+    expected = feed(own, LOADED, arrival) + own.flush()
+    got = feed(given_time, LOADED, arrival, with_time=True) + given_time.flush()
+    assert [a.model_dump() for a in got] == [a.model_dump() for a in expected]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(timelines, st.integers(0, 2**32), st.data())
 def test_a_restored_engine_continues_identically(hits, seed, data):
     arrival = jittered(hits, seed)

@@ -96,8 +96,12 @@ class Threshold:
     check: Callable[[Any], bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        tests = " and ".join(f"m {_SYMBOLS[op]} {float(value)!r}" for op, value in self.terms)
-        object.__setattr__(self, "check", eval(f"lambda m: m is not None and {tests}"))
+        object.__setattr__(self, "check", eval(f"lambda m: {self.expression('m')}"))
+
+    def expression(self, var: str) -> str:
+        """Python source testing the metric in variable ``var``, for generated code."""
+        tests = " and ".join(f"{var} {_SYMBOLS[op]} {float(value)!r}" for op, value in self.terms)
+        return f"{var} is not None and {tests}"
 
     def __call__(self, metric: float | None) -> bool:
         return self.check(metric)

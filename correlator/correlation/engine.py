@@ -69,6 +69,7 @@ from correlator.correlation.fields import (
     value_lines,
 )
 from correlator.correlation.settings import BaseRuleInfo, CorrelationSettings
+from correlator.correlation.steps import Step, step_function
 from correlator.correlation.windows import (
     AvgWindow,
     CountWindow,
@@ -291,17 +292,22 @@ class CorrelationEngine:
         # Per rule, what the hot path reads: (span, threshold check, mode), the
         # mode 0 for a metric window, 1 for a plain temporal rule (unordered,
         # no clauses: _apply counts its slots inline), 2 for other temporal.
-        self._specs: list[tuple[float, Callable[[Any], bool], int]] = [
+        self._max_groups = self.settings.max_groups_per_rule
+        self._factory = [self._window_factory(c) for c in self.rules]
+        self._kinds: list[Any] = [type(make()) for make in self._factory]  # window class per rule
+        # Per rule, what the hot path reads: (span, check, mode, step). The mode
+        # is 0 for a metric window (``step`` adds and tests, steps.py), 1 for a
+        # plain temporal rule (unordered, no clauses: _apply counts its slots
+        # inline), 2 for other temporal rules.
+        self._specs: list[tuple[float, Callable[[Any], bool], int, Step | None]] = [
             (
                 c.span,
                 c.check,
                 (1 if not c.ordered and c.clauses is None else 2) if c.temporal else 0,
+                None if c.temporal else step_function(c, kind),
             )
-            for c in self.rules
+            for c, kind in zip(self.rules, self._kinds, strict=True)
         ]
-        self._max_groups = self.settings.max_groups_per_rule
-        self._factory = [self._window_factory(c) for c in self.rules]
-        self._kinds: list[Any] = [type(make()) for make in self._factory]  # window class per rule
         self._memory_check_at = self.settings.max_state_bytes // (2 * _GROUP_BYTES)
         self._groups_total = 0  # sum(self._group_count), kept for the hot path
 
@@ -362,24 +368,29 @@ class CorrelationEngine:
         evidence: Evidence,
         partition: int = 0,
         accept_key: Callable[[tuple[Any, ...]], bool] | None = None,
+        t: float | None = None,
     ) -> list[Alert]:
         """One event and the ids of the detection rules it matched. Returns the
         alerts whose windows this event (through the watermark) completed.
 
         ``accept_key`` keeps only the groups it accepts: a repartitioned
         correlator (correlator/scaleout.py) receives an event on the shard of
-        each of its group keys and applies here only that shard's keys."""
+        each of its group keys and applies here only that shard's keys.
+        ``t`` is ``evidence.time.timestamp()`` when the caller has it already
+        (the stream orders events by it): converting a datetime costs more
+        than any other step of an event here."""
         stats = self.stats
         stats.events += 1
         # Pydantic models hook attribute access (__getattr__), which makes each
         # read several times dearer than a dict lookup: read the fields once.
         ev = evidence.__dict__
         dt = ev["time"]
-        try:
-            t = (dt - _EPOCH) / _SECOND  # dt.timestamp(), bit for bit, at half the cost
-        except TypeError:  # naive: UTC
-            dt = dt.replace(tzinfo=UTC)
-            t = (dt - _EPOCH) / _SECOND
+        if t is None:
+            try:
+                t = (dt - _EPOCH) / _SECOND  # dt.timestamp(), bit for bit
+            except TypeError:  # naive: UTC
+                dt = dt.replace(tzinfo=UTC)
+                t = (dt - _EPOCH) / _SECOND
         part = self._parts.get(partition)
         if part is None:
             part = self._parts[partition] = _Partition(len(self.rules))
@@ -422,7 +433,8 @@ class CorrelationEngine:
             if buf and (t < buf[-1][0] or (t == buf[-1][0] and eid < buf[-1][1])):
                 heapq.heappush(part.unordered, (t, eid, next(self._seq), rec, contribs))
             else:
-                buf.append((t, eid, next(self._seq), rec, contribs))
+                # The FIFO is never heap-ordered: it needs no tie-breaking number.
+                buf.append((t, eid, 0, rec, contribs))
         if wm > part.frontier:
             part.frontier = wm
         pending = part.pending
@@ -547,9 +559,9 @@ class CorrelationEngine:
                     st = tables[ri][key] = self._factory[ri]()
                 else:
                     st = self._new_group(part, ri, key)
-            span, check, mode = specs[ri]
+            span, check, mode, step = specs[ri]
             if not mode:
-                if check(st.add(rec, t, value, span)):
+                if step(st, rec, t, value):  # type: ignore[misc]  # mode 0 has a step
                     recs = st.take()
                     self._fire(part, self.rules[ri], key, recs, recs[0][2], rec[2], t, carry, out)
             elif mode == 1:

@@ -109,7 +109,7 @@ def key_lines(names: Sequence[str], indent: str) -> list[str]:
         lines += [
             f"{indent}if {v}.__class__ is str:",
             f"{indent}    {v} = {v}.lower()",
-            f"{indent}else:",
+            f"{indent}elif {v}.__class__ is not int:",
             f"{indent}    {v} = norm({v})",
             f"{indent}if {v} is not None:",
         ]
@@ -134,7 +134,7 @@ def value_lines(names: Sequence[str], numeric: bool, indent: str) -> list[str] |
         *lines,
         f"{indent}if value.__class__ is str:",
         f"{indent}    value = value.lower()",
-        f"{indent}else:",
+        f"{indent}elif value.__class__ is not int:",  # ports, ids: norm() keeps ints
         f"{indent}    value = norm(value)",
     ]
 

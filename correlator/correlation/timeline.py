@@ -52,8 +52,10 @@ def feed(
     loaded: LoadedRules,
     hits: Iterable[Hit],
     base: datetime = BASE,
+    with_time: bool = False,
 ) -> list[Alert]:
-    """Process hits in the given (arrival) order; rule names become ids."""
+    """Process hits in the given (arrival) order; rule names become ids.
+    ``with_time`` hands the engine each event's epoch seconds, as the stream does."""
     out: list[Alert] = []
     for i, hit in enumerate(hits):
         ids = []
@@ -68,7 +70,8 @@ def feed(
             partition=hit.partition,
             event=event,
         )
-        out.extend(engine.process(ids, event, evidence, partition=hit.partition))
+        t = evidence.time.timestamp() if with_time else None
+        out.extend(engine.process(ids, event, evidence, partition=hit.partition, t=t))
     return out
 
 

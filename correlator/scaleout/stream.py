@@ -335,7 +335,7 @@ class RepartitionedStream(StreamCorrelator):
                 topic, partition = hit.source
                 when = datetime.fromisoformat(hit.when)
                 evidence = evidence_of(topic, partition, hit.offset, when, hit.event)
-                out.extend(engine.process(hit.ids, hit.event, evidence, p, accept))
+                out.extend(engine.process(hit.ids, hit.event, evidence, p, accept, hit.time))
             frontier = shard.input.frontier()
             if frontier > shard.frontier and frontier != float("inf"):
                 shard.frontier = frontier
