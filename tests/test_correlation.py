@@ -169,6 +169,60 @@ correlation:
         assert alerts[0].rule_id == "4a8b1e77-2f6d-4c3a-a9e0-6c5d2b8f1e06"
 
 
+class TestWithoutGroupBy:
+    """A correlation without group-by has one group for the whole input."""
+
+    def test_event_count_counts_every_event_whatever_its_fields(self):
+        text = rules(
+            """
+title: Failed logins anywhere
+id: 1d7c0f0e-0000-4000-8000-0000000000a1
+correlation: {type: event_count, rules: [failed_login], timespan: 1m, condition: {gte: 3}}
+"""
+        )
+        hits = [
+            failed(0, "tanaka@city.example.lg.jp"),
+            failed(10, "sato@city.example.lg.jp"),
+            Hit(20, ["failed_login"], {"event.outcome": "failure"}),  # no user at all
+            failed(200, "kato@city.example.lg.jp"),
+        ]
+        alerts = run(text, hits, NOW)
+        assert [(a.group, len(a.evidence)) for a in alerts] == [({}, 3)]
+        assert alerts[0].window_end == BASE + timedelta(seconds=20)
+
+    def test_temporal_across_users(self):
+        text = TEMPORAL.replace(
+            """  group-by: [person]
+  aliases:
+    person:
+      noncompliant: intune.upn
+      vdi_restricted: user.name
+""",
+            "",
+        )
+        assert "group-by" not in text
+        alerts = run(text % "temporal", [nc(0, "kato@city.example.lg.jp"), vdi(60, "sato")], NOW)
+        assert [a.group for a in alerts] == [{}]
+
+    def test_a_chain_of_ungrouped_correlations(self):
+        text = rules(
+            """
+title: Failed logins anywhere
+id: 1d7c0f0e-0000-4000-8000-0000000000a2
+name: many_failed
+correlation: {type: event_count, rules: [failed_login], timespan: 1m, condition: {gte: 2}}
+---
+title: Repeated bursts of failures
+id: 1d7c0f0e-0000-4000-8000-0000000000a3
+correlation: {type: event_count, rules: [many_failed], timespan: 10m, condition: {gte: 2}}
+"""
+        )
+        hits = [failed(0), failed(5, "sato"), failed(300, "kato"), failed(301, "ito")]
+        alerts = run(text, hits, NOW)
+        assert [a.rule_id for a in alerts] == ["1d7c0f0e-0000-4000-8000-0000000000a3"]
+        assert len(alerts[0].evidence) == 4
+
+
 def count_rule(condition: str) -> str:
     return rules(
         f"""

@@ -339,9 +339,9 @@ def compile_rules(
             raise _error(rule, "refers to no rules")
         if len(set(refs)) != len(refs):
             raise _error(rule, "lists the same rule twice")
+        # No group-by: one group for the whole input (key ``()``), as a query
+        # without GROUP BY counts over everything.
         group_by = tuple(rule.group_by or ())
-        if not group_by:
-            raise _error(rule, "needs group-by (one field at least)")
         value_fields: tuple[str, ...] = ()
         if ctype in VALUE_TYPES:
             fieldref = getattr(cond, "fieldref", None)
