@@ -150,11 +150,12 @@ id: 5a1f0c3e-0d7b-4f5a-9c61-3e2b1d0a9f02
 correlation: {type: event_count, rules: [denied], group-by: [source.ip], timespan: 5m,
               condition: {gte: 3}}
 ---
-title: Denies without a group
+title: Denies to many ports
 id: 5a1f0c3e-0d7b-4f5a-9c61-3e2b1d0a9f03
-correlation: {type: event_count, rules: [denied], timespan: 5m, condition: {gte: 3}}
+correlation: {type: value_count, rules: [denied], group-by: [source.ip], timespan: 5m,
+              condition: {gte: 3}}
 """
     )
     ruleset = load_rules([tmp_path])
     assert [c.title for c in ruleset.correlations] == ["Many denies"]
-    assert any("Denies without a group" in str(e) and "group-by" in str(e) for e in ruleset.errors)
+    assert any("rules.yml:12" in str(e) and "field" in str(e) for e in ruleset.errors)
