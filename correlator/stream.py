@@ -36,6 +36,9 @@ from zonewatch.models import Alert, Evidence
 
 log = get_logger(__name__)
 
+# What waits in the event-time merger, as the correlation engine takes it.
+Pending = tuple[list[str], dict[str, Any], Evidence, float]  # hits, event, evidence, time
+
 EVENTS_IN = Counter("zonewatch_correlator_events_total", "Events consumed", ["source"])
 ALERTS_OUT = Counter("zonewatch_correlator_alerts_total", "Alerts stored", ["type", "level"])
 DEAD_LETTERS = Counter(
@@ -165,7 +168,7 @@ class StreamCorrelator:
         self.make_alert = make_alert or detection_alert
         self.event_time = event_time or parse_event_time
         self.stats = StreamStats()
-        self.merger: EventTimeMerger[tuple[list[str], Evidence, float]] = EventTimeMerger(
+        self.merger: EventTimeMerger[Pending] = EventTimeMerger(
             idle_s=settings.correlator.input_idle_s
         )
         self._correlated: frozenset[str] = frozenset()
@@ -430,7 +433,8 @@ class StreamCorrelator:
             ids = [r.id for r in hits if r.id in self._correlated]
             if ids:
                 t = when.timestamp()
-                self.merger.add((tp.topic, tp.partition), t, (ids, evidence, t))
+                # As the engine takes it (process_many): hits, event, evidence, time.
+                self.merger.add((tp.topic, tp.partition), t, (ids, event, evidence, t))
         return out
 
     def _correlate(self, end: bool = False) -> list[Alert]:
@@ -441,9 +445,7 @@ class StreamCorrelator:
         if not end and not self._assigned:
             return []
         released = self.merger.drain() if end else self.merger.release()
-        out: list[Alert] = []
-        for ids, evidence, t in released:
-            out.extend(engine.process(ids, evidence.event, evidence, partition=SHARD, t=t))
+        out = engine.process_many(released, partition=SHARD)
         if end:
             out.extend(engine.flush())
         else:
@@ -658,12 +660,12 @@ def to_commit(offsets: dict[tuple[str, int], int]) -> dict[TopicPartition, Offse
     return {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
 
 
-def _encode_pending(item: tuple[list[str], Evidence, float]) -> Any:
-    ids, evidence, _t = item  # the time is the evidence's, read again on restore
+def _encode_pending(item: Pending) -> Any:
+    ids, _event, evidence, _t = item  # the evidence holds the event and its time
     return [ids, evidence.model_dump(mode="json")]
 
 
-def _decode_pending(payload: Any) -> tuple[list[str], Evidence, float]:
+def _decode_pending(payload: Any) -> Pending:
     ids, data = payload
     evidence = Evidence.model_validate(data)
-    return list(ids), evidence, evidence.time.timestamp()
+    return list(ids), evidence.event, evidence, evidence.time.timestamp()

@@ -159,7 +159,8 @@ def _through_the_merger_state(when: datetime) -> datetime:
     waiting in the merger are checkpointed as JSON and come back through
     pydantic, with its own tzinfo class (pydantic_core.TzInfo)."""
     evidence = Evidence(event_id="x", time=when)
-    _, back, t = _decode_pending(_encode_pending(([], evidence, when.timestamp())))
+    _, event, back, t = _decode_pending(_encode_pending(([], {}, evidence, when.timestamp())))
+    assert event == back.event
     assert t == when.timestamp()  # the stream hands the engine this time
     return back.time
 

@@ -331,11 +331,13 @@ class RepartitionedStream(StreamCorrelator):
             def accept(key: tuple[Any, ...], p: int = p) -> bool:
                 return key_partition(key, n) == p
 
+            items = []
             for hit in shard.input.release():
                 topic, partition = hit.source
                 when = datetime.fromisoformat(hit.when)
                 evidence = evidence_of(topic, partition, hit.offset, when, hit.event)
-                out.extend(engine.process(hit.ids, hit.event, evidence, p, accept, hit.time))
+                items.append((hit.ids, hit.event, evidence, hit.time))
+            out.extend(engine.process_many(items, p, accept))
             frontier = shard.input.frontier()
             if frontier > shard.frontier and frontier != float("inf"):
                 shard.frontier = frontier
