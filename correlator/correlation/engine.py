@@ -400,6 +400,8 @@ class CorrelationEngine:
         keep_event = self._keep_event
         buf = part.buffer
         pending = part.pending
+        # The FIFO's newest (time, event id), kept here rather than read back.
+        tail_t, tail_id = (buf[-1][0], buf[-1][1]) if buf else (-math.inf, "")
         out: list[Alert] = []
         for hits, event, evidence, t in items:
             stats.events += 1
@@ -445,11 +447,12 @@ class CorrelationEngine:
                 if t < part.frontier:
                     self._late(part, partition, rec, contribs, out)
                     continue
-                if buf and (t < buf[-1][0] or (t == buf[-1][0] and eid < buf[-1][1])):
+                if buf and (t < tail_t or (t == tail_t and eid < tail_id)):
                     heapq.heappush(part.unordered, (t, eid, next(self._seq), rec, contribs))
                 else:
                     # The FIFO is never heap-ordered: it needs no tie-breaking number.
                     buf.append((t, eid, 0, rec, contribs))
+                    tail_t, tail_id = t, eid
             if wm > part.frontier:
                 part.frontier = wm
             if (
