@@ -129,6 +129,37 @@ def test_outbox_keeps_alert_order_within_and_across_batches(store: AlertStore) -
     assert [r[0] for r in rows] == [a.id for batch in batches for a in batch]
 
 
+def test_each_destination_gets_its_outbox_rows_in_alert_order(tmp_path: Path) -> None:
+    # Several destinations per alert, in varying router order and repeated:
+    # every webhook's rows (what its sender reads, ORDER BY seq) follow the
+    # alerts of each batch, once each, and the whole outbox follows the
+    # alerts, then each alert's router order. Batches span several DuckDB
+    # vectors (2048 rows), and the second replays part of the first.
+    names = ["soc", "ciso", "it", "noc"]
+
+    def router(alert: Alert) -> list[str]:
+        k = int(alert.rule_id.rsplit("-", 1)[1])
+        picked = [names[(k + j) % 4] for j in range(k % 4)]
+        return [*picked, *picked[:1]]  # a repeat must not send twice
+
+    def alert(k: int) -> Alert:
+        return Alert(id=f"alert-{k:05d}", rule_id=f"rule-{k}", rule_title="r", first_seen=T0,
+                     last_seen=T0)  # fmt: skip
+
+    batches = [[alert(k) for k in range(0, 3000)], [alert(k) for k in range(2500, 6000)]]
+    with AlertStore(tmp_path / "o.duckdb", router=router) as s:
+        for batch in batches:
+            s.write(batch)
+        _, stored = s.query("SELECT alert_id, destination FROM outbox ORDER BY seq")
+    expected = [
+        (a.id, d) for a in [alert(k) for k in range(6000)] for d in dict.fromkeys(router(a))
+    ]
+    assert stored == expected
+    for name in names:
+        mine = [a for a, d in stored if d == name]
+        assert mine == sorted(set(mine)), name
+
+
 def test_router_decides_destinations_and_hunt_hits_stay_quiet(tmp_path: Path) -> None:
     def router(alert: Alert) -> list[str]:
         return ["soc", "ciso"] if alert.level == "high" else ["soc"]
@@ -218,6 +249,18 @@ def test_rule_versions_are_numbered_by_text_change(store: AlertStore) -> None:
     alert = make_alert(1).model_copy(update={"rule_hash": "2" * 64})
     store.write([alert])
     assert store.query("SELECT rule_version FROM alerts")[1] == [(2,)]
+    # The store remembers versions between writes, and forgets them when
+    # rules are registered: a text seen only later, an unknown one, no hash.
+    later = make_alert(2).model_copy(update={"rule_hash": "3" * 64})
+    unknown = make_alert(3).model_copy(update={"rule_hash": "4" * 64})
+    unhashed = make_alert(4).model_copy(update={"rule_hash": None})
+    store.write([later])
+    store.register_rules([rule("title: v3", "3" * 64)])
+    store.write([make_alert(2).model_copy(update={"rule_hash": "3" * 64, "id": "again"})])
+    store.write([unknown, unhashed])
+    _, rows = store.query("SELECT id, rule_version FROM alerts ORDER BY rowid")
+    assert rows == [(alert.id, 2), (later.id, None), ("again", 3), (unknown.id, None),
+                    (unhashed.id, None)]  # fmt: skip
 
 
 def test_read_only_store_refuses_writes_and_missing_file(tmp_path: Path) -> None:
@@ -372,3 +415,14 @@ def test_json_columns_take_any_python_value(store: AlertStore) -> None:
     assert rows == [("int key", "2026-11-02T09:30:00", "10.0.0.1")]
     _, rows = store.query("SELECT user_name, time, event->>'$.n.ip' FROM events")
     assert rows == [("x", when.replace(tzinfo=UTC), "10.0.0.1")]
+
+
+def test_raw_event_json_is_still_validated(store: AlertStore) -> None:
+    # Only JSON orjson wrote goes in unchecked; raw record values are parsed.
+    shared = evidence(1)
+    bad = ArchivedEvent(shared.event_id, shared.topic, 0, 1, shared.time, shared.event, b"{oops")
+    alert = make_alert(1).model_copy(update={"evidence": [shared]})
+    with pytest.raises(StoreError, match="nothing stored"):
+        store.write([alert], events=[bad])
+    for table in ("alerts", "alert_evidence", "outbox", "events"):
+        assert count(store, table) == 0, table

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import duckdb
 import pyarrow as pa
 import pytest
 
-from correlator.store.rows import TS, ArchivedEvent, alert_tables, timestamps
+from correlator.store.rows import TS, ArchivedEvent, alert_tables, id_keys, timestamps
+from correlator.store.schema import ID_KEY
 from zonewatch.models import Alert, Evidence
 
 JST = timezone(timedelta(hours=9))
@@ -32,6 +34,25 @@ def test_timestamps_equal_pyarrows_conversion(values: list[datetime | None]) -> 
     column = timestamps(values)
     assert column.type == TS
     assert column.equals(pa.array(values, TS))
+
+
+def duckdb_key(alert_id: str) -> int:
+    row = duckdb.execute(f"SELECT {ID_KEY.format(id='$id')}", {"id": alert_id}).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        [],
+        ["a1", "", "f" * 32, "0" * 32],
+        ["tanaka@city.example.lg.jp", "東京都:アラート", "x" * 1000, "\x00\n"],
+    ],
+)
+def test_id_keys_equal_duckdbs_id_key(ids: list[str]) -> None:
+    # The store looks alerts up by the keys computed here and by DuckDB alike.
+    assert id_keys(ids).to_pylist() == [duckdb_key(i) for i in ids]
 
 
 def test_alert_tables_carry_every_field() -> None:
@@ -70,13 +91,14 @@ def test_alert_tables_carry_every_field() -> None:
             "window_end": WHEN + timedelta(minutes=5), "first_seen": WHEN,
             "last_seen": WHEN + timedelta(seconds=1), "ingest_time": WHEN,
             "zone_crossing": "core->internet", "origin": "hunt", "evidence_count": 2,
+            "id_key": duckdb_key("a1"),
         },
         {
             "ord": 1, "id": "a2", "rule_id": "r2", "rule_title": "t2", "level": "medium",
             "tags": [], "rule_hash": None, "type": "detection", "group_values": "{}",
             "window_start": None, "window_end": None, "first_seen": WHEN, "last_seen": WHEN,
             "ingest_time": WHEN, "zone_crossing": None, "origin": "stream",
-            "evidence_count": 0,
+            "evidence_count": 0, "id_key": duckdb_key("a2"),
         },
     ]  # fmt: skip
     assert evidence.to_pylist() == [
@@ -89,3 +111,17 @@ def test_alert_tables_carry_every_field() -> None:
          "partition": None, "offset": None, "line": 1, "event_time": WHEN,
          "event": raw.decode()},
     ]  # fmt: skip
+
+
+def test_json_written_by_orjson_is_typed_json_and_raw_json_is_not() -> None:
+    # DuckDB validates a string column on insert into a JSON column, and takes
+    # Arrow's JSON type as is: only what orjson wrote skips the validation.
+    shared = Evidence(event_id="line:1", time=WHEN, line=1, event={"a": 1})
+    alert = Alert(id="a", rule_id="r", rule_title="t", first_seen=WHEN, last_seen=WHEN,
+                  evidence=[shared])  # fmt: skip
+    alerts, evidence = alert_tables([alert], WHEN)
+    assert alerts.schema.field("group_values").type == pa.json_()
+    assert evidence.schema.field("event").type == pa.json_()
+    raw = [ArchivedEvent("line:1", None, None, 1, WHEN, shared.event, b'{"a": 1}')]
+    _, evidence = alert_tables([alert], WHEN, raw)
+    assert evidence.schema.field("event").type == pa.string()

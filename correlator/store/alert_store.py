@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ import pyarrow as pa
 from correlator.store import rows
 from correlator.store.guard import check_statement
 from correlator.store.rows import ArchivedEvent
-from correlator.store.schema import ID_KEY, MIGRATIONS, SCHEMA_VERSION, by_id_key
+from correlator.store.schema import MIGRATIONS, SCHEMA_VERSION, by_id_key
 from zonewatch.errors import QueryError, StoreError
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert
@@ -47,6 +48,11 @@ _CONNECT_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     # to replay when the store opens after a crash, about a second.
     "checkpoint_threshold": "64MB",
 }
+
+
+# Whether any key of the registered batch is stored (``schema.by_id_key``
+# then tells which ids).
+_KNOWN_KEY = "SELECT 1 FROM alerts WHERE id_key IN (SELECT id_key FROM _zw_alerts) LIMIT 1"
 
 
 def default_router(alert: Alert) -> Sequence[str]:
@@ -200,16 +206,10 @@ class AlertStore:
             con = self._con
             con.begin()
             try:
-                new = self._new_alerts(list(unique.values()))
-                if new:
-                    self._insert_alerts(new, now, events)
+                new = self._insert_alerts(list(unique.values()), now, events) if unique else []
                 if events:
-                    con.register("_zw_events", rows.events_table(events, now))
-                    try:
-                        cols = ", ".join(f'"{c}"' for c in rows.EVENT_COLUMNS)
-                        con.execute(f"INSERT INTO events ({cols}) SELECT {cols} FROM _zw_events")
-                    finally:
-                        con.unregister("_zw_events")
+                    # Its columns in the table's order (``rows.EVENT_COLUMNS``).
+                    con.from_arrow(rows.events_table(events, now)).insert_into("events")
                 if state:
                     con.executemany(
                         "INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
@@ -232,67 +232,76 @@ class AlertStore:
             self._maybe_prune()
         return [a.id for a in new]
 
-    def _new_alerts(self, alerts: list[Alert]) -> list[Alert]:
-        if not alerts:
-            return []
-        con = self._con
-        con.register("_zw_ids", pa.table({"id": [a.id for a in alerts]}))
-        try:
-            # With no key on alerts.id, this lookup (in the write's transaction,
-            # and writes are serialised) is what keeps a replay out.
-            existing = {r[0] for r in con.execute(by_id_key("id", "_zw_ids")).fetchall()}
-        finally:
-            con.unregister("_zw_ids")
-        return [a for a in alerts if a.id not in existing]
-
     def _insert_alerts(
         self, alerts: list[Alert], now: datetime, archived: Sequence[ArchivedEvent]
-    ) -> None:
+    ) -> list[Alert]:
+        """Insert the alerts not stored yet, their evidence and outbox rows;
+        return them.
+
+        Every DuckDB call costs about a million instructions whatever the batch
+        size, so one registered table serves the lookup of known ids, the
+        alerts and the outbox rows; the evidence goes in without a view.
+        """
         con = self._con
-        alerts_table, evidence_table = rows.alert_tables(alerts, now, archived)
+        alerts_table, evidence_table, sends = self._rows(alerts, now, archived)
         con.register("_zw_alerts", alerts_table)
-        outbox = [
-            (i, a.id, dest) for i, a in enumerate(alerts) for dest in dict.fromkeys(self.router(a))
-        ]
         try:
+            # With no key on alerts.id, this lookup (in the write's transaction,
+            # and writes are serialised) is what keeps a replay out. Planning
+            # a statement costs more than running it on a batch: the common
+            # case (no key known) takes one with a single subquery.
+            existing: set[str] = set()
+            if con.execute(_KNOWN_KEY).fetchone():
+                found = con.execute(by_id_key("id", "_zw_alerts", keyed=True)).fetchall()
+                existing = {r[0] for r in found}
+            if existing:  # a replay: build the rows of the new alerts only
+                alerts = [a for a in alerts if a.id not in existing]
+                if not alerts:
+                    return []
+                alerts_table, evidence_table, sends = self._rows(alerts, now, archived)
+                con.register("_zw_alerts", alerts_table)  # in place of the first
             con.execute(
-                f"""
+                """
                 INSERT INTO alerts (id, rule_id, rule_title, level, tags, rule_hash, rule_version,
                     type, group_values, window_start, window_end, first_seen, last_seen,
                     ingest_time, zone_crossing, origin, evidence_count, id_key)
                 SELECT a.id, a.rule_id, a.rule_title, a.level, a.tags, a.rule_hash, r.version,
                     a.type, a.group_values, a.window_start, a.window_end, a.first_seen,
                     a.last_seen, a.ingest_time, a.zone_crossing, a.origin, a.evidence_count,
-                    {ID_KEY.format(id="a.id")}
+                    a.id_key
                 FROM _zw_alerts a
                 LEFT JOIN rules r ON r.rule_id = a.rule_id AND r.sha256 = a.rule_hash
                 """
             )
-            # Its columns in the table's order: no view to register and drop
-            # (about a million instructions a batch, whatever its size).
+            # Its columns in the table's order: no view to register and drop.
             con.from_arrow(evidence_table).insert_into("alert_evidence")
-            if outbox:
-                con.register(
-                    "_zw_outbox",
-                    pa.table(
-                        {
-                            "ord": pa.array([o[0] for o in outbox], pa.int32()),
-                            "alert_id": [o[1] for o in outbox],
-                            "destination": [o[2] for o in outbox],
-                        }
-                    ),
+            if sends:
+                # The outbox sequence follows the alerts, then the router's
+                # order of an alert's destinations. A webhook's own rows need
+                # only ``ord`` (an alert names a destination once), but
+                # DuckDB's sort is not stable, so the order is made total.
+                con.execute(
+                    "INSERT INTO outbox (alert_id, destination, created_at) "
+                    "SELECT id, unnest(destinations), ? FROM _zw_alerts "
+                    "ORDER BY ord, unnest(range(len(destinations)))",
+                    [now],
                 )
-                try:
-                    # ORDER BY keeps the outbox sequence in alert order per batch.
-                    con.execute(
-                        "INSERT INTO outbox (alert_id, destination, created_at) "
-                        "SELECT alert_id, destination, ? FROM _zw_outbox ORDER BY ord",
-                        [now],
-                    )
-                finally:
-                    con.unregister("_zw_outbox")
         finally:
             con.unregister("_zw_alerts")
+        return alerts
+
+    def _rows(
+        self, alerts: list[Alert], now: datetime, archived: Sequence[ArchivedEvent]
+    ) -> tuple[pa.Table, pa.Table, int]:
+        """The ``alerts`` rows, with a ``destinations`` column (the router's
+        names for each alert, each once), the evidence rows, and the number of
+        outbox rows."""
+        alerts_table, evidence_table = rows.alert_tables(alerts, now, archived)
+        names = [dict.fromkeys(self.router(a)) for a in alerts]
+        offsets = pa.array([0, *accumulate(map(len, names))], pa.int32())
+        flat = pa.array([d for ds in names for d in ds], pa.string())
+        destinations = pa.ListArray.from_arrays(offsets, flat)
+        return alerts_table.append_column("destinations", destinations), evidence_table, len(flat)
 
     def register_rules(self, rules: Iterable[Any]) -> None:
         """Record every rule version loaded (objects with id, title, level, tags,

@@ -20,6 +20,13 @@ from zonewatch.config import source_of_topic
 from zonewatch.ecs import get_field
 from zonewatch.models import Alert
 
+try:
+    # CPython's own md5, a third of the time of hashlib's (OpenSSL looks the
+    # algorithm up on every call); hashlib's where a build leaves it out.
+    from _md5 import md5
+except ImportError:  # pragma: no cover
+    from hashlib import md5
+
 TS = pa.timestamp("us", tz="UTC")
 
 
@@ -52,17 +59,24 @@ def dumps(value: Any) -> bytes:
         return _lenient(value)
 
 
-def _strings(data: bytes | bytearray, ends: list[int], *, check_utf8: bool) -> pa.Array:
-    """A string column over one buffer; ``ends[i]`` is where row ``i`` ends."""
+def _strings(
+    data: bytes | bytearray, ends: list[int], *, check_utf8: bool, json: bool = False
+) -> pa.Array:
+    """A string column over one buffer; ``ends[i]`` is where row ``i`` ends.
+
+    ``json`` marks it as Arrow's JSON type, for documents orjson wrote: DuckDB
+    takes such a column into a JSON column as is, where it parses every
+    string of a plain one to validate it."""
     large = len(data) >= 2**31
+    storage = pa.large_string() if large else pa.string()
     offsets = pa.array([0, *ends], pa.int64() if large else pa.int32())
     array = pa.Array.from_buffers(
-        pa.large_string() if large else pa.string(),
-        len(ends),
-        [None, offsets.buffers()[1], pa.py_buffer(data)],
+        storage, len(ends), [None, offsets.buffers()[1], pa.py_buffer(data)]
     )
     if check_utf8:  # bytes that orjson did not write
         array.validate(full=True)
+    if json:
+        return pa.ExtensionArray.from_storage(pa.json_(storage), array)
     return array
 
 
@@ -72,7 +86,7 @@ def _strings(data: bytes | bytearray, ends: list[int], *, check_utf8: bool) -> p
 
 
 def json_array(values: Sequence[Any]) -> pa.Array:
-    """The JSON of each value, as a string column."""
+    """The JSON of each value, as a JSON column."""
     buf = bytearray()
     extend = buf.extend
     try:
@@ -80,12 +94,14 @@ def json_array(values: Sequence[Any]) -> pa.Array:
     except TypeError:
         buf.clear()
         ends = [extend(_lenient(v)) or len(buf) for v in values]
-    return _strings(buf, ends, check_utf8=False)
+    return _strings(buf, ends, check_utf8=False, json=True)
 
 
 def _json_once(values: Sequence[Any], known: dict[int, bytes]) -> pa.Array:
     """``json_array`` for values that repeat (the same object) or whose JSON
-    is ``known`` by object id: each is serialized once, or not at all."""
+    is ``known`` by object id: each is serialized once, or not at all. With
+    ``known`` JSON (raw Kafka values) the column is a string column, which
+    DuckDB validates as JSON on insert."""
     buf = bytearray()
     ends: list[int] = []
     spans: dict[int, tuple[int, int]] = {}
@@ -100,7 +116,7 @@ def _json_once(values: Sequence[Any], known: dict[int, bytes]) -> pa.Array:
             buf += doc if doc is not None else dumps(value)
             spans[key] = (start, len(buf))
         ends.append(len(buf))
-    return _strings(buf, ends, check_utf8=bool(known))
+    return _strings(buf, ends, check_utf8=bool(known), json=not known)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -117,6 +133,13 @@ def timestamps(values: Sequence[datetime | None]) -> pa.Array:
     except TypeError:  # a naive datetime: pyarrow reads it as UTC
         return pa.array(values, TS)
     return pa.array(deltas, _US).view(TS)
+
+
+def id_keys(ids: Sequence[str]) -> pa.Array:
+    """``schema.ID_KEY`` of each id (the first 60 bits of its md5), computed
+    here once per batch rather than by DuckDB in both the lookup and the
+    insert of a write."""
+    return pa.array([int.from_bytes(md5(i.encode()).digest()[:8]) >> 4 for i in ids], pa.int64())
 
 
 # The builders read each model's fields from its ``__dict__`` (where pydantic
@@ -156,6 +179,7 @@ def alert_tables(
             "zone_crossing": pa.array([f["zone_crossing"] for f in fields], pa.string()),
             "origin": pa.array([f["origin"] for f in fields], pa.string()),
             "evidence_count": pa.array(counts, pa.int32()),
+            "id_key": id_keys(ids),
         }
     )
     evs = [ev.__dict__ for cited in evidence for ev in cited]
@@ -291,7 +315,8 @@ def events_table(events: Sequence[ArchivedEvent], ingest_time: datetime) -> pa.T
             extend(r if r is not None else dumps(e)) or len(buf)
             for r, e in zip(raw, event, strict=True)
         ]
-        event_json = _strings(buf, ends, check_utf8=raw.count(None) < len(raw))
+        by_orjson = raw.count(None) == len(raw)
+        event_json = _strings(buf, ends, check_utf8=not by_orjson, json=by_orjson)
     else:
         # Raw bytes did not necessarily come from orjson: check their UTF-8.
         event_json = _strings(b"".join(raw), list(accumulate(map(len, raw))), check_utf8=True)
@@ -302,7 +327,7 @@ def events_table(events: Sequence[ArchivedEvent], ingest_time: datetime) -> pa.T
             "topic": pa.array(topic, pa.string()),
             "partition": pa.array(partition, pa.int32()),
             "offset": pa.array(offset, pa.int64()),
-            "time": pa.array(when, TS),
+            "time": timestamps(when),
             "ingest_time": pa.repeat(pa.scalar(ingest_time, TS), n),
             "source": pa.array(source, pa.string()),
             **{name: pa.array(values[name], pa.string()) for name, _, _ in _EVENT_FIELDS},
