@@ -14,16 +14,24 @@ dict, append the event time. The ratio says how much the engine costs on top.
 Rates use CPU time of this process (time.process_time), so other work on
 the shared cores does not count against it. Then the time to snapshot and
 restore the resulting state (200k states with the defaults), as the stream's
-checkpoint and a restart do. Takes about a minute.
+checkpoint and a restart do. The steady state is measured over ``--rounds``
+rounds (3), each in a fresh process, with and without the collector tuning
+``zonewatch correlate`` applies, alternating; this shared box swings by a
+third from one round to the next. Takes about two minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
+import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from correlator.correlation import CorrelationEngine, CorrelationSettings
 from correlator.correlation.yaml_rules import load_rules_text
@@ -127,13 +135,51 @@ def baseline(n: int, groups: int, offset: int) -> float:
     return n / spent
 
 
+MODES = {
+    # What ``zonewatch correlate`` does after start-up (correlator/cli.py): the
+    # state is long-lived, and default thresholds rescan it over and over.
+    "tuned": "gc.freeze() + gc.set_threshold(50_000, 20, 100)",
+    "default": "default gc",
+}
+
+
+def steady(
+    args: argparse.Namespace, loaded: Any, mode: str
+) -> tuple[CorrelationEngine, dict[str, Any], int]:
+    """Warm an engine until every group is live, then time ``args.events``
+    more; returns the engine, its metrics and the alerts of the timed part."""
+    warm = args.groups + int(args.lateness * 1000)  # the engine holds back the lateness
+    engine = CorrelationEngine(
+        loaded.correlations,
+        loaded.resolve,
+        CorrelationSettings(allowed_lateness_s=args.lateness, keep_event_in_evidence=False),
+    )
+    timed(engine, warm, args.groups, 0)
+    gc.collect()
+    if mode == "tuned":
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
+    spent, alerts = timed(engine, args.events, args.groups, warm)
+    metrics = engine.metrics()
+    metrics["rate"] = args.events / spent
+    return engine, metrics, alerts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--lateness", type=float, default=60.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--round", choices=list(MODES), help=argparse.SUPPRESS)  # one, in a child
     args = parser.parse_args()
     loaded = load_rules_text(RULES)
+    if args.round:
+        warm = args.groups + int(args.lateness * 1000)
+        floor = baseline(args.events, args.groups, warm)
+        _, metrics, alerts = steady(args, loaded, args.round)
+        print(json.dumps({**metrics, "floor": floor, "alerts": alerts}, default=str))
+        return
 
     # Memory: fill every group once with lateness 0 (nothing buffered), then
     # count what the state holds with tracemalloc.
@@ -175,34 +221,32 @@ def main() -> None:
     del engine
     gc.collect()
 
-    # Steady state: the warm-up applies every group's first event; the
-    # engine holds back the last ``lateness`` seconds (1 ms per event).
+    # Steady state, each round in a fresh process (one engine per process, as
+    # ``zonewatch correlate`` runs; a second engine in the same heap measured
+    # slower), modes alternating; the median round and the range are printed.
     warm = args.groups + int(args.lateness * 1000)
-    floor = baseline(args.events, args.groups, warm)
-    for mode in ("default gc", "gc.freeze() + gc.set_threshold(50_000, 20, 100)"):
-        engine = CorrelationEngine(
-            loaded.correlations,
-            loaded.resolve,
-            CorrelationSettings(allowed_lateness_s=args.lateness, keep_event_in_evidence=False),
-        )
-        timed(engine, warm, args.groups, 0)  # warm-up: every group live
-        gc.collect()
-        if mode != "default gc":
-            # What the stream loop should do after start-up: the state is
-            # long-lived, and default thresholds rescan it over and over.
-            gc.freeze()
-            gc.set_threshold(50_000, 20, 100)
-        spent, alerts = timed(engine, args.events, args.groups, warm)
-        rate = args.events / spent
-        metrics = engine.metrics()
+    rounds: dict[str, list[dict]] = {mode: [] for mode in MODES}
+    for _ in range(args.rounds):
+        for mode in MODES:
+            cmd = [sys.executable, __file__, "--round", mode, "--groups", str(args.groups)]
+            cmd += ["--events", str(args.events), "--lateness", str(args.lateness)]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rounds[mode].append(json.loads(done.stdout.splitlines()[-1]))
+    for mode, got in rounds.items():
+        rates = sorted(r["rate"] for r in got)
+        ratios = sorted(r["rate"] / r["floor"] for r in got)
+        rate, ratio = statistics.median(rates), statistics.median(ratios)
         print(
-            f"engine ({mode}): {rate:,.0f} events/s at {metrics['groups']:,} live states "
-            f"({alerts} alerts, lateness {args.lateness:g} s); "
-            f"baseline {floor:,.0f} events/s; engine/baseline = {rate / floor:.2f}; "
+            f"engine ({MODES[mode]}): {rate:,.0f} events/s at {got[0]['groups']:,} live states "
+            f"(median of {len(got)} rounds: {', '.join(f'{r:,.0f}' for r in rates)}; "
+            f"{got[0]['alerts']} alerts, lateness {args.lateness:g} s); "
+            f"engine/baseline = {ratio:.2f} (baseline median "
+            f"{statistics.median(r['floor'] for r in got):,.0f} events/s); "
             f"target 150,000 -> {rate / 150_000:.2f}"
         )
-        gc.unfreeze()
-        gc.set_threshold(700, 10, 10)
+    engine, metrics, _ = steady(args, loaded, "tuned")
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
     # What the stream's checkpoint does (snapshot(), every few seconds) and a
     # restart (restore()), then the per-partition variant; best of three.
     states = metrics["groups"]
