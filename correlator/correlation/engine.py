@@ -165,18 +165,57 @@ _Extract = Callable[
 ]
 
 
-def _extractor(route: list[_Route], rules: Sequence[CompiledCorrelation]) -> _Extract:
+# The shard key of pinned rules (see ``pinned_rules``): a tuple no group key
+# equals, since group values are never NUL-prefixed strings.
+PIN_KEY: tuple[Any, ...] = ("\x00pinned",)
+
+
+def pinned_rules(rules: Sequence[CompiledCorrelation]) -> frozenset[int]:
+    """Rules a repartitioned correlator must keep on one shard.
+
+    A child correlation feeds its parent in the engine of the shard where
+    the child's group lives. When the parent groups by other fields than its
+    child, a parent group would need children from many shards; so every
+    rule connected (through chains, in either direction) to such a link is
+    filed under ``PIN_KEY`` instead of its group key: one shard sees them all.
+    """
+    by_id = {c.id: c for c in rules}
+    root = list(range(len(rules)))
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            root[i] = root[root[i]]
+            i = root[i]
+        return i
+
+    misaligned: set[int] = set()
+    for parent in rules:
+        for slot in parent.slots:
+            if slot.is_correlation:
+                child = by_id[slot.rule_id]
+                root[find(parent.index)] = find(child.index)
+                if tuple(slot.group_fields) != tuple(child.group_by):
+                    misaligned.add(parent.index)
+    components = {find(i) for i in misaligned}
+    return frozenset(c.index for c in rules if find(c.index) in components)
+
+
+def _extractor(
+    route: list[_Route], rules: Sequence[CompiledCorrelation], pinned: frozenset[int]
+) -> _Extract:
     """One function reading everything the correlations fed by a detection
     rule need from an event: each group key once, then each member's value
     and carried fields, as the contributions ``_apply`` takes. Generated,
     because looping over routes and members per event cost more than the
     reads themselves; the key and single-field values are read inline, as
-    ``key_getter`` and ``value_getter`` would."""
+    ``key_getter`` and ``value_getter`` would. ``accept_key`` (scale-out)
+    is asked about the group key, or about ``PIN_KEY`` for pinned rules."""
     names: dict[str, Any] = {
         "_MISSING": _MISSING,
         "get_field": get_field,
         "norm": norm,
         "number": number,
+        "PIN_KEY": PIN_KEY,
     }
     lines = ["def extract(event, stats, accept_key):", "    out = []"]
     for k, (fields, _read_key, members) in enumerate(route):
@@ -184,9 +223,20 @@ def _extractor(route: list[_Route], rules: Sequence[CompiledCorrelation]) -> _Ex
             *key_lines(fields, "    "),
             "    if key is None:",
             f"        stats.missing_group_field += {len(members)}",
-            "    elif accept_key is None or accept_key(key):",
         ]
+        pins = [ri in pinned for ri, _, _, _ in members]
+        if not any(pins):
+            lines.append("    elif accept_key is None or accept_key(key):")
+        else:  # members ask by their own key, in the members' order
+            lines.append("    else:")
+            if not all(pins):
+                lines.append("        free = accept_key is None or accept_key(key)")
+            lines.append("        pin = accept_key is None or accept_key(PIN_KEY)")
         for m, (ri, s, read_value, carry) in enumerate(members):
+            ind = "        "
+            if any(pins):
+                lines.append(f"        if {'pin' if pins[m] else 'free'}:")
+                ind = "            "
             tag = f"{k}_{m}"
             if carry:
                 for c, (_, g) in enumerate(carry):
@@ -196,19 +246,19 @@ def _extractor(route: list[_Route], rules: Sequence[CompiledCorrelation]) -> _Ex
             else:
                 carried = "None"
             if read_value is None:
-                lines.append(f"        out.append(({ri}, {s}, key, None, {carried}))")
+                lines.append(f"{ind}out.append(({ri}, {s}, key, None, {carried}))")
             else:
                 slot = rules[ri].slots[s]
-                inline = value_lines(slot.value_fields, rules[ri].type in NUMERIC_TYPES, "        ")
+                inline = value_lines(slot.value_fields, rules[ri].type in NUMERIC_TYPES, ind)
                 if inline is None:
                     names[f"value{tag}"] = read_value
-                    inline = [f"        value = value{tag}(event)"]
+                    inline = [f"{ind}value = value{tag}(event)"]
                 lines += [
                     *inline,
-                    "        if value is None:",
-                    "            stats.missing_value += 1",
-                    "        else:",
-                    f"            out.append(({ri}, {s}, key, value, {carried}))",
+                    f"{ind}if value is None:",
+                    f"{ind}    stats.missing_value += 1",
+                    f"{ind}else:",
+                    f"{ind}    out.append(({ri}, {s}, key, value, {carried}))",
                 ]
     lines.append("    return out")
     exec(compile("\n".join(lines) + "\n", "<correlation extract>", "exec"), names)
@@ -286,12 +336,23 @@ class CorrelationEngine:
             rid: [(read_key, members) for _, read_key, members in route]
             for rid, route in routes.items()
         }
+        self.pinned = pinned_rules(self.rules)
         self._extract: dict[str, _Extract] = {
-            rid: _extractor(route, self.rules) for rid, route in routes.items()
+            rid: _extractor(route, self.rules, self.pinned) for rid, route in routes.items()
         }
-        # Per rule, what the hot path reads: (span, threshold check, mode), the
-        # mode 0 for a metric window, 1 for a plain temporal rule (unordered,
-        # no clauses: _apply counts its slots inline), 2 for other temporal.
+        # detection rule id -> per group key reader: does it file any unpinned
+        # rule under the group key, any pinned one under PIN_KEY (group_keys)
+        self._shard_keys: dict[str, list[tuple[Getter, bool, bool]]] = {
+            rid: [
+                (
+                    read_key,
+                    any(m[0] not in self.pinned for m in members),
+                    any(m[0] in self.pinned for m in members),
+                )
+                for _, read_key, members in route
+            ]
+            for rid, route in routes.items()
+        }
         self._max_groups = self.settings.max_groups_per_rule
         self._factory = [self._window_factory(c) for c in self.rules]
         self._kinds: list[Any] = [type(make()) for make in self._factory]  # window class per rule
@@ -506,13 +567,17 @@ class CorrelationEngine:
     def group_keys(self, hits: Iterable[str], event: dict[str, Any]) -> set[tuple[Any, ...]]:
         """The group keys (after aliases, normalized) under which the
         correlations reading these detection hits would file ``event``: what a
-        repartitioned correlator hashes to pick the shard of each group."""
+        repartitioned correlator hashes to pick the shard of each group.
+        Pinned rules (``pinned_rules``) file it under ``PIN_KEY``."""
         keys: set[tuple[Any, ...]] = set()
         for hit in hits:
-            for read_key, _members in self._routes.get(hit, ()):
+            for read_key, free, pin in self._shard_keys.get(hit, ()):
                 key = read_key(event)
                 if key is not None:
-                    keys.add(key)
+                    if free:
+                        keys.add(key)
+                    if pin:
+                        keys.add(PIN_KEY)
         return keys
 
     def _late(

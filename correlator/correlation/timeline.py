@@ -8,7 +8,7 @@ hand; the stream loop calls the engine directly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,9 +53,11 @@ def feed(
     hits: Iterable[Hit],
     base: datetime = BASE,
     with_time: bool = False,
+    accept_key: Callable[[tuple[Any, ...]], bool] | None = None,
 ) -> list[Alert]:
     """Process hits in the given (arrival) order; rule names become ids.
-    ``with_time`` hands the engine each event's epoch seconds, as the stream does."""
+    ``with_time`` hands the engine each event's epoch seconds, as the stream
+    does; ``accept_key`` is the scale-out shard filter (``engine.process``)."""
     out: list[Alert] = []
     for i, hit in enumerate(hits):
         ids = []
@@ -71,7 +73,7 @@ def feed(
             event=event,
         )
         t = evidence.time.timestamp() if with_time else None
-        out.extend(engine.process(ids, event, evidence, partition=hit.partition, t=t))
+        out.extend(engine.process(ids, event, evidence, hit.partition, accept_key, t))
     return out
 
 

@@ -79,25 +79,18 @@ class ScaleOutError(ZonewatchError):
 
 
 def check_rules(engine: Any) -> None:
-    """Every correlation of correlations must group by exactly the fields of
-    the correlations it reads: a parent group is then one child group, and
-    lives on the same shard."""
-    if engine is None:
+    """Say which correlations run on one shard only: chains whose parent
+    groups by other fields than its child (``engine.pinned``, see
+    ``correlation.engine.pinned_rules``) cannot be split by group key, so
+    all their hits go to the shard of ``PIN_KEY``. Correct, not scaled."""
+    if engine is None or not engine.pinned:
         return
-    by_id = {c.id: c for c in engine.rules}
-    for parent in engine.rules:
-        for slot in parent.slots:
-            if not slot.is_correlation:
-                continue
-            child = by_id[slot.rule_id]
-            if tuple(slot.group_fields) != tuple(child.group_by):
-                raise ScaleOutError(
-                    f"correlation {parent.title!r} ({parent.id}) groups by "
-                    f"{list(slot.group_fields)} over correlation {child.title!r}, which groups "
-                    f"by {list(child.group_by)}: with --scale-out a correlation of "
-                    "correlations must group by exactly its children's fields (in the same "
-                    "order); change the rule or run one correlator without --scale-out"
-                )
+    log.warning(
+        "correlations_on_one_shard",
+        rules=sorted(engine.rules[i].title for i in engine.pinned),
+        reason="a parent groups by other fields than its child correlation",
+        advice="group the parent by exactly its children's fields to spread them",
+    )
 
 
 @dataclass
