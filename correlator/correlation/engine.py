@@ -165,8 +165,8 @@ _Extract = Callable[
 ]
 
 
-# The shard key of pinned rules (see ``pinned_rules``): a tuple no group key
-# equals, since group values are never NUL-prefixed strings.
+# The shard key of pinned rules (see ``pinned_rules``). It only picks a
+# shard: a group key that happened to equal it would just share that shard.
 PIN_KEY: tuple[Any, ...] = ("\x00pinned",)
 
 
