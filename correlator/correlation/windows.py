@@ -232,19 +232,6 @@ class DistinctWindow(_ValuedWindow):
             w.counts = counts
         return table
 
-    def add(self, rec: Rec, t: float, value: Any, span: float) -> float | None:
-        # The common case (in order, nothing expiring) without method calls.
-        recs = self.recs
-        if recs and (recs[0][1] < t - span or recs[-1][1] > t):
-            return super().add(rec, t, value, span)
-        recs.append(rec)
-        self.vals.append(value)
-        counts = self.counts
-        counts[value] = counts.get(value, 0) + 1
-        if t > self.last_t:
-            self.last_t = t
-        return len(counts)
-
 
 class SumWindow(_ValuedWindow):
     __slots__ = ("total",)
@@ -289,24 +276,9 @@ class SumWindow(_ValuedWindow):
     def metric(self) -> float | None:
         return self.total
 
-    def add(self, rec: Rec, t: float, value: Any, span: float) -> float | None:
-        recs = self.recs
-        if recs and (recs[0][1] < t - span or recs[-1][1] > t):
-            return super().add(rec, t, value, span)
-        recs.append(rec)
-        self.vals.append(value)
-        self.total += value
-        if t > self.last_t:
-            self.last_t = t
-        return self.total  # metric(), without the call
-
 
 class AvgWindow(SumWindow):
     __slots__ = ()
-
-    def add(self, rec: Rec, t: float, value: Any, span: float) -> float | None:
-        SumWindow.add(self, rec, t, value, span)
-        return self.metric()
 
     def metric(self) -> float | None:
         return self.total / len(self.vals) if self.vals else None
