@@ -332,10 +332,6 @@ class CorrelationEngine:
                         route.append(
                             (slot.group_fields, read_key, [(c.index, s, read_value, carry)])
                         )
-        self._routes: dict[str, list[tuple[Getter, list[_Member]]]] = {
-            rid: [(read_key, members) for _, read_key, members in route]
-            for rid, route in routes.items()
-        }
         self.pinned = pinned_rules(self.rules)
         self._extract: dict[str, _Extract] = {
             rid: _extractor(route, self.rules, self.pinned) for rid, route in routes.items()
@@ -401,7 +397,7 @@ class CorrelationEngine:
     @property
     def referenced_rule_ids(self) -> set[str]:
         """Detection rule ids some correlation reads."""
-        return set(self._routes)
+        return set(self._extract)
 
     @property
     def generated_rule_ids(self) -> set[str]:
