@@ -78,7 +78,7 @@ class ScaleOutError(ZonewatchError):
     """The rules or the cluster do not allow a repartitioned correlator."""
 
 
-def check_rules(engine: Any) -> None:
+def log_pinned_rules(engine: Any) -> None:
     """Say which correlations run on one shard only: chains whose parent
     groups by other fields than its child (``engine.pinned``, see
     ``correlation.engine.pinned_rules``) cannot be split by group key, so
@@ -147,7 +147,7 @@ class RepartitionedStream(StreamCorrelator):
         consumer: KafkaConsumer | None = None,
         producer: Any | None = None,
     ):
-        check_rules(correlation)
+        log_pinned_rules(correlation)
         kafka = settings.kafka
         self.hits_topic = kafka.correlation_hits_topic
         self.state_topic = kafka.correlation_state_topic
