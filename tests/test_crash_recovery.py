@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -343,6 +344,27 @@ class Correlator:
         assert code == 0, self.log.read_text()[-3000:]
 
 
+def kill_at_random_moments(
+    start: Callable[[], Correlator],
+    times: int,
+    rng: random.Random,
+    most_s: float,
+    least_s: float = 0.0,
+) -> int:
+    """Start a correlator ``times`` times and ``kill -9`` each a random while
+    (``least_s`` to ``most_s``) after it got its partitions; how many were
+    still running."""
+    kills = 0
+    for _ in range(times):
+        proc = start()
+        proc.wait_assigned()
+        time.sleep(rng.uniform(least_s, most_s))
+        if proc.proc.poll() is None:
+            kills += 1
+        proc.kill()
+    return kills
+
+
 def stored(db: Path) -> tuple[dict[str, str], int]:
     """Alerts (id -> rule id) and the sum of stored resume offsets."""
     with duckdb.connect(str(db), read_only=True) as con:
@@ -388,14 +410,9 @@ def test_kill_9_at_random_moments_gives_the_alerts_of_a_clean_run(
     rng = random.Random(SEED)
     db = tmp_path / "crashed.duckdb"
     log = tmp_path / "crashed.log"
-    kills = 0
-    for _ in range(12):
-        proc = Correlator(kafka_settings, rules, db, f"{prefix}-crashed", log)
-        proc.wait_assigned()
-        time.sleep(rng.uniform(0.0, 2.5))
-        if proc.proc.poll() is None:
-            kills += 1
-        proc.kill()
+    kills = kill_at_random_moments(
+        lambda: Correlator(kafka_settings, rules, db, f"{prefix}-crashed", log), 12, rng, 2.5
+    )
     assert kills >= 10
     crashed = run_to_end(kafka_settings, rules, db, f"{prefix}-crashed", log, n)
     assert len(crashed) == len(clean)

@@ -26,6 +26,7 @@ from test_crash_recovery import (
     RULES,
     Correlator,
     Workload,
+    kill_at_random_moments,
     make_workload,
     produce,
     run_to_end,
@@ -420,15 +421,13 @@ def test_a_scaled_out_member_killed_at_random_moments_loses_and_repeats_nothing(
     n = len(workload.records)
     db, log = tmp_path / "scaled.duckdb", tmp_path / "scaled.log"
     group = f"{kafka_settings.topic_prefix}-killed"
-    rng = random.Random(5)
-    kills = 0
-    for _ in range(5):
-        proc = Correlator(kafka_settings, rules, db, group, log, ("--scale-out",))
-        proc.wait_assigned()
-        time.sleep(rng.uniform(0.5, 3.0))
-        if proc.proc.poll() is None:
-            kills += 1
-        proc.kill()
+    kills = kill_at_random_moments(
+        lambda: Correlator(kafka_settings, rules, db, group, log, ("--scale-out",)),
+        5,
+        random.Random(5),
+        most_s=3.0,
+        least_s=0.5,
+    )
     assert kills >= 3
     for _ in range(4):
         Correlator(kafka_settings, rules, db, group, log, ("--scale-out",)).finish()
