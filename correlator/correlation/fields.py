@@ -83,20 +83,7 @@ def getter(name: str) -> Getter:
 
 def key_getter(names: Sequence[str]) -> Getter:
     """event -> normalized group key tuple, or None when a field is missing."""
-    lines: list[str] = []
-    for i, name in enumerate(names):
-        v = f"v{i}"
-        lines += _read(name, v, "    ")
-        lines += [
-            f"    if {v}.__class__ is str:",
-            f"        {v} = {v}.lower()",
-            "    else:",
-            f"        {v} = norm({v})",
-            f"        if {v} is None:",
-            "            return None",
-        ]
-    lines.append(f"    return ({''.join(f'v{i}, ' for i in range(len(names)))})")
-    return _build("key", lines)
+    return _build("key", [*key_lines(names, "    "), "    return key"])
 
 
 def key_lines(names: Sequence[str], indent: str) -> list[str]:
@@ -142,27 +129,9 @@ def value_lines(names: Sequence[str], numeric: bool, indent: str) -> list[str] |
 def value_getter(names: Sequence[str], numeric: bool) -> Getter:
     """event -> the aggregated value (a number, or a normalized distinct
     value / tuple of them), or None when missing or not a number."""
-    if numeric:
-        (name,) = names
-        return _build(
-            "number_value",
-            [
-                *_read(name, "v", "    "),
-                "    if v.__class__ is int:",
-                "        return v",
-                "    return number(v)",
-            ],
-        )
-    if len(names) == 1:
-        return _build(
-            "value",
-            [
-                *_read(names[0], "v", "    "),
-                "    if v.__class__ is str:",
-                "        return v.lower()",
-                "    return norm(v)",
-            ],
-        )
+    inline = value_lines(names, numeric, "    ")
+    if inline is not None:
+        return _build("value", [*inline, "    return value"])
     lines: list[str] = []
     for i, name in enumerate(names):
         lines += _read(name, f"v{i}", "    ")
