@@ -156,7 +156,7 @@ def make_archive(n: int) -> list[ArchivedEvent]:
             "rule": {"name": f"policy-{i % 90}"},
         }  # fmt: skip
         raw = orjson.dumps(event)
-        out.append(ArchivedEvent(f"{topic}:0:{i}", topic, 0, i, when, orjson.loads(raw), raw))
+        out.append(ArchivedEvent(f"{topic}:0:{i}", topic, 0, i, when, orjson.loads(raw), raw, True))
     return out
 
 

@@ -362,6 +362,7 @@ class StreamCorrelator:
                             when,
                             event,
                             record.value,
+                            raw_parsed=True,  # _decode parsed it with orjson
                         )
                     )
                 hits = match(event)

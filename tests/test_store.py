@@ -368,15 +368,19 @@ def test_archive_columns_come_from_nested_or_flat_fields() -> None:
     assert rows[1]["zone_crossing"] == "core->lgwan" and rows[1]["event"] == '{"raw": true}'
 
 
+@pytest.mark.parametrize("raw_parsed", [True, False], ids=["parsed-by-orjson", "unchecked"])
 def test_evidence_keeps_the_event_json_and_shared_events_are_stored_for_each_alert(
-    store: AlertStore,
+    store: AlertStore, raw_parsed: bool
 ) -> None:
     # The stream gives the alerts of every rule an event matched (and its
-    # correlations) the same event object, and archives the record's raw JSON.
+    # correlations) the same event object, and archives the record's raw JSON
+    # (which its decode parsed: it goes in unchecked; other raw JSON is checked).
     shared = evidence(1)
     own = evidence(2)
-    raw = b'{"event": {"dataset": "firewall.panos"}, "note": "as it arrived"}'
-    archived = ArchivedEvent(shared.event_id, shared.topic, 0, 1, shared.time, shared.event, raw)
+    raw = '{"event": {"dataset": "firewall.panos"}, "note": "as it arrived, 受付"}'.encode()
+    archived = ArchivedEvent(
+        shared.event_id, shared.topic, 0, 1, shared.time, shared.event, raw, raw_parsed
+    )
     group = {"user.name": "tanaka@city.example.lg.jp"}
     alerts = [
         Alert(
@@ -400,6 +404,22 @@ def test_evidence_keeps_the_event_json_and_shared_events_are_stored_for_each_ale
         ("rule-b", shared.event_id, raw.decode()),
     ]
     assert store.query("SELECT event::VARCHAR FROM events")[1] == [(raw.decode(),)]
+    assert store.query("SELECT event->>'$.note' FROM events")[1] == [("as it arrived, 受付",)]
+
+
+# What the store trusts of the stream's raw JSON: a document orjson parses is
+# one DuckDB reads as JSON (orjson is the stricter of the two).
+_JSONISH = st.text(alphabet='{}[]":,. 0123456789eE+-truefalsn\\u0dD8aé受', max_size=40)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(_JSONISH, _JSONISH.map(lambda t: f'{{"k": "{t}"}}')))
+def test_json_orjson_parses_is_json_duckdb_reads(text: str) -> None:
+    try:
+        orjson.loads(text.encode())
+    except orjson.JSONDecodeError:
+        return
+    assert duckdb.execute("SELECT json_valid($1::VARCHAR)", [text]).fetchone() == (True,)
 
 
 def test_json_columns_take_any_python_value(store: AlertStore) -> None:

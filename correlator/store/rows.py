@@ -43,6 +43,11 @@ class ArchivedEvent(NamedTuple):
     # which spares re-serializing every event of the archive, and reused for
     # the evidence rows of the same event in the same batch.
     raw: bytes | None = None
+    # True when ``raw`` is what orjson parsed into ``event`` (the stream's
+    # decode). orjson accepts only valid JSON in valid UTF-8 (stricter than
+    # DuckDB: no lone surrogates, no overflowing numbers), so such raw JSON
+    # goes to DuckDB as JSON, unchecked; other raw JSON is validated.
+    raw_parsed: bool = False
 
 
 def _lenient(value: Any) -> bytes:
@@ -97,11 +102,14 @@ def json_array(values: Sequence[Any]) -> pa.Array:
     return _strings(buf, ends, check_utf8=False, json=True)
 
 
-def _json_once(values: Sequence[Any], known: dict[int, bytes]) -> pa.Array:
+def _json_once(
+    values: Sequence[Any], known: dict[int, bytes], *, known_parsed: bool = False
+) -> pa.Array:
     """``json_array`` for values that repeat (the same object) or whose JSON
     is ``known`` by object id: each is serialized once, or not at all. With
     ``known`` JSON (raw Kafka values) the column is a string column, which
-    DuckDB validates as JSON on insert."""
+    DuckDB validates as JSON on insert, unless all of it is ``known_parsed``
+    (orjson parsed it: ``ArchivedEvent.raw_parsed``)."""
     buf = bytearray()
     ends: list[int] = []
     spans: dict[int, tuple[int, int]] = {}
@@ -116,7 +124,8 @@ def _json_once(values: Sequence[Any], known: dict[int, bytes]) -> pa.Array:
             buf += doc if doc is not None else dumps(value)
             spans[key] = (start, len(buf))
         ends.append(len(buf))
-    return _strings(buf, ends, check_utf8=bool(known), json=not known)
+    checked = not known or known_parsed
+    return _strings(buf, ends, check_utf8=not checked, json=checked)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -184,9 +193,11 @@ def alert_tables(
     )
     evs = [ev.__dict__ for cited in evidence for ev in cited]
     events = [e["event"] for e in evs]
-    known = {id(e.event): e.raw for e in archived if e.raw is not None}
+    with_raw = [e for e in archived if e.raw is not None]
+    known = {id(e.event): e.raw for e in with_raw if e.raw is not None}
     if known or len(set(map(id, events))) < len(events):
-        event_json = _json_once(events, known)
+        parsed = all(e.raw_parsed for e in with_raw)
+        event_json = _json_once(events, known, known_parsed=parsed)
     else:
         event_json = json_array(events)
     evidence_table = pa.table(
@@ -295,7 +306,7 @@ def events_table(events: Sequence[ArchivedEvent], ingest_time: datetime) -> pa.T
         columns: list[tuple[Any, ...]] = [()] * len(ArchivedEvent._fields)
     else:
         columns = list(zip(*events, strict=True))
-    event_id, topic, partition, offset, when, event, raw = columns
+    event_id, topic, partition, offset, when, event, raw, parsed = columns
     values: dict[str, list[str | None]] = {}
     for name, paths, lower in _EVENT_FIELDS:
         found = _texts(event, paths[0])
@@ -315,11 +326,18 @@ def events_table(events: Sequence[ArchivedEvent], ingest_time: datetime) -> pa.T
             extend(r if r is not None else dumps(e)) or len(buf)
             for r, e in zip(raw, event, strict=True)
         ]
-        by_orjson = raw.count(None) == len(raw)
+        by_orjson = all(r is None or p for r, p in zip(raw, parsed, strict=True))
         event_json = _strings(buf, ends, check_utf8=not by_orjson, json=by_orjson)
     else:
-        # Raw bytes did not necessarily come from orjson: check their UTF-8.
-        event_json = _strings(b"".join(raw), list(accumulate(map(len, raw))), check_utf8=True)
+        # Raw bytes orjson did not parse may be anything: check their UTF-8,
+        # and let DuckDB validate the JSON.
+        by_orjson = all(parsed)
+        event_json = _strings(
+            b"".join(raw),
+            list(accumulate(map(len, raw))),
+            check_utf8=not by_orjson,
+            json=by_orjson,
+        )
     n = len(events)
     return pa.table(
         {
