@@ -4,7 +4,7 @@ the same run.
     python bench/bench_store.py [--alerts 20000] [--events 1000000] [--teams 25]
 
 1. Alert rows/s with evidence (1 or 3 evidence rows per alert, outbox row
-   each), ``AlertStore.write`` in batches of 1k and 5k vs row-by-row
+   each), ``AlertStore.write`` in batches of 1k, 5k and 10k vs row-by-row
    ``executemany``. Target (issue 6): >= 50k alert rows/s.
 2. Events archive rows/s: firewall events with their raw Kafka JSON, in
    batches of 2000 (the correlator's ``max_batch``) with the archive offsets
@@ -120,7 +120,9 @@ def bench_writes(tmp: Path, n: int) -> None:
     con.close()
     print(f"baseline executemany: {base:,.0f} alerts/s (3 evidence rows each, no outbox)")
     best = 0.0
-    for evidence, batch in ((1, 1000), (3, 1000), (1, 5000), (3, 5000)):
+    # 10k: the most the correlator gathers into one write while it works
+    # through a backlog (correlator.write_batch_events).
+    for evidence, batch in ((1, 1000), (3, 1000), (1, 5000), (3, 5000), (1, 10_000)):
         alerts = make_alerts(n, start=evidence * n, evidence=evidence)
         rate, cpu = _write_rate(tmp / f"w{evidence}-{batch}.duckdb", alerts, batch)
         best = max(best, rate)
