@@ -446,3 +446,36 @@ def test_raw_event_json_is_still_validated(store: AlertStore) -> None:
         store.write([alert], events=[bad])
     for table in ("alerts", "alert_evidence", "outbox", "events"):
         assert count(store, table) == 0, table
+
+
+def test_submitted_batches_are_stored_in_order_and_flush_waits_for_them(
+    store: AlertStore,
+) -> None:
+    # The correlator submits a batch and goes on; DuckDB stores it on the
+    # store's writer thread.
+    stored = [store.submit([make_alert(n)], offsets={("t.fw", 0): n + 1}) for n in range(6)]
+    store.flush()
+    assert all(s.done() for s in stored)
+    assert [s.result() for s in stored] == [[make_alert(n).id] for n in range(6)]
+    assert store.load_offsets() == {("t.fw", 0): 6}
+    _, outbox = store.query("SELECT alert_id FROM outbox ORDER BY seq")
+    assert outbox == [(make_alert(n).id,) for n in range(6)]
+
+
+def test_after_a_failed_write_later_batches_are_refused(store: AlertStore) -> None:
+    # A batch whose offsets come after a lost batch must not be stored: a
+    # restart resumes from the offsets of the last batch stored.
+    shared = evidence(20)
+    bad = ArchivedEvent(shared.event_id, shared.topic, 0, 1, shared.time, shared.event, b"{oops")
+    first = store.submit([make_alert(1)], offsets={("t.fw", 0): 1})
+    failed = store.submit([make_alert(2)], events=[bad], offsets={("t.fw", 0): 2})
+    later = store.submit([make_alert(3)], offsets={("t.fw", 0): 3})
+    assert first.result() == [make_alert(1).id]
+    with pytest.raises(StoreError, match="nothing stored"):
+        failed.result()
+    with pytest.raises(StoreError, match="an earlier write failed"):
+        later.result()
+    with pytest.raises(StoreError, match="an earlier write failed"):
+        store.write([make_alert(4)])
+    assert store.load_offsets() == {("t.fw", 0): 1}
+    assert count(store, "alerts") == 1 and count(store, "outbox") == 1

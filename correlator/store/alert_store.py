@@ -13,6 +13,9 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from correlator.store import rows
 from correlator.store.guard import check_statement
@@ -68,6 +72,31 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def written_now(write: Callable[[], list[str]]) -> Future[list[str]]:
+    """``write()`` run at once, as a finished future: ``submit`` for a store
+    that has no writer thread (a hunt's sink, a test's)."""
+    done: Future[list[str]] = Future()
+    try:
+        done.set_result(write())
+    except Exception as exc:
+        done.set_exception(exc)
+    return done
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One write, built and ready for DuckDB (``AlertStore.submit``)."""
+
+    alerts: list[Alert]  # each id once
+    alerts_table: pa.Table | None  # with ``destinations``
+    evidence_table: pa.Table | None
+    sends: int  # outbox rows
+    events: pa.Table | None
+    state: list[list[Any]]
+    offsets: list[list[Any]]
+    now: datetime
+
+
 class AlertStore:
     """Alerts, evidence, outbox, events archive, rules, state and offsets in DuckDB."""
 
@@ -89,6 +118,12 @@ class AlertStore:
         self._listeners: list[Callable[[], None]] = []
         self._last_prune = 0.0
         self._server: QueryServer | None = None
+        # The writer thread (``submit``), the last batch given to it, and the
+        # error that stopped it.
+        self._writer_lock = threading.Lock()
+        self._writer: ThreadPoolExecutor | None = None
+        self._last: Future[list[str]] | None = None
+        self._failed: BaseException | None = None
         self._con = self._connect()
         try:
             self._migrate()
@@ -197,53 +232,124 @@ class AlertStore:
         Alerts already stored (a replay after a crash) are skipped with their
         evidence and outbox rows, so a replay never notifies twice.
         """
+        return self.submit(alerts, events=events, state=state, offsets=offsets).result()
+
+    def submit(
+        self,
+        alerts: Sequence[Alert],
+        *,
+        events: Sequence[ArchivedEvent] = (),
+        state: Mapping[str, bytes] | None = None,
+        offsets: Mapping[tuple[str, int], int] | None = None,
+    ) -> Future[list[str]]:
+        """``write`` in two halves: the Arrow batches are built here, in the
+        caller's thread, and DuckDB stores them on the store's writer thread
+        while the caller goes on (the stream polls and correlates the next
+        batch meanwhile). The future gives the ids of the new alerts, or
+        raises ``StoreError``.
+
+        Batches are stored in the order submitted, one at a time: a submit
+        waits until the batch before it is stored, so a caller that outpaces
+        DuckDB waits here. Once a batch fails, every later one fails too
+        without being stored: a later batch's offsets must never cover a
+        batch that was lost.
+
+        DuckDB gives up the GIL while it works but takes it back often: with
+        Python's default switch interval (5 ms) each of those waits behind the
+        caller's thread, so the two halves do not overlap.
+        ``correlator.runtime.tune_process()`` shortens it.
+        """
         self._writable()
         unique: dict[str, Alert] = {}
         for alert in alerts:
             unique.setdefault(alert.id, alert)
         now = _now()
-        with self._lock:
-            con = self._con
-            con.begin()
-            try:
-                new = self._insert_alerts(list(unique.values()), now, events) if unique else []
-                if events:
-                    # Its columns in the table's order (``rows.EVENT_COLUMNS``).
-                    con.from_arrow(rows.events_table(events, now)).insert_into("events")
-                if state:
-                    con.executemany(
-                        "INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
-                        [[k, bytes(v), now] for k, v in state.items()],
-                    )
-                if offsets:
-                    con.executemany(
-                        "INSERT OR REPLACE INTO consumer_offsets VALUES (?, ?, ?, ?)",
-                        [[t, p, o, now] for (t, p), o in offsets.items()],
-                    )
-                con.commit()
-            except BaseException as exc:
-                con.rollback()
-                if isinstance(exc, duckdb.Error):
-                    raise StoreError(f"alert store write failed, nothing stored: {exc}") from exc
-                raise
+        kept = list(unique.values())
+        alerts_table, evidence_table, sends = (
+            self._rows(kept, now, events) if kept else (None, None, 0)
+        )
+        batch = _Batch(
+            kept,
+            alerts_table,
+            evidence_table,
+            sends,
+            # Its columns in the table's order (``rows.EVENT_COLUMNS``).
+            rows.events_table(events, now) if events else None,
+            [[k, bytes(v), now] for k, v in state.items()] if state else [],
+            [[t, p, o, now] for (t, p), o in offsets.items()] if offsets else [],
+            now,
+        )
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="zonewatch-store-writer")
+            writer, before = self._writer, self._last
+        if before is not None:
+            futures_wait([before])  # one batch in the writer at a time
+        future = writer.submit(self._store, batch)
+        with self._writer_lock:
+            self._last = future
+        return future
+
+    def _store(self, batch: _Batch) -> list[str]:
+        """The DuckDB half of a write, on the writer thread."""
+        if self._failed is not None:
+            raise StoreError(
+                f"alert store write refused: an earlier write failed ({self._failed}); "
+                "restart to resume from the last stored offsets"
+            )
+        try:
+            with self._lock:
+                con = self._con
+                con.begin()
+                try:
+                    new = self._insert_alerts(batch) if batch.alerts else []
+                    if batch.events is not None:
+                        con.from_arrow(batch.events).insert_into("events")
+                    if batch.state:
+                        con.executemany(
+                            "INSERT OR REPLACE INTO state VALUES (?, ?, ?)", batch.state
+                        )
+                    if batch.offsets:
+                        con.executemany(
+                            "INSERT OR REPLACE INTO consumer_offsets VALUES (?, ?, ?, ?)",
+                            batch.offsets,
+                        )
+                    con.commit()
+                except BaseException as exc:
+                    con.rollback()
+                    if isinstance(exc, duckdb.Error):
+                        raise StoreError(
+                            f"alert store write failed, nothing stored: {exc}"
+                        ) from exc
+                    raise
+        except BaseException as exc:
+            self._failed = exc
+            raise
         if new:
             self._notify()
-        if events and self.events_retention:
+        if batch.events is not None and self.events_retention:
             self._maybe_prune()
-        return [a.id for a in new]
+        return new
 
-    def _insert_alerts(
-        self, alerts: list[Alert], now: datetime, archived: Sequence[ArchivedEvent]
-    ) -> list[Alert]:
+    def flush(self) -> None:
+        """Wait until every submitted batch is stored (or failed)."""
+        with self._writer_lock:
+            writer = self._writer
+        if writer is not None:
+            writer.submit(lambda: None).result()
+
+    def _insert_alerts(self, batch: _Batch) -> list[str]:
         """Insert the alerts not stored yet, their evidence and outbox rows;
-        return them.
+        return their ids.
 
         Every DuckDB call costs about a million instructions whatever the batch
         size, so one registered table serves the lookup of known ids, the
         alerts and the outbox rows; the evidence goes in without a view.
         """
         con = self._con
-        alerts_table, evidence_table, sends = self._rows(alerts, now, archived)
+        alerts_table, evidence_table, sends = batch.alerts_table, batch.evidence_table, batch.sends
+        assert alerts_table is not None and evidence_table is not None
+        ids = [a.id for a in batch.alerts]
         con.register("_zw_alerts", alerts_table)
         try:
             # With no key on alerts.id, this lookup (in the write's transaction,
@@ -254,11 +360,18 @@ class AlertStore:
             if con.execute(_KNOWN_KEY).fetchone():
                 found = con.execute(by_id_key("id", "_zw_alerts", keyed=True)).fetchall()
                 existing = {r[0] for r in found}
-            if existing:  # a replay: build the rows of the new alerts only
-                alerts = [a for a in alerts if a.id not in existing]
-                if not alerts:
+            if existing:  # a replay: keep the rows of the new alerts only
+                ids = [i for i in ids if i not in existing]
+                if not ids:
                     return []
-                alerts_table, evidence_table, sends = self._rows(alerts, now, archived)
+                known = pa.array(list(existing), pa.string())
+                alerts_table = alerts_table.filter(
+                    pc.invert(pc.is_in(alerts_table["id"], value_set=known))
+                )
+                evidence_table = evidence_table.filter(
+                    pc.invert(pc.is_in(evidence_table["alert_id"], value_set=known))
+                )
+                sends = pc.sum(pc.list_value_length(alerts_table["destinations"])).as_py() or 0
                 con.register("_zw_alerts", alerts_table)  # in place of the first
             con.execute(
                 """
@@ -284,11 +397,11 @@ class AlertStore:
                     "INSERT INTO outbox (alert_id, destination, created_at) "
                     "SELECT id, unnest(destinations), ? FROM _zw_alerts "
                     "ORDER BY ord, unnest(range(len(destinations)))",
-                    [now],
+                    [batch.now],
                 )
         finally:
             con.unregister("_zw_alerts")
-        return alerts
+        return ids
 
     def _rows(
         self, alerts: list[Alert], now: datetime, archived: Sequence[ArchivedEvent]
@@ -451,6 +564,11 @@ class AlertStore:
         return self._server
 
     def close(self) -> None:
+        """Store what was submitted, then close."""
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown(wait=True)
         if self._server is not None:
             self._server.stop()
             self._server = None
