@@ -5,8 +5,11 @@ Order of a checkpoint, and why:
 1. Alerts, their evidence, the outbox rows, the correlation state and the
    next offset of every partition are written to DuckDB in ONE transaction.
    DuckDB is therefore the source of truth for "how far have we got".
-2. Only then are the same offsets committed to Kafka. The Kafka commit is
-   for operators (lag dashboards) and for a fresh store; it may trail.
+   The store's writer thread does it (``AlertStore.submit``) while the loop
+   polls and correlates the next batch.
+2. Only once that transaction is committed are the same offsets committed
+   to Kafka. The Kafka commit is for operators (lag dashboards) and for a
+   fresh store; it may trail.
 3. On (re)assignment a partition is sought to the offset DuckDB holds, when
    it holds one. A crash between 1 and 2 replays nothing; a crash before 1
    replays the uncommitted batch, and deterministic alert ids make the
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -87,6 +92,15 @@ class Store(Protocol):
         offsets: Any = None,
     ) -> list[str]: ...
 
+    def submit(
+        self,
+        alerts: Any,
+        *,
+        events: Any = (),
+        state: Any = None,
+        offsets: Any = None,
+    ) -> Future[list[str]]: ...
+
     def load_state(self, key: str) -> bytes | None: ...
 
     def load_offsets(self) -> dict[tuple[str, int], int]: ...
@@ -114,10 +128,9 @@ class _SeekToStoredOffsets(AsyncConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         from zonewatch.kafka import commit_in_listener
 
-        # Everything consumed so far was checkpointed at the end of its batch,
-        # so there is nothing in flight to flush here.
         # Whoever gets these partitions resumes from the store's offsets: make
-        # them (and the state that goes with them) current first.
+        # them (and the state that goes with them) current first. A forced
+        # checkpoint also waits for the batches still being stored.
         await commit_in_listener(
             self.loop.consumer, self.loop._checkpoint([], {}, force=True, commit=False)
         )
@@ -182,6 +195,11 @@ class StreamCorrelator:
         self._last_full = time.monotonic()
         self._dirty = False
         # Alerts and archived events waiting for the next write (_checkpoint).
+        # Batches handed to the store and not yet accounted for (``_settle``):
+        # each with its alerts and the Kafka offsets it covers.
+        self._in_store: deque[
+            tuple[Future[list[str]], list[Alert], dict[TopicPartition, OffsetAndMetadata]]
+        ] = deque()
         self._pending_alerts: list[Alert] = []
         self._pending_archive: list[ArchivedEvent] = []
         self._pending_since = time.monotonic()
@@ -278,6 +296,7 @@ class StreamCorrelator:
         try:
             while not self._stop.is_set():
                 self._maybe_reload()
+                self._settle(wait=False)
                 batch = self.consumer.poll(timeout_ms=poll_ms, max_records=max_batch)
                 self._last_progress = time.monotonic()
                 behind = self._behind()
@@ -548,8 +567,13 @@ class StreamCorrelator:
         ``checkpoint_interval_s``; a crash replays from there, and the replay
         recreates the same alert ids (ignored) and skips what is archived.
 
-        Returns the offsets to commit to Kafka; commits them unless ``commit``
-        is false (a rebalance listener commits them its own way).
+        The store writes on its own thread (``AlertStore.submit``) while
+        this loop goes on; a batch's offsets go to Kafka once it is stored
+        (``_settle``), at once when ``force``d.
+
+        Returns the offsets to commit to Kafka of the batches stored by now;
+        commits them unless ``commit`` is false (a rebalance listener commits
+        them its own way, and waits for every batch submitted).
         """
         self._resume.update(offsets)
         self._dirty = self._dirty or bool(offsets)
@@ -573,23 +597,42 @@ class StreamCorrelator:
                 state[STATE_KEY] = self.correlation.snapshot()
                 state[MERGER_KEY] = orjson.dumps(self.merger.snapshot(_encode_pending))
         if not (alerts or archive or state or resume):
-            return {}
-        new_ids = self.store.write(
+            return self._settle(wait=force or not commit, commit=commit)
+        # DuckDB stores the batch on the store's writer thread while this
+        # loop polls and correlates the next one; Kafka hears of the offsets
+        # once the batch holding them is stored (``_settle``).
+        stored = self.store.submit(
             alerts, events=archive or (), state=state or None, offsets=resume
         )
-        self._count_stored(alerts, new_ids)
-        if not resume:
-            return {}
-        self._last_full = time.monotonic()
-        self._dirty = False
-        offsets_out = to_commit(resume)
-        if commit:
-            self._commit(offsets_out)
-        if self.correlation is not None:
-            for name, value in self.correlation.metrics().items():
-                if isinstance(value, int | float):
-                    ENGINE_STATE.labels(name=name).set(value)
-        return offsets_out
+        self._in_store.append((stored, alerts, to_commit(resume) if resume else {}))
+        if resume:
+            self._last_full = time.monotonic()
+            self._dirty = False
+            if self.correlation is not None:
+                for name, value in self.correlation.metrics().items():
+                    if isinstance(value, int | float):
+                        ENGINE_STATE.labels(name=name).set(value)
+        return self._settle(wait=force or not commit, commit=commit)
+
+    def _settle(self, wait: bool, commit: bool = True) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Account for the batches the store has stored, in order, and commit
+        their offsets to Kafka (unless ``commit`` is false: a rebalance
+        listener commits them its own way). ``wait`` waits for all of them.
+        A failed write raises here, and the loop stops: its offsets, and
+        those of every later batch, are never committed.
+
+        Returns the offsets the settled batches cover."""
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        while self._in_store:
+            stored, alerts, covered = self._in_store[0]
+            if not wait and not stored.done():
+                break
+            self._in_store.popleft()
+            self._count_stored(alerts, stored.result())
+            offsets.update(covered)  # each batch's resume offsets include the earlier ones
+        if offsets and commit:
+            self._commit(offsets)
+        return offsets
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         """Commit to Kafka. A refusal (the group is rebalancing, this member

@@ -7,14 +7,18 @@ one write; nothing is lost on the way and the end of the run writes the rest.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from kafka import TopicPartition
 
+from correlator.store.alert_store import written_now
 from correlator.store.hunt import _ArchiveConsumer, _Record
 from zonewatch.config import Settings
+from zonewatch.errors import StoreError
 
 RULES = Path(__file__).parent / "rules"
 TOPIC = "zonewatch.events.firewall"
@@ -34,6 +38,11 @@ class CountingStore:
         new = [a.id for a in alerts if a.id not in self.ids]
         self.ids.update(new)
         return new
+
+    def submit(
+        self, alerts: Any, *, events: Any = (), state: Any = None, offsets: Any = None
+    ) -> Future[list[str]]:
+        return written_now(lambda: self.write(alerts, events=events, offsets=offsets))
 
     def load_state(self, key: str) -> bytes | None:
         return None
@@ -89,3 +98,76 @@ def test_caught_up_every_poll_is_written_at_once() -> None:
     store = run([3] * 5, max_batch=4)  # polls not full: caught up
     written = [w for w in store.writes if w != (0, 0)]
     assert written == [(3, 3)] * 5
+
+
+class HeldStore(CountingStore):
+    """Stores a batch only when the test says so, as a slow DuckDB would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[Future[list[str]], Any]] = []
+
+    def submit(
+        self, alerts: Any, *, events: Any = (), state: Any = None, offsets: Any = None
+    ) -> Future[list[str]]:
+        held: Future[list[str]] = Future()
+        self.held.append((held, alerts))
+        return held
+
+    def store_all(self) -> None:
+        for held, alerts in self.held:
+            if not held.done():
+                held.set_result(self.write(alerts))
+
+    def fail_next(self) -> None:
+        next(h for h, _ in self.held if not h.done()).set_exception(StoreError("disk full"))
+
+
+class CommitRecorder(_ArchiveConsumer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    def commit(self, offsets: Any = None) -> None:
+        self.commits.append({tp: o.offset for tp, o in offsets.items()})
+
+
+def held_loop() -> tuple[Any, HeldStore, CommitRecorder]:
+    from correlator.service import load_ruleset
+    from correlator.stream import StreamCorrelator
+
+    # Every write is a checkpoint with offsets; polls below max_batch are written at once.
+    settings = Settings().updated(correlator={"checkpoint_interval_s": 0, "max_batch": 100})
+    store, consumer = HeldStore(), CommitRecorder()
+    loop = StreamCorrelator(settings, load_ruleset([RULES], "ecs"), store, consumer=consumer)
+    return loop, store, consumer
+
+
+def poll(first: int, size: int) -> dict[TopicPartition, list[_Record]]:
+    records = [
+        _Record(TOPIC, 0, o, orjson.dumps(direct_crossing(o))) for o in range(first, first + size)
+    ]
+    return {TopicPartition(TOPIC, 0): records}
+
+
+def test_kafka_hears_of_offsets_only_once_their_batch_is_stored() -> None:
+    loop, store, consumer = held_loop()
+    tp = TopicPartition(TOPIC, 0)
+    loop.process_batch(poll(0, 3))
+    assert len(store.held) == 1 and consumer.commits == []  # not stored yet: nothing committed
+    store.store_all()
+    loop.process_batch(poll(3, 2))  # the loop goes on while the second batch is stored
+    assert consumer.commits == [{tp: 3}]
+    store.store_all()
+    loop._checkpoint([], {}, force=True)  # as at shutdown: waits for what is in the store
+    assert consumer.commits == [{tp: 3}, {tp: 5}]
+    assert loop.stats.new_alerts == 5 and len(store.ids) == 5
+
+
+def test_after_a_failed_write_no_later_offsets_are_committed() -> None:
+    loop, store, consumer = held_loop()
+    loop.process_batch(poll(0, 3))
+    store.fail_next()
+    with pytest.raises(StoreError, match="disk full"):
+        loop.process_batch(poll(3, 2))
+    assert consumer.commits == []

@@ -12,13 +12,14 @@ same ids and stores nothing twice.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from correlator.store.alert_store import AlertStore
+from correlator.store.alert_store import AlertStore, written_now
 from zonewatch.errors import StoreError
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert
@@ -101,6 +102,17 @@ class _HuntSink:
         new = self.store.write(marked) if marked else []
         self.new_ids.extend(new)
         return new
+
+    def submit(
+        self,
+        alerts: Sequence[Alert],
+        *,
+        events: Any = (),
+        state: Mapping[str, bytes] | None = None,
+        offsets: Any = None,
+    ) -> Future[list[str]]:
+        """``write``, done at once (a hunt has no Kafka to keep polling)."""
+        return written_now(lambda: self.write(alerts, events=events, state=state, offsets=offsets))
 
     def load_state(self, key: str) -> bytes | None:
         return None
