@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 import click
 
+from correlator.runtime import tune_process
 from zonewatch.config import Settings
 from zonewatch.logs import get_logger
 
@@ -92,10 +92,7 @@ def correlate(
         settings = settings.updated(correlator=updates)
     with CorrelatorService(settings, teams_url=teams_url) as service:
         service.start()
-        # Long-lived state (windows, rules) would be rescanned by every full
-        # collection; freeze what start-up built and collect less often.
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
+        tune_process()
         stats = service.run(idle_timeout_s=idle_exit, install_signal_handlers=True)
     log.info(
         "correlator_stopped",
