@@ -18,6 +18,8 @@ Prints figures and ratios; never fails on speed.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import multiprocessing
 import os
 import random
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from correlator.runtime import tune_process  # noqa: E402
 from zonewatch.broker import EmbeddedBroker  # noqa: E402
 from zonewatch.config import KafkaSettings, load_settings  # noqa: E402
 from zonewatch.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402
@@ -185,8 +189,9 @@ def stream(
             "archive_events": archive,
         },
     )
-    with CorrelatorService(settings) as service:
+    with CorrelatorService(settings) as service, contextlib.ExitStack() as tuned:
         service.start()
+        tuned.enter_context(as_correlate_runs())
         first: list[float] = []
         orig = service.loop.process_batch  # type: ignore[union-attr]
 
@@ -225,20 +230,25 @@ def latency(
         },
     )
     delays: list[float] = []
-    with CorrelatorService(settings) as service:
+    with CorrelatorService(settings) as service, contextlib.ExitStack() as tuned:
         service.start()
+        tuned.enter_context(as_correlate_runs())
         store = service.store
-        orig_write = store.write
+        orig_submit = store.submit
 
-        def write(alerts: Any, **kw: Any) -> Any:
-            out = orig_write(alerts, **kw)
-            now = time.time()
-            for a in alerts:
-                if a.type == "detection":
-                    delays.append(now - a.evidence[0].event["event"]["sent_at"])
-            return out
+        def submit(alerts: Any, **kw: Any) -> Any:
+            stored = orig_submit(alerts, **kw)
 
-        store.write = write  # type: ignore[method-assign]
+            def done(_: Any) -> None:  # on the store's writer thread, once committed
+                now = time.time()
+                for a in alerts:
+                    if a.type == "detection":
+                        delays.append(now - a.evidence[0].event["event"]["sent_at"])
+
+            stored.add_done_callback(done)
+            return stored
+
+        store.submit = submit  # type: ignore[method-assign]
         # Join the group before producing, so the join is not counted.
         while not service.loop.consumer.assignment():  # type: ignore[union-attr]
             service.loop.consumer.poll(timeout_ms=100)  # type: ignore[union-attr]
@@ -251,6 +261,21 @@ def latency(
         service.run(until=lambda s: s.consumed >= n, idle_timeout_s=30)
         producer.join()
     return sorted(delays)
+
+
+@contextlib.contextmanager
+def as_correlate_runs() -> Iterator[None]:
+    """The interpreter settings ``zonewatch correlate`` applies after start-up
+    (``correlator.runtime.tune_process``), undone afterwards: the floor
+    rounds run in the same process."""
+    interval, threshold = sys.getswitchinterval(), gc.get_threshold()
+    tune_process()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+        sys.setswitchinterval(interval)
 
 
 def duckdb_mb(store: Any) -> float:
