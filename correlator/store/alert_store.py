@@ -230,7 +230,8 @@ class AlertStore:
         """Store one batch atomically; return the ids of alerts that were new.
 
         Alerts already stored (a replay after a crash) are skipped with their
-        evidence and outbox rows, so a replay never notifies twice.
+        evidence and outbox rows, so a replay never notifies twice. After a
+        failed write the store refuses every later one (``submit``): reopen it.
         """
         return self.submit(alerts, events=events, state=state, offsets=offsets).result()
 
