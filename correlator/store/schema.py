@@ -33,6 +33,20 @@ def by_id_key(columns: str, ids_table: str, *, keyed: bool = False) -> str:
     )
 
 
+# The outbox's columns after ``seq``, in versions 1 and 3 alike: version 3
+# copies the rows over with ``SELECT *``, so the two must not drift apart.
+_OUTBOX_COLUMNS = """alert_id VARCHAR NOT NULL,
+        destination VARCHAR NOT NULL,
+        state VARCHAR NOT NULL DEFAULT 'pending',  -- pending | sending | delivered | rejected
+        created_at TIMESTAMPTZ NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        unknown_outcomes INTEGER NOT NULL DEFAULT 0,
+        last_attempt_at TIMESTAMPTZ,
+        delivered_at TIMESTAMPTZ,
+        last_status INTEGER,
+        last_error VARCHAR,
+        digest_of INTEGER               -- number of alerts sent in the same digest card"""
+
 _V1 = [
     """
     CREATE TABLE schema_version (
@@ -120,20 +134,10 @@ _V1 = [
     "CREATE SEQUENCE outbox_seq START 1",
     # One row per (alert, destination). URLs never live here: a destination
     # is a name the sender resolves from env or the secrets file.
-    """
+    f"""
     CREATE TABLE outbox (
         seq BIGINT PRIMARY KEY DEFAULT nextval('outbox_seq'),
-        alert_id VARCHAR NOT NULL,
-        destination VARCHAR NOT NULL,
-        state VARCHAR NOT NULL DEFAULT 'pending',  -- pending | sending | delivered | rejected
-        created_at TIMESTAMPTZ NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        unknown_outcomes INTEGER NOT NULL DEFAULT 0,
-        last_attempt_at TIMESTAMPTZ,
-        delivered_at TIMESTAMPTZ,
-        last_status INTEGER,
-        last_error VARCHAR,
-        digest_of INTEGER               -- number of alerts sent in the same digest card
+        {_OUTBOX_COLUMNS}
     )
     """,
     """
@@ -201,20 +205,10 @@ _V2 = [
 # statistics of each row group (``seq`` only grows) narrow down. The table is
 # rebuilt (DuckDB cannot drop a key), rows and their ``seq`` kept.
 _V3 = [
-    """
+    f"""
     CREATE TABLE outbox_v3 (
         seq BIGINT NOT NULL DEFAULT nextval('outbox_seq'),  -- unique: only the sequence fills it
-        alert_id VARCHAR NOT NULL,
-        destination VARCHAR NOT NULL,
-        state VARCHAR NOT NULL DEFAULT 'pending',  -- pending | sending | delivered | rejected
-        created_at TIMESTAMPTZ NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        unknown_outcomes INTEGER NOT NULL DEFAULT 0,
-        last_attempt_at TIMESTAMPTZ,
-        delivered_at TIMESTAMPTZ,
-        last_status INTEGER,
-        last_error VARCHAR,
-        digest_of INTEGER               -- number of alerts sent in the same digest card
+        {_OUTBOX_COLUMNS}
     )
     """,
     "INSERT INTO outbox_v3 SELECT * FROM outbox ORDER BY seq",
