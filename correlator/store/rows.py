@@ -193,10 +193,9 @@ def alert_tables(
     )
     evs = [ev.__dict__ for cited in evidence for ev in cited]
     events = [e["event"] for e in evs]
-    with_raw = [e for e in archived if e.raw is not None]
-    known = {id(e.event): e.raw for e in with_raw if e.raw is not None}
+    known = {id(e.event): e.raw for e in archived if e.raw is not None}
     if known or len(set(map(id, events))) < len(events):
-        parsed = all(e.raw_parsed for e in with_raw)
+        parsed = all(e.raw_parsed for e in archived if e.raw is not None)
         event_json = _json_once(events, known, known_parsed=parsed)
     else:
         event_json = json_array(events)
