@@ -48,6 +48,9 @@ class Format:
     sniff: Callable[[str], bool] | None = None
     # ctx.state keys kept per source, not per input stream
     shared_state: tuple[str, ...] = ()
+    # called when a finite input ends (an export file read to its end): the
+    # events only the end of the input decides (devices missing from a snapshot)
+    finish: Callable[[ParseContext], list[dict[str, Any]]] | None = None
 
 
 FORMATS: dict[tuple[str, str], Format] = {}
@@ -59,12 +62,13 @@ def register(
     description: str = "",
     sniff: Callable[[str], bool] | None = None,
     shared_state: tuple[str, ...] = (),
+    finish: Callable[[ParseContext], list[dict[str, Any]]] | None = None,
 ) -> Callable[[ParseFn], ParseFn]:
     """Decorator: ``@register("firewall", "panos")`` on a parse function."""
 
     def wrap(fn: ParseFn) -> ParseFn:
         FORMATS[(source, name)] = Format(
-            source, name, fn, description or (fn.__doc__ or ""), sniff, shared_state
+            source, name, fn, description or (fn.__doc__ or ""), sniff, shared_state, finish
         )
         return fn
 

@@ -51,7 +51,7 @@ def parse(
             stream, name = open(path, "rb"), path  # noqa: SIM115
         except OSError as exc:
             raise click.BadParameter(f"cannot read {path}: {exc.strerror}") from exc
-    pipeline = make_pipeline(settings, source, fmt, timezone, name)
+    pipeline = make_pipeline(settings, source, fmt, timezone, name, shared_identity=False)
     try:
         stats = parse_stream(
             pipeline,
