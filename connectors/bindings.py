@@ -397,7 +397,8 @@ def fill(identity: IdentityMap, event: dict[str, Any]) -> None:
             binding = identity.address(ip, epoch(ts))
             if binding is not None:
                 _apply(event, binding[U], binding[DEV], binding[HOST], "address", binding[ORIGIN])
-                event["zonewatch"]["binding"]["observed"] = stamp(binding[LAST])
+                event["zonewatch"]["binding"]["first_seen"] = stamp(binding[FIRST])
+                event["zonewatch"]["binding"]["last_seen"] = stamp(binding[LAST])
                 return
     if isinstance(host_name, str) and host_name:
         entry = identity.device(host_name)

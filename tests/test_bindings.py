@@ -92,7 +92,8 @@ def test_a_firewall_event_gets_the_user_of_the_device_that_held_its_address(
     assert during["host"]["name"] == "LT-0188"
     assert during["device"]["id"] == "3b9e1c77-0f52-4d8a-b6e4-9a7c2d1e5f02"
     assert during["zonewatch"]["binding"] == {
-        "from": "address", "origin": "intune", "observed": "2026-11-26T00:00:00.000Z",
+        "from": "address", "origin": "intune",
+        "first_seen": "2026-11-26T00:00:00.000Z", "last_seen": "2026-11-26T00:00:00.000Z",
     }  # fmt: skip
     assert during["zonewatch"]["identity"] == "known"  # normalized like any named user
     [expired] = _events(firewall, forti("13:00:01", "10.10.22.51"))  # 4 h after 09:00 JST
