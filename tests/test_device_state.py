@@ -253,3 +253,56 @@ def test_successive_export_files_through_kafka(
     events = _consume(kafka_settings, kafka_settings.events_topic("intune"), 6)
     assert sorted(_changes(events)[3:]) == sorted(EXPECTED_DAY2)
     assert [a for a, _ in _changes(events)[:3]] == ["device-observed"] * 3
+
+
+def test_policy_change_then_violation_fires_on_device_state_polled_from_graph() -> None:
+    """Scenario 12 with Graph-fed state: the admin raises the minimum build at
+    09:30, the next managedDevices poll finds LT-0188 non-compliant, Sato opens
+    a My Number session: the chain fires as it does with export files."""
+    from cloud_double import CloudDouble
+    from test_rule_pack import replay
+
+    from connectors.inputs import Record
+    from connectors.inputs.cloud import GraphDevicesInput
+    from connectors.inputs.graph import GraphSettings
+    from connectors.pipeline import Pipeline
+    from correlator.detection import load_rules
+    from zonewatch.zones import load_zone_map
+
+    zones = load_zone_map(ROOT / "rules" / "zones.yaml")
+    devices = Pipeline("intune", "devices", zones=zones)
+    events: list[dict[str, Any]] = []
+    with CloudDouble(page_size=2) as double:
+        settings = GraphSettings(
+            tenant_id="t", client_id=double.client_id, client_secret=double.client_secret,
+            base_url=double.url, token_url=f"{double.url}/token", once=True,
+        )  # fmt: skip
+        for synced, sato_state in (("2026-11-25T23:55:00Z", "compliant"),
+                                   ("2026-11-26T00:40:12Z", "noncompliant")):  # fmt: skip
+            double.devices = [
+                managed_device("A", "2026-11-25T23:55:00Z"),
+                managed_device("B", synced, sato_state),
+            ]
+            for record in GraphDevicesInput(settings):
+                found, letter = devices.handle(record)
+                assert letter is None
+                events.extend(found)
+    assert [e["event"]["action"] for e in events] == [
+        "device-observed", "device-observed", "device-compliance-changed",
+    ]  # fmt: skip
+    audit = Pipeline("intune", "graph", zones=zones)
+    for line in (ROOT / "samples" / "intune-audit.jsonl").read_bytes().splitlines():
+        events.extend(audit.handle(Record(line))[0])
+    vdi = Pipeline("vdi", "horizon", zones=zones)
+    session = (
+        "<14>1 2026-11-26T09:47:30.530+09:00 hzn-cs01.city.example.lg.jp View - 110 [View@6876 "
+        'Severity="INFO" Module="Agent" EventType="AGENT_CONNECTED" '
+        'UserSID="S-1-5-21-1004336348-1177238915-682003330-1107" DesktopId="mynumber-pool" '
+        'MachineName="vdi-mn-03" MachineIpAddress="10.50.10.23" ClientIpAddress="10.10.22.51" '
+        'BrokerSessionId="b1d9e2f0-0003"] User CITY\\sato.k has logged on to a new session'
+    )
+    events.extend(vdi.handle(Record(session.encode()))[0])
+    pack = load_rules([ROOT / "rules"])
+    names = {str(c.id): c.name for c in pack.correlations}
+    fired = {names.get(a.rule_id) for a in replay(pack, events)}
+    assert "zw_intune_change_then_untrusted_session" in fired
