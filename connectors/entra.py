@@ -41,7 +41,7 @@ from typing import Any
 import orjson
 
 from connectors.base import ParseContext
-from connectors.ecs import to_int, to_ip
+from connectors.ecs import new_event, to_int, to_ip
 from connectors.jsonrecords import dict_at, list_at
 from connectors.timeparse import format_utc, parse_iso
 from zonewatch.errors import ParseError
@@ -289,21 +289,9 @@ def signin_event(rec: dict[str, Any], original: str, ctx: ParseContext) -> dict[
     ts = _utc(when, "createdDateTime/time")
     code = _error_code(props, env)
     outcome = "unknown" if code is None else ("success" if code == 0 else "failure")
-    ev: dict[str, Any] = {
-        "@timestamp": ts,
-        "event": {
-            "kind": "event",
-            "original": original,
-            "dataset": SOURCE,
-            "module": MODULE,
-            "category": ["authentication"],
-            "type": ["start"],
-            "action": _ACTION[kind],
-            "outcome": outcome,
-        },
-        "observer": {"vendor": "Microsoft", "product": "Entra ID"},
-    }
+    ev = new_event(original, SOURCE, MODULE, "Microsoft", "Entra ID", ts)
     event = ev["event"]
+    event.update(category=["authentication"], type=["start"], action=_ACTION[kind], outcome=outcome)
     _put(event, "id", props.get("id"))
     status = _json_field(props.get("status"))
     status = status if isinstance(status, dict) else {}

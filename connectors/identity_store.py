@@ -20,16 +20,14 @@ lost with the process.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from connectors.bindings import IdentityMap, Limits, annotate_session, fill, learn
+from connectors.state import locked, write_atomic
 from zonewatch.logs import get_logger
 
 log = get_logger(__name__)
@@ -136,17 +134,6 @@ class IdentityStore:
             self._rebuild()
             log.debug("identity_map_reloaded", files=len(current))
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        assert self.path is not None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "a+b") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-
     def persist(self, force: bool = False) -> None:
         """Write what this source learned (merged with the file) when it changed."""
         if not self.learns or self.path is None or not self.own.changed:
@@ -155,13 +142,8 @@ class IdentityStore:
         if not force and now - self._persisted < self.persist_interval_s:
             return
         self._persisted = now
-        with self._locked():
+        with locked(self.path):
             self.own.merge(self._read(self.path))
             self.own.expire(self.own.newest - RETAIN_S)
-            tmp = self.path.with_suffix(".tmp")
-            with open(tmp, "wb") as fh:
-                fh.write(orjson.dumps({"version": 1, **self.own.snapshot()}))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
+            write_atomic(self.path, orjson.dumps({"version": 1, **self.own.snapshot()}))
         self.own.changed = False

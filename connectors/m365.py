@@ -32,7 +32,7 @@ from datetime import UTC
 from typing import Any
 
 from connectors.base import ParseContext
-from connectors.ecs import to_int, to_ip
+from connectors.ecs import new_event, to_int, to_ip
 from connectors.jsonrecords import list_at
 from connectors.timeparse import parse_iso
 from zonewatch.errors import ParseError
@@ -240,21 +240,14 @@ def audit_event(rec: dict[str, Any], original: str, ctx: ParseContext) -> dict[s
     raw_type = rec.get("RecordType")
     record_type = raw_type if isinstance(raw_type, int) else to_int(raw_type)
     workload = rec.get("Workload")
-    ev: dict[str, Any] = {
-        "@timestamp": ts,
-        "event": {
-            "kind": "event",
-            "original": original,
-            "dataset": SOURCE,
-            "module": MODULE,
-            "category": [_CATEGORY.get(record_type or -1, "web")],
-            "type": ["info"],
-            "action": action_slug(operation) or "audit",
-            "outcome": _outcome(rec, operation),
-        },
-        "observer": {"vendor": "Microsoft", "product": "Microsoft 365"},
-    }
+    ev = new_event(original, SOURCE, MODULE, "Microsoft", "Microsoft 365", ts)
     event = ev["event"]
+    event.update(
+        category=[_CATEGORY.get(record_type or -1, "web")],
+        type=["info"],
+        action=action_slug(operation) or "audit",
+        outcome=_outcome(rec, operation),
+    )
     _put(event, "id", rec.get("Id"))
     _put(event, "provider", workload)
     m365: dict[str, Any] = {"operation": operation}

@@ -35,20 +35,32 @@ log = get_logger(__name__)
 STATE_AT = "state_at"
 
 
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock beside ``path`` (``<path>.lock``) between processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` at once (temp file, fsync, rename)."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 class SharedState:
     def __init__(self, directory: Path | str, source: str, keys: tuple[str, ...]):
         self.path = Path(directory) / "state" / f"{source}.json"
         self.keys = keys
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "a+b") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -88,13 +100,8 @@ class SharedState:
         if not mine:
             return
         saved_at = time.time() if now is None else now
-        with self._locked():
+        with locked(self.path):
             stored = self._read()
             for key, value in mine.items():
                 stored[key] = {"saved_at": saved_at, "value": value}
-            tmp = self.path.with_suffix(".tmp")
-            with open(tmp, "wb") as fh:
-                fh.write(orjson.dumps({"version": 1, "keys": stored}))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
+            write_atomic(self.path, orjson.dumps({"version": 1, "keys": stored}))

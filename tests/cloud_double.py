@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
-import orjson
+from graph_double import send_json
 
 TENANT = "5f1c0d2e-8a34-4c1b-9e77-0c3b2a1d9f10"
 
@@ -62,14 +62,7 @@ class CloudDouble:
                 pass
 
             def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-                data = orjson.dumps(body)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body, headers)
 
             def _error(self, status: int, code: str, message: str) -> None:
                 self._send(status, {"error": {"code": code, "message": message}})

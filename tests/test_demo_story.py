@@ -195,7 +195,7 @@ def test_identities_learned_from_other_sources_name_the_user_behind_an_address(
     the connectors learned from Watanabe's VDI login at 08:52 whose laptop held it."""
     [crossing] = [
         e for e in day
-        if e["event"]["dataset"] == "firewall" and e["event"]["outcome"] == "success"
+        if e["event"]["dataset"] == "firewall" and e["event"].get("outcome") == "success"
         and e.get("zone", {}).get("crossing") == "core->lgwan"
     ]  # fmt: skip
     assert crossing["source"]["ip"] == "10.10.23.90"

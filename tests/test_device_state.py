@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 from conftest import ROOT
-from kafka import KafkaConsumer, TopicPartition
+from test_produce import consume_topic
 
 from connectors.base import ParseContext
 from connectors.intune import RETRIEVED_ANNOTATION, parse_devices
@@ -221,23 +221,8 @@ def test_successive_export_files_continue_from_the_state_of_the_source(tmp_path:
 
 
 def _consume(settings: KafkaSettings, topic: str, n: int) -> list[dict[str, Any]]:
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=None,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5000,
-    )
-    parts = consumer.partitions_for_topic(topic) or {0}
-    consumer.assign([TopicPartition(topic, p) for p in parts])
-    consumer.seek_to_beginning()
-    out = []
-    for rec in consumer:
-        out.append(orjson.loads(rec.value))
-        if len(out) >= n:
-            break
-    consumer.close()
-    return sorted(out, key=lambda e: (e["@timestamp"], e["event"]["action"]))
+    records = [orjson.loads(rec.value) for rec in consume_topic(settings, topic, n)]
+    return sorted(records, key=lambda e: (e["@timestamp"], e["event"]["action"]))
 
 
 @pytest.mark.integration

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from conftest import ROOT
 from test_demo_story import parse_samples
+from test_rule_pack_sigmahq import pack_with_sigmahq
 
 from connectors.inputs import Record
 from connectors.pipeline import Pipeline
-from correlator.service import load_ruleset
 from zonewatch.zones import load_zone_map
 
 FOLDERS = ("rules/cloud/azure/signin_logs", "rules/cloud/m365")
@@ -109,13 +109,7 @@ ORDINARY = ("signins", signin())
 
 @pytest.fixture(scope="module")
 def both(shared_dir: Path) -> Any:
-    folders = [shared_dir / "sigma" / "sigmahq" / f for f in FOLDERS]
-    for folder in folders:
-        if not folder.is_dir():
-            pytest.skip(f"{folder} is not present")
-    ruleset = load_ruleset([ROOT / "rules", *folders], "ecs")
-    assert ruleset.errors == []
-    return ruleset
+    return pack_with_sigmahq(shared_dir, FOLDERS)
 
 
 def _sigmahq(ruleset: Any) -> dict[str, Any]:
