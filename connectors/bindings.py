@@ -6,9 +6,11 @@ into the events of the sources that do not:
 * **addresses**: an Entra sign-in (success, a user, ``source.ip``), a VDI
   login or connect (the client address) and an Intune device record with
   addresses (Graph ``hardwareInformation``) each *observe* that a user (and
-  device) held an address at a time. A firewall, gateway or VDI event with
-  ``source.ip`` and no user gets that user (``user.name``, and ``host.name`` /
-  ``device.id`` when it has none) if a binding covers the event's time.
+  device) held an address at a time. Addresses with a role in the zone map
+  (NAT egress, proxy, VDI pool hosts) are shared by design and never bound.
+  A firewall, gateway or VDI event with ``source.ip`` and no user gets that
+  user (``user.name``, and ``host.name`` / ``device.id`` when it has none) if
+  a binding covers the event's time.
 * **devices**: Intune device records (device id, Entra device id, name,
   primary user, ownership, compliance) and the static ``identities[].devices``
   lists of ``rules/zones.yaml``. An event with ``host.name`` and no user gets
@@ -283,13 +285,17 @@ def _text(node: Any, key: str) -> str | None:
 
 
 def learn(identity: IdentityMap, event: dict[str, Any]) -> None:
-    """Observe what an enriched event tells about addresses, devices and sessions."""
+    """Observe what an enriched event tells about addresses, devices and sessions.
+
+    An address with a role in the zone map (the city's NAT egress, a proxy, a
+    VDI pool host, the security cloud) serves many people by design and is
+    never bound to one."""
     meta = event.get("event")
     if not isinstance(meta, dict):
         return
     dataset, action = meta.get("dataset"), meta.get("action")
     user = _text(event.get("user"), "name")
-    ip = _text(event.get("source"), "ip")
+    ip = None if _text(event.get("zone"), "source_role") else _text(event.get("source"), "ip")
     ts = event.get("@timestamp")
     if not isinstance(ts, str) or not isinstance(action, str):
         return

@@ -275,3 +275,14 @@ def test_learning_sources_persist_only_when_something_changed(tmp_path: Path, so
     store.own.observe_address("10.10.1.1", 0.0, "a@city.example.lg.jp")
     store.persist(force=True)
     assert (tmp_path / f"{source}.json").exists()
+
+
+def test_addresses_with_a_role_in_the_zone_map_are_never_bound() -> None:
+    """The first office sign-in of the morning comes through the city's NAT
+    egress: that address is everyone's, not the first user's."""
+    store = _store(None, "identity")
+    [office] = _events(_pipeline("identity", "signins", store), signin("23:20:05", ip="192.0.2.4"))
+    assert office["zone"]["source_role"] == "city_egress"
+    assert "192.0.2.4" not in store.view.addresses
+    _events(_pipeline("identity", "signins", store), signin("23:40:00", ip="198.51.100.9"))
+    assert "198.51.100.9" in store.view.addresses
