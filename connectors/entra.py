@@ -42,7 +42,7 @@ import orjson
 
 from connectors.base import ParseContext
 from connectors.ecs import new_event, to_int, to_ip
-from connectors.jsonrecords import dict_at, list_at
+from connectors.jsonrecords import boolean, dict_at, list_at, put
 from connectors.timeparse import format_utc, parse_iso
 from zonewatch.errors import ParseError
 
@@ -178,30 +178,17 @@ def _error_code(props: dict[str, Any], env: dict[str, Any]) -> int | None:
     return to_int(result) if isinstance(result, str) else None
 
 
-def _bool(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    return None
-
-
 def device_posture(detail: dict[str, Any]) -> tuple[str, str]:
     """(posture, trust) of a sign-in's ``deviceDetail``."""
     trust_text = str(detail.get("trustType") or "").strip().lower()
     trust = _TRUST.get(trust_text, "none" if not trust_text else "registered")
     registered = bool(detail.get("deviceId")) or trust != "none"
-    managed, compliant = _bool(detail.get("isManaged")), _bool(detail.get("isCompliant"))
+    managed, compliant = boolean(detail.get("isManaged")), boolean(detail.get("isCompliant"))
     if registered and managed:
         posture = "compliant" if compliant else "noncompliant"
     else:
         posture = "unmanaged"
     return posture, trust
-
-
-def _put(node: dict[str, Any], key: str, value: Any) -> None:
-    if value is not None and value != "" and value != [] and value != {}:
-        node[key] = value
 
 
 def _device(ev: dict[str, Any], entra: dict[str, Any], detail: dict[str, Any]) -> None:
@@ -210,8 +197,8 @@ def _device(ev: dict[str, Any], entra: dict[str, Any], detail: dict[str, Any]) -
         "display_name": detail.get("displayName"),
         "operating_system": detail.get("operatingSystem"),
         "browser": detail.get("browser"),
-        "is_compliant": _bool(detail.get("isCompliant")),
-        "is_managed": _bool(detail.get("isManaged")),
+        "is_compliant": boolean(detail.get("isCompliant")),
+        "is_managed": boolean(detail.get("isManaged")),
         "trust_type": detail.get("trustType"),
     }
     # Raw copies keep empty strings: SigmaHQ tests DeviceDetail.deviceId: ''.
@@ -219,7 +206,7 @@ def _device(ev: dict[str, Any], entra: dict[str, Any], detail: dict[str, Any]) -
     if detail.get("deviceId"):
         ev["device"] = {"id": detail["deviceId"]}
     host: dict[str, Any] = {}
-    _put(host, "name", detail.get("displayName"))
+    put(host, "name", detail.get("displayName"))
     if detail.get("operatingSystem"):
         host["os"] = {"full": detail["operatingSystem"]}
     if host:
@@ -228,9 +215,9 @@ def _device(ev: dict[str, Any], entra: dict[str, Any], detail: dict[str, Any]) -
 
 def _geo(ev: dict[str, Any], location: dict[str, Any], asn: Any) -> tuple[float, float] | None:
     geo: dict[str, Any] = {}
-    _put(geo, "city_name", location.get("city"))
-    _put(geo, "region_name", location.get("state"))
-    _put(geo, "country_iso_code", location.get("countryOrRegion"))
+    put(geo, "city_name", location.get("city"))
+    put(geo, "region_name", location.get("state"))
+    put(geo, "country_iso_code", location.get("countryOrRegion"))
     coords = dict_at(location, "geoCoordinates")
     lat, lon = coords.get("latitude"), coords.get("longitude")
     point = None
@@ -292,13 +279,13 @@ def signin_event(rec: dict[str, Any], original: str, ctx: ParseContext) -> dict[
     ev = new_event(original, SOURCE, MODULE, "Microsoft", "Entra ID", ts)
     event = ev["event"]
     event.update(category=["authentication"], type=["start"], action=_ACTION[kind], outcome=outcome)
-    _put(event, "id", props.get("id"))
+    put(event, "id", props.get("id"))
     status = _json_field(props.get("status"))
     status = status if isinstance(status, dict) else {}
     reason = status.get("failureReason") or env.get("resultDescription")
     if outcome == "failure":
         ev["error"] = {"code": str(code)}
-        _put(event, "reason", reason)
+        put(event, "reason", reason)
     entra: dict[str, Any] = {"signin_type": kind}
     if category:
         entra["category"] = category
@@ -317,8 +304,8 @@ def signin_event(rec: dict[str, Any], original: str, ctx: ParseContext) -> dict[
         user["name"] = upn
         if "@" in upn:
             user["domain"] = upn.rpartition("@")[2]
-    _put(user, "id", props.get("userId"))
-    _put(user, "full_name", props.get("userDisplayName"))
+    put(user, "id", props.get("userId"))
+    put(user, "full_name", props.get("userDisplayName"))
     if user:
         ev["user"] = user
     ip = to_ip(str(props.get("ipAddress") or env.get("callerIpAddress") or ""))
@@ -361,7 +348,7 @@ def signin_event(rec: dict[str, Any], original: str, ctx: ParseContext) -> dict[
     risks = props.get("riskEventTypes_v2") or props.get("riskEventTypes")
     if isinstance(risks, list) and risks:
         entra["risk_event_types"] = [str(r) for r in risks]
-    interactive = _bool(props.get("isInteractive"))
+    interactive = boolean(props.get("isInteractive"))
     if interactive is not None:
         entra["is_interactive"] = interactive
     ca = _policies(props)

@@ -33,7 +33,7 @@ from typing import Any
 
 from connectors.base import ParseContext
 from connectors.ecs import new_event, to_int, to_ip
-from connectors.jsonrecords import list_at
+from connectors.jsonrecords import boolean, list_at, put
 from connectors.timeparse import parse_iso
 from zonewatch.errors import ParseError
 
@@ -101,14 +101,6 @@ def _client_ip(value: Any) -> str | None:
     return to_ip(text)
 
 
-def _bool(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    return None
-
-
 def _outcome(rec: dict[str, Any], operation: str) -> str:
     logon = _LOGON_OUTCOME.get(operation.lower())
     if logon is not None:
@@ -124,11 +116,6 @@ def _outcome(rec: dict[str, Any], operation: str) -> str:
     return "unknown"
 
 
-def _put(node: dict[str, Any], key: str, value: Any) -> None:
-    if value is not None and value != "" and value != [] and value != {}:
-        node[key] = value
-
-
 def _sharing(rec: dict[str, Any], operation: str, m365: dict[str, Any], ev: dict[str, Any]) -> None:
     target = rec.get("TargetUserOrGroupName") or rec.get("UserSharedWith")
     target_type = rec.get("TargetUserOrGroupType")
@@ -136,10 +123,10 @@ def _sharing(rec: dict[str, Any], operation: str, m365: dict[str, Any], ev: dict
     if not (target or target_type or anonymous or rec.get("SharingType")):
         return
     sharing: dict[str, Any] = {}
-    _put(sharing, "target", target)
-    _put(sharing, "target_type", target_type)
-    _put(sharing, "type", rec.get("SharingType"))
-    _put(sharing, "unique_sharing_id", rec.get("UniqueSharingId"))
+    put(sharing, "target", target)
+    put(sharing, "target_type", target_type)
+    put(sharing, "type", rec.get("SharingType"))
+    put(sharing, "unique_sharing_id", rec.get("UniqueSharingId"))
     external = anonymous or str(target_type or "").lower() in _EXTERNAL_TYPES
     if isinstance(target, str) and "#ext#" in target.lower():
         external = True
@@ -153,16 +140,16 @@ def _file(rec: dict[str, Any], ev: dict[str, Any], m365: dict[str, Any]) -> None
     name = rec.get("SourceFileName")
     if isinstance(name, str) and name:
         file: dict[str, Any] = {"name": name}
-        _put(file, "extension", rec.get("SourceFileExtension"))
-        _put(file, "directory", rec.get("SourceRelativeUrl"))
+        put(file, "extension", rec.get("SourceFileExtension"))
+        put(file, "directory", rec.get("SourceRelativeUrl"))
         ev["file"] = file
     obj = rec.get("ObjectId")
     if isinstance(obj, str) and obj.startswith(("https://", "http://")):
         ev["url"] = {"full": obj}
-    _put(m365, "site_url", rec.get("SiteUrl"))
-    _put(m365, "item_type", rec.get("ItemType"))
-    _put(m365, "event_source", rec.get("EventSource"))
-    managed = _bool(rec.get("IsManagedDevice"))
+    put(m365, "site_url", rec.get("SiteUrl"))
+    put(m365, "item_type", rec.get("ItemType"))
+    put(m365, "event_source", rec.get("EventSource"))
+    managed = boolean(rec.get("IsManagedDevice"))
     if managed is not None:
         m365["is_managed_device"] = managed
     if rec.get("DeviceDisplayName"):
@@ -183,38 +170,38 @@ def _sts_logon(rec: dict[str, Any], ev: dict[str, Any], m365: dict[str, Any]) ->
         agent = extended.get("UserAgent")
         if isinstance(agent, str) and agent and "user_agent" not in ev:
             ev["user_agent"] = {"original": agent}
-    _put(m365, "application_id", rec.get("ApplicationId"))
-    _put(m365, "error_code", rec.get("ErrorCode"))
+    put(m365, "application_id", rec.get("ApplicationId"))
+    put(m365, "error_code", rec.get("ErrorCode"))
     if rec.get("LogonError"):
         ev["event"]["reason"] = rec["LogonError"]
 
 
 def _directory(rec: dict[str, Any], m365: dict[str, Any]) -> None:
     targets = [t.get("ID") for t in list_at(rec, "Target") if isinstance(t, dict) and t.get("ID")]
-    _put(m365, "targets", targets)
+    put(m365, "targets", targets)
     changed = [p.get("Name") for p in list_at(rec, "ModifiedProperties") if isinstance(p, dict)]
-    _put(m365, "modified_properties", [c for c in changed if c])
+    put(m365, "modified_properties", [c for c in changed if c])
 
 
 def _exchange(rec: dict[str, Any], m365: dict[str, Any]) -> None:
-    _put(m365, "mailbox_owner_upn", rec.get("MailboxOwnerUPN"))
-    _put(m365, "client_info", rec.get("ClientInfoString"))
-    external = _bool(rec.get("ExternalAccess"))
+    put(m365, "mailbox_owner_upn", rec.get("MailboxOwnerUPN"))
+    put(m365, "client_info", rec.get("ClientInfoString"))
+    external = boolean(rec.get("ExternalAccess"))
     if external is not None:
         m365["external_access"] = external
     params = _pairs(rec.get("Parameters"))
     if params:
         m365["parameters"] = params
-    _put(m365, "modified_object", rec.get("ModifiedObjectResolvedName"))
+    put(m365, "modified_object", rec.get("ModifiedObjectResolvedName"))
 
 
 def _teams(rec: dict[str, Any], m365: dict[str, Any]) -> None:
     teams: dict[str, Any] = {}
-    _put(teams, "team_name", rec.get("TeamName"))
-    _put(teams, "channel_name", rec.get("ChannelName"))
-    _put(teams, "communication_type", rec.get("CommunicationType"))
+    put(teams, "team_name", rec.get("TeamName"))
+    put(teams, "channel_name", rec.get("ChannelName"))
+    put(teams, "communication_type", rec.get("CommunicationType"))
     members = [m.get("UPN") for m in list_at(rec, "Members") if isinstance(m, dict)]
-    _put(teams, "members", [m for m in members if m])
+    put(teams, "members", [m for m in members if m])
     if teams:
         m365["teams"] = teams
 
@@ -222,7 +209,7 @@ def _teams(rec: dict[str, Any], m365: dict[str, Any]) -> None:
 def _alert(rec: dict[str, Any], ev: dict[str, Any], m365: dict[str, Any]) -> None:
     alert: dict[str, Any] = {}
     for key in ("Name", "Severity", "Status", "Category", "AlertType", "Source"):
-        _put(alert, key.lower(), rec.get(key))
+        put(alert, key.lower(), rec.get(key))
     if alert:
         m365["alert"] = alert
         ev["event"]["kind"] = "alert"
@@ -248,21 +235,21 @@ def audit_event(rec: dict[str, Any], original: str, ctx: ParseContext) -> dict[s
         action=action_slug(operation) or "audit",
         outcome=_outcome(rec, operation),
     )
-    _put(event, "id", rec.get("Id"))
-    _put(event, "provider", workload)
+    put(event, "id", rec.get("Id"))
+    put(event, "provider", workload)
     m365: dict[str, Any] = {"operation": operation}
-    _put(m365, "workload", workload)
+    put(m365, "workload", workload)
     if record_type is not None:
         m365["record_type"] = record_type
-        _put(m365, "record_type_name", RECORD_TYPES.get(record_type))
-    _put(m365, "result_status", rec.get("ResultStatus"))
-    _put(m365, "object_id", rec.get("ObjectId"))
+        put(m365, "record_type_name", RECORD_TYPES.get(record_type))
+    put(m365, "result_status", rec.get("ResultStatus"))
+    put(m365, "object_id", rec.get("ObjectId"))
     user_type = rec.get("UserType")
     if isinstance(user_type, int) and not isinstance(user_type, bool):
         m365["user_type"] = USER_TYPES.get(user_type, str(user_type))
     user: dict[str, Any] = {}
-    _put(user, "name", rec.get("UserId"))
-    _put(user, "id", rec.get("UserKey"))
+    put(user, "name", rec.get("UserId"))
+    put(user, "id", rec.get("UserKey"))
     if user:
         ev["user"] = user
     ip = (
@@ -280,8 +267,8 @@ def audit_event(rec: dict[str, Any], original: str, ctx: ParseContext) -> dict[s
         ev["cloud"] = {"account": {"id": tenant}}
     context = rec.get("AppAccessContext")
     if isinstance(context, dict):
-        _put(m365, "aad_session_id", context.get("AADSessionId"))
-        _put(m365, "client_app_name", context.get("ClientAppName"))
+        put(m365, "aad_session_id", context.get("AADSessionId"))
+        put(m365, "client_app_name", context.get("ClientAppName"))
     if record_type in (9, 15) or "DeviceProperties" in rec:
         _sts_logon(rec, ev, m365)
     if record_type == 8 or "Target" in rec:
