@@ -9,7 +9,11 @@ the caller dead-letters the raw bytes with that reason. Zero events means
 
 Formats may keep state across records of one stream (ProxySG's ``#Fields:``
 header, Intune snapshot diffs): such state lives on ``ctx.state`` so one
-``ParseContext`` per input stream keeps streams apart.
+``ParseContext`` per input stream keeps streams apart. Keys a format lists in
+``shared_state`` describe the source rather than one stream (the devices
+Intune knows, the users' last sign-in positions): ``zonewatch ingest`` keeps
+them per source under ``checkpoint_dir``, so tomorrow's export file or a
+Graph poller continues from today's (``connectors/state.py``).
 """
 
 from __future__ import annotations
@@ -42,18 +46,30 @@ class Format:
     description: str = ""
     # cheap test used by --format auto; None means "never auto-detected"
     sniff: Callable[[str], bool] | None = None
+    # ctx.state keys kept per source, not per input stream
+    shared_state: tuple[str, ...] = ()
+    # called when a finite input ends (an export file read to its end): the
+    # events only the end of the input decides (devices missing from a snapshot)
+    finish: Callable[[ParseContext], list[dict[str, Any]]] | None = None
 
 
 FORMATS: dict[tuple[str, str], Format] = {}
 
 
 def register(
-    source: str, name: str, description: str = "", sniff: Callable[[str], bool] | None = None
+    source: str,
+    name: str,
+    description: str = "",
+    sniff: Callable[[str], bool] | None = None,
+    shared_state: tuple[str, ...] = (),
+    finish: Callable[[ParseContext], list[dict[str, Any]]] | None = None,
 ) -> Callable[[ParseFn], ParseFn]:
     """Decorator: ``@register("firewall", "panos")`` on a parse function."""
 
     def wrap(fn: ParseFn) -> ParseFn:
-        FORMATS[(source, name)] = Format(source, name, fn, description or (fn.__doc__ or ""), sniff)
+        FORMATS[(source, name)] = Format(
+            source, name, fn, description or (fn.__doc__ or ""), sniff, shared_state, finish
+        )
         return fn
 
     return wrap

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from zonewatch.config import SOURCES, Settings
+from zonewatch.errors import ZonewatchError
 
 _TZ_HELP = "Time zone for timestamps without one (default: settings, Asia/Tokyo)."
 
@@ -51,7 +52,7 @@ def parse(
             stream, name = open(path, "rb"), path  # noqa: SIM115
         except OSError as exc:
             raise click.BadParameter(f"cannot read {path}: {exc.strerror}") from exc
-    pipeline = make_pipeline(settings, source, fmt, timezone, name)
+    pipeline = make_pipeline(settings, source, fmt, timezone, name, shared_identity=False)
     try:
         stats = parse_stream(
             pipeline,
@@ -87,7 +88,11 @@ def parse(
     "--graph",
     "graph",
     is_flag=True,
-    help="Poll Microsoft Graph deviceManagement/auditEvents (intune).",
+    help=(
+        "Pull from Microsoft's cloud: intune --format graph (audit events) or devices "
+        "(managed devices), identity --format signins (Entra sign-ins) or m365-audit "
+        "(Office 365 Management Activity API)."
+    ),
 )
 @click.option("--graph-tenant-id", envvar="ZONEWATCH_GRAPH_TENANT_ID", default=None)
 @click.option("--graph-client-id", envvar="ZONEWATCH_GRAPH_CLIENT_ID", default=None)
@@ -123,6 +128,18 @@ def parse(
     metavar="RFC3339",
     help="First start only: fetch audit events from this UTC time (default: 24 h ago).",
 )
+@click.option(
+    "--m365-content-types",
+    default="Audit.AzureActiveDirectory,Audit.Exchange,Audit.SharePoint,Audit.General",
+    show_default=True,
+    help="With identity --format m365-audit --graph: the content types to pull.",
+)
+@click.option(
+    "--m365-publisher-id",
+    envvar="ZONEWATCH_M365_PUBLISHER_ID",
+    default=None,
+    help="PublisherIdentifier for the Management Activity API's throttling quota.",
+)
 @click.option("--once", is_flag=True, help="With --graph: stop after catching up once.")
 @click.option("--timezone", default=None, help=_TZ_HELP)
 @click.pass_obj
@@ -142,6 +159,8 @@ def ingest(
     graph_token_url: str | None,
     graph_interval: float,
     graph_since: str | None,
+    m365_content_types: str,
+    m365_publisher_id: str | None,
     once: bool,
     timezone: str | None,
 ) -> None:
@@ -176,22 +195,29 @@ def ingest(
         source_input = SyslogInput.from_url(syslog_url, max_line_bytes=limit)
         checkpointed = False
     elif graph:
-        from connectors.inputs.graph import GraphInput, GraphSettings
+        from connectors.inputs.cloud import cloud_input
+        from connectors.inputs.graph import GraphSettings
 
-        if source != "intune":
-            raise click.UsageError("--graph reads Intune audit events: use it with intune")
-        source_input = GraphInput(
-            GraphSettings.from_options(
-                tenant_id=graph_tenant_id,
-                client_id=graph_client_id,
-                client_secret_file=graph_client_secret_file,
-                base_url=graph_base_url,
-                token_url=graph_token_url,
-                interval_s=graph_interval,
-                since=graph_since,
-                once=once,
-            )
+        cloud = GraphSettings.from_options(
+            tenant_id=graph_tenant_id,
+            client_id=graph_client_id,
+            client_secret_file=graph_client_secret_file,
+            base_url=graph_base_url,
+            token_url=graph_token_url,
+            interval_s=graph_interval,
+            since=graph_since,
+            once=once,
         )
+        try:
+            source_input = cloud_input(
+                source,
+                fmt,
+                cloud,
+                content_types=tuple(t.strip() for t in m365_content_types.split(",") if t.strip()),
+                publisher_id=m365_publisher_id,
+            )
+        except ZonewatchError as exc:  # a source/format without a pull input
+            raise click.UsageError(str(exc)) from exc
     else:
         from connectors.inputs.stream import StreamInput
 

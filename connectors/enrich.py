@@ -13,14 +13,24 @@ used (UPN, ``DOMAIN\\sam``, bare sam, SID in ``user.id``, proxy/VDI login,
 as the source wrote it is kept in ``zonewatch.user_original`` whenever it
 differs, and every name seen goes into ``related.user``. ``zonewatch.identity``
 says ``known`` or ``unknown``; unknown identities pass through unchanged.
+``source.user.name`` and ``destination.user.name`` become the canonical UPN
+too (the name as written stays in ``related.user``).
+
+Learned identities (``connectors/bindings.py``, given as ``identity``): an
+event without a user gets the user of its address or host before the names
+are normalized, and a sign-in during an open restricted VDI session is marked
+after.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zonewatch.zones import ZoneMap
+
+if TYPE_CHECKING:
+    from connectors.identity_store import IdentityStore
 
 
 def _ip_of(event: dict[str, Any], side: str) -> str | None:
@@ -131,8 +141,11 @@ class Enricher:
     connector's CPU.
     """
 
-    def __init__(self, zones: ZoneMap, cache_size: int = 65536):
+    def __init__(
+        self, zones: ZoneMap, cache_size: int = 65536, identity: IdentityStore | None = None
+    ):
         self.zones = zones
+        self.identity = identity
         self._tags = lru_cache(maxsize=cache_size)(partial(zone_tags, zones))
         self._upn = lru_cache(maxsize=cache_size)(self._upn_of)
 
@@ -142,6 +155,9 @@ class Enricher:
 
     def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
         _apply_tags(event, self._tags(_ip_of(event, "source"), _ip_of(event, "destination")))
+        identity = self.identity
+        if identity is not None:
+            identity.enrich_before(event)
         user = event.get("user")
         if isinstance(user, dict):
             try:
@@ -152,4 +168,27 @@ class Enricher:
                 named, upn = resolve_upn(self.zones, user)
             if named:
                 apply_identity(event, user, upn)
+        for side in ("source", "destination"):
+            node = event.get(side)
+            if node.__class__ is dict and node.get("user").__class__ is dict:
+                self._side_user(event, node["user"])
+        if identity is not None:
+            identity.enrich_after(event)
         return event
+
+    def _side_user(self, event: dict[str, Any], user: dict[str, Any]) -> None:
+        """``source.user.name`` / ``destination.user.name`` as the canonical UPN."""
+        name = user.get("name")
+        if not isinstance(name, str) or not name:
+            return
+        _, upn = self._upn(name, user.get("domain"), None, None)
+        if upn is None or upn == name:
+            return
+        user["name"] = upn
+        related = event.setdefault("related", {})
+        seen = related.get("user")
+        if not isinstance(seen, list):
+            seen = related["user"] = []
+        for value in (name, upn):
+            if value not in seen:
+                seen.append(value)

@@ -52,3 +52,18 @@ def list_at(record: dict[str, Any], key: str) -> list[Any]:
     """``record[key]`` when it is an array, else an empty one."""
     value = record.get(key)
     return value if isinstance(value, list) else []
+
+
+def boolean(value: Any) -> bool | None:
+    """A JSON boolean or its text (``"True"``, ``"false"``); None for anything else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+def put(node: dict[str, Any], key: str, value: Any) -> None:
+    """``node[key] = value`` unless the value is empty (None, "", [] or {})."""
+    if value is not None and value != "" and value != [] and value != {}:
+        node[key] = value

@@ -57,6 +57,7 @@ from connectors.pipeline import (
     make_pipeline,
 )
 from connectors.produce import KafkaSink, KeyPartitioner, event_key
+from connectors.state import STATE_AT, SharedState
 from zonewatch.config import Settings
 from zonewatch.errors import ZonewatchError
 from zonewatch.logs import get_logger
@@ -209,11 +210,13 @@ class WorkerRunner:
         commit_every: int = 20_000,
         commit_interval_s: float = 1.0,
         stop_event: threading.Event | None = None,
+        shared: SharedState | None = None,
     ):
         self.pipeline = pipeline
         self.worker = worker
         self.sink = sink
         self.store = store
+        self.shared = shared
         self.commit_every = commit_every
         self.commit_interval_s = commit_interval_s
         self._stop = stop_event or threading.Event()
@@ -231,8 +234,12 @@ class WorkerRunner:
             hint = local.get("kafka_offset") if local else None
             cp = self.sink.recover_checkpoint(hint_offset=hint)
         if cp:
-            self._checkpoint = {k: v for k, v in cp.items() if k in ("input", _STATE_KEY)}
+            self._checkpoint = {k: v for k, v in cp.items() if k in ("input", _STATE_KEY, STATE_AT)}
             log.info("resumed", input=self.pipeline.input_name, position=cp.get("input"))
+        if self.shared is not None:
+            state = dict((cp or {}).get(_STATE_KEY) or {})
+            if self.shared.merge_into(state, cp.get(STATE_AT) if cp else None):
+                self._checkpoint = {**(self._checkpoint or {}), _STATE_KEY: state}
 
     def commit(self) -> None:
         cp = self._checkpoint or {}
@@ -242,6 +249,8 @@ class WorkerRunner:
             if self.sink.checkpoint_offset is not None:
                 saved["kafka_offset"] = self.sink.checkpoint_offset
             self.store.save(saved)
+        if self.shared is not None and cp.get(_STATE_KEY):
+            self.shared.save(cp[_STATE_KEY])
         metrics.observe(self.pipeline)
 
     def run(self) -> IngestStats:
@@ -325,8 +334,11 @@ class _Batcher:
             cp = {"input": source_input.checkpoint()}
             if state:
                 cp[_STATE_KEY] = state
+                cp[STATE_AT] = time.time()
             stats = pipeline.stats
             self.last_checkpoint = now
+        if cp is not None:
+            pipeline.persist(force=kind == "end")
         batch = Batch(self.records, self.lines, cp, stats)
         self.out.send_bytes(pickle.dumps((kind, batch), protocol=pickle.HIGHEST_PROTOCOL))
         self.records, self.lines, self.size = [], 0, 0
@@ -387,6 +399,10 @@ def _run(spec: WorkerSpec, ctl: Connection, out: Connection) -> None:
             batcher.flush(source_input)
             records = batcher.records
             last_flush = time.monotonic()
+        else:  # the input ended (not stopped): what only its end decides
+            for ev in pipeline.finish():
+                key = event_key(ev)
+                records.append((False, key, partition(topic, key), dumps(ev)))
         batcher.flush(source_input, "end")
     finally:
         source_input.close()

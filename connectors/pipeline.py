@@ -30,8 +30,11 @@ import orjson
 
 from connectors import metrics
 from connectors.base import FORMATS, Format, ParseContext
+from connectors.bindings import Limits, static_devices
 from connectors.enrich import Enricher
+from connectors.identity_store import IdentityStore
 from connectors.inputs import Input, Record
+from connectors.state import STATE_AT, SharedState
 from zonewatch.config import SOURCES, Settings
 from zonewatch.errors import ConfigError, ParseError
 from zonewatch.logs import get_logger
@@ -118,6 +121,7 @@ class Pipeline:
         timezone: ZoneInfo | str = "Asia/Tokyo",
         max_line_bytes: int = 65536,
         input_name: str = "stdin",
+        identity: IdentityStore | None = None,
     ):
         available = formats_of(source)
         if fmt != AUTO and fmt not in available:
@@ -129,9 +133,15 @@ class Pipeline:
         self.format = fmt
         self._auto = [f for f in available.values() if f.sniff is not None]
         self._fixed = available.get(fmt)
+        formats = [self._fixed] if self._fixed is not None else self._auto
+        # ctx.state keys kept per source (connectors/state.py)
+        self.shared_keys: tuple[str, ...] = tuple(
+            dict.fromkeys(k for f in formats for k in f.shared_state)
+        )
         tz = resolve_timezone(timezone) if isinstance(timezone, str) else timezone
         self.ctx = ParseContext(source=source, format=fmt, timezone=tz)
-        self.enrich = Enricher(zones) if zones is not None else None
+        self.identity = identity
+        self.enrich = Enricher(zones, identity=identity) if zones is not None else None
         self.max_line_bytes = max_line_bytes
         self.input_name = input_name
         self.stats = IngestStats()
@@ -182,6 +192,9 @@ class Pipeline:
         if not text.strip():
             return [], None  # blank lines carry nothing; counted as read
         fmt_name = self.format
+        identity = self.identity
+        if identity is not None:
+            identity.refresh()
         try:
             fmt = self._pick(text)
             fmt_name = fmt.name
@@ -202,8 +215,30 @@ class Pipeline:
             meta.setdefault("module", fmt_name)
             if self.enrich is not None:
                 self.enrich(ev)
+            if identity is not None:
+                identity.observe(ev)
         self.stats.produced += len(events)
         return events, None
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Events the formats emit when a finite input ends, enriched like the rest."""
+        formats = [self._fixed] if self._fixed is not None else self._auto
+        events: list[dict[str, Any]] = []
+        for fmt in formats:
+            if fmt.finish is not None:
+                events.extend(fmt.finish(self.ctx))
+        for ev in events:
+            if self.enrich is not None:
+                self.enrich(ev)
+            if self.identity is not None:
+                self.identity.observe(ev)
+        self.stats.produced += len(events)
+        return events
+
+    def persist(self, force: bool = False) -> None:
+        """Write what this stream taught the identity map (connectors/identity_store.py)."""
+        if self.identity is not None:
+            self.identity.persist(force)
 
 
 class CheckpointStore:
@@ -255,11 +290,13 @@ class Runner:
         commit_every: int = 20_000,
         commit_interval_s: float = 1.0,
         stop_event: threading.Event | None = None,
+        shared: SharedState | None = None,
     ):
         self.pipeline = pipeline
         self.input = source_input
         self.sink = sink
         self.store = store
+        self.shared = shared
         self.commit_every = commit_every
         self.commit_interval_s = commit_interval_s
         self._stop = stop_event or threading.Event()
@@ -273,6 +310,7 @@ class Runner:
         cp: dict[str, Any] = {"input": self.input.checkpoint()}
         if self.pipeline.ctx.state:
             cp[_STATE_KEY] = self.pipeline.ctx.state
+            cp[STATE_AT] = time.time()
         return cp
 
     def restore(self) -> None:
@@ -283,13 +321,14 @@ class Runner:
         if recover is not None and getattr(self.sink, "transactional_id", None):
             hint = local.get("kafka_offset") if local else None
             cp = recover(hint_offset=hint)
-        if not cp:
-            return
-        if cp.get("input"):
+        if cp and cp.get("input"):
             self.input.restore(cp["input"])
-        if cp.get(_STATE_KEY):
+        if cp and cp.get(_STATE_KEY):
             self.pipeline.ctx.state.update(cp[_STATE_KEY])
-        log.info("resumed", input=self.input.name, position=cp.get("input"))
+        if self.shared is not None:
+            self.shared.merge_into(self.pipeline.ctx.state, cp.get(STATE_AT) if cp else None)
+        if cp:
+            log.info("resumed", input=self.input.name, position=cp.get("input"))
 
     def commit(self) -> None:
         # Year inference and "no timestamp" lines read ctx.now: keep it current.
@@ -301,6 +340,9 @@ class Runner:
             if offset is not None:
                 cp["kafka_offset"] = offset
             self.store.save(cp)
+        if self.shared is not None:
+            self.shared.save(self.pipeline.ctx.state)
+        self.pipeline.persist()
         self._dirty = False
         metrics.observe(self.pipeline)
 
@@ -330,7 +372,11 @@ class Runner:
                     self.commit()
                     since_commit = 0
                     last_commit = time.monotonic()
+            else:  # the input ended (not stopped): what only its end decides
+                for ev in pipeline.finish():
+                    emit(ev)
             self.commit()
+            pipeline.persist(force=True)
         finally:
             self.input.close()
         pipeline.stats.seconds = time.monotonic() - self.started
@@ -362,19 +408,37 @@ def install_stop_signals(runner: Stoppable | threading.Event) -> Callable[[], No
 
 
 def make_pipeline(
-    settings: Settings, source: str, fmt: str, timezone: str | None = None, input_name: str = ""
+    settings: Settings,
+    source: str,
+    fmt: str,
+    timezone: str | None = None,
+    input_name: str = "",
+    *,
+    shared_identity: bool = True,
 ) -> Pipeline:
-    zones_file = settings.connectors.zones_file
-    zones = load_zone_map(zones_file) if Path(zones_file).exists() else None
+    """The pipeline of one input. ``shared_identity``: learn and fill identities
+    through the files under ``checkpoint_dir`` (``zonewatch ingest``); without it
+    only the static lists of the zone map and what this input itself teaches."""
+    c = settings.connectors
+    zones = load_zone_map(c.zones_file) if Path(c.zones_file).exists() else None
     if zones is None:
-        log.warning("no_zone_map", path=str(zones_file), detail="events get no zone tags")
+        log.warning("no_zone_map", path=str(c.zones_file), detail="events get no zone tags")
+    identity = None
+    if zones is not None:
+        identity = IdentityStore(
+            Path(c.checkpoint_dir) / "identity" if shared_identity else None,
+            source,
+            limits=Limits(ttl_s=c.identity_binding_ttl_s, max_addresses=c.identity_max_addresses),
+            static=static_devices(zones.policy.identities),
+        )
     return Pipeline(
         source,
         fmt,
         zones=zones,
-        timezone=timezone or settings.connectors.timezone,
-        max_line_bytes=settings.connectors.max_line_bytes,
+        timezone=timezone or c.timezone,
+        max_line_bytes=c.max_line_bytes,
         input_name=input_name,
+        identity=identity,
     )
 
 
@@ -429,6 +493,11 @@ def ingest(
         if checkpointed
         else None
     )
+    shared = (
+        SharedState(settings.connectors.checkpoint_dir, source, pipeline.shared_keys)
+        if checkpointed and pipeline.shared_keys
+        else None
+    )
     if parse_worker is None:
         parse_worker = sink is None and _worth_a_worker(source_input)
     worker = None
@@ -453,9 +522,13 @@ def ingest(
 
             if not isinstance(sink, KafkaSink):
                 raise ConfigError("a parse worker sends through a KafkaSink only")
-            runner = WorkerRunner(pipeline, worker, sink, store=store, stop_event=stop)
+            runner = WorkerRunner(
+                pipeline, worker, sink, store=store, stop_event=stop, shared=shared
+            )
         else:
-            runner = Runner(pipeline, source_input, sink, store=store, stop_event=stop)
+            runner = Runner(
+                pipeline, source_input, sink, store=store, stop_event=stop, shared=shared
+            )
         if store is not None:
             runner.restore()
         return runner.run()
@@ -519,6 +592,8 @@ def parse_stream(pipeline: Pipeline, records: Iterable[Record | None], sink: Sin
             sink.emit(ev)
         if letter is not None:
             sink.dead_letter(letter)
+    for ev in pipeline.finish():
+        sink.emit(ev)
     sink.commit()
     pipeline.stats.seconds = time.monotonic() - start
     return pipeline.stats

@@ -15,6 +15,20 @@ from urllib.parse import parse_qs, urlparse
 import orjson
 
 
+def send_json(
+    handler: BaseHTTPRequestHandler, status: int, body: Any, headers: dict[str, str] | None = None
+) -> None:
+    """Answer a request with a JSON body (shared by the doubles of Microsoft's APIs)."""
+    data = orjson.dumps(body)
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    for k, v in (headers or {}).items():
+        handler.send_header(k, v)
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class GraphDouble:
     def __init__(self, events: list[dict[str, Any]], page_size: int = 3, throttle: int = 0):
         self.events = events
@@ -31,14 +45,7 @@ class GraphDouble:
                 pass
 
             def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-                data = orjson.dumps(body)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body, headers)
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))

@@ -76,3 +76,56 @@ def test_ingest_graph_once_into_kafka(tmp_path: Path, kafka_settings) -> None:
         events.append(audit_event(9, "2026-03-02T00:00:09Z"))
         second = CliRunner().invoke(cli, args, env=env)
         assert "produced 1 events" in second.stdout  # the high-water mark persisted
+
+
+def test_parse_identity_auto_reads_sign_ins_and_m365_audit(tmp_path: Path) -> None:
+    data = ROOT / "tests" / "data" / "identity"
+    path = tmp_path / "identity.jsonl"
+    path.write_text(
+        "\n".join(
+            json.dumps(json.loads((data / f"{name}.json").read_text()), ensure_ascii=False)
+            for name in ("eventhub_signins_batch", "m365_content_blob")
+        )
+        + "\n"
+    )
+    result = CliRunner().invoke(
+        cli, ["parse", "--source", "identity", "--format", "auto", str(path)], env=_env(tmp_path)
+    )
+    assert result.exit_code == 0, result.output
+    events = [orjson.loads(x) for x in result.stdout.splitlines()]
+    assert len(events) == 3 + 10
+    assert {e["event"]["module"] for e in events} == {"signins", "m365-audit"}
+    formats = CliRunner().invoke(cli, ["parse", "--source", "identity", "--list-formats"])
+    assert "signins" in formats.stdout and "m365-audit" in formats.stdout
+
+
+def test_ingest_identity_signins_from_graph_once_into_kafka(tmp_path: Path, kafka_settings) -> None:
+    from tests.cloud_double import CloudDouble
+
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret")
+    with CloudDouble(page_size=2) as double:
+        double.signins = [
+            {"id": f"s{i}", "createdDateTime": f"2026-11-26T00:0{i}:00Z", "appId": "a",
+             "userPrincipalName": "sato.kenji@city.example.lg.jp", "ipAddress": "192.0.2.4",
+             "status": {"errorCode": 0}}
+            for i in range(3)
+        ]  # fmt: skip
+        env = _env(
+            tmp_path,
+            KAFKA_BOOTSTRAP_SERVERS=str(kafka_settings.bootstrap_servers),
+            ZONEWATCH_KAFKA__TOPIC_PREFIX=kafka_settings.topic_prefix,
+        )
+        args = [
+            "ingest", "identity", "--format", "signins", "--graph", "--once",
+            "--graph-tenant-id", "t", "--graph-client-id", double.client_id,
+            "--graph-client-secret-file", str(secret), "--graph-base-url", double.url,
+            "--graph-token-url", f"{double.url}/token", "--graph-since", "2026-11-26T00:00:00Z",
+        ]  # fmt: skip
+        first = CliRunner().invoke(cli, args, env=env)
+        assert first.exit_code == 0, first.output
+        assert "produced 3 events" in first.stdout
+        second = CliRunner().invoke(cli, args, env=env)
+        assert "produced 0 events" in second.stdout  # checkpointed
+        wrong = CliRunner().invoke(cli, [*args[:3], "fortigate", *args[4:]], env=env)
+        assert wrong.exit_code == 2 and "nothing to pull" in wrong.output

@@ -9,6 +9,7 @@ exactly which alerts the day raises and which near misses stay quiet.
 from __future__ import annotations
 
 import random
+import tempfile
 from collections import Counter
 from datetime import timedelta, timezone
 from pathlib import Path
@@ -18,6 +19,8 @@ import pytest
 from conftest import ROOT
 from test_rule_pack import SCENARIOS
 
+from connectors.bindings import static_devices
+from connectors.identity_store import IdentityStore
 from connectors.inputs import Record
 from connectors.pipeline import Pipeline
 from correlator.correlation.offline import offline_hooks
@@ -34,6 +37,9 @@ EXPECTED = [
     ("zw_intune_policy_change", "09:30:04", "09:30:04"),
     ("zw_intune_change_then_untrusted_session", "09:30:04", "09:47:30"),
     ("zw_untrusted_device_restricted_session", "09:40:12", "09:47:30"),
+    ("zw_untrusted_signin_then_restricted_session", "09:42:31", "09:47:30"),
+    ("zw_impossible_travel", "10:05:12", "10:05:12"),
+    ("zw_internet_signin_during_restricted_session", "10:05:12", "10:05:12"),
     ("zw_noncompliant_session_stays_connected", "08:31:21", "10:20:12"),
     ("zw_upload_after_mynumber_session", "10:35:42", "10:41:05"),
     ("zw_fw_change_then_violation", "10:48:12", "11:02:14"),
@@ -44,6 +50,9 @@ EXPECTED = [
     ("zw_policy_vdi_to_mynumber", "11:20:33", "11:20:33"),
     ("zw_denies_then_allow", "12:40:02", "12:42:32"),
     ("zw_same_user_two_zones", "13:16:27", "13:20:44"),
+    ("zw_untrusted_signin_then_restricted_session", "13:18:20", "13:21:03"),
+    ("zw_m365_mass_download_personal_device", "13:18:20", "13:29:45"),
+    ("zw_m365_external_share_personal_device", "13:18:20", "13:33:05"),
     ("zw_vdi_mynumber_from_outside_core", "13:21:03", "13:21:03"),
     ("zw_web_bypassing_gateway", "14:30:05", "14:30:05"),
     ("zw_vdi_failures_then_success", "15:03:12", "15:04:31"),
@@ -51,15 +60,25 @@ EXPECTED = [
 
 
 def parse_samples(root: Path = ROOT) -> list[dict[str, Any]]:
-    """Every sample line as the demo's connectors emit it (no dead letters allowed)."""
+    """Every sample line as the demo's connectors emit it (no dead letters allowed),
+    learning identities from each other through shared files as the demo does."""
     zones = load_zone_map(root / "rules" / "zones.yaml")
     events: list[dict[str, Any]] = []
-    for sample in SAMPLES:
-        pipeline = Pipeline(sample.source, sample.format, zones=zones, input_name=str(sample.path))
-        for line in (root / sample.path).read_bytes().splitlines():
-            found, letter = pipeline.handle(Record(line))
-            assert letter is None, f"{sample.path}: {letter.reason if letter else ''}"
-            events.extend(found)
+    with tempfile.TemporaryDirectory() as shared:
+        for sample in SAMPLES:
+            store = IdentityStore(
+                shared, sample.source, static=static_devices(zones.policy.identities)
+            )
+            pipeline = Pipeline(
+                sample.source, sample.format, zones=zones, input_name=str(sample.path),
+                identity=store,
+            )  # fmt: skip
+            for line in (root / sample.path).read_bytes().splitlines():
+                found, letter = pipeline.handle(Record(line))
+                assert letter is None, f"{sample.path}: {letter.reason if letter else ''}"
+                events.extend(found)
+            events.extend(pipeline.finish())
+            store.persist(force=True)
     return events
 
 
@@ -105,7 +124,7 @@ def test_every_sample_file_is_in_the_demo_and_parses_cleanly(day: list[dict[str,
     on_disk = {p.name for p in (ROOT / "samples").iterdir() if p.is_file()}
     assert {s.path.name for s in SAMPLES} == on_disk
     sources = Counter(e["event"]["dataset"] for e in day)
-    assert set(sources) == {"intune", "gateway", "firewall", "vdi"}
+    assert set(sources) == {"intune", "gateway", "firewall", "vdi", "identity"}
     assert all(e["@timestamp"].startswith("2026-11-2") for e in day)
 
 
@@ -158,6 +177,42 @@ def test_near_misses_of_the_day_stay_quiet(pack: RuleSet, day: list[dict[str, An
         and e["user"]["name"] == "tanaka.hanako@city.example.lg.jp"
         for e in evidence
     )
+    identity = [e for e in evidence if e["event"]["dataset"] == "identity"]
+    # Watanabe's lunchtime iPhone sign-in over mobile data: his LGWAN session had ended.
+    assert not any(e["source"]["ip"] == "198.51.100.140" for e in identity)
+    # Kondo's guest invitation came from his office laptop; Tanaka's three downloads are few.
+    assert not any(e.get("user", {}).get("name", "").startswith("kondo") for e in identity)
+    assert not any(
+        e["event"]["action"] == "file-downloaded" and e["user"]["name"].startswith("tanaka")
+        for e in identity
+    )
+
+
+def test_identities_learned_from_other_sources_name_the_user_behind_an_address(
+    day: list[dict[str, Any]],
+) -> None:
+    """The forbidden core -> LGWAN connection of 11:02 carries only an address;
+    the connectors learned from Watanabe's VDI login at 08:52 whose laptop held it."""
+    [crossing] = [
+        e for e in day
+        if e["event"]["dataset"] == "firewall" and e["event"].get("outcome") == "success"
+        and e.get("zone", {}).get("crossing") == "core->lgwan"
+    ]  # fmt: skip
+    assert crossing["source"]["ip"] == "10.10.23.90"
+    assert crossing["user"]["name"] == "watanabe.taro@city.example.lg.jp"
+    assert crossing["zonewatch"]["binding"]["origin"] == "vdi"
+    # Tanaka's sign-in from Singapore knew her LGWAN session was open at her desk.
+    [abroad] = [
+        e for e in day
+        if e["event"]["dataset"] == "identity" and e["event"]["outcome"] == "success"
+        and e.get("source", {}).get("ip") == "198.51.100.77"
+    ]  # fmt: skip
+    assert abroad["zonewatch"]["vdi_session"]["target"] == "lgwan"
+    assert abroad["zone"]["source"] == "internet"
+    # Office sign-ins come through the city's egress: the core zone, and no binding
+    # (every office user shares that address).
+    office = [e for e in day if e.get("source", {}).get("ip") == "192.0.2.4"]
+    assert office and {e["zone"]["source"] for e in office} == {"core"}
 
 
 def test_arrival_order_does_not_change_the_alerts(pack: RuleSet, day: list[dict[str, Any]]) -> None:

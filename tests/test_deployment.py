@@ -10,6 +10,8 @@ import pytest
 import yaml
 from conftest import ROOT
 
+from zonewatch.config import SOURCES
+
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
@@ -41,7 +43,7 @@ def test_every_source_has_a_connector_and_the_correlator_keeps_its_db_on_a_volum
     compose: dict,
 ) -> None:
     services = compose["services"]
-    for source in ("intune", "gateway", "firewall", "vdi"):
+    for source in SOURCES:
         command = services[f"connector-{source}"]["command"]
         assert command[:2] == ["ingest", source]
     correlator = services["correlator"]
@@ -58,3 +60,25 @@ def test_secrets_come_from_files_not_the_compose_file(compose: dict) -> None:
     assert compose["services"]["correlator"]["environment"][
         "ZONEWATCH_TEAMS__SECRETS_FILE"
     ].startswith("/run/secrets/")
+
+
+def test_cloud_pulls_share_the_graph_secret_and_the_volume_with_the_other_connectors(
+    compose: dict,
+) -> None:
+    """Device state and the learned identity map live on the shared volume, where
+    the firewall, gateway and VDI connectors read them."""
+    services = compose["services"]
+    pulls = {name: s for name, s in services.items() if "--graph" in (s.get("command") or [])}
+    assert {"connector-intune", "connector-intune-devices", "connector-identity",
+            "connector-identity-m365"} <= set(pulls)  # fmt: skip
+    assert pulls["connector-intune-devices"]["command"][:4] == [
+        "ingest", "intune", "--format", "devices",
+    ]  # fmt: skip
+    for name, service in pulls.items():
+        env = service["environment"]
+        assert env["ZONEWATCH_GRAPH_CLIENT_SECRET_FILE"].startswith("/run/secrets/"), name
+        assert "graph_client_secret" in service["secrets"], name
+    checkpoint_dir = compose["x-zonewatch"]["environment"]["ZONEWATCH_CONNECTORS__CHECKPOINT_DIR"]
+    for name in ("connector-identity", "connector-firewall", "connector-gateway", "connector-vdi"):
+        mounts = [m.split(":")[1] for m in services[name]["volumes"]]
+        assert any(checkpoint_dir.startswith(m) for m in mounts), name

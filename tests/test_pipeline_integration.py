@@ -48,7 +48,7 @@ def _settings(kafka: KafkaSettings, tmp_path: Path, **correlator: object) -> Set
     )
 
 
-def test_the_demo_finds_violations_in_all_four_sources(
+def test_the_demo_finds_violations_in_all_five_sources(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     from zonewatch.demo import run_demo
@@ -56,7 +56,8 @@ def test_the_demo_finds_violations_in_all_four_sources(
     settings = _settings(KafkaSettings(bootstrap_servers=kafka_bootstrap), tmp_path)
     lines: list[str] = []
     result = run_demo(settings, tmp_path / "demo", echo=lines.append)
-    assert result["sources_with_alerts"] == ["firewall", "gateway", "intune", "vdi"]
+    assert result["sources_with_alerts"] == ["firewall", "gateway", "identity", "intune", "vdi"]
+    assert len(result["alerts"]) == 22  # tests/test_demo_story.py pins which
     types = {a["type"] for a in result["alerts"]}
     assert {"detection", "event_count", "temporal"} <= types
     assert result["teams_cards"] == len(result["alerts"])

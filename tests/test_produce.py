@@ -23,7 +23,7 @@ def test_key_is_user_then_device_then_source_ip() -> None:
     assert event_key({"event": {}}) is None
 
 
-def _consume(settings: KafkaSettings, topic: str, n: int) -> list:
+def consume_topic(settings: KafkaSettings, topic: str, n: int) -> list:
     consumer = KafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         group_id=None,
@@ -64,13 +64,13 @@ def test_ingest_file_produces_keyed_events_and_dead_letters(
     )  # fmt: skip
     stats = ingest_file(settings, "vdi", "horizon", log, parse_worker=worker)
     assert (stats.read, stats.produced, stats.dead_lettered) == (4, 1, 3)
-    [event] = _consume(kafka_settings, kafka_settings.events_topic("vdi"), 1)
+    [event] = consume_topic(kafka_settings, kafka_settings.events_topic("vdi"), 1)
     assert event.key == b"sato.kenji@city.example.lg.jp"
     body = orjson.loads(event.value)
     assert body["zone"]["source"] == "core" and body["event"]["action"] == "vdi-connect"
     letters = [
         DeadLetter.model_validate_json(r.value)
-        for r in _consume(kafka_settings, kafka_settings.deadletter_topic, 3)
+        for r in consume_topic(kafka_settings, kafka_settings.deadletter_topic, 3)
     ]
     by_pos = {d.position: d for d in letters}
     assert by_pos[len(good) + 1].raw_encoding == "base64"

@@ -34,7 +34,7 @@ from zonewatch.models import Alert
 
 RULES = ROOT / "rules"
 
-# Issue 7's scenarios -> the rule names that implement them (alerting rules).
+# Issue 7's scenarios (1-12) and issue 14's (13-16) -> the rules that implement them.
 SCENARIOS: dict[int, list[str]] = {
     1: [
         "zw_policy_core_to_lgwan",
@@ -53,6 +53,11 @@ SCENARIOS: dict[int, list[str]] = {
     10: ["zw_vdi_failures_then_success"],
     11: ["zw_upload_after_mynumber_session"],
     12: ["zw_fw_change_then_violation", "zw_intune_change_then_untrusted_session"],
+    # issue 14: who and which device
+    13: ["zw_untrusted_signin_then_restricted_session"],
+    14: ["zw_internet_signin_during_restricted_session"],
+    15: ["zw_impossible_travel"],
+    16: ["zw_m365_mass_download_personal_device", "zw_m365_external_share_personal_device"],
 }
 
 _JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")

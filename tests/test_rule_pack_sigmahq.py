@@ -67,16 +67,20 @@ LINES = {
 }
 
 
-@pytest.fixture(scope="module")
-def both(shared_dir: Path) -> Any:
-    folders = [shared_dir / "sigma" / "sigmahq" / f for f in SIGMAHQ_FOLDERS]
+def pack_with_sigmahq(shared_dir: Path, names: tuple[str, ...]) -> Any:
+    """What `zonewatch correlate --rules rules/ --rules <folder>...` loads."""
+    folders = [shared_dir / "sigma" / "sigmahq" / f for f in names]
     for folder in folders:
         if not folder.is_dir():
             pytest.skip(f"{folder} is not present")
-    # What `zonewatch correlate --rules rules/ --rules <folder>...` loads.
     ruleset = load_ruleset([ROOT / "rules", *folders], "ecs")
     assert ruleset.errors == []
     return ruleset
+
+
+@pytest.fixture(scope="module")
+def both(shared_dir: Path) -> Any:
+    return pack_with_sigmahq(shared_dir, SIGMAHQ_FOLDERS)
 
 
 def _event(case: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from zonewatch.errors import ConfigError
 
-SOURCES = ("intune", "gateway", "firewall", "vdi")
+SOURCES = ("intune", "gateway", "firewall", "vdi", "identity")
 
 
 def source_of_topic(topic: str | None) -> str | None:
@@ -174,6 +174,10 @@ class ConnectorSettings(BaseModel):
     timezone: str = "Asia/Tokyo"
     max_line_bytes: int = Field(default=64 * 1024, ge=256)
     checkpoint_dir: Path = Path("var/checkpoints")
+    # Learned identities (connectors/bindings.py): how long an address stays
+    # bound to the user last seen on it, and how many addresses are kept.
+    identity_binding_ttl_s: float = Field(default=4 * 3600.0, gt=0)
+    identity_max_addresses: int = Field(default=100_000, ge=1)
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 

@@ -1,7 +1,7 @@
 """``zonewatch demo``: the whole pipeline on the bundled sample logs.
 
-Starts the embedded broker (or uses KAFKA_BOOTSTRAP_SERVERS), runs the four
-connectors over ``samples/``, runs the correlator until it has consumed
+Starts the embedded broker (or uses KAFKA_BOOTSTRAP_SERVERS), runs the
+connectors of the five sources over ``samples/``, runs the correlator until it has consumed
 everything they produced, delivers the alerts to a local Teams-like receiver
 (or ``--teams-url``), prints the alerts and a forensic query, and stops.
 Everything is the production code path; only the inputs are files.
@@ -36,14 +36,20 @@ class SampleInput:
     path: Path
 
 
+# In this order because the connectors learn identities from each other
+# (connectors/bindings.py): Intune and VDI first (devices, client addresses,
+# open restricted sessions), then the sign-ins, then what gets filled in.
 SAMPLES = (
     SampleInput("intune", "devices", Path("samples/intune-devices.jsonl")),
     SampleInput("intune", "graph", Path("samples/intune-audit.jsonl")),
+    SampleInput("vdi", "horizon", Path("samples/horizon-events.log")),
+    # Entra ID sign-ins as diagnostic settings deliver them, and the M365 audit log
+    SampleInput("identity", "signins", Path("samples/entra-signins.jsonl")),
+    SampleInput("identity", "m365-audit", Path("samples/m365-audit.jsonl")),
     SampleInput("gateway", "squid", Path("samples/squid-access.log")),
     # the prefecture's security cloud in front of the Internet VDI pool
     SampleInput("gateway", "zscaler", Path("samples/securitycloud-web.jsonl")),
     SampleInput("firewall", "fortigate", Path("samples/fortigate-traffic.log")),
-    SampleInput("vdi", "horizon", Path("samples/horizon-events.log")),
 )
 
 # Sorted by the time each alert became true (its last evidence), shown in JST.

@@ -103,6 +103,9 @@ def _odata_time(ts: datetime) -> str:
 
 
 class GraphInput:
+    # the application permission a 403 most likely lacks (subclasses name theirs)
+    PERMISSION = "DeviceManagementApps.Read.All"
+
     def __init__(self, settings: GraphSettings, client: httpx.Client | None = None):
         self.settings = settings
         self.name = f"graph:{settings.base_url}{AUDIT_PATH}"
@@ -173,7 +176,7 @@ class GraphInput:
                 continue
             if resp.status_code >= 400:
                 detail = resp.text[:200].replace("\n", " ")
-                hint = " (check the app's DeviceManagementApps.Read.All permission)"
+                hint = f" (check the app's {self.PERMISSION} permission)"
                 raise GraphError(
                     f"{method} {httpx.URL(url).path} answered {resp.status_code}: {detail}"
                     + (hint if resp.status_code == 403 else "")

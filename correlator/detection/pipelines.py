@@ -17,9 +17,10 @@ from sigma.processing.transformations import (
 )
 from sigma.rule import SigmaLogSource
 
+from zonewatch.config import SOURCES
 from zonewatch.errors import ConfigError
 
-SOURCES = ("intune", "gateway", "firewall", "vdi")
+__all__ = ["SOURCES", "build_pipeline", "ecs_pipeline", "load_placeholders", "route"]
 
 
 class _UTF16Modifier(sigma_modifiers.SigmaUTF16Modifier):
@@ -86,12 +87,63 @@ FIREWALL_FIELDS: dict[str, str | list[str]] = {
 }
 
 
+# Microsoft Entra ID sign-in logs: SigmaHQ writes the Log Analytics SigninLogs
+# columns (and a few variants of them) onto our ``entra.*`` fields
+# (connectors/entra.py). ``Status`` holds "Success"/"Failure" or a failure text.
+SIGNIN_FIELDS: dict[str, str | list[str]] = {
+    "ResultType": "entra.status.error_code",
+    "ResultDescription": "entra.status.failure_reason",
+    "Resultdescription": "entra.status.failure_reason",
+    "Status": ["event.outcome", "entra.status.failure_reason", "entra.status.additional_details"],
+    "AuthenticationRequirement": "entra.authentication_requirement",
+    "ConditionalAccessStatus": "entra.conditional_access_status",
+    "conditionalAccessStatus": "entra.conditional_access_status",
+    "ResourceDisplayName": "entra.resource_display_name",
+    "AppDisplayName": "entra.app_display_name",
+    "AppId": "entra.app_id",
+    "ClientApp": "entra.client_app_used",
+    "ClientAppUsed": "entra.client_app_used",
+    "RiskState": "entra.risk_state",
+    "RiskLevelDuringSignIn": "entra.risk_level_during_signin",
+    "userAgent": "user_agent.original",
+    "UserAgent": "user_agent.original",
+    "UserPrincipalName": "user.name",
+    "Username": "user.name",
+    "IPAddress": "source.ip",
+    "Location": "source.geo.country_iso_code",
+    "DeviceDetail.isCompliant": "entra.device_detail.is_compliant",
+    "DeviceDetail.isManaged": "entra.device_detail.is_managed",
+    "DeviceDetail.trusttype": "entra.device_detail.trust_type",
+    "DeviceDetail.trustType": "entra.device_detail.trust_type",
+    "DeviceDetail.deviceId": "entra.device_detail.device_id",
+    "properties.message": "entra.authentication_protocol",
+}
+
+# Microsoft 365 unified audit log: the Management Activity API's own names
+# onto ``m365.*`` (connectors/m365.py).
+M365_FIELDS: dict[str, str | list[str]] = {
+    "Operation": "m365.operation",
+    "Workload": "m365.workload",
+    "ResultStatus": "m365.result_status",
+    "ObjectId": "m365.object_id",
+    "ApplicationId": "m365.application_id",
+    "RequestType": "m365.extended_properties.RequestType",
+    "UserId": "user.name",
+    "ClientIP": "source.ip",
+    "UserAgent": "user_agent.original",
+    "eventSource": "m365.workload",
+    "eventName": ["m365.alert.name", "m365.operation"],
+    "status": "m365.result_status",
+}
+
+
 def _mapping(fields: dict[str, str | list[str]]) -> dict[str | None, str | list[str]]:
     return dict(fields.items())
 
 
 def ecs_pipeline(placeholders: dict[str, Any] | None = None) -> ProcessingPipeline:
-    """SigmaHQ proxy and firewall rules onto our ECS events; own rules pass untouched."""
+    """SigmaHQ proxy, firewall, Entra sign-in and Microsoft 365 rules onto our ECS
+    events; own rules pass untouched."""
     items = [
         ProcessingItem(
             identifier="zonewatch_proxy_fields",
@@ -102,6 +154,16 @@ def ecs_pipeline(placeholders: dict[str, Any] | None = None) -> ProcessingPipeli
             identifier="zonewatch_firewall_fields",
             transformation=FieldMappingTransformation(_mapping(FIREWALL_FIELDS)),
             rule_conditions=[LogsourceCondition(category="firewall")],
+        ),
+        ProcessingItem(
+            identifier="zonewatch_signin_fields",
+            transformation=FieldMappingTransformation(_mapping(SIGNIN_FIELDS)),
+            rule_conditions=[LogsourceCondition(product="azure", service="signinlogs")],
+        ),
+        ProcessingItem(
+            identifier="zonewatch_m365_fields",
+            transformation=FieldMappingTransformation(_mapping(M365_FIELDS)),
+            rule_conditions=[LogsourceCondition(product="m365")],
         ),
     ]
     return ProcessingPipeline(
@@ -185,6 +247,8 @@ def route(logsource: SigmaLogSource) -> frozenset[str] | None:
         return frozenset({"gateway"})
     if category == "firewall":
         return frozenset({"firewall"})
-    if product in ("azure", "m365") and service in ("auditlogs", "activitylogs", "intune", ""):
+    if (product == "azure" and service == "signinlogs") or product == "m365":
+        return frozenset({"identity"})
+    if product == "azure" and service in ("auditlogs", "activitylogs", "intune", ""):
         return frozenset({"intune"})
     return frozenset()
