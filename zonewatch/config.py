@@ -150,6 +150,13 @@ class CorrelatorSettings(BaseModel):
     # correlates everything it reads, and must read everything.
     scale_out: bool = False
     poll_timeout_ms: int = Field(default=200, ge=1)
+    # Forensic queries (`zonewatch query`, through the correlator's endpoint
+    # or on the file): the longest a client may ask for, the rows and MB a
+    # result may hold before it is cut, and how many run at once.
+    query_max_timeout_s: float = Field(default=300.0, gt=0)
+    query_max_rows: int = Field(default=1_000_000, ge=1)
+    query_max_result_mb: float = Field(default=256.0, gt=0)
+    query_max_concurrent: int = Field(default=4, ge=1)
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
