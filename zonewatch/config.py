@@ -14,11 +14,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import click
 import yaml
+from click.core import ParameterSource
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from zonewatch.errors import ConfigError
+from zonewatch.logs import register_secret
 
 SOURCES = ("intune", "gateway", "firewall", "vdi")
 
@@ -30,6 +33,20 @@ def source_of_topic(topic: str | None) -> str | None:
         return None
     tail = topic.rsplit(".", 1)[-1]
     return tail if tail in SOURCES else None
+
+
+def teams_url_flag(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback of ``--teams-url``: still works, but given on the command
+    line the URL (the webhook's only secret) shows in the process list."""
+    if value and ctx.get_parameter_source(str(param.name)) == ParameterSource.COMMANDLINE:
+        click.echo(
+            "zonewatch: warning: --teams-url is deprecated: the webhook URL is a secret and "
+            "the command line shows in the process list. Put the URL in a file readable only "
+            "by this user and set ZONEWATCH_TEAMS__SECRETS_FILE to its path, or set "
+            "ZONEWATCH_TEAMS_URL in the environment.",
+            err=True,
+        )
+    return value
 
 
 class KafkaSettings(BaseModel):
@@ -100,9 +117,10 @@ class KafkaSettings(BaseModel):
         if self.sasl_mechanism:
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             kwargs["sasl_plain_username"] = self.sasl_username
-            kwargs["sasl_plain_password"] = (
-                self.sasl_password.get_secret_value() if self.sasl_password else None
-            )
+            password = self.sasl_password.get_secret_value() if self.sasl_password else None
+            # kafka-python logs its configuration at debug level.
+            register_secret(password)
+            kwargs["sasl_plain_password"] = password
         if self.security_protocol.endswith("SSL"):
             kwargs["ssl_check_hostname"] = self.ssl_check_hostname
             if self.ssl_cafile:

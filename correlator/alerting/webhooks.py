@@ -29,12 +29,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
 from zonewatch.errors import ConfigError
-from zonewatch.logs import get_logger
+from zonewatch.logs import get_logger, register_secret
 from zonewatch.models import Alert
 
 log = get_logger(__name__)
@@ -87,7 +87,14 @@ class WebhookUrl:
     def __init__(self, name: str, url: str) -> None:
         self._url = validate_webhook_url(url, name)
         self.name = name
-        self.host = urlsplit(self._url).hostname or "?"
+        parts = urlsplit(self._url)
+        self.host = parts.hostname or "?"
+        # httpx logs every request's URL at debug level; whatever logs it, or
+        # a piece of it, shows *** instead (zonewatch.logs).
+        register_secret(self._url)
+        register_secret(parts.path + ("?" + parts.query if parts.query else ""))
+        for value in parse_qs(parts.query).get("sig", []):
+            register_secret(value)
 
     def secret(self) -> str:
         return self._url
