@@ -20,6 +20,7 @@ from click.core import ParameterSource
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from zonewatch import bounded_yaml
 from zonewatch.errors import ConfigError
 from zonewatch.logs import register_secret
 
@@ -248,14 +249,16 @@ class Settings(BaseSettings):
 
 def _read_config_file(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = bounded_yaml.read_text(path)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from exc
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
         else:
-            data = yaml.safe_load(text) or {}
+            data = bounded_yaml.safe_load(text) or {}
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"config file {path} is not valid {path.suffix[1:]}: {exc}") from exc
     if not isinstance(data, dict):

@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from zonewatch import bounded_yaml
 from zonewatch.errors import ConfigError
 from zonewatch.logs import get_logger, register_secret
 from zonewatch.models import Alert
@@ -189,7 +190,7 @@ def routing_from_dict(data: Mapping[str, Any], source: str = "<routing>") -> Rou
 def load_routing(path: Path | str) -> Routing:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = bounded_yaml.safe_load(bounded_yaml.read_text(path)) or {}
     except OSError as exc:
         raise ConfigError(f"cannot read routing file {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
@@ -204,16 +205,18 @@ def read_secrets_file(path: Path | str) -> dict[str, str]:
     path = Path(path)
     try:
         mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
+        text = bounded_yaml.read_text(path)
     except OSError as exc:
         raise ConfigError(f"cannot read the webhook secrets file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"webhook secrets file {path}: {exc}") from exc
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("secrets_file_readable_by_others", file=str(path), fix="chmod 600")
     stripped = text.strip()
     if stripped and "\n" not in stripped and stripped.startswith(("https://", "http://")):
         return {"default": stripped}
     try:
-        data = yaml.safe_load(text) or {}
+        data = bounded_yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"webhook secrets file {path} is not YAML name: url pairs") from exc
     if not isinstance(data, dict):
