@@ -32,6 +32,7 @@ from connectors import metrics
 from connectors.base import FORMATS, Format, ParseContext
 from connectors.enrich import Enricher
 from connectors.inputs import Input, Record
+from connectors.jsonrecords import skipped_members
 from zonewatch.config import SOURCES, Settings
 from zonewatch.errors import ConfigError, ParseError
 from zonewatch.logs import get_logger
@@ -185,7 +186,8 @@ class Pipeline:
         try:
             fmt = self._pick(text)
             fmt_name = fmt.name
-            events = fmt.parse(text, self.ctx)
+            with skipped_members() as skipped:
+                events = fmt.parse(text, self.ctx)
         except ParseError as exc:
             return [], self.dead_letter(record, str(exc), fmt_name)
         except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
@@ -203,6 +205,16 @@ class Pipeline:
             if self.enrich is not None:
                 self.enrich(ev)
         self.stats.produced += len(events)
+        if skipped:
+            # The batch's objects became events; the line keeps what was not.
+            shown = ", ".join(skipped[:5]) + (
+                f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+            )
+            reason = (
+                f"JSON batch members that are not objects were skipped: {shown}; "
+                f"{len(events)} event(s) came from the others"
+            )
+            return events, self.dead_letter(record, reason, fmt_name)
         return events, None
 
 
