@@ -12,6 +12,10 @@ Protocol, one query per connection: the client sends one JSON line
 ``{"sql", "params", "timeout_s", "token"}``; the server answers one JSON line
 ``{"ok": true}`` followed by the result as an Arrow IPC stream, or
 ``{"ok": false, "kind": "query"|"store", "error": "..."}``.
+
+The server runs at most ``QueryLimits.max_concurrent`` queries, and stops
+one whose client goes away. The client follows only an endpoint file and a
+socket that are its user's own and private (issue 20).
 """
 
 from __future__ import annotations
