@@ -21,7 +21,7 @@ import pytest
 
 from correlator.store import query_endpoint
 from correlator.store.limits import truncation
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_until
 from tests.hostile_sql import ANSWERED, refused
 from tests.test_query_live import direct_crossing
 from zonewatch.config import KafkaSettings
@@ -58,15 +58,6 @@ class LiveCorrelator:
         table = query_endpoint(self.db, "SELECT count(*) AS n FROM alerts")
         assert table is not None, "the endpoint stopped answering"
         return int(table.to_pylist()[0]["n"])
-
-
-def wait_until(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def produce(kafka: KafkaSettings, first: int, n: int) -> None:

@@ -5,7 +5,6 @@ byte caps with a message, and results a client can always print."""
 from __future__ import annotations
 
 import socket
-import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from hypothesis import strategies as st
 from correlator.store import AlertStore, query_endpoint
 from correlator.store.limits import QueryLimits, truncation
 from correlator.store.output import _civil_date, records, to_timeline
+from tests.conftest import wait_until
 from tests.test_query import run_cli
 from tests.test_store import make_alert
 from zonewatch.errors import QueryError
@@ -26,20 +26,17 @@ from zonewatch.errors import QueryError
 SLOW = "SELECT sum(hash(i)) FROM range(10000000000000) t(i)"
 
 
-def wait_until(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def send_raw(sock_path: str, request: dict) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(sock_path)
     sock.sendall(orjson.dumps(request) + b"\n")
     return sock
+
+
+def ask(sock_path: str, sql: str) -> bytes:
+    """The first line of the endpoint's answer to ``sql``."""
+    with send_raw(sock_path, {"sql": sql}) as sock, sock.makefile("rb") as answer:
+        return answer.readline()
 
 
 @pytest.mark.parametrize("bad", [float("inf"), float("nan"), -1.0, 0.0, "soon", None])
@@ -66,10 +63,7 @@ def test_the_query_stops_when_its_client_goes_away(tmp_path: Path) -> None:
             client = send_raw(sock_path, {"sql": SLOW, "timeout_s": 300})
             # The only slot is taken: a second query is turned away at once.
             wait_until(
-                lambda: (
-                    b"already running 1 queries"
-                    in send_raw(sock_path, {"sql": "SELECT 1"}).makefile("rb").readline()
-                ),
+                lambda: b"already running 1 queries" in ask(sock_path, "SELECT 1"),
                 10,
                 "the slow query to hold the only slot",
             )
