@@ -130,3 +130,23 @@ def test_a_socket_served_by_another_user_is_refused(tmp_path: Path) -> None:
         for fd in (ready_r, ready_w, stop_r, stop_w):
             os.close(fd)
         sock.close()
+
+
+def test_an_older_store_open_to_others_is_narrowed_and_new_files_are_private(
+    tmp_path: Path,
+) -> None:
+    # A store written before (0644, as DuckDB makes it under umask 022).
+    import duckdb
+
+    db = tmp_path / "zonewatch.duckdb"
+    old_umask = os.umask(0o022)
+    try:
+        duckdb.connect(str(db)).close()
+        assert oct(db.stat().st_mode & 0o777) == "0o644"
+        with AlertStore(db) as store:
+            store.write([make_alert(1)])  # DuckDB writes a new WAL
+            wal = db.with_name(db.name + ".wal")
+            assert oct(db.stat().st_mode & 0o777) == "0o600"
+            assert wal.exists() and oct(wal.stat().st_mode & 0o777) == "0o600"
+    finally:
+        os.umask(old_umask)
