@@ -3,11 +3,20 @@
 One line may hold one record, a Graph/OData page (``{"value": [...]}``), an
 Event Hub batch (``{"records": [...]}``) or a plain array; each record keeps
 its own text as ``event.original``.
+
+A batch member that is not an object cannot be a record. It used to vanish
+without a trace (issue 20); now the pipeline collects such members while it
+parses a line (:func:`skipped_members`) and dead-letters the line with them
+named, while the batch's objects still become events. Parsed outside that
+collector, such a batch is refused whole (``ParseError``): never dropped.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -15,6 +24,7 @@ import orjson
 from zonewatch.errors import ParseError
 
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
+_skipped: ContextVar[list[str] | None] = ContextVar("zonewatch_skipped_members", default=None)
 
 
 def slug(text: str) -> str:
@@ -35,11 +45,47 @@ def unwrap(doc: Any, raw: str) -> list[tuple[dict[str, Any], str]]:
         for key in ("records", "value"):
             batch = doc.get(key)
             if isinstance(batch, list):
-                return [(r, orjson.dumps(r).decode()) for r in batch if isinstance(r, dict)]
+                return _objects(batch, key)
         return [(doc, raw)]
     if isinstance(doc, list):
-        return [(r, orjson.dumps(r).decode()) for r in doc if isinstance(r, dict)]
+        return _objects(doc, "")
     raise ParseError("JSON line is neither an object nor an array of objects")
+
+
+@contextmanager
+def skipped_members() -> Iterator[list[str]]:
+    """While active, :func:`unwrap` lists here the batch members it skipped
+    (``"records[2] is a string"``) instead of refusing their line."""
+    found: list[str] = []
+    token = _skipped.set(found)
+    try:
+        yield found
+    finally:
+        _skipped.reset(token)
+
+
+def _objects(batch: list[Any], key: str) -> list[tuple[dict[str, Any], str]]:
+    records = [(r, orjson.dumps(r).decode()) for r in batch if isinstance(r, dict)]
+    if len(records) == len(batch):
+        return records
+    skipped = [f"{key}[{i}] is {_kind(r)}" for i, r in enumerate(batch) if not isinstance(r, dict)]
+    collector = _skipped.get()
+    if collector is None:
+        raise ParseError("JSON batch members that are not objects: " + ", ".join(skipped[:5]))
+    collector.extend(skipped)
+    return records
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int | float):
+        return "a number"
+    return "an array"
 
 
 def dict_at(record: dict[str, Any], key: str) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from connectors.bindings import Limits, static_devices
 from connectors.enrich import Enricher
 from connectors.identity_store import IdentityStore
 from connectors.inputs import Input, Record
+from connectors.jsonrecords import skipped_members
 from connectors.state import STATE_AT, SharedState
 from zonewatch.config import SOURCES, Settings
 from zonewatch.errors import ConfigError, ParseError
@@ -198,7 +199,8 @@ class Pipeline:
         try:
             fmt = self._pick(text)
             fmt_name = fmt.name
-            events = fmt.parse(text, self.ctx)
+            with skipped_members() as skipped:
+                events = fmt.parse(text, self.ctx)
         except ParseError as exc:
             return [], self.dead_letter(record, str(exc), fmt_name)
         except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
@@ -218,6 +220,16 @@ class Pipeline:
             if identity is not None:
                 identity.observe(ev)
         self.stats.produced += len(events)
+        if skipped:
+            # The batch's objects became events; the line keeps what was not.
+            shown = ", ".join(skipped[:5]) + (
+                f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+            )
+            reason = (
+                f"JSON batch members that are not objects were skipped: {shown}; "
+                f"{len(events)} event(s) came from the others"
+            )
+            return events, self.dead_letter(record, reason, fmt_name)
         return events, None
 
     def finish(self) -> list[dict[str, Any]]:

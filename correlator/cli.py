@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from correlator.runtime import tune_process
-from zonewatch.config import Settings
+from zonewatch.config import Settings, teams_url_flag
 from zonewatch.logs import get_logger
 
 log = get_logger(__name__)
@@ -33,8 +33,12 @@ log = get_logger(__name__)
 @click.option(
     "--teams-url",
     envvar="ZONEWATCH_TEAMS_URL",
+    callback=teams_url_flag,
     show_envvar=True,
-    help="Teams Workflows webhook URL (prefer the env var or a secrets file).",
+    help=(
+        "Deprecated: shows the webhook URL in the process list. Set "
+        "ZONEWATCH_TEAMS__SECRETS_FILE (a file holding the URL) or ZONEWATCH_TEAMS_URL."
+    ),
 )
 @click.option(
     "--idle-exit",

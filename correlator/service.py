@@ -90,6 +90,7 @@ class CorrelatorService:
 
         from correlator.alerting.webhooks import load_routing
         from correlator.store import AlertStore
+        from correlator.store.limits import QueryLimits
 
         self.settings = settings
         cfg = settings.correlator
@@ -102,6 +103,7 @@ class CorrelatorService:
         store_options: dict[str, Any] = {
             "events_retention": retention,
             "memory_limit": cfg.store_memory_limit,
+            "query_limits": QueryLimits.from_settings(cfg),
         }
         if self.routing is not None:
             store_options["router"] = self.routing

@@ -7,8 +7,9 @@ loopback port, unless KAFKA_BOOTSTRAP_SERVERS points at a real cluster.
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,13 @@ def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
         topic_prefix=f"zwtest-{uuid.uuid4().hex[:8]}",
         partitions=2,
     )
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -420,9 +420,9 @@ def test_tcp_endpoint_needs_its_token_and_stale_endpoint_falls_back(tmp_path: Pa
             answer = sock.makefile("rb").readline()
         assert b"bad or missing token" in answer
     # The correlator stopped; an endpoint file left by a kill -9 must not hang us.
-    (tmp_path / "zonewatch.duckdb.query.json").write_bytes(
-        orjson.dumps({"host": "127.0.0.1", "port": 9, "token": "x"})
-    )
+    stale = tmp_path / "zonewatch.duckdb.query.json"
+    stale.write_bytes(orjson.dumps({"host": "127.0.0.1", "port": 9, "token": "x"}))
+    stale.chmod(0o600)
     assert query_endpoint(db, "SELECT 1") is None
 
 

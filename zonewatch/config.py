@@ -14,11 +14,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import click
 import yaml
+from click.core import ParameterSource
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from zonewatch import bounded_yaml
 from zonewatch.errors import ConfigError
+from zonewatch.logs import register_secret
 
 SOURCES = ("intune", "gateway", "firewall", "vdi", "identity")
 
@@ -30,6 +34,20 @@ def source_of_topic(topic: str | None) -> str | None:
         return None
     tail = topic.rsplit(".", 1)[-1]
     return tail if tail in SOURCES else None
+
+
+def teams_url_flag(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback of ``--teams-url``: still works, but given on the command
+    line the URL (the webhook's only secret) shows in the process list."""
+    if value and ctx.get_parameter_source(str(param.name)) == ParameterSource.COMMANDLINE:
+        click.echo(
+            "zonewatch: warning: --teams-url is deprecated: the webhook URL is a secret and "
+            "the command line shows in the process list. Put the URL in a file readable only "
+            "by this user and set ZONEWATCH_TEAMS__SECRETS_FILE to its path, or set "
+            "ZONEWATCH_TEAMS_URL in the environment.",
+            err=True,
+        )
+    return value
 
 
 class KafkaSettings(BaseModel):
@@ -100,9 +118,10 @@ class KafkaSettings(BaseModel):
         if self.sasl_mechanism:
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             kwargs["sasl_plain_username"] = self.sasl_username
-            kwargs["sasl_plain_password"] = (
-                self.sasl_password.get_secret_value() if self.sasl_password else None
-            )
+            password = self.sasl_password.get_secret_value() if self.sasl_password else None
+            # kafka-python logs its configuration at debug level.
+            register_secret(password)
+            kwargs["sasl_plain_password"] = password
         if self.security_protocol.endswith("SSL"):
             kwargs["ssl_check_hostname"] = self.ssl_check_hostname
             if self.ssl_cafile:
@@ -150,6 +169,13 @@ class CorrelatorSettings(BaseModel):
     # correlates everything it reads, and must read everything.
     scale_out: bool = False
     poll_timeout_ms: int = Field(default=200, ge=1)
+    # Forensic queries (`zonewatch query`, through the correlator's endpoint
+    # or on the file): the longest a client may ask for, the rows and MB a
+    # result may hold before it is cut, and how many run at once.
+    query_max_timeout_s: float = Field(default=300.0, gt=0)
+    query_max_rows: int = Field(default=1_000_000, ge=1)
+    query_max_result_mb: float = Field(default=256.0, gt=0)
+    query_max_concurrent: int = Field(default=4, ge=1)
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
@@ -227,14 +253,16 @@ class Settings(BaseSettings):
 
 def _read_config_file(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = bounded_yaml.read_text(path)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from exc
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
         else:
-            data = yaml.safe_load(text) or {}
+            data = bounded_yaml.safe_load(text) or {}
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"config file {path} is not valid {path.suffix[1:]}: {exc}") from exc
     if not isinstance(data, dict):

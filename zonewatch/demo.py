@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from zonewatch.config import Settings
+from zonewatch.config import Settings, teams_url_flag
 from zonewatch.logs import get_logger
 
 log = get_logger(__name__)
@@ -238,7 +238,11 @@ def _print_table(title: str, columns: list[str], rows: list[tuple[Any, ...]], ec
 @click.option(
     "--teams-url",
     envvar="ZONEWATCH_TEAMS_URL",
-    help="Post to this Teams webhook instead of the local receiver.",
+    callback=teams_url_flag,
+    help=(
+        "Post to this Teams webhook instead of the local receiver (deprecated on the "
+        "command line: set ZONEWATCH_TEAMS_URL or ZONEWATCH_TEAMS__SECRETS_FILE)."
+    ),
 )
 @click.option(
     "--workdir",

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from zonewatch import bounded_yaml
 from zonewatch.errors import ZoneConfigError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -293,7 +294,7 @@ def _check_role_overlaps(nets: list[tuple[IPNetwork, str]], source: str) -> None
 def load_zone_map(path: Path | str) -> ZoneMap:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = bounded_yaml.safe_load(bounded_yaml.read_text(path))
     except OSError as exc:
         raise ZoneConfigError(f"cannot read zone policy {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:

@@ -352,11 +352,8 @@ class _Worker(threading.Thread):
             [s.clock.wall(), seqs],
         )
 
-        wait = self.pacer.reserve()
-        if wait > 0:
-            self._pause(wait)
-        if s._stop.is_set():
-            # Stopped while waiting for a slot: nothing was sent.
+        if not self.pacer.acquire(s._stop):
+            # Stopped while waiting for its turn: nothing was sent.
             self._finish(cur, seqs, "pending", None, None)
             return
         s._count("requests", self.dest.name)

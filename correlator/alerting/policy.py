@@ -110,25 +110,40 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 class Pacer:
-    """At most ``rate`` requests per second: request slots are 1/rate apart.
+    """At most ``rate`` requests in any one-second window of one webhook.
+
+    Requests are spaced ``(1 + guard_s) / rate`` apart, counted from when the
+    previous one actually went, under a lock held while waiting, so the
+    spacing holds whichever thread sends and however late a request leaves.
+    Planned slots exactly 1/rate apart (the first version) put 5 requests
+    into some one-second windows: the first and the fifth exactly a second
+    apart, or less once one left late (issue 20). The guard keeps the window
+    strict at the receiver despite a little jitter on the way.
 
     Shared by every destination that posts to the same URL, so the limit holds
-    per webhook; ``reserve`` is atomic across threads.
+    per webhook.
     """
 
-    def __init__(self, rate: float, clock: Clock) -> None:
-        self.interval = 1.0 / rate
+    GUARD_S = 0.05
+
+    def __init__(self, rate: float, clock: Clock, guard_s: float = GUARD_S) -> None:
+        self.interval = (1.0 + guard_s) / rate
         self.clock = clock
-        self._next = clock.monotonic()
+        self._last: float | None = None
         self._lock = threading.Lock()
 
-    def reserve(self) -> float:
-        """Take the next slot; seconds to wait until it."""
+    def acquire(self, stop: threading.Event) -> bool:
+        """Wait for the webhook's next turn and take it; False if ``stop`` was
+        set meanwhile (then nothing may be sent)."""
         with self._lock:
-            now = self.clock.monotonic()
-            slot = max(self._next, now)
-            self._next = slot + self.interval
-            return slot - now
+            if self._last is not None:
+                wait = self._last + self.interval - self.clock.monotonic()
+                if wait > 0 and self.clock.wait(stop, wait):
+                    return False
+            if stop.is_set():
+                return False
+            self._last = self.clock.monotonic()
+            return True
 
 
 class Outcome(Enum):

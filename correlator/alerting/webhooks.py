@@ -29,12 +29,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from zonewatch import bounded_yaml
 from zonewatch.errors import ConfigError
-from zonewatch.logs import get_logger
+from zonewatch.logs import get_logger, register_secret
 from zonewatch.models import Alert
 
 log = get_logger(__name__)
@@ -87,7 +88,14 @@ class WebhookUrl:
     def __init__(self, name: str, url: str) -> None:
         self._url = validate_webhook_url(url, name)
         self.name = name
-        self.host = urlsplit(self._url).hostname or "?"
+        parts = urlsplit(self._url)
+        self.host = parts.hostname or "?"
+        # httpx logs every request's URL at debug level; whatever logs it, or
+        # a piece of it, shows *** instead (zonewatch.logs).
+        register_secret(self._url)
+        register_secret(parts.path + ("?" + parts.query if parts.query else ""))
+        for value in parse_qs(parts.query).get("sig", []):
+            register_secret(value)
 
     def secret(self) -> str:
         return self._url
@@ -182,7 +190,7 @@ def routing_from_dict(data: Mapping[str, Any], source: str = "<routing>") -> Rou
 def load_routing(path: Path | str) -> Routing:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = bounded_yaml.safe_load(bounded_yaml.read_text(path)) or {}
     except OSError as exc:
         raise ConfigError(f"cannot read routing file {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
@@ -197,16 +205,18 @@ def read_secrets_file(path: Path | str) -> dict[str, str]:
     path = Path(path)
     try:
         mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
+        text = bounded_yaml.read_text(path)
     except OSError as exc:
         raise ConfigError(f"cannot read the webhook secrets file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"webhook secrets file {path}: {exc}") from exc
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("secrets_file_readable_by_others", file=str(path), fix="chmod 600")
     stripped = text.strip()
     if stripped and "\n" not in stripped and stripped.startswith(("https://", "http://")):
         return {"default": stripped}
     try:
-        data = yaml.safe_load(text) or {}
+        data = bounded_yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"webhook secrets file {path} is not YAML name: url pairs") from exc
     if not isinstance(data, dict):

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import yaml
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
 from sigma.rule import SigmaRule
 
 from correlator.correlation.compiled import prepare_correlation_dict
+from zonewatch import bounded_yaml
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class LoadedRules:
 
 
 def load_rules_text(text: str) -> LoadedRules:
-    docs = [prepare_correlation_dict(d) for d in yaml.safe_load_all(text) if d]
+    docs = [prepare_correlation_dict(d) for d in bounded_yaml.safe_load_all(text) if d]
     collection = SigmaCollection.from_dicts(docs)
     collection.resolve_rule_references()
     loaded = LoadedRules([], [])

@@ -27,6 +27,7 @@ from sigma.rule import SigmaRule
 from correlator.detection import compiler
 from correlator.detection.pipelines import build_pipeline, route
 from correlator.detection.ruleset import DetectionRule, RuleSet, build_routes, index_refs
+from zonewatch import bounded_yaml
 from zonewatch.errors import RuleError
 from zonewatch.logs import get_logger
 
@@ -89,7 +90,7 @@ def split_documents(path: str, text: str) -> tuple[list[RuleDoc], list[RuleError
         ):
             continue
         try:
-            data = yaml.load(chunk, Loader=_SafeLoader)
+            data = bounded_yaml.safe_load(chunk)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = line + mark.line if mark is not None else line
@@ -188,8 +189,8 @@ def load_rules(
     with _gc_paused():
         for path in files:
             try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
+                text = bounded_yaml.read_text(path)
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
                 errors.append(RuleError(f"cannot read rule file: {exc}", str(path)))
                 continue
             file_docs, file_errors = split_documents(str(path), text)

@@ -17,6 +17,7 @@ from sigma.processing.transformations import (
 )
 from sigma.rule import SigmaLogSource
 
+from zonewatch import bounded_yaml
 from zonewatch.config import SOURCES
 from zonewatch.errors import ConfigError
 
@@ -202,7 +203,9 @@ def build_pipeline(
     path = Path(name)
     if path.is_file():
         try:
-            custom = ProcessingPipeline.from_yaml(path.read_text(encoding="utf-8"))
+            text = bounded_yaml.read_text(path)
+            bounded_yaml.check(text)
+            custom = ProcessingPipeline.from_yaml(text)
         except Exception as exc:  # pySigma raises several unrelated types here
             raise ConfigError(f"pipeline file {path}: {exc}") from exc
         return custom + verbatim_pipeline(placeholders)
@@ -212,7 +215,7 @@ def build_pipeline(
 def load_placeholders(path: str | Path) -> dict[str, list[str]]:
     """A YAML mapping placeholder name -> value or list of values (for ``|expand``)."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        data = bounded_yaml.safe_load(bounded_yaml.read_text(path)) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"placeholder file {path}: {exc}") from exc
     if not isinstance(data, dict):

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from correlator.detection.ruleset import DetectionRule, RuleSet
+from zonewatch import bounded_yaml
 
 
 @dataclass
@@ -31,14 +30,14 @@ class RuleTestReport:
 
 
 def rule_tests(rule: DetectionRule) -> dict[str, Any] | None:
-    data = yaml.safe_load(rule.text) if rule.text else None
+    data = bounded_yaml.safe_load(rule.text) if rule.text else None
     tests = data.get("tests") if isinstance(data, dict) else None
     if isinstance(tests, dict):
         return tests
     if rule.path:
         sidecar = Path(rule.path).with_name(Path(rule.path).stem + ".tests.yml")
         if sidecar.is_file():
-            mapping = yaml.safe_load(sidecar.read_text(encoding="utf-8")) or {}
+            mapping = bounded_yaml.safe_load(bounded_yaml.read_text(sidecar)) or {}
             for key in (rule.id, rule.name):
                 if key and isinstance(mapping.get(key), dict):
                     return mapping[key]

@@ -10,6 +10,8 @@ one writing process), each in a READ ONLY transaction with a timeout.
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,6 +29,7 @@ import pyarrow.compute as pc
 
 from correlator.store import rows
 from correlator.store.guard import check_statement
+from correlator.store.limits import QueryCancel, QueryLimits, collect
 from correlator.store.rows import ArchivedEvent
 from correlator.store.schema import MIGRATIONS, SCHEMA_VERSION, by_id_key
 from zonewatch.errors import QueryError, StoreError
@@ -52,6 +55,24 @@ _CONNECT_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     # to replay when the store opens after a crash, about a second.
     "checkpoint_threshold": "64MB",
 }
+
+
+# Set once the store is open (and migrated), for the whole database instance.
+# External access off: no query on any cursor can reach files or the network.
+# The configuration locked last: nothing can change a setting afterwards, not
+# even a table function that does it from inside a SELECT (enable_logging,
+# enable_profiling ...; the guard refuses those first). Replacement scans of
+# Python variables off: a table name never resolves to an object of ours.
+_LOCKDOWN = (
+    "SET enable_external_access = false",
+    "SET allow_community_extensions = false",
+    "SET python_enable_replacements = false",
+    "SET lock_configuration = true",
+)
+
+# Rows per Arrow batch of a query result: DuckDB's vector size. The result
+# caps are checked per batch, so a batch must stay small.
+_RESULT_BATCH_ROWS = 2048
 
 
 # Whether any key of the registered batch is stored (``schema.by_id_key``
@@ -108,8 +129,10 @@ class AlertStore:
         router: Router = default_router,
         events_retention: timedelta | None = None,
         memory_limit: str | None = "512MB",
+        query_limits: QueryLimits | None = None,
     ) -> None:
         self.path = Path(path)
+        self.query_limits = query_limits or QueryLimits()
         self.memory_limit = memory_limit
         self.read_only = read_only
         self.router = router
@@ -127,9 +150,8 @@ class AlertStore:
         self._con = self._connect()
         try:
             self._migrate()
-            # Global for the database instance, and cannot be re-enabled while
-            # it runs: no query on any cursor can reach files or the network.
-            self._con.execute("SET enable_external_access = false")
+            for statement in _LOCKDOWN:
+                self._con.execute(statement)
         except BaseException:
             self._con.close()
             raise
@@ -137,6 +159,8 @@ class AlertStore:
     # -- opening -----------------------------------------------------------
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
+        if not self.read_only:
+            _private_files(self.path)
         if self.read_only and not self.path.exists():
             raise StoreError(
                 f"no alert store at {self.path}: run `zonewatch correlate` first or pass --db PATH"
@@ -513,33 +537,61 @@ class AlertStore:
         sql: str,
         params: Mapping[str, Any] | Sequence[Any] | None = None,
         timeout_s: float = 30,
+        *,
+        cancel: QueryCancel | None = None,
     ) -> pa.Table:
-        """Run one read-only statement; the result as an Arrow table."""
+        """Run one read-only statement; the result as an Arrow table.
+
+        ``timeout_s`` is capped by ``query_limits.max_timeout_s``; ``cancel``
+        stops the query from another thread (the query endpoint's, when its
+        client goes away). A result above the row or byte cap is cut and
+        says so (``limits.truncation(table)``).
+        """
         check_statement(sql)
+        limits = self.query_limits
+        timeout = limits.timeout(timeout_s)
+        control = cancel or QueryCancel()
         cur = self.cursor()
-        timer = threading.Timer(timeout_s, cur.interrupt)
-        timer.daemon = True
+        finished = threading.Event()
+        watchdog = threading.Thread(
+            target=_watch, args=(cur, control, timeout, finished), daemon=True
+        )
         try:
             cur.execute("BEGIN TRANSACTION READ ONLY")
-            timer.start()
+            watchdog.start()
             try:
                 relation = cur.sql(sql, params=_params(params))
                 if relation is None:  # only SELECT/EXPLAIN get here, but be explicit
                     return pa.table({})
-                return relation.to_arrow_table()
+                table = collect(relation.to_arrow_reader(_RESULT_BATCH_ROWS), limits, control)
+                if control.cancelled:
+                    raise duckdb.InterruptException("cancelled between batches")
+                return table
             except duckdb.InterruptException as exc:
-                raise QueryError(
-                    f"query cancelled after {timeout_s:g} s: narrow it (--since/--until, "
-                    "LIMIT) or raise --timeout"
-                ) from exc
+                if control.reason == "timeout":
+                    if timeout < float(timeout_s):
+                        raise QueryError(
+                            f"query cancelled after {timeout:g} s, the server's maximum "
+                            "(correlator.query_max_timeout_s): narrow it (--since/--until, LIMIT)"
+                        ) from exc
+                    raise QueryError(
+                        f"query cancelled after {timeout:g} s: narrow it (--since/--until, "
+                        "LIMIT) or raise --timeout"
+                    ) from exc
+                raise QueryError(f"query cancelled: {control.reason or 'interrupted'}") from exc
             except duckdb.Error as exc:
                 raise QueryError(_query_message(exc)) from exc
             finally:
-                timer.cancel()
+                finished.set()
+                control.cancel("finished")  # wakes the watchdog
+                watchdog.join()
                 with contextlib.suppress(duckdb.Error):
                     cur.execute("ROLLBACK")
         finally:
             cur.close()
+            # Arrow keeps freed buffers for reuse; a large result must not
+            # stay in the correlator's memory once it is sent.
+            pa.default_memory_pool().release_unused()
 
     def query(
         self,
@@ -581,6 +633,43 @@ class AlertStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _private_files(db: Path) -> None:
+    """Keep the store's files to its owner: alerts, evidence and archived
+    events are personal data, and they were 0644 (issue 20).
+
+    DuckDB creates the file, the WAL and spill files with the process's
+    umask, and deletes and recreates the WAL at every checkpoint, so a mode
+    set once does not last: the process's umask is made private (group and
+    others lose every bit) for as long as it runs. Files of an older store
+    that are already open to others are narrowed too.
+    """
+    os.umask(os.umask(0o077) | 0o077)
+    for path in (db, db.with_name(db.name + ".wal"), db.with_name(db.name + ".tmp")):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            mode = path.stat().st_mode
+            if mode & 0o077:
+                path.chmod(0o700 if stat.S_ISDIR(mode) else 0o600)
+
+
+def _watch(
+    cur: duckdb.DuckDBPyConnection,
+    control: QueryCancel,
+    timeout_s: float,
+    finished: threading.Event,
+) -> None:
+    """Interrupt ``cur`` when the query is cancelled or out of time.
+
+    Again and again until it ends: DuckDB clears the interrupt flag when a
+    statement starts, so an interrupt that lands just before (the client
+    went away at once) would be lost.
+    """
+    if not control.wait(timeout_s):
+        control.cancel("timeout")
+    while not finished.is_set():
+        cur.interrupt()
+        finished.wait(0.05)
 
 
 def table_rows(table: pa.Table) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -14,6 +14,7 @@ from typing import Any
 import click
 import pyarrow as pa
 
+from correlator.store.limits import QueryLimits, truncation
 from zonewatch.errors import QueryError
 
 _EPILOG = """\b
@@ -41,15 +42,24 @@ def _db_path(ctx: click.Context, db: str | None) -> Path:
     return Path("var/zonewatch.duckdb")
 
 
-def run_query(db: Path, sql: str, params: dict[str, Any] | None, timeout_s: float) -> pa.Table:
-    """Through the running correlator if it serves ``db``, else read-only."""
+def run_query(
+    db: Path,
+    sql: str,
+    params: dict[str, Any] | None,
+    timeout_s: float,
+    limits: QueryLimits | None = None,
+) -> pa.Table:
+    """Through the running correlator if it serves ``db`` (its limits apply),
+    else on the file read-only with ``limits``."""
     from correlator.store.alert_store import AlertStore
     from correlator.store.server import query_endpoint
 
+    limits = limits or QueryLimits()
+    limits.timeout(timeout_s)  # a usage error before anything is opened
     table = query_endpoint(db, sql, params, timeout_s)
     if table is not None:
         return table
-    with AlertStore(db, read_only=True) as store:
+    with AlertStore(db, read_only=True, query_limits=limits) as store:
         return store.query_arrow(sql, params, timeout_s)
 
 
@@ -96,7 +106,12 @@ def _list_saved(extra_dirs: tuple[Path, ...]) -> None:
     "--timeline", is_flag=True, help="Timesketch fields first: message, datetime, timestamp_desc."
 )
 @click.option(
-    "--timeout", "timeout_s", type=float, default=30.0, show_default=True, help="Seconds."
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds; the correlator's correlator.query_max_timeout_s caps it.",
 )
 @click.option(
     "--sql-file",
@@ -165,7 +180,12 @@ def query(
             raise QueryError(
                 "the SQL uses " + ", ".join(f"${m}" for m in missing) + ": pass --param"
             )
-    table = run_query(_db_path(ctx, db), sql, params or None, timeout_s)
+    settings = ctx.obj
+    limits = QueryLimits.from_settings(settings.correlator) if settings else None
+    table = run_query(_db_path(ctx, db), sql, params or None, timeout_s, limits)
+    cut = truncation(table)
+    if cut:
+        click.echo(f"zonewatch: warning: {cut}", err=True)
     if timeline:
         table = to_timeline(table)
     if fmt == "auto":
