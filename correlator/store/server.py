@@ -30,7 +30,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.ipc
 
-from zonewatch.errors import QueryError, StoreError, ZonewatchError
+from zonewatch.errors import QueryError, StoreError, TriageError, ZonewatchError
 from zonewatch.logs import get_logger
 
 if TYPE_CHECKING:
@@ -59,13 +59,24 @@ class _Handler(socketserver.StreamRequestHandler):
             token = self.server.token
             if token and not secrets.compare_digest(str(request.get("token", "")), token):
                 raise QueryError("bad or missing token in the query request")
+            if request.get("op") == "triage":  # a write, applied by the store's writer thread
+                from correlator.store.triage import serve_triage
+
+                self._send_header({"ok": True, "change": serve_triage(self.server.store, request)})
+                return
             table = self.server.store.query_arrow(
                 str(request.get("sql", "")),
                 request.get("params"),
                 float(request.get("timeout_s", 30)),
             )
         except ZonewatchError as exc:
-            kind = "store" if isinstance(exc, StoreError) else "query"
+            kind = (
+                "store"
+                if isinstance(exc, StoreError)
+                else "triage"
+                if isinstance(exc, TriageError)
+                else "query"
+            )
             self._send_header({"ok": False, "kind": kind, "error": str(exc)})
             return
         except orjson.JSONDecodeError:
@@ -164,17 +175,9 @@ class QueryServer:
                 self.socket_path.unlink()
 
 
-def query_endpoint(
-    db_path: Path | str,
-    sql: str,
-    params: Mapping[str, Any] | Sequence[Any] | None = None,
-    timeout_s: float = 30,
-) -> pa.Table | None:
-    """Run ``sql`` through a running correlator's endpoint.
-
-    Returns None when no correlator serves this store (no endpoint file, or
-    nobody listening), so the caller can open the file read-only instead.
-    """
+def connect_endpoint(db_path: Path | str) -> tuple[socket.socket, dict[str, Any]] | None:
+    """A connection to the endpoint serving ``db_path`` and its advertised
+    address (with the token), or None when no correlator serves it."""
     path = endpoint_file(db_path)
     try:
         address = orjson.loads(path.read_bytes())
@@ -188,6 +191,24 @@ def query_endpoint(
             sock = socket.create_connection((address["host"], int(address["port"])), timeout=5)
     except OSError:
         return None  # stale file of a stopped correlator
+    return sock, address
+
+
+def query_endpoint(
+    db_path: Path | str,
+    sql: str,
+    params: Mapping[str, Any] | Sequence[Any] | None = None,
+    timeout_s: float = 30,
+) -> pa.Table | None:
+    """Run ``sql`` through a running correlator's endpoint.
+
+    Returns None when no correlator serves this store (no endpoint file, or
+    nobody listening), so the caller can open the file read-only instead.
+    """
+    connected = connect_endpoint(db_path)
+    if connected is None:
+        return None
+    sock, address = connected
     sock.settimeout(timeout_s + 30)
     try:
         request = {
