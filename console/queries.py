@@ -34,6 +34,10 @@ SORTS = {
     "evidence": "evidence_count",
 }
 
+# A correlation over events of several crossings lists them all
+# ("core->internet, core->lgwan"); it counts for each.
+CROSSINGS = "string_split(zone_crossing, ', ')"
+
 # An evidence event's user and device, as the cards show them.
 EV_USER = (
     "lower(coalesce(json_extract_string(event, '$.user.name'), "
@@ -136,7 +140,7 @@ class AlertFilter:
             clauses.append("rule_id = $rule")
             params["rule"] = self.rule
         if self.crossing:
-            clauses.append("zone_crossing = $crossing")
+            clauses.append(f"list_contains({CROSSINGS}, $crossing)")
             params["crossing"] = self.crossing
         if self.status:
             clauses.append("status = $status")
@@ -220,9 +224,10 @@ FROM rules WHERE rule_id = $rule ORDER BY version DESC
 # The zone matrix: alerts per crossing, and allowed traffic per crossing
 # from the events archive.
 MATRIX_ALERTS = f"""
-SELECT zone_crossing, count(*) AS alerts, min({LEVEL_RANK}) AS worst
-FROM alerts WHERE zone_crossing IS NOT NULL AND {IN_RANGE.format(col="last_seen")}
-GROUP BY zone_crossing
+SELECT crossing AS zone_crossing, count(*) AS alerts, min(rank) AS worst FROM (
+    SELECT unnest({CROSSINGS}) AS crossing, {LEVEL_RANK} AS rank FROM alerts
+    WHERE zone_crossing IS NOT NULL AND {IN_RANGE.format(col="last_seen")}
+) GROUP BY crossing
 """
 MATRIX_TRAFFIC = f"""
 SELECT zone_crossing, count(*) AS events
@@ -286,11 +291,10 @@ SELECT r.rule_id, r.title, r.level, r.path FROM (
 WHERE r.rule_id NOT IN (SELECT DISTINCT rule_id FROM alerts)
 ORDER BY r.path, r.title
 """
-FILTER_CHOICES = """
+FILTER_CHOICES = f"""
 SELECT 'rule' AS kind, rule_id AS value, any_value(rule_title) AS label FROM alerts GROUP BY 2
 UNION ALL
-SELECT 'crossing', zone_crossing, zone_crossing FROM alerts
-WHERE zone_crossing IS NOT NULL GROUP BY 2
+SELECT 'crossing', c, c FROM (SELECT DISTINCT unnest({CROSSINGS}) AS c FROM alerts)
 UNION ALL
 SELECT 'tag', t, t FROM (SELECT DISTINCT unnest(tags) AS t FROM alerts)
 ORDER BY kind, label
