@@ -54,7 +54,7 @@ def start_console(
             "--port",
             str(port),
             *extra,
-        ],  # fmt: skip
+        ],
         cwd=ROOT,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
