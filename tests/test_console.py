@@ -1,0 +1,233 @@
+"""The console over HTTP (no browser): sign-in rules, Bearer tokens, the
+read-only path while a correlator writes, the CLI beside a running console,
+and its pure parts (sessions, filters)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import duckdb
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from console.auth import Authenticator, csrf_ok, read_token_file
+from console.queries import AlertFilter, TimeRange, time_range
+from correlator.store import AlertStore
+from tests.conftest import ROOT
+from tests.console_fixtures import Console, start_console, stop_console
+from tests.test_store import make_alert
+from tests.test_triage import stored, zonewatch
+from zonewatch.errors import ConfigError
+
+JST = ZoneInfo("Asia/Tokyo")
+
+
+@pytest.fixture()
+def small_db(tmp_path: Path) -> Path:
+    db = tmp_path / "zw.duckdb"
+    with AlertStore(db) as store:
+        store.write([make_alert(n) for n in range(1, 6)])
+    return db
+
+
+@pytest.fixture()
+def console(small_db: Path, tmp_path: Path) -> Iterator[Console]:
+    running = start_console(small_db, tmp_path)
+    yield running
+    stop_console(running)
+
+
+# -- sign-in ----------------------------------------------------------------
+
+
+def test_every_page_needs_a_token_and_a_bearer_token_opens_them(console: Console) -> None:
+    for path in ("/matrix", "/alerts", f"/alerts/{make_alert(1).id}", "/timeline", "/health"):
+        assert console.client(token="").get(path).status_code == 401, path
+        assert console.client(token="wrong-token-0123456789").get(path).status_code == 401
+        answer = console.client().get(path)
+        assert answer.status_code == 200, (path, answer.text[:300])
+        csp = answer.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    # the token never shows in the console's log
+    assert console.token not in console.log.read_text()
+
+
+def test_a_browser_without_a_session_is_sent_to_sign_in(console: Console) -> None:
+    answer = console.client(token="").get(
+        "/alerts?level=high", headers={"Accept": "text/html"}, follow_redirects=False
+    )
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login?next=%2Falerts%3Flevel%3Dhigh"
+
+
+def test_sign_in_needs_the_form_token_and_the_right_token(console: Console) -> None:
+    client = console.client(token="")
+    form = client.get("/login")
+    pre = client.cookies["zw_pre"]
+    assert f'value="{pre}"' in form.text
+    # without the form's CSRF token
+    refused = client.post("/login", data={"user": "a", "token": console.token})
+    assert refused.status_code == 403 and "zw_session" not in client.cookies
+    bad = client.post("/login", data={"user": "a", "token": "nope-nope-nope-nope", "csrf": pre})
+    assert bad.status_code == 200 and "zw_session" not in client.cookies
+    good = client.post(
+        "/login",
+        data={"user": "kondo", "token": console.token, "csrf": pre, "next": "//evil.example/x"},
+        follow_redirects=False,
+    )
+    assert good.status_code == 303 and good.headers["location"] == "/matrix"  # no open redirect
+    cookie = good.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert client.get("/alerts").status_code == 200
+
+
+def test_repeated_bad_tokens_are_throttled(console: Console) -> None:
+    client = console.client(token="")
+    client.get("/login")
+    pre = client.cookies["zw_pre"]
+    for _ in range(5):
+        client.post("/login", data={"user": "x", "token": "bad-bad-bad-bad-bad", "csrf": pre})
+    answer = client.post("/login", data={"user": "x", "token": console.token, "csrf": pre})
+    assert "zw_session" not in client.cookies
+    assert "しばらく待って" in answer.text
+
+
+def test_sessions_expire_after_idle_time_and_after_their_lifetime() -> None:
+    now = [0.0]
+    auth = Authenticator("x" * 32, ttl_s=100, idle_s=10, clock=lambda: now[0])
+    sid, session = auth.open_session("sato")
+    now[0] = 9
+    assert auth.session(sid) is session
+    now[0] = 18  # 9 s idle: still alive
+    assert auth.session(sid) is session
+    now[0] = 29  # 11 s idle
+    assert auth.session(sid) is None
+    now[0] = 0.0
+    sid, _ = auth.open_session("sato")
+    for t in range(5, 101, 5):
+        now[0] = t
+        assert auth.session(sid) is not None
+    now[0] = 105
+    assert auth.session(sid) is None
+    assert (
+        not csrf_ok(session, None) and not csrf_ok(session, "") and csrf_ok(session, session.csrf)
+    )
+
+
+def test_a_token_file_must_hold_a_long_enough_token(tmp_path: Path) -> None:
+    short = tmp_path / "t"
+    short.write_text("abc\n")
+    with pytest.raises(ConfigError, match="at least 16"):
+        read_token_file(short)
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_token_file(tmp_path / "missing")
+
+
+def test_other_addresses_need_a_flag_and_then_a_token_file(small_db: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZONEWATCH_CONSOLE")}
+    args = [sys.executable, "-m", "zonewatch.cli", "console", "--db", str(small_db)]
+    done = subprocess.run(
+        [*args, "--host", "0.0.0.0"], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert done.returncode == 2 and "--allow-remote" in done.stderr
+    done = subprocess.run(
+        [*args, "--host", "0.0.0.0", "--allow-remote"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert done.returncode == 78 and "without authentication" in done.stderr
+
+
+# -- the store while others use it --------------------------------------------
+
+
+def test_while_a_correlator_writes_the_console_reads_and_triages_through_it(
+    small_db: Path, tmp_path: Path
+) -> None:
+    """The correlator holds the file; the console reads through its query
+    endpoint, and a triage from the console is applied by its writer."""
+    store = AlertStore(small_db)
+    store.serve_queries()
+    console = start_console(small_db, tmp_path)
+    try:
+        store.write([make_alert(99)])  # written after the console started
+        client = console.client()
+        listed = client.get("/alerts")
+        assert listed.status_code == 200 and make_alert(99).id in listed.text
+        changed = client.post(
+            f"/alerts/{make_alert(99).id}/triage",
+            data={"status": "acknowledged", "assignee": "suzuki", "note": "見ています"},
+            headers={"X-Zonewatch-User": "suzuki"},
+        )
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["to_status"] == "acknowledged"
+        # the correlator's own connection sees it at once
+        assert store.query("SELECT status, assignee FROM alerts WHERE id = ?", [make_alert(99).id])[
+            1
+        ] == [("acknowledged", "suzuki")]
+        missing = client.post("/alerts/" + "0" * 32 + "/triage", data={"status": "closed"})
+        assert missing.status_code == 404
+    finally:
+        stop_console(console)
+        store.close()
+
+
+def test_triage_and_query_work_while_the_console_runs(console: Console) -> None:
+    assert console.client().get("/alerts").status_code == 200
+    done = zonewatch(
+        "triage", make_alert(2).id, "--db", str(console.db), "--status", "closed", "--note", "ok"
+    )
+    assert done.returncode == 0, done.stderr
+    query = zonewatch(
+        "query", "--db", str(console.db), "-f", "csv", "SELECT count(*) FROM triage_history"
+    )
+    assert query.returncode == 0 and query.stdout.splitlines()[-1] == "1"
+    page = console.client().get(f"/alerts/{make_alert(2).id}")
+    assert 'id="current-status" class="status status-closed">完了<' in page.text
+    assert stored(console.db, make_alert(2).id)[0] == "closed"
+
+
+# -- filters and time ranges ------------------------------------------------------
+
+
+def test_time_ranges_are_presets_or_local_times() -> None:
+    now = datetime(2026, 11, 27, tzinfo=UTC)
+    assert time_range({"range": "7d"}, JST, now) == TimeRange("7d", now - timedelta(days=7), None)
+    custom = time_range({"range": "custom", "since": "2026-11-26T09:00"}, JST, now)
+    assert custom.since == datetime(2026, 11, 26, 0, 0, tzinfo=UTC)
+    assert time_range({"range": "bogus"}, JST, now).key == "all"
+    assert time_range({"range": "custom", "since": "yesterday"}, JST, now).key == "all"
+
+
+@given(st.text(max_size=60), st.sampled_from(["user", "device", "rule", "crossing", "tag"]))
+def test_filter_values_only_ever_travel_as_parameters(value: str, name: str) -> None:
+    flt = AlertFilter.from_args({name: value, "sort": value, "level": value, "status": value})
+    page, count, params = flt.list_sql(TimeRange("all", None, None))
+    stripped = value.strip()
+    if stripped:
+        assert params[name] == stripped[:200]
+        if len(stripped) > 3:
+            assert stripped not in page and stripped not in count
+    # and the statement is one SELECT the read-only path accepts
+    with duckdb.connect() as con:
+        con.execute(
+            "CREATE TABLE alerts (id VARCHAR, rule_id VARCHAR, rule_title VARCHAR, level VARCHAR,"
+            " tags VARCHAR[], type VARCHAR, zone_crossing VARCHAR, first_seen TIMESTAMPTZ,"
+            " last_seen TIMESTAMPTZ, status VARCHAR, assignee VARCHAR, evidence_count INTEGER,"
+            " origin VARCHAR, group_values JSON)"
+        )
+        con.execute("CREATE TABLE alert_evidence (alert_id VARCHAR, event JSON)")
+        assert con.execute(page, params).fetchall() == []
+        assert con.execute(
+            count, {k: v for k, v in params.items() if k not in ("limit", "offset")}
+        ).fetchall() == [(0,)]
