@@ -140,6 +140,7 @@ class CorrelatorService:
             teams,
             self.routing,
             db_path_in_cards=str(self.settings.correlator.db_path),
+            console_url=self.settings.console.public_url,
         )
 
     def reload_rules(self) -> tuple[Any, Any] | None:

@@ -418,3 +418,19 @@ def test_any_mix_of_teams_answers_delivers_each_alert_once_in_order(
         assert sender.metrics["unknown_outcomes"] == resets
     # resets are never accepted by this Teams, so nothing may arrive twice
     assert alert_ids(teams.accepted()) == [a.id for a in batch]
+
+
+def test_cards_sent_carry_the_open_in_console_action_when_the_console_has_a_public_url(
+    store, teams
+) -> None:
+    batch = alerts(2)
+    with OutboxSender(
+        store, teams.url, console_url="https://soc.city.example.lg.jp/zonewatch", **QUICK
+    ) as sender:
+        store.write(batch)
+        assert sender.drain(10)
+    urls = [
+        [a["url"] for a in body["attachments"][0]["content"]["actions"]]
+        for body in teams.accepted()
+    ]
+    assert urls == [[f"https://soc.city.example.lg.jp/zonewatch/alerts/{a.id}"] for a in batch]
