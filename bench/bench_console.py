@@ -76,8 +76,8 @@ def _event(n: int, rng: random.Random) -> dict:
             "action": "accept" if allowed else "deny",
             "outcome": "success" if allowed else "failure",
             "original": f'date={stamp} devname="city-fw01" srcip=10.10.{n % 250}.{n % 200} '
-            f'dstip=10.200.{n % 100}.{n % 50} dstport=445 action="{"accept" if allowed else "deny"}" '
-            f'user="{user}" host="{device}"',
+            f"dstip=10.200.{n % 100}.{n % 50} dstport=445 "
+            f'action="{"accept" if allowed else "deny"}" user="{user}" host="{device}"',
         },
         "user": {"name": user},
         "host": {"name": device},
@@ -166,18 +166,18 @@ def pages(db: Path, rng: random.Random) -> dict[str, Callable[[], str]]:
             r[0]
             for r in store.query(
                 "SELECT user_name FROM events WHERE user_name IS NOT NULL USING SAMPLE 100"
-            )[1]  # noqa: E501
+            )[1]
         ]
         devices = [
             r[0]
             for r in store.query(
                 "SELECT host_name FROM events WHERE host_name IS NOT NULL USING SAMPLE 100"
-            )[1]  # noqa: E501
+            )[1]
         ]
         rule = store.query("SELECT rule_id FROM alerts LIMIT 1")[1][0][0]
         crossing = store.query(
             "SELECT zone_crossing FROM alerts WHERE zone_crossing IS NOT NULL LIMIT 1"
-        )[1][0][0]  # noqa: E501
+        )[1][0][0]
     return {
         "matrix": lambda: "/matrix",
         "alerts": lambda: "/alerts",
