@@ -77,6 +77,7 @@ def _event(n: int, rng: random.Random) -> dict:
             "outcome": "success" if allowed else "failure",
             "original": f'date={stamp} devname="city-fw01" srcip=10.10.{n % 250}.{n % 200} '
             f"dstip=10.200.{n % 100}.{n % 50} dstport=445 "
+            f'action="{"accept" if allowed else "deny"}" '
             f'action="{"accept" if allowed else "deny"}" user="{user}" host="{device}"',
         },
         "user": {"name": user},
@@ -208,7 +209,7 @@ def start_console(db: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], str
             **os.environ,
             "ZONEWATCH_CONSOLE__TOKEN_FILE": str(token_file),
             "ZONEWATCH_LOG_LEVEL": "warning",
-        },  # fmt: skip
+        },
         stdout=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
