@@ -77,7 +77,6 @@ def _event(n: int, rng: random.Random) -> dict:
             "outcome": "success" if allowed else "failure",
             "original": f'date={stamp} devname="city-fw01" srcip=10.10.{n % 250}.{n % 200} '
             f"dstip=10.200.{n % 100}.{n % 50} dstport=445 "
-            f'action="{"accept" if allowed else "deny"}" '
             f'action="{"accept" if allowed else "deny"}" user="{user}" host="{device}"',
         },
         "user": {"name": user},
