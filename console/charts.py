@@ -85,7 +85,10 @@ def top_figure(rows: Sequence[dict[str, Any]], label: str, value: str) -> go.Fig
 
 
 def matrix_figure(
-    zones: Sequence[str], counts: dict[tuple[str, str], int], names: dict[str, str]
+    zones: Sequence[str],
+    counts: dict[tuple[str, str], int],
+    names: dict[str, str],
+    axes: tuple[str, str] = ("from", "to"),
 ) -> go.Figure:
     """Source x destination zones, coloured by alerts."""
     z = [[counts.get((src, dst), 0) for dst in zones] for src in zones]
@@ -104,8 +107,8 @@ def matrix_figure(
             )
         ],
         height=360,
-        yaxis={"autorange": "reversed", "title": {"text": "from"}},
-        xaxis={"side": "top", "title": {"text": "to"}},
+        yaxis={"autorange": "reversed", "title": {"text": axes[0]}},
+        xaxis={"side": "top", "title": {"text": axes[1]}},
         margin={"l": 140, "r": 20, "t": 60, "b": 20},
     )
 

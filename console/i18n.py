@@ -111,7 +111,11 @@ _TEXT: dict[str, tuple[str, str]] = {
     "generated": ("作成", "Generated"),
     "period": ("対象期間", "Period"),
     "total_alerts": ("アラート総数", "Alerts"),
-    "open_alerts": ("未対応", "Not yet handled"),
+    "open_alerts": ("未完了（新規・確認済み）", "open (new or acknowledged)"),
+    "report_matrix_help": (
+        "色と数字はアラート件数、灰色の数字は許可された通信（イベントアーカイブ）の件数です。",
+        "Colour and figure: alerts; grey figure: allowed traffic seen in the events archive.",
+    ),
     "entity": ("エンティティ", "Entity"),
     "new": ("新規", "new"),
     "acknowledged": ("確認済み", "acknowledged"),

@@ -69,7 +69,9 @@ def report_html(
     total, open_count = int(counts_row["total"]), int(counts_row["open"] or 0)
     labels = {level: t(level) for level in q.LEVELS}
     figures = {
-        "fig-matrix": charts.matrix_figure(matrix["zones"], counts, names),
+        "fig-matrix": charts.matrix_figure(
+            matrix["zones"], counts, names, (t("source_zone"), t("dest_zone"))
+        ),
         "fig-days": charts.per_day_figure(per_day, labels),
         "fig-rules": charts.top_figure(top_rules, "rule_title", "alerts"),
         "fig-entities": charts.top_figure(

@@ -128,7 +128,7 @@ def split_description(text: str | None) -> tuple[str, str]:
         if not line.strip():
             continue
         (ja if any("\u3040" <= ch <= "\u9fff" for ch in line) else en).append(line.strip())
-    return " ".join(ja), " ".join(en)
+    return "".join(ja), " ".join(en)
 
 
 def _rule_yaml(text: str | None) -> dict[str, Any]:
