@@ -27,7 +27,7 @@ LEVEL_RANK = (
 SORTS = {
     "time": "last_seen",
     "first": "first_seen",
-    "level": LEVEL_RANK,
+    "level": f"(4 - {LEVEL_RANK})",  # descending: the most severe first
     "rule": "rule_title",
     "crossing": "zone_crossing",
     "status": "status",
