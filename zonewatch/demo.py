@@ -189,7 +189,8 @@ def run_demo(
     echo(f'try: zonewatch query --db {result["db"]} "{sql}"')
     echo(
         f"console: zonewatch console --db {result['db']}   "
-        f"(http://127.0.0.1:8765/; sign in with the token it writes to {result['db']}.console-token)"
+        f"(http://127.0.0.1:8765/; sign in with the token it writes to "
+        f"{result['db']}.console-token)"
     )
     return result
 
