@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from html import unescape
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -313,3 +314,21 @@ def test_the_list_is_paged_by_the_store(tmp_path: Path) -> None:
     assert [len(p) for p in pages] == [50, 50, 20, 0]
     assert len({i for p in pages for i in p}) == 120
     assert '<span class="muted" id="total">120</span>' in first
+
+
+def test_the_report_covers_the_asked_period_in_one_file(demo: Console, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    done = zonewatch(
+        "report", "--db", str(demo.db), "--since", "2026-11-26T14:00", "--locale", "en",
+        "-o", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    html = out.read_text(encoding="utf-8")
+    assert html.count('<tr><td class="nowrap">') == 2  # the two afternoon alerts
+    assert "Web Traffic That Bypasses the Gateway" in html
+    assert "VDI Login Failures Followed by a Success" in html
+    assert "Port Scan Across a Zone Boundary" not in html
+    # one file: nothing to fetch, and a CSP that forbids fetching anything
+    assert "<script src" not in html and "<link" not in html
+    head = unescape(html[: html.index("</head>")])
+    assert "connect-src 'none'" in head and "default-src 'none'" in head
