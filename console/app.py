@@ -149,6 +149,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
     # a second open of one file in one process with other settings, so
     # pages and changes take turns.
     file_lock = threading.Lock()
+    role_cache = views.RoleCache()
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
         autoescape=select_autoescape(["html"]),
@@ -235,7 +236,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
 
     def matrix_page(request: Request, user: Who, reader: Any) -> Response:
         window = time_range(request.query_params, tz)
-        data = views.matrix(reader, config.policy, window)
+        data = views.matrix(reader, config.policy, window, role_cache)
         return render(request, "matrix.html", {"window": window, **data})
 
     def alerts_page(request: Request, user: Who, reader: Any) -> Response:

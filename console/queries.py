@@ -48,6 +48,32 @@ EV_DEVICE = (
 )
 
 
+# Evidence events are found through the events archive's columns (narrow,
+# lower-cased user names) by event id; evidence older than the archive
+# (pruned by retention, or never archived) through its own JSON.
+ARCHIVE_START = "(SELECT coalesce(min(time), 'infinity'::TIMESTAMPTZ) FROM events)"
+
+
+def evidence_alerts(archived: str, from_json: str) -> str:
+    """Alert ids whose evidence matches: ``archived`` is a condition on
+    ``events``, ``from_json`` the same on an evidence row's event JSON."""
+    return (
+        "SELECT alert_id FROM alert_evidence WHERE event_id IN "
+        f"(SELECT event_id FROM events WHERE {archived}) "
+        "UNION ALL "
+        f"SELECT alert_id FROM alert_evidence WHERE event_time < {ARCHIVE_START} AND {from_json}"
+    )
+
+
+USER_MATCH = evidence_alerts(
+    "contains(user_name, lower($user))", f"contains({EV_USER}, lower($user))"
+)
+DEVICE_MATCH = evidence_alerts(
+    "(contains(lower(host_name), lower($device)) OR contains(lower(device_id), lower($device)))",
+    f"contains(lower({EV_DEVICE}), lower($device))",
+)
+
+
 @dataclass(frozen=True)
 class TimeRange:
     key: str  # 24h | 7d | 30d | all | custom
@@ -65,7 +91,8 @@ def time_range(
     (``YYYY-MM-DDTHH:MM`` in the display time zone). Bad values fall back to
     the default rather than failing the page."""
     key = args.get("range") or default
-    now = now or datetime.now(UTC)
+    # to the minute: the same preset gives the same range (and cache key) for a minute
+    now = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
     if key in RANGES:
         return TimeRange(key, now - RANGES[key], None)
     if key == "custom":
@@ -150,15 +177,14 @@ class AlertFilter:
             params["tag"] = self.tag
         if self.user:
             clauses.append(
-                "(contains(lower(CAST(group_values AS VARCHAR)), lower($user)) OR id IN "
-                f"(SELECT alert_id FROM alert_evidence WHERE contains({EV_USER}, lower($user))))"
+                "(contains(lower(CAST(group_values AS VARCHAR)), lower($user)) "
+                f"OR id IN ({USER_MATCH}))"
             )
             params["user"] = self.user
         if self.device:
             clauses.append(
-                "(contains(lower(CAST(group_values AS VARCHAR)), lower($device)) OR id IN "
-                "(SELECT alert_id FROM alert_evidence "
-                f"WHERE contains(lower({EV_DEVICE}), lower($device))))"
+                "(contains(lower(CAST(group_values AS VARCHAR)), lower($device)) "
+                f"OR id IN ({DEVICE_MATCH}))"
             )
             params["device"] = self.device
         return " AND ".join(clauses), params
@@ -235,16 +261,17 @@ FROM events
 WHERE zone_crossing IS NOT NULL AND outcome = 'success' AND {IN_RANGE.format(col="time")}
 GROUP BY zone_crossing
 """
-# Alerts by the role at either end of their evidence (VDI pools, proxy, ...).
+# Alerts by the role at either end of their evidence events in the range
+# (VDI pools, proxy, ...).
 MATRIX_ROLES = f"""
 WITH ev AS (
-    SELECT e.alert_id,
-           json_extract_string(e.event, '$.zone.source_role') AS src_role,
-           json_extract_string(e.event, '$.zone.destination_role') AS dst_role,
-           json_extract_string(e.event, '$.zone.source') AS src,
-           json_extract_string(e.event, '$.zone.destination') AS dst
-    FROM alert_evidence e
-    WHERE e.alert_id IN (SELECT id FROM alerts WHERE {IN_RANGE.format(col="last_seen")})
+    -- one JSON parse per event for the four fields (four calls parse it four times)
+    SELECT alert_id, z[1] AS src_role, z[2] AS dst_role,
+           coalesce(z[3], 'unknown') AS src, coalesce(z[4], 'unknown') AS dst FROM (
+        SELECT e.alert_id, json_extract_string(e.event, ['$.zone.source_role',
+            '$.zone.destination_role', '$.zone.source', '$.zone.destination']) AS z
+        FROM alert_evidence e WHERE {IN_RANGE.format(col="e.event_time")}
+    )
 )
 SELECT role, side, zone, count(DISTINCT alert_id) AS alerts FROM (
     SELECT alert_id, src_role AS role, 'source' AS side, dst AS zone FROM ev
@@ -253,6 +280,10 @@ SELECT role, side, zone, count(DISTINCT alert_id) AS alerts FROM (
     SELECT alert_id, dst_role, 'destination', src FROM ev WHERE dst_role IS NOT NULL
 ) GROUP BY ALL
 """
+
+# What changes when alerts are added (alerts are never changed or removed,
+# but for their triage columns): the key of the matrix's role breakdown.
+ALERTS_MARKER = "SELECT count(*) AS n, max(ingest_time) AS newest FROM alerts"
 
 TIMELINE_EVENTS = f"""
 SELECT time, source, dataset, action, outcome, zone_crossing, source_ip, destination_ip,
@@ -268,13 +299,12 @@ TIMELINE_WHO = {
 }
 TIMELINE_ALERTS = f"""
 SELECT id, rule_title, level, zone_crossing, first_seen, last_seen, status FROM alerts
-WHERE id IN (SELECT alert_id FROM alert_evidence WHERE {{who}})
-  AND {IN_RANGE.format(col="last_seen")}
+WHERE id IN ({{who}}) AND {IN_RANGE.format(col="last_seen")}
 ORDER BY last_seen LIMIT $limit
 """
 TIMELINE_ALERT_WHO = {
-    "user": f"{EV_USER} = lower($name)",
-    "device": f"{EV_DEVICE} = $name",
+    "user": evidence_alerts("user_name = lower($name)", f"{EV_USER} = lower($name)"),
+    "device": evidence_alerts("(host_name = $name OR device_id = $name)", f"{EV_DEVICE} = $name"),
 }
 
 HITS_PER_DAY = f"""

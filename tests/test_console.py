@@ -210,6 +210,9 @@ def test_time_ranges_are_presets_or_local_times() -> None:
     assert time_range({"range": "custom", "since": "yesterday"}, JST, now).key == "all"
 
 
+EMPTY_STORE = AlertStore(":memory:", memory_limit=None)
+
+
 @settings(deadline=None, max_examples=50)
 @given(st.text(max_size=60), st.sampled_from(["user", "device", "rule", "crossing", "tag"]))
 def test_filter_values_only_ever_travel_as_parameters(value: str, name: str) -> None:
@@ -221,19 +224,11 @@ def test_filter_values_only_ever_travel_as_parameters(value: str, name: str) -> 
         # the statement's text is the same whatever the value: only the parameter differs
         same = AlertFilter.from_args({name: "x"}).list_sql(TimeRange("all", None, None))
         assert (page, count) == same[:2]
-    # and the statement is one SELECT the read-only path accepts
-    with duckdb.connect() as con:
-        con.execute(
-            "CREATE TABLE alerts (id VARCHAR, rule_id VARCHAR, rule_title VARCHAR, level VARCHAR,"
-            " tags VARCHAR[], type VARCHAR, zone_crossing VARCHAR, first_seen TIMESTAMPTZ,"
-            " last_seen TIMESTAMPTZ, status VARCHAR, assignee VARCHAR, evidence_count INTEGER,"
-            " origin VARCHAR, group_values JSON)"
-        )
-        con.execute("CREATE TABLE alert_evidence (alert_id VARCHAR, event JSON)")
-        assert con.execute(page, params).fetchall() == []
-        assert con.execute(
-            count, {k: v for k, v in params.items() if k not in ("limit", "offset")}
-        ).fetchall() == [(0,)]
+    # and the statements run on the read-only query path of a real store
+    assert EMPTY_STORE.query(page, params)[1] == []
+    assert EMPTY_STORE.query(
+        count, {k: v for k, v in params.items() if k not in ("limit", "offset")}
+    )[1] == [(0,)]
 
 
 # -- the alert list on the demo day -----------------------------------------------
@@ -332,3 +327,73 @@ def test_the_report_covers_the_asked_period_in_one_file(demo: Console, tmp_path:
     assert "<script src" not in html and "<link" not in html
     head = unescape(html[: html.index("</head>")])
     assert "connect-src 'none'" in head and "default-src 'none'" in head
+
+
+def _roles_by_hand(db: Path) -> dict[tuple[str, str, str], int]:
+    """(role, side, zone at the other end) -> alerts, from the evidence in Python."""
+    import orjson
+
+    seen: dict[tuple[str, str, str], set[str]] = {}
+    with duckdb.connect(str(db), read_only=True) as con:
+        for alert_id, event in con.execute("SELECT alert_id, event FROM alert_evidence").fetchall():
+            zone = orjson.loads(event).get("zone", {})
+            if zone.get("source_role"):
+                key = (zone["source_role"], "source", zone.get("destination") or "unknown")
+                seen.setdefault(key, set()).add(alert_id)
+            if zone.get("destination_role"):
+                key = (zone["destination_role"], "destination", zone.get("source") or "unknown")
+                seen.setdefault(key, set()).add(alert_id)
+    return {k: len(v) for k, v in seen.items()}
+
+
+def test_the_role_breakdown_counts_alerts_by_evidence_role_and_follows_new_alerts(
+    tmp_path: Path,
+) -> None:
+    from console import views
+    from console.data import StoreAccess
+    from console.demo_store import build_demo_store
+    from zonewatch.zones import load_zone_map
+
+    db = tmp_path / "zw.duckdb"
+    build_demo_store(db)
+    policy = load_zone_map(ROOT / "rules" / "zones.yaml").policy
+    cache = views.RoleCache()
+    window = TimeRange("all", None, None)
+
+    def shown() -> dict[tuple[str, str, str], int]:
+        with StoreAccess(db).reader() as reader:
+            data = views.matrix(reader, policy, window, cache)
+        return {
+            (r["name"], r["side"], zone): n for r in data["roles"] for zone, n, _ in r["cells"] if n
+        }
+
+    expected = _roles_by_hand(db)
+    assert shown() == expected and expected[("vdi_pool_internet", "source", "internet")] == 2
+    assert shown() == expected  # from the cache
+    pool_alert = make_alert(500).model_copy(
+        update={
+            "evidence": [
+                ev.model_copy(
+                    update={
+                        "event": {
+                            **ev.event,
+                            "zone": {
+                                "source": "vdi",
+                                "destination": "mynumber",
+                                "source_role": "vdi_pool_lgwan",
+                            },
+                        }
+                    }
+                )
+                for ev in make_alert(500).evidence
+            ]
+        }
+    )
+    with AlertStore(db) as store:
+        store.write([pool_alert])
+    after = shown()
+    assert after == _roles_by_hand(db)
+    assert (
+        after[("vdi_pool_lgwan", "source", "mynumber")]
+        == expected.get(("vdi_pool_lgwan", "source", "mynumber"), 0) + 1
+    )
