@@ -98,9 +98,7 @@ class Authenticator:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def token_ok(self, given: str | None) -> bool:
-        if not given:
-            return False
-        return secrets.compare_digest(given.encode("utf-8"), self.token.encode("utf-8"))
+        return same_secret(given, self.token)
 
     def bearer_ok(self, authorization: str | None) -> bool:
         scheme, _, value = (authorization or "").partition(" ")
@@ -164,7 +162,12 @@ class Authenticator:
             del self._sessions[k]
 
 
-def csrf_ok(session: Session, given: str | None) -> bool:
-    if not given:
+def same_secret(given: str | None, expected: str) -> bool:
+    """``given`` equals ``expected`` (compared in constant time); never for an empty one."""
+    if not given or not expected:
         return False
-    return secrets.compare_digest(given.encode("utf-8"), session.csrf.encode("utf-8"))
+    return secrets.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def csrf_ok(session: Session, given: str | None) -> bool:
+    return same_secret(given, session.csrf)

@@ -1,18 +1,21 @@
 """Charts (plotly figures) for the console and the report.
 
-Figures travel as JSON in ``<script type="application/json">`` blocks that
-``static/console.js`` (console) or the report's one inline script hands to
-the bundled plotly.js: no inline code per chart, nothing fetched.
+Figures are plotly.js figure specs (``{"data": [traces], "layout": {}}``)
+built as plain dicts: plotly's Python figure objects validate every
+property, which took 50-130 ms for a timeline of 1,500 events on every page
+view. They travel as JSON in ``<script type="application/json">`` blocks
+that ``static/console.js`` (console) or the report's one inline script hands
+to the bundled plotly.js: no inline code per chart, nothing fetched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import plotly.graph_objects as go
-import plotly.io as pio
+import orjson
 
 LEVEL_COLOURS = {
     "critical": "#8b0000",
@@ -31,21 +34,22 @@ _LAYOUT: dict[str, Any] = {
 }
 
 
-def to_json(figure: go.Figure | None) -> str:
+Figure = dict[str, Any]
+
+
+def to_json(figure: Figure | None) -> str:
     """The figure as JSON safe inside a script element (no ``</script>``)."""
     if figure is None:
         return ""
-    text = pio.to_json(figure, validate=False, engine="json") or ""
+    text = orjson.dumps(figure, default=str).decode()
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _figure(data: list[Any], title: str = "", **layout: Any) -> go.Figure:
-    fig = go.Figure(data=data)
-    fig.update_layout(**{**_LAYOUT, **layout}, title={"text": title} if title else None)
-    return fig
+def _figure(data: list[dict[str, Any]], **layout: Any) -> Figure:
+    return {"data": data, "layout": {**_LAYOUT, **layout}}
 
 
-def per_day_figure(rows: Sequence[dict[str, Any]], labels: dict[str, str]) -> go.Figure | None:
+def per_day_figure(rows: Sequence[dict[str, Any]], labels: dict[str, str]) -> Figure | None:
     """Alerts per day, stacked by level."""
     if not rows:
         return None
@@ -55,29 +59,33 @@ def per_day_figure(rows: Sequence[dict[str, Any]], labels: dict[str, str]) -> go
         counts = {r["day"]: r["alerts"] for r in rows if r["level"] == level}
         if counts:
             bars.append(
-                go.Bar(
-                    name=labels.get(level, level),
-                    x=days,
-                    y=[counts.get(d, 0) for d in days],
-                    marker_color=colour,
-                )
+                {
+                    "type": "bar",
+                    "name": labels.get(level, level),
+                    "x": days,
+                    "y": [counts.get(d, 0) for d in days],
+                    "marker": {"color": colour},
+                }
             )
     return _figure(bars, barmode="stack", xaxis={"type": "category"})
 
 
-def top_figure(rows: Sequence[dict[str, Any]], label: str, value: str) -> go.Figure | None:
+def top_figure(rows: Sequence[dict[str, Any]], label: str, value: str) -> Figure | None:
     """A horizontal bar per row, the largest on top."""
     if not rows:
         return None
     ordered = list(reversed(rows))
     return _figure(
         [
-            go.Bar(
-                x=[r[value] for r in ordered],
-                y=[str(r[label])[:60] for r in ordered],
-                orientation="h",
-                marker_color=[LEVEL_COLOURS.get(r.get("level", ""), "#605e5c") for r in ordered],
-            )
+            {
+                "type": "bar",
+                "x": [r[value] for r in ordered],
+                "y": [str(r[label])[:60] for r in ordered],
+                "orientation": "h",
+                "marker": {
+                    "color": [LEVEL_COLOURS.get(r.get("level", ""), "#605e5c") for r in ordered]
+                },
+            }
         ],
         height=max(220, 26 * len(rows) + 60),
         margin={"l": 360, "r": 20, "t": 10, "b": 30},
@@ -89,22 +97,23 @@ def matrix_figure(
     counts: dict[tuple[str, str], int],
     names: dict[str, str],
     axes: tuple[str, str] = ("from", "to"),
-) -> go.Figure:
+) -> Figure:
     """Source x destination zones, coloured by alerts."""
     z = [[counts.get((src, dst), 0) for dst in zones] for src in zones]
     shown = [names.get(zn, zn) for zn in zones]
     return _figure(
         [
-            go.Heatmap(
-                z=z,
-                x=shown,
-                y=shown,
-                colorscale="Reds",
-                text=[[str(v) if v else "" for v in row] for row in z],
-                texttemplate="%{text}",
-                hovertemplate="%{y} → %{x}: %{z}<extra></extra>",
-                showscale=False,
-            )
+            {
+                "type": "heatmap",
+                "z": z,
+                "x": shown,
+                "y": shown,
+                "colorscale": "Reds",
+                "text": [[str(v) if v else "" for v in row] for row in z],
+                "texttemplate": "%{text}",
+                "hovertemplate": "%{y} → %{x}: %{z}<extra></extra>",
+                "showscale": False,
+            }
         ],
         height=360,
         yaxis={"autorange": "reversed", "title": {"text": axes[0]}},
@@ -115,42 +124,44 @@ def matrix_figure(
 
 def timeline_figure(
     events: Sequence[dict[str, Any]], alerts: Sequence[dict[str, Any]], tz: ZoneInfo
-) -> go.Figure | None:
+) -> Figure | None:
     """An entity's events per source and its alerts on one time axis."""
     if not events and not alerts:
         return None
-    traces: list[Any] = []
+    traces: list[dict[str, Any]] = []
     for source in SOURCE_ROWS:
         mine = [e for e in events if e["source"] == source]
         if mine:
             traces.append(
-                go.Scatter(
-                    x=[e["time"].astimezone(tz).isoformat() for e in mine],
-                    y=[source] * len(mine),
-                    mode="markers",
-                    name=source,
-                    text=[
+                {
+                    "type": "scatter",
+                    "x": [_local(e["time"], tz) for e in mine],
+                    "y": [source] * len(mine),
+                    "mode": "markers",
+                    "name": source,
+                    "text": [
                         " ".join(str(v) for v in (e["action"], e["zone_crossing"]) if v)
                         for e in mine
                     ],
-                    hovertemplate="%{x}<br>%{text}<extra>" + source + "</extra>",
-                )
+                    "hovertemplate": "%{x}<br>%{text}<extra>" + source + "</extra>",
+                }
             )
     if alerts:
         traces.append(
-            go.Scatter(
-                x=[a["last_seen"].astimezone(tz).isoformat() for a in alerts],
-                y=["alert"] * len(alerts),
-                mode="markers",
-                name="alert",
-                marker={
+            {
+                "type": "scatter",
+                "x": [_local(a["last_seen"], tz) for a in alerts],
+                "y": ["alert"] * len(alerts),
+                "mode": "markers",
+                "name": "alert",
+                "marker": {
                     "symbol": "diamond",
                     "size": 12,
                     "color": [LEVEL_COLOURS.get(a["level"], "#333") for a in alerts],
                 },
-                text=[a["rule_title"] for a in alerts],
-                hovertemplate="%{x}<br>%{text}<extra>alert</extra>",
-            )
+                "text": [a["rule_title"] for a in alerts],
+                "hovertemplate": "%{x}<br>%{text}<extra>alert</extra>",
+            }
         )
     return _figure(
         traces,
@@ -159,7 +170,12 @@ def timeline_figure(
     )
 
 
-def hits_figure(hits: Sequence[dict[str, Any]]) -> go.Figure | None:
+def _local(value: datetime, tz: ZoneInfo) -> str:
+    """A wall-clock time in ``tz`` without offset: plotly.js shows it as given."""
+    return value.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def hits_figure(hits: Sequence[dict[str, Any]]) -> Figure | None:
     """Hits per rule per day as a heatmap (rules down, days across)."""
     if not hits:
         return None
@@ -168,13 +184,14 @@ def hits_figure(hits: Sequence[dict[str, Any]]) -> go.Figure | None:
     counts = {(h["rule_title"], h["day"].strftime("%Y-%m-%d")): h["hits"] for h in hits}
     return _figure(
         [
-            go.Heatmap(
-                z=[[counts.get((r, d), 0) for d in days] for r in rules],
-                x=days,
-                y=[r[:60] for r in rules],
-                colorscale="Blues",
-                hovertemplate="%{y}<br>%{x}: %{z}<extra></extra>",
-            )
+            {
+                "type": "heatmap",
+                "z": [[counts.get((r, d), 0) for d in days] for r in rules],
+                "x": days,
+                "y": [r[:60] for r in rules],
+                "colorscale": "Blues",
+                "hovertemplate": "%{y}<br>%{x}: %{z}<extra></extra>",
+            }
         ],
         height=max(260, 22 * len(rules) + 80),
         margin={"l": 380, "r": 20, "t": 10, "b": 40},

@@ -199,3 +199,78 @@ def test_scaled_out_a_change_lives_in_the_store_of_the_member_that_raised_the_al
     assert stored(tmp_path / "a.duckdb", make_alert(1).id)[0] == "new"
     with duckdb.connect(str(tmp_path / "a.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM triage_history").fetchone() == (0,)
+
+
+@pytest.mark.integration
+def test_triage_while_correlate_consumes_from_kafka_loses_and_resets_nothing(
+    tmp_path: Path, kafka_settings
+) -> None:
+    """A real correlator consumes and writes; `zonewatch triage` in other
+    processes changes alerts it stored meanwhile. Every event still becomes
+    exactly one alert, and the triaged ones keep their status."""
+    import uuid
+
+    from correlator.service import CorrelatorService
+    from tests.test_query_live import RULES, direct_crossing
+    from zonewatch.config import CorrelatorSettings, Settings
+    from zonewatch.kafka import ensure_topics, make_producer
+
+    db = tmp_path / "zonewatch.duckdb"
+    settings = Settings(
+        kafka=kafka_settings,
+        correlator=CorrelatorSettings(
+            rules=[RULES], db_path=db, group_id=f"zwtest-{uuid.uuid4().hex[:8]}", max_batch=50
+        ),
+    )
+    ensure_topics(kafka_settings)
+    topic = kafka_settings.events_topic("firewall")
+    producer = make_producer(kafka_settings)
+    produced = [0]
+    stop = threading.Event()
+
+    def produce() -> None:
+        while not stop.wait(0.05):
+            for _ in range(20):
+                i = produced[0]
+                producer.send(topic, key=f"user{i % 40}".encode(), value=direct_crossing(i))
+                produced[0] += 1
+            producer.flush()
+
+    triaged: list[str] = []
+    with CorrelatorService(settings) as service:
+        service.start()
+        feeder = threading.Thread(target=produce)
+        runner = threading.Thread(
+            target=service.run,
+            kwargs={"until": lambda s: stop.is_set() and s.consumed >= produced[0]},
+        )
+        feeder.start()
+        runner.start()
+        try:
+            while len(triaged) < 4:
+                answer = zonewatch(
+                    "query", "--db", str(db), "-f", "csv",
+                    "SELECT id FROM alerts WHERE status = 'new' ORDER BY first_seen LIMIT 1",
+                )  # fmt: skip
+                assert answer.returncode == 0, answer.stderr
+                found = answer.stdout.splitlines()[1:]
+                if not found:
+                    continue  # nothing stored yet
+                done = zonewatch(
+                    "triage", found[0], "--db", str(db), "--status", "closed",
+                    "--note", "handled while the correlator ran",
+                )  # fmt: skip
+                assert done.returncode == 0, done.stderr
+                triaged.append(found[0])
+        finally:
+            stop.set()
+            feeder.join()
+            runner.join(timeout=60)
+            producer.close()
+        assert not runner.is_alive()
+        count, closed = service.store.query(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'closed') FROM alerts"
+        )[1][0]
+        history = service.store.query("SELECT alert_id FROM triage_history ORDER BY changed_at")[1]
+    assert count == produced[0]  # one alert per event: none lost, none twice
+    assert closed == 4 and [r[0] for r in history] == triaged
