@@ -22,7 +22,6 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -149,14 +148,8 @@ def create_app(config: ConsoleConfig) -> Starlette:
     # a second open of one file in one process with other settings, so
     # pages and changes take turns.
     file_lock = threading.Lock()
-    role_cache = views.RoleCache()
-    env = Environment(
-        loader=FileSystemLoader(HERE / "templates"),
-        autoescape=select_autoescape(["html"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["when"] = lambda v, fmt="%Y-%m-%d %H:%M:%S": views.when(v, tz, fmt)
+    cache = views.AlertsCache()
+    env = views.templates(tz)
     env.filters["qs"] = lambda d: urlencode(d)
     env.filters["figjson"] = lambda fig: Markup(charts.to_json(fig))
     env.globals["dict"] = dict
@@ -236,13 +229,13 @@ def create_app(config: ConsoleConfig) -> Starlette:
 
     def matrix_page(request: Request, user: Who, reader: Any) -> Response:
         window = time_range(request.query_params, tz)
-        data = views.matrix(reader, config.policy, window, role_cache)
+        data = views.matrix(reader, config.policy, window, cache)
         return render(request, "matrix.html", {"window": window, **data})
 
     def alerts_page(request: Request, user: Who, reader: Any) -> Response:
         window = time_range(request.query_params, tz)
         flt = AlertFilter.from_args(request.query_params)
-        data = views.alert_list(reader, flt, window)
+        data = views.alert_list(reader, flt, window, cache)
         return render(request, "alerts.html", {"window": window, "f": flt, **data})
 
     def alert_page(request: Request, user: Who, reader: Any) -> Response:

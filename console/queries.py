@@ -189,15 +189,29 @@ class AlertFilter:
             params["device"] = self.device
         return " AND ".join(clauses), params
 
-    def list_sql(self, window: TimeRange) -> tuple[str, str, dict[str, Any]]:
-        """(page SQL, count SQL, params)."""
+    def list_sql(self, window: TimeRange) -> tuple[str, str | None, dict[str, Any]]:
+        """(page SQL, count SQL, params). With a user or device filter (the
+        costly ones: they search the evidence) the page comes with its
+        ``total`` in one statement that filters once, and the count SQL is
+        None; the page then has one row without ``id`` when it is empty."""
         where, params = self.where(window)
         order = f"{SORTS[self.sort]} {'DESC' if self.desc else 'ASC'}, last_seen DESC, id"
         params = {**params, "limit": PAGE_SIZE, "offset": (self.page - 1) * PAGE_SIZE}
+        columns = (
+            "id, rule_id, rule_title, level, tags, type, zone_crossing, first_seen, "
+            "last_seen, status, assignee, evidence_count, origin"
+        )
+        if self.user or self.device:
+            page = (
+                f"WITH f AS MATERIALIZED (SELECT {columns} FROM alerts WHERE {where}) "
+                "SELECT p.*, t.total FROM (SELECT count(*) AS total FROM f) t LEFT JOIN "
+                f"(SELECT * FROM f ORDER BY {order} LIMIT $limit OFFSET $offset) p ON true "
+                f"ORDER BY {order}"
+            )
+            return page, None, params
         page = (
-            "SELECT id, rule_id, rule_title, level, tags, type, zone_crossing, first_seen, "
-            "last_seen, status, assignee, evidence_count, origin FROM alerts "
-            f"WHERE {where} ORDER BY {order} LIMIT $limit OFFSET $offset"
+            f"SELECT {columns} FROM alerts WHERE {where} ORDER BY {order} "
+            "LIMIT $limit OFFSET $offset"
         )
         count = f"SELECT count(*) FROM alerts WHERE {where}"
         return page, count, params

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from console import charts, views
@@ -87,13 +86,7 @@ def report_html(
         "style-src 'unsafe-inline'; img-src data:; font-src data:; "
         "connect-src 'none'; form-action 'none'; base-uri 'none'"
     )
-    env = Environment(
-        loader=FileSystemLoader(HERE / "templates"),
-        autoescape=select_autoescape(["html"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["when"] = lambda v, fmt="%Y-%m-%d %H:%M": views.when(v, tz, fmt)
+    env = views.templates(tz, "%Y-%m-%d %H:%M")
     generated = (now or datetime.now(UTC)).astimezone(tz)
     return env.get_template("report.html").render(
         t=t,

@@ -12,11 +12,13 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 import yaml
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from console import queries as q
 from console.data import Reader
@@ -47,27 +49,31 @@ def _heat(count: int, most: int) -> int:
     return max(1, min(5, 1 + round(4 * math.log(count) / math.log(most))))
 
 
-class RoleCache:
-    """The matrix's role breakdown per range, kept until alerts are added.
+class AlertsCache:
+    """Results that depend on the alerts alone (not on their triage), kept
+    until alerts are added: the matrix's role breakdown (it reads every
+    evidence event's JSON in the range, a few hundred ms for 100k alerts)
+    and the filter choices of the alert list.
 
-    It reads every evidence event's JSON in the range (a few hundred ms for
-    100k alerts), and alerts are only ever added (their triage columns
-    aside), so the count and newest ingest time of ``alerts`` say whether a
-    stored breakdown still holds; that check costs about a millisecond."""
+    Alerts are only ever added (their triage columns aside), so the count
+    and newest ingest time of ``alerts`` say whether a kept result still
+    holds; that check costs about a millisecond."""
 
-    def __init__(self, size: int = 32) -> None:
+    def __init__(self, size: int = 64) -> None:
         self.size = size
         self._data: OrderedDict[tuple[Any, ...], list[dict[str, Any]]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def rows(self, reader: Reader, params: dict[str, Any]) -> list[dict[str, Any]]:
+    def rows(
+        self, reader: Reader, sql: str, params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         marker = reader.rows(q.ALERTS_MARKER)[0]
-        key = (marker["n"], marker["newest"], params["since"], params["until"])
+        key = (marker["n"], marker["newest"], sql, tuple(sorted((params or {}).items())))
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)
                 return self._data[key]
-        found = reader.rows(q.MATRIX_ROLES, params)
+        found = reader.rows(sql, params)
         with self._lock:
             self._data[key] = found
             while len(self._data) > self.size:
@@ -76,7 +82,7 @@ class RoleCache:
 
 
 def matrix(
-    reader: Reader, policy: ZonePolicy, window: TimeRange, role_cache: RoleCache | None = None
+    reader: Reader, policy: ZonePolicy, window: TimeRange, cache: AlertsCache | None = None
 ) -> dict[str, Any]:
     """Zones of zones.yaml as source x destination, with alerts and allowed
     traffic per crossing; VDI pools and other roles below, by alerts whose
@@ -110,7 +116,7 @@ def matrix(
     roles = []
     by_role: dict[str, dict[str, int]] = {}
     role_rows = (
-        role_cache.rows(reader, params) if role_cache else reader.rows(q.MATRIX_ROLES, params)
+        cache.rows(reader, q.MATRIX_ROLES, params) if cache else reader.rows(q.MATRIX_ROLES, params)
     )
     for r in role_rows:
         key = f"{r['role']}|{r['side']}"
@@ -137,11 +143,17 @@ def matrix(
     return {"zones": zones, "rows": rows, "roles": roles, "titles": titles, "most": most}
 
 
-def alert_list(reader: Reader, flt: AlertFilter, window: TimeRange) -> dict[str, Any]:
+def alert_list(
+    reader: Reader, flt: AlertFilter, window: TimeRange, cache: AlertsCache | None = None
+) -> dict[str, Any]:
     page_sql, count_sql, params = flt.list_sql(window)
     alerts = reader.rows(page_sql, params)
-    count_params = {k: v for k, v in params.items() if k not in ("limit", "offset")}
-    total = int(reader.value(count_sql, count_params) or 0)
+    if count_sql is None:  # the total came with the page
+        total = int(alerts[0]["total"]) if alerts else 0
+        alerts = [a for a in alerts if a["id"] is not None]
+    else:
+        count_params = {k: v for k, v in params.items() if k not in ("limit", "offset")}
+        total = int(reader.value(count_sql, count_params) or 0)
     ids = [a["id"] for a in alerts]
     entities = {r["alert_id"]: r for r in reader.rows(q.ENTITIES_OF, {"ids": ids})} if ids else {}
     for a in alerts:
@@ -149,7 +161,7 @@ def alert_list(reader: Reader, flt: AlertFilter, window: TimeRange) -> dict[str,
         a["users"] = found.get("users") or []
         a["devices"] = found.get("devices") or []
     choices: dict[str, list[tuple[str, str]]] = {"rule": [], "crossing": [], "tag": []}
-    for r in reader.rows(q.FILTER_CHOICES):
+    for r in cache.rows(reader, q.FILTER_CHOICES) if cache else reader.rows(q.FILTER_CHOICES):
         choices[r["kind"]].append((r["value"], r["label"]))
     pages = max(1, math.ceil(total / q.PAGE_SIZE))
     return {"alerts": alerts, "total": total, "pages": pages, "choices": choices}
@@ -230,3 +242,16 @@ def health(reader: Reader, window: TimeRange, tz: ZoneInfo) -> dict[str, Any]:
 
 def when(value: datetime | None, tz: ZoneInfo, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     return value.astimezone(tz).strftime(fmt) if value else ""
+
+
+def templates(tz: ZoneInfo, time_format: str = "%Y-%m-%d %H:%M:%S") -> Environment:
+    """The Jinja2 environment of the console's and the report's templates:
+    autoescaped, with ``when`` (a time in the display zone)."""
+    env = Environment(
+        loader=FileSystemLoader(Path(__file__).resolve().parent / "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = lambda v, fmt=time_format: when(v, tz, fmt)
+    return env

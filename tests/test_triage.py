@@ -208,43 +208,21 @@ def test_triage_while_correlate_consumes_from_kafka_loses_and_resets_nothing(
     """A real correlator consumes and writes; `zonewatch triage` in other
     processes changes alerts it stored meanwhile. Every event still becomes
     exactly one alert, and the triaged ones keep their status."""
-    import uuid
-
     from correlator.service import CorrelatorService
-    from tests.test_query_live import RULES, direct_crossing
-    from zonewatch.config import CorrelatorSettings, Settings
-    from zonewatch.kafka import ensure_topics, make_producer
+    from tests.test_query_live import CrossingFeed, live_settings
 
     db = tmp_path / "zonewatch.duckdb"
-    settings = Settings(
-        kafka=kafka_settings,
-        correlator=CorrelatorSettings(
-            rules=[RULES], db_path=db, group_id=f"zwtest-{uuid.uuid4().hex[:8]}", max_batch=50
-        ),
-    )
-    ensure_topics(kafka_settings)
-    topic = kafka_settings.events_topic("firewall")
-    producer = make_producer(kafka_settings)
-    produced = [0]
-    stop = threading.Event()
-
-    def produce() -> None:
-        while not stop.wait(0.05):
-            for _ in range(20):
-                i = produced[0]
-                producer.send(topic, key=f"user{i % 40}".encode(), value=direct_crossing(i))
-                produced[0] += 1
-            producer.flush()
+    settings = live_settings(kafka_settings, db)
+    feed = CrossingFeed(kafka_settings)
 
     triaged: list[str] = []
     with CorrelatorService(settings) as service:
         service.start()
-        feeder = threading.Thread(target=produce)
         runner = threading.Thread(
             target=service.run,
-            kwargs={"until": lambda s: stop.is_set() and s.consumed >= produced[0]},
+            kwargs={"until": lambda s: feed.stopping.is_set() and s.consumed >= feed.produced},
         )
-        feeder.start()
+        feed.start()
         runner.start()
         try:
             while len(triaged) < 4:
@@ -263,14 +241,12 @@ def test_triage_while_correlate_consumes_from_kafka_loses_and_resets_nothing(
                 assert done.returncode == 0, done.stderr
                 triaged.append(found[0])
         finally:
-            stop.set()
-            feeder.join()
+            feed.stop()
             runner.join(timeout=60)
-            producer.close()
         assert not runner.is_alive()
         count, closed = service.store.query(
             "SELECT count(*), count(*) FILTER (WHERE status = 'closed') FROM alerts"
         )[1][0]
         history = service.store.query("SELECT alert_id FROM triage_history ORDER BY changed_at")[1]
-    assert count == produced[0]  # one alert per event: none lost, none twice
+    assert count == feed.produced  # one alert per event: none lost, none twice
     assert closed == 4 and [r[0] for r in history] == triaged
