@@ -288,6 +288,7 @@ def main() -> None:
                 if label != "demo day" and name in results[label]:
                     worst = max(worst, p95)
             print(f"{name:<26}" + "".join(f"{c:>30}" for c in cells))
+        print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         base = results["demo day"]["healthz (no store)"][1]
         print(
             f"\nworst page p95 on the large store: {worst:.0f} ms (target < 500 ms); "
