@@ -97,6 +97,10 @@ _TEXT: dict[str, tuple[str, str]] = {
     "show": ("表示", "Show"),
     "hits_per_rule": ("ルールごとのヒット数（日別）", "Hits per rule per day"),
     "never_fired": ("一度も発報していないルール", "Rules that never fired"),
+    "building_block": (
+        "相関ルールの構成要素（単独ではアラートを出しません）",
+        "building block of a correlation (raises no alert of its own)",
+    ),
     "load_errors": ("読み込みエラーのルール", "Rules with load errors"),
     "late_dropped": ("遅延・破棄イベント", "Late and dropped events"),
     "dead_letters": ("デッドレター（ソース別）", "Dead letters per source"),

@@ -327,13 +327,18 @@ FROM alerts WHERE {IN_RANGE.format(col="last_seen")}
 GROUP BY ALL ORDER BY day, rule_title
 """
 NEVER_FIRED = """
-SELECT r.rule_id, r.title, r.level, r.path FROM (
+SELECT r.rule_id, r.title, r.level, r.path, r.text FROM (
     SELECT rule_id, arg_max(title, version) AS title, arg_max(level, version) AS level,
-           arg_max(path, version) AS path
+           arg_max(path, version) AS path, arg_max(text, version) AS text
     FROM rules GROUP BY rule_id
 ) r
 WHERE r.rule_id NOT IN (SELECT DISTINCT rule_id FROM alerts)
 ORDER BY r.path, r.title
+"""
+# The rules correlations build on (``correlation.rules``, by name or id).
+CORRELATION_TEXTS = """
+SELECT arg_max(text, version) AS text FROM rules
+WHERE contains(text, 'correlation:') GROUP BY rule_id
 """
 FILTER_CHOICES = f"""
 SELECT 'rule' AS kind, rule_id AS value, any_value(rule_title) AS label FROM alerts GROUP BY 2

@@ -237,6 +237,18 @@ def timeline(
 def health(reader: Reader, window: TimeRange, tz: ZoneInfo) -> dict[str, Any]:
     hits = reader.rows(q.HITS_PER_DAY, {**window.params(), "tz": str(tz.key)})
     never = reader.rows(q.NEVER_FIRED)
+    # Sigma: a rule a correlation refers to raises no alert of its own,
+    # unless a correlation referring to it says ``generate: true``.
+    silenced: set[str] = set()
+    generating: set[str] = set()
+    for row in reader.rows(q.CORRELATION_TEXTS):
+        correlation = _rule_yaml(row["text"]).get("correlation")
+        if isinstance(correlation, dict):
+            names = {str(r) for r in correlation.get("rules") or []}
+            (generating if correlation.get("generate") is True else silenced).update(names)
+    for rule in never:
+        names = {rule["rule_id"], str(_rule_yaml(rule.pop("text")).get("name"))}
+        rule["building_block"] = bool(names & silenced) and not names & generating
     return {"hits": hits, "never": never}
 
 

@@ -402,3 +402,19 @@ def test_the_role_breakdown_counts_alerts_by_evidence_role_and_follows_new_alert
         after[("vdi_pool_lgwan", "source", "mynumber")]
         == expected.get(("vdi_pool_lgwan", "source", "mynumber"), 0) + 1
     )
+
+
+def test_rule_health_lists_rules_that_never_fired_and_tells_building_blocks_apart(
+    demo: Console,
+) -> None:
+    import re
+
+    page = demo.client().get("/health").text
+    rows = re.findall(r'<tr( class="building-block")?><td><a href="/rules/[^"]+">([^<]+)</a>', page)
+    never = {unescape(title): bool(block) for block, title in rows}
+    with duckdb.connect(str(demo.db), read_only=True) as con:
+        fired = {r[0] for r in con.execute("SELECT DISTINCT rule_title FROM alerts").fetchall()}
+        titles = {r[0] for r in con.execute("SELECT DISTINCT title FROM rules").fetchall()}
+    assert set(never) == titles - fired
+    assert never["VDI Login Failed"] is True  # counted by the failures-then-success correlation
+    assert never["Zone Policy: Direct Traffic From LGWAN Into Core"] is False

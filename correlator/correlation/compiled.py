@@ -512,8 +512,18 @@ def correlation_rule_records(
                 level=level.lower() if level else None,
                 tags=[str(t) for t in rule.tags or []],
                 sha256=rule_hash(rule),
-                text=yaml.safe_dump(rule.to_dict(), allow_unicode=True, sort_keys=False),
+                text=yaml.safe_dump(
+                    _with_generate(rule), allow_unicode=True, sort_keys=False, width=1000
+                ),
                 path=_where(rule)[0],
             )
         )
     return out
+
+
+def _with_generate(rule: SigmaCorrelationRule) -> dict[str, Any]:
+    """``rule.to_dict()`` with ``generate``, which it leaves out."""
+    data = rule.to_dict()
+    if isinstance(data.get("correlation"), dict) and getattr(rule, "generate", False):
+        data["correlation"]["generate"] = True
+    return data
