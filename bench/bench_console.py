@@ -212,13 +212,18 @@ def start_console(db: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], str
         stdout=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
+    auth = {"Authorization": f"Bearer {token}"}
     while time.monotonic() < deadline:
+        # Ready once it answers and has loaded the rules in the background
+        # (seconds of CPU that would otherwise land in the first timings).
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            page = httpx.get(f"{url}/health", headers=auth, timeout=30)
+            if page.status_code == 200 and 'data-rules-loaded="yes"' in page.text:
                 return process, url, token
         except httpx.HTTPError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.2)
     raise SystemExit("the console did not start")
 
 
