@@ -116,8 +116,8 @@ def matrix_figure(
             }
         ],
         height=360,
-        yaxis={"autorange": "reversed", "title": {"text": axes[0]}},
-        xaxis={"side": "top", "title": {"text": axes[1]}},
+        yaxis={"autorange": "reversed", "title": {"text": axes[0]}, "automargin": True},
+        xaxis={"side": "top", "title": {"text": axes[1]}, "automargin": True},
         margin={"l": 140, "r": 20, "t": 60, "b": 20},
     )
 
