@@ -6,6 +6,7 @@ returns the context its template renders; the report reuses them.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections import OrderedDict
@@ -178,11 +179,17 @@ def split_description(text: str | None) -> tuple[str, str]:
     return "".join(ja), " ".join(en)
 
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@functools.lru_cache(maxsize=4096)
 def _rule_yaml(text: str | None) -> dict[str, Any]:
+    """The first mapping of a stored rule text (texts never change: cached;
+    callers must not modify the result)."""
     if not text:
         return {}
     try:
-        docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+        docs = [d for d in yaml.load_all(text, Loader=_YAML_LOADER) if isinstance(d, dict)]
     except yaml.YAMLError:
         return {}
     return docs[0] if docs else {}
