@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from zonewatch.config import SOURCES
+
 LEVEL_COLOURS = {
     "critical": "#8b0000",
     "high": "#d13438",
@@ -24,7 +26,7 @@ LEVEL_COLOURS = {
     "low": "#0078d4",
     "informational": "#8a8886",
 }
-SOURCE_ROWS = ("intune", "gateway", "firewall", "vdi")
+SOURCE_ROWS = SOURCES
 _LAYOUT: dict[str, Any] = {
     "margin": {"l": 60, "r": 20, "t": 30, "b": 40},
     "font": {"family": "sans-serif", "size": 12},

@@ -15,8 +15,9 @@ from zonewatch.demo import ROOT, SAMPLES
 
 
 def demo_events(root: Path = ROOT) -> list[dict[str, Any]]:
-    """The day's normalized events, in file order; a line that does not parse
-    is an error (the samples are ours)."""
+    """The day's normalized events, in file order, as the demo's connectors
+    emit them (``tests/test_demo_story.py`` parses the day the same way); a
+    line that does not parse is an error (the samples are ours)."""
     from connectors.inputs import Record
     from connectors.pipeline import Pipeline
     from zonewatch.errors import ParseError

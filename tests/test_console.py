@@ -287,8 +287,8 @@ def test_each_filter_lists_exactly_the_matching_alerts(demo: Console) -> None:
     assert listed(demo, "user=nobody-at-all") == []
     # time: 14:00 JST onwards leaves the two afternoon alerts
     later = listed(demo, "range=custom&since=2026-11-26T14:00")
-    assert set(later) == ids(demo, "last_seen >= TIMESTAMPTZ '2026-11-26 05:00:00+00'")
-    assert len(later) == 2
+    afternoon = ids(demo, "last_seen >= TIMESTAMPTZ '2026-11-26 05:00:00+00'")
+    assert set(later) == afternoon and 0 < len(later) < len(ids(demo, "true"))
 
 
 def test_sorting_and_the_default_locale_setting(demo: Console) -> None:
@@ -327,10 +327,14 @@ def test_the_report_covers_the_asked_period_in_one_file(demo: Console, tmp_path:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     html = out.read_text(encoding="utf-8")
-    assert html.count('<tr><td class="nowrap">') == 2  # the two afternoon alerts
-    assert "Web Traffic That Bypasses the Gateway" in html
-    assert "VDI Login Failures Followed by a Success" in html
-    assert "Port Scan Across a Zone Boundary" not in html
+    with duckdb.connect(str(demo.db), read_only=True) as con:
+        afternoon = con.execute(
+            "SELECT rule_title FROM alerts WHERE last_seen >= TIMESTAMPTZ '2026-11-26 05:00:00+00'"
+        ).fetchall()
+    assert html.count('<tr><td class="nowrap">') == len(afternoon) > 0
+    assert "Web Traffic That Bypasses the Gateway" in html  # 14:30 JST
+    assert "VDI Login Failures Followed by a Success" in html  # 15:04
+    assert "Port Scan Across a Zone Boundary" not in html  # 11:08
     # one file: nothing to fetch, and a CSP that forbids fetching anything
     assert "<script src" not in html and "<link" not in html
     head = unescape(html[: html.index("</head>")])

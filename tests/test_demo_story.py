@@ -18,12 +18,14 @@ import pytest
 from conftest import ROOT
 from test_rule_pack import SCENARIOS
 
-from console.demo_store import demo_events
+from connectors.inputs import Record
+from connectors.pipeline import Pipeline
 from correlator.correlation.offline import offline_hooks
 from correlator.detection import RuleSet, load_rules, run_offline
 from correlator.detection.offline import evidence_time
 from zonewatch.demo import SAMPLES
 from zonewatch.models import Alert
+from zonewatch.zones import load_zone_map
 
 JST = timezone(timedelta(hours=9))
 
@@ -50,7 +52,15 @@ EXPECTED = [
 
 def parse_samples(root: Path = ROOT) -> list[dict[str, Any]]:
     """Every sample line as the demo's connectors emit it (no dead letters allowed)."""
-    return demo_events(root)
+    zones = load_zone_map(root / "rules" / "zones.yaml")
+    events: list[dict[str, Any]] = []
+    for sample in SAMPLES:
+        pipeline = Pipeline(sample.source, sample.format, zones=zones, input_name=str(sample.path))
+        for line in (root / sample.path).read_bytes().splitlines():
+            found, letter = pipeline.handle(Record(line))
+            assert letter is None, f"{sample.path}: {letter.reason if letter else ''}"
+            events.extend(found)
+    return events
 
 
 @pytest.fixture(scope="module")
