@@ -34,7 +34,7 @@ bench: install
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy zonewatch connectors correlator
+	$(BIN)/mypy zonewatch connectors correlator console
 	$(BIN)/zonewatch rules check rules/
 	$(BIN)/zonewatch rules generate --zones rules/zones.yaml --check
 

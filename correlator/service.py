@@ -47,6 +47,14 @@ def load_ruleset(paths: Sequence[Path], pipeline: str | None) -> Any:
     return ruleset
 
 
+def stored_rules(ruleset: Any) -> list[Any]:
+    """The rules the store records: detections and correlations (so an
+    alert's rule text and version can be shown for both)."""
+    from correlator.correlation.compiled import correlation_rule_records
+
+    return [*ruleset.detections, *correlation_rule_records(ruleset.correlations)]
+
+
 def make_correlation_engine(ruleset: Any, settings: Settings, stored: bytes | None) -> Any | None:
     """The correlation engine for the ruleset's correlation rules, restored from
     the store's last snapshot when there is one; None without correlations."""
@@ -108,7 +116,7 @@ class CorrelatorService:
         if self.routing is not None:
             store_options["router"] = self.routing
         self.store = AlertStore(cfg.db_path, **store_options)
-        self.store.register_rules(self.ruleset.detections)
+        self.store.register_rules(stored_rules(self.ruleset))
         # Scaled out, each shard's state comes from the changelog on assignment.
         stored = None if cfg.scale_out else self.store.load_state(STATE_KEY)
         self.correlation = make_correlation_engine(self.ruleset, settings, stored)
@@ -134,6 +142,7 @@ class CorrelatorService:
             teams,
             self.routing,
             db_path_in_cards=str(self.settings.correlator.db_path),
+            console_url=self.settings.console.public_url,
         )
 
     def reload_rules(self) -> tuple[Any, Any] | None:
@@ -153,7 +162,7 @@ class CorrelatorService:
                 keeping="the running rules",
             )
             return None
-        self.store.register_rules(ruleset.detections)
+        self.store.register_rules(stored_rules(ruleset))
         old = self.correlation
         if not ruleset.correlations:
             engine = None

@@ -452,3 +452,19 @@ def test_no_second_gets_more_than_the_rate_even_with_two_senders_on_one_webhook(
     arrivals = [r.at for r in teams.received]
     assert len(arrivals) == 20
     assert busiest_second(arrivals) <= 4, sorted(b - arrivals[0] for b in arrivals)
+
+
+def test_cards_sent_carry_the_open_in_console_action_when_the_console_has_a_public_url(
+    store, teams
+) -> None:
+    batch = alerts(2)
+    with OutboxSender(
+        store, teams.url, console_url="https://soc.city.example.lg.jp/zonewatch", **QUICK
+    ) as sender:
+        store.write(batch)
+        assert sender.drain(10)
+    urls = [
+        [a["url"] for a in body["attachments"][0]["content"]["actions"]]
+        for body in teams.accepted()
+    ]
+    assert urls == [[f"https://soc.city.example.lg.jp/zonewatch/alerts/{a.id}"] for a in batch]

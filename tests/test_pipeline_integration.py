@@ -65,6 +65,10 @@ def test_the_demo_finds_violations_in_all_five_sources(
         stored = db.execute("SELECT count(*) FROM alerts").fetchone()
     assert stored is not None and stored[0] == len(result["alerts"])
     assert any("Direct Traffic From Core Into LGWAN" in line for line in lines)
+    # the report for the CISO, and how to open the console on the same store
+    report = Path(result["report"]).read_text(encoding="utf-8")
+    assert report.count('<tr><td class="nowrap">') == len(result["alerts"])
+    assert f"console: zonewatch console --db {result['db']}" in "\n".join(lines)
 
 
 def test_events_become_alerts_in_duckdb_once_even_when_the_correlator_restarts(

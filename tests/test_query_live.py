@@ -50,41 +50,65 @@ def query_process(db: Path, sql: str) -> dict:
     return orjson.loads(done.stdout)
 
 
-def test_query_while_correlate_writes(tmp_path: Path, kafka_settings: KafkaSettings) -> None:
-    from correlator.service import CorrelatorService
-    from zonewatch.kafka import ensure_topics, make_producer
-
-    db = tmp_path / "zonewatch.duckdb"
-    settings = Settings(
+def live_settings(kafka_settings: KafkaSettings, db: Path) -> Settings:
+    """A correlator on the fixed rules, writing ``db``, in a group of its own."""
+    return Settings(
         kafka=kafka_settings,
         correlator=CorrelatorSettings(
             rules=[RULES], db_path=db, group_id=f"zwtest-{uuid.uuid4().hex[:8]}", max_batch=50
         ),
     )
-    ensure_topics(kafka_settings)
-    topic = kafka_settings.events_topic("firewall")
-    producer = make_producer(kafka_settings)
-    produced = [0]
-    stop_producing = threading.Event()
 
-    def produce() -> None:
-        # Small paced chunks keep the correlator writing for the whole test.
-        while not stop_producing.wait(0.05):
+
+class CrossingFeed:
+    """Produces direct crossings (one alert each) in small paced chunks, so
+    the correlator keeps writing, until ``stop()``."""
+
+    def __init__(self, kafka_settings: KafkaSettings) -> None:
+        from zonewatch.kafka import ensure_topics, make_producer
+
+        ensure_topics(kafka_settings)
+        self.topic = kafka_settings.events_topic("firewall")
+        self.producer = make_producer(kafka_settings)
+        self.produced = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._produce)
+
+    def _produce(self) -> None:
+        while not self.stopping.wait(0.05):
             for _ in range(20):
-                i = produced[0]
-                producer.send(topic, key=f"user{i % 40}".encode(), value=direct_crossing(i))
-                produced[0] += 1
-            producer.flush()
+                i = self.produced
+                self.producer.send(
+                    self.topic, key=f"user{i % 40}".encode(), value=direct_crossing(i)
+                )
+                self.produced += 1
+            self.producer.flush()
+
+    def start(self) -> CrossingFeed:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+        self.producer.close()
+
+
+def test_query_while_correlate_writes(tmp_path: Path, kafka_settings: KafkaSettings) -> None:
+    from correlator.service import CorrelatorService
+
+    db = tmp_path / "zonewatch.duckdb"
+    settings = live_settings(kafka_settings, db)
+    feed = CrossingFeed(kafka_settings)
 
     with CorrelatorService(settings) as service:
         service.start()
         service.store.serve_queries()
-        feeder = threading.Thread(target=produce)
         runner = threading.Thread(
             target=service.run,
-            kwargs={"until": lambda s: stop_producing.is_set() and s.consumed >= produced[0]},
+            kwargs={"until": lambda s: feed.stopping.is_set() and s.consumed >= feed.produced},
         )
-        feeder.start()
+        feed.start()
         runner.start()
         answers = []
         try:
@@ -97,10 +121,8 @@ def test_query_while_correlate_writes(tmp_path: Path, kafka_settings: KafkaSetti
             while len(answers) < 3 or answers[-1]["a"] == 0:
                 answers.append(query_process(db, sql))
         finally:
-            stop_producing.set()
-            feeder.join()
+            feed.stop()
             runner.join(timeout=60)
-            producer.close()
         assert not runner.is_alive()
         final = service.store.query("SELECT count(*) FROM alerts")[1][0][0]
         stored_offsets = sum(service.store.load_offsets().values())
@@ -110,6 +132,6 @@ def test_query_while_correlate_writes(tmp_path: Path, kafka_settings: KafkaSetti
         # correlation state, so they may trail the alerts but never lead them.
         assert answer["e"] == answer["a"] == answer["o"]
         assert answer["offsets"] <= answer["a"]
-    assert stored_offsets == produced[0]  # the final checkpoint covers everything
+    assert stored_offsets == feed.produced  # the final checkpoint covers everything
     assert any(0 < a["a"] < final for a in answers)  # answered while it wrote
-    assert final == produced[0]
+    assert final == feed.produced

@@ -178,3 +178,45 @@ def test_shared_schema_path_is_the_one_the_issue_names() -> None:
     # A card the schema must reject proves the validator is really checking.
     with pytest.raises(jsonschema.ValidationError):
         validator().validate({"type": "AdaptiveCard", "version": "1.5", "body": [{"type": "Nope"}]})
+
+
+CONSOLE = "https://soc.city.example.lg.jp/zonewatch/"
+
+
+def test_cards_open_the_alert_in_the_console_when_its_public_url_is_set() -> None:
+    alert = make_alert(1)
+    card = card_of(teams_card(alert, console_url=CONSOLE))
+    validator().validate(card)
+    assert card["actions"] == [
+        {
+            "type": "Action.OpenUrl",
+            "title": "コンソールで開く / Open in console",
+            "url": f"https://soc.city.example.lg.jp/zonewatch/alerts/{alert.id}",
+        }
+    ]
+    both = card_of(
+        teams_card(alert, console_url=CONSOLE, link_template="https://x.example/{alert_id}")
+    )
+    validator().validate(both)
+    assert [a["title"] for a in both["actions"]] == [
+        "アラートを開く / Open",
+        "コンソールで開く / Open in console",
+    ]
+    assert "actions" not in card_of(teams_card(alert))
+    digest = card_of(digest_card([make_alert(i) for i in range(6)], console_url=CONSOLE))
+    validator().validate(digest)
+    assert digest["actions"][0]["url"] == f"{CONSOLE}alerts?status=new"
+    legacy = message_card(alert, console_url=CONSOLE)
+    assert legacy["potentialAction"][0]["targets"][0]["uri"].endswith(f"/alerts/{alert.id}")
+
+
+def test_a_card_with_the_console_action_still_fits_under_the_teams_limit() -> None:
+    giant = "悪" * 50_000
+    alert = make_alert(1).model_copy(
+        update={"rule_title": giant, "group": {f"k{i}": giant for i in range(50)}}
+    )
+    message = teams_card(alert, console_url=CONSOLE + "x" * 1000)
+    assert len(orjson.dumps(message)) <= MAX_CARD_BYTES < TEAMS_LIMIT
+    card = card_of(message)
+    validator().validate(card)
+    assert card["actions"][0]["title"] == "コンソールで開く / Open in console"

@@ -26,6 +26,9 @@ COMMANDS: dict[str, str] = {
     "correlate": "correlator.cli:correlate",
     "query": "correlator.store.cli:query",
     "hunt": "correlator.store.cli:hunt",
+    "triage": "correlator.store.cli:triage",
+    "console": "console.cli:console",
+    "report": "console.cli:report",
     "demo": "zonewatch.demo:demo",
 }
 

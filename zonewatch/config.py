@@ -208,6 +208,25 @@ class ConnectorSettings(BaseModel):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
 
+class ConsoleSettings(BaseModel):
+    """``zonewatch console``: the analyst web console (console/README.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    # A file holding the sign-in token (never the token itself in settings).
+    # Unset on loopback: a random token is written beside the store (0600).
+    token_file: Path | None = None
+    # Where analysts reach the console (behind a TLS proxy); Teams cards then
+    # carry an "open in console" action to <public_url>/alerts/<id>.
+    public_url: str | None = None
+    locale: Literal["ja", "en"] = "ja"
+    timezone: str = "Asia/Tokyo"
+    session_ttl_s: float = Field(default=8 * 3600, gt=0)
+    session_idle_s: float = Field(default=30 * 60, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ZONEWATCH_",
@@ -222,6 +241,7 @@ class Settings(BaseSettings):
     correlator: CorrelatorSettings = Field(default_factory=CorrelatorSettings)
     teams: TeamsSettings = Field(default_factory=TeamsSettings)
     connectors: ConnectorSettings = Field(default_factory=ConnectorSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     def updated(self, **sections: dict[str, Any] | BaseModel) -> Settings:
         """A validated copy with fields of the named sections replaced:

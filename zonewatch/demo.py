@@ -183,10 +183,21 @@ def run_demo(
             result["teams_cards"] = len(receiver.received)
             echo(f"teams    {len(receiver.received)} cards received by the local Teams receiver")
         result["db"] = str(settings.correlator.db_path)
+    from console.cli import write_report_file
+
+    report = workdir / "report.html"
+    write_report_file(settings, Path(result["db"]), report)
+    result["report"] = str(report)
     result["seconds"] = round(time.monotonic() - started, 1)
     echo(f"done in {result['seconds']} s; alerts are in {result['db']}")
+    echo(f"report   {report} (one HTML file, opens offline)")
     sql = "SELECT rule_title, count(*) FROM alerts GROUP BY 1"
     echo(f'try: zonewatch query --db {result["db"]} "{sql}"')
+    echo(
+        f"console: zonewatch console --db {result['db']}   "
+        f"(http://127.0.0.1:8765/; sign in with the token it writes to "
+        f"{result['db']}.console-token)"
+    )
     return result
 
 

@@ -75,3 +75,9 @@ class QueryError(ZonewatchError):
 
 class DeliveryError(ZonewatchError):
     """An alert could not be delivered to a webhook."""
+
+
+class TriageError(ZonewatchError):
+    """A triage change names an alert the store does not hold, or a bad status."""
+
+    exit_code = 65

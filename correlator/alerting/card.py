@@ -69,6 +69,20 @@ def alert_link(template: str | None, alert: Alert) -> str | None:
     return template.format(alert_id=quote(alert.id, safe=""), rule_id=quote(alert.rule_id, safe=""))
 
 
+def console_link(console_url: str | None, path: str) -> str | None:
+    """``<console.public_url>/<path>`` for the "open in console" action."""
+    if not console_url or not console_url.startswith(("https://", "http://")):
+        return None
+    return f"{console_url.rstrip('/')}/{path}"
+
+
+def _actions(*actions: tuple[str, str | None]) -> list[dict[str, Any]]:
+    return [{"type": "Action.OpenUrl", "title": title, "url": url} for title, url in actions if url]
+
+
+CONSOLE_ACTION = "コンソールで開く / Open in console"
+
+
 def query_command(alert: Alert, db_path: str | None = None) -> str:
     """The command that shows the evidence; built from trusted parts only (the
     alert id is a hash, the path comes from settings), so it is not escaped and
@@ -120,6 +134,7 @@ def _evidence_lines(alert: Alert, count: int, limit: int) -> list[dict[str, Any]
 def _adaptive(
     alert: Alert,
     link: str | None,
+    console: str | None,
     db_path: str | None,
     evidence: int,
     limit: int,
@@ -161,10 +176,9 @@ def _adaptive(
         "fallbackText": clean(f"{alert.level}: {alert.rule_title}", 200),
         "body": body,
     }
-    if link:
-        card["actions"] = [
-            {"type": "Action.OpenUrl", "title": "アラートを開く / Open", "url": link}
-        ]
+    actions = _actions(("アラートを開く / Open", link), (CONSOLE_ACTION, console))
+    if actions:
+        card["actions"] = actions
     return card
 
 
@@ -191,15 +205,20 @@ def teams_card(
     link_template: str | None = None,
     db_path: str | None = None,
     evidence_total: int | None = None,
+    console_url: str | None = None,
 ) -> dict[str, Any]:
     """Workflows webhook envelope with the alert's Adaptive Card (≤ 27 KB).
 
     ``evidence_total`` is the alert's full evidence count when ``alert``
     carries only the first few evidence events (as read back from the store).
+    ``console_url`` (``console.public_url``) adds an "open in console" action.
     """
     link = alert_link(link_template, alert)
+    console = console_link(console_url, f"alerts/{quote(alert.id, safe='')}")
     return _fit(
-        lambda ev, limit: envelope(_adaptive(alert, link, db_path, ev, limit, evidence_total))
+        lambda ev, limit: envelope(
+            _adaptive(alert, link, console, db_path, ev, limit, evidence_total)
+        )
     )
 
 
@@ -208,8 +227,10 @@ def digest_card(
     *,
     link_template: str | None = None,
     db_path: str | None = None,
+    console_url: str | None = None,
 ) -> dict[str, Any]:
-    """One card summarising a burst of alerts (digest mode)."""
+    """One card summarising a burst of alerts (digest mode); the console
+    action opens the list of new alerts."""
 
     def build(_evidence: int, limit: int) -> dict[str, Any]:
         shown = alerts[: max(5, limit // 4)]
@@ -259,21 +280,27 @@ def digest_card(
             "fallbackText": f"zonewatch: {len(alerts)} alerts",
             "body": body,
         }
-        link = alert_link(link_template, first)
-        if link:
-            card["actions"] = [
-                {"type": "Action.OpenUrl", "title": "最初のアラート / First", "url": link}
-            ]
+        actions = _actions(
+            ("最初のアラート / First", alert_link(link_template, first)),
+            (CONSOLE_ACTION, console_link(console_url, "alerts?status=new")),
+        )
+        if actions:
+            card["actions"] = actions
         return envelope(card)
 
     return _fit(build)
 
 
 def message_card(
-    alert: Alert, *, link_template: str | None = None, evidence_total: int | None = None
+    alert: Alert,
+    *,
+    link_template: str | None = None,
+    evidence_total: int | None = None,
+    console_url: str | None = None,
 ) -> dict[str, Any]:
     """Legacy Office 365 connector MessageCard, for destinations still on it."""
     link = alert_link(link_template, alert)
+    console = console_link(console_url, f"alerts/{quote(alert.id, safe='')}")
     card: dict[str, Any] = {
         "@type": "MessageCard",
         "@context": "https://schema.org/extensions",
@@ -290,8 +317,11 @@ def message_card(
             }
         ],
     }
-    if link:
-        card["potentialAction"] = [
-            {"@type": "OpenUri", "name": "Open", "targets": [{"os": "default", "uri": link}]}
-        ]
+    opens = [
+        {"@type": "OpenUri", "name": name, "targets": [{"os": "default", "uri": uri}]}
+        for name, uri in (("Open", link), ("Open in console", console))
+        if uri
+    ]
+    if opens:
+        card["potentialAction"] = opens
     return card

@@ -92,6 +92,7 @@ class OutboxSender:
         timeout_s: float = 10.0,
         link_template: str | None = None,
         db_path_in_cards: str | None = None,
+        console_url: str | None = None,
         poll_s: float = 1.0,
         clock: Clock | None = None,
         backoff: Backoff | None = None,
@@ -110,6 +111,7 @@ class OutboxSender:
         self.timeout_s = timeout_s
         self.link_template = link_template
         self.db_path_in_cards = db_path_in_cards
+        self.console_url = console_url
         self.poll_s = poll_s
         self.clock: Clock = clock or RealClock()
         self.backoff = backoff or Backoff()
@@ -421,15 +423,22 @@ class _Worker(threading.Thread):
                 [alerts[r.alert_id][0] for r in batch],
                 link_template=s.link_template,
                 db_path=s.db_path_in_cards,
+                console_url=s.console_url,
             )
         alert, total = alerts[batch[0].alert_id]
         if self.dest.format == "messagecard":
-            return message_card(alert, link_template=s.link_template, evidence_total=total)
+            return message_card(
+                alert,
+                link_template=s.link_template,
+                evidence_total=total,
+                console_url=s.console_url,
+            )
         return teams_card(
             alert,
             link_template=s.link_template,
             db_path=s.db_path_in_cards,
             evidence_total=total,
+            console_url=s.console_url,
         )
 
     def _post(

@@ -481,3 +481,49 @@ def _propagate_carry(
                     changed = True
     for c in compiled:
         c.carry = tuple(sorted(carry[c.id]))
+
+
+@dataclass(frozen=True)
+class CorrelationRuleRecord:
+    """A correlation rule as the store's ``rules`` table records it (its
+    ``sha256`` is the ``rule_hash`` its alerts carry)."""
+
+    id: str
+    title: str
+    level: str | None
+    tags: list[str]
+    sha256: str
+    text: str
+    path: str | None
+
+
+def correlation_rule_records(
+    rules: Sequence[SigmaCorrelationRule],
+) -> list[CorrelationRuleRecord]:
+    import yaml
+
+    out = []
+    for rule in rules:
+        level = getattr(rule.level, "name", None)
+        out.append(
+            CorrelationRuleRecord(
+                id=correlation_id(rule),
+                title=rule.title,
+                level=level.lower() if level else None,
+                tags=[str(t) for t in rule.tags or []],
+                sha256=rule_hash(rule),
+                text=yaml.safe_dump(
+                    _with_generate(rule), allow_unicode=True, sort_keys=False, width=1000
+                ),
+                path=_where(rule)[0],
+            )
+        )
+    return out
+
+
+def _with_generate(rule: SigmaCorrelationRule) -> dict[str, Any]:
+    """``rule.to_dict()`` with ``generate``, which it leaves out."""
+    data = rule.to_dict()
+    if isinstance(data.get("correlation"), dict) and getattr(rule, "generate", False):
+        data["correlation"]["generate"] = True
+    return data

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,8 +32,14 @@ from correlator.store import rows
 from correlator.store.guard import check_statement
 from correlator.store.limits import QueryCancel, QueryLimits, collect
 from correlator.store.rows import ArchivedEvent
-from correlator.store.schema import MIGRATIONS, SCHEMA_VERSION, by_id_key
-from zonewatch.errors import QueryError, StoreError
+from correlator.store.schema import (
+    ID_KEY,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    TRIAGE_STATUSES,
+    by_id_key,
+)
+from zonewatch.errors import QueryError, StoreError, TriageError
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert
 
@@ -102,6 +109,21 @@ def written_now(write: Callable[[], list[str]]) -> Future[list[str]]:
     except Exception as exc:
         done.set_exception(exc)
     return done
+
+
+@dataclass(frozen=True, slots=True)
+class TriageChange:
+    """One recorded triage change (a row of ``triage_history``)."""
+
+    alert_id: str
+    changed_at: datetime
+    actor: str
+    via: str
+    from_status: str
+    to_status: str
+    from_assignee: str | None
+    to_assignee: str | None
+    note: str | None
 
 
 @dataclass(slots=True)
@@ -305,15 +327,103 @@ class AlertStore:
             now,
         )
         with self._writer_lock:
-            if self._writer is None:
-                self._writer = ThreadPoolExecutor(1, thread_name_prefix="zonewatch-store-writer")
-            writer, before = self._writer, self._last
+            writer, before = self._writer_thread(), self._last
         if before is not None:
             futures_wait([before])  # one batch in the writer at a time
         future = writer.submit(self._store, batch)
         with self._writer_lock:
             self._last = future
         return future
+
+    def _writer_thread(self) -> ThreadPoolExecutor:
+        """The one thread that writes to DuckDB (call with ``_writer_lock``)."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="zonewatch-store-writer")
+        return self._writer
+
+    def triage(
+        self,
+        alert_id: str,
+        status: str,
+        *,
+        actor: str,
+        via: str,
+        note: str | None = None,
+        assignee: str | None = None,
+    ) -> TriageChange:
+        """Set an alert's status (and assignee, unless None; "" clears it) and
+        record the change in ``triage_history``, in one transaction.
+
+        It runs on the writer thread, between two batches of the stream, so
+        it never races a write: an alert a batch stores again (a replay) is
+        skipped there and keeps its triage. Raises :class:`TriageError` when
+        no stored alert has this id or the status is unknown."""
+        self._writable()
+        if status not in TRIAGE_STATUSES:
+            raise TriageError(f"unknown status {status!r}: use one of {', '.join(TRIAGE_STATUSES)}")
+        change = partial(self._apply_triage, alert_id, status, actor, via, note or None, assignee)
+        with self._writer_lock:
+            future = self._writer_thread().submit(change)
+        return future.result()
+
+    def _apply_triage(
+        self,
+        alert_id: str,
+        status: str,
+        actor: str,
+        via: str,
+        note: str | None,
+        assignee: str | None,
+    ) -> TriageChange:
+        key = ID_KEY.format(id="?")
+        now = _now()
+        with self._lock:
+            con = self._con
+            con.begin()
+            try:
+                row = con.execute(
+                    f"SELECT status, assignee FROM alerts WHERE id_key = {key} AND id = ?",
+                    [alert_id, alert_id],
+                ).fetchone()
+                if row is None:
+                    raise TriageError(
+                        f"no alert {alert_id!r} in {self.path}: check the id "
+                        "(zonewatch query recent-alerts); scaled out, each member's store "
+                        "holds the alerts that member raised"
+                    )
+                before_status, before_assignee = row
+                after_assignee = before_assignee if assignee is None else (assignee or None)
+                con.execute(
+                    f"UPDATE alerts SET status = ?, assignee = ?, status_changed_at = ? "
+                    f"WHERE id_key = {key} AND id = ?",
+                    [status, after_assignee, now, alert_id, alert_id],
+                )
+                con.execute(
+                    "INSERT INTO triage_history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        alert_id,
+                        now,
+                        actor,
+                        via,
+                        before_status,
+                        status,
+                        before_assignee,
+                        after_assignee,
+                        note,
+                    ],
+                )
+                con.commit()
+            except BaseException as exc:
+                con.rollback()
+                if isinstance(exc, duckdb.Error):
+                    raise StoreError(
+                        f"triage of {alert_id} failed, nothing changed: {exc}"
+                    ) from exc
+                raise
+        log.info("alert_triaged", alert_id=alert_id, status=status, via=via)
+        return TriageChange(
+            alert_id, now, actor, via, before_status, status, before_assignee, after_assignee, note
+        )
 
     def _store(self, batch: _Batch) -> list[str]:
         """The DuckDB half of a write, on the writer thread."""

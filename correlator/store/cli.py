@@ -242,3 +242,61 @@ def hunt(
         f"hunted {result.events} events with {result.rules} rules: "
         f"{result.alerts} hits, {result.new_alerts} new alerts stored (origin 'hunt')"
     )
+
+
+@click.command()
+@click.argument("alert_id")
+@click.option(
+    "--status",
+    required=True,
+    type=click.Choice(["new", "acknowledged", "closed", "false_positive"]),
+    help="The alert's new status.",
+)
+@click.option("--note", help="Why: recorded in the alert's triage history.")
+@click.option("--assignee", help="Who handles it ('' clears it; default: unchanged).")
+@click.option("--by", "actor", help="Recorded as who made the change (default: your OS user).")
+@click.option("--db", type=click.Path(dir_okay=False), help="Alert store file (default: settings).")
+@click.option("--json", "as_json", is_flag=True, help="Print the recorded change as JSON.")
+@click.pass_context
+def triage(
+    ctx: click.Context,
+    alert_id: str,
+    status: str,
+    note: str | None,
+    assignee: str | None,
+    actor: str | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Set an alert's triage status (new, acknowledged, closed, false_positive),
+    with a note and an assignee; every change is kept in triage_history.
+
+    Works while `zonewatch correlate` runs (the correlator applies the change
+    between two batches) and while the console runs. Scaled out, pass the
+    --db of the member that raised the alert. Exit codes: 0 changed, 2 usage,
+    3 store unavailable, 65 no such alert.
+
+    \b
+    Example:
+      zonewatch triage 3f2a9c01... --status closed --note "policy 77 reverted" --assignee sato
+    """
+    import getpass
+
+    import orjson
+
+    from correlator.store.triage import apply_triage
+
+    change = apply_triage(
+        _db_path(ctx, db),
+        alert_id,
+        status,
+        actor=actor or getpass.getuser(),
+        via="cli",
+        note=note,
+        assignee=assignee,
+    )
+    if as_json:
+        click.echo(orjson.dumps(change).decode())
+        return
+    who = f", assignee {change['to_assignee']}" if change["to_assignee"] else ""
+    click.echo(f"{change['alert_id']}: {change['from_status']} -> {change['to_status']}{who}")

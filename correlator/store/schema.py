@@ -7,7 +7,7 @@ a newer zonewatch is refused rather than guessed at.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # 60 bits of md5(id), the column the existence check of a write reads instead
 # of the ids (see ``_V2``). md5 rather than DuckDB's hash(): the stored keys
@@ -216,7 +216,45 @@ _V3 = [
     "ALTER TABLE outbox_v3 RENAME TO outbox",
 ]
 
-# version -> statements that bring a store from version-1 to version
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3}
+# Triage (self-contained, so it can be renumbered): who handles an alert and
+# where it stands. ``alerts.status`` keeps the current status (new ->
+# acknowledged -> closed, or false_positive) so SQL and saved queries see it;
+# ``assignee`` the current assignee; every change is a row of
+# ``triage_history``, written in the same transaction as the update
+# (``AlertStore.triage``). The history is what an audit reads; the columns on
+# ``alerts`` are its latest state.
+_V4_TRIAGE = [
+    "ALTER TABLE alerts ADD COLUMN assignee VARCHAR",
+    "ALTER TABLE alerts ADD COLUMN status_changed_at TIMESTAMPTZ",
+    """
+    CREATE TABLE triage_history (
+        alert_id VARCHAR NOT NULL,
+        changed_at TIMESTAMPTZ NOT NULL,
+        actor VARCHAR NOT NULL,        -- who: the console's session user or the CLI's OS user
+        via VARCHAR NOT NULL,          -- cli | console
+        from_status VARCHAR NOT NULL,
+        to_status VARCHAR NOT NULL,
+        from_assignee VARCHAR,
+        to_assignee VARCHAR,
+        note VARCHAR
+    )
+    """,
+]
 
-TABLES = ("alerts", "alert_evidence", "events", "rules", "outbox", "state", "consumer_offsets")
+# version -> statements that bring a store from version-1 to version
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4_TRIAGE}
+
+TABLES = (
+    "alerts",
+    "alert_evidence",
+    "events",
+    "rules",
+    "outbox",
+    "state",
+    "consumer_offsets",
+    "triage_history",
+)
+
+# The triage statuses; any may follow any (reopening a closed alert is
+# acknowledging it again), and every change is recorded.
+TRIAGE_STATUSES = ("new", "acknowledged", "closed", "false_positive")

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.ipc
 
 from correlator.store.limits import QueryCancel
-from zonewatch.errors import QueryError, StoreError, ZonewatchError
+from zonewatch.errors import QueryError, StoreError, TriageError, ZonewatchError
 from zonewatch.logs import get_logger
 
 if TYPE_CHECKING:
@@ -52,6 +52,12 @@ _UNIX_PATH_MAX = 100  # sun_path is 104-108 bytes depending on the OS
 _RESULT_CHUNK_ROWS = 2048
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _POLLRDHUP = getattr(select, "POLLRDHUP", 0)  # Linux: the peer closed its end
+
+
+def _error_kind(exc: ZonewatchError) -> str:
+    if isinstance(exc, StoreError):
+        return "store"
+    return "triage" if isinstance(exc, TriageError) else "query"
 
 
 def endpoint_file(db_path: Path | str) -> Path:
@@ -92,7 +98,7 @@ class _Handler(socketserver.StreamRequestHandler):
             if cancel.reason == _GONE:
                 log.info("query_cancelled", reason=_GONE)
             else:
-                self._send_error("store" if isinstance(exc, StoreError) else "query", str(exc))
+                self._send_error(_error_kind(exc), str(exc))
             return
         except Exception as exc:  # a query must never take the endpoint down
             log.error("query_failed", error=f"{type(exc).__name__}: {str(exc)[:300]}")
@@ -100,6 +106,10 @@ class _Handler(socketserver.StreamRequestHandler):
             return
         finally:
             self.server.done(cancel)
+        if isinstance(table, dict):
+            with contextlib.suppress(OSError):
+                self._send_header(table)
+            return
         try:
             self._send_header({"ok": True})
             with pa.ipc.new_stream(self.wfile, table.schema) as writer:
@@ -110,7 +120,8 @@ class _Handler(socketserver.StreamRequestHandler):
             del table
             pa.default_memory_pool().release_unused()
 
-    def _run(self, line: bytes, cancel: QueryCancel) -> pa.Table:
+    def _run(self, line: bytes, cancel: QueryCancel) -> pa.Table | dict[str, Any]:
+        """The answer to one request: a query's table, or a triage change's header."""
         try:
             request = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -120,6 +131,10 @@ class _Handler(socketserver.StreamRequestHandler):
         token = self.server.token
         if token and not secrets.compare_digest(str(request.get("token", "")), token):
             raise QueryError("bad or missing token in the query request")
+        if request.get("op") == "triage":  # a write, applied by the store's writer thread
+            from correlator.store.triage import serve_triage
+
+            return {"ok": True, "change": serve_triage(self.server.store, request)}
         params = request.get("params")
         if params is not None and not isinstance(params, dict | list):
             raise QueryError("malformed request: params must be an object or a list")
@@ -129,6 +144,7 @@ class _Handler(socketserver.StreamRequestHandler):
             )
 
     def _send_error(self, kind: str, error: str) -> None:
+        # kinds: "query" (refused or failed SQL), "store", "triage" (a refused change)
         with contextlib.suppress(OSError):
             self._send_header({"ok": False, "kind": kind, "error": error})
 
@@ -286,6 +302,23 @@ class QueryServer:
                 self.socket_path.unlink()
 
 
+def connect_endpoint(db_path: Path | str) -> tuple[socket.socket, dict[str, Any]] | None:
+    """A connection to the endpoint serving ``db_path`` and its advertised
+    address (with the token), or None when no correlator serves it. The
+    endpoint file must be the user's own and private (``_read_endpoint``)."""
+    address = _read_endpoint(endpoint_file(db_path))
+    if address is None:
+        return None
+    try:
+        if "unix" in address:
+            sock = _connect_unix(Path(address["unix"]))
+        else:
+            sock = socket.create_connection((address["host"], int(address["port"])), timeout=5)
+    except OSError:
+        return None  # stale file of a stopped correlator
+    return sock, address
+
+
 def query_endpoint(
     db_path: Path | str,
     sql: str,
@@ -297,16 +330,10 @@ def query_endpoint(
     Returns None when no correlator serves this store (no endpoint file, or
     nobody listening), so the caller can open the file read-only instead.
     """
-    address = _read_endpoint(endpoint_file(db_path))
-    if address is None:
+    connected = connect_endpoint(db_path)
+    if connected is None:
         return None
-    try:
-        if "unix" in address:
-            sock = _connect_unix(Path(address["unix"]))
-        else:
-            sock = socket.create_connection((address["host"], int(address["port"])), timeout=5)
-    except OSError:
-        return None  # stale file of a stopped correlator
+    sock, address = connected
     # The server checks and caps the timeout; a day is beyond any cap it
     # would set, and it refuses what is not a positive number at once.
     seconds = float(timeout_s)

@@ -1,0 +1,1 @@
+"""The analyst console and the HTML report (zonewatch console / report)."""
