@@ -357,8 +357,14 @@ _PROXYSG_VENDOR = (
 )
 
 
+# W3C extended log file directives (ProxySG writes all of them), and a row of
+# the appliance's formats, which all start with the UTC date and time.
+_ELFF_DIRECTIVE_RE = re.compile(r"#(?:Software|Version|Date|Fields|Remark|Start-Date|End-Date):")
+_ELFF_ROW_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} ")
+
+
 def _sniff_proxysg(line: str) -> bool:
-    return line.startswith("#Fields:") or line.startswith("#Software: SGOS")
+    return _ELFF_DIRECTIVE_RE.match(line) is not None or _ELFF_ROW_RE.match(line) is not None
 
 
 def _elff_values(raw: str) -> list[str]:

@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from connectors.base import ParseContext, register
+from connectors.ecs import section
 from connectors.jsonrecords import dict_at, list_at, loads, slug, unwrap
 from connectors.timeparse import parse_iso, parse_timestamp
 from zonewatch.errors import ParseError
@@ -82,6 +83,60 @@ _TABLE_CATEGORY = {
     "intunedevices": "Devices",
     "intunedevicecomplianceorg": "DeviceComplianceOrg",
 }
+# The categories an Intune diagnostic setting can send (Microsoft.Intune/diagnosticSettings).
+INTUNE_CATEGORIES = frozenset(
+    {"AuditLogs", "OperationalLogs", "Devices", "DeviceComplianceOrg", "Windows365AuditLogs"}
+)
+_DEVICE_CATEGORIES = frozenset({"Devices", "DeviceComplianceOrg"})
+# Categories and tables of other Microsoft services that reach the same Event
+# Hubs and workspaces; named in the refusal so the user knows where they belong.
+_FOREIGN = {
+    "signinlogs": "Entra ID sign-in",
+    "noninteractiveusersigninlogs": "Entra ID sign-in",
+    "serviceprincipalsigninlogs": "Entra ID sign-in",
+    "managedidentitysigninlogs": "Entra ID sign-in",
+    "aadnoninteractiveusersigninlogs": "Entra ID sign-in",
+    "aadserviceprincipalsigninlogs": "Entra ID sign-in",
+    "aadmanagedidentitysigninlogs": "Entra ID sign-in",
+    "adfssigninlogs": "AD FS sign-in",
+    "provisioninglogs": "Entra ID provisioning",
+    "riskyusers": "Entra ID Protection",
+    "userriskevents": "Entra ID Protection",
+    "auditlogs": "Entra ID audit",
+    "officeactivity": "Microsoft 365 audit",
+}
+# Keys by which Entra ID records are recognised when no category says it.
+_ENTRA_SIGNIN_KEYS = ("createdDateTime", "appDisplayName", "conditionalAccessStatus")
+_ENTRA_AUDIT_KEYS = ("activityDisplayName", "loggedByService", "initiatedBy", "targetResources")
+_INTUNE_AUDIT_KEYS = ("Actor", "AuditEventId", "TargetDisplayNames", "TargetObjectIds")
+
+
+def _foreign(what: str, hint: str) -> ParseError:
+    return ParseError(
+        f"not an Intune record: {what} ({hint}); Intune reads audit events, "
+        "operational logs and device records only"
+    )
+
+
+def _refuse_graph_record(item: dict[str, Any]) -> None:
+    """ParseError unless ``item`` is a Graph ``auditEvent`` of Intune."""
+    if "actor" in item or "componentName" in item or "activityType" in item:
+        return
+    if "operationName" in item or "OperationName" in item or "TimeGenerated" in item:
+        category, *_ = _record_shape(item)  # refuses records of other services
+        raise ParseError(
+            f"an Intune diagnostic-settings record ({category}), not a Graph auditEvent: "
+            "read it with --format diagnostic"
+        )
+    if any(key in item for key in _ENTRA_SIGNIN_KEYS):
+        raise _foreign("an Entra ID sign-in (Graph signIn)", "createdDateTime, appDisplayName")
+    if any(key in item for key in _ENTRA_AUDIT_KEYS):
+        raise _foreign(
+            "an Entra ID directory audit (Graph directoryAudit)", "initiatedBy, loggedByService"
+        )
+    raise ParseError(
+        "not a Graph deviceManagement auditEvent: no actor, activityType or componentName"
+    )
 
 
 def _utc(value: Any, ctx: ParseContext, what: str) -> str:
@@ -125,6 +180,7 @@ def _outcome(value: Any) -> str:
 
 def graph_audit_event(item: dict[str, Any], original: str, ctx: ParseContext) -> dict[str, Any]:
     """One Graph ``auditEvent`` object -> ECS."""
+    _refuse_graph_record(item)
     ts = _utc(item.get("activityDateTime"), ctx, "activityDateTime")
     ev = _base(ts, original, ctx)
     activity = item.get("activity") or item.get("displayName") or ""
@@ -186,15 +242,49 @@ def parse_graph(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
 # --- diagnostic-settings records -------------------------------------------------
 
 
+def _refuse_foreign(rec: dict[str, Any], category: str, props: dict[str, Any]) -> None:
+    """ParseError when a diagnostic record comes from another service than Intune.
+
+    Entra ID sends ``AuditLogs`` too: the resource id (``microsoft.intune``
+    versus ``microsoft.aadiam``) or the properties tell them apart.
+    """
+    resource = rec.get("resourceId") or rec.get("ResourceId") or rec.get("_ResourceId")
+    if isinstance(resource, str) and "/providers/" in resource.lower():
+        provider = resource.lower().split("/providers/", 1)[1].split("/", 1)[0]
+        if provider != "microsoft.intune":
+            service = _FOREIGN.get(category.lower(), provider)
+            raise _foreign(f"resourceId names {provider}", service)
+        return
+    if category in INTUNE_CATEGORIES:
+        if (
+            category == "AuditLogs"
+            and not any(k in props for k in _INTUNE_AUDIT_KEYS)
+            and any(k in props for k in _ENTRA_AUDIT_KEYS)
+        ):
+            raise _foreign("category AuditLogs with Entra ID properties", "Entra ID audit")
+        return
+    other = _FOREIGN.get(category.lower())
+    if other is not None:
+        raise _foreign(f"category {category}", other)
+    raise ParseError(
+        f"unknown Intune diagnostic category {category[:60]!r}: expected one of "
+        + ", ".join(sorted(INTUNE_CATEGORIES))
+    )
+
+
 def _record_shape(rec: dict[str, Any]) -> tuple[str, str, dict[str, Any], Any]:
-    """(category, operation, properties, time) of an Event Hub or Log Analytics record."""
+    """(category, operation, properties, time) of an Event Hub or Log Analytics record;
+    ParseError for records of other services."""
     if "properties" in rec or "operationName" in rec:
         category = rec.get("category") or ""
         operation = rec.get("operationName") or ""
         props = rec.get("properties")
         when = rec.get("time")
     else:
-        table = str(rec.get("Type") or "")
+        table = str(rec.get("Type") or rec.get("type") or "")
+        if table and not table.lower().startswith("intune"):
+            service = _FOREIGN.get(table.lower(), "not an Intune table")
+            raise _foreign(f"Log Analytics table {table[:60]}", service)
         category = rec.get("Category") or _TABLE_CATEGORY.get(table.lower(), table)
         operation = rec.get("OperationName") or category
         props = rec.get("Properties")
@@ -208,9 +298,14 @@ def _record_shape(rec: dict[str, Any]) -> tuple[str, str, dict[str, Any], Any]:
             props = {"raw": props}
     if not isinstance(props, dict):
         props = {}
-    if not category:
+    if not category or not isinstance(category, str):
+        if any(key in rec for key in _ENTRA_SIGNIN_KEYS):
+            raise _foreign("an Entra ID sign-in", "createdDateTime, appDisplayName")
+        if any(key in rec for key in _ENTRA_AUDIT_KEYS):
+            raise _foreign("an Entra ID directory audit", "initiatedBy, loggedByService")
         raise ParseError("record has no category/Type: not an Intune diagnostic record")
-    return str(category), str(operation), props, when
+    _refuse_foreign(rec, category, props)
+    return category, str(operation), props, when
 
 
 def _audit(rec: dict[str, Any], props: dict[str, Any], operation: str, ev: dict[str, Any]) -> None:
@@ -259,17 +354,32 @@ def _operational(
     device_id = props.get("IntuneDeviceId") or props.get("DeviceId")
     if device_id:
         ev["device"] = {"id": device_id}
-    if props.get("DeviceName"):
-        ev["host"] = {"name": props["DeviceName"]}
+    # DeviceHostName is the machine's own name, the one firewalls and VDI
+    # brokers log; DeviceName is Intune's display name, which users and
+    # enrollment profiles rename ("tanaka_Windows_2/3/2026_9:01 AM").
+    hostname = props.get("DeviceHostName")
+    display = props.get("DeviceName")
+    if hostname:
+        ev["host"] = {"name": hostname, "hostname": hostname}
+    elif display:
+        ev["host"] = {"name": display}
+    if display:
+        ev["intune"]["device_name"] = display
     upn = props.get("UPN") or props.get("UserPrincipalName")
     user_id = props.get("UserId") or props.get("IntuneUserId")
     if upn or user_id:
         ev["user"] = {k: v for k, v in (("name", upn), ("id", user_id)) if v}
+    os_name = props.get("Os") or props.get("OS")
+    os_version = props.get("OsVersion") or props.get("OSVersion")
+    if os_name or os_version:
+        host = section(ev, "host")
+        host["os"] = {k: v for k, v in (("name", os_name), ("version", os_version)) if v}
     for key, field in (
         ("FailureCategory", "failure_category"),
         ("FailureReason", "failure_reason"),
         ("EnrollmentType", "enrollment_type"),
         ("Os", "os"),
+        ("ScenarioName", "scenario"),
     ):
         if props.get(key):
             ev["intune"][field] = props[key]
@@ -371,16 +481,62 @@ def diagnostic_record(rec: dict[str, Any], original: str, ctx: ParseContext) -> 
     return ev
 
 
+# Device rows: the Devices / DeviceComplianceOrg categories or tables, and Graph
+# managedDevice objects (which have no category at all).
+_DEVICE_ROW_RE = re.compile(
+    r'"(?:category|Category|Type|type)"\s*:\s*"(?:Intune)?(?:Devices|DeviceComplianceOrg)"'
+)
+
+
+def _sniff_devices(line: str) -> bool:
+    if _DEVICE_ROW_RE.search(line) is not None:
+        return True
+    return '"complianceState"' in line and '"deviceName"' in line
+
+
+def _sniff_diagnostic(line: str) -> bool:
+    return (
+        ('"operationName"' in line or '"OperationName"' in line)
+        and '"activityDateTime"' not in line
+        and _DEVICE_ROW_RE.search(line) is None
+    )
+
+
+def _is_device_row(rec: dict[str, Any]) -> bool:
+    category = rec.get("category") or rec.get("Category") or rec.get("Type") or rec.get("type")
+    if isinstance(category, str):
+        return category.removeprefix("Intune") in _DEVICE_CATEGORIES
+    return "complianceState" in rec and "deviceName" in rec
+
+
+def _auto_records(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    """Under ``--format auto`` either Intune reader takes a whole Event Hub
+    batch, which mixes categories: device rows are read as snapshots
+    (``devices``), the others as diagnostic records, each event naming the
+    format that read it."""
+    out: list[dict[str, Any]] = []
+    for rec, original in unwrap(loads(raw), raw):
+        if _is_device_row(rec):
+            found = device_changes(rec, original, ctx)
+            module = "devices"
+        else:
+            found = [diagnostic_record(rec, original, ctx)]
+            module = "diagnostic"
+        for ev in found:
+            ev["event"]["module"] = module
+        out.extend(found)
+    return out
+
+
 @register(
     SOURCE,
     "diagnostic",
     "Intune diagnostic settings (Event Hub records or Log Analytics rows)",
-    sniff=lambda line: (
-        ('"operationName"' in line or '"OperationName"' in line)
-        and '"activityDateTime"' not in line
-    ),
+    sniff=_sniff_diagnostic,
 )
 def parse_diagnostic(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    if ctx.auto:
+        return _auto_records(raw, ctx)
     doc = loads(raw)
     return [diagnostic_record(rec, original, ctx) for rec, original in unwrap(doc, raw)]
 
@@ -437,8 +593,15 @@ def device_changes(rec: dict[str, Any], original: str, ctx: ParseContext) -> lis
     return out
 
 
-@register(SOURCE, "devices", "Intune device snapshots -> device change events (stateful)")
+@register(
+    SOURCE,
+    "devices",
+    "Intune device snapshots -> device change events (stateful)",
+    sniff=_sniff_devices,
+)
 def parse_devices(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    if ctx.auto:
+        return _auto_records(raw, ctx)
     doc = loads(raw)
     out: list[dict[str, Any]] = []
     for rec, original in unwrap(doc, raw):
