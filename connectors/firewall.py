@@ -17,6 +17,8 @@ import re
 from datetime import tzinfo
 from typing import Any
 
+# Cisco ASA / FTD has its own module; importing it registers the format.
+from connectors import cisco_asa  # noqa: F401
 from connectors.base import ParseContext, register
 from connectors.ecs import (
     EMPTY,
@@ -32,6 +34,16 @@ from connectors.ecs import (
     to_port,
     transport,
     url_object,
+)
+from connectors.outcomes import (
+    DENIED,
+    FORTIGATE_EVENT,
+    FORTIGATE_STATUS,
+    FORTIGATE_TRAFFIC,
+    FORTIGATE_UTM,
+    UNKNOWN,
+    apply,
+    lookup,
 )
 from connectors.timeparse import (
     now_stamp,
@@ -334,6 +346,45 @@ def _interface(name: str) -> dict[str, Any]:
     return {"interface": {"name": name}}
 
 
+_FORTI_AUTH_ACTIONS = frozenset(
+    {"login", "logout", "auth-logon", "auth-logout", "fsso-logon", "fsso-logout",
+     "ssl-login-fail", "login-fail", "auth-fail", "authentication", "sso-logon"}
+)  # fmt: skip
+_FORTI_UI_RE = re.compile(r"\(([0-9A-Fa-f.:]+)\)")
+
+
+def _forti_event(event: dict[str, Any], kv: dict[str, str], action: str | None) -> None:
+    """Category, outcome and type of a FortiOS event log (system, user, vpn...).
+
+    ``status=`` decides when the log has it; otherwise the action word,
+    through the FortiOS event vocabulary (``ssl-login-fail`` is a failure,
+    ``tunnel-up`` a start); unknown words say ``unknown``."""
+    subtype = kv.get("subtype", "")
+    if action in _FORTI_AUTH_ACTIONS or kv.get("logdesc", "").lower().startswith(
+        ("admin login", "admin logout", "user login", "authentication")
+    ):
+        category = ["authentication"]
+    elif "cfgpath" in kv or action in ("add", "edit", "delete", "move", "rename"):
+        category = ["configuration"]
+    elif subtype == "vpn":
+        category = ["network", "session"]
+    else:
+        category = ["network"] if subtype in ("sdwan", "wad", "ha") else ["host"]
+    event["category"] = category
+    status = kv.get("status")
+    verdict = lookup(FORTIGATE_STATUS, status) if status else UNKNOWN
+    if verdict is UNKNOWN:
+        verdict = lookup(FORTIGATE_EVENT, action)
+    if verdict.outcome != "unknown" or not status:
+        apply(event, verdict)
+    else:
+        event["outcome"] = "unknown"
+    if category == ["configuration"] and "type" not in event:
+        event["type"] = ["change"]
+    elif category == ["authentication"] and "type" not in event:
+        event["type"] = ["info"]
+
+
 @register("firewall", "fortigate", sniff=_sniff_forti)
 def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
     """Fortinet FortiGate (FortiOS 5.x-7.x) key=value logs, bare or behind a
@@ -350,7 +401,8 @@ def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
     tz: tzinfo = ctx.timezone
     zone = get("tz")
     if zone:
-        tz = zone_for(zone.replace("UTC", "").strip() or "UTC")
+        # "+0900" (FortiOS), "UTC-5" / "UTC+2" (FortiAnalyzer forwarding), "JST"
+        tz = zone_for(zone)
     started = parse_epoch(kv["eventtime"]) if get("eventtime") else None
     day, clock = get("date"), get("time")
     if day and clock:
@@ -365,19 +417,16 @@ def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
     log_type, subtype = get("type", ""), get("subtype", "")
     action = get("action", "").lower() or None
     if log_type == "traffic":
-        blocked = _verdict(action)
+        verdict = lookup(FORTIGATE_TRAFFIC, action)
         if get("utmaction", "").lower() in _FORTI_UTM_BLOCK:
-            blocked = True
-        _decide(event, blocked)
+            verdict = DENIED
+        event["category"] = ["network"]
+        apply(event, verdict, "connection")
     elif log_type == "utm":
-        _decide(event, _verdict(action), "access")
+        event["category"] = ["network"]
+        apply(event, lookup(FORTIGATE_UTM, action), "access")
     else:
-        event["category"] = ["authentication"] if action == "login" else ["network"]
-        status = get("status", "").lower()
-        if status in ("success", "succeeded"):
-            event["outcome"] = "success"
-        elif "fail" in status or "error" in status:
-            event["outcome"] = "failure"
+        _forti_event(event, kv, action)
     if started is not None:
         event["start"] = started
     if "logid" in kv:
@@ -420,6 +469,11 @@ def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
         src_ip, dst_ip = get("srcip"), get("dstip")
         src_port, dst_port = get("srcport"), get("dstport")
         src_bytes, dst_bytes = get("sentbyte"), get("rcvdbyte")
+    if src_ip is None and "ui" in kv:
+        # admin sessions: ui="https(10.10.0.50)", "ssh(10.10.0.50)", "GUI(10.10.0.50)"
+        ui = _FORTI_UI_RE.search(kv["ui"])
+        if ui is not None:
+            src_ip = ui.group(1)
     sb, db = to_int(src_bytes), to_int(dst_bytes)
     user = _not_ip_user(get("user"), get("unauthuser"), get("eapuser"), get("xauthuser"))
 
@@ -457,7 +511,13 @@ def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
     if rule:
         ev["rule"] = rule
 
+    if "cfgpath" in kv:
+        config = {k: kv[k] for k in ("cfgpath", "cfgobj", "cfgattr", "cfgtid") if k in kv}
+        vendor_cfg: dict[str, Any] = {"config": config}
+    else:
+        vendor_cfg = {}
     vendor = {field: kv[key] for key, field in _FORTI_VENDOR if key in kv}
+    vendor.update(vendor_cfg)
     if log_type:
         vendor["type"] = log_type
     if subtype:
@@ -475,275 +535,6 @@ def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
         method = get("reqtype")
         if method is not None and method != "direct":
             ev["http"] = {"request": {"method": method}}
-    return [ev]
-
-
-# --- Cisco ASA / FTD --------------------------------------------------------
-
-_ASA_TAG_RE = re.compile(r"%(ASA|FTD|FWSM|PIX)-(?:([a-z]+)-)?(\d)-(\d{6}):\s*")
-_ASA_TS_RE = re.compile(
-    r"(?:[A-Z][a-z]{2}\s+\d{1,2}(?:\s+\d{4})?\s+\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?"
-    r"(?:\s+[A-Z]{2,5}(?=[\s:])|\s+[+-]\d{2}:?\d{2})?)"
-    r"|(?:\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?)"
-)
-
-_EP = r"(\S+?):([0-9A-Fa-f.:]+)(?:/(\d+))?"  # iface:ip/port
-_ASA_RES: dict[str, re.Pattern[str]] = {
-    "106001": re.compile(
-        r"Inbound (\S+) connection denied from ([^/\s]+)/(\d+) to ([^/\s]+)/(\d+) "
-        r"flags .*? on interface (\S+)"
-    ),
-    "106006": re.compile(
-        r"Deny inbound (\S+) from ([^/\s]+)/(\d+) to ([^/\s]+)/(\d+)(?: on interface (\S+))?"
-    ),
-    "106014": re.compile(r"Deny (?:inbound|outbound) (icmp) src " + _EP + r" dst " + _EP),
-    "106015": re.compile(
-        r"Deny (\S+) \(no connection\) from ([^/\s]+)/(\d+) to ([^/\s]+)/(\d+) "
-        r"flags .*? on interface (\S+)"
-    ),
-    "106023": re.compile(
-        r"Deny (\S+) src " + _EP + r" dst " + _EP + r".*? by access-group \"([^\"]*)\""
-    ),
-    "106100": re.compile(
-        r"access-list (\S+) (permitted|denied|est-allowed) (\S+) (\S+?)/([0-9A-Fa-f.:]+)\((\d+)\)"
-        r"(?:\(([^)]*)\))? -> (\S+?)/([0-9A-Fa-f.:]+)\((\d+)\)(?:\(([^)]*)\))?"
-    ),
-    "302013": re.compile(
-        r"Built (inbound|outbound) (\S+) connection (\d+) for (\S+?):([^/\s]+)/(\d+) "
-        r"\(([^/\s]+)/(\d+)\)(?:\(([^)]*)\))? to (\S+?):([^/\s]+)/(\d+) "
-        r"\(([^/\s]+)/(\d+)\)(?:\(([^)]*)\))?"
-    ),
-    "302014": re.compile(
-        r"Teardown (\S+) connection (\d+) for (\S+?):([^/\s]+)/(\d+)(?:\(([^)]*)\))? "
-        r"to (\S+?):([^/\s]+)/(\d+)(?:\(([^)]*)\))? duration (\d+):(\d+):(\d+) bytes (\d+)"
-    ),
-    "113004": re.compile(
-        r"AAA user (\w+) Successful\s*:\s*server\s*=\s*(\S+)\s*:\s*user\s*=\s*(.+?)\s*$"
-    ),
-    "113005": re.compile(
-        r"AAA user (\w+) Rejected\s*:\s*reason\s*=\s*(.*?)\s*:\s*server\s*=\s*(\S+)\s*:\s*"
-        r"user\s*=\s*(.+?)\s*(?::|$)"
-    ),
-    "722051": re.compile(
-        r"Group <([^>]*)> User <([^>]*)> IP <([^>]*)> (?:IPv4 )?Address <([^>]*)>"
-    ),
-    "710003": re.compile(
-        r"(\S+) access denied by ACL from ([^/\s]+)/(\d+) to (\S+?):([^/\s]+)/(\d+)"
-    ),
-}
-_ASA_RES["106007"] = _ASA_RES["106006"]
-_ASA_RES["302015"] = _ASA_RES["302013"]
-_ASA_RES["302016"] = _ASA_RES["302014"]
-
-
-def _sniff_asa(line: str) -> bool:
-    return _ASA_TAG_RE.search(line) is not None
-
-
-def _asa_host(prefix: str) -> str | None:
-    """The word after the first timestamp (syslog relay or ``logging
-    device-id``), if it looks like a host name."""
-    head = prefix.split(" : ", 1)[0]
-    m = _ASA_TS_RE.search(head)
-    if m is None:
-        return None
-    word = head[m.end() :].strip(" :")
-    if not word or " " in word or "<" in word:
-        return None
-    return word
-
-
-def _asa_user(value: str | None) -> str | None:
-    if not value:
-        return None
-    return value[6:] if value.startswith("LOCAL\\") else value
-
-
-def _set_interfaces(ev: Event, ingress: str | None, egress: str | None = None) -> None:
-    observer = ev["observer"]
-    if ingress is not None:
-        observer["ingress"] = {"interface": {"name": ingress}}
-    if egress is not None:
-        observer["egress"] = {"interface": {"name": egress}}
-
-
-def _set_user(ev: Event, name: str | None) -> None:
-    """``user.name`` and ``source.user.name``: the account behind the source."""
-    if name is not None:
-        ev["user"] = {"name": name}
-        section(ev, "source")["user"] = {"name": name}
-
-
-def _set_ends(
-    ev: Event, transport_name: str | None, source: dict[str, Any], destination: dict[str, Any]
-) -> None:
-    if source:
-        ev["source"] = source
-    if destination:
-        ev["destination"] = destination
-    proto = transport(transport_name)
-    if proto is not None:
-        ev["network"] = {"transport": proto}
-
-
-def _nat_of(ip: str, port: str, real_ip: str, real_port: str) -> dict[str, Any]:
-    """The translated side of an ASA ``ip/port (mapped_ip/mapped_port)`` pair,
-    when it differs from the real one."""
-    return endpoint(
-        to_ip(ip) if ip != real_ip else None, to_port(port) if port != real_port else None
-    )
-
-
-def _asa_message(code: str, msg: str, ev: Event) -> bool | None:
-    """Fill fields from one message; returns blocked / allowed / None."""
-    rx = _ASA_RES.get(code)
-    m = rx.match(msg) if rx is not None else None
-    if m is None:
-        return None
-    g = m.groups()
-    event = ev["event"]
-    if code in ("106001", "106006", "106007", "106015"):
-        event["action"] = "deny"
-        _set_ends(
-            ev, g[0], endpoint(to_ip(g[1]), to_port(g[2])), endpoint(to_ip(g[3]), to_port(g[4]))
-        )
-        _set_interfaces(ev, g[5] if len(g) > 5 else None)
-        return True
-    if code in ("106014", "106023"):
-        event["action"] = "deny"
-        _set_ends(
-            ev, g[0], endpoint(to_ip(g[2]), to_port(g[3])), endpoint(to_ip(g[5]), to_port(g[6]))
-        )
-        _set_interfaces(ev, g[1], g[4])
-        if code == "106023":
-            ev["rule"] = {"name": g[7]}
-        return True
-    if code == "106100":
-        blocked = g[1] == "denied"
-        event["action"] = "deny" if blocked else "allow"
-        ev["rule"] = {"name": g[0]}
-        _set_ends(
-            ev, g[2], endpoint(to_ip(g[4]), to_port(g[5])), endpoint(to_ip(g[8]), to_port(g[9]))
-        )
-        _set_interfaces(ev, g[3], g[7])
-        _set_user(ev, _asa_user(g[6] or g[10]))
-        return blocked
-    if code in ("302013", "302015"):
-        inbound = g[0] == "inbound"
-        # "for" names the foreign side, "to" the local side: an outbound
-        # connection was initiated by the "to" host.
-        a = (g[3], g[4], g[5], g[6], g[7], g[8])
-        b = (g[9], g[10], g[11], g[12], g[13], g[14])
-        src, dst = (a, b) if inbound else (b, a)
-        event["action"] = "flow-creation"
-        event["id"] = g[2]
-        source = endpoint(to_ip(src[1]), to_port(src[2]))
-        nat = _nat_of(src[3], src[4], src[1], src[2])
-        if nat:
-            source["nat"] = nat
-        destination = endpoint(to_ip(dst[1]), to_port(dst[2]))
-        nat = _nat_of(dst[3], dst[4], dst[1], dst[2])
-        if nat:
-            destination["nat"] = nat
-        _set_ends(ev, g[1], source, destination)
-        section(ev, "network")["direction"] = "inbound" if inbound else "outbound"
-        _set_interfaces(ev, src[0], dst[0])
-        _set_user(ev, _asa_user(src[5] or dst[5]))
-        return False
-    if code in ("302014", "302016"):
-        hours, minutes, seconds = int(g[10]), int(g[11]), int(g[12])
-        event["action"] = "flow-expiration"
-        event["id"] = g[1]
-        duration = scaled(hours * 3600 + minutes * 60 + seconds, 1_000_000_000)
-        if duration is not None:
-            event["duration"] = duration
-        _set_ends(
-            ev, g[0], endpoint(to_ip(g[3]), to_port(g[4])), endpoint(to_ip(g[7]), to_port(g[8]))
-        )
-        octets = to_int(g[13])
-        if octets is not None:
-            section(ev, "network")["bytes"] = octets
-        _set_interfaces(ev, g[2], g[6])
-        _set_user(ev, _asa_user(g[5] or g[9]))
-        return False
-    if code == "113004":
-        event["action"] = "logged-in"
-        event["category"] = ["authentication", "network"]
-        ev["destination"] = {"domain": g[1]}
-        _set_user(ev, g[2])
-        return False
-    if code == "113005":
-        event["action"] = "logon-failed"
-        event["category"] = ["authentication", "network"]
-        event["reason"] = g[1]
-        ev["destination"] = {"domain": g[2]}
-        _set_user(ev, g[3])
-        return True
-    if code == "722051":
-        event["action"] = "address-assigned"
-        _set_user(ev, g[1])
-        ip = to_ip(g[2])
-        if ip is not None:
-            section(ev, "source")["ip"] = ip
-        asa: dict[str, Any] = {"group_policy": g[0]}
-        assigned = to_ip(g[3])
-        if assigned is not None:
-            asa["assigned_ip"] = assigned
-        ev["cisco"] = {"asa": asa}
-        return False
-    if code == "710003":
-        event["action"] = "deny"
-        _set_ends(
-            ev, g[0], endpoint(to_ip(g[1]), to_port(g[2])), endpoint(to_ip(g[4]), to_port(g[5]))
-        )
-        _set_interfaces(ev, g[3])
-        return True
-    return None
-
-
-_ASA_NOT_TRAFFIC = frozenset({"113004", "113005", "722051"})
-_SEVERITY_NAMES = ("emergency", "alert", "critical", "error", "warning", "notice", "informational",
-                   "debug")  # fmt: skip
-
-
-@register("firewall", "asa", sniff=_sniff_asa)
-def parse_asa(raw: str, ctx: ParseContext) -> list[Event]:
-    """Cisco ASA / FTD syslog (``%ASA-6-302013: ...``). The timestamp nearest
-    the ``%ASA`` tag wins (the device's own clock, often with a zone
-    abbreviation); year-less stamps get the year nearest to ``ctx.now``."""
-    tag = _ASA_TAG_RE.search(raw)
-    if tag is None:
-        raise ParseError("no %ASA-<severity>-<id>: tag")
-    prefix = raw[: tag.start()]
-    stamps = _ASA_TS_RE.findall(prefix)
-    if stamps:
-        ts = stamps[-1]
-        if ts[0].isdigit():
-            stamp = parse_iso(ts, ctx.timezone)
-        else:
-            stamp = parse_monthname(ts, ctx.timezone, ctx.now.date())
-    else:
-        stamp = now_stamp(ctx.now)
-    host = _asa_host(prefix)
-    severity, code = int(tag.group(3)), tag.group(4)
-    msg = raw[tag.end() :]
-    ev = new_event(raw, ctx.source, ctx.format, "Cisco", tag.group(1).lower(), stamp)
-    event = ev["event"]
-    event["code"] = code
-    event["severity"] = severity
-    ev["log"] = {"level": _SEVERITY_NAMES[severity]}
-    ev["message"] = msg
-    observer = ev["observer"]
-    observer["type"] = "firewall"
-    if host is not None:
-        observer["hostname"] = host
-    blocked = _asa_message(code, msg, ev)
-    if code in _ASA_NOT_TRAFFIC:
-        event.setdefault("category", ["network"])
-        event["outcome"] = "failure" if blocked else "success"
-        event["type"] = ["info", "denied" if blocked else "allowed"]
-    else:
-        _decide(event, blocked)
     return [ev]
 
 
