@@ -318,7 +318,13 @@ _FORTI_UTM_BLOCK = frozenset({"block", "blocked", "deny", "reset"})
 
 
 def _sniff_forti(line: str) -> bool:
-    return "logid=" in line and "type=" in line
+    # CEF from a FortiGate carries FTNTFGTlogid=...: that is a CEF line
+    return (
+        "logid=" in line
+        and "type=" in line
+        and "CEF:" not in line[:300]
+        and _FORTI_START_RE.search(line) is not None
+    )
 
 
 def fortigate_fields(text_: str) -> dict[str, str]:
@@ -545,7 +551,9 @@ _IPT_HEAD_RE = re.compile(
     r"((?:[A-Z][a-z]{2}\s+\d{1,2}(?:\s+\d{4})?\s+\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?)"
     r"|(?:\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?))\s+"
 )
-_IPT_IN_RE = re.compile(r"(?:^|[\s\]:])IN=\S*\s+OUT=")
+# The first "IN=" followed by an OUT= field: the kernel writes the log prefix
+# right before it, with or without a blank ("DROP IN=", "FW-DROPIN=").
+_IPT_IN_RE = re.compile(r"IN=\S*\s+OUT=")
 _IPT_UPTIME_RE = re.compile(r"\[\s*\d+\.\d+\]\s*")
 _IPT_KV_RE = re.compile(r"([A-Z][A-Z0-9]*)=(\S*)")
 # flags are bare upper-case words; matching the blank (no look-behind) lets
@@ -567,10 +575,10 @@ def parse_iptables(raw: str, ctx: ParseContext) -> list[Event]:
     # start the regex at the first "IN=" (no match can begin earlier): the
     # syslog header before it is not scanned character by character
     first = raw.find("IN=")
-    kv_at = None if first < 0 else _IPT_IN_RE.search(raw, max(first - 1, 0))
+    kv_at = None if first < 0 else _IPT_IN_RE.search(raw, first)
     if kv_at is None:
         raise ParseError("no netfilter 'IN=... OUT=' fields")
-    start = kv_at.start() if raw[kv_at.start()] == "I" else kv_at.start() + 1
+    start = kv_at.start()
     head, body = raw[:start], raw[start:]
     h = _IPT_HEAD_RE.match(head)
     if h is not None:

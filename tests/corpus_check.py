@@ -193,9 +193,9 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--tree", str(args.before)]
         cmd += ["--auto"] if args.auto else []
         cmd += ["--verbose"] if args.verbose else []
-        out = subprocess.run(cmd, check=True, capture_output=not args.verbose, text=True)
-        if args.verbose:  # problems went to stderr; the table is the last line
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        if args.verbose:
+            print(out.stderr, end="", file=sys.stderr)
         columns.append(("before", {k: tuple(v) for k, v in json.loads(out.stdout).items()}))
     columns.append(("now", _measure(None, args.auto, args.verbose)))
     header = f"{'format':<20}{'lines':>6}"
