@@ -129,9 +129,20 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0][:40]
 
 
-# What a parser or the enrichment may raise on input it was not written for.
-# Caught per record: a bug on one odd line must not stop the stream.
-_PARSER_BUGS = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
+# Anything else a parser or the enrichment raises is a bug met on input it
+# was not written for: caught per record (a bug on one odd line must not stop
+# the stream, and the line keeps its evidence value as a dead letter), and
+# logged with its traceback the first time each kind is seen.
+_PARSER_BUGS = (Exception,)
+_bugs_logged: set[str] = set()
+
+
+def _log_bug(source: str, fmt: str, exc: Exception) -> None:
+    kind = f"{source}/{fmt}/{type(exc).__name__}"
+    if kind not in _bugs_logged and len(_bugs_logged) < 256:
+        _bugs_logged.add(kind)
+        log.warning("parser_error", source=source, format=fmt, exc_info=exc)
+
 
 Encoded = tuple[dict[str, Any], bytes]
 
@@ -262,7 +273,7 @@ class Pipeline:
         except ParseError as exc:
             return [], self.dead_letter(record, str(exc), fmt_name)
         except _PARSER_BUGS as exc:
-            # A parser bug must not stop the stream; the line keeps its evidence value.
+            _log_bug(self.source, fmt_name, exc)
             return [], self.dead_letter(
                 record, f"parser error: {type(exc).__name__}: {exc}", fmt_name
             )
