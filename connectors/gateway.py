@@ -34,6 +34,15 @@ from connectors.ecs import (
     transport,
     url_object,
 )
+from connectors.outcomes import (
+    CEF_GENERIC,
+    CEF_OUTCOME,
+    CEF_VENDORS,
+    UNKNOWN,
+    ZSCALER,
+    apply,
+    lookup,
+)
 from connectors.timeparse import (
     now_stamp,
     parse_epoch,
@@ -145,9 +154,64 @@ def parse_squid(raw: str, ctx: ParseContext) -> list[Event]:
 
 # --- Zscaler NSS web --------------------------------------------------------
 
+# An NSS feed's output format is written by the administrator: JSON with the
+# NSS variable names (Zscaler's JSON template, Cloud NSS), name=value pairs
+# with the SIEM's own names (Zscaler's Splunk template: datetime=, ClientIP=,
+# user=, requestsize=...), or LEEF for QRadar. Every spelling is mapped to the
+# NSS variable it carries, then one reader fills ECS from those.
+_ZS_ALIASES = {
+    # Splunk template names (Zscaler's "Splunk" NSS feed output format)
+    "datetime": "time",
+    "protocol": "proto",
+    "url": "eurl",
+    "hostname": "host",
+    "user": "login",
+    "clientip": "cintip",  # the client's own (internal) address in that template
+    "clientpublicip": "cip",  # the address the client came from on the Internet
+    "serverip": "sip",
+    "requestsize": "reqsize",
+    "responsesize": "respsize",
+    "transactionsize": "totalsize",
+    "requestmethod": "reqmethod",
+    "refererurl": "referer",
+    "useragent": "ua",
+    "status": "respcode",
+    "urlcategory": "urlcat",
+    "urlsupercategory": "urlsupercat",
+    "department": "dept",
+    "threatcategory": "malwarecat",
+    "event_id": "recordid",
+    # LEEF names (Zscaler's QRadar template)
+    "usrname": "login",
+    "src": "cip",
+    "srcpostnat": "cintip",
+    "dst": "sip",
+    "srcbytes": "reqsize",
+    "dstbytes": "respsize",
+    "cat": "action",
+    "devtime": "time",
+    "policy": "rulelabel",
+    # spellings of the NSS variables themselves
+    "clientintip": "cintip",
+    "cltintip": "cintip",
+    "cltip": "cip",
+    "ereferer": "referer",
+    "eua": "ua",
+    "ehost": "host",
+}
+_ZS_KV_RE = re.compile(r"(?:^|\t|\s)([A-Za-z][A-Za-z0-9_]*)=")
+_ZS_LEADING_TIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})\s*$")
+_ZS_STATUS_RE = re.compile(r"\d{3}")
+
 
 def _sniff_zscaler(line: str) -> bool:
-    return line.lstrip().startswith("{") and ('"zscalernss-web"' in line or '"eurl"' in line)
+    if line.lstrip().startswith("{"):
+        return '"zscalernss-web"' in line or '"eurl"' in line or '"urlsupercat"' in line
+    return (
+        "|Zscaler|NSS" in line
+        or "vendor=Zscaler" in line
+        or ("urlcategory=" in line and ("ClientIP=" in line or "clientpublicIP=" in line))
+    )
 
 
 def _b64(value: str | None) -> str | None:
@@ -161,7 +225,6 @@ def _b64(value: str | None) -> str | None:
 
 # Zscaler's own "no value" words, on top of the common ones
 _ZS_EMPTY = frozenset({"", "None", "NA", "N/A"})
-_ZS_BLOCKED = frozenset({"blocked", "block", "denied", "caution"})
 # NSS keys copied as they are: (NSS key, ECS field in the zscaler object)
 _ZS_VENDOR = (
     ("action", "action"),
@@ -171,20 +234,76 @@ _ZS_VENDOR = (
     ("threatname", "threat_name"),
     ("dept", "department"),
     ("location", "location"),
+    ("reason", "reason"),
 )
 
 
 def _zscaler_values(ev: dict[str, Any]) -> dict[str, str]:
-    """The record's scalar values as text, Zscaler's empty markers dropped."""
+    """The record's scalar values as text under their NSS names, Zscaler's
+    empty markers dropped."""
     out: dict[str, str] = {}
+    aliases = _ZS_ALIASES
     for key, value in ev.items():
         if type(value) is not str:
             if value is None or isinstance(value, dict | list):
                 continue
             value = str(value)
         if value not in _ZS_EMPTY:
-            out[key] = value
+            name = aliases.get(key.lower(), key)
+            if name not in out:
+                out[name] = value
     return out
+
+
+def _zscaler_pairs(text_: str) -> dict[str, str]:
+    """``name=value`` pairs separated by tabs (or blanks, when no tab is there);
+    values may hold blanks."""
+    parts = _ZS_KV_RE.split(text_)
+    pairs: dict[str, str] = {}
+    for key, value in zip(parts[1::2], parts[2::2], strict=True):
+        pairs[key] = value.strip()
+    if parts[0].strip():
+        lead = _ZS_LEADING_TIME_RE.search(parts[0])
+        if lead is not None:  # the Splunk template's first field: the date and time
+            pairs.setdefault("datetime", lead.group(1))
+    return pairs
+
+
+def _zscaler_record(raw: str) -> dict[str, str]:
+    body = raw.lstrip()
+    if body.startswith("{"):
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(f"not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ParseError("Zscaler record is not a JSON object")
+        record = doc.get("event", doc)
+        if not isinstance(record, dict):
+            raise ParseError("Zscaler 'event' is not an object")
+        return _zscaler_values(record)
+    if body.startswith('"'):
+        raise ParseError(
+            "a positional NSS feed (quoted values without names): give the feed a JSON or "
+            "name=value output format so each value can be told by its name"
+        )
+    leef = body.find("LEEF:")
+    if leef >= 0:
+        head = body[leef:].split("|", 5)
+        if len(head) < 6:
+            raise ParseError("LEEF header needs 5 '|'-separated fields after 'LEEF:'")
+        ext = head[5]
+        if head[0].startswith("LEEF:2") and "|" in ext:
+            # LEEF 2.0: the sixth header field names the delimiter
+            delimiter, _, ext = ext.partition("|")
+            if delimiter and delimiter not in ("\t", "x09", "^"):
+                ext = ext.replace(delimiter, "\t")
+        pairs = _zscaler_pairs(ext)
+    else:
+        pairs = _zscaler_pairs(body)
+    if not pairs:
+        raise ParseError("no Zscaler NSS name=value fields")
+    return _zscaler_values(pairs)
 
 
 def _zscaler_link(link: str, proto: str | None) -> str:
@@ -201,18 +320,11 @@ def _zscaler_link(link: str, proto: str | None) -> str:
 
 @register("gateway", "zscaler", sniff=_sniff_zscaler)
 def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
-    """Zscaler Internet Access NSS web log as JSON (``{"sourcetype":
-    "zscalernss-web", "event": {...}}`` or the bare event object)."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ParseError(f"not JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ParseError("Zscaler record is not a JSON object")
-    record = doc.get("event", doc)
-    if not isinstance(record, dict):
-        raise ParseError("Zscaler 'event' is not an object")
-    v = _zscaler_values(record)
+    """Zscaler Internet Access NSS web log: JSON (``{"sourcetype":
+    "zscalernss-web", "event": {...}}`` or the bare object), name=value
+    (the Splunk template and other administrator-defined templates) or LEEF.
+    Fields are read by name, whatever the template's order."""
+    v = _zscaler_record(raw)
     get = v.get
 
     epoch = get("epochtime")
@@ -221,26 +333,30 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
     else:
         when = get("time")
         if when is None:
-            raise ParseError("Zscaler record has no 'time' or 'epochtime'")
+            raise ParseError("Zscaler record has no time (time, datetime, devTime or epochtime)")
         zone = get("tz")
         stamp = parse_timestamp(when, zone_for(zone) if zone else ctx.timezone, ctx.now)
     ev = new_event(raw, ctx.source, ctx.format, "Zscaler", "Internet Access", stamp)
     event = ev["event"]
     action = get("action", "").lower()
-    _decide_web(event, action in _ZS_BLOCKED)
+    event["category"] = ["network", "web"]
+    apply(event, lookup(ZSCALER, action), "access")
     if action:
         event["action"] = action
+    reason = get("reason")
+    if reason is not None and reason.lower() != action:
+        event["reason"] = reason
 
     proto = get("proto")
-    link = get("eurl") or get("url") or _b64(get("b64url"))
+    link = get("eurl") or _b64(get("b64url"))
     url = None
     if link:
         url = ev["url"] = url_object(_zscaler_link(link, proto))
 
     reqsize, respsize = to_int(get("reqsize")), to_int(get("respsize"))
     source: dict[str, Any] = {}
-    internal = to_ip(get("cintip") or get("cltintip"))
-    public = to_ip(get("cip") or get("cltip"))
+    internal = to_ip(get("cintip"))
+    public = to_ip(get("cip"))
     # the internal address decides the zone; the public one is the NAT
     if internal is not None:
         source["ip"] = internal
@@ -259,9 +375,9 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
         ev["source"] = source
 
     destination = endpoint(
-        to_ip(get("sip") or get("serverip")),
+        to_ip(get("sip")),
         octets=respsize,
-        domain=get("host") or get("ehost") or (url.get("domain") if url else None),
+        domain=get("host") or (url.get("domain") if url else None),
     )
     if destination:
         ev["destination"] = destination
@@ -279,11 +395,12 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
         request["method"] = v["reqmethod"]
     if reqsize is not None:
         request["bytes"] = reqsize
-    referrer = get("ereferer") or get("referer") or _b64(get("b64referer"))
+    referrer = get("referer") or _b64(get("b64referer"))
     if referrer:
         request["referrer"] = referrer
     response: dict[str, Any] = {}
-    status = to_int(get("respcode"))
+    code = get("respcode")
+    status = to_int(code if code is None or code.isdecimal() else _first_number(code))
     if status:
         response["status_code"] = status
     if respsize is not None:
@@ -295,7 +412,7 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
         if response:
             http["response"] = response
 
-    agent = get("ua") or get("eua") or get("useragent")
+    agent = get("ua") or get("useragent")
     if agent:
         ev["user_agent"] = {"original": agent}
     rule: dict[str, Any] = {}
@@ -309,6 +426,12 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
     if vendor:
         ev["zscaler"] = vendor
     return [ev]
+
+
+def _first_number(text_: str) -> str | None:
+    """``200 - OK`` -> ``200`` (some templates write the status with its text)."""
+    m = _ZS_STATUS_RE.match(text_)
+    return m.group(0) if m else None
 
 
 # --- Symantec/Broadcom ProxySG, W3C ELFF ------------------------------------
@@ -566,8 +689,6 @@ _CEF_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "fsize": ("file.size", to_int),
 }
 _CEF_MAP = {key: (tuple(field.split(".")), conv) for key, (field, conv) in _CEF_FIELDS.items()}
-_CEF_SUCCESS = {"success", "succeeded", "allowed", "allow", "accept", "accepted", "permit", "pass"}
-_CEF_FAILURE = {"failure", "failed", "fail", "blocked", "block", "denied", "deny", "drop", "reject"}
 
 
 def _cef_unescape(value: str) -> str:
@@ -601,6 +722,24 @@ def cef_header(raw: str, start: int) -> tuple[str, ...] | None:
         return tuple(parts) if parts[0].isdecimal() else None
     m = _CEF_HEADER_RE.match(raw, start)
     return None if m is None else m.groups()
+
+
+def _cef_outcome(event: dict[str, Any], vendor: str, fields: dict[str, str]) -> None:
+    """Outcome and type from ``act`` through the device vendor's vocabulary
+    (Palo Alto's ``block-url``, Check Point's ``Drop``, Fortinet's ``close``),
+    then the generic CEF words; else from the ``outcome`` field; else unknown.
+    ``event.action`` keeps the device's word either way."""
+    act = event.get("action")
+    verdict = UNKNOWN
+    if act:
+        table = CEF_VENDORS.get(vendor.lower())
+        if table is not None:
+            verdict = lookup(table, act)
+        if verdict is UNKNOWN:
+            verdict = lookup(CEF_GENERIC, act)
+    if verdict is UNKNOWN and fields.get("outcome"):
+        verdict = lookup(CEF_OUTCOME, fields["outcome"])
+    apply(event, verdict)
 
 
 def _sniff_cef(line: str) -> bool:
@@ -663,15 +802,7 @@ def parse_cef(raw: str, ctx: ParseContext) -> list[Event]:
     if user:
         ev["user"] = {"name": user}
 
-    words = {event.get("action") or "", fields.get("outcome", "").lower()}
-    if words & _CEF_FAILURE:
-        event["outcome"] = "failure"
-        event["type"] = ["denied"]
-    elif words & _CEF_SUCCESS:
-        event["outcome"] = "success"
-        event["type"] = ["allowed"]
-    else:
-        event["outcome"] = "unknown"
+    _cef_outcome(event, _cef_unescape(vendor), fields)
     if fields:
         ev["cef"]["extensions"] = fields
     return [ev]
