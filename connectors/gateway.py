@@ -38,6 +38,7 @@ from connectors.outcomes import (
     CEF_GENERIC,
     CEF_OUTCOME,
     CEF_VENDORS,
+    SQUID_DENIED,
     UNKNOWN,
     ZSCALER,
     apply,
@@ -45,6 +46,7 @@ from connectors.outcomes import (
 )
 from connectors.timeparse import (
     now_stamp,
+    parse_clf,
     parse_epoch,
     parse_iso,
     parse_syslog,
@@ -63,20 +65,112 @@ def _decide_web(event: dict[str, Any], blocked: bool) -> None:
     event["type"] = ["access", "denied" if blocked else "allowed"]
 
 
-# --- Squid native access.log ------------------------------------------------
+# --- Squid access.log: native, common and combined logformats --------------
 
-_SQUID_START_RE = re.compile(r"\d{9,11}\.\d{3} ")
+# native "squid": %ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %[un %Sh/%<a %mt,
+# maybe behind a syslog header (access_log syslog:...)
+_SQUID_START_RE = re.compile(r"(?:^|\s)(\d{9,11}\.\d{3}\s+-?\d+\s)")
+# "common" / "combined": %>a %[ui %[un [%tl] "%rm %ru HTTP/%rv" %>Hs %<st
+# ["%{Referer}>h" "%{User-Agent}>h"] %Ss:%Sh
+_SQUID_CLF_RE = re.compile(
+    r'(\S+) (\S+) (\S+) \[([^\]]+)\] "(\S+) (\S+)(?: [^"]*)?" (\d{1,3}) (\d+|-)'
+    r'(?: "((?:[^"\\]|\\.)*)" "((?:[^"\\]|\\.)*)")? ([A-Z_]+):([A-Z_]+)\s*'
+)
+_PCT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 
 
 def _sniff_squid(line: str) -> bool:
-    return _SQUID_START_RE.match(line) is not None and "/" in line
+    if _SQUID_START_RE.match(line) is not None:
+        return "/" in line
+    return '] "' in line and _SQUID_CLF_RE.search(line) is not None
+
+
+def _squid_user(value: str) -> str | None:
+    """The user field is URL-encoded by Squid (``tanaka%40city.example``)."""
+    if value in EMPTY:
+        return None
+    if "%" in value:
+        value = _PCT_RE.sub(lambda m: chr(int(m.group(1), 16)), value)
+    return value
+
+
+def _squid_event(
+    raw: str,
+    ctx: ParseContext,
+    stamp: str,
+    client: str,
+    result: str,
+    status: int | None,
+    size: str,
+    method: str,
+    link: str,
+    user: str,
+) -> Event:
+    """The fields every Squid logformat shares."""
+    ev = new_event(raw, ctx.source, ctx.format, "Squid", "Squid", stamp)
+    _decide_web(ev["event"], result in SQUID_DENIED or result.endswith("_DENIED"))
+    connect = method == "CONNECT"
+    url = ev["url"] = url_object(link, "https" if connect else None)
+    if connect:  # "host:443" is an authority, not a URL to visit
+        url.pop("full", None)
+        url.pop("scheme", None)
+    ip = to_ip(client)
+    source: dict[str, Any] = {"address": client}
+    if ip is not None:
+        source["ip"] = ip
+    elif client not in EMPTY:
+        source["domain"] = client
+    ev["source"] = source
+    destination: dict[str, Any] = {}
+    if "domain" in url:
+        destination["domain"] = url["domain"]
+    if url.get("port") is not None:
+        destination["port"] = url["port"]
+    sent = to_int(size)
+    if sent is not None:
+        destination["bytes"] = sent
+    if destination:
+        ev["destination"] = destination
+    name = _squid_user(user)
+    if name is not None:
+        ev["user"] = {"name": name}
+    http: dict[str, Any] = {}
+    if method not in EMPTY:
+        http["request"] = {"method": method}
+    if status:
+        http["response"] = {"status_code": status}
+    if http:
+        ev["http"] = http
+    ev["squid"] = {"result_code": result}
+    return ev
+
+
+def _squid_common(m: re.Match[str], raw: str, ctx: ParseContext) -> list[Event]:
+    client, _ident, user, when, method, link, status_s, size, referer, agent, code, hier = (
+        m.groups()
+    )
+    stamp = parse_clf(when, ctx.timezone)
+    ev = _squid_event(raw, ctx, stamp, client, code, to_int(status_s), size, method, link, user)
+    ev["squid"]["hierarchy_code"] = hier
+    if referer not in (None, "", "-"):
+        ev.setdefault("http", {}).setdefault("request", {})["referrer"] = referer
+    if agent not in (None, "", "-"):
+        ev["user_agent"] = {"original": agent}
+    return [ev]
 
 
 @register("gateway", "squid", sniff=_sniff_squid)
 def parse_squid(raw: str, ctx: ParseContext) -> list[Event]:
-    """Squid native ``access.log`` (``logformat squid``), and the common
-    extended layout that adds the client port and header sizes."""
-    f = raw.split()
+    """Squid ``access.log`` in the native ``squid`` logformat (also behind a
+    syslog header, and the extended layout that adds the client port and
+    header sizes), or in the built-in ``common`` and ``combined`` formats."""
+    start = _SQUID_START_RE.search(raw)
+    if start is None:
+        m = _SQUID_CLF_RE.match(raw) or _SQUID_CLF_RE.search(raw)
+        if m is not None:
+            return _squid_common(m, raw, ctx)
+        raise ParseError("not a Squid access.log line (native, common or combined logformat)")
+    f = raw[start.start(1) :].split()
     if len(f) >= 10 and "/" in f[3]:
         ts, elapsed, client, code_status, size, method, link, user, hier, mime = f[:10]
         cport = None
@@ -91,64 +185,26 @@ def parse_squid(raw: str, ctx: ParseContext) -> list[Event]:
     if status is None or not result.replace("_", "").isalpha():
         raise ParseError(f"bad Squid result code {code_status[:40]!r}")
     hier_code, _, peer = hier.partition("/")
-    ev = new_event(raw, ctx.source, ctx.format, "Squid", "Squid", parse_epoch(ts))
-    event = ev["event"]
-    _decide_web(event, result.endswith("DENIED") or result == "TCP_DENIED_REPLY")
+    ev = _squid_event(raw, ctx, parse_epoch(ts), client, result, status, size, method, link, user)
     duration = scaled(to_int(elapsed), 1_000_000)
     if duration is not None:
-        event["duration"] = duration
-
-    connect = method == "CONNECT"
-    url = ev["url"] = url_object(link, "https" if connect else None)
-    if connect:  # "host:443" is an authority, not a URL to visit
-        url.pop("full", None)
-        url.pop("scheme", None)
-
-    ip = to_ip(client)
-    source: dict[str, Any] = {"address": client}
-    if ip is not None:
-        source["ip"] = ip
-    elif client not in EMPTY:
-        source["domain"] = client
+        ev["event"]["duration"] = duration
     port = to_port(cport)
     if port is not None:
-        source["port"] = port
-    ev["source"] = source
-
-    destination: dict[str, Any] = {}
+        ev["source"]["port"] = port
+    destination: dict[str, Any] = ev.get("destination") or {}
     peer_ip = to_ip(peer)
     if peer_ip is not None:
         destination["ip"] = peer_ip
-    if "domain" in url:
-        destination["domain"] = url["domain"]
-    port = to_port(sport) or url.get("port")
-    if port is not None:
+    port = to_port(sport)
+    if port:
         destination["port"] = port
-    sent = to_int(size)
-    if sent is not None:
-        destination["bytes"] = sent
     if destination:
         ev["destination"] = destination
-
-    if user not in EMPTY:
-        ev["user"] = {"name": user}
-    http: dict[str, Any] = {}
-    if method not in EMPTY:
-        http["request"] = {"method": method}
-    response: dict[str, Any] = {}
-    if status:
-        response["status_code"] = status
     if mime not in EMPTY:
-        response["mime_type"] = mime
-    if response:
-        http["response"] = response
-    if http:
-        ev["http"] = http
-    ev["squid"] = (
-        {"result_code": result, "hierarchy_code": hier_code}
-        if hier_code
-        else {"result_code": result}
-    )
+        ev.setdefault("http", {}).setdefault("response", {})["mime_type"] = mime
+    if hier_code:
+        ev["squid"]["hierarchy_code"] = hier_code
     return [ev]
 
 
@@ -468,7 +524,8 @@ PROXYSG_MAIN_FIELDS: tuple[str, ...] = tuple(
     ]
 )
 
-_ELFF_TOKEN_RE = re.compile(r'"([^"]*)"|(\S+)')
+# "quoted values", [bracketed times] (localtime holds a blank) and bare words
+_ELFF_TOKEN_RE = re.compile(r'"([^"]*)"|(\[[^\]]*\]|\S+)')
 _FIELDS_STATE = "proxysg.fields"
 _ELFF_DEFAULT_PORT = {"http": 80, "https": 443, "ftp": 21}
 # ELFF columns copied as they are: (column, field in the proxysg object)
@@ -491,7 +548,10 @@ def _sniff_proxysg(line: str) -> bool:
 
 
 def _elff_values(raw: str) -> list[str]:
-    """An ELFF row's values: space-separated, ``"quoted values"`` as one."""
+    """An ELFF row's values: space-separated, ``"quoted values"`` and
+    ``[bracketed times]`` as one."""
+    if "[" in raw:
+        return [t or q for q, t in _ELFF_TOKEN_RE.findall(raw)]
     if '"' not in raw:
         return raw.split()
     # Quotes that open and close whole values (the usual case: user agents,
