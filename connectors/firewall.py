@@ -34,6 +34,7 @@ from connectors.ecs import (
     transport,
     url_object,
 )
+from connectors.gateway import parse_cef, sniff_cef
 from connectors.outcomes import (
     DENIED,
     FORTIGATE_EVENT,
@@ -491,3 +492,9 @@ def parse_iptables(raw: str, ctx: ParseContext) -> list[Event]:
     if ipt:
         ev["iptables"] = ipt
     return [ev]
+
+
+# CEF reaches firewall listeners too (FortiGate, Check Point, Palo Alto CEF
+# forwarding): the gateway's reader, registered here so that loading the
+# firewall source alone knows it.
+register("firewall", "cef", sniff=sniff_cef)(parse_cef)

@@ -79,9 +79,12 @@ _SQUID_CLF_RE = re.compile(
 _PCT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 
 
+_SQUID_CODE_RE = re.compile(r"\s[A-Z_]+/\d{3}\s")
+
+
 def _sniff_squid(line: str) -> bool:
-    if _SQUID_START_RE.match(line) is not None:
-        return "/" in line
+    if _SQUID_START_RE.search(line) is not None:
+        return _SQUID_CODE_RE.search(line) is not None
     return '] "' in line and _SQUID_CLF_RE.search(line) is not None
 
 
@@ -261,6 +264,8 @@ _ZS_STATUS_RE = re.compile(r"\d{3}")
 
 
 def _sniff_zscaler(line: str) -> bool:
+    if "CEF:" in line[:300]:
+        return False  # a CEF line from a Zscaler feed is CEF's to read
     if line.lstrip().startswith("{"):
         return '"zscalernss-web"' in line or '"eurl"' in line or '"urlsupercat"' in line
     return (
@@ -540,7 +545,7 @@ _PROXYSG_VENDOR = (
 # W3C extended log file directives (ProxySG writes all of them), and a row of
 # the appliance's formats, which all start with the UTC date and time.
 _ELFF_DIRECTIVE_RE = re.compile(r"#(?:Software|Version|Date|Fields|Remark|Start-Date|End-Date):")
-_ELFF_ROW_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} ")
+_ELFF_ROW_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} [^\s=]+(?:\s|$)")
 
 
 def _sniff_proxysg(line: str) -> bool:
@@ -802,7 +807,7 @@ def _cef_outcome(event: dict[str, Any], vendor: str, fields: dict[str, str]) -> 
     apply(event, verdict)
 
 
-def _sniff_cef(line: str) -> bool:
+def sniff_cef(line: str) -> bool:
     return "CEF:" in line[:200] and line.count("|") >= 7
 
 
@@ -868,5 +873,5 @@ def parse_cef(raw: str, ctx: ParseContext) -> list[Event]:
     return [ev]
 
 
-register("gateway", "cef", sniff=_sniff_cef)(parse_cef)
-register("firewall", "cef", sniff=_sniff_cef)(parse_cef)
+register("gateway", "cef", sniff=sniff_cef)(parse_cef)
+# the firewall source registers the same reader in connectors/firewall.py

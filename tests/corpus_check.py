@@ -6,7 +6,8 @@ values the vendor's field definitions call for. A case is one line (or a
 short stream, for formats with headers or state) and either the events it
 must yield (``expect``: a list of dotted-field -> value maps, one per event;
 a value of ``null`` means the field must be absent) or ``refuse``: a
-fragment of the reason it must be dead-lettered with.
+fragment of the reason it must be dead-lettered with (``auto_format``: the
+format that reads the line instead under ``--format auto``).
 
 ``python -m tests.corpus_check [--before DIR]`` prints, per format, the
 lines, the share parsed right and the share of expected fields that agree;
@@ -46,6 +47,7 @@ class Case:
     timezone: str
     encoding: str
     now: datetime
+    auto_format: str | None = None  # under --format auto another format reads it
 
 
 @dataclass
@@ -80,6 +82,7 @@ def load(corpus: Path = CORPUS) -> list[Case]:
                     timezone=raw.get("timezone", doc.get("timezone", "Asia/Tokyo")),
                     encoding=raw.get("encoding", doc.get("encoding", "utf-8")),
                     now=datetime.fromisoformat(now.replace("Z", "+00:00")) if now else NOW,
+                    auto_format=raw.get("auto_format"),
                 )
             )
     return cases
@@ -125,6 +128,13 @@ def run(case: Case, fmt: str | None = None, root: Path | None = None) -> Result:
         if letter is not None:
             refused.append(letter.reason)
         events += found
+    if fmt == "auto" and case.auto_format is not None:
+        modules = {e["event"]["module"] for e in events}
+        if events and not refused and modules == {case.auto_format}:
+            result.parsed = result.lines
+        else:
+            result.problems.append(f"expected {case.auto_format} to read it: {refused} {modules}")
+        return result
     if case.refuse is not None:
         # under auto a refusal may name the detector rather than the parser
         reason_ok = fmt == "auto" or all(case.refuse in r for r in refused)
