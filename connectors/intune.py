@@ -39,7 +39,7 @@ import orjson
 
 from connectors.base import ParseContext, register
 from connectors.ecs import section
-from connectors.jsonrecords import dict_at, list_at, loads, slug, unwrap
+from connectors.jsonrecords import dict_at, list_at, loads, scalars, slug, unwrap
 from connectors.timeparse import parse_iso, parse_timestamp
 from zonewatch.errors import ParseError
 
@@ -181,6 +181,9 @@ def _outcome(value: Any) -> str:
 def graph_audit_event(item: dict[str, Any], original: str, ctx: ParseContext) -> dict[str, Any]:
     """One Graph ``auditEvent`` object -> ECS."""
     _refuse_graph_record(item)
+    resources = list_at(item, "resources")
+    actor = scalars(dict_at(item, "actor"))
+    item = scalars(item)
     ts = _utc(item.get("activityDateTime"), ctx, "activityDateTime")
     ev = _base(ts, original, ctx)
     activity = item.get("activity") or item.get("displayName") or ""
@@ -194,7 +197,6 @@ def graph_audit_event(item: dict[str, Any], original: str, ctx: ParseContext) ->
     )
     if item.get("id"):
         ev["event"]["id"] = item["id"]
-    actor = dict_at(item, "actor")
     user: dict[str, Any] = {}
     upn = actor.get("userPrincipalName")
     if upn:
@@ -208,7 +210,6 @@ def graph_audit_event(item: dict[str, Any], original: str, ctx: ParseContext) ->
         ev["source"] = {"ip": actor["ipAddress"]}
     if actor.get("applicationDisplayName"):
         ev["service"] = {"name": actor["applicationDisplayName"]}
-    resources = list_at(item, "resources")
     ev["intune"] = {
         k: v
         for k, v in {
@@ -218,7 +219,12 @@ def graph_audit_event(item: dict[str, Any], original: str, ctx: ParseContext) ->
             "component": item.get("componentName"),
             "category": item.get("category"),
             "correlation_id": item.get("correlationId"),
-            "targets": [r.get("displayName") for r in resources if isinstance(r, dict)] or None,
+            "targets": [
+                r["displayName"]
+                for r in resources
+                if isinstance(r, dict) and isinstance(r.get("displayName"), str)
+            ]
+            or None,
         }.items()
         if v is not None
     }
@@ -388,6 +394,7 @@ def _operational(
 def device_fields(props: dict[str, Any]) -> dict[str, Any]:
     """Normalized device attributes of a Devices / DeviceComplianceOrg row or a
     Graph managedDevice object."""
+    props = scalars(props)
     grace = props.get("InGracePeriodUntil") or props.get("complianceGracePeriodExpirationDateTime")
     if isinstance(grace, str) and grace.startswith(_NO_GRACE):
         grace = None
@@ -462,6 +469,12 @@ def _apply_device(ev: dict[str, Any], d: dict[str, Any]) -> None:
 
 def diagnostic_record(rec: dict[str, Any], original: str, ctx: ParseContext) -> dict[str, Any]:
     category, operation, props, when = _record_shape(rec)
+    targets = props.get("TargetDisplayNames")
+    actor = scalars(dict_at(props, "Actor"))
+    rec, props = scalars(rec), scalars(props)
+    props["Actor"] = actor
+    if isinstance(targets, list):
+        props["TargetDisplayNames"] = [t for t in targets if isinstance(t, str)]
     ts = _utc(when, ctx, "time/TimeGenerated")
     ev = _base(ts, original, ctx)
     ev["intune"] = {"category": category, "operation": operation}

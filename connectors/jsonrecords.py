@@ -52,3 +52,10 @@ def list_at(record: dict[str, Any], key: str) -> list[Any]:
     """``record[key]`` when it is an array, else an empty one."""
     value = record.get(key)
     return value if isinstance(value, list) else []
+
+
+def scalars(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` without its object and array values: what a field may be
+    copied from (a nested structure where a name or an id belongs is left out,
+    not shipped)."""
+    return {k: v for k, v in record.items() if not isinstance(v, dict | list)}

@@ -90,7 +90,9 @@ def _set_action(ev: dict[str, Any], action: str) -> None:
 
 
 def _put(ev: dict[str, Any], section: str, key: str, value: Any) -> None:
-    if value is None or value == "":
+    """Set a field from a record's value; objects, arrays and empty values
+    are not field values and are left out."""
+    if value is None or value == "" or isinstance(value, dict | list):
         return
     ev.setdefault(section, {})[key] = value
 
