@@ -116,7 +116,7 @@ def zone_for(name: str) -> tzinfo:
     if m:
         sign, hh, mm = m.groups()
         total = int(hh) * 60 + int(mm or 0)
-        if total >= 24 * 60:
+        if total >= 24 * 60 or int(mm or 0) >= 60:
             raise ParseError(f"offset {name!r} is out of range")
         return UTC if total == 0 else timezone(timedelta(minutes=total if sign == "+" else -total))
     if "/" in name or name in ("UTC", "Etc/UTC"):
