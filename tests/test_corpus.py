@@ -41,3 +41,21 @@ def test_the_corpus_covers_every_format_that_can_be_sniffed() -> None:
     sniffed = {f"{src}/{name}" for (src, name), f in FORMATS.items() if f.sniff is not None}
     # CEF is one parser registered for two sources; its corpus runs as gateway
     assert sniffed - covered <= {"firewall/cef"}
+
+
+def test_coverage_doc_lists_exactly_the_cisco_ids_the_parser_reads() -> None:
+    import re
+    from pathlib import Path
+
+    from connectors.cisco_asa import _FTD_ACTION_NAMES, _MESSAGES
+
+    doc = (Path(__file__).resolve().parent.parent / "connectors" / "COVERAGE.md").read_text()
+    row = next(line for line in doc.splitlines() if line.startswith("| `firewall/asa`"))
+    listed: set[str] = set()
+    for a, b in re.findall(r"\b(\d{6})(?:–(\d{6}))?\b", row.split("|")[3]):
+        if b:
+            listed |= {str(n) for n in range(int(a), int(b) + 1)}
+        else:
+            listed.add(a)
+    read = {k for k in _MESSAGES if k.isdigit()} | set(_FTD_ACTION_NAMES)
+    assert listed == read
