@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import date, tzinfo
+from functools import lru_cache
 from typing import Any
 
 from connectors.base import ParseContext, register
@@ -60,7 +62,7 @@ _SEVERITY_NAMES = ("emergency", "alert", "critical", "error", "warning", "notice
 _IF = r"([^\s:]+)"
 _AD = r"([^\s/()]+)"
 _PT = r"(?:/(\d+))?"
-_US = r"\s*(?:\(([^()]*(?:\([^()]*\))?[^()]*)\))?"
+_US = r"(?:\(([^()]*)\))?"
 _EP = _IF + ":" + _AD + _PT + _US  # iface:addr/port(user): 4 groups
 
 # FTD AccessControlRuleAction and InlineResult words
@@ -99,6 +101,18 @@ def _asa_host(prefix: str) -> str | None:
     return word
 
 
+@lru_cache(maxsize=4096)
+def _asa_head(prefix: str, tz: tzinfo, today: date) -> tuple[str | None, str | None]:
+    """(UTC time, device host) of the text before the tag; lines of one second
+    share it, so this is mostly a cache hit."""
+    stamps = _ASA_TS_RE.findall(prefix)
+    stamp = None
+    if stamps:
+        ts = stamps[-1]
+        stamp = parse_iso(ts, tz) if ts[0].isdigit() else parse_monthname(ts, tz, today)
+    return stamp, _asa_host(prefix)
+
+
 def _user(value: str | None) -> str | None:
     """A user annotation: ``LOCAL\\name`` -> ``name``; a bare SGT number or the
     masked ``*****`` is no user."""
@@ -114,33 +128,41 @@ def _user(value: str | None) -> str | None:
 
 def _end(ev: Event, side: str, addr: str | None, port: str | None = None) -> None:
     """``source``/``destination``: ``ip`` for an address, ``address`` for an object name."""
-    if not addr or addr in EMPTY:
+    node = ev.get(side)
+    if node is None:
+        node = ev[side] = {}
+    if addr and addr not in EMPTY:
+        ip = to_ip(addr)
+        if ip is not None:
+            node["ip"] = ip
+        else:
+            node["address"] = addr
+    if port:
         p = to_port(port)
         if p is not None:
-            section(ev, side)["port"] = p
-        return
-    node = section(ev, side)
-    ip = to_ip(addr)
-    if ip is not None:
-        node["ip"] = ip
-    else:
-        node["address"] = addr
-    p = to_port(port)
-    if p is not None:
-        node["port"] = p
+            node["port"] = p
+    if not node:
+        del ev[side]
 
 
 def _nat(ev: Event, side: str, addr: str | None, port: str | None, real: str, rport: str) -> None:
-    if addr and (addr != real or port != rport):
-        node = section(section(ev, side), "nat")
+    """The translated side of an ``ip/port (mapped_ip/mapped_port)`` pair, when
+    it differs from the real one."""
+    nat: dict[str, Any] = {}
+    if addr and addr != real:
         ip = to_ip(addr)
-        if ip is not None and addr != real:
-            node["ip"] = ip
+        if ip is not None:
+            nat["ip"] = ip
+    if port and port != rport:
         p = to_port(port)
-        if p is not None and port != rport:
-            node["port"] = p
-        if not node:
-            del ev[side]["nat"]
+        if p is not None:
+            nat["port"] = p
+    if nat:
+        node = ev.get(side)
+        if node is None:
+            ev[side] = {"nat": nat}
+        else:
+            node["nat"] = nat
 
 
 def _ifaces(ev: Event, ingress: str | None, egress: str | None = None) -> None:
@@ -160,18 +182,25 @@ def _set_user(ev: Event, name: str | None, side: str = "source") -> None:
 
 
 def _proto(ev: Event, name: str | None) -> None:
-    if name and name.startswith("protocol "):
+    if not name:
+        return
+    if name.startswith("protocol "):
         name = name[9:]
     proto = transport(name)
     if proto is not None:
-        section(ev, "network")["transport"] = proto
+        network = ev.get("network")
+        if network is None:
+            ev["network"] = {"transport": proto}
+        else:
+            network["transport"] = proto
 
 
 def _decision(ev: Event, action: str, verdict: Verdict) -> None:
     event = ev["event"]
     event["action"] = action
     event["category"] = ["network"]
-    apply(event, verdict, "connection")
+    event["outcome"] = verdict.outcome
+    event["type"] = ["connection", verdict.type] if verdict.type else ["connection"]
 
 
 def _auth(ev: Event, action: str, ok: bool | None, kind: str = "start") -> None:
@@ -203,6 +232,8 @@ def _cisco(ev: Event) -> dict[str, Any]:
 
 
 def _duration(ev: Event, h: str, m: str, s: str) -> None:
+    if len(h) > 12:  # hours beyond any clock: no duration rather than a wrong one
+        return
     value = scaled(int(h) * 3600 + int(m) * 60 + int(s), 1_000_000_000)
     if value is not None:
         ev["event"]["duration"] = value
@@ -223,15 +254,59 @@ def _deny_ports(g: tuple[Any, ...], ev: Event) -> None:
     _ifaces(ev, g[5] if len(g) > 5 else None)
 
 
+def _ep(addr: str | None, port: str | None) -> dict[str, Any]:
+    """An endpoint from a catalogued pattern's address and port groups (the
+    hot path of the traffic messages: one call per side)."""
+    node: dict[str, Any] = {}
+    if addr:
+        ip = to_ip(addr)
+        if ip is not None:
+            node["ip"] = ip
+        elif addr not in EMPTY:
+            node["address"] = addr
+    if port and len(port) <= 5:  # the patterns match digits only
+        number = int(port)
+        if number <= 65535:
+            node["port"] = number
+    return node
+
+
+def _traffic(
+    ev: Event,
+    action: str,
+    verdict: Verdict,
+    proto: str | None,
+    source: dict[str, Any],
+    destination: dict[str, Any],
+    ingress: str | None,
+    egress: str | None,
+) -> None:
+    """The fields every connection message sets, in one place."""
+    event = ev["event"]
+    event["action"] = action
+    event["category"] = ["network"]
+    event["outcome"] = verdict.outcome
+    event["type"] = ["connection", verdict.type] if verdict.type else ["connection"]
+    if source:
+        ev["source"] = source
+    if destination:
+        ev["destination"] = destination
+    if proto:
+        _proto(ev, proto)
+    observer = ev["observer"]
+    if ingress:
+        observer["ingress"] = {"interface": {"name": ingress}}
+    if egress:
+        observer["egress"] = {"interface": {"name": egress}}
+
+
 def _deny_src_dst(g: tuple[Any, ...], ev: Event) -> None:
     # proto, src iface, addr, port, user, dst iface, addr, port, user[, acl]
-    _decision(ev, "deny", DENIED)
-    _proto(ev, g[0])
-    _end(ev, "source", g[2], g[3])
-    _end(ev, "destination", g[6], g[7])
-    _ifaces(ev, g[1], g[5])
-    _set_user(ev, _user(g[4]))
-    _set_user(ev, _user(g[8]), "destination")
+    _traffic(ev, "deny", DENIED, g[0], _ep(g[2], g[3]), _ep(g[6], g[7]), g[1], g[5])
+    if g[4]:
+        _set_user(ev, _user(g[4]))
+    if g[8]:
+        _set_user(ev, _user(g[8]), "destination")
     if len(g) > 9 and g[9]:
         ev["rule"] = {"name": g[9]}
 
@@ -246,16 +321,16 @@ def _deny_ip_pair(g: tuple[Any, ...], ev: Event) -> None:
 
 def _acl_log(g: tuple[Any, ...], ev: Event) -> None:
     # acl, word, [user], proto, src iface, src, sport, suser, dst iface, dst, dport, duser
-    acl, word, user, proto = g[0], g[1], g[2], g[3]
-    blocked = word == "denied"
-    _decision(ev, "deny" if blocked else "allow", DENIED if blocked else ALLOWED)
-    ev["rule"] = {"name": acl}
-    _proto(ev, proto)
-    _end(ev, "source", g[5], g[6])
-    _end(ev, "destination", g[9], g[10])
-    _ifaces(ev, g[4], g[8])
-    _set_user(ev, user or _user(g[7]))
-    _set_user(ev, _user(g[11]), "destination")
+    user = g[2]
+    if g[1] == "denied":
+        _traffic(ev, "deny", DENIED, g[3], _ep(g[5], g[6]), _ep(g[9], g[10]), g[4], g[8])
+    else:
+        _traffic(ev, "allow", ALLOWED, g[3], _ep(g[5], g[6]), _ep(g[9], g[10]), g[4], g[8])
+    ev["rule"] = {"name": g[0]}
+    if user or g[7]:
+        _set_user(ev, user or _user(g[7]))
+    if g[11]:
+        _set_user(ev, _user(g[11]), "destination")
 
 
 def _deny_proto_pair(g: tuple[Any, ...], ev: Event) -> None:
@@ -324,44 +399,49 @@ def _built(g: tuple[Any, ...], ev: Event) -> None:
     inbound = g[0] == "inbound"
     a, b = g[3:9], g[9:15]
     src, dst = (a, b) if inbound else (b, a)  # an outbound connection was opened from "to"
-    _decision(ev, "flow-creation", ALLOWED)
+    _traffic(ev, "flow-creation", ALLOWED, g[1], _ep(src[1], src[2]), _ep(dst[1], dst[2]),
+             src[0], dst[0])  # fmt: skip
     ev["event"]["id"] = g[2]
-    _proto(ev, g[1])
-    _end(ev, "source", src[1], src[2])
-    _nat(ev, "source", src[3], src[4], src[1], src[2])
-    _end(ev, "destination", dst[1], dst[2])
-    _nat(ev, "destination", dst[3], dst[4], dst[1], dst[2])
-    section(ev, "network")["direction"] = "inbound" if inbound else "outbound"
-    _ifaces(ev, src[0], dst[0])
-    _set_user(ev, _user(src[5]) or _user(g[15]))
-    _set_user(ev, _user(dst[5]), "destination")
+    if src[3] != src[1] or src[4] != src[2]:
+        _nat(ev, "source", src[3], src[4], src[1], src[2])
+    if dst[3] != dst[1] or dst[4] != dst[2]:
+        _nat(ev, "destination", dst[3], dst[4], dst[1], dst[2])
+    network = ev.get("network")
+    if network is None:
+        network = ev["network"] = {}
+    network["direction"] = "inbound" if inbound else "outbound"
+    if src[5] or g[15]:
+        _set_user(ev, _user(src[5]) or _user(g[15]))
+    if dst[5]:
+        _set_user(ev, _user(dst[5]), "destination")
 
 
 def _teardown(g: tuple[Any, ...], ev: Event) -> None:
     # proto, id, iface, addr, port, user, iface, addr, port, user, h, m, s, bytes, rest
-    _decision(ev, "flow-expiration", ALLOWED)
-    ev["event"]["id"] = g[1]
-    _proto(ev, g[0])
-    _end(ev, "source", g[3], g[4])
-    _end(ev, "destination", g[7], g[8])
-    _ifaces(ev, g[2], g[6])
+    _traffic(ev, "flow-expiration", ALLOWED, g[0], _ep(g[3], g[4]), _ep(g[7], g[8]),
+             g[2], g[6])  # fmt: skip
+    event = ev["event"]
+    event["id"] = g[1]
     _duration(ev, g[10], g[11], g[12])
     octets = to_int(g[13])
     if octets is not None:
         section(ev, "network")["bytes"] = octets
-    rest = (g[14] or "").strip()
+    rest = g[14].strip() if g[14] else ""
     user = None
-    if rest.endswith(")") and "(" in rest:
-        rest, _, tail = rest.rpartition("(")
-        user = _user(tail[:-1])
-        rest = rest.strip()
-    reason, _, initiator = rest.partition(" from ")
-    if reason:
-        ev["event"]["reason"] = reason
-    if initiator:
-        _cisco(ev)["termination_initiator"] = initiator
-    _set_user(ev, _user(g[5]) or user)
-    _set_user(ev, _user(g[9]), "destination")
+    if rest:
+        if rest[-1] == ")" and "(" in rest:
+            rest, _, tail = rest.rpartition("(")
+            user = _user(tail[:-1])
+            rest = rest.rstrip()
+        reason, _, initiator = rest.partition(" from ")
+        if reason:
+            event["reason"] = reason
+        if initiator:
+            _cisco(ev)["termination_initiator"] = initiator
+    if g[5] or user:
+        _set_user(ev, _user(g[5]) or user)
+    if g[9]:
+        _set_user(ev, _user(g[9]), "destination")
 
 
 def _icmp_built(g: tuple[Any, ...], ev: Event) -> None:
@@ -765,11 +845,16 @@ _msg(
     _deny_src_dst,
 )
 _msg(
-    "106100 106102 106103",
-    r"access-list (\S+) (permitted|denied|est-allowed) (?:(\S+) for user '?([^' ]+)'? )?"
-    r"(?:(\S+) )?" + _IF + r"/" + _AD + r"\((\d+)\)" + _US + r" -> " + _IF + r"/" + _AD
-    + r"\((\d+)\)" + _US,
-    lambda g, ev: _acl_log((g[0], g[1], g[3], g[2] or g[4], *g[5:]), ev),
+    "106100",
+    r"access-list (\S+) (permitted|denied|est-allowed) ()(\S+) " + _IF + r"/" + _AD
+    + r"\((\d+)\)" + _US + r" -> " + _IF + r"/" + _AD + r"\((\d+)\)" + _US,
+    _acl_log,
+)  # fmt: skip
+_msg(
+    "106102 106103",
+    r"access-list (\S+) (permitted|denied) (\S+) for user '?([^' ]+)'? " + _IF + r"/" + _AD
+    + r"\((\d+)\)" + _US + r" -> " + _IF + r"/" + _AD + r"\((\d+)\)" + _US,
+    lambda g, ev: _acl_log((g[0], g[1], g[3], g[2], *g[4:]), ev),
 )  # fmt: skip
 _msg(
     "110002",
@@ -939,17 +1024,9 @@ def parse_asa(raw: str, ctx: ParseContext) -> list[Event]:
     tag = _ASA_TAG_RE.search(raw)
     if tag is None:
         raise ParseError("no %ASA-<severity>-<id>: tag")
-    prefix = raw[: tag.start()]
-    stamps = _ASA_TS_RE.findall(prefix)
-    if stamps:
-        ts = stamps[-1]
-        if ts[0].isdigit():
-            stamp = parse_iso(ts, ctx.timezone)
-        else:
-            stamp = parse_monthname(ts, ctx.timezone, ctx.now.date())
-    else:
+    stamp, host = _asa_head(raw[: tag.start()], ctx.timezone, ctx.now.date())
+    if stamp is None:
         stamp = now_stamp(ctx.now)
-    host = _asa_host(prefix)
     severity, code = int(tag.group(3)), tag.group(4)
     msg = raw[tag.end() :]
     ev = new_event(raw, ctx.source, ctx.format, "Cisco", tag.group(1).lower(), stamp)

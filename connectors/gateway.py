@@ -111,7 +111,7 @@ def _squid_event(
 ) -> Event:
     """The fields every Squid logformat shares."""
     ev = new_event(raw, ctx.source, ctx.format, "Squid", "Squid", stamp)
-    _decide_web(ev["event"], result in SQUID_DENIED or result.endswith("_DENIED"))
+    _decide_web(ev["event"], result.endswith("DENIED") or result in SQUID_DENIED)
     connect = method == "CONNECT"
     url = ev["url"] = url_object(link, "https" if connect else None)
     if connect:  # "host:443" is an authority, not a URL to visit
@@ -134,9 +134,8 @@ def _squid_event(
         destination["bytes"] = sent
     if destination:
         ev["destination"] = destination
-    name = _squid_user(user)
-    if name is not None:
-        ev["user"] = {"name": name}
+    if user not in EMPTY:
+        ev["user"] = {"name": _squid_user(user) if "%" in user else user}
     http: dict[str, Any] = {}
     if method not in EMPTY:
         http["request"] = {"method": method}
@@ -167,13 +166,16 @@ def parse_squid(raw: str, ctx: ParseContext) -> list[Event]:
     """Squid ``access.log`` in the native ``squid`` logformat (also behind a
     syslog header, and the extended layout that adds the client port and
     header sizes), or in the built-in ``common`` and ``combined`` formats."""
-    start = _SQUID_START_RE.search(raw)
-    if start is None:
-        m = _SQUID_CLF_RE.match(raw) or _SQUID_CLF_RE.search(raw)
-        if m is not None:
-            return _squid_common(m, raw, ctx)
-        raise ParseError("not a Squid access.log line (native, common or combined logformat)")
-    f = raw[start.start(1) :].split()
+    if raw[:1].isdigit() and raw[9:14].find(".") >= 0:
+        f = raw.split()  # native, the common case: the line opens with %ts.%03tu
+    else:
+        start = _SQUID_START_RE.search(raw)
+        if start is None:
+            m = _SQUID_CLF_RE.match(raw) or _SQUID_CLF_RE.search(raw)
+            if m is not None:
+                return _squid_common(m, raw, ctx)
+            raise ParseError("not a Squid access.log line (native, common or combined logformat)")
+        f = raw[start.start(1) :].split()
     if len(f) >= 10 and "/" in f[3]:
         ts, elapsed, client, code_status, size, method, link, user, hier, mime = f[:10]
         cport = None
@@ -250,14 +252,17 @@ _ZS_ALIASES = {
     "cat": "action",
     "devtime": "time",
     "policy": "rulelabel",
-    # spellings of the NSS variables themselves
-    "clientintip": "cintip",
-    "cltintip": "cintip",
-    "cltip": "cip",
-    "ereferer": "referer",
-    "eua": "ua",
-    "ehost": "host",
 }
+# every spelling of the aliases: as the templates write them and lower-cased
+_ZS_SPELLINGS = {
+    **_ZS_ALIASES,
+    **{
+        spelling: _ZS_ALIASES[spelling.lower()]
+        for spelling in ("ClientIP", "clientpublicIP", "refererURL", "usrName", "srcPostNAT",
+                         "srcBytes", "dstBytes", "devTime", "Datetime", "URL", "User",
+                         "ClientPublicIP", "ServerIP", "UserAgent", "Status")
+    },
+}  # fmt: skip
 _ZS_KV_RE = re.compile(r"(?:^|\t|\s)([A-Za-z][A-Za-z0-9_]*)=")
 _ZS_LEADING_TIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})\s*$")
 _ZS_STATUS_RE = re.compile(r"\d{3}")
@@ -303,16 +308,16 @@ def _zscaler_values(ev: dict[str, Any]) -> dict[str, str]:
     """The record's scalar values as text under their NSS names, Zscaler's
     empty markers dropped."""
     out: dict[str, str] = {}
-    aliases = _ZS_ALIASES
     for key, value in ev.items():
         if type(value) is not str:
             if value is None or isinstance(value, dict | list):
                 continue
             value = str(value)
         if value not in _ZS_EMPTY:
-            name = aliases.get(key.lower(), key)
-            if name not in out:
-                out[name] = value
+            out[key] = value
+    if not _ZS_SPELLINGS.keys().isdisjoint(out):  # a template with its own names
+        for key in [k for k in out if k in _ZS_SPELLINGS]:
+            out.setdefault(_ZS_SPELLINGS[key], out.pop(key))
     return out
 
 
@@ -331,7 +336,7 @@ def _zscaler_pairs(text_: str) -> dict[str, str]:
 
 
 def _zscaler_record(raw: str) -> dict[str, str]:
-    body = raw.lstrip()
+    body = raw if raw[:1] not in (" ", "\t") else raw.lstrip()
     if body.startswith("{"):
         try:
             doc = orjson.loads(body)
@@ -385,7 +390,17 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
     "zscalernss-web", "event": {...}}`` or the bare object), name=value
     (the Splunk template and other administrator-defined templates) or LEEF.
     Fields are read by name, whatever the template's order."""
-    v = _zscaler_record(raw)
+    if raw[:1] == "{":  # the JSON feeds, without a detour
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(f"not JSON: {exc}") from exc
+        record = doc.get("event", doc) if isinstance(doc, dict) else None
+        if not isinstance(record, dict):
+            raise ParseError("Zscaler record is not a JSON object")
+        v = _zscaler_values(record)
+    else:
+        v = _zscaler_record(raw)
     get = v.get
 
     epoch = get("epochtime")
@@ -400,13 +415,14 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
     ev = new_event(raw, ctx.source, ctx.format, "Zscaler", "Internet Access", stamp)
     event = ev["event"]
     action = get("action", "").lower()
+    verdict = ZSCALER.get(action, UNKNOWN)
     event["category"] = ["network", "web"]
-    apply(event, lookup(ZSCALER, action), "access")
+    event["outcome"] = verdict.outcome
+    event["type"] = ["access", verdict.type] if verdict.type else ["access"]
     if action:
         event["action"] = action
-    reason = get("reason")
-    if reason is not None and reason.lower() != action:
-        event["reason"] = reason
+    if "reason" in v and v["reason"].lower() != action:
+        event["reason"] = v["reason"]
 
     proto = get("proto")
     link = get("eurl") or _b64(get("b64url"))
@@ -416,8 +432,8 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
 
     reqsize, respsize = to_int(get("reqsize")), to_int(get("respsize"))
     source: dict[str, Any] = {}
-    internal = to_ip(get("cintip"))
-    public = to_ip(get("cip"))
+    internal = to_ip(get("cintip") or get("cltintip"))
+    public = to_ip(get("cip") or get("cltip"))
     # the internal address decides the zone; the public one is the NAT
     if internal is not None:
         source["ip"] = internal
@@ -438,7 +454,7 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
     destination = endpoint(
         to_ip(get("sip")),
         octets=respsize,
-        domain=get("host") or (url.get("domain") if url else None),
+        domain=get("host") or get("ehost") or (url.get("domain") if url else None),
     )
     if destination:
         ev["destination"] = destination
@@ -456,7 +472,7 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
         request["method"] = v["reqmethod"]
     if reqsize is not None:
         request["bytes"] = reqsize
-    referrer = get("referer") or _b64(get("b64referer"))
+    referrer = get("ereferer") or get("referer") or _b64(get("b64referer"))
     if referrer:
         request["referrer"] = referrer
     response: dict[str, Any] = {}
@@ -473,7 +489,7 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
         if response:
             http["response"] = response
 
-    agent = get("ua") or get("useragent")
+    agent = get("ua") or get("eua")
     if agent:
         ev["user_agent"] = {"original": agent}
     rule: dict[str, Any] = {}

@@ -39,7 +39,7 @@ import orjson
 
 from connectors.base import ParseContext, register
 from connectors.ecs import section
-from connectors.jsonrecords import dict_at, list_at, loads, scalars, slug, unwrap
+from connectors.jsonrecords import dict_at, list_at, loads, slug, unwrap
 from connectors.timeparse import parse_iso, parse_timestamp
 from zonewatch.errors import ParseError
 
@@ -109,6 +109,19 @@ _FOREIGN = {
 _ENTRA_SIGNIN_KEYS = ("createdDateTime", "appDisplayName", "conditionalAccessStatus")
 _ENTRA_AUDIT_KEYS = ("activityDisplayName", "loggedByService", "initiatedBy", "targetResources")
 _INTUNE_AUDIT_KEYS = ("Actor", "AuditEventId", "TargetDisplayNames", "TargetObjectIds")
+
+
+def _s(record: dict[str, Any], *keys: str) -> Any:
+    """The first of ``keys`` whose value is a scalar worth a field (text,
+    number or flag): an object or array where a name or id belongs is left
+    out rather than shipped."""
+    for key in keys:
+        value = record.get(key)
+        if value:
+            kind = type(value)
+            if kind is str or (kind is not dict and kind is not list):
+                return value
+    return None
 
 
 def _foreign(what: str, hint: str) -> ParseError:
@@ -182,11 +195,10 @@ def graph_audit_event(item: dict[str, Any], original: str, ctx: ParseContext) ->
     """One Graph ``auditEvent`` object -> ECS."""
     _refuse_graph_record(item)
     resources = list_at(item, "resources")
-    actor = scalars(dict_at(item, "actor"))
-    item = scalars(item)
+    actor = dict_at(item, "actor")
     ts = _utc(item.get("activityDateTime"), ctx, "activityDateTime")
     ev = _base(ts, original, ctx)
-    activity = item.get("activity") or item.get("displayName") or ""
+    activity = _s(item, "activity", "displayName") or ""
     ev["event"].update(
         {
             "action": slug(str(activity)) or "audit",
@@ -195,30 +207,34 @@ def graph_audit_event(item: dict[str, Any], original: str, ctx: ParseContext) ->
             "outcome": _outcome(item.get("activityResult")),
         }
     )
-    if item.get("id"):
-        ev["event"]["id"] = item["id"]
+    event_id = _s(item, "id")
+    if event_id:
+        ev["event"]["id"] = event_id
     user: dict[str, Any] = {}
-    upn = actor.get("userPrincipalName")
+    upn = _s(actor, "userPrincipalName")
     if upn:
         user["name"] = upn
         user["email"] = upn
-    if actor.get("userId"):
-        user["id"] = actor["userId"]
+    user_id = _s(actor, "userId")
+    if user_id:
+        user["id"] = user_id
     if user:
         ev["user"] = user
-    if actor.get("ipAddress"):
-        ev["source"] = {"ip": actor["ipAddress"]}
-    if actor.get("applicationDisplayName"):
-        ev["service"] = {"name": actor["applicationDisplayName"]}
+    ip = _s(actor, "ipAddress")
+    if ip:
+        ev["source"] = {"ip": ip}
+    app = _s(actor, "applicationDisplayName")
+    if app:
+        ev["service"] = {"name": app}
     ev["intune"] = {
         k: v
         for k, v in {
             "activity": activity or None,
-            "activity_type": item.get("activityType"),
-            "operation_type": item.get("activityOperationType"),
-            "component": item.get("componentName"),
-            "category": item.get("category"),
-            "correlation_id": item.get("correlationId"),
+            "activity_type": _s(item, "activityType"),
+            "operation_type": _s(item, "activityOperationType"),
+            "component": _s(item, "componentName"),
+            "category": _s(item, "category"),
+            "correlation_id": _s(item, "correlationId"),
             "targets": [
                 r["displayName"]
                 for r in resources
@@ -251,21 +267,21 @@ def parse_graph(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
 def _refuse_foreign(rec: dict[str, Any], category: str, props: dict[str, Any]) -> None:
     """ParseError when a diagnostic record comes from another service than Intune.
 
-    Entra ID sends ``AuditLogs`` too: the resource id (``microsoft.intune``
-    versus ``microsoft.aadiam``) or the properties tell them apart.
+    Entra ID sends ``AuditLogs`` too: Intune's carry ``Actor``/``AuditEventId``
+    properties; otherwise the resource id (``microsoft.intune`` versus
+    ``microsoft.aadiam``) or Entra's own property names tell them apart.
     """
-    resource = rec.get("resourceId") or rec.get("ResourceId") or rec.get("_ResourceId")
-    if isinstance(resource, str) and "/providers/" in resource.lower():
-        provider = resource.lower().split("/providers/", 1)[1].split("/", 1)[0]
-        if provider != "microsoft.intune":
-            service = _FOREIGN.get(category.lower(), provider)
-            raise _foreign(f"resourceId names {provider}", service)
-        return
     if category in INTUNE_CATEGORIES:
-        if (
-            category == "AuditLogs"
-            and not any(k in props for k in _INTUNE_AUDIT_KEYS)
-            and any(k in props for k in _ENTRA_AUDIT_KEYS)
+        if category != "AuditLogs" or "Actor" in props or "AuditEventId" in props:
+            return
+        resource = rec.get("resourceId") or rec.get("ResourceId") or rec.get("_ResourceId")
+        if isinstance(resource, str) and "/providers/" in resource.lower():
+            provider = resource.lower().split("/providers/", 1)[1].split("/", 1)[0]
+            if provider != "microsoft.intune":
+                raise _foreign(f"resourceId names {provider}", _FOREIGN.get("auditlogs", provider))
+            return
+        if not any(k in props for k in _INTUNE_AUDIT_KEYS) and any(
+            k in props for k in _ENTRA_AUDIT_KEYS
         ):
             raise _foreign("category AuditLogs with Entra ID properties", "Entra ID audit")
         return
@@ -324,26 +340,35 @@ def _audit(rec: dict[str, Any], props: dict[str, Any], operation: str, ev: dict[
             "outcome": _outcome(rec.get("resultType") or rec.get("ResultType")),
         }
     )
-    if props.get("AuditEventId"):
-        ev["event"]["id"] = props["AuditEventId"]
+    # the hot path of an audit stream: plain gets, kept only when text
+    event_id = props.get("AuditEventId")
+    if event_id and type(event_id) is str:
+        ev["event"]["id"] = event_id
     reason = rec.get("resultDescription") or rec.get("ResultDescription")
-    if reason:
+    if reason and type(reason) is str:
         ev["event"]["reason"] = reason
     upn = actor.get("UPN") or rec.get("identity") or rec.get("Identity")
     user: dict[str, Any] = {}
-    if upn:
+    if upn and type(upn) is str:
         user["name"] = upn
         user["email"] = upn
-    if actor.get("ObjectId"):
-        user["id"] = actor["ObjectId"]
+    object_id = actor.get("ObjectId")
+    if object_id and type(object_id) is str:
+        user["id"] = object_id
     if user:
         ev["user"] = user
-    if actor.get("ApplicationName"):
-        ev["service"] = {"name": actor["ApplicationName"]}
+    app = actor.get("ApplicationName")
+    if app and type(app) is str:
+        ev["service"] = {"name": app}
     targets = props.get("TargetDisplayNames")
     if isinstance(targets, list) and targets:
-        ev["destination"] = {"domain": targets}
-        ev["intune"]["targets"] = targets
+        if len(targets) == 1:  # the usual case, without building a new list
+            names = targets if type(targets[0]) is str else []
+        else:
+            names = [t for t in targets if type(t) is str]
+        if names:
+            ev["destination"] = {"domain": names}
+            ev["intune"]["targets"] = names
 
 
 def _operational(
@@ -357,26 +382,26 @@ def _operational(
             "outcome": _outcome(rec.get("resultType") or rec.get("ResultType")),
         }
     )
-    device_id = props.get("IntuneDeviceId") or props.get("DeviceId")
+    device_id = _s(props, "IntuneDeviceId", "DeviceId")
     if device_id:
         ev["device"] = {"id": device_id}
     # DeviceHostName is the machine's own name, the one firewalls and VDI
     # brokers log; DeviceName is Intune's display name, which users and
     # enrollment profiles rename ("tanaka_Windows_2/3/2026_9:01 AM").
-    hostname = props.get("DeviceHostName")
-    display = props.get("DeviceName")
+    hostname = _s(props, "DeviceHostName")
+    display = _s(props, "DeviceName")
     if hostname:
         ev["host"] = {"name": hostname, "hostname": hostname}
     elif display:
         ev["host"] = {"name": display}
     if display:
         ev["intune"]["device_name"] = display
-    upn = props.get("UPN") or props.get("UserPrincipalName")
-    user_id = props.get("UserId") or props.get("IntuneUserId")
+    upn = _s(props, "UPN", "UserPrincipalName")
+    user_id = _s(props, "UserId", "IntuneUserId")
     if upn or user_id:
         ev["user"] = {k: v for k, v in (("name", upn), ("id", user_id)) if v}
-    os_name = props.get("Os") or props.get("OS")
-    os_version = props.get("OsVersion") or props.get("OSVersion")
+    os_name = _s(props, "Os", "OS")
+    os_version = _s(props, "OsVersion", "OSVersion")
     if os_name or os_version:
         host = section(ev, "host")
         host["os"] = {k: v for k, v in (("name", os_name), ("version", os_version)) if v}
@@ -387,45 +412,38 @@ def _operational(
         ("Os", "os"),
         ("ScenarioName", "scenario"),
     ):
-        if props.get(key):
-            ev["intune"][field] = props[key]
+        value = _s(props, key)
+        if value:
+            ev["intune"][field] = value
 
 
 def device_fields(props: dict[str, Any]) -> dict[str, Any]:
     """Normalized device attributes of a Devices / DeviceComplianceOrg row or a
     Graph managedDevice object."""
-    props = scalars(props)
-    grace = props.get("InGracePeriodUntil") or props.get("complianceGracePeriodExpirationDateTime")
+    grace = _s(props, "InGracePeriodUntil", "complianceGracePeriodExpirationDateTime")
     if isinstance(grace, str) and grace.startswith(_NO_GRACE):
         grace = None
     elif isinstance(grace, str):
         with contextlib.suppress(ParseError):
             grace = parse_iso(grace, UTC)
-    state = (
-        props.get("CompliantState")
-        or props.get("ComplianceState_loc")
-        or props.get("complianceState")
-        or props.get("ComplianceState")
-    )
-    owner = (
-        props.get("Ownership") or props.get("OwnerType_loc") or props.get("managedDeviceOwnerType")
-    )
+    state = _s(props, "CompliantState", "ComplianceState_loc", "complianceState", "ComplianceState")
+    owner = _s(props, "Ownership", "OwnerType_loc", "managedDeviceOwnerType")
     return {
-        "device_id": props.get("DeviceId") or props.get("id"),
-        "name": props.get("DeviceName") or props.get("deviceName"),
-        "upn": props.get("UPN") or props.get("userPrincipalName") or props.get("UserEmail"),
-        "user_id": props.get("PrimaryUser") or props.get("UserId") or props.get("userId"),
+        "device_id": _s(props, "DeviceId", "id"),
+        "name": _s(props, "DeviceName", "deviceName"),
+        "upn": _s(props, "UPN", "userPrincipalName", "UserEmail"),
+        "user_id": _s(props, "PrimaryUser", "UserId", "userId"),
         "compliance": compliance(state),
         "ownership": ownership(owner),
         "grace_until": grace,
-        "os": props.get("OS") or props.get("operatingSystem"),
-        "os_version": props.get("OSVersion") or props.get("osVersion"),
-        "serial": props.get("SerialNumber") or props.get("serialNumber"),
-        "model": props.get("Model") or props.get("model"),
-        "managed_by": props.get("ManagedBy") or props.get("managementAgent"),
-        "join_type": props.get("JoinType") or props.get("joinType"),
-        "jailbroken": props.get("JailBroken") or props.get("jailBroken"),
-        "mac": props.get("WifiMacAddress") or props.get("wiFiMacAddress"),
+        "os": _s(props, "OS", "operatingSystem"),
+        "os_version": _s(props, "OSVersion", "osVersion"),
+        "serial": _s(props, "SerialNumber", "serialNumber"),
+        "model": _s(props, "Model", "model"),
+        "managed_by": _s(props, "ManagedBy", "managementAgent"),
+        "join_type": _s(props, "JoinType", "joinType"),
+        "jailbroken": _s(props, "JailBroken", "jailBroken"),
+        "mac": _s(props, "WifiMacAddress", "wiFiMacAddress"),
     }
 
 
@@ -469,20 +487,14 @@ def _apply_device(ev: dict[str, Any], d: dict[str, Any]) -> None:
 
 def diagnostic_record(rec: dict[str, Any], original: str, ctx: ParseContext) -> dict[str, Any]:
     category, operation, props, when = _record_shape(rec)
-    targets = props.get("TargetDisplayNames")
-    actor = scalars(dict_at(props, "Actor"))
-    rec, props = scalars(rec), scalars(props)
-    props["Actor"] = actor
-    if isinstance(targets, list):
-        props["TargetDisplayNames"] = [t for t in targets if isinstance(t, str)]
     ts = _utc(when, ctx, "time/TimeGenerated")
     ev = _base(ts, original, ctx)
     ev["intune"] = {"category": category, "operation": operation}
     tenant = rec.get("tenantId") or rec.get("TenantId")
-    if tenant:
+    if tenant and type(tenant) is str:
         ev["cloud"] = {"account": {"id": tenant}}
     corr = rec.get("correlationId") or rec.get("CorrelationId")
-    if corr:
+    if corr and type(corr) is str:
         ev["intune"]["correlation_id"] = corr
     if category == "AuditLogs":
         _audit(rec, props, operation, ev)

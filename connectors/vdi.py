@@ -92,7 +92,10 @@ def _set_action(ev: dict[str, Any], action: str) -> None:
 def _put(ev: dict[str, Any], section: str, key: str, value: Any) -> None:
     """Set a field from a record's value; objects, arrays and empty values
     are not field values and are left out."""
-    if value is None or value == "" or isinstance(value, dict | list):
+    if value is None or value == "":
+        return
+    kind = type(value)
+    if kind is dict or kind is list:
         return
     ev.setdefault(section, {})[key] = value
 
@@ -539,8 +542,14 @@ def _int(text: str | None) -> int | None:
 )
 def parse_citrix_adc(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
     body = raw.strip()
-    start = _ADC_STAMP_RE.search(body)
-    m = _ADC_RE.fullmatch(body, start.start()) if start is not None else None
+    # the ADC's own line, with or without <PRI>: its header is right there
+    pos = body.find(">") + 1 if body[:1] == "<" else 0
+    while body[pos : pos + 1] == " ":
+        pos += 1
+    m = _ADC_RE.fullmatch(body, pos)
+    if m is None:  # behind a relay's header: find where the ADC's starts
+        start = _ADC_STAMP_RE.search(body)
+        m = _ADC_RE.fullmatch(body, start.start()) if start is not None else None
     if m is None:
         raise ParseError(
             "not a Citrix ADC syslog line (<PRI> MM/DD/YYYY:hh:mm:ss TZ host PPE : ...)"
@@ -704,7 +713,7 @@ def avd_error(f: dict[str, Any], original: str, ctx: ParseContext) -> list[dict[
 def avd_event(rec: dict[str, Any], original: str, ctx: ParseContext) -> list[dict[str, Any]]:
     f = _avd_row(rec)
     get = f.get
-    if "codesymbolic" in f or str(get("type") or "").lower() == "wvderrors":
+    if "codesymbolic" in f or get("type") == "WVDErrors":
         return avd_error(f, original, ctx)
     state = str(get("state") or "")
     corr = get("correlationid")

@@ -198,7 +198,7 @@ def test_impossible_zones_are_refused(name: str) -> None:
         # a December line read just after New Year belongs to last year
         ("Dec 31 23:59:58", datetime(2027, 1, 1, 0, 0, 5, tzinfo=UTC), "2026-12-31T14:59:58.000Z"),
         # a New Year line read by a collector whose clock is still in December
-        ("Jan  1 00:00:03", datetime(2026, 12, 31, 14, 59, 0, tzinfo=UTC), "2026-12-31T15:00:03.000Z"),
+        ("Jan  1 00:00:03", datetime(2026, 12, 31, 14, 59, tzinfo=UTC), "2026-12-31T15:00:03.000Z"),
         # a months-old line replayed from a file is never put in the future
         ("Mar  1 10:00:00", datetime(2026, 11, 27, tzinfo=UTC), "2026-03-01T01:00:00.000Z"),
     ],
