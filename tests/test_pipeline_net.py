@@ -195,3 +195,27 @@ def test_udp_syslog_keeps_receiving_after_a_poison_datagram(
     letters = [d for d in _deadletters(kafka_settings) if d.raw == POISON]
     # the poison datagram is accounted for: an event without the number, or a dead letter
     assert ids.count("100099") + len(letters) == 1
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("worker", [False, True], ids=["inline", "parse-worker"])
+def test_file_ingest_dead_letters_unserializable_events_and_does_not_loop(
+    poison_format: str, tmp_path: Path, kafka_settings: KafkaSettings, worker: bool
+) -> None:
+    """A file whose events orjson refuses used to stop ingest on the same line
+    at every restart; now each such line is a dead letter and the checkpoint
+    moves past it."""
+    from connectors.pipeline import ingest_file
+    from zonewatch.config import Settings
+
+    log = tmp_path / "poison.log"
+    log.write_text("big\ndeep\nbig\n")
+    settings = Settings(
+        kafka=kafka_settings,
+        connectors={"zones_file": ROOT / "rules/zones.yaml", "checkpoint_dir": tmp_path / "cp"},
+    )
+    stats = ingest_file(settings, "vdi", poison_format, log, parse_worker=worker)
+    assert (stats.read, stats.produced, stats.dead_lettered) == (3, 0, 3)
+    assert stats.reasons == {"event not serializable": 3}
+    again = ingest_file(settings, "vdi", poison_format, log, parse_worker=worker)
+    assert again.read == 0
