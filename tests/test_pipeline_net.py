@@ -9,7 +9,6 @@ count of 2**64 used to end every one of them).
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -22,7 +21,8 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import CliRunner
-from kafka import KafkaConsumer, TopicPartition
+from test_parse_worker import _env as worker_env
+from test_parse_worker import committed_values
 
 from connectors.base import FORMATS, ParseContext, register
 from connectors.inputs import Record
@@ -105,46 +105,9 @@ def test_parse_reads_on_after_a_poison_line(tmp_path: Path) -> None:
         assert event["source"].get("bytes") != 2**64
 
 
-def _deadletters(settings: KafkaSettings) -> Iterator[DeadLetter]:
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=None,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-    )
-    topic = settings.deadletter_topic
-    consumer.assign([TopicPartition(topic, p) for p in range(settings.partitions)])
-    consumer.seek_to_beginning()
-    try:
-        for _ in range(8):
-            for records in consumer.poll(timeout_ms=250, max_records=1000).values():
-                for rec in records:
-                    yield DeadLetter.model_validate_json(rec.value)
-    finally:
-        consumer.close()
-
-
 def _event_ids(settings: KafkaSettings) -> list[str]:
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=None,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-    )
-    topic = settings.events_topic("vdi")
-    consumer.assign([TopicPartition(topic, p) for p in range(settings.partitions)])
-    consumer.seek_to_beginning()
-    ids: list[str] = []
-    try:
-        quiet = 0
-        while quiet < 3:
-            got = consumer.poll(timeout_ms=250, max_records=5000)
-            batch = [orjson.loads(r.value)["event"]["id"] for rs in got.values() for r in rs]
-            ids += batch
-            quiet = 0 if batch else quiet + 1
-    finally:
-        consumer.close()
-    return ids
+    values = committed_values(settings, settings.events_topic("vdi"), quiet_polls=3)
+    return [orjson.loads(v)["event"]["id"] for v in values]
 
 
 @pytest.mark.integration
@@ -157,14 +120,7 @@ def test_udp_syslog_keeps_receiving_after_a_poison_datagram(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": str(kafka_settings.bootstrap_servers),
-        "ZONEWATCH_KAFKA__TOPIC_PREFIX": kafka_settings.topic_prefix,
-        "ZONEWATCH_KAFKA__PARTITIONS": str(kafka_settings.partitions),
-        "ZONEWATCH_CONNECTORS__CHECKPOINT_DIR": str(tmp_path / "cp"),
-        "ZONEWATCH_CONNECTORS__ZONES_FILE": str(ROOT / "rules/zones.yaml"),
-    }
+    env = worker_env(tmp_path, kafka_settings)
     cmd = [sys.executable, "-m", "zonewatch.cli", "--log-level", "warning", "ingest", "vdi",
            "--format", "auto", "--syslog", f"udp://127.0.0.1:{port}"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -192,7 +148,12 @@ def test_udp_syslog_keeps_receiving_after_a_poison_datagram(
             proc.wait()
     assert proc.returncode == 0, err.decode()[-2000:]
     ids = _event_ids(kafka_settings)
-    letters = [d for d in _deadletters(kafka_settings) if d.raw == POISON]
+    dead_topic = kafka_settings.deadletter_topic
+    letters = [
+        d
+        for d in map(DeadLetter.model_validate_json, committed_values(kafka_settings, dead_topic))
+        if d.raw == POISON
+    ]
     # the poison datagram is accounted for: an event without the number, or a dead letter
     assert ids.count("100099") + len(letters) == 1
 
