@@ -45,7 +45,6 @@ from connectors.outcomes import (
     UNKNOWN,
     Verdict,
     apply,
-    lookup,
 )
 from connectors.timeparse import parse_iso
 from zonewatch.errors import ParseError
@@ -54,9 +53,7 @@ _TYPES = (
     "TRAFFIC|THREAT|SYSTEM|CONFIG|USERID|GLOBALPROTECT|AUTHENTICATION|HIPMATCH|DECRYPTION|"
     "TUNNEL|GTP|SCTP|CORRELATION|IPTAG|URL|WILDFIRE|DATA"
 )
-_PANOS_START_RE = re.compile(
-    r"(?:^|\s)([^\s,]*,\d{4}/\d{1,2}/\d{1,2} \d{1,2}:\d{2}:\d{2},[^,]*,(?:" + _TYPES + r"),)"
-)
+_PANOS_START_RE = re.compile(r"(?:^|\s)([^\s,]*,\d{4}/\d{1,2}/\d{1,2} \d{1,2}:\d{2}:\d{2},[^,]*,)")
 _PANOS_TOKEN_RE = re.compile(r'"((?:[^"]|"")*)"|\{([^}]*)\}|([^,]*)')
 _SNIFF_RE = re.compile(r",(?:" + _TYPES + r"),")
 # columns each type needs at least (up to the last field read unconditionally)
@@ -162,12 +159,13 @@ def _traffic_threat(ev: Event, c: list[str], ctx: ParseContext) -> None:
     log_type, subtype = c[3], c[4]
     event, observer = ev["event"], ev["observer"]
     action = c[30].lower() or None
-    verdict = lookup(PANOS, action)
+    verdict = PANOS.get(action, UNKNOWN) if action else UNKNOWN
     if log_type == "TRAFFIC" and subtype in ("deny", "drop"):
         # the session was refused whatever the rule's action column says
         verdict, action = DENIED, subtype
     event["category"] = ["network"]
-    apply(event, verdict, "connection")
+    event["outcome"] = verdict.outcome
+    event["type"] = ["connection", verdict.type] if verdict.type else ["connection"]
     if action is not None:
         event["action"] = action
     _put_text(event, "id", c[22])
