@@ -36,6 +36,9 @@ class ParseContext:
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Tokyo"))
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     state: dict[str, Any] = field(default_factory=dict)
+    # True under --format auto: a format then refuses records that another
+    # format reads more specifically (Intune device rows go to ``devices``)
+    auto: bool = False
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,10 @@ from zonewatch.config import SOURCES, Settings
 from zonewatch.errors import ZonewatchError
 
 _TZ_HELP = "Time zone for timestamps without one (default: settings, Asia/Tokyo)."
+_ENCODING_HELP = (
+    "Encoding of the input: utf-8 (default), cp932 (Shift_JIS), another Python codec, "
+    "or auto (UTF-8, else CP932 for records that are not UTF-8)."
+)
 
 
 @click.command()
@@ -24,18 +28,30 @@ _TZ_HELP = "Time zone for timestamps without one (default: settings, Asia/Tokyo)
     help="Format of the source (see `zonewatch parse --source S --list-formats`).",
 )
 @click.option("--timezone", default=None, help=_TZ_HELP)
+@click.option("--encoding", default="utf-8", show_default=True, help=_ENCODING_HELP)
 @click.option("--list-formats", is_flag=True, help="List the formats of --source and exit.")
-@click.argument("path", required=False, default="-")
+@click.argument("paths", nargs=-1, metavar="[FILE|-]...")
 @click.pass_obj
 def parse(
-    settings: Settings, source: str, fmt: str, timezone: str | None, list_formats: bool, path: str
+    settings: Settings,
+    source: str,
+    fmt: str,
+    timezone: str | None,
+    encoding: str,
+    list_formats: bool,
+    paths: tuple[str, ...],
 ) -> None:
-    """Print normalized events of FILE (or - for stdin) as NDJSON, without Kafka.
+    """Print normalized events of each FILE (or - for stdin) as NDJSON, without Kafka.
 
     Events are enriched with zones from settings.connectors.zones_file. Lines
     that cannot be parsed go to stderr as JSON objects with line, reason and
-    raw; the exit code is 65 when there were any.
+    raw; the exit code is 65 when there were any. With --format auto each
+    file is sniffed on its own and every choice is reported on stderr as
+    {"input", "format_detected", "line"} (also when a file changes format).
     """
+    import orjson
+
+    from connectors.detect import Choice
     from connectors.inputs.stream import StreamInput
     from connectors.pipeline import NdjsonSink, formats_of, make_pipeline, parse_stream
 
@@ -44,25 +60,42 @@ def parse(
             auto = "" if f.sniff else "  (not auto-detected)"
             click.echo(f"{name:12} {f.description.strip().splitlines()[0]}{auto}")
         return
-    stream: Any
-    if path == "-":
-        stream, name = sys.stdin.buffer, "stdin"
-    else:
-        try:
-            stream, name = open(path, "rb"), path  # noqa: SIM115
-        except OSError as exc:
-            raise click.BadParameter(f"cannot read {path}: {exc.strerror}") from exc
-    pipeline = make_pipeline(settings, source, fmt, timezone, name, shared_identity=False)
-    try:
-        stats = parse_stream(
-            pipeline,
-            StreamInput(stream, name, settings.connectors.max_line_bytes),
-            NdjsonSink(),
+    dead = 0
+    for path in paths or ("-",):
+        stream: Any
+        if path == "-":
+            stream, name = sys.stdin.buffer, "stdin"
+        else:
+            try:
+                stream, name = open(path, "rb"), path  # noqa: SIM115
+            except OSError as exc:
+                raise click.BadParameter(f"cannot read {path}: {exc.strerror}") from exc
+
+        def report(choice: Choice, name: str = name) -> None:
+            body = {
+                "input": choice.stream or name,
+                "format_detected": f"{source}/{choice.format}",
+                "line": choice.position,
+            }
+            if choice.previous:
+                body["previous"] = f"{source}/{choice.previous}"
+            sys.stderr.buffer.write(orjson.dumps(body) + b"\n")
+            sys.stderr.buffer.flush()
+
+        pipeline = make_pipeline(
+            settings, source, fmt, timezone, name, encoding, report, shared_identity=False
         )
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-    if stats.dead_lettered:
+        try:
+            stats = parse_stream(
+                pipeline,
+                StreamInput(stream, name, settings.connectors.max_line_bytes),
+                NdjsonSink(),
+            )
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()
+        dead += stats.dead_lettered
+    if dead:
         sys.exit(65)
 
 
@@ -142,6 +175,7 @@ def parse(
 )
 @click.option("--once", is_flag=True, help="With --graph: stop after catching up once.")
 @click.option("--timezone", default=None, help=_TZ_HELP)
+@click.option("--encoding", default="utf-8", show_default=True, help=_ENCODING_HELP)
 @click.pass_obj
 def ingest(
     settings: Settings,
@@ -163,6 +197,7 @@ def ingest(
     m365_publisher_id: str | None,
     once: bool,
     timezone: str | None,
+    encoding: str,
 ) -> None:
     """Stream SOURCE's logs into Kafka (topic zonewatch.events.SOURCE).
 
@@ -231,7 +266,13 @@ def ingest(
         server = serve_metrics(settings.connectors.metrics_host, settings.connectors.metrics_port)
     try:
         stats = run_ingest(
-            settings, source, fmt, source_input, timezone=timezone, checkpointed=checkpointed
+            settings,
+            source,
+            fmt,
+            source_input,
+            timezone=timezone,
+            checkpointed=checkpointed,
+            encoding=encoding,
         )
     finally:
         if server is not None:

@@ -17,9 +17,10 @@ import re
 from datetime import tzinfo
 from typing import Any
 
+# Cisco ASA / FTD has its own module; importing it registers the format.
+from connectors import cisco_asa  # noqa: F401
 from connectors.base import ParseContext, register
 from connectors.ecs import (
-    EMPTY,
     Event,
     endpoint,
     in_range,
@@ -33,6 +34,18 @@ from connectors.ecs import (
     transport,
     url_object,
 )
+from connectors.gateway import parse_cef, sniff_cef
+from connectors.outcomes import (
+    DENIED,
+    FORTIGATE_EVENT,
+    FORTIGATE_STATUS,
+    FORTIGATE_TRAFFIC,
+    FORTIGATE_UTM,
+    UNKNOWN,
+    apply,
+    lookup,
+)
+from connectors.panos import parse_panos, split_panos_csv  # noqa: F401
 from connectors.timeparse import (
     now_stamp,
     parse_epoch,
@@ -86,204 +99,6 @@ def _decide(event: dict[str, Any], blocked: bool | None, kind: str = "connection
     event["type"] = [kind, "denied" if blocked else "allowed"]
 
 
-# --- PAN-OS -----------------------------------------------------------------
-
-_PANOS_START_RE = re.compile(r"(?:^|\s)([^\s,]*,\d{4}/\d{1,2}/\d{1,2} \d{1,2}:\d{2}:\d{2},[^,]*,)")
-_PANOS_TOKEN_RE = re.compile(r'"((?:[^"]|"")*)"|\{([^}]*)\}|([^,]*)')
-
-
-def split_panos_csv(body: str) -> list[str]:
-    """PAN-OS CSV: ``"quoted, values"`` (``""`` escapes) and ``{braced,values}``
-    are one column each."""
-    if '"' not in body and "{" not in body:
-        return body.split(",")
-    cols: list[str] = []
-    pos, end = 0, len(body)
-    while True:
-        m = _PANOS_TOKEN_RE.match(body, pos)
-        assert m is not None  # the last alternative matches the empty string
-        quoted, braced, plain = m.groups()
-        if quoted is not None:
-            cols.append(quoted.replace('""', '"'))
-        elif braced is not None:
-            cols.append("{" + braced + "}")
-        else:
-            cols.append(plain)
-        pos = m.end()
-        if pos >= end:
-            break
-        if body[pos] != ",":
-            # garbage after a closing quote/brace: keep it in this column
-            nxt = body.find(",", pos)
-            cols[-1] += body[pos : nxt if nxt >= 0 else end]
-            if nxt < 0:
-                break
-            pos = nxt
-        pos += 1
-        if pos == end:
-            cols.append("")
-            break
-    return cols
-
-
-def _sniff_panos(line: str) -> bool:
-    return (",TRAFFIC," in line or ",THREAT," in line) and _PANOS_START_RE.search(line) is not None
-
-
-def _panos_time(value: str, ctx: ParseContext) -> str | None:
-    value = value.strip()
-    if not value or value.startswith("1970/01/01"):
-        return None
-    return parse_iso(value, ctx.timezone)
-
-
-def _panos_port(value: str) -> int | None:
-    """PAN-OS writes port 0 for "no port" (ICMP, NAT not applied)."""
-    return to_port(value) or None
-
-
-def _panos_nat_ip(value: str) -> str | None:
-    ip = to_ip(value)
-    return None if ip == "0.0.0.0" else ip
-
-
-def _put_text(node: dict[str, Any], field: str, value: str) -> None:
-    """``node[field] = value`` unless the value is an empty marker."""
-    if value not in EMPTY:
-        node[field] = value
-
-
-@register("firewall", "panos", sniff=_sniff_panos)
-def parse_panos(raw: str, ctx: ParseContext) -> list[Event]:
-    """Palo Alto Networks PAN-OS syslog CSV: TRAFFIC and THREAT (other types
-    keep the common header fields). Times are in the firewall's zone
-    (``ctx.timezone``)."""
-    m = _PANOS_START_RE.search(raw)
-    if m is None:
-        raise ParseError("no PAN-OS CSV header (FUTURE_USE,receive time,serial,type,...)")
-    prefix = raw[: m.start(1)].split()
-    c = split_panos_csv(raw[m.start(1) :])
-    n = len(c)
-    if n < 31:
-        raise ParseError(f"PAN-OS record has {n} columns; TRAFFIC/THREAT need at least 31")
-    log_type, subtype = c[3], c[4]
-    generated, received = _panos_time(c[6], ctx), _panos_time(c[1], ctx)
-    stamp = generated or received
-    if stamp is None:
-        raise ParseError("PAN-OS record has no generated or receive time")
-    ev = new_event(raw, ctx.source, ctx.format, "Palo Alto Networks", "PAN-OS", stamp)
-    event = ev["event"]
-    action = c[30].lower() or None
-    blocked = _verdict(action)
-    if log_type == "TRAFFIC" and subtype in ("deny", "drop"):
-        # the session was refused whatever the rule's action column says
-        blocked = True
-        action = subtype
-    _decide(event, blocked)
-    if received is not None:
-        event["created"] = received
-    if action is not None:
-        event["action"] = action
-    if subtype:
-        event["code"] = subtype
-    _put_text(event, "id", c[22])
-
-    observer = ev["observer"]
-    observer["type"] = "firewall"
-    _put_text(observer, "serial_number", c[2])
-    if prefix:
-        observer["hostname"] = prefix[-1]
-    ingress: dict[str, Any] = {}
-    _put_text(ingress, "zone", c[16])
-    if c[18] not in EMPTY:
-        ingress["interface"] = {"name": c[18]}
-    if ingress:
-        observer["ingress"] = ingress
-    egress: dict[str, Any] = {}
-    _put_text(egress, "zone", c[17])
-    if c[19] not in EMPTY:
-        egress["interface"] = {"name": c[19]}
-    if egress:
-        observer["egress"] = egress
-
-    source = endpoint(to_ip(c[7]), _panos_port(c[24]))
-    nat = endpoint(_panos_nat_ip(c[9]), _panos_port(c[26]))
-    if nat:
-        source["nat"] = nat
-    user = text(c[12])
-    if user is not None:
-        source["user"] = {"name": user}
-        ev["user"] = {"name": user}
-    destination = endpoint(to_ip(c[8]), _panos_port(c[25]))
-    nat = endpoint(_panos_nat_ip(c[10]), _panos_port(c[27]))
-    if nat:
-        destination["nat"] = nat
-    if c[13] not in EMPTY:
-        destination["user"] = {"name": c[13]}
-    network: dict[str, Any] = {}
-    _put_text(network, "application", c[14])
-    proto = transport(c[29])
-    if proto is not None:
-        network["transport"] = proto
-    if c[11] not in EMPTY:
-        ev["rule"] = {"name": c[11]}
-    panw: dict[str, Any] = {"type": log_type, "subtype": subtype}
-
-    if log_type == "TRAFFIC" and n > 37:
-        if subtype == "end":
-            event["type"].append("end")
-        total, sent, received_bytes = to_int(c[31]), to_int(c[32]), to_int(c[33])
-        if total is not None:
-            network["bytes"] = total
-        if sent is not None:
-            source["bytes"] = sent
-        if received_bytes is not None:
-            destination["bytes"] = received_bytes
-        packets = to_int(c[34])
-        if packets is not None:
-            network["packets"] = packets
-        started = _panos_time(c[35], ctx)
-        if started is not None:
-            event["start"] = started
-        elapsed = scaled(to_int(c[36]), 1_000_000_000)
-        if elapsed is not None:
-            event["duration"] = elapsed
-        _put_text(panw, "url_category", c[37])
-        if n > 46:
-            _put_text(panw, "session_end_reason", c[46])
-        if n > 52:
-            _put_text(observer, "name", c[52])
-    elif log_type == "THREAT" and n > 35:
-        misc = text(c[31])
-        if misc is not None:
-            ev["threat"] = {"indicator": {"name": misc}}
-        _put_text(panw, "threat_id", c[32])
-        _put_text(panw, "url_category", c[33])
-        _put_text(event, "severity_name", c[34])
-        _put_text(network, "direction", c[35])
-        if n > 59:
-            _put_text(observer, "name", c[59])
-        if n > 46 and c[46] not in EMPTY:
-            ev["user_agent"] = {"original": c[46]}
-        if n > 49 and c[49] not in EMPTY:
-            ev["http"] = {"request": {"referrer": c[49]}}
-        if subtype == "url" and misc:
-            url = ev["url"] = url_object(misc)
-            if "domain" in url:
-                destination["domain"] = url["domain"]
-        elif misc and subtype in ("file", "wildfire", "virus"):
-            ev["file"] = {"name": misc}
-
-    if source:
-        ev["source"] = source
-    if destination:
-        ev["destination"] = destination
-    if network:
-        ev["network"] = network
-    ev["panw"] = panw
-    return [ev]
-
-
 # --- FortiGate --------------------------------------------------------------
 
 # key=value or key="quoted value" (backslash escapes inside quotes); quoted
@@ -306,7 +121,13 @@ _FORTI_UTM_BLOCK = frozenset({"block", "blocked", "deny", "reset"})
 
 
 def _sniff_forti(line: str) -> bool:
-    return "logid=" in line and "type=" in line
+    # CEF from a FortiGate carries FTNTFGTlogid=...: that is a CEF line
+    return (
+        "logid=" in line
+        and "type=" in line
+        and "CEF:" not in line[:300]
+        and _FORTI_START_RE.search(line) is not None
+    )
 
 
 def fortigate_fields(text_: str) -> dict[str, str]:
@@ -334,6 +155,45 @@ def _interface(name: str) -> dict[str, Any]:
     return {"interface": {"name": name}}
 
 
+_FORTI_AUTH_ACTIONS = frozenset(
+    {"login", "logout", "auth-logon", "auth-logout", "fsso-logon", "fsso-logout",
+     "ssl-login-fail", "login-fail", "auth-fail", "authentication", "sso-logon"}
+)  # fmt: skip
+_FORTI_UI_RE = re.compile(r"\(([0-9A-Fa-f.:]+)\)")
+
+
+def _forti_event(event: dict[str, Any], kv: dict[str, str], action: str | None) -> None:
+    """Category, outcome and type of a FortiOS event log (system, user, vpn...).
+
+    ``status=`` decides when the log has it; otherwise the action word,
+    through the FortiOS event vocabulary (``ssl-login-fail`` is a failure,
+    ``tunnel-up`` a start); unknown words say ``unknown``."""
+    subtype = kv.get("subtype", "")
+    if action in _FORTI_AUTH_ACTIONS or kv.get("logdesc", "").lower().startswith(
+        ("admin login", "admin logout", "user login", "authentication")
+    ):
+        category = ["authentication"]
+    elif "cfgpath" in kv or action in ("add", "edit", "delete", "move", "rename"):
+        category = ["configuration"]
+    elif subtype == "vpn":
+        category = ["network", "session"]
+    else:
+        category = ["network"] if subtype in ("sdwan", "wad", "ha") else ["host"]
+    event["category"] = category
+    status = kv.get("status")
+    verdict = lookup(FORTIGATE_STATUS, status) if status else UNKNOWN
+    if verdict is UNKNOWN:
+        verdict = lookup(FORTIGATE_EVENT, action)
+    if verdict.outcome != "unknown" or not status:
+        apply(event, verdict)
+    else:
+        event["outcome"] = "unknown"
+    if category == ["configuration"] and "type" not in event:
+        event["type"] = ["change"]
+    elif category == ["authentication"] and "type" not in event:
+        event["type"] = ["info"]
+
+
 @register("firewall", "fortigate", sniff=_sniff_forti)
 def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
     """Fortinet FortiGate (FortiOS 5.x-7.x) key=value logs, bare or behind a
@@ -350,7 +210,8 @@ def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
     tz: tzinfo = ctx.timezone
     zone = get("tz")
     if zone:
-        tz = zone_for(zone.replace("UTC", "").strip() or "UTC")
+        # "+0900" (FortiOS), "UTC-5" / "UTC+2" (FortiAnalyzer forwarding), "JST"
+        tz = zone_for(zone)
     started = parse_epoch(kv["eventtime"]) if get("eventtime") else None
     day, clock = get("date"), get("time")
     if day and clock:
@@ -365,19 +226,16 @@ def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
     log_type, subtype = get("type", ""), get("subtype", "")
     action = get("action", "").lower() or None
     if log_type == "traffic":
-        blocked = _verdict(action)
+        verdict = lookup(FORTIGATE_TRAFFIC, action)
         if get("utmaction", "").lower() in _FORTI_UTM_BLOCK:
-            blocked = True
-        _decide(event, blocked)
+            verdict = DENIED
+        event["category"] = ["network"]
+        apply(event, verdict, "connection")
     elif log_type == "utm":
-        _decide(event, _verdict(action), "access")
+        event["category"] = ["network"]
+        apply(event, lookup(FORTIGATE_UTM, action), "access")
     else:
-        event["category"] = ["authentication"] if action == "login" else ["network"]
-        status = get("status", "").lower()
-        if status in ("success", "succeeded"):
-            event["outcome"] = "success"
-        elif "fail" in status or "error" in status:
-            event["outcome"] = "failure"
+        _forti_event(event, kv, action)
     if started is not None:
         event["start"] = started
     if "logid" in kv:
@@ -420,6 +278,11 @@ def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
         src_ip, dst_ip = get("srcip"), get("dstip")
         src_port, dst_port = get("srcport"), get("dstport")
         src_bytes, dst_bytes = get("sentbyte"), get("rcvdbyte")
+    if src_ip is None and "ui" in kv:
+        # admin sessions: ui="https(10.10.0.50)", "ssh(10.10.0.50)", "GUI(10.10.0.50)"
+        ui = _FORTI_UI_RE.search(kv["ui"])
+        if ui is not None:
+            src_ip = ui.group(1)
     sb, db = to_int(src_bytes), to_int(dst_bytes)
     user = _not_ip_user(get("user"), get("unauthuser"), get("eapuser"), get("xauthuser"))
 
@@ -457,7 +320,13 @@ def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
     if rule:
         ev["rule"] = rule
 
+    if "cfgpath" in kv:
+        config = {k: kv[k] for k in ("cfgpath", "cfgobj", "cfgattr", "cfgtid") if k in kv}
+        vendor_cfg: dict[str, Any] = {"config": config}
+    else:
+        vendor_cfg = {}
     vendor = {field: kv[key] for key, field in _FORTI_VENDOR if key in kv}
+    vendor.update(vendor_cfg)
     if log_type:
         vendor["type"] = log_type
     if subtype:
@@ -478,275 +347,6 @@ def parse_fortigate(raw: str, ctx: ParseContext) -> list[Event]:
     return [ev]
 
 
-# --- Cisco ASA / FTD --------------------------------------------------------
-
-_ASA_TAG_RE = re.compile(r"%(ASA|FTD|FWSM|PIX)-(?:([a-z]+)-)?(\d)-(\d{6}):\s*")
-_ASA_TS_RE = re.compile(
-    r"(?:[A-Z][a-z]{2}\s+\d{1,2}(?:\s+\d{4})?\s+\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?"
-    r"(?:\s+[A-Z]{2,5}(?=[\s:])|\s+[+-]\d{2}:?\d{2})?)"
-    r"|(?:\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?)"
-)
-
-_EP = r"(\S+?):([0-9A-Fa-f.:]+)(?:/(\d+))?"  # iface:ip/port
-_ASA_RES: dict[str, re.Pattern[str]] = {
-    "106001": re.compile(
-        r"Inbound (\S+) connection denied from ([^/\s]+)/(\d+) to ([^/\s]+)/(\d+) "
-        r"flags .*? on interface (\S+)"
-    ),
-    "106006": re.compile(
-        r"Deny inbound (\S+) from ([^/\s]+)/(\d+) to ([^/\s]+)/(\d+)(?: on interface (\S+))?"
-    ),
-    "106014": re.compile(r"Deny (?:inbound|outbound) (icmp) src " + _EP + r" dst " + _EP),
-    "106015": re.compile(
-        r"Deny (\S+) \(no connection\) from ([^/\s]+)/(\d+) to ([^/\s]+)/(\d+) "
-        r"flags .*? on interface (\S+)"
-    ),
-    "106023": re.compile(
-        r"Deny (\S+) src " + _EP + r" dst " + _EP + r".*? by access-group \"([^\"]*)\""
-    ),
-    "106100": re.compile(
-        r"access-list (\S+) (permitted|denied|est-allowed) (\S+) (\S+?)/([0-9A-Fa-f.:]+)\((\d+)\)"
-        r"(?:\(([^)]*)\))? -> (\S+?)/([0-9A-Fa-f.:]+)\((\d+)\)(?:\(([^)]*)\))?"
-    ),
-    "302013": re.compile(
-        r"Built (inbound|outbound) (\S+) connection (\d+) for (\S+?):([^/\s]+)/(\d+) "
-        r"\(([^/\s]+)/(\d+)\)(?:\(([^)]*)\))? to (\S+?):([^/\s]+)/(\d+) "
-        r"\(([^/\s]+)/(\d+)\)(?:\(([^)]*)\))?"
-    ),
-    "302014": re.compile(
-        r"Teardown (\S+) connection (\d+) for (\S+?):([^/\s]+)/(\d+)(?:\(([^)]*)\))? "
-        r"to (\S+?):([^/\s]+)/(\d+)(?:\(([^)]*)\))? duration (\d+):(\d+):(\d+) bytes (\d+)"
-    ),
-    "113004": re.compile(
-        r"AAA user (\w+) Successful\s*:\s*server\s*=\s*(\S+)\s*:\s*user\s*=\s*(.+?)\s*$"
-    ),
-    "113005": re.compile(
-        r"AAA user (\w+) Rejected\s*:\s*reason\s*=\s*(.*?)\s*:\s*server\s*=\s*(\S+)\s*:\s*"
-        r"user\s*=\s*(.+?)\s*(?::|$)"
-    ),
-    "722051": re.compile(
-        r"Group <([^>]*)> User <([^>]*)> IP <([^>]*)> (?:IPv4 )?Address <([^>]*)>"
-    ),
-    "710003": re.compile(
-        r"(\S+) access denied by ACL from ([^/\s]+)/(\d+) to (\S+?):([^/\s]+)/(\d+)"
-    ),
-}
-_ASA_RES["106007"] = _ASA_RES["106006"]
-_ASA_RES["302015"] = _ASA_RES["302013"]
-_ASA_RES["302016"] = _ASA_RES["302014"]
-
-
-def _sniff_asa(line: str) -> bool:
-    return _ASA_TAG_RE.search(line) is not None
-
-
-def _asa_host(prefix: str) -> str | None:
-    """The word after the first timestamp (syslog relay or ``logging
-    device-id``), if it looks like a host name."""
-    head = prefix.split(" : ", 1)[0]
-    m = _ASA_TS_RE.search(head)
-    if m is None:
-        return None
-    word = head[m.end() :].strip(" :")
-    if not word or " " in word or "<" in word:
-        return None
-    return word
-
-
-def _asa_user(value: str | None) -> str | None:
-    if not value:
-        return None
-    return value[6:] if value.startswith("LOCAL\\") else value
-
-
-def _set_interfaces(ev: Event, ingress: str | None, egress: str | None = None) -> None:
-    observer = ev["observer"]
-    if ingress is not None:
-        observer["ingress"] = {"interface": {"name": ingress}}
-    if egress is not None:
-        observer["egress"] = {"interface": {"name": egress}}
-
-
-def _set_user(ev: Event, name: str | None) -> None:
-    """``user.name`` and ``source.user.name``: the account behind the source."""
-    if name is not None:
-        ev["user"] = {"name": name}
-        section(ev, "source")["user"] = {"name": name}
-
-
-def _set_ends(
-    ev: Event, transport_name: str | None, source: dict[str, Any], destination: dict[str, Any]
-) -> None:
-    if source:
-        ev["source"] = source
-    if destination:
-        ev["destination"] = destination
-    proto = transport(transport_name)
-    if proto is not None:
-        ev["network"] = {"transport": proto}
-
-
-def _nat_of(ip: str, port: str, real_ip: str, real_port: str) -> dict[str, Any]:
-    """The translated side of an ASA ``ip/port (mapped_ip/mapped_port)`` pair,
-    when it differs from the real one."""
-    return endpoint(
-        to_ip(ip) if ip != real_ip else None, to_port(port) if port != real_port else None
-    )
-
-
-def _asa_message(code: str, msg: str, ev: Event) -> bool | None:
-    """Fill fields from one message; returns blocked / allowed / None."""
-    rx = _ASA_RES.get(code)
-    m = rx.match(msg) if rx is not None else None
-    if m is None:
-        return None
-    g = m.groups()
-    event = ev["event"]
-    if code in ("106001", "106006", "106007", "106015"):
-        event["action"] = "deny"
-        _set_ends(
-            ev, g[0], endpoint(to_ip(g[1]), to_port(g[2])), endpoint(to_ip(g[3]), to_port(g[4]))
-        )
-        _set_interfaces(ev, g[5] if len(g) > 5 else None)
-        return True
-    if code in ("106014", "106023"):
-        event["action"] = "deny"
-        _set_ends(
-            ev, g[0], endpoint(to_ip(g[2]), to_port(g[3])), endpoint(to_ip(g[5]), to_port(g[6]))
-        )
-        _set_interfaces(ev, g[1], g[4])
-        if code == "106023":
-            ev["rule"] = {"name": g[7]}
-        return True
-    if code == "106100":
-        blocked = g[1] == "denied"
-        event["action"] = "deny" if blocked else "allow"
-        ev["rule"] = {"name": g[0]}
-        _set_ends(
-            ev, g[2], endpoint(to_ip(g[4]), to_port(g[5])), endpoint(to_ip(g[8]), to_port(g[9]))
-        )
-        _set_interfaces(ev, g[3], g[7])
-        _set_user(ev, _asa_user(g[6] or g[10]))
-        return blocked
-    if code in ("302013", "302015"):
-        inbound = g[0] == "inbound"
-        # "for" names the foreign side, "to" the local side: an outbound
-        # connection was initiated by the "to" host.
-        a = (g[3], g[4], g[5], g[6], g[7], g[8])
-        b = (g[9], g[10], g[11], g[12], g[13], g[14])
-        src, dst = (a, b) if inbound else (b, a)
-        event["action"] = "flow-creation"
-        event["id"] = g[2]
-        source = endpoint(to_ip(src[1]), to_port(src[2]))
-        nat = _nat_of(src[3], src[4], src[1], src[2])
-        if nat:
-            source["nat"] = nat
-        destination = endpoint(to_ip(dst[1]), to_port(dst[2]))
-        nat = _nat_of(dst[3], dst[4], dst[1], dst[2])
-        if nat:
-            destination["nat"] = nat
-        _set_ends(ev, g[1], source, destination)
-        section(ev, "network")["direction"] = "inbound" if inbound else "outbound"
-        _set_interfaces(ev, src[0], dst[0])
-        _set_user(ev, _asa_user(src[5] or dst[5]))
-        return False
-    if code in ("302014", "302016"):
-        hours, minutes, seconds = int(g[10]), int(g[11]), int(g[12])
-        event["action"] = "flow-expiration"
-        event["id"] = g[1]
-        duration = scaled(hours * 3600 + minutes * 60 + seconds, 1_000_000_000)
-        if duration is not None:
-            event["duration"] = duration
-        _set_ends(
-            ev, g[0], endpoint(to_ip(g[3]), to_port(g[4])), endpoint(to_ip(g[7]), to_port(g[8]))
-        )
-        octets = to_int(g[13])
-        if octets is not None:
-            section(ev, "network")["bytes"] = octets
-        _set_interfaces(ev, g[2], g[6])
-        _set_user(ev, _asa_user(g[5] or g[9]))
-        return False
-    if code == "113004":
-        event["action"] = "logged-in"
-        event["category"] = ["authentication", "network"]
-        ev["destination"] = {"domain": g[1]}
-        _set_user(ev, g[2])
-        return False
-    if code == "113005":
-        event["action"] = "logon-failed"
-        event["category"] = ["authentication", "network"]
-        event["reason"] = g[1]
-        ev["destination"] = {"domain": g[2]}
-        _set_user(ev, g[3])
-        return True
-    if code == "722051":
-        event["action"] = "address-assigned"
-        _set_user(ev, g[1])
-        ip = to_ip(g[2])
-        if ip is not None:
-            section(ev, "source")["ip"] = ip
-        asa: dict[str, Any] = {"group_policy": g[0]}
-        assigned = to_ip(g[3])
-        if assigned is not None:
-            asa["assigned_ip"] = assigned
-        ev["cisco"] = {"asa": asa}
-        return False
-    if code == "710003":
-        event["action"] = "deny"
-        _set_ends(
-            ev, g[0], endpoint(to_ip(g[1]), to_port(g[2])), endpoint(to_ip(g[4]), to_port(g[5]))
-        )
-        _set_interfaces(ev, g[3])
-        return True
-    return None
-
-
-_ASA_NOT_TRAFFIC = frozenset({"113004", "113005", "722051"})
-_SEVERITY_NAMES = ("emergency", "alert", "critical", "error", "warning", "notice", "informational",
-                   "debug")  # fmt: skip
-
-
-@register("firewall", "asa", sniff=_sniff_asa)
-def parse_asa(raw: str, ctx: ParseContext) -> list[Event]:
-    """Cisco ASA / FTD syslog (``%ASA-6-302013: ...``). The timestamp nearest
-    the ``%ASA`` tag wins (the device's own clock, often with a zone
-    abbreviation); year-less stamps get the year nearest to ``ctx.now``."""
-    tag = _ASA_TAG_RE.search(raw)
-    if tag is None:
-        raise ParseError("no %ASA-<severity>-<id>: tag")
-    prefix = raw[: tag.start()]
-    stamps = _ASA_TS_RE.findall(prefix)
-    if stamps:
-        ts = stamps[-1]
-        if ts[0].isdigit():
-            stamp = parse_iso(ts, ctx.timezone)
-        else:
-            stamp = parse_monthname(ts, ctx.timezone, ctx.now.date())
-    else:
-        stamp = now_stamp(ctx.now)
-    host = _asa_host(prefix)
-    severity, code = int(tag.group(3)), tag.group(4)
-    msg = raw[tag.end() :]
-    ev = new_event(raw, ctx.source, ctx.format, "Cisco", tag.group(1).lower(), stamp)
-    event = ev["event"]
-    event["code"] = code
-    event["severity"] = severity
-    ev["log"] = {"level": _SEVERITY_NAMES[severity]}
-    ev["message"] = msg
-    observer = ev["observer"]
-    observer["type"] = "firewall"
-    if host is not None:
-        observer["hostname"] = host
-    blocked = _asa_message(code, msg, ev)
-    if code in _ASA_NOT_TRAFFIC:
-        event.setdefault("category", ["network"])
-        event["outcome"] = "failure" if blocked else "success"
-        event["type"] = ["info", "denied" if blocked else "allowed"]
-    else:
-        _decide(event, blocked)
-    return [ev]
-
-
 # --- iptables / nftables ----------------------------------------------------
 
 _IPT_HEAD_RE = re.compile(
@@ -754,7 +354,9 @@ _IPT_HEAD_RE = re.compile(
     r"((?:[A-Z][a-z]{2}\s+\d{1,2}(?:\s+\d{4})?\s+\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?)"
     r"|(?:\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?))\s+"
 )
-_IPT_IN_RE = re.compile(r"(?:^|[\s\]:])IN=\S*\s+OUT=")
+# The first "IN=" followed by an OUT= field: the kernel writes the log prefix
+# right before it, with or without a blank ("DROP IN=", "FW-DROPIN=").
+_IPT_IN_RE = re.compile(r"IN=\S*\s+OUT=")
 _IPT_UPTIME_RE = re.compile(r"\[\s*\d+\.\d+\]\s*")
 _IPT_KV_RE = re.compile(r"([A-Z][A-Z0-9]*)=(\S*)")
 # flags are bare upper-case words; matching the blank (no look-behind) lets
@@ -776,10 +378,10 @@ def parse_iptables(raw: str, ctx: ParseContext) -> list[Event]:
     # start the regex at the first "IN=" (no match can begin earlier): the
     # syslog header before it is not scanned character by character
     first = raw.find("IN=")
-    kv_at = None if first < 0 else _IPT_IN_RE.search(raw, max(first - 1, 0))
+    kv_at = None if first < 0 else _IPT_IN_RE.search(raw, first)
     if kv_at is None:
         raise ParseError("no netfilter 'IN=... OUT=' fields")
-    start = kv_at.start() if raw[kv_at.start()] == "I" else kv_at.start() + 1
+    start = kv_at.start()
     head, body = raw[:start], raw[start:]
     h = _IPT_HEAD_RE.match(head)
     if h is not None:
@@ -890,3 +492,9 @@ def parse_iptables(raw: str, ctx: ParseContext) -> list[Event]:
     if ipt:
         ev["iptables"] = ipt
     return [ev]
+
+
+# CEF reaches firewall listeners too (FortiGate, Check Point, Palo Alto CEF
+# forwarding): the gateway's reader, registered here so that loading the
+# firewall source alone knows it.
+register("firewall", "cef", sniff=sniff_cef)(parse_cef)

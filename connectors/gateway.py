@@ -34,8 +34,19 @@ from connectors.ecs import (
     transport,
     url_object,
 )
+from connectors.outcomes import (
+    CEF_GENERIC,
+    CEF_OUTCOME,
+    CEF_VENDORS,
+    SQUID_DENIED,
+    UNKNOWN,
+    ZSCALER,
+    apply,
+    lookup,
+)
 from connectors.timeparse import (
     now_stamp,
+    parse_clf,
     parse_epoch,
     parse_iso,
     parse_syslog,
@@ -54,20 +65,117 @@ def _decide_web(event: dict[str, Any], blocked: bool) -> None:
     event["type"] = ["access", "denied" if blocked else "allowed"]
 
 
-# --- Squid native access.log ------------------------------------------------
+# --- Squid access.log: native, common and combined logformats --------------
 
-_SQUID_START_RE = re.compile(r"\d{9,11}\.\d{3} ")
+# native "squid": %ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %[un %Sh/%<a %mt,
+# maybe behind a syslog header (access_log syslog:...)
+_SQUID_START_RE = re.compile(r"(?:^|\s)(\d{9,11}\.\d{3}\s+-?\d+\s)")
+# "common" / "combined": %>a %[ui %[un [%tl] "%rm %ru HTTP/%rv" %>Hs %<st
+# ["%{Referer}>h" "%{User-Agent}>h"] %Ss:%Sh
+_SQUID_CLF_RE = re.compile(
+    r'(\S+) (\S+) (\S+) \[([^\]]+)\] "(\S+) (\S+)(?: [^"]*)?" (\d{1,3}) (\d+|-)'
+    r'(?: "((?:[^"\\]|\\.)*)" "((?:[^"\\]|\\.)*)")? ([A-Z_]+):([A-Z_]+)\s*'
+)
+_PCT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+_SQUID_CODE_RE = re.compile(r"\s[A-Z_]+/\d{3}\s")
 
 
 def _sniff_squid(line: str) -> bool:
-    return _SQUID_START_RE.match(line) is not None and "/" in line
+    if _SQUID_START_RE.search(line) is not None:
+        return _SQUID_CODE_RE.search(line) is not None
+    return '] "' in line and _SQUID_CLF_RE.search(line) is not None
+
+
+def _squid_user(value: str) -> str | None:
+    """The user field is URL-encoded by Squid (``tanaka%40city.example``)."""
+    if value in EMPTY:
+        return None
+    if "%" in value:
+        value = _PCT_RE.sub(lambda m: chr(int(m.group(1), 16)), value)
+    return value
+
+
+def _squid_event(
+    raw: str,
+    ctx: ParseContext,
+    stamp: str,
+    client: str,
+    result: str,
+    status: int | None,
+    size: str,
+    method: str,
+    link: str,
+    user: str,
+) -> Event:
+    """The fields every Squid logformat shares."""
+    ev = new_event(raw, ctx.source, ctx.format, "Squid", "Squid", stamp)
+    _decide_web(ev["event"], result.endswith("DENIED") or result in SQUID_DENIED)
+    connect = method == "CONNECT"
+    url = ev["url"] = url_object(link, "https" if connect else None)
+    if connect:  # "host:443" is an authority, not a URL to visit
+        url.pop("full", None)
+        url.pop("scheme", None)
+    ip = to_ip(client)
+    source: dict[str, Any] = {"address": client}
+    if ip is not None:
+        source["ip"] = ip
+    elif client not in EMPTY:
+        source["domain"] = client
+    ev["source"] = source
+    destination: dict[str, Any] = {}
+    if "domain" in url:
+        destination["domain"] = url["domain"]
+    if url.get("port") is not None:
+        destination["port"] = url["port"]
+    sent = to_int(size)
+    if sent is not None:
+        destination["bytes"] = sent
+    if destination:
+        ev["destination"] = destination
+    if user not in EMPTY:
+        ev["user"] = {"name": _squid_user(user) if "%" in user else user}
+    http: dict[str, Any] = {}
+    if method not in EMPTY:
+        http["request"] = {"method": method}
+    if status:
+        http["response"] = {"status_code": status}
+    if http:
+        ev["http"] = http
+    ev["squid"] = {"result_code": result}
+    return ev
+
+
+def _squid_common(m: re.Match[str], raw: str, ctx: ParseContext) -> list[Event]:
+    client, _ident, user, when, method, link, status_s, size, referer, agent, code, hier = (
+        m.groups()
+    )
+    stamp = parse_clf(when, ctx.timezone)
+    ev = _squid_event(raw, ctx, stamp, client, code, to_int(status_s), size, method, link, user)
+    ev["squid"]["hierarchy_code"] = hier
+    if referer not in (None, "", "-"):
+        ev.setdefault("http", {}).setdefault("request", {})["referrer"] = referer
+    if agent not in (None, "", "-"):
+        ev["user_agent"] = {"original": agent}
+    return [ev]
 
 
 @register("gateway", "squid", sniff=_sniff_squid)
 def parse_squid(raw: str, ctx: ParseContext) -> list[Event]:
-    """Squid native ``access.log`` (``logformat squid``), and the common
-    extended layout that adds the client port and header sizes."""
-    f = raw.split()
+    """Squid ``access.log`` in the native ``squid`` logformat (also behind a
+    syslog header, and the extended layout that adds the client port and
+    header sizes), or in the built-in ``common`` and ``combined`` formats."""
+    if raw[:1].isdigit() and raw[9:14].find(".") >= 0:
+        f = raw.split()  # native, the common case: the line opens with %ts.%03tu
+    else:
+        start = _SQUID_START_RE.search(raw)
+        if start is None:
+            m = _SQUID_CLF_RE.match(raw) or _SQUID_CLF_RE.search(raw)
+            if m is not None:
+                return _squid_common(m, raw, ctx)
+            raise ParseError("not a Squid access.log line (native, common or combined logformat)")
+        f = raw[start.start(1) :].split()
     if len(f) >= 10 and "/" in f[3]:
         ts, elapsed, client, code_status, size, method, link, user, hier, mime = f[:10]
         cport = None
@@ -82,72 +190,94 @@ def parse_squid(raw: str, ctx: ParseContext) -> list[Event]:
     if status is None or not result.replace("_", "").isalpha():
         raise ParseError(f"bad Squid result code {code_status[:40]!r}")
     hier_code, _, peer = hier.partition("/")
-    ev = new_event(raw, ctx.source, ctx.format, "Squid", "Squid", parse_epoch(ts))
-    event = ev["event"]
-    _decide_web(event, result.endswith("DENIED") or result == "TCP_DENIED_REPLY")
+    ev = _squid_event(raw, ctx, parse_epoch(ts), client, result, status, size, method, link, user)
     duration = scaled(to_int(elapsed), 1_000_000)
     if duration is not None:
-        event["duration"] = duration
-
-    connect = method == "CONNECT"
-    url = ev["url"] = url_object(link, "https" if connect else None)
-    if connect:  # "host:443" is an authority, not a URL to visit
-        url.pop("full", None)
-        url.pop("scheme", None)
-
-    ip = to_ip(client)
-    source: dict[str, Any] = {"address": client}
-    if ip is not None:
-        source["ip"] = ip
-    elif client not in EMPTY:
-        source["domain"] = client
+        ev["event"]["duration"] = duration
     port = to_port(cport)
     if port is not None:
-        source["port"] = port
-    ev["source"] = source
-
-    destination: dict[str, Any] = {}
+        ev["source"]["port"] = port
+    destination: dict[str, Any] = ev.get("destination") or {}
     peer_ip = to_ip(peer)
     if peer_ip is not None:
         destination["ip"] = peer_ip
-    if "domain" in url:
-        destination["domain"] = url["domain"]
-    port = to_port(sport) or url.get("port")
-    if port is not None:
+    port = to_port(sport)
+    if port:
         destination["port"] = port
-    sent = to_int(size)
-    if sent is not None:
-        destination["bytes"] = sent
     if destination:
         ev["destination"] = destination
-
-    if user not in EMPTY:
-        ev["user"] = {"name": user}
-    http: dict[str, Any] = {}
-    if method not in EMPTY:
-        http["request"] = {"method": method}
-    response: dict[str, Any] = {}
-    if status:
-        response["status_code"] = status
     if mime not in EMPTY:
-        response["mime_type"] = mime
-    if response:
-        http["response"] = response
-    if http:
-        ev["http"] = http
-    ev["squid"] = (
-        {"result_code": result, "hierarchy_code": hier_code}
-        if hier_code
-        else {"result_code": result}
-    )
+        ev.setdefault("http", {}).setdefault("response", {})["mime_type"] = mime
+    if hier_code:
+        ev["squid"]["hierarchy_code"] = hier_code
     return [ev]
 
 
 # --- Zscaler NSS web --------------------------------------------------------
 
+# An NSS feed's output format is written by the administrator: JSON with the
+# NSS variable names (Zscaler's JSON template, Cloud NSS), name=value pairs
+# with the SIEM's own names (Zscaler's Splunk template: datetime=, ClientIP=,
+# user=, requestsize=...), or LEEF for QRadar. Every spelling is mapped to the
+# NSS variable it carries, then one reader fills ECS from those.
+_ZS_ALIASES = {
+    # Splunk template names (Zscaler's "Splunk" NSS feed output format)
+    "datetime": "time",
+    "protocol": "proto",
+    "url": "eurl",
+    "hostname": "host",
+    "user": "login",
+    "clientip": "cintip",  # the client's own (internal) address in that template
+    "clientpublicip": "cip",  # the address the client came from on the Internet
+    "serverip": "sip",
+    "requestsize": "reqsize",
+    "responsesize": "respsize",
+    "transactionsize": "totalsize",
+    "requestmethod": "reqmethod",
+    "refererurl": "referer",
+    "useragent": "ua",
+    "status": "respcode",
+    "urlcategory": "urlcat",
+    "urlsupercategory": "urlsupercat",
+    "department": "dept",
+    "threatcategory": "malwarecat",
+    "event_id": "recordid",
+    # LEEF names (Zscaler's QRadar template)
+    "usrname": "login",
+    "src": "cip",
+    "srcpostnat": "cintip",
+    "dst": "sip",
+    "srcbytes": "reqsize",
+    "dstbytes": "respsize",
+    "cat": "action",
+    "devtime": "time",
+    "policy": "rulelabel",
+}
+# every spelling of the aliases: as the templates write them and lower-cased
+_ZS_SPELLINGS = {
+    **_ZS_ALIASES,
+    **{
+        spelling: _ZS_ALIASES[spelling.lower()]
+        for spelling in ("ClientIP", "clientpublicIP", "refererURL", "usrName", "srcPostNAT",
+                         "srcBytes", "dstBytes", "devTime", "Datetime", "URL", "User",
+                         "ClientPublicIP", "ServerIP", "UserAgent", "Status")
+    },
+}  # fmt: skip
+_ZS_KV_RE = re.compile(r"(?:^|\t|\s)([A-Za-z][A-Za-z0-9_]*)=")
+_ZS_LEADING_TIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})\s*$")
+_ZS_STATUS_RE = re.compile(r"\d{3}")
+
 
 def _sniff_zscaler(line: str) -> bool:
-    return line.lstrip().startswith("{") and ('"zscalernss-web"' in line or '"eurl"' in line)
+    if "CEF:" in line[:300]:
+        return False  # a CEF line from a Zscaler feed is CEF's to read
+    if line.lstrip().startswith("{"):
+        return '"zscalernss-web"' in line or '"eurl"' in line or '"urlsupercat"' in line
+    return (
+        "|Zscaler|NSS" in line
+        or "vendor=Zscaler" in line
+        or ("urlcategory=" in line and ("ClientIP=" in line or "clientpublicIP=" in line))
+    )
 
 
 def _b64(value: str | None) -> str | None:
@@ -161,7 +291,6 @@ def _b64(value: str | None) -> str | None:
 
 # Zscaler's own "no value" words, on top of the common ones
 _ZS_EMPTY = frozenset({"", "None", "NA", "N/A"})
-_ZS_BLOCKED = frozenset({"blocked", "block", "denied", "caution"})
 # NSS keys copied as they are: (NSS key, ECS field in the zscaler object)
 _ZS_VENDOR = (
     ("action", "action"),
@@ -171,11 +300,13 @@ _ZS_VENDOR = (
     ("threatname", "threat_name"),
     ("dept", "department"),
     ("location", "location"),
+    ("reason", "reason"),
 )
 
 
 def _zscaler_values(ev: dict[str, Any]) -> dict[str, str]:
-    """The record's scalar values as text, Zscaler's empty markers dropped."""
+    """The record's scalar values as text under their NSS names, Zscaler's
+    empty markers dropped."""
     out: dict[str, str] = {}
     for key, value in ev.items():
         if type(value) is not str:
@@ -184,7 +315,61 @@ def _zscaler_values(ev: dict[str, Any]) -> dict[str, str]:
             value = str(value)
         if value not in _ZS_EMPTY:
             out[key] = value
+    if not _ZS_SPELLINGS.keys().isdisjoint(out):  # a template with its own names
+        for key in [k for k in out if k in _ZS_SPELLINGS]:
+            out.setdefault(_ZS_SPELLINGS[key], out.pop(key))
     return out
+
+
+def _zscaler_pairs(text_: str) -> dict[str, str]:
+    """``name=value`` pairs separated by tabs (or blanks, when no tab is there);
+    values may hold blanks."""
+    parts = _ZS_KV_RE.split(text_)
+    pairs: dict[str, str] = {}
+    for key, value in zip(parts[1::2], parts[2::2], strict=True):
+        pairs[key] = value.strip()
+    if parts[0].strip():
+        lead = _ZS_LEADING_TIME_RE.search(parts[0])
+        if lead is not None:  # the Splunk template's first field: the date and time
+            pairs.setdefault("datetime", lead.group(1))
+    return pairs
+
+
+def _zscaler_record(raw: str) -> dict[str, str]:
+    body = raw if raw[:1] not in (" ", "\t") else raw.lstrip()
+    if body.startswith("{"):
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(f"not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ParseError("Zscaler record is not a JSON object")
+        record = doc.get("event", doc)
+        if not isinstance(record, dict):
+            raise ParseError("Zscaler 'event' is not an object")
+        return _zscaler_values(record)
+    if body.startswith('"'):
+        raise ParseError(
+            "a positional NSS feed (quoted values without names): give the feed a JSON or "
+            "name=value output format so each value can be told by its name"
+        )
+    leef = body.find("LEEF:")
+    if leef >= 0:
+        head = body[leef:].split("|", 5)
+        if len(head) < 6:
+            raise ParseError("LEEF header needs 5 '|'-separated fields after 'LEEF:'")
+        ext = head[5]
+        if head[0].startswith("LEEF:2") and "|" in ext:
+            # LEEF 2.0: the sixth header field names the delimiter
+            delimiter, _, ext = ext.partition("|")
+            if delimiter and delimiter not in ("\t", "x09", "^"):
+                ext = ext.replace(delimiter, "\t")
+        pairs = _zscaler_pairs(ext)
+    else:
+        pairs = _zscaler_pairs(body)
+    if not pairs:
+        raise ParseError("no Zscaler NSS name=value fields")
+    return _zscaler_values(pairs)
 
 
 def _zscaler_link(link: str, proto: str | None) -> str:
@@ -201,18 +386,21 @@ def _zscaler_link(link: str, proto: str | None) -> str:
 
 @register("gateway", "zscaler", sniff=_sniff_zscaler)
 def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
-    """Zscaler Internet Access NSS web log as JSON (``{"sourcetype":
-    "zscalernss-web", "event": {...}}`` or the bare event object)."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ParseError(f"not JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ParseError("Zscaler record is not a JSON object")
-    record = doc.get("event", doc)
-    if not isinstance(record, dict):
-        raise ParseError("Zscaler 'event' is not an object")
-    v = _zscaler_values(record)
+    """Zscaler Internet Access NSS web log: JSON (``{"sourcetype":
+    "zscalernss-web", "event": {...}}`` or the bare object), name=value
+    (the Splunk template and other administrator-defined templates) or LEEF.
+    Fields are read by name, whatever the template's order."""
+    if raw[:1] == "{":  # the JSON feeds, without a detour
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(f"not JSON: {exc}") from exc
+        record = doc.get("event", doc) if isinstance(doc, dict) else None
+        if not isinstance(record, dict):
+            raise ParseError("Zscaler record is not a JSON object")
+        v = _zscaler_values(record)
+    else:
+        v = _zscaler_record(raw)
     get = v.get
 
     epoch = get("epochtime")
@@ -221,18 +409,23 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
     else:
         when = get("time")
         if when is None:
-            raise ParseError("Zscaler record has no 'time' or 'epochtime'")
+            raise ParseError("Zscaler record has no time (time, datetime, devTime or epochtime)")
         zone = get("tz")
         stamp = parse_timestamp(when, zone_for(zone) if zone else ctx.timezone, ctx.now)
     ev = new_event(raw, ctx.source, ctx.format, "Zscaler", "Internet Access", stamp)
     event = ev["event"]
     action = get("action", "").lower()
-    _decide_web(event, action in _ZS_BLOCKED)
+    verdict = ZSCALER.get(action, UNKNOWN)
+    event["category"] = ["network", "web"]
+    event["outcome"] = verdict.outcome
+    event["type"] = ["access", verdict.type] if verdict.type else ["access"]
     if action:
         event["action"] = action
+    if "reason" in v and v["reason"].lower() != action:
+        event["reason"] = v["reason"]
 
     proto = get("proto")
-    link = get("eurl") or get("url") or _b64(get("b64url"))
+    link = get("eurl") or _b64(get("b64url"))
     url = None
     if link:
         url = ev["url"] = url_object(_zscaler_link(link, proto))
@@ -259,7 +452,7 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
         ev["source"] = source
 
     destination = endpoint(
-        to_ip(get("sip") or get("serverip")),
+        to_ip(get("sip")),
         octets=respsize,
         domain=get("host") or get("ehost") or (url.get("domain") if url else None),
     )
@@ -283,7 +476,8 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
     if referrer:
         request["referrer"] = referrer
     response: dict[str, Any] = {}
-    status = to_int(get("respcode"))
+    code = get("respcode")
+    status = to_int(code if code is None or code.isdecimal() else _first_number(code))
     if status:
         response["status_code"] = status
     if respsize is not None:
@@ -295,7 +489,7 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
         if response:
             http["response"] = response
 
-    agent = get("ua") or get("eua") or get("useragent")
+    agent = get("ua") or get("eua")
     if agent:
         ev["user_agent"] = {"original": agent}
     rule: dict[str, Any] = {}
@@ -309,6 +503,12 @@ def parse_zscaler(raw: str, ctx: ParseContext) -> list[Event]:
     if vendor:
         ev["zscaler"] = vendor
     return [ev]
+
+
+def _first_number(text_: str) -> str | None:
+    """``200 - OK`` -> ``200`` (some templates write the status with its text)."""
+    m = _ZS_STATUS_RE.match(text_)
+    return m.group(0) if m else None
 
 
 # --- Symantec/Broadcom ProxySG, W3C ELFF ------------------------------------
@@ -345,7 +545,8 @@ PROXYSG_MAIN_FIELDS: tuple[str, ...] = tuple(
     ]
 )
 
-_ELFF_TOKEN_RE = re.compile(r'"([^"]*)"|(\S+)')
+# "quoted values", [bracketed times] (localtime holds a blank) and bare words
+_ELFF_TOKEN_RE = re.compile(r'"([^"]*)"|(\[[^\]]*\]|\S+)')
 _FIELDS_STATE = "proxysg.fields"
 _ELFF_DEFAULT_PORT = {"http": 80, "https": 443, "ftp": 21}
 # ELFF columns copied as they are: (column, field in the proxysg object)
@@ -357,12 +558,21 @@ _PROXYSG_VENDOR = (
 )
 
 
+# W3C extended log file directives (ProxySG writes all of them), and a row of
+# the appliance's formats, which all start with the UTC date and time.
+_ELFF_DIRECTIVE_RE = re.compile(r"#(?:Software|Version|Date|Fields|Remark|Start-Date|End-Date):")
+_ELFF_ROW_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} [^\s=]+(?:\s|$)")
+
+
 def _sniff_proxysg(line: str) -> bool:
-    return line.startswith("#Fields:") or line.startswith("#Software: SGOS")
+    return _ELFF_DIRECTIVE_RE.match(line) is not None or _ELFF_ROW_RE.match(line) is not None
 
 
 def _elff_values(raw: str) -> list[str]:
-    """An ELFF row's values: space-separated, ``"quoted values"`` as one."""
+    """An ELFF row's values: space-separated, ``"quoted values"`` and
+    ``[bracketed times]`` as one."""
+    if "[" in raw:
+        return [t or q for q, t in _ELFF_TOKEN_RE.findall(raw)]
     if '"' not in raw:
         return raw.split()
     # Quotes that open and close whole values (the usual case: user agents,
@@ -560,8 +770,6 @@ _CEF_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "fsize": ("file.size", to_int),
 }
 _CEF_MAP = {key: (tuple(field.split(".")), conv) for key, (field, conv) in _CEF_FIELDS.items()}
-_CEF_SUCCESS = {"success", "succeeded", "allowed", "allow", "accept", "accepted", "permit", "pass"}
-_CEF_FAILURE = {"failure", "failed", "fail", "blocked", "block", "denied", "deny", "drop", "reject"}
 
 
 def _cef_unescape(value: str) -> str:
@@ -597,7 +805,25 @@ def cef_header(raw: str, start: int) -> tuple[str, ...] | None:
     return None if m is None else m.groups()
 
 
-def _sniff_cef(line: str) -> bool:
+def _cef_outcome(event: dict[str, Any], vendor: str, fields: dict[str, str]) -> None:
+    """Outcome and type from ``act`` through the device vendor's vocabulary
+    (Palo Alto's ``block-url``, Check Point's ``Drop``, Fortinet's ``close``),
+    then the generic CEF words; else from the ``outcome`` field; else unknown.
+    ``event.action`` keeps the device's word either way."""
+    act = event.get("action")
+    verdict = UNKNOWN
+    if act:
+        table = CEF_VENDORS.get(vendor.lower())
+        if table is not None:
+            verdict = lookup(table, act)
+        if verdict is UNKNOWN:
+            verdict = lookup(CEF_GENERIC, act)
+    if verdict is UNKNOWN and fields.get("outcome"):
+        verdict = lookup(CEF_OUTCOME, fields["outcome"])
+    apply(event, verdict)
+
+
+def sniff_cef(line: str) -> bool:
     return "CEF:" in line[:200] and line.count("|") >= 7
 
 
@@ -657,19 +883,11 @@ def parse_cef(raw: str, ctx: ParseContext) -> list[Event]:
     if user:
         ev["user"] = {"name": user}
 
-    words = {event.get("action") or "", fields.get("outcome", "").lower()}
-    if words & _CEF_FAILURE:
-        event["outcome"] = "failure"
-        event["type"] = ["denied"]
-    elif words & _CEF_SUCCESS:
-        event["outcome"] = "success"
-        event["type"] = ["allowed"]
-    else:
-        event["outcome"] = "unknown"
+    _cef_outcome(event, _cef_unescape(vendor), fields)
     if fields:
         ev["cef"]["extensions"] = fields
     return [ev]
 
 
-register("gateway", "cef", sniff=_sniff_cef)(parse_cef)
-register("firewall", "cef", sniff=_sniff_cef)(parse_cef)
+register("gateway", "cef", sniff=sniff_cef)(parse_cef)
+# the firewall source registers the same reader in connectors/firewall.py

@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from connectors.base import ParseContext, register
+from connectors.ecs import section
 from connectors.jsonrecords import dict_at, list_at, loads, slug, unwrap
 from connectors.timeparse import now_stamp, parse_iso, parse_timestamp
 from zonewatch.errors import ParseError
@@ -84,6 +85,73 @@ _TABLE_CATEGORY = {
     "intunedevices": "Devices",
     "intunedevicecomplianceorg": "DeviceComplianceOrg",
 }
+# The categories an Intune diagnostic setting can send (Microsoft.Intune/diagnosticSettings).
+INTUNE_CATEGORIES = frozenset(
+    {"AuditLogs", "OperationalLogs", "Devices", "DeviceComplianceOrg", "Windows365AuditLogs"}
+)
+_DEVICE_CATEGORIES = frozenset({"Devices", "DeviceComplianceOrg"})
+# Categories and tables of other Microsoft services that reach the same Event
+# Hubs and workspaces; named in the refusal so the user knows where they belong.
+_FOREIGN = {
+    "signinlogs": "Entra ID sign-in",
+    "noninteractiveusersigninlogs": "Entra ID sign-in",
+    "serviceprincipalsigninlogs": "Entra ID sign-in",
+    "managedidentitysigninlogs": "Entra ID sign-in",
+    "aadnoninteractiveusersigninlogs": "Entra ID sign-in",
+    "aadserviceprincipalsigninlogs": "Entra ID sign-in",
+    "aadmanagedidentitysigninlogs": "Entra ID sign-in",
+    "adfssigninlogs": "AD FS sign-in",
+    "provisioninglogs": "Entra ID provisioning",
+    "riskyusers": "Entra ID Protection",
+    "userriskevents": "Entra ID Protection",
+    "auditlogs": "Entra ID audit",
+    "officeactivity": "Microsoft 365 audit",
+}
+# Keys by which Entra ID records are recognised when no category says it.
+_ENTRA_SIGNIN_KEYS = ("createdDateTime", "appDisplayName", "conditionalAccessStatus")
+_ENTRA_AUDIT_KEYS = ("activityDisplayName", "loggedByService", "initiatedBy", "targetResources")
+_INTUNE_AUDIT_KEYS = ("Actor", "AuditEventId", "TargetDisplayNames", "TargetObjectIds")
+
+
+def _s(record: dict[str, Any], *keys: str) -> Any:
+    """The first of ``keys`` whose value is a scalar worth a field (text,
+    number or flag): an object or array where a name or id belongs is left
+    out rather than shipped."""
+    for key in keys:
+        value = record.get(key)
+        if value:
+            kind = type(value)
+            if kind is str or (kind is not dict and kind is not list):
+                return value
+    return None
+
+
+def _foreign(what: str, hint: str) -> ParseError:
+    return ParseError(
+        f"not an Intune record: {what} ({hint}); Intune reads audit events, "
+        "operational logs and device records only"
+    )
+
+
+def _refuse_graph_record(item: dict[str, Any]) -> None:
+    """ParseError unless ``item`` is a Graph ``auditEvent`` of Intune."""
+    if "actor" in item or "componentName" in item or "activityType" in item:
+        return
+    if "operationName" in item or "OperationName" in item or "TimeGenerated" in item:
+        category, *_ = _record_shape(item)  # refuses records of other services
+        raise ParseError(
+            f"an Intune diagnostic-settings record ({category}), not a Graph auditEvent: "
+            "read it with --format diagnostic"
+        )
+    if any(key in item for key in _ENTRA_SIGNIN_KEYS):
+        raise _foreign("an Entra ID sign-in (Graph signIn)", "createdDateTime, appDisplayName")
+    if any(key in item for key in _ENTRA_AUDIT_KEYS):
+        raise _foreign(
+            "an Entra ID directory audit (Graph directoryAudit)", "initiatedBy, loggedByService"
+        )
+    raise ParseError(
+        "not a Graph deviceManagement auditEvent: no actor, activityType or componentName"
+    )
 
 
 def _utc(value: Any, ctx: ParseContext, what: str) -> str:
@@ -127,9 +195,12 @@ def _outcome(value: Any) -> str:
 
 def graph_audit_event(item: dict[str, Any], original: str, ctx: ParseContext) -> dict[str, Any]:
     """One Graph ``auditEvent`` object -> ECS."""
+    _refuse_graph_record(item)
+    resources = list_at(item, "resources")
+    actor = dict_at(item, "actor")
     ts = _utc(item.get("activityDateTime"), ctx, "activityDateTime")
     ev = _base(ts, original, ctx)
-    activity = item.get("activity") or item.get("displayName") or ""
+    activity = _s(item, "activity", "displayName") or ""
     ev["event"].update(
         {
             "action": slug(str(activity)) or "audit",
@@ -138,33 +209,40 @@ def graph_audit_event(item: dict[str, Any], original: str, ctx: ParseContext) ->
             "outcome": _outcome(item.get("activityResult")),
         }
     )
-    if item.get("id"):
-        ev["event"]["id"] = item["id"]
-    actor = dict_at(item, "actor")
+    event_id = _s(item, "id")
+    if event_id:
+        ev["event"]["id"] = event_id
     user: dict[str, Any] = {}
-    upn = actor.get("userPrincipalName")
+    upn = _s(actor, "userPrincipalName")
     if upn:
         user["name"] = upn
         user["email"] = upn
-    if actor.get("userId"):
-        user["id"] = actor["userId"]
+    user_id = _s(actor, "userId")
+    if user_id:
+        user["id"] = user_id
     if user:
         ev["user"] = user
-    if actor.get("ipAddress"):
-        ev["source"] = {"ip": actor["ipAddress"]}
-    if actor.get("applicationDisplayName"):
-        ev["service"] = {"name": actor["applicationDisplayName"]}
-    resources = list_at(item, "resources")
+    ip = _s(actor, "ipAddress")
+    if ip:
+        ev["source"] = {"ip": ip}
+    app = _s(actor, "applicationDisplayName")
+    if app:
+        ev["service"] = {"name": app}
     ev["intune"] = {
         k: v
         for k, v in {
             "activity": activity or None,
-            "activity_type": item.get("activityType"),
-            "operation_type": item.get("activityOperationType"),
-            "component": item.get("componentName"),
-            "category": item.get("category"),
-            "correlation_id": item.get("correlationId"),
-            "targets": [r.get("displayName") for r in resources if isinstance(r, dict)] or None,
+            "activity_type": _s(item, "activityType"),
+            "operation_type": _s(item, "activityOperationType"),
+            "component": _s(item, "componentName"),
+            "category": _s(item, "category"),
+            "correlation_id": _s(item, "correlationId"),
+            "targets": [
+                r["displayName"]
+                for r in resources
+                if isinstance(r, dict) and isinstance(r.get("displayName"), str)
+            ]
+            or None,
         }.items()
         if v is not None
     }
@@ -188,15 +266,49 @@ def parse_graph(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
 # --- diagnostic-settings records -------------------------------------------------
 
 
+def _refuse_foreign(rec: dict[str, Any], category: str, props: dict[str, Any]) -> None:
+    """ParseError when a diagnostic record comes from another service than Intune.
+
+    Entra ID sends ``AuditLogs`` too: Intune's carry ``Actor``/``AuditEventId``
+    properties; otherwise the resource id (``microsoft.intune`` versus
+    ``microsoft.aadiam``) or Entra's own property names tell them apart.
+    """
+    if category in INTUNE_CATEGORIES:
+        if category != "AuditLogs" or "Actor" in props or "AuditEventId" in props:
+            return
+        resource = rec.get("resourceId") or rec.get("ResourceId") or rec.get("_ResourceId")
+        if isinstance(resource, str) and "/providers/" in resource.lower():
+            provider = resource.lower().split("/providers/", 1)[1].split("/", 1)[0]
+            if provider != "microsoft.intune":
+                raise _foreign(f"resourceId names {provider}", _FOREIGN.get("auditlogs", provider))
+            return
+        if not any(k in props for k in _INTUNE_AUDIT_KEYS) and any(
+            k in props for k in _ENTRA_AUDIT_KEYS
+        ):
+            raise _foreign("category AuditLogs with Entra ID properties", "Entra ID audit")
+        return
+    other = _FOREIGN.get(category.lower())
+    if other is not None:
+        raise _foreign(f"category {category}", other)
+    raise ParseError(
+        f"unknown Intune diagnostic category {category[:60]!r}: expected one of "
+        + ", ".join(sorted(INTUNE_CATEGORIES))
+    )
+
+
 def _record_shape(rec: dict[str, Any]) -> tuple[str, str, dict[str, Any], Any]:
-    """(category, operation, properties, time) of an Event Hub or Log Analytics record."""
+    """(category, operation, properties, time) of an Event Hub or Log Analytics record;
+    ParseError for records of other services."""
     if "properties" in rec or "operationName" in rec:
         category = rec.get("category") or ""
         operation = rec.get("operationName") or ""
         props = rec.get("properties")
         when = rec.get("time")
     else:
-        table = str(rec.get("Type") or "")
+        table = str(rec.get("Type") or rec.get("type") or "")
+        if table and not table.lower().startswith("intune"):
+            service = _FOREIGN.get(table.lower(), "not an Intune table")
+            raise _foreign(f"Log Analytics table {table[:60]}", service)
         category = rec.get("Category") or _TABLE_CATEGORY.get(table.lower(), table)
         operation = rec.get("OperationName") or category
         props = rec.get("Properties")
@@ -210,9 +322,14 @@ def _record_shape(rec: dict[str, Any]) -> tuple[str, str, dict[str, Any], Any]:
             props = {"raw": props}
     if not isinstance(props, dict):
         props = {}
-    if not category:
+    if not category or not isinstance(category, str):
+        if any(key in rec for key in _ENTRA_SIGNIN_KEYS):
+            raise _foreign("an Entra ID sign-in", "createdDateTime, appDisplayName")
+        if any(key in rec for key in _ENTRA_AUDIT_KEYS):
+            raise _foreign("an Entra ID directory audit", "initiatedBy, loggedByService")
         raise ParseError("record has no category/Type: not an Intune diagnostic record")
-    return str(category), str(operation), props, when
+    _refuse_foreign(rec, category, props)
+    return category, str(operation), props, when
 
 
 def _audit(rec: dict[str, Any], props: dict[str, Any], operation: str, ev: dict[str, Any]) -> None:
@@ -225,26 +342,35 @@ def _audit(rec: dict[str, Any], props: dict[str, Any], operation: str, ev: dict[
             "outcome": _outcome(rec.get("resultType") or rec.get("ResultType")),
         }
     )
-    if props.get("AuditEventId"):
-        ev["event"]["id"] = props["AuditEventId"]
+    # the hot path of an audit stream: plain gets, kept only when text
+    event_id = props.get("AuditEventId")
+    if event_id and type(event_id) is str:
+        ev["event"]["id"] = event_id
     reason = rec.get("resultDescription") or rec.get("ResultDescription")
-    if reason:
+    if reason and type(reason) is str:
         ev["event"]["reason"] = reason
     upn = actor.get("UPN") or rec.get("identity") or rec.get("Identity")
     user: dict[str, Any] = {}
-    if upn:
+    if upn and type(upn) is str:
         user["name"] = upn
         user["email"] = upn
-    if actor.get("ObjectId"):
-        user["id"] = actor["ObjectId"]
+    object_id = actor.get("ObjectId")
+    if object_id and type(object_id) is str:
+        user["id"] = object_id
     if user:
         ev["user"] = user
-    if actor.get("ApplicationName"):
-        ev["service"] = {"name": actor["ApplicationName"]}
+    app = actor.get("ApplicationName")
+    if app and type(app) is str:
+        ev["service"] = {"name": app}
     targets = props.get("TargetDisplayNames")
     if isinstance(targets, list) and targets:
-        ev["destination"] = {"domain": targets}
-        ev["intune"]["targets"] = targets
+        if len(targets) == 1:  # the usual case, without building a new list
+            names = targets if type(targets[0]) is str else []
+        else:
+            names = [t for t in targets if type(t) is str]
+        if names:
+            ev["destination"] = {"domain": names}
+            ev["intune"]["targets"] = names
 
 
 def _operational(
@@ -258,59 +384,68 @@ def _operational(
             "outcome": _outcome(rec.get("resultType") or rec.get("ResultType")),
         }
     )
-    device_id = props.get("IntuneDeviceId") or props.get("DeviceId")
+    device_id = _s(props, "IntuneDeviceId", "DeviceId")
     if device_id:
         ev["device"] = {"id": device_id}
-    if props.get("DeviceName"):
-        ev["host"] = {"name": props["DeviceName"]}
-    upn = props.get("UPN") or props.get("UserPrincipalName")
-    user_id = props.get("UserId") or props.get("IntuneUserId")
+    # DeviceHostName is the machine's own name, the one firewalls and VDI
+    # brokers log; DeviceName is Intune's display name, which users and
+    # enrollment profiles rename ("tanaka_Windows_2/3/2026_9:01 AM").
+    hostname = _s(props, "DeviceHostName")
+    display = _s(props, "DeviceName")
+    if hostname:
+        ev["host"] = {"name": hostname, "hostname": hostname}
+    elif display:
+        ev["host"] = {"name": display}
+    if display:
+        ev["intune"]["device_name"] = display
+    upn = _s(props, "UPN", "UserPrincipalName")
+    user_id = _s(props, "UserId", "IntuneUserId")
     if upn or user_id:
         ev["user"] = {k: v for k, v in (("name", upn), ("id", user_id)) if v}
+    os_name = _s(props, "Os", "OS")
+    os_version = _s(props, "OsVersion", "OSVersion")
+    if os_name or os_version:
+        host = section(ev, "host")
+        host["os"] = {k: v for k, v in (("name", os_name), ("version", os_version)) if v}
     for key, field in (
         ("FailureCategory", "failure_category"),
         ("FailureReason", "failure_reason"),
         ("EnrollmentType", "enrollment_type"),
         ("Os", "os"),
+        ("ScenarioName", "scenario"),
     ):
-        if props.get(key):
-            ev["intune"][field] = props[key]
+        value = _s(props, key)
+        if value:
+            ev["intune"][field] = value
 
 
 def device_fields(props: dict[str, Any]) -> dict[str, Any]:
     """Normalized device attributes of a Devices / DeviceComplianceOrg row or a
     Graph managedDevice object."""
-    grace = props.get("InGracePeriodUntil") or props.get("complianceGracePeriodExpirationDateTime")
+    grace = _s(props, "InGracePeriodUntil", "complianceGracePeriodExpirationDateTime")
     if isinstance(grace, str) and grace.startswith(_NO_GRACE):
         grace = None
     elif isinstance(grace, str):
         with contextlib.suppress(ParseError):
             grace = parse_iso(grace, UTC)
-    state = (
-        props.get("CompliantState")
-        or props.get("ComplianceState_loc")
-        or props.get("complianceState")
-        or props.get("ComplianceState")
-    )
-    owner = (
-        props.get("Ownership") or props.get("OwnerType_loc") or props.get("managedDeviceOwnerType")
-    )
+    state = _s(props, "CompliantState", "ComplianceState_loc", "complianceState", "ComplianceState")
+    owner = _s(props, "Ownership", "OwnerType_loc", "managedDeviceOwnerType")
     return {
-        "device_id": props.get("DeviceId") or props.get("id"),
-        "name": props.get("DeviceName") or props.get("deviceName"),
-        "upn": props.get("UPN") or props.get("userPrincipalName") or props.get("UserEmail"),
-        "user_id": props.get("PrimaryUser") or props.get("UserId") or props.get("userId"),
+        "device_id": _s(props, "DeviceId", "id"),
+        "name": _s(props, "DeviceName", "deviceName"),
+        "upn": _s(props, "UPN", "userPrincipalName", "UserEmail"),
+        "user_id": _s(props, "PrimaryUser", "UserId", "userId"),
         "compliance": compliance(state),
         "ownership": ownership(owner),
         "grace_until": grace,
-        "os": props.get("OS") or props.get("operatingSystem"),
-        "os_version": props.get("OSVersion") or props.get("osVersion"),
-        "serial": props.get("SerialNumber") or props.get("serialNumber"),
-        "model": props.get("Model") or props.get("model"),
-        "managed_by": props.get("ManagedBy") or props.get("managementAgent"),
-        "join_type": props.get("JoinType") or props.get("joinType"),
-        "jailbroken": props.get("JailBroken") or props.get("jailBroken"),
-        "mac": props.get("WifiMacAddress") or props.get("wiFiMacAddress"),
+        "os": _s(props, "OS", "operatingSystem"),
+        "os_version": _s(props, "OSVersion", "osVersion"),
+        "serial": _s(props, "SerialNumber", "serialNumber"),
+        "model": _s(props, "Model", "model"),
+        "managed_by": _s(props, "ManagedBy", "managementAgent"),
+        "join_type": _s(props, "JoinType", "joinType"),
+        "jailbroken": _s(props, "JailBroken", "jailBroken"),
+        "mac": _s(props, "WifiMacAddress", "wiFiMacAddress"),
     }
 
 
@@ -358,10 +493,10 @@ def diagnostic_record(rec: dict[str, Any], original: str, ctx: ParseContext) -> 
     ev = _base(ts, original, ctx)
     ev["intune"] = {"category": category, "operation": operation}
     tenant = rec.get("tenantId") or rec.get("TenantId")
-    if tenant:
+    if tenant and type(tenant) is str:
         ev["cloud"] = {"account": {"id": tenant}}
     corr = rec.get("correlationId") or rec.get("CorrelationId")
-    if corr:
+    if corr and type(corr) is str:
         ev["intune"]["correlation_id"] = corr
     if category == "AuditLogs":
         _audit(rec, props, operation, ev)
@@ -373,16 +508,62 @@ def diagnostic_record(rec: dict[str, Any], original: str, ctx: ParseContext) -> 
     return ev
 
 
+# Device rows: the Devices / DeviceComplianceOrg categories or tables, and Graph
+# managedDevice objects (which have no category at all).
+_DEVICE_ROW_RE = re.compile(
+    r'"(?:category|Category|Type|type)"\s*:\s*"(?:Intune)?(?:Devices|DeviceComplianceOrg)"'
+)
+
+
+def _sniff_devices(line: str) -> bool:
+    if _DEVICE_ROW_RE.search(line) is not None:
+        return True
+    return '"complianceState"' in line and '"deviceName"' in line
+
+
+def _sniff_diagnostic(line: str) -> bool:
+    return (
+        ('"operationName"' in line or '"OperationName"' in line)
+        and '"activityDateTime"' not in line
+        and _DEVICE_ROW_RE.search(line) is None
+    )
+
+
+def _is_device_row(rec: dict[str, Any]) -> bool:
+    category = rec.get("category") or rec.get("Category") or rec.get("Type") or rec.get("type")
+    if isinstance(category, str):
+        return category.removeprefix("Intune") in _DEVICE_CATEGORIES
+    return "complianceState" in rec and "deviceName" in rec
+
+
+def _auto_records(doc: Any, raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    """Under ``--format auto`` either Intune reader takes a whole Event Hub
+    batch, which mixes categories: device rows are read as snapshots
+    (``devices``), the others as diagnostic records, each event naming the
+    format that read it."""
+    out: list[dict[str, Any]] = []
+    for rec, original in unwrap(doc, raw):
+        if _is_device_row(rec):
+            found = device_changes(rec, original, ctx)
+            module = "devices"
+        else:
+            found = [diagnostic_record(rec, original, ctx)]
+            module = "diagnostic"
+        for ev in found:
+            ev["event"]["module"] = module
+        out.extend(found)
+    return out
+
+
 @register(
     SOURCE,
     "diagnostic",
     "Intune diagnostic settings (Event Hub records or Log Analytics rows)",
-    sniff=lambda line: (
-        ('"operationName"' in line or '"OperationName"' in line)
-        and '"activityDateTime"' not in line
-    ),
+    sniff=_sniff_diagnostic,
 )
 def parse_diagnostic(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    if ctx.auto:
+        return _auto_records(loads(raw), raw, ctx)
     doc = loads(raw)
     return [diagnostic_record(rec, original, ctx) for rec, original in unwrap(doc, raw)]
 
@@ -572,12 +753,15 @@ def _is_listing_page(doc: Any) -> bool:
     SOURCE,
     "devices",
     "Intune device snapshots -> device change events (stateful, per source)",
+    sniff=_sniff_devices,
     shared_state=(DEVICES_STATE, SNAPSHOT_STATE),
     finish=finish_devices,
 )
 def parse_devices(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
     doc = loads(raw)
     listing = _is_listing_page(doc)
+    if ctx.auto and not listing:
+        return _auto_records(doc, raw, ctx)
     out: list[dict[str, Any]] = []
     for rec, original in unwrap(doc, raw):
         out.extend(device_changes(rec, original, ctx, _LISTING if listing else None))

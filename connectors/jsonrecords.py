@@ -113,3 +113,10 @@ def put(node: dict[str, Any], key: str, value: Any) -> None:
     """``node[key] = value`` unless the value is empty (None, "", [] or {})."""
     if value is not None and value != "" and value != [] and value != {}:
         node[key] = value
+
+
+def scalars(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` without its object and array values: what a field may be
+    copied from (a nested structure where a name or an id belongs is left out,
+    not shipped)."""
+    return {k: v for k, v in record.items() if not isinstance(v, dict | list)}

@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
-import orjson
+from orjson import dumps
 
 from connectors import metrics
 from connectors.inputs import Input
@@ -100,6 +100,7 @@ class WorkerSpec:
     timezone: str | None
     input: Input  # not yet opened: the worker opens and reads it
     checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S
+    encoding: str = "utf-8"
 
 
 @dataclass
@@ -284,6 +285,8 @@ class WorkerRunner:
                         stats.read, stats.produced = batch.stats.read, batch.stats.produced
                         stats.dead_lettered = batch.stats.dead_lettered
                         stats.reasons = batch.stats.reasons
+                        stats.formats, stats.switches = batch.stats.formats, batch.stats.switches
+                        stats.encodings = batch.stats.encodings
                 if committable and (
                     since_commit >= self.commit_every
                     or (since_commit and time.monotonic() - last_commit >= self.commit_interval_s)
@@ -350,7 +353,7 @@ def _run(spec: WorkerSpec, ctl: Connection, out: Connection) -> None:
     source_input = spec.input
     # built while the parent connects to Kafka and recovers the checkpoint
     pipeline = make_pipeline(
-        spec.settings, spec.source, spec.format, spec.timezone, source_input.name
+        spec.settings, spec.source, spec.format, spec.timezone, source_input.name, spec.encoding
     )
     message = ctl.recv()
     if message[0] != "start":
@@ -367,17 +370,15 @@ def _run(spec: WorkerSpec, ctl: Connection, out: Connection) -> None:
     dead_key = spec.source.encode()
     dead_partition = batcher.partition(dead_topic, dead_key)
     partition = batcher.partition
-    handle = pipeline.handle
-    dumps = orjson.dumps
+    handle = pipeline.handle_encoded
     records = batcher.records
     last_flush = time.monotonic()
     try:
         for record in source_input:
             if record is not None:
-                events, letter = handle(record)
-                for ev in events:
+                encoded, letter = handle(record)
+                for ev, value in encoded:
                     key = event_key(ev)
-                    value = dumps(ev)
                     records.append((False, key, partition(topic, key), value))
                     batcher.size += len(value)
                 if letter is not None:

@@ -27,10 +27,13 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
+from orjson import dumps
 
 from connectors import metrics
 from connectors.base import FORMATS, Format, ParseContext
 from connectors.bindings import Limits, static_devices
+from connectors.decoding import DecodeFailed, Decoder
+from connectors.detect import AutoFormat, Choice, ChoiceHook
 from connectors.enrich import Enricher
 from connectors.identity_store import IdentityStore
 from connectors.inputs import Input, Record
@@ -54,7 +57,7 @@ class Stoppable(Protocol):
 
 
 class Sink(Protocol):
-    def emit(self, event: dict[str, Any]) -> None: ...
+    def emit(self, event: dict[str, Any], value: bytes | None = None) -> None: ...
 
     def dead_letter(self, letter: DeadLetter) -> None: ...
 
@@ -68,22 +71,42 @@ class IngestStats:
     dead_lettered: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    # --format auto: records parsed per format, and how often a stream switched
+    formats: Counter[str] = field(default_factory=Counter)
+    switches: int = 0
+    # records per encoding, when not plain UTF-8 (--encoding other than utf-8)
+    encodings: Counter[str] = field(default_factory=Counter)
 
     def summary(self) -> str:
         rate = self.read / self.seconds if self.seconds > 0 else 0.0
-        return (
+        text = (
             f"read {self.read} records, produced {self.produced} events, "
             f"dead-lettered {self.dead_lettered} ({rate:,.0f} records/s)"
         )
+        if self.formats:
+            chosen = ", ".join(f"{name} {n}" for name, n in self.formats.most_common())
+            text += f"; format auto chose {chosen} (records)"
+            if self.switches:
+                text += f", {self.switches} switch(es)"
+        if self.encodings:
+            used = ", ".join(f"{name} {n}" for name, n in self.encodings.most_common())
+            text += f"; decoded as {used}"
+        return text
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "read": self.read,
             "produced": self.produced,
             "dead_lettered": self.dead_lettered,
             "reasons": dict(self.reasons),
             "seconds": round(self.seconds, 3),
         }
+        if self.formats:
+            out["formats"] = dict(self.formats)
+            out["switches"] = self.switches
+        if self.encodings:
+            out["encodings"] = dict(self.encodings)
+        return out
 
 
 def load_source(source: str) -> None:
@@ -110,6 +133,24 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0][:40]
 
 
+# Anything else a parser or the enrichment raises is a bug met on input it
+# was not written for: caught per record (a bug on one odd line must not stop
+# the stream, and the line keeps its evidence value as a dead letter), and
+# logged with its traceback the first time each kind is seen.
+_PARSER_BUGS = (Exception,)
+_bugs_logged: set[str] = set()
+
+
+def _log_bug(source: str, fmt: str, exc: Exception) -> None:
+    kind = f"{source}/{fmt}/{type(exc).__name__}"
+    if kind not in _bugs_logged and len(_bugs_logged) < 256:
+        _bugs_logged.add(kind)
+        log.warning("parser_error", source=source, format=fmt, exc_info=exc)
+
+
+Encoded = tuple[dict[str, Any], bytes]
+
+
 class Pipeline:
     """Parses and enriches records of one stream (one source, one format or auto)."""
 
@@ -123,6 +164,8 @@ class Pipeline:
         max_line_bytes: int = 65536,
         input_name: str = "stdin",
         identity: IdentityStore | None = None,
+        encoding: str = "utf-8",
+        on_choice: ChoiceHook | None = None,
     ):
         available = formats_of(source)
         if fmt != AUTO and fmt not in available:
@@ -132,31 +175,45 @@ class Pipeline:
             )
         self.source = source
         self.format = fmt
-        self._auto = [f for f in available.values() if f.sniff is not None]
         self._fixed = available.get(fmt)
+        self._auto = [f for f in available.values() if f.sniff is not None]
         formats = [self._fixed] if self._fixed is not None else self._auto
         # ctx.state keys kept per source (connectors/state.py)
         self.shared_keys: tuple[str, ...] = tuple(
             dict.fromkeys(k for f in formats for k in f.shared_state)
         )
         tz = resolve_timezone(timezone) if isinstance(timezone, str) else timezone
-        self.ctx = ParseContext(source=source, format=fmt, timezone=tz)
+        self.ctx = ParseContext(source=source, format=fmt, timezone=tz, auto=fmt == AUTO)
         self.identity = identity
         self.enrich = Enricher(zones, identity=identity) if zones is not None else None
         self.max_line_bytes = max_line_bytes
         self.input_name = input_name
         self.stats = IngestStats()
+        self.detector: AutoFormat | None = None
+        if self._fixed is None:
+            self.detector = AutoFormat(source, list(available.values()), self._chosen)
+        self._on_choice = on_choice
+        # plain UTF-8 is decoded inline (the common, fast case)
+        decoder = Decoder(encoding)
+        self.decoder = None if decoder.encoding == "utf-8" else decoder
+        if self.decoder is not None:
+            self.stats.encodings = self.decoder.used
 
-    def _pick(self, text: str) -> Format:
-        if self._fixed is not None:
-            return self._fixed
-        hits = [f for f in self._auto if f.sniff is not None and f.sniff(text)]
-        if len(hits) == 1:
-            return hits[0]
-        if not hits:
-            raise ParseError(f"format auto: no {self.source} format recognises this line")
-        names = ", ".join(sorted(f.name for f in hits))
-        raise ParseError(f"format auto: ambiguous between {names}; pass --format")
+    def _chosen(self, choice: Choice) -> None:
+        """Report a choice of --format auto: to the caller's hook (``parse``
+        prints it), else in the log (``ingest``)."""
+        self.stats.switches = self.detector.switches if self.detector else 0
+        if self._on_choice is not None:
+            self._on_choice(choice)
+            return
+        log.info(
+            "format_detected",
+            source=self.source,
+            input=choice.stream or self.input_name,
+            format=choice.format,
+            previous=choice.previous,
+            position=choice.position,
+        )
 
     def dead_letter(self, record: Record, reason: str, fmt: str | None = None) -> DeadLetter:
         data = record.data
@@ -186,10 +243,21 @@ class Pipeline:
                 f"{self.max_line_bytes} (first {len(record.data)} bytes kept)"
             )
             return [], self.dead_letter(record, reason)
-        try:
-            text = record.data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return [], self.dead_letter(record, f"not UTF-8: {exc.reason} at byte {exc.start}")
+        if self.decoder is None:
+            try:
+                text = record.data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                reason = (
+                    f"not UTF-8: {exc.reason} at byte {exc.start} (try --encoding auto or cp932)"
+                )
+                return [], self.dead_letter(record, reason)
+        else:
+            try:
+                text = self.decoder(record.data)
+            except DecodeFailed as exc:
+                return [], self.dead_letter(record, str(exc))
+        if text[:1] == "\ufeff":  # a byte order mark opens the first line of some exports
+            text = text[1:]
         if not text.strip():
             return [], None  # blank lines carry nothing; counted as read
         fmt_name = self.format
@@ -197,28 +265,36 @@ class Pipeline:
         if identity is not None:
             identity.refresh()
         try:
-            fmt = self._pick(text)
-            fmt_name = fmt.name
             with skipped_members() as skipped:
-                events = fmt.parse(text, self.ctx)
+                if self._fixed is not None:
+                    fmt_name = self._fixed.name
+                    events = self._fixed.parse(text, self.ctx)
+                else:
+                    assert self.detector is not None
+                    try:
+                        events = self.detector.parse(text, self.ctx, record.peer, record.position)
+                    finally:
+                        fmt_name = self.detector.tried or self.format
+                        self.stats.formats = self.detector.records
+            enrich = self.enrich
+            for ev in events:
+                meta = ev.get("event")
+                if not isinstance(meta, dict):
+                    meta = ev["event"] = {}
+                meta.setdefault("original", text)
+                meta.setdefault("dataset", self.source)
+                meta.setdefault("module", fmt_name)
+                if enrich is not None:
+                    enrich(ev)
+                if identity is not None:
+                    identity.observe(ev)
         except ParseError as exc:
             return [], self.dead_letter(record, str(exc), fmt_name)
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
-            # A parser bug must not stop the stream; the line keeps its evidence value.
+        except _PARSER_BUGS as exc:
+            _log_bug(self.source, fmt_name, exc)
             return [], self.dead_letter(
                 record, f"parser error: {type(exc).__name__}: {exc}", fmt_name
             )
-        for ev in events:
-            meta = ev.get("event")
-            if not isinstance(meta, dict):
-                meta = ev["event"] = {}
-            meta.setdefault("original", text)
-            meta.setdefault("dataset", self.source)
-            meta.setdefault("module", fmt_name)
-            if self.enrich is not None:
-                self.enrich(ev)
-            if identity is not None:
-                identity.observe(ev)
         self.stats.produced += len(events)
         if skipped:
             # The batch's objects became events; the line keeps what was not.
@@ -251,6 +327,27 @@ class Pipeline:
         """Write what this stream taught the identity map (connectors/identity_store.py)."""
         if self.identity is not None:
             self.identity.persist(force)
+
+    def handle_encoded(self, record: Record) -> tuple[list[Encoded], DeadLetter | None]:
+        """:meth:`handle` plus each event as JSON: what every sink sends.
+
+        Serialising is part of handling a record: an event orjson cannot
+        encode (an integer beyond 64 bits, nesting deeper than it allows)
+        makes the whole record a dead letter instead of stopping the stream.
+        """
+        events, letter = self.handle(record)
+        if not events:
+            return [], letter
+        try:
+            return [(ev, dumps(ev)) for ev in events], letter
+        except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
+            self.stats.produced -= len(events)
+            module = events[0].get("event", {}).get("module") if events else None
+            return [], self.dead_letter(
+                record,
+                f"event not serializable: {exc}",
+                module if isinstance(module, str) else None,
+            )
 
 
 class CheckpointStore:
@@ -360,16 +457,16 @@ class Runner:
 
     def run(self) -> IngestStats:
         pipeline, sink = self.pipeline, self.sink
-        handle, emit, dead = pipeline.handle, sink.emit, sink.dead_letter
+        handle, emit, dead = pipeline.handle_encoded, sink.emit, sink.dead_letter
         self.started = time.monotonic()  # throughput counts from here, after restore()
         since_commit = 0
         last_commit = time.monotonic()
         try:
             for record in self.input:
                 if record is not None:
-                    events, letter = handle(record)
-                    for ev in events:
-                        emit(ev)
+                    encoded, letter = handle(record)
+                    for ev, value in encoded:
+                        emit(ev, value)
                     if letter is not None:
                         dead(letter)
                     self._dirty = True
@@ -425,6 +522,8 @@ def make_pipeline(
     fmt: str,
     timezone: str | None = None,
     input_name: str = "",
+    encoding: str = "utf-8",
+    on_choice: ChoiceHook | None = None,
     *,
     shared_identity: bool = True,
 ) -> Pipeline:
@@ -451,6 +550,8 @@ def make_pipeline(
         max_line_bytes=c.max_line_bytes,
         input_name=input_name,
         identity=identity,
+        encoding=encoding,
+        on_choice=on_choice,
     )
 
 
@@ -490,6 +591,7 @@ def ingest(
     sink: Sink | None = None,
     stop_on_signal: bool = True,
     parse_worker: bool | None = None,
+    encoding: str = "utf-8",
 ) -> IngestStats:
     """Run one input into Kafka; checkpointed inputs resume exactly where they stopped.
 
@@ -499,7 +601,7 @@ def ingest(
     """
     from connectors.produce import KafkaSink
 
-    pipeline = make_pipeline(settings, source, fmt, timezone, source_input.name)
+    pipeline = make_pipeline(settings, source, fmt, timezone, source_input.name, encoding)
     store = (
         CheckpointStore(settings.connectors.checkpoint_dir, source, fmt, source_input.name)
         if checkpointed
@@ -517,7 +619,9 @@ def ingest(
         from connectors.parse_worker import ParseWorker, WorkerSpec
 
         # started before the producer exists, so it can fork a single-threaded process
-        worker = ParseWorker(WorkerSpec(settings, source, fmt, timezone, source_input))
+        worker = ParseWorker(
+            WorkerSpec(settings, source, fmt, timezone, source_input, encoding=encoding)
+        )
     own_sink = sink is None
     runner: Any = None
     # Signals are caught from here on, so a SIGTERM while connecting still
@@ -576,8 +680,8 @@ class NdjsonSink:
         self.out = out or sys.stdout.buffer
         self.err = err or sys.stderr.buffer
 
-    def emit(self, event: dict[str, Any]) -> None:
-        self.out.write(orjson.dumps(event) + b"\n")
+    def emit(self, event: dict[str, Any], value: bytes | None = None) -> None:
+        self.out.write((orjson.dumps(event) if value is None else value) + b"\n")
 
     def dead_letter(self, letter: DeadLetter) -> None:
         body = {
@@ -599,9 +703,9 @@ def parse_stream(pipeline: Pipeline, records: Iterable[Record | None], sink: Sin
     for record in records:
         if record is None:
             continue
-        events, letter = pipeline.handle(record)
-        for ev in events:
-            sink.emit(ev)
+        encoded, letter = pipeline.handle_encoded(record)
+        for ev, value in encoded:
+            sink.emit(ev, value)
         if letter is not None:
             sink.dead_letter(letter)
     for ev in pipeline.finish():

@@ -229,8 +229,9 @@ class KafkaSink:
             if self._in_flight > self.max_in_flight_bytes:
                 self._wait_for_room()
 
-    def emit(self, event: dict[str, Any]) -> None:
-        self._send(self.topic, event_key(event), orjson.dumps(event))
+    def emit(self, event: dict[str, Any], value: bytes | None = None) -> None:
+        """Send one event; ``value`` is its JSON when the caller has it already."""
+        self._send(self.topic, event_key(event), orjson.dumps(event) if value is None else value)
         self.counts.produced += 1
 
     def dead_letter(self, letter: DeadLetter) -> None:

@@ -57,6 +57,12 @@ ABBREVIATIONS: dict[str, int] = {  # minutes east of UTC
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _OFFSET_RE = re.compile(r"([+-])(\d{2}):?(\d{2})?")
+# "UTC-5", "UTC+05:30", "GMT+9", "UTC +9:00", "-5": an offset after an
+# optional UTC/GMT, hours with one or two digits (FortiAnalyzer, Windows and
+# many appliances write zones this way). The sign means what it says: UTC-5
+# is five hours behind UTC (unlike POSIX TZ strings; IANA's inverted
+# Etc/GMT+5 names still go through ZoneInfo).
+_NAMED_OFFSET_RE = re.compile(r"(?:UTC|GMT|UT)?\s*([+-])\s*(\d{1,2})(?::?(\d{2}))?", re.I)
 
 # 2026-11-27T01:23:45.123+09:00, 2026/11/27 01:23:45, 2026-11-27 01:23:45 JST
 _ISO_RE = re.compile(
@@ -106,11 +112,11 @@ def zone_for(name: str) -> tzinfo:
     minutes = ABBREVIATIONS.get(upper)
     if minutes is not None:
         return UTC if minutes == 0 else timezone(timedelta(minutes=minutes), upper)
-    m = _OFFSET_RE.fullmatch(name)
+    m = _OFFSET_RE.fullmatch(name) or _NAMED_OFFSET_RE.fullmatch(name.strip())
     if m:
         sign, hh, mm = m.groups()
         total = int(hh) * 60 + int(mm or 0)
-        if total >= 24 * 60:
+        if total >= 24 * 60 or int(mm or 0) >= 60:
             raise ParseError(f"offset {name!r} is out of range")
         return UTC if total == 0 else timezone(timedelta(minutes=total if sign == "+" else -total))
     if "/" in name or name in ("UTC", "Etc/UTC"):

@@ -36,6 +36,7 @@ from typing import Any
 
 from connectors import timeparse
 from connectors.base import ParseContext, register
+from connectors.ecs import scaled, to_int
 from connectors.jsonrecords import dict_at, loads, slug, unwrap
 from connectors.timeparse import parse_syslog, parse_timestamp
 from zonewatch.errors import ParseError
@@ -89,7 +90,12 @@ def _set_action(ev: dict[str, Any], action: str) -> None:
 
 
 def _put(ev: dict[str, Any], section: str, key: str, value: Any) -> None:
+    """Set a field from a record's value; objects, arrays and empty values
+    are not field values and are left out."""
     if value is None or value == "":
+        return
+    kind = type(value)
+    if kind is dict or kind is list:
         return
     ev.setdefault(section, {})[key] = value
 
@@ -114,6 +120,10 @@ def _split_hostport(value: str) -> tuple[str, int | None]:
 # a third of the time.
 _SD_PARAM_RE = re.compile(r'(?<![A-Za-z0-9_.])([A-Za-z0-9_.]++)="([^"\\]*+(?:\\.[^"\\]*+)*+)"')
 _SD_BLOCK_RE = re.compile(r'\[[^\s\]=]+@\d+(?:\s+[A-Za-z0-9_.]+="(?:[^"\\]|\\.)*")*\s*\]')
+# REST API audit-events name the event type "type": "BROKER_USERLOGGEDIN"
+_HORIZON_JSON_TYPE_RE = re.compile(
+    r'"(?:type|event_type)"\s*:\s*"(?:BROKER|AGENT|ADMIN|VLSI|VC|CONNECTION_SERVER)_'
+)
 _HORIZON_USER_RE = re.compile(r"\bUser (\S+\\\S+|\S+@\S+)")
 
 
@@ -126,6 +136,24 @@ _HORIZON_ACTIONS = {
     "AGENT_ENDED": "vdi-logout",
     "AGENT_LOGGEDOFF": "vdi-logout",
 }
+
+
+# Horizon severities: AUDIT_SUCCESS / AUDIT_FAIL say how an audited action ended
+_HORIZON_SEVERITY_OUTCOME = {"AUDIT_SUCCESS": "success", "AUDIT_FAIL": "failure"}
+
+
+def _horizon_other(ev: dict[str, Any], event_type: str, severity: str) -> None:
+    """Events other than session life-cycle: administrator actions are
+    configuration changes (``ADMIN_*``, ``VLSI_*`` admin console logins are
+    authentication); the outcome comes from the audit severity, else unknown."""
+    event = ev["event"]
+    if event_type.endswith(("USERLOGGEDIN", "USERLOGGEDOUT")):
+        event["category"] = ["authentication"]
+        event["type"] = ["start" if event_type.endswith("IN") else "end"]
+    elif event_type.startswith("ADMIN_"):
+        event["category"] = ["configuration"]
+        event["type"] = ["change"]
+    event["outcome"] = _HORIZON_SEVERITY_OUTCOME.get(severity, "unknown")
 
 
 @lru_cache(maxsize=1024)
@@ -188,7 +216,10 @@ def horizon_event(
         raise ParseError("Horizon event without EventType")
     severity = get("severity")
     ev = _base(ts, original, ctx, "VMware", "Horizon")
-    _set_action(ev, horizon_action(event_type, str(severity or "")))
+    action = horizon_action(event_type, str(severity or ""))
+    _set_action(ev, action)
+    if action not in _OUTCOME_BY_ACTION:
+        _horizon_other(ev, event_type.upper(), str(severity or "").upper())
     horizon = ev["horizon"] = {"event_type": event_type}
     for name in ("module", "severity", "node"):
         value = get(name)
@@ -236,7 +267,12 @@ def _horizon_json(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
     SOURCE,
     "horizon",
     "VMware Horizon events (syslog with View@6876 data, or event-database JSON)",
-    sniff=lambda line: "View@6876" in line or '"EventType"' in line or "EventType=" in line,
+    sniff=lambda line: (
+        "View@6876" in line
+        or '"EventType"' in line
+        or "EventType=" in line
+        or _HORIZON_JSON_TYPE_RE.search(line) is not None
+    ),
 )
 def parse_horizon(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
     text = raw.lstrip()
@@ -274,10 +310,56 @@ _CITRIX_STATES = {
 }
 
 
+_ODATA_DATE_RE = re.compile(r"/Date\((-?\d{1,15})([+-]\d{4})?\)/")
+
+
 def _odata_time(value: Any) -> str | None:
     if not isinstance(value, str) or not value:
         return None
+    if value.startswith("/Date("):  # OData v2/v3 verbose JSON: milliseconds since 1970 UTC
+        m = _ODATA_DATE_RE.fullmatch(value)
+        if m is None:
+            raise ParseError(f"not an OData date: {value[:40]!r}")
+        return timeparse.parse_epoch(int(m.group(1)))
     return parse_iso(value, UTC)  # Monitor OData dates are UTC
+
+
+# Sessions and Connections of one session share its SessionKey: what one
+# entity knows (the user and machine of a Session, the client address of a
+# Connection) completes the other, in whichever order they arrive. Bounded
+# (oldest forgotten first) and carried in checkpoints.
+_CITRIX_JOIN = "citrix.sessions"
+_CITRIX_JOIN_MAX = 4096
+_JOINED = (
+    ("user", "name"),
+    ("user", "id"),
+    ("user", "domain"),
+    ("host", "name"),
+    ("destination", "ip"),
+    ("vdi", "pool"),
+    ("source", "ip"),
+    ("source", "address"),
+)
+
+
+def _citrix_join(ev: dict[str, Any], ctx: ParseContext) -> None:
+    key = ev.get("vdi", {}).get("session_id")
+    if not key:
+        return
+    known: dict[str, dict[str, str]] | None = ctx.state.get(_CITRIX_JOIN)
+    if known is None:
+        known = ctx.state[_CITRIX_JOIN] = {}
+    seen = known.pop(key, None) or {}
+    for section, name in _JOINED:
+        dotted = f"{section}.{name}"
+        value = ev.get(section, {}).get(name)
+        if value:
+            seen[dotted] = value
+        elif dotted in seen:
+            _put(ev, section, name, seen[dotted])
+    if len(known) >= _CITRIX_JOIN_MAX:
+        known.pop(next(iter(known)))
+    known[key] = seen
 
 
 def _citrix_user(ev: dict[str, Any], rec: dict[str, Any]) -> None:
@@ -381,23 +463,27 @@ def parse_citrix(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
     out = []
     for rec, original in unwrap(loads(raw), raw):
         if "ConnectionState" in rec or "StartDate" in rec:
-            out.append(_citrix_session(rec, original, ctx))
+            ev = _citrix_session(rec, original, ctx)
         elif "SessionKey" in rec or "ClientAddress" in rec or "BrokeringDate" in rec:
-            out.append(_citrix_connection(rec, original, ctx))
+            ev = _citrix_connection(rec, original, ctx)
         else:
             raise ParseError("neither a Citrix Monitor Session nor a Connection entity")
+        _citrix_join(ev, ctx)
+        out.append(ev)
     return out
 
 
 # --- Citrix ADC / Gateway syslog ------------------------------------------------------------
 
+# The ADC's own header starts at its MM/DD/YYYY:hh:mm:ss stamp; anything before
+# it (a <PRI>, or a relay's whole RFC 3164 header) is the transport's.
 _ADC_RE = re.compile(
-    r"(?:<(?P<pri>\d{1,3})>\s*)?"
     r"(?P<ts>\d{2}/\d{2}/\d{4}:\d{2}:\d{2}:\d{2})(?:\s+(?P<tz>[A-Za-z]{1,5}|[+-]\d{4}))?\s+"
     r"(?P<host>\S+)\s+(?P<ppe>\S+)\s+:\s+(?P<cls>\S+)\s+(?P<feature>\S+)\s+(?P<name>\S+)\s+"
     r"(?P<id>\d+)\s+(?P<sev>\d+)\s+:\s+(?P<msg>.*)",
     re.S,
 )
+_ADC_STAMP_RE = re.compile(r"\d{2}/\d{2}/\d{4}:\d{2}:\d{2}:\d{2}\s")
 _ADC_TS_RE = re.compile(r"(\d{2})/(\d{2})/(\d{4}):(\d{2}:\d{2}:\d{2})(?:\s+(\S+))?")
 _ADC_PREFIX_RE = re.compile(r"^(?:\[[^\]]*\])+\s*")
 _ADC_ACTIONS = {
@@ -435,24 +521,35 @@ def adc_pairs(message: str) -> dict[str, str]:
 
 def _duration_ns(text: str) -> int | None:
     parts = text.split(":")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+    if len(parts) != 3 or not all(p.isdigit() and len(p) < 12 for p in parts):
         return None
     h, m, s = (int(p) for p in parts)
-    return (h * 3600 + m * 60 + s) * 1_000_000_000
+    return scaled(h * 3600 + m * 60 + s, 1_000_000_000)
 
 
 def _int(text: str | None) -> int | None:
-    return int(text) if text and text.isdigit() else None
+    """A counter, or None when absent or beyond 64 bits (ECS "long")."""
+    return to_int(text) if text and text.isdigit() else None
 
 
 @register(
     SOURCE,
     "citrix-adc",
     "Citrix ADC / Gateway syslog (ICASTART, ICAEND_CONNSTAT, LOGIN, LOGOUT)",
-    sniff=lambda line: "PPE-" in line and (" SSLVPN " in line or " AAA " in line),
+    sniff=lambda line: (
+        "PPE-" in line and (" SSLVPN " in line or " AAA " in line or " TCP " in line)
+    ),
 )
 def parse_citrix_adc(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
-    m = _ADC_RE.fullmatch(raw.strip())
+    body = raw.strip()
+    # the ADC's own line, with or without <PRI>: its header is right there
+    pos = body.find(">") + 1 if body[:1] == "<" else 0
+    while body[pos : pos + 1] == " ":
+        pos += 1
+    m = _ADC_RE.fullmatch(body, pos)
+    if m is None:  # behind a relay's header: find where the ADC's starts
+        start = _ADC_STAMP_RE.search(body)
+        m = _ADC_RE.fullmatch(body, start.start()) if start is not None else None
     if m is None:
         raise ParseError(
             "not a Citrix ADC syslog line (<PRI> MM/DD/YYYY:hh:mm:ss TZ host PPE : ...)"
@@ -463,7 +560,9 @@ def parse_citrix_adc(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
     name = m["name"]
     _set_action(ev, _ADC_ACTIONS.get(name, slug(name)))
     ev["event"]["id"] = m["id"]
-    ev["event"]["severity"] = int(m["sev"])
+    severity = to_int(m["sev"])
+    if severity is not None:
+        ev["event"]["severity"] = severity
     if m["tz"]:
         ev["event"]["timezone"] = m["tz"]
     ev["observer"].update({"hostname": m["host"], "type": "firewall"})
@@ -485,12 +584,12 @@ def parse_citrix_adc(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
         name_, _, domain = user.partition(":")
         _put(ev, "user", "name", name_)
         _put(ev, "user", "domain", domain)
-    start = kv.get("startTime")
-    end = kv.get("endTime")
-    if start:
-        _put(ev, "event", "start", adc_time(start, ctx.timezone))
-    if end:
-        _put(ev, "event", "end", adc_time(end, ctx.timezone))
+    started = kv.get("startTime") or kv.get("Start_time")
+    ended = kv.get("endTime") or kv.get("End_time")
+    if started:
+        _put(ev, "event", "start", adc_time(started, ctx.timezone))
+    if ended:
+        _put(ev, "event", "end", adc_time(ended, ctx.timezone))
     if kv.get("Duration"):
         _put(ev, "event", "duration", _duration_ns(kv["Duration"]))
     if "source" in ev:
@@ -501,7 +600,9 @@ def parse_citrix_adc(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
     _put(ev, "vdi", "session_id", session)
     _put(ev, "vdi", "connection_id", kv.get("connectionId"))
     _put(ev, "vdi", "application", kv.get("applicationName"))
-    _put(ev, "vdi", "gateway", kv.get("SSLRelayAddress"))
+    _put(ev, "vdi", "gateway", kv.get("SSLRelayAddress") or kv.get("Vserver"))
+    reason = kv.get("Failure_reason") or kv.get("Reason") or kv.get("LogoutMethod")
+    _put(ev, "event", "reason", reason)
     return [ev]
 
 
@@ -569,9 +670,51 @@ def _ns_between(first: str, last: str) -> int:
     return int((b - a).total_seconds() * 1_000_000_000)
 
 
+# WVDErrors CodeSymbolic words that mean the user could not sign in
+_AVD_AUTH_ERRORS = ("NotAuthorized", "Logon", "Password", "Locked", "Credential", "Authentic",
+                    "UserAccount", "Mfa", "AccessDenied")  # fmt: skip
+
+
+def avd_error(f: dict[str, Any], original: str, ctx: ParseContext) -> list[dict[str, Any]]:
+    """One WVDErrors row: a failed connection (or feed/management operation)."""
+    get = f.get
+    when = get("timegenerated") or get("time")
+    if not when:
+        raise ParseError("WVDErrors row needs TimeGenerated")
+    ts = parse_iso(str(when), UTC)
+    ev = _base(ts, original, ctx, "Microsoft", "Azure Virtual Desktop")
+    symbolic = str(get("codesymbolic") or "")
+    activity = str(get("activitytype") or "")
+    if activity.lower() == "connection" or not activity:
+        auth = any(word.lower() in symbolic.lower() for word in _AVD_AUTH_ERRORS)
+        _set_action(ev, "vdi-login-failed" if auth else "vdi-connection-failed")
+    else:
+        _set_action(ev, slug(f"avd-{activity}-error"))
+    ev["event"]["outcome"] = "failure"
+    _put(ev, "event", "reason", get("message") or symbolic or None)
+    _put(ev, "event", "code", symbolic or (str(get("code")) if get("code") is not None else None))
+    _put(ev, "user", "name", get("username"))
+    vdi: dict[str, Any] = {}
+    corr = get("correlationid")
+    if corr:
+        vdi["session_id"] = corr
+    resource = get("resourceid")
+    if resource:
+        pool = _avd_pool(str(resource))
+        if pool:
+            vdi["pool"] = pool
+    if get("serviceerror") is not None:
+        vdi["service_error"] = get("serviceerror") in (True, "true", "True", 1)
+    if vdi:
+        ev["vdi"] = vdi
+    return [ev]
+
+
 def avd_event(rec: dict[str, Any], original: str, ctx: ParseContext) -> list[dict[str, Any]]:
     f = _avd_row(rec)
     get = f.get
+    if "codesymbolic" in f or get("type") == "WVDErrors":
+        return avd_error(f, original, ctx)
     state = str(get("state") or "")
     corr = get("correlationid")
     when = get("timegenerated") or get("time")
@@ -624,8 +767,12 @@ def _avd_pool(resource: str) -> str | None:
 @register(
     SOURCE,
     "avd",
-    "Azure Virtual Desktop WVDConnections rows (grouped by CorrelationId)",
-    sniff=lambda line: "SessionHostName" in line or "ClientSideIPAddress" in line,
+    "Azure Virtual Desktop WVDConnections and WVDErrors rows (grouped by CorrelationId)",
+    sniff=lambda line: (
+        "SessionHostName" in line
+        or "ClientSideIPAddress" in line
+        or ('"CodeSymbolic"' in line and '"CorrelationId"' in line)
+    ),
 )
 def parse_avd(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []

@@ -33,9 +33,12 @@ def test_parse_prints_ndjson_and_reports_bad_lines(shared_dir: Path, tmp_path: P
     assert [e["event"]["action"] for e in events] == [
         "vdi-disconnect", "vdi-disconnect", "vdi-connect",
     ]  # fmt: skip
-    bad = orjson.loads(result.stderr.splitlines()[-1])
+    assert all(e["event"]["module"] == "citrix-adc" for e in events)
+    detected, bad = (orjson.loads(x) for x in result.stderr.splitlines())
+    # the file was sniffed once and stuck to: the odd line is refused by that format
+    assert detected == {"input": str(path), "format_detected": "vdi/citrix-adc", "line": 1}
     assert bad["line"] == 4 and bad["raw"] == "this is not a citrix line"
-    assert "no vdi format" in bad["reason"]
+    assert bad["format"] == "citrix-adc" and "not a Citrix ADC syslog line" in bad["reason"]
 
 
 def test_parse_timezone_flag_applies_to_lines_without_offset(tmp_path: Path) -> None:

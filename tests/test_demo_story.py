@@ -59,9 +59,10 @@ EXPECTED = [
 ]
 
 
-def parse_samples(root: Path = ROOT) -> list[dict[str, Any]]:
+def parse_samples(root: Path = ROOT, fmt: str | None = None) -> list[dict[str, Any]]:
     """Every sample line as the demo's connectors emit it (no dead letters allowed),
-    learning identities from each other through shared files as the demo does."""
+    learning identities from each other through shared files as the demo does;
+    ``fmt="auto"`` lets each file be detected instead."""
     zones = load_zone_map(root / "rules" / "zones.yaml")
     events: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as shared:
@@ -70,7 +71,7 @@ def parse_samples(root: Path = ROOT) -> list[dict[str, Any]]:
                 shared, sample.source, static=static_devices(zones.policy.identities)
             )
             pipeline = Pipeline(
-                sample.source, sample.format, zones=zones, input_name=str(sample.path),
+                sample.source, fmt or sample.format, zones=zones, input_name=str(sample.path),
                 identity=store,
             )  # fmt: skip
             for line in (root / sample.path).read_bytes().splitlines():
@@ -132,6 +133,34 @@ def test_the_day_raises_exactly_the_expected_alerts(
     pack: RuleSet, day: list[dict[str, Any]]
 ) -> None:
     assert _summary(pack, run_day(pack, day)) == sorted(EXPECTED, key=lambda r: (r[2], r[1], r[0]))
+
+
+def test_format_auto_everywhere_finds_the_same_alerts(pack: RuleSet) -> None:
+    """A user who leaves --format at auto for every file gets the demo's
+    alerts, and every event names the format that really parsed it."""
+    auto = sorted(parse_samples(fmt="auto"), key=lambda e: e["@timestamp"])
+    by_file = {(s.source, s.format) for s in SAMPLES}
+    assert {(e["event"]["dataset"], e["event"]["module"]) for e in auto} == by_file
+    assert _summary(pack, run_day(pack, auto)) == sorted(EXPECTED, key=lambda r: (r[2], r[1], r[0]))
+
+
+def test_parse_reports_the_format_it_chose_for_each_sample(tmp_path: Path) -> None:
+    import orjson
+    from click.testing import CliRunner
+
+    from zonewatch.cli import cli
+
+    env = {"ZONEWATCH_CONNECTORS__ZONES_FILE": str(ROOT / "rules/zones.yaml")}
+    for sample in SAMPLES:
+        path = str(ROOT / sample.path)
+        result = CliRunner().invoke(
+            cli, ["parse", "--source", sample.source, "--format", "auto", path], env=env
+        )
+        assert result.exit_code == 0, result.output
+        reports = [orjson.loads(x) for x in result.stderr.splitlines()]
+        assert reports == [
+            {"input": path, "format_detected": f"{sample.source}/{sample.format}", "line": 1}
+        ]
 
 
 def test_the_demo_exercises_every_scenario_of_the_issue(

@@ -162,7 +162,7 @@ class ListSink(NdjsonSink):
         self.events: list[dict[str, Any]] = []
         self.letters: list[DeadLetter] = []
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: dict[str, Any], value: bytes | None = None) -> None:
         self.events.append(event)
 
     def dead_letter(self, letter: DeadLetter) -> None:

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from connectors.base import FORMATS, ParseContext
+from connectors.cisco_asa import parse_asa
 from connectors.firewall import (
-    parse_asa,
     parse_fortigate,
     parse_iptables,
     parse_panos,
@@ -220,11 +220,17 @@ def test_asa_outbound_nat_and_zone_abbreviation() -> None:
 
 
 def test_asa_unknown_message_is_still_an_event() -> None:
-    (ev,) = parse_asa(
-        "Nov 27 10:00:00 asa01 : %ASA-5-111008: User 'enable_15' executed", ctx("asa")
-    )
-    assert get_field(ev, "event.code") == "111008"
-    assert get_field(ev, "event.outcome") is None
+    """An ID outside the catalogue (or a catalogued ID in a shape it does not
+    know) keeps code, time and text, and says its outcome is unknown."""
+    for line in (
+        "Nov 27 10:00:00 asa01 : %ASA-1-104001: (Primary) Switching to ACTIVE - mate down",
+        "Nov 27 10:00:00 asa01 : %ASA-5-111008: User 'enable_15' executed",
+    ):
+        (ev,) = parse_asa(line, ctx("asa"))
+        assert get_field(ev, "event.code") == line.split("-")[2].split(":")[0]
+        assert get_field(ev, "event.outcome") == "unknown"
+        assert get_field(ev, "event.action") is None
+        assert ev["message"] == line.split(": ", 1)[1].split(": ", 1)[1]
 
 
 def test_iptables_drop_and_ipv6() -> None:

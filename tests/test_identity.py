@@ -235,9 +235,13 @@ def test_auto_detection_picks_the_format_and_zones_tag_the_office_egress() -> No
     assert office["zone"]["source_role"] == "city_egress"
     abroad = next(e for e in events if e["source"].get("ip") == "198.51.100.77")
     assert abroad["zone"]["source"] == "internet"
-    # a line of another source is a dead letter with a reason, not an event
+    # a line of another source is a dead letter with a reason, not an event:
+    # in a stream already detected, the chosen format's reason ...
     firewall = b'date=2026-11-26 time=10:00:00 devname="fg" logid="0000000013" srcip=10.10.1.1'
     found, letter = pipeline.handle(Record(firewall))
+    assert found == [] and letter is not None and "not JSON" in letter.reason
+    # ... and as a stream's first line, that no identity format knows it
+    found, letter = Pipeline("identity", "auto", zones=zones).handle(Record(firewall))
     assert found == [] and letter is not None and "no identity format" in letter.reason
 
 

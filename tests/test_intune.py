@@ -125,3 +125,97 @@ def test_random_and_mutated_lines_parse_or_raise_parse_error(line: str) -> None:
             continue
         for ev in events:
             assert ev["@timestamp"].endswith("Z")
+
+
+# An Entra ID sign-in as its diagnostic setting sends it to Event Hub (the
+# SignInLogs category of microsoft.aadiam), and as Graph /auditLogs/signIns lists it.
+ENTRA_SIGNIN_HUB = {
+    "time": "2026-11-26T00:12:03.0000000Z",
+    "resourceId": "/tenants/5f1c0d2e-8a34-4c1b-9e77-0c3b2a1d9f10/providers/Microsoft.aadiam",
+    "operationName": "Sign-in activity",
+    "operationVersion": "1.0",
+    "category": "SignInLogs",
+    "tenantId": "5f1c0d2e-8a34-4c1b-9e77-0c3b2a1d9f10",
+    "resultType": "0",
+    "callerIpAddress": "203.0.113.7",
+    "identity": "Tanaka Hanako",
+    "properties": {
+        "createdDateTime": "2026-11-26T00:12:03.0000000+00:00",
+        "userPrincipalName": "tanaka.hanako@city.example.lg.jp",
+        "appDisplayName": "Azure Virtual Desktop Client",
+        "ipAddress": "203.0.113.7",
+        "status": {"errorCode": 0},
+    },
+}
+ENTRA_SIGNIN_GRAPH = {
+    "id": "66ea54eb-6301-4ee5-be62-ff5a759b0100",
+    "createdDateTime": "2026-11-26T00:12:03Z",
+    "userPrincipalName": "tanaka.hanako@city.example.lg.jp",
+    "appDisplayName": "Azure Virtual Desktop Client",
+    "ipAddress": "203.0.113.7",
+    "conditionalAccessStatus": "success",
+    "status": {"errorCode": 0},
+}
+ENTRA_DIRECTORY_AUDIT = {
+    "id": "Directory_1",
+    "category": "UserManagement",
+    "activityDateTime": "2026-11-26T00:20:00Z",
+    "activityDisplayName": "Update user",
+    "loggedByService": "Core Directory",
+    "initiatedBy": {"user": {"userPrincipalName": "kondo.makoto@city.example.lg.jp"}},
+    "targetResources": [{"userPrincipalName": "tanaka.hanako@city.example.lg.jp"}],
+    "result": "success",
+}
+
+
+@pytest.mark.parametrize("fmt", ["diagnostic", "devices", "graph"])
+@pytest.mark.parametrize(
+    ("record", "said"),
+    [
+        (ENTRA_SIGNIN_HUB, "Entra ID sign-in"),
+        (ENTRA_SIGNIN_GRAPH, "Entra ID sign-in"),
+        (ENTRA_DIRECTORY_AUDIT, "Entra ID"),
+        ({**ENTRA_SIGNIN_HUB, "category": "AuditLogs", "properties": {
+            "activityDisplayName": "Update user", "loggedByService": "Core Directory"}},
+         "Entra ID audit"),
+    ],
+)  # fmt: skip
+def test_records_of_other_services_are_refused_not_mislabelled(
+    fmt: str, record: dict, said: str
+) -> None:
+    from connectors.inputs import Record
+    from connectors.pipeline import Pipeline
+
+    for name in (fmt, "auto"):
+        pipeline = Pipeline("intune", name, zones=None)
+        events, letter = pipeline.handle(Record(json.dumps(record).encode(), position=1))
+        assert events == []
+        assert letter is not None, f"{name} accepted {record}"
+        if name == fmt and fmt != "devices":
+            assert said in letter.reason and "not an Intune record" in letter.reason
+
+
+def test_operational_logs_name_the_host_by_its_machine_name() -> None:
+    """DeviceHostName is what firewall and VDI logs call the machine;
+    DeviceName is Intune's editable display name."""
+    row = {
+        "time": "2026-11-26T00:05:00Z",
+        "category": "OperationalLogs",
+        "operationName": "Enrollment",
+        "resultType": "Success",
+        "resourceId": "/TENANTS/5f1c/PROVIDERS/MICROSOFT.INTUNE",
+        "properties": {
+            "IntuneDeviceId": "8d2f6a10-44c1-4b7e-9a35-1e0c7b5d2a01",
+            "DeviceName": "tanaka_Windows_11/26/2026_9:05 AM",
+            "DeviceHostName": "LT-0142",
+            "UPN": "tanaka.hanako@city.example.lg.jp",
+            "Os": "Windows",
+            "OsVersion": "10.0.22631.4460",
+            "EnrollmentType": "AzureDomainJoined",
+        },
+    }
+    [ev] = parse_diagnostic(json.dumps(row), ParseContext("intune", "diagnostic"))
+    assert ev["host"]["name"] == "LT-0142"
+    assert ev["host"]["os"] == {"name": "Windows", "version": "10.0.22631.4460"}
+    assert ev["intune"]["device_name"] == "tanaka_Windows_11/26/2026_9:05 AM"
+    assert ev["device"]["id"] == "8d2f6a10-44c1-4b7e-9a35-1e0c7b5d2a01"

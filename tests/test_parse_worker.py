@@ -265,9 +265,8 @@ def test_the_worker_exits_when_the_connector_is_killed(
             proc.wait()
 
 
-def _committed_ids(settings: KafkaSettings, quiet_polls: int = 6) -> list[int]:
-    """Event ids in the events topic (read_committed), polled until quiet."""
-    topic = settings.events_topic("vdi")
+def committed_values(settings: KafkaSettings, topic: str, quiet_polls: int = 6) -> list[bytes]:
+    """Every committed value of ``topic`` (read_committed), polled until quiet."""
     consumer = KafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         group_id=None,
@@ -276,17 +275,23 @@ def _committed_ids(settings: KafkaSettings, quiet_polls: int = 6) -> list[int]:
     )
     consumer.assign([TopicPartition(topic, p) for p in range(settings.partitions)])
     consumer.seek_to_beginning()
-    ids: list[int] = []
+    values: list[bytes] = []
     quiet = 0
-    while quiet < quiet_polls:
-        got = consumer.poll(timeout_ms=250, max_records=10000)
-        batch = [
-            int(orjson.loads(r.value)["event"]["id"]) - 100000 for rs in got.values() for r in rs
-        ]
-        ids += batch
-        quiet = 0 if batch else quiet + 1
-    consumer.close()
-    return ids
+    try:
+        while quiet < quiet_polls:
+            got = consumer.poll(timeout_ms=250, max_records=10000)
+            batch = [r.value for rs in got.values() for r in rs]
+            values += batch
+            quiet = 0 if batch else quiet + 1
+    finally:
+        consumer.close()
+    return values
+
+
+def _committed_ids(settings: KafkaSettings, quiet_polls: int = 6) -> list[int]:
+    """Event ids in the events topic (read_committed), polled until quiet."""
+    values = committed_values(settings, settings.events_topic("vdi"), quiet_polls)
+    return [int(orjson.loads(v)["event"]["id"]) - 100000 for v in values]
 
 
 @pytest.mark.integration
@@ -378,7 +383,8 @@ def test_kill_9_mid_stateful_file_then_restart_delivers_every_event(
     up), and with a broker that hides aborted transactions, none twice."""
     ensure_topics(kafka_settings, [kafka_settings.events_topic("vdi")])
     log = tmp_path / "avd.log"
-    log.write_bytes(b"".join(_avd(i) for i in range(30000)))
+    # long enough that the kill lands mid-file even on an idle machine
+    log.write_bytes(b"".join(_avd(i) for i in range(60000)))
     env = _env(tmp_path, kafka_settings)
     cmd = [sys.executable, "-m", "zonewatch.cli", "--log-level", "warning", "ingest", "vdi",
            "--format", "avd", "--file", str(log)]  # fmt: skip
@@ -414,7 +420,7 @@ def test_kill_9_mid_stateful_file_then_restart_delivers_every_event(
         seen += [(ev["vdi"]["session_id"], ev["event"]["action"]) for ev in got]
         quiet = 0 if got else quiet + 1
     consumer.close()
-    expected = {(f"c-{i}", a) for i in range(10000) for a in _AVD_ACTIONS}
+    expected = {(f"c-{i}", a) for i in range(20000) for a in _AVD_ACTIONS}
     assert set(seen) == expected
     if _hides_aborted_transactions(kafka_settings):
         assert len(seen) == len(expected)

@@ -166,3 +166,67 @@ def test_syslog_rejects_lines_without_header() -> None:
         parse_syslog("just some text")
     with pytest.raises(ParseError):
         parse_syslog("<999>Jan  8 03:37:09 host x: y")
+
+
+@pytest.mark.parametrize(
+    ("name", "minutes"),
+    [
+        ("UTC-5", -300), ("UTC+2", 120), ("UTC+05:30", 330), ("GMT+9", 540), ("UTC +9:00", 540),
+        ("-5", -300), ("+0900", 540), ("-03:30", -210), ("JST", 540), ("UTC", 0), ("utc-5", -300),
+    ],
+)  # fmt: skip
+def test_zones_as_appliances_write_them(name: str, minutes: int) -> None:
+    """FortiAnalyzer's tz="UTC-5", Windows' "UTC+05:30", abbreviations: the
+    sign means what it says (UTC-5 is five hours behind)."""
+    offset = zone_for(name).utcoffset(datetime(2026, 11, 26))
+    assert offset == timedelta(minutes=minutes)
+
+
+def test_iana_etc_zones_keep_their_inverted_sign() -> None:
+    assert zone_for("Etc/GMT+5").utcoffset(datetime(2026, 11, 26)) == timedelta(hours=-5)
+
+
+@pytest.mark.parametrize("name", ["UTC+25", "XYZ", "+99", "GMT+9:99"])
+def test_impossible_zones_are_refused(name: str) -> None:
+    with pytest.raises(ParseError):
+        zone_for(name)
+
+
+@pytest.mark.parametrize(
+    ("text", "now", "want"),
+    [
+        # a December line read just after New Year belongs to last year
+        ("Dec 31 23:59:58", datetime(2027, 1, 1, 0, 0, 5, tzinfo=UTC), "2026-12-31T14:59:58.000Z"),
+        # a New Year line read by a collector whose clock is still in December
+        ("Jan  1 00:00:03", datetime(2026, 12, 31, 14, 59, tzinfo=UTC), "2026-12-31T15:00:03.000Z"),
+        # a months-old line replayed from a file is never put in the future
+        ("Mar  1 10:00:00", datetime(2026, 11, 27, tzinfo=UTC), "2026-03-01T01:00:00.000Z"),
+    ],
+)  # fmt: skip
+def test_missing_year_around_new_year(text: str, now: datetime, want: str) -> None:
+    assert parse_monthname(text, TOKYO, now.astimezone(TOKYO).date()) == want
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1795658703", "1795658703000", "1795658703000000", "1795658703000000000", "1795658703.250"],
+)
+def test_epoch_seconds_milli_micro_nano(value: str) -> None:
+    assert parse_epoch(value).startswith("2026-11-26T02:05:03.")
+
+
+def test_the_default_zone_applies_only_when_the_line_has_none() -> None:
+    from connectors.base import ParseContext
+    from connectors.firewall import parse_fortigate
+
+    line = (
+        'date=2026-11-26 time=10:00:00 logid="0000000013" type="traffic" subtype="forward" '
+        'srcip=10.10.4.21 dstip=203.0.113.80 action="accept"'
+    )
+    for tz in ("UTC", "Asia/Tokyo", "America/New_York"):
+        ctx = ParseContext("firewall", "fortigate", timezone=ZoneInfo(tz))
+        (with_zone,) = parse_fortigate(line + ' tz="+0900"', ctx)
+        assert with_zone["@timestamp"] == "2026-11-26T01:00:00.000Z"
+        (without,) = parse_fortigate(line, ctx)
+        local = datetime(2026, 11, 26, 10, tzinfo=ZoneInfo(tz)).astimezone(UTC)
+        assert without["@timestamp"] == format_utc(local)
