@@ -32,6 +32,7 @@ from connectors import metrics
 from connectors.base import FORMATS, Format, ParseContext
 from connectors.enrich import Enricher
 from connectors.inputs import Input, Record
+from connectors.timegate import EventTimeGate
 from zonewatch.config import SOURCES, Settings
 from zonewatch.errors import ConfigError, ParseError
 from zonewatch.logs import get_logger
@@ -135,6 +136,8 @@ class Pipeline:
         self.max_line_bytes = max_line_bytes
         self.input_name = input_name
         self.stats = IngestStats()
+        # Set by ``ingest``: events stamped too far from the clock become dead letters.
+        self.time_gate: EventTimeGate | None = None
 
     def _pick(self, text: str) -> Format:
         if self._fixed is not None:
@@ -202,8 +205,13 @@ class Pipeline:
             meta.setdefault("module", fmt_name)
             if self.enrich is not None:
                 self.enrich(ev)
+        letter = None
+        if self.time_gate is not None:
+            events, why = self.time_gate.split(events)
+            if why is not None:
+                letter = self.dead_letter(record, why, fmt_name)
         self.stats.produced += len(events)
-        return events, None
+        return events, letter
 
 
 class CheckpointStore:
@@ -362,13 +370,20 @@ def install_stop_signals(runner: Stoppable | threading.Event) -> Callable[[], No
 
 
 def make_pipeline(
-    settings: Settings, source: str, fmt: str, timezone: str | None = None, input_name: str = ""
+    settings: Settings,
+    source: str,
+    fmt: str,
+    timezone: str | None = None,
+    input_name: str = "",
+    bounded: bool = False,
 ) -> Pipeline:
+    """``bounded``: dead-letter events stamped outside the time bounds of the
+    settings (``ingest``; ``parse`` converts logs of any date)."""
     zones_file = settings.connectors.zones_file
     zones = load_zone_map(zones_file) if Path(zones_file).exists() else None
     if zones is None:
         log.warning("no_zone_map", path=str(zones_file), detail="events get no zone tags")
-    return Pipeline(
+    pipeline = Pipeline(
         source,
         fmt,
         zones=zones,
@@ -376,6 +391,9 @@ def make_pipeline(
         max_line_bytes=settings.connectors.max_line_bytes,
         input_name=input_name,
     )
+    if bounded:
+        pipeline.time_gate = EventTimeGate.from_settings(settings.connectors)
+    return pipeline
 
 
 # Below this a file is read before a worker process would have paid for itself.
@@ -423,7 +441,7 @@ def ingest(
     """
     from connectors.produce import KafkaSink
 
-    pipeline = make_pipeline(settings, source, fmt, timezone, source_input.name)
+    pipeline = make_pipeline(settings, source, fmt, timezone, source_input.name, bounded=True)
     store = (
         CheckpointStore(settings.connectors.checkpoint_dir, source, fmt, source_input.name)
         if checkpointed
