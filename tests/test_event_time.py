@@ -16,12 +16,17 @@ import orjson
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from connectors.inputs import Record
 from connectors.pipeline import make_pipeline
 from connectors.timegate import EventTimeGate
 from connectors.timeparse import format_utc
+from correlator.correlation import CorrelationEngine, CorrelationSettings
+from correlator.correlation.timeline import Hit, event_of
+from correlator.correlation.yaml_rules import load_rules_text
 from zonewatch.config import Settings
+from zonewatch.models import Evidence
 from zonewatch.timebounds import DAY_S, TimeBounds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,3 +189,87 @@ def test_the_gate_agrees_with_the_exact_bound(
     exact = datetime.fromisoformat(stamp).timestamp()
     assert (kept != []) == (BOUNDS.check(exact, now) is None)
     assert (reason is None) == (kept != [])
+
+
+# -- the engine ----------------------------------------------------------------------
+
+RULES = """
+title: Denied crossing
+id: 6a0c1f2e-0000-4000-8000-000000000001
+name: denied
+logsource: {product: zonewatch, service: firewall}
+detection: {sel: {event.outcome: failure}, condition: sel}
+---
+title: Repeated denied crossings
+id: 6a0c1f2e-0000-4000-8000-000000000002
+correlation:
+  type: event_count
+  rules: [denied]
+  group-by: [source.ip]
+  timespan: 5m
+  condition: {gte: 3}
+level: high
+"""
+LOADED = load_rules_text(RULES)
+DENIED = LOADED.resolve("denied").id  # type: ignore[union-attr]
+
+
+def denied(at: datetime, n: int, ip: str = "10.10.23.90") -> tuple:
+    base = datetime(1970, 1, 1, tzinfo=UTC)
+    hit = Hit((at - base).total_seconds(), [DENIED], {"source.ip": ip}, event_id=f"fw:0:{n}")
+    event = event_of(hit, base)
+    evidence = Evidence(event_id=hit.event_id or "", time=at, event=event)
+    return [DENIED], event, evidence, at.timestamp()
+
+
+def burst(engine: CorrelationEngine, start: datetime, first: int) -> list:
+    alerts = engine.process_many(
+        [denied(start + timedelta(seconds=10 * i), first + i) for i in range(3)]
+    )
+    return alerts + engine.advance_watermark(0, start + timedelta(minutes=5))
+
+
+def test_a_restored_clock_in_year_9999_is_cut_back_and_correlation_resumes() -> None:
+    settings = CorrelationSettings(allowed_lateness_s=60)
+    engine = CorrelationEngine(LOADED.correlations, LOADED.resolve, settings)
+    now = datetime.now(UTC).replace(microsecond=0)
+    assert len(burst(engine, now - timedelta(hours=1), 0)) == 1
+    # What an unbounded stream let through before the fix: one event in 9999.
+    engine.process_many([denied(datetime(9999, 12, 31, 23, 59, tzinfo=UTC), 10)])
+    stuck = CorrelationEngine.restore(
+        engine.snapshot(), LOADED.correlations, LOADED.resolve, settings
+    )
+    assert burst(stuck, now - timedelta(minutes=30), 20) == []  # every event late
+    assert stuck.stats.late_events == 3
+
+    restored = CorrelationEngine.restore(
+        engine.snapshot(), LOADED.correlations, LOADED.resolve, settings
+    )
+    with capture_logs() as logs:
+        dropped = restored.clamp_clock(now.timestamp() + 300)
+    assert dropped == 1 and restored.stats.clock_clamped == 1
+    clamped = [e for e in logs if e["event"] == "correlation_clock_clamped"]
+    assert len(clamped) == 1 and clamped[0]["log_level"] == "warning"
+    assert clamped[0]["clock_was"].startswith("9999-12-31")
+    alerts = burst(restored, now - timedelta(minutes=30), 20)
+    assert [a.rule_title for a in alerts] == ["Repeated denied crossings"]
+    assert restored.stats.late_events == 0
+    # A clock within the bound is left alone.
+    assert restored.clamp_clock(now.timestamp() + 300) == 0
+
+
+def test_events_late_for_their_input_are_counted_and_move_no_watermark() -> None:
+    for update, fired in ((False, 0), (True, 1)):
+        settings = CorrelationSettings(allowed_lateness_s=60, late_events_update_windows=update)
+        engine = CorrelationEngine(LOADED.correlations, LOADED.resolve, settings)
+        start = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+        engine.process_many([denied(start + timedelta(seconds=s), s) for s in (0, 10)])
+        before = engine.metrics()["watermarks"]
+        hits, event, evidence, t = denied(start + timedelta(seconds=20), 99)
+        with capture_logs() as logs:
+            alerts = engine.process_late([(hits, event, evidence, t, t + 500.0)])
+        assert engine.stats.late_events == 1
+        assert engine.metrics()["watermarks"] == before
+        assert [e["behind_s"] for e in logs if e["event"] == "correlation_late_event"] == [500.0]
+        alerts += engine.advance_watermark(0, start + timedelta(minutes=10))
+        assert len(alerts) == fired
