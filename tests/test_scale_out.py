@@ -193,6 +193,22 @@ def test_release_is_in_event_time_order_and_a_snapshot_continues_identically(
     assert [(h.source, h.offset) for h in part] == [(h.source, h.offset) for h in released]
 
 
+def test_a_hit_late_for_its_source_waits_aside_and_moves_no_progress() -> None:
+    late = Hit(FW0, 7, 3.0, "2026-11-26T00:00:03+00:00", ["r1"], {"user": "bob"}, late=70.0)
+    assert decode(encode_hit(late)) == late
+    shard = ShardInput([FW0])
+    shard.offer(hit(FW0, 6, 100.0))
+    assert shard.offer(late)
+    assert not shard.offer(late)  # a replay is dropped like any other
+    assert shard.progress[FW0] == 100.0
+    far = 253402300740.0  # progress stored before event times were bounded
+    restored = ShardInput.restore({**shard.snapshot(), "progress": [[*FW0, far]]}, limit=1e10)
+    assert restored.take_late() == [late] and restored.take_late() == []
+    assert restored.progress[FW0] == float("-inf")  # cut back: nothing known
+    shard.declare({FW0: 200.0})
+    assert [h.offset for h in shard.release()] == [6]
+
+
 # -- through the broker -----------------------------------------------------------
 
 
