@@ -197,10 +197,14 @@ def test_an_event_dated_9999_is_flagged_and_correlation_goes_on(
     now = datetime.now(UTC).replace(microsecond=0)
     with correlator(settings) as service:
         before = metric(service, oob), metric(service, late_total)
-        # The attacker's line, through a producer that does not check.
-        produce(kafka_settings, events_of([fortigate_dated("9999-12-31")]))
+        # The attacker's lines, through a producer that does not check. Year
+        # 1 moves no watermark (the correlator has no past horizon unless
+        # asked), year 9999 would.
+        produce(
+            kafka_settings, events_of([fortigate_dated(d) for d in ("0001-01-01", "9999-12-31")])
+        )
         wait_for(lambda: metric(service, oob) == before[0] + 1, why="the 9999 event flagged")
-        wait_for(lambda: titles(service), why="its own detection alert")
+        wait_for(lambda: len(titles(service)) == 2, why="their own detection alerts")
         # Then a burst of denies from one host, and one more 10 minutes old
         # (late for its partition: the burst came first).
         start = now - timedelta(minutes=3)
@@ -218,17 +222,22 @@ def test_an_event_dated_9999_is_flagged_and_correlation_goes_on(
     far = [r for r in rows if r[2].year == 9999]
     assert [r[0] for r in far] == ["SMB towards the LGWAN file server"]
     assert "zonewatch.event_time_out_of_bounds" in far[0][1]
+    assert [r[0] for r in rows if r[2].year == 1] == ["SMB towards the LGWAN file server"]
     assert all("zonewatch.event_time_out_of_bounds" not in r[1] for r in rows if r[2].year != 9999)
     assert sum(1 for r in rows if r[0] == BURST) == 1
 
     # After a restart the next burst correlates too (applied once the wall
-    # clock is the allowed lateness past it: every input caught up and quiet).
-    with correlator(settings) as service:
+    # clock is the allowed lateness past it: every input caught up and quiet);
+    # with a past horizon set, year 1 is flagged as well.
+    past = 'zonewatch_correlator_out_of_bounds_events_total{bound="past"}'
+    with correlator(settings_for(kafka_settings, tmp_path, max_past_horizon_days=30)) as service:
+        flagged = metric(service, past)
         later = now - timedelta(seconds=90)
-        produce(
-            kafka_settings, events_of([fortigate(later + timedelta(seconds=i)) for i in range(3)])
-        )
+        lines = [fortigate_dated("0001-01-01")]
+        lines += [fortigate(later + timedelta(seconds=i)) for i in range(3)]
+        produce(kafka_settings, events_of(lines))
         wait_for(lambda: titles(service).count(BURST) == 2, why="correlation after the restart")
+        wait_for(lambda: metric(service, past) == flagged + 1, why="year 1 flagged")
 
 
 def test_a_stored_clock_in_year_9999_is_cut_back_at_restart(

@@ -144,10 +144,13 @@ class CorrelatorSettings(BaseModel):
     allowed_lateness_s: float = Field(default=60.0, ge=0)
     late_events_update_windows: bool = False
     # Events stamped further ahead of their Kafka record's time (capped at
-    # this clock) or further behind it are flagged and kept out of
-    # correlation: they must never move a watermark (zonewatch/timebounds.py).
+    # this clock) are flagged and kept out of correlation: they must never
+    # move a watermark (zonewatch/timebounds.py). A past horizon is off by
+    # default: an old event cannot move a watermark (it is late, or the first
+    # of its partition), ingest already refuses the absurd ones, and replays
+    # of recorded days must keep correlating as they age.
     max_future_skew_s: float = Field(default=DEFAULT_FUTURE_SKEW_S, ge=0)
-    max_past_horizon_days: Horizon = Field(default=DEFAULT_PAST_HORIZON_DAYS, gt=0)
+    max_past_horizon_days: Horizon = Field(default=None, gt=0)
     # An input partition that delivered nothing for this long stops holding
     # back the event-time merge of the others (correlator/ordering.py).
     input_idle_s: float = Field(default=1.0, gt=0)

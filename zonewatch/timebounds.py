@@ -13,7 +13,9 @@ as far back as a year-less syslog date is ever read, see
 
 Connectors dead-letter events outside the bounds (``connectors.timegate``);
 the correlator, which may be fed by an older connector or another producer,
-flags them and keeps them out of correlation (``correlator/stream.py``).
+flags events beyond the future bound (the past one only when set: an old
+event cannot move a watermark) and keeps them out of correlation
+(``correlator/stream.py``).
 """
 
 from __future__ import annotations
