@@ -26,9 +26,8 @@ from test_crash_recovery import (
     RULES,
     TEMPORAL,
     VALUE_COUNT,
-    Correlator,
     Workload,
-    kill_at_random_moments,
+    clean_and_killed,
     make_workload,
     produce,
     run_to_end,
@@ -191,25 +190,10 @@ def test_kill_9_over_out_of_order_input_stores_no_extra_alert(
     rules.write_text(RULES)
     workload = out_of_order(40_000, seed=21)
     produce(kafka_settings, workload)
-    n = len(workload.records)
-    prefix = kafka_settings.topic_prefix
-    clean = run_to_end(
-        kafka_settings,
-        rules,
-        tmp_path / "clean.duckdb",
-        f"{prefix}-clean",
-        tmp_path / "clean.log",
-        n,
-    )
-    db, log = tmp_path / "killed.duckdb", tmp_path / "killed.log"
-    kills = kill_at_random_moments(
-        lambda: Correlator(kafka_settings, rules, db, f"{prefix}-killed", log),
-        8,
-        random.Random(21),
-        most_s=2.0,
+    clean, killed, kills = clean_and_killed(
+        kafka_settings, rules, tmp_path, len(workload.records), 8, random.Random(21), most_s=2.0
     )
     assert kills >= 6
-    killed = run_to_end(kafka_settings, rules, db, f"{prefix}-killed", log, n)
     assert sorted(set(killed) - set(clean)) == [], "alerts an uninterrupted run never raised"
     assert sorted(killed) == sorted(clean)
 
@@ -222,39 +206,15 @@ def test_scaled_out_members_judge_lateness_as_one_member_does(
     arrives: source partitions move between them with their newest time
     (committed as offset metadata), so together they store exactly the
     alerts of one single-member run over the same out-of-order input."""
-    import threading
-
-    from test_scale_out import _alerts, _offsets, produce_paced
-
-    from zonewatch.kafka import correlation_topics, ensure_topics
+    from test_scale_out import _alerts, run_two_members
 
     rules = tmp_path / "rules.yml"
     rules.write_text(RULES)
     workload = out_of_order(20_000, seed=22)
     n = len(workload.records)
     prefix = kafka_settings.topic_prefix
-    internal = correlation_topics(kafka_settings)
-    ensure_topics(kafka_settings)
-    ensure_topics(kafka_settings, list(internal), configs=internal)
-    feeder = threading.Thread(target=produce_paced, args=(kafka_settings, workload, 10.0))
-    group, log = f"{prefix}-scaled", tmp_path / "scaled.log"
-    dbs = [tmp_path / "a.duckdb", tmp_path / "b.duckdb"]
-    a = Correlator(kafka_settings, rules, dbs[0], group, log, ("--scale-out",))
-    a.wait_assigned()
-    feeder.start()
-    b = Correlator(kafka_settings, rules, dbs[1], group, tmp_path / "b.log", ("--scale-out",))
-    b.wait_assigned()
-    feeder.join()
-    a.finish()
-    b.finish()
-    for _ in range(4):  # runs end when idle: follow up until every partition is covered
-        done: dict[tuple[str, int], int] = {}
-        for db in dbs:
-            for key, offset in _offsets(db).items():
-                done[key] = max(done.get(key, 0), offset)
-        if sum(o for (t, _), o in done.items() if ".events." in t) >= n:
-            break
-        Correlator(kafka_settings, rules, dbs[0], group, log, ("--scale-out",)).finish()
+    group = f"{prefix}-scaled"
+    dbs = run_two_members(kafka_settings, rules, workload, tmp_path, group, seconds=10.0)
     scaled = {**_alerts(dbs[0]), **_alerts(dbs[1])}
     # Each source offset the group committed carries its partition's newest
     # event time up to there: what the next owner judges lateness from (the

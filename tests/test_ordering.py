@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import random
-from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_event_time import DENIED, LOADED
 
 from correlator.ordering import EventTimeMerger
 
@@ -172,27 +171,6 @@ def test_a_restored_time_beyond_the_limit_is_left_out() -> None:
 
 
 LATENESS = 60.0
-CORRELATION = """
-title: Denied crossing
-id: 6a0c1f2e-0000-4000-8000-000000000011
-name: denied
-logsource: {product: zonewatch, service: firewall}
-detection: {sel: {event.outcome: failure}, condition: sel}
----
-title: Repeated denied crossings
-id: 6a0c1f2e-0000-4000-8000-000000000012
-correlation:
-  type: event_count
-  rules: [denied]
-  group-by: [source.ip]
-  timespan: 5m
-  condition: {gte: 3}
-"""
-
-
-@functools.cache
-def _loaded(load: Any) -> Any:
-    return load(CORRELATION)
 
 
 def _stream(
@@ -205,14 +183,11 @@ def _stream(
     from datetime import UTC, datetime
 
     from correlator.correlation import CorrelationEngine, CorrelationSettings
-    from correlator.correlation.yaml_rules import load_rules_text
     from correlator.ordering import late_watermark
     from zonewatch.models import Evidence
 
-    loaded = _loaded(load_rules_text)
-    rule = loaded.resolve("denied").id  # type: ignore[union-attr]
     engine = CorrelationEngine(
-        loaded.correlations, loaded.resolve, CorrelationSettings(allowed_lateness_s=LATENESS)
+        LOADED.correlations, LOADED.resolve, CorrelationSettings(allowed_lateness_s=LATENESS)
     )
     merger: EventTimeMerger[tuple] = EventTimeMerger(idle_s=1.0, clock=FakeClock())
     for i in range(len(inputs)):
@@ -231,9 +206,9 @@ def _stream(
             )
             watermark = late_watermark(newest, LATENESS)
             if t < watermark:
-                late.append(([rule], event, evidence, t, watermark))
+                late.append(([DENIED], event, evidence, t, watermark))
             else:
-                merger.add(i, t, ([rule], event, evidence, t))
+                merger.add(i, t, ([DENIED], event, evidence, t))
             newest = max(newest, t)
         positions[i] += len(chunk)
         late_inputs += len(late)

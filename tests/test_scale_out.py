@@ -263,6 +263,46 @@ level: high
 )
 
 
+def run_two_members(
+    kafka: KafkaSettings,
+    rules: Path,
+    workload: Workload,
+    tmp_path: Path,
+    group: str,
+    seconds: float,
+) -> list[Path]:
+    """Two ``--scale-out`` members: the first works while the workload is
+    produced over ``seconds``, the second joins midway. Runs end when idle;
+    follow-ups (one member, then the other) go on until every partition is
+    covered by one store or the other. Returns the two stores."""
+    internal = correlation_topics(kafka)
+    ensure_topics(kafka)
+    ensure_topics(kafka, list(internal), configs=internal)
+    n = len(workload.records)
+    feeder = threading.Thread(target=produce_paced, args=(kafka, workload, seconds))
+    log = tmp_path / "scaled.log"
+    dbs = [tmp_path / "a.duckdb", tmp_path / "b.duckdb"]
+    scale = ("--scale-out",)
+    a = Correlator(kafka, rules, dbs[0], group, log, scale)
+    a.wait_assigned()
+    feeder.start()
+    b = Correlator(kafka, rules, dbs[1], group, tmp_path / "b.log", scale)
+    b.wait_assigned()
+    feeder.join()
+    a.finish()
+    b.finish()
+    rng = random.Random(7)
+    for _ in range(4):
+        done: dict[tuple[str, int], int] = {}
+        for db in dbs:
+            for key, offset in _offsets(db).items():
+                done[key] = max(done.get(key, 0), offset)
+        if sum(o for (t, _), o in done.items() if ".events." in t) >= n:
+            break
+        Correlator(kafka, rules, rng.choice(dbs), group, log, scale).finish()
+    return dbs
+
+
 @pytest.mark.integration
 def test_two_members_of_one_group_find_the_alerts_of_one(
     kafka_settings: KafkaSettings, tmp_path: Path
@@ -276,32 +316,8 @@ def test_two_members_of_one_group_find_the_alerts_of_one(
     # Events arrive at a steady pace while the first member works; the
     # second joins midway and takes source partitions and correlation shards
     # (with their open windows, from the changelog) from it.
-    internal = correlation_topics(kafka_settings)
-    ensure_topics(kafka_settings)
-    ensure_topics(kafka_settings, list(internal), configs=internal)
-    feeder = threading.Thread(target=produce_paced, args=(kafka_settings, workload, 12.0))
     group, log = f"{prefix}-scaled", tmp_path / "scaled.log"
-    dbs = [tmp_path / "a.duckdb", tmp_path / "b.duckdb"]
-    scale = ("--scale-out",)
-    a = Correlator(kafka_settings, rules, dbs[0], group, log, scale)
-    a.wait_assigned()
-    feeder.start()
-    b = Correlator(kafka_settings, rules, dbs[1], group, tmp_path / "b.log", scale)
-    b.wait_assigned()
-    feeder.join()
-    a.finish()
-    b.finish()
-    # Runs end when idle; follow up (one member, then the other) until every
-    # partition is covered by one store or the other.
-    rng = random.Random(7)
-    for _ in range(4):
-        done: dict[tuple[str, int], int] = {}
-        for db in dbs:
-            for key, offset in _offsets(db).items():
-                done[key] = max(done.get(key, 0), offset)
-        if sum(o for (t, _), o in done.items() if ".events." in t) >= n:
-            break
-        Correlator(kafka_settings, rules, rng.choice(dbs), group, log, ("--scale-out",)).finish()
+    dbs = run_two_members(kafka_settings, rules, workload, tmp_path, group, seconds=12.0)
     scaled = {**_alerts(dbs[0]), **_alerts(dbs[1])}
     assert all(_alerts(db) for db in dbs), "both members raised alerts"
     # The second member took over shards from the first.
