@@ -353,7 +353,13 @@ def _run(spec: WorkerSpec, ctl: Connection, out: Connection) -> None:
     source_input = spec.input
     # built while the parent connects to Kafka and recovers the checkpoint
     pipeline = make_pipeline(
-        spec.settings, spec.source, spec.format, spec.timezone, source_input.name, spec.encoding
+        spec.settings,
+        spec.source,
+        spec.format,
+        spec.timezone,
+        source_input.name,
+        spec.encoding,
+        bounded=True,
     )
     message = ctl.recv()
     if message[0] != "start":

@@ -39,6 +39,7 @@ from connectors.identity_store import IdentityStore
 from connectors.inputs import Input, Record
 from connectors.jsonrecords import skipped_members
 from connectors.state import STATE_AT, SharedState
+from connectors.timegate import EventTimeGate
 from zonewatch.config import SOURCES, Settings
 from zonewatch.errors import ConfigError, ParseError
 from zonewatch.logs import get_logger
@@ -198,6 +199,8 @@ class Pipeline:
         self.decoder = None if decoder.encoding == "utf-8" else decoder
         if self.decoder is not None:
             self.stats.encodings = self.decoder.used
+        # Set by ``ingest``: events stamped too far from the clock become dead letters.
+        self.time_gate: EventTimeGate | None = None
 
     def _chosen(self, choice: Choice) -> None:
         """Report a choice of --format auto: to the caller's hook (``parse``
@@ -276,6 +279,11 @@ class Pipeline:
                     finally:
                         fmt_name = self.detector.tried or self.format
                         self.stats.formats = self.detector.records
+            reasons: list[str] = []
+            if self.time_gate is not None:  # before enrichment: nothing learns from them
+                events, why = self.time_gate.split(events)
+                if why is not None:
+                    reasons.append(why)
             enrich = self.enrich
             for ev in events:
                 meta = ev.get("event")
@@ -301,11 +309,12 @@ class Pipeline:
             shown = ", ".join(skipped[:5]) + (
                 f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
             )
-            reason = (
+            reasons.append(
                 f"JSON batch members that are not objects were skipped: {shown}; "
                 f"{len(events)} event(s) came from the others"
             )
-            return events, self.dead_letter(record, reason, fmt_name)
+        if reasons:
+            return events, self.dead_letter(record, "; ".join(reasons), fmt_name)
         return events, None
 
     def finish(self) -> list[dict[str, Any]]:
@@ -526,10 +535,13 @@ def make_pipeline(
     on_choice: ChoiceHook | None = None,
     *,
     shared_identity: bool = True,
+    bounded: bool = False,
 ) -> Pipeline:
     """The pipeline of one input. ``shared_identity``: learn and fill identities
     through the files under ``checkpoint_dir`` (``zonewatch ingest``); without it
-    only the static lists of the zone map and what this input itself teaches."""
+    only the static lists of the zone map and what this input itself teaches.
+    ``bounded``: dead-letter events stamped outside the time bounds of the
+    settings (``ingest``; ``parse`` converts logs of any date)."""
     c = settings.connectors
     zones = load_zone_map(c.zones_file) if Path(c.zones_file).exists() else None
     if zones is None:
@@ -542,7 +554,7 @@ def make_pipeline(
             limits=Limits(ttl_s=c.identity_binding_ttl_s, max_addresses=c.identity_max_addresses),
             static=static_devices(zones.policy.identities),
         )
-    return Pipeline(
+    pipeline = Pipeline(
         source,
         fmt,
         zones=zones,
@@ -553,6 +565,9 @@ def make_pipeline(
         encoding=encoding,
         on_choice=on_choice,
     )
+    if bounded:
+        pipeline.time_gate = EventTimeGate.from_settings(settings.connectors)
+    return pipeline
 
 
 # Below this a file is read before a worker process would have paid for itself.
@@ -601,7 +616,9 @@ def ingest(
     """
     from connectors.produce import KafkaSink
 
-    pipeline = make_pipeline(settings, source, fmt, timezone, source_input.name, encoding)
+    pipeline = make_pipeline(
+        settings, source, fmt, timezone, source_input.name, encoding, bounded=True
+    )
     store = (
         CheckpointStore(settings.connectors.checkpoint_dir, source, fmt, source_input.name)
         if checkpointed

@@ -10,15 +10,26 @@ then look hours late and miss their windows.
 So, like Kafka Streams' record selection, the stream loop buffers records per
 input partition and releases them in event-time order, but only up to the
 *frontier*: the smallest "newest event time seen" among inputs that are still
-active. An input that has delivered nothing for ``idle_polls`` polls and
-``idle_s`` seconds of wall time is idle (caught up, or a quiet source) and
-stops holding the others back. Both are needed: under load one poll may take
-longer than ``idle_s``, and a burst of polls may come faster than a fetch.
-Within an input, records are assumed ordered (Kafka order); the engine's own
-lateness allowance absorbs the small disorder that remains.
+active. An input stops holding the others back (is idle) only once the
+consumer knows it is read to its end (no fetch answer yet counts as unread)
+and it has delivered nothing for ``idle_polls`` polls and ``idle_s`` seconds
+of wall time. Both are needed: under load one poll may take longer than
+``idle_s``, and a burst of polls may come faster than a fetch.
 
-The buffer is part of the checkpointed state: offsets are committed past
-buffered records, so a snapshot must carry them.
+Lateness is decided per input, in the input's own (offset) order, before
+anything is merged: an event is late when it is older than the input's
+newest event time so far less the allowed lateness (:func:`late_watermark`).
+That verdict depends on the input and the stored state alone, never on how
+polls cut the input or when the merge released what (``polled``, the wall
+clock); and an on-time event is never behind what the merge has released,
+as long as its input was active at every release. The one rule that cannot
+be made so: an input that turned idle (read to its end and quiet) and then
+receives an event older than the frontier (a live source that was silent)
+finds the others gone ahead; the correlation engine counts it late.
+
+The buffer and each input's newest time are part of the checkpointed state:
+offsets are committed past buffered records, and a restart must judge
+lateness as the run before it would have.
 """
 
 from __future__ import annotations
@@ -33,9 +44,17 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 
+def late_watermark(newest: float, lateness: float) -> float:
+    """An event of an input is late when its time is below this: the
+    newest event time seen before it on the same input, less the allowed
+    lateness (per source, so the caller passes it in)."""
+    return newest - lateness
+
+
 @dataclass
 class _Input:
     newest: float = float("-inf")  # newest event time seen on this input
+    assigned: bool = True  # revoked inputs keep their newest time, and wait for nothing
     buffered: int = 0
     last_arrival: float = 0.0  # wall clock (monotonic) of the last record
     quiet_polls: int = 0  # polls since the last record
@@ -82,6 +101,22 @@ class EventTimeMerger(Generic[T]):
         state.quiet_polls = 0
         heapq.heappush(self._heap, _Entry(event_time, next(self._seq), source, item))
 
+    def observe(self, source: Hashable, newest: float) -> None:
+        """The input delivered records up to event time ``newest`` (all of
+        them, not only those added): its part of the frontier moves on."""
+        state = self._inputs.get(source)
+        if state is None:
+            state = self._inputs[source] = _Input()
+        if newest > state.newest:
+            state.newest = newest
+        state.last_arrival = self.clock()
+        state.quiet_polls = 0
+
+    def newest(self, source: Hashable) -> float:
+        """The newest event time the input has delivered (-inf: nothing yet)."""
+        state = self._inputs.get(source)
+        return state.newest if state is not None else float("-inf")
+
     def polled(
         self, delivered: Iterable[Hashable] = (), behind: Iterable[Hashable] | None = None
     ) -> None:
@@ -98,7 +133,7 @@ class EventTimeMerger(Generic[T]):
             state.behind = False if lagging is None else source in lagging
 
     def _active(self, state: _Input, now: float) -> bool:
-        return (
+        return state.assigned and (
             state.behind
             or state.buffered > 0
             or now - state.last_arrival < self.idle_s
@@ -112,11 +147,16 @@ class EventTimeMerger(Generic[T]):
         state = self._inputs.get(source)
         if state is None:
             state = self._inputs[source] = _Input(last_arrival=self.clock())
+        state.assigned = True
         state.behind = True
 
     def forget(self, source: Hashable) -> None:
-        """An input went away (partition revoked): stop waiting for it."""
-        self._inputs.pop(source, None)
+        """An input went away (partition revoked): stop waiting for it. Its
+        newest time stays: if it comes back, lateness is judged as before."""
+        state = self._inputs.get(source)
+        if state is not None:
+            state.assigned = False
+            state.behind = False
 
     def frontier(self) -> float:
         """Event time up to which every active input has been read."""
@@ -150,7 +190,40 @@ class EventTimeMerger(Generic[T]):
     def snapshot(self, encode: Callable[[T], Any]) -> list[tuple[Any, float, Any]]:
         return [(e.source, e.time, encode(e.item)) for e in sorted(self._heap)]
 
-    def restore(self, rows: list[tuple[Any, float, Any]], decode: Callable[[Any], T]) -> None:
+    def restore(
+        self,
+        rows: list[tuple[Any, float, Any]],
+        decode: Callable[[Any], T],
+        limit: float = float("inf"),
+    ) -> int:
+        """Put back a snapshot's buffer; items stamped after ``limit`` are
+        dropped (see ``restore_progress``). Returns how many were dropped."""
+        dropped = 0
         for source, event_time, payload in rows:
+            if event_time > limit:
+                dropped += 1
+                continue
             key = tuple(source) if isinstance(source, list) else source
             self.add(key, event_time, decode(payload))
+        return dropped
+
+    def progress(self) -> list[tuple[Any, float]]:
+        """Each input's newest event time, for the checkpoint."""
+        return [(s, i.newest) for s, i in self._inputs.items() if i.newest != float("-inf")]
+
+    def restore_progress(self, rows: list[tuple[Any, float]], limit: float = float("inf")) -> int:
+        """Put back ``progress()``. A time after ``limit`` (a state written
+        before event times were bounded, holding year 9999) is not restored:
+        it would make every later event of its input late. Returns how many
+        inputs were cut back so."""
+        cut = 0
+        for source, newest in rows:
+            key = tuple(source) if isinstance(source, list) else source
+            if newest > limit:
+                cut += 1
+                continue
+            state = self._inputs.get(key)
+            if state is None:
+                state = self._inputs[key] = _Input()
+            state.newest = max(state.newest, float(newest))
+        return cut

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -71,7 +72,7 @@ def make_correlation_engine(ruleset: Any, settings: Settings, stored: bytes | No
     resolve = ruleset.rule
     if stored:
         try:
-            return CorrelationEngine.restore(stored, ruleset.correlations, resolve, corr_settings)
+            engine = CorrelationEngine.restore(stored, ruleset.correlations, resolve, corr_settings)
         except Exception as exc:  # an incompatible snapshot must not stop the service
             # Error level: open windows are lost, so correlations spanning the
             # restart can be missed (this once hid a snapshot format bug).
@@ -81,6 +82,11 @@ def make_correlation_engine(ruleset: Any, settings: Settings, stored: bytes | No
                 consequence="correlation windows start empty; correlations across the restart "
                 "may be missed",
             )
+        else:
+            # A state written before event times were bounded may hold a clock
+            # in year 9999, which would keep correlation off for good.
+            engine.clamp_clock(time.time() + settings.correlator.max_future_skew_s)
+            return engine
     return CorrelationEngine(ruleset.correlations, resolve, corr_settings)
 
 

@@ -18,13 +18,14 @@ Order of a checkpoint, and why:
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -33,25 +34,38 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
-from correlator.ordering import EventTimeMerger
+from correlator.ordering import EventTimeMerger, late_watermark
 from correlator.store.rows import ArchivedEvent
 from zonewatch.config import SOURCES, Settings, source_of_topic
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence
+from zonewatch.timebounds import TimeBounds
 
 log = get_logger(__name__)
 
 # What waits in the event-time merger, as the correlation engine takes it.
 Pending = tuple[list[str], dict[str, Any], Evidence, float]  # hits, event, evidence, time
+# A late event, as ``engine.process_late`` takes it: the same and the
+# watermark of its input it fell behind.
+Late = tuple[list[str], dict[str, Any], Evidence, float, float]
 
 EVENTS_IN = Counter("zonewatch_correlator_events_total", "Events consumed", ["source"])
 ALERTS_OUT = Counter("zonewatch_correlator_alerts_total", "Alerts stored", ["type", "level"])
 DEAD_LETTERS = Counter(
     "zonewatch_correlator_dead_letters_total", "Records the correlator could not decode", ["reason"]
 )
-LATE_EVENTS = Counter("zonewatch_correlator_late_events_total", "Events behind the watermark")
+LATE_EVENTS = Counter(
+    "zonewatch_correlator_late_events_total",
+    "Correlated events behind their input's watermark (kept out of correlation windows)",
+)
+OUT_OF_BOUNDS = Counter(
+    "zonewatch_correlator_out_of_bounds_events_total",
+    "Events stamped beyond the time bounds (flagged, kept out of correlation)",
+    ["bound"],
+)
 LAG_SECONDS = Gauge(
-    "zonewatch_correlator_event_lag_seconds", "Wall clock minus the newest event time seen"
+    "zonewatch_correlator_event_lag_seconds",
+    "Wall clock minus the newest event time seen within the time bounds",
 )
 CONSUMER_LAG = Gauge(
     "zonewatch_correlator_consumer_lag_records", "High watermark minus position", ["topic"]
@@ -69,10 +83,11 @@ BATCH_SECONDS = Gauge("zonewatch_correlator_last_batch_seconds", "Duration of th
 
 STATE_KEY = "correlation"
 MERGER_KEY = "correlation-input"
+PROGRESS_KEY = "correlation-input-progress"
 ARCHIVE_KEY = "archive-offsets"
-# How long after an assignment a partition without a fetch answer yet still
-# counts as holding unread records (see StreamCorrelator._behind).
-_FIRST_FETCH_GRACE_S = 5.0
+# Detection alerts raised by an event stamped beyond the time bounds carry
+# this tag: the event is real evidence of something, its time is not.
+OUT_OF_BOUNDS_TAG = "zonewatch.event_time_out_of_bounds"
 # One correlator process keeps one correlation state shard: the merger has
 # already put the inputs of all its partitions into event-time order.
 SHARD = 0
@@ -112,6 +127,7 @@ class StreamStats:
     alerts: int = 0
     new_alerts: int = 0
     dead_letters: int = 0
+    out_of_bounds: int = 0
     batches: int = 0
     by_source: dict[str, int] = field(default_factory=dict)
 
@@ -184,6 +200,12 @@ class StreamCorrelator:
         self.merger: EventTimeMerger[Pending] = EventTimeMerger(
             idle_s=settings.correlator.input_idle_s
         )
+        cfg = settings.correlator
+        self.time_bounds = TimeBounds.of(cfg.max_future_skew_s, cfg.max_past_horizon_days)
+        # Correlated events found late this batch (engine.process_late).
+        self._late: list[Late] = []
+        self._late_reported = correlation.stats.late_events if correlation is not None else 0
+        self._newest_t = -math.inf  # newest in-bounds event time seen (event_lag_seconds)
         self._correlated: frozenset[str] = frozenset()
         # Offsets consumed since start-up (resume points once checkpointed) and
         # how far the events archive got, so a replay never archives twice.
@@ -205,9 +227,7 @@ class StreamCorrelator:
         self._pending_since = time.monotonic()
         if correlation is not None:
             self._correlated = frozenset(correlation.referenced_rule_ids)
-            stored = store.load_state(MERGER_KEY)
-            if stored:
-                self.merger.restore(orjson.loads(stored), _decode_pending)
+            self._restore_merger(store)
         kafka = settings.kafka
         self.topics = [kafka.events_topic(s) for s in SOURCES]
         if consumer is None:
@@ -253,8 +273,10 @@ class StreamCorrelator:
         if correlation is None:
             self._correlated = frozenset()
             self.merger.drain()  # nothing will correlate what is buffered
+            self._late = []
         else:
             self._correlated = frozenset(correlation.referenced_rule_ids)
+            self._late_reported = correlation.stats.late_events
         # The next checkpoint must store the new engine's state.
         self._dirty = True
 
@@ -312,6 +334,7 @@ class StreamCorrelator:
                     # Quiet inputs turn idle with time and stop holding the
                     # others back; absence windows resolve as time passes.
                     alerts = self._correlate()
+                    self._report_time_metrics()
                     if alerts or self._checkpoint_due():
                         self._checkpoint(alerts, {})
                 if not batch and (self._pending_alerts or self._pending_archive):
@@ -356,21 +379,42 @@ class StreamCorrelator:
         started = time.perf_counter()
         alerts: list[Alert] = []
         next_offsets: dict[tuple[str, int], int] = {}
-        newest: datetime | None = None
         archive: list[ArchivedEvent] = []
         keep = self.settings.correlator.archive_events
+        # Event times are bounded against each record's Kafka timestamp (its
+        # producer's clock when sent, a part of the input: a replay judges it
+        # alike), capped at this clock in case the producer's runs ahead.
+        now = time.time()
+        now_ms = now * 1000.0
+        skew = self.time_bounds.max_future_skew_s
+        horizon = self.time_bounds.max_past_horizon_s
+        if horizon is None:
+            horizon = math.inf
         for tp, records in batch.items():
+            key = (tp.topic, tp.partition)
             source = source_of_topic(tp.topic)
-            archived_upto = self._archived.get((tp.topic, tp.partition), 0) if keep else None
+            archived_upto = self._archived.get(key, 0) if keep else None
             match = self._matcher(source)
+            newest = self._input_newest(key)
+            lateness = self._lateness(source)
             for record in records:
-                next_offsets[(tp.topic, tp.partition)] = record.offset + 1
+                next_offsets[key] = record.offset + 1
                 decoded = self._decode(record)
                 if decoded is None:
                     continue
                 event, when = decoded
-                if newest is None or when > newest:
-                    newest = when
+                t = when.timestamp()
+                stamp = getattr(record, "timestamp", None)
+                ref = stamp / 1000.0 if stamp is not None and 0 < stamp <= now_ms else now
+                bounded = ref - horizon <= t <= ref + skew
+                if bounded:
+                    # Late or not, from this input's own order alone (ordering.py).
+                    watermark = late_watermark(newest, lateness)
+                    late = watermark if t < watermark else None
+                    if t > newest:
+                        newest = t
+                else:
+                    self._flag_out_of_bounds(record, t, ref)
                 if archived_upto is not None and record.offset >= archived_upto:
                     archive.append(
                         ArchivedEvent(
@@ -385,8 +429,15 @@ class StreamCorrelator:
                         )
                     )
                 hits = match(event)
-                if hits:
-                    alerts.extend(self._evaluate(hits, record, event, when, tp))
+                if not hits:
+                    continue
+                if bounded:
+                    alerts.extend(self._evaluate(hits, record, event, when, tp, t, late))
+                else:
+                    alerts.extend(self._flagged_alerts(hits, record, event, when))
+            self._input_progressed(key, newest)
+            if newest > self._newest_t:
+                self._newest_t = newest
             self.stats.by_source[source or tp.topic] = self.stats.by_source.get(
                 source or tp.topic, 0
             ) + len(records)
@@ -401,11 +452,87 @@ class StreamCorrelator:
         )
         self.stats.batches += 1
         self.stats.consumed += sum(len(r) for r in batch.values())
-        if newest is not None:
-            LAG_SECONDS.set(max(0.0, (datetime.now(UTC) - newest).total_seconds()))
+        self._report_time_metrics()
         self._update_consumer_lag(batch)
         BATCH_SECONDS.set(time.perf_counter() - started)
         return alerts
+
+    # -- event time ----------------------------------------------------------------
+    def _lateness(self, source: str | None) -> float:
+        """The allowed lateness of a source's events (one setting for all, for now)."""
+        return self.settings.correlator.allowed_lateness_s
+
+    def _input_newest(self, key: tuple[str, int]) -> float:
+        """The newest in-bounds event time read on an input partition so far."""
+        return self.merger.newest(key)
+
+    def _input_progressed(self, key: tuple[str, int], newest: float) -> None:
+        if newest != -math.inf:
+            self.merger.observe(key, newest)
+
+    def _flag_out_of_bounds(self, record: Any, t: float, ref: float) -> None:
+        """Count and log an event stamped beyond the time bounds. It still
+        goes to detection (alerts tagged) and the archive, but never to
+        correlation, and it moves no watermark."""
+        bound = self.time_bounds.check(t, ref) or "future"
+        OUT_OF_BOUNDS.labels(bound=bound).inc()
+        self.stats.out_of_bounds += 1
+        if self.stats.out_of_bounds == 1 or self.stats.out_of_bounds % 1000 == 0:
+            log.warning(
+                "event_time_out_of_bounds",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                reason=self.time_bounds.reason(
+                    t, ref, clock="its Kafka record's time", settings="ZONEWATCH_CORRELATOR__"
+                ),
+                consequence=f"kept out of correlation; detection alerts tagged {OUT_OF_BOUNDS_TAG}",
+                out_of_bounds_so_far=self.stats.out_of_bounds,
+            )
+
+    def _flagged_alerts(
+        self, hits: list[Any], record: Any, event: dict[str, Any], when: datetime
+    ) -> list[Alert]:
+        generated = [rule for rule in hits if rule.generate]
+        if not generated:
+            return []
+        evidence = evidence_of(record.topic, record.partition, record.offset, when, event)
+        out = []
+        for rule in generated:
+            alert = self.make_alert(rule, evidence)
+            tags = [*alert.tags, OUT_OF_BOUNDS_TAG]
+            out.append(Alert.model_construct(**{**alert.__dict__, "tags": tags}))
+        return out
+
+    def _report_time_metrics(self) -> None:
+        """event_lag_seconds and late_events_total, from what was read and
+        what the engine counted late (it counts both kinds: late for their
+        input, and behind its own watermark)."""
+        if self._newest_t != -math.inf:
+            LAG_SECONDS.set(max(0.0, time.time() - self._newest_t))
+        if self.correlation is not None:
+            late = self.correlation.stats.late_events
+            if late > self._late_reported:
+                LATE_EVENTS.inc(late - self._late_reported)
+            self._late_reported = late
+
+    def _restore_merger(self, store: Store) -> None:
+        """The merge buffer and each input's newest time, as checkpointed.
+        Anything stamped beyond the future bound from now (a state written
+        before event times were bounded) is left out, with a warning."""
+        limit = time.time() + self.time_bounds.max_future_skew_s
+        stored = store.load_state(MERGER_KEY)
+        dropped = self.merger.restore(orjson.loads(stored), _decode_pending, limit) if stored else 0
+        progress = store.load_state(PROGRESS_KEY)
+        cut = self.merger.restore_progress(orjson.loads(progress), limit) if progress else 0
+        if dropped or cut:
+            log.warning(
+                "correlation_input_clock_clamped",
+                dropped_events=dropped,
+                inputs_reset=cut,
+                reason="the stored merge state held event times beyond the bound into the "
+                "future (written before event times were bounded)",
+            )
 
     # -- steps -------------------------------------------------------------------
     def _matcher(self, source: str | None) -> Callable[[dict[str, Any]], list[Any]]:
@@ -442,7 +569,11 @@ class StreamCorrelator:
         event: dict[str, Any],
         when: datetime,
         tp: TopicPartition,
+        t: float,
+        late: float | None,
     ) -> list[Alert]:
+        """Detection alerts of an in-bounds event, and its correlation hits
+        to the merge (or, ``late`` behind its input's watermark, aside)."""
         # Evidence only for events that matched something: most events match
         # nothing, and building a model per event cost more than matching it.
         evidence = evidence_of(record.topic, record.partition, record.offset, when, event)
@@ -452,9 +583,11 @@ class StreamCorrelator:
         if self._correlated:
             ids = [r.id for r in hits if r.id in self._correlated]
             if ids:
-                t = when.timestamp()
-                # As the engine takes it (process_many): hits, event, evidence, time.
-                self.merger.add((tp.topic, tp.partition), t, (ids, event, evidence, t))
+                if late is not None:
+                    self._late.append((ids, event, evidence, t, late))
+                else:
+                    # As the engine takes it (process_many): hits, event, evidence, time.
+                    self.merger.add((tp.topic, tp.partition), t, (ids, event, evidence, t))
         return out
 
     def _correlate(self, end: bool = False) -> list[Alert]:
@@ -466,6 +599,9 @@ class StreamCorrelator:
             return []
         released = self.merger.drain() if end else self.merger.release()
         out = engine.process_many(released, partition=SHARD)
+        if self._late:
+            out.extend(engine.process_late(self._late, partition=SHARD))
+            self._late = []
         if end:
             out.extend(engine.flush())
         else:
@@ -511,22 +647,21 @@ class StreamCorrelator:
             )
 
     def _behind(self) -> list[tuple[str, int]] | None:
-        """Assigned partitions with records not yet returned to us (or not
-        fetched yet). Uses the high watermark of fetch answers, which the
-        embedded broker reports correctly (unlike ListOffsets)."""
+        """Assigned partitions with records not yet returned to us, or with
+        no fetch answer yet. Uses the high watermark of fetch answers, which
+        the embedded broker reports correctly (unlike ListOffsets).
+
+        A partition without an answer holds the merge back however long that
+        takes: letting it go after a while (as once done, after a grace
+        period) made which of its events were late depend on how fast the
+        broker answered, i.e. on timing (issue #20, point 5)."""
         behind: list[tuple[str, int]] = []
         if not self._group_member:
             return None
         assigned = self.consumer.assignment()
-        # kafka-python learns the high watermark of an EMPTY partition late
-        # (often only once the others are drained); waiting for it would hold
-        # the whole merge back, so "no answer yet" counts for a grace period.
-        unanswered = time.monotonic() - (self._assigned_at or 0.0) < _FIRST_FETCH_GRACE_S
         for tp in assigned:
             high = self.consumer.highwater(tp)
-            if (high is None and unanswered) or (
-                high is not None and self.consumer.position(tp) < high
-            ):
+            if high is None or self.consumer.position(tp) < high:
                 behind.append((tp.topic, tp.partition))
         self._caught_up = bool(assigned) and not behind
         return behind
@@ -596,6 +731,7 @@ class StreamCorrelator:
             if self.correlation is not None:
                 state[STATE_KEY] = self.correlation.snapshot()
                 state[MERGER_KEY] = orjson.dumps(self.merger.snapshot(_encode_pending))
+                state[PROGRESS_KEY] = orjson.dumps(self.merger.progress())
         if not (alerts or archive or state or resume):
             return self._settle(wait=force or not commit, commit=commit)
         # DuckDB stores the batch on the store's writer thread while this

@@ -16,6 +16,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {
         "ZONEWATCH_CONNECTORS__ZONES_FILE": str(ROOT / "rules/zones.yaml"),
         "ZONEWATCH_CONNECTORS__CHECKPOINT_DIR": str(tmp_path / "cp"),
+        "ZONEWATCH_CONNECTORS__MAX_PAST_HORIZON_DAYS": "off",  # recorded days
         **extra,
     }
 

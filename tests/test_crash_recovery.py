@@ -386,6 +386,30 @@ def run_to_end(
     raise AssertionError(f"the store covers {done} of {n} events after four runs")
 
 
+def clean_and_killed(
+    kafka: KafkaSettings,
+    rules: Path,
+    tmp_path: Path,
+    n: int,
+    times: int,
+    rng: random.Random,
+    most_s: float,
+) -> tuple[dict[str, str], dict[str, str], int]:
+    """An uninterrupted run over the topics, then runs of another group
+    killed ``times`` times at random moments and finished: the alerts of
+    each (id -> rule id), and how many runs were still going when killed."""
+    prefix = kafka.topic_prefix
+    clean = run_to_end(
+        kafka, rules, tmp_path / "clean.duckdb", f"{prefix}-clean", tmp_path / "clean.log", n
+    )
+    db, log = tmp_path / "crashed.duckdb", tmp_path / "crashed.log"
+    group = f"{prefix}-crashed"
+    kills = kill_at_random_moments(
+        lambda: Correlator(kafka, rules, db, group, log), times, rng, most_s
+    )
+    return clean, run_to_end(kafka, rules, db, group, log, n), kills
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_moments_gives_the_alerts_of_a_clean_run(
     kafka_settings: KafkaSettings, tmp_path: Path
@@ -394,26 +418,16 @@ def test_kill_9_at_random_moments_gives_the_alerts_of_a_clean_run(
     rules.write_text(RULES)
     workload = make_workload(100_000)
     produce(kafka_settings, workload)
-    n = len(workload.records)
-    prefix = kafka_settings.topic_prefix
-
-    clean = run_to_end(
+    clean, crashed, kills = clean_and_killed(
         kafka_settings,
         rules,
-        tmp_path / "clean.duckdb",
-        f"{prefix}-clean",
-        tmp_path / "clean.log",
-        n,
+        tmp_path,
+        len(workload.records),
+        12,
+        random.Random(SEED),
+        most_s=2.5,
     )
     assert Counter(clean.values()) == workload.expected
-
-    rng = random.Random(SEED)
-    db = tmp_path / "crashed.duckdb"
-    log = tmp_path / "crashed.log"
-    kills = kill_at_random_moments(
-        lambda: Correlator(kafka_settings, rules, db, f"{prefix}-crashed", log), 12, rng, 2.5
-    )
     assert kills >= 10
-    crashed = run_to_end(kafka_settings, rules, db, f"{prefix}-crashed", log, n)
     assert len(crashed) == len(clean)
     assert sorted(crashed) == sorted(clean)

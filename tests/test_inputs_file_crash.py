@@ -90,6 +90,7 @@ def test_every_line_exactly_once_across_crash_rotation_truncation(
         "ZONEWATCH_KAFKA__PARTITIONS": str(kafka_settings.partitions),
         "ZONEWATCH_CONNECTORS__CHECKPOINT_DIR": str(tmp_path / "cp"),
         "ZONEWATCH_CONNECTORS__ZONES_FILE": str(Path(__file__).parent.parent / "rules/zones.yaml"),
+        "ZONEWATCH_CONNECTORS__MAX_PAST_HORIZON_DAYS": "off",  # recorded days
     }
     log = tmp_path / "adc.log"
     seen = Seen(kafka_settings)

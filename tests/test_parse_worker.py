@@ -42,7 +42,11 @@ def _adc(i: int, user: str = "tanaka.h") -> bytes:
 def _settings(tmp_path: Path) -> Settings:
     return Settings(
         kafka=KafkaSettings(bootstrap_servers="127.0.0.1:9", topic_prefix="zwtest"),
-        connectors={"zones_file": ROOT / "rules/zones.yaml", "checkpoint_dir": tmp_path / "cp"},
+        connectors={
+            "zones_file": ROOT / "rules/zones.yaml",
+            "checkpoint_dir": tmp_path / "cp",
+            "max_past_horizon_days": None,  # recorded days, however old they get
+        },
     )
 
 
@@ -240,6 +244,7 @@ def test_the_worker_exits_when_the_connector_is_killed(
         "ZONEWATCH_KAFKA__TOPIC_PREFIX": kafka_settings.topic_prefix,
         "ZONEWATCH_CONNECTORS__CHECKPOINT_DIR": str(tmp_path / "cp"),
         "ZONEWATCH_CONNECTORS__ZONES_FILE": str(ROOT / "rules/zones.yaml"),
+        "ZONEWATCH_CONNECTORS__MAX_PAST_HORIZON_DAYS": "off",  # recorded days
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "zonewatch.cli", "--log-level", "warning", "ingest", "vdi",
@@ -309,6 +314,7 @@ def test_sigterm_mid_file_commits_exactly_the_lines_sent_and_a_restart_finishes(
         "ZONEWATCH_KAFKA__PARTITIONS": str(kafka_settings.partitions),
         "ZONEWATCH_CONNECTORS__CHECKPOINT_DIR": str(tmp_path / "cp"),
         "ZONEWATCH_CONNECTORS__ZONES_FILE": str(ROOT / "rules/zones.yaml"),
+        "ZONEWATCH_CONNECTORS__MAX_PAST_HORIZON_DAYS": "off",  # recorded days
     }
     cmd = [sys.executable, "-m", "zonewatch.cli", "--log-level", "warning", "ingest", "vdi",
            "--format", "citrix-adc", "--file", str(log)]  # fmt: skip
@@ -523,6 +529,7 @@ def _env(tmp_path: Path, kafka_settings: KafkaSettings) -> dict[str, str]:
         "ZONEWATCH_KAFKA__PARTITIONS": str(kafka_settings.partitions),
         "ZONEWATCH_CONNECTORS__CHECKPOINT_DIR": str(tmp_path / "cp"),
         "ZONEWATCH_CONNECTORS__ZONES_FILE": str(ROOT / "rules/zones.yaml"),
+        "ZONEWATCH_CONNECTORS__MAX_PAST_HORIZON_DAYS": "off",  # recorded days
     }
 
 

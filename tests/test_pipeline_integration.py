@@ -44,6 +44,7 @@ def _settings(kafka: KafkaSettings, tmp_path: Path, **correlator: object) -> Set
         connectors={
             "zones_file": ROOT / "rules" / "zones.yaml",
             "checkpoint_dir": tmp_path / "checkpoints",
+            "max_past_horizon_days": None,  # recorded days, however old they get
         },
     )
 
@@ -144,6 +145,7 @@ def test_correlate_serves_metrics_and_queries_and_drains_on_sigterm(
         ZONEWATCH_KAFKA__TOPIC_PREFIX=kafka_settings.topic_prefix,
         ZONEWATCH_CONNECTORS__ZONES_FILE=str(ROOT / "rules" / "zones.yaml"),
         ZONEWATCH_CONNECTORS__CHECKPOINT_DIR=str(tmp_path / "ckpt"),
+        ZONEWATCH_CONNECTORS__MAX_PAST_HORIZON_DAYS="off",  # recorded days
     )
     zw = [sys.executable, "-m", "zonewatch.cli"]
     proc = subprocess.Popen(

@@ -60,7 +60,7 @@ def test_ingest_file_produces_keyed_events_and_dead_letters(
     settings = Settings(
         kafka=kafka_settings,
         connectors={"zones_file": ROOT / "rules/zones.yaml", "checkpoint_dir": tmp_path / "cp",
-                    "max_line_bytes": 256},
+                    "max_line_bytes": 256, "max_past_horizon_days": None},
     )  # fmt: skip
     stats = ingest_file(settings, "vdi", "horizon", log, parse_worker=worker)
     assert (stats.read, stats.produced, stats.dead_lettered) == (4, 1, 3)

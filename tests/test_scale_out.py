@@ -193,6 +193,22 @@ def test_release_is_in_event_time_order_and_a_snapshot_continues_identically(
     assert [(h.source, h.offset) for h in part] == [(h.source, h.offset) for h in released]
 
 
+def test_a_hit_late_for_its_source_waits_aside_and_moves_no_progress() -> None:
+    late = Hit(FW0, 7, 3.0, "2026-11-26T00:00:03+00:00", ["r1"], {"user": "bob"}, late=70.0)
+    assert decode(encode_hit(late)) == late
+    shard = ShardInput([FW0])
+    shard.offer(hit(FW0, 6, 100.0))
+    assert shard.offer(late)
+    assert not shard.offer(late)  # a replay is dropped like any other
+    assert shard.progress[FW0] == 100.0
+    far = 253402300740.0  # progress stored before event times were bounded
+    restored = ShardInput.restore({**shard.snapshot(), "progress": [[*FW0, far]]}, limit=1e10)
+    assert restored.take_late() == [late] and restored.take_late() == []
+    assert restored.progress[FW0] == float("-inf")  # cut back: nothing known
+    shard.declare({FW0: 200.0})
+    assert [h.offset for h in shard.release()] == [6]
+
+
 # -- through the broker -----------------------------------------------------------
 
 
@@ -247,6 +263,46 @@ level: high
 )
 
 
+def run_two_members(
+    kafka: KafkaSettings,
+    rules: Path,
+    workload: Workload,
+    tmp_path: Path,
+    group: str,
+    seconds: float,
+) -> list[Path]:
+    """Two ``--scale-out`` members: the first works while the workload is
+    produced over ``seconds``, the second joins midway. Runs end when idle;
+    follow-ups (one member, then the other) go on until every partition is
+    covered by one store or the other. Returns the two stores."""
+    internal = correlation_topics(kafka)
+    ensure_topics(kafka)
+    ensure_topics(kafka, list(internal), configs=internal)
+    n = len(workload.records)
+    feeder = threading.Thread(target=produce_paced, args=(kafka, workload, seconds))
+    log = tmp_path / "scaled.log"
+    dbs = [tmp_path / "a.duckdb", tmp_path / "b.duckdb"]
+    scale = ("--scale-out",)
+    a = Correlator(kafka, rules, dbs[0], group, log, scale)
+    a.wait_assigned()
+    feeder.start()
+    b = Correlator(kafka, rules, dbs[1], group, tmp_path / "b.log", scale)
+    b.wait_assigned()
+    feeder.join()
+    a.finish()
+    b.finish()
+    rng = random.Random(7)
+    for _ in range(4):
+        done: dict[tuple[str, int], int] = {}
+        for db in dbs:
+            for key, offset in _offsets(db).items():
+                done[key] = max(done.get(key, 0), offset)
+        if sum(o for (t, _), o in done.items() if ".events." in t) >= n:
+            break
+        Correlator(kafka, rules, rng.choice(dbs), group, log, scale).finish()
+    return dbs
+
+
 @pytest.mark.integration
 def test_two_members_of_one_group_find_the_alerts_of_one(
     kafka_settings: KafkaSettings, tmp_path: Path
@@ -260,32 +316,8 @@ def test_two_members_of_one_group_find_the_alerts_of_one(
     # Events arrive at a steady pace while the first member works; the
     # second joins midway and takes source partitions and correlation shards
     # (with their open windows, from the changelog) from it.
-    internal = correlation_topics(kafka_settings)
-    ensure_topics(kafka_settings)
-    ensure_topics(kafka_settings, list(internal), configs=internal)
-    feeder = threading.Thread(target=produce_paced, args=(kafka_settings, workload, 12.0))
     group, log = f"{prefix}-scaled", tmp_path / "scaled.log"
-    dbs = [tmp_path / "a.duckdb", tmp_path / "b.duckdb"]
-    scale = ("--scale-out",)
-    a = Correlator(kafka_settings, rules, dbs[0], group, log, scale)
-    a.wait_assigned()
-    feeder.start()
-    b = Correlator(kafka_settings, rules, dbs[1], group, tmp_path / "b.log", scale)
-    b.wait_assigned()
-    feeder.join()
-    a.finish()
-    b.finish()
-    # Runs end when idle; follow up (one member, then the other) until every
-    # partition is covered by one store or the other.
-    rng = random.Random(7)
-    for _ in range(4):
-        done: dict[tuple[str, int], int] = {}
-        for db in dbs:
-            for key, offset in _offsets(db).items():
-                done[key] = max(done.get(key, 0), offset)
-        if sum(o for (t, _), o in done.items() if ".events." in t) >= n:
-            break
-        Correlator(kafka_settings, rules, rng.choice(dbs), group, log, ("--scale-out",)).finish()
+    dbs = run_two_members(kafka_settings, rules, workload, tmp_path, group, seconds=12.0)
     scaled = {**_alerts(dbs[0]), **_alerts(dbs[1])}
     assert all(_alerts(db) for db in dbs), "both members raised alerts"
     # The second member took over shards from the first.

@@ -12,19 +12,39 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import click
 import yaml
 from click.core import ParameterSource
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from zonewatch import bounded_yaml
 from zonewatch.errors import ConfigError
 from zonewatch.logs import register_secret
+from zonewatch.timebounds import DEFAULT_FUTURE_SKEW_S, DEFAULT_PAST_HORIZON_DAYS
 
 SOURCES = ("intune", "gateway", "firewall", "vdi", "identity")
+
+
+def _off_is_none(value: Any) -> Any:
+    """``off`` / ``none`` / empty in an environment variable: no bound."""
+    if isinstance(value, str) and value.strip().lower() in ("", "off", "none", "null"):
+        return None
+    return value
+
+
+# A past horizon in days; ``off`` (env) or null (file) lifts it.
+Horizon = Annotated[float | None, BeforeValidator(_off_is_none)]
 
 
 def source_of_topic(topic: str | None) -> str | None:
@@ -142,6 +162,14 @@ class CorrelatorSettings(BaseModel):
     db_path: Path = Path("var/zonewatch.duckdb")
     allowed_lateness_s: float = Field(default=60.0, ge=0)
     late_events_update_windows: bool = False
+    # Events stamped further ahead of their Kafka record's time (capped at
+    # this clock) are flagged and kept out of correlation: they must never
+    # move a watermark (zonewatch/timebounds.py). A past horizon is off by
+    # default: an old event cannot move a watermark (it is late, or the first
+    # of its partition), ingest already refuses the absurd ones, and replays
+    # of recorded days must keep correlating as they age.
+    max_future_skew_s: float = Field(default=DEFAULT_FUTURE_SKEW_S, ge=0)
+    max_past_horizon_days: Horizon = Field(default=None, gt=0)
     # An input partition that delivered nothing for this long stops holding
     # back the event-time merge of the others (correlator/ordering.py).
     input_idle_s: float = Field(default=1.0, gt=0)
@@ -199,6 +227,10 @@ class ConnectorSettings(BaseModel):
     zones_file: Path = Path("rules/zones.yaml")
     timezone: str = "Asia/Tokyo"
     max_line_bytes: int = Field(default=64 * 1024, ge=256)
+    # `ingest` dead-letters events stamped further ahead of this clock or
+    # further behind it (zonewatch/timebounds.py); None: no past bound.
+    max_future_skew_s: float = Field(default=DEFAULT_FUTURE_SKEW_S, ge=0)
+    max_past_horizon_days: Horizon = Field(default=DEFAULT_PAST_HORIZON_DAYS, gt=0)
     checkpoint_dir: Path = Path("var/checkpoints")
     # Learned identities (connectors/bindings.py): how long an address stays
     # bound to the user last seen on it, and how many addresses are kept.

@@ -131,16 +131,20 @@ def run_demo(
         kafka: dict[str, Any] = {"bootstrap_servers": bootstrap}
         if settings.kafka.bootstrap_servers:  # a shared cluster: keep runs apart
             kafka["topic_prefix"] = f"zonewatch-demo-{run_id}"
+        # The demo replays a recorded day: no past horizon, or the day would
+        # be dead-lettered once it is a year old.
         settings = settings.updated(
             kafka=kafka,
             correlator={
                 "rules": [ROOT / "rules"],
                 "db_path": workdir / "zonewatch.duckdb",
                 "group_id": f"zonewatch-demo-{run_id}",
+                "max_past_horizon_days": None,
             },
             connectors={
                 "zones_file": ROOT / "rules" / "zones.yaml",
                 "checkpoint_dir": workdir / "checkpoints",
+                "max_past_horizon_days": None,
             },
         )
         kind = "external" if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else "embedded tansu"

@@ -201,10 +201,16 @@ async def commit_in_listener(consumer: KafkaConsumer, offsets: dict[Any, Any]) -
         await consumer._coordinator._commit_offsets_sync_async(offsets)
 
 
-async def committed_in_listener(consumer: KafkaConsumer, partitions: list[Any]) -> dict[Any, int]:
-    """The group's committed offset of each partition that has one, from an
-    async rebalance listener."""
+async def committed_in_listener(
+    consumer: KafkaConsumer, partitions: list[Any]
+) -> dict[Any, tuple[int, str]]:
+    """The group's committed offset of each partition that has one, with the
+    metadata committed along, from an async rebalance listener."""
     if not partitions:
         return {}
     found = await consumer._coordinator.fetch_committed_offsets_async(partitions)
-    return {tp: meta.offset for tp, meta in (found or {}).items() if meta is not None}
+    return {
+        tp: (meta.offset, meta.metadata or "")
+        for tp, meta in (found or {}).items()
+        if meta is not None
+    }

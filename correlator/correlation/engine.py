@@ -114,6 +114,7 @@ class CorrelationStats:
     evicted_cap: int = 0
     cap_hits: int = 0
     incomplete_windows: int = 0
+    clock_clamped: int = 0
 
 
 class _Partition:
@@ -285,6 +286,15 @@ def _crossing(evidence: list[Evidence]) -> str | None:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
+
+
+def _iso_or_none(t: float) -> str | None:
+    if not math.isfinite(t):
+        return None
+    try:
+        return datetime.fromtimestamp(t, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _utc(dt: datetime) -> datetime:
@@ -528,6 +538,53 @@ class CorrelationEngine:
                     break
         return out
 
+    def process_late(
+        self,
+        items: Iterable[tuple[Sequence[str], dict[str, Any], Evidence, float, float]],
+        partition: int = 0,
+        accept_key: Callable[[tuple[Any, ...]], bool] | None = None,
+    ) -> list[Alert]:
+        """Events the caller found late: ``(hits, event, evidence, t, watermark)``,
+        each behind ``watermark``, its input's watermark when it arrived.
+
+        The stream decides lateness per input partition, in the partition's
+        own order, so that the verdict depends on the input alone and not on
+        when the merge of partitions released what (correlator/ordering.py).
+        Such an event is counted and logged as late, applied out of order only
+        if ``late_events_update_windows``, and never buffered: it moves no
+        watermark."""
+        stats = self.stats
+        part = self._parts.get(partition)
+        if part is None:
+            part = self._parts[partition] = _Partition(len(self.rules))
+        keep_event = self._keep_event
+        out: list[Alert] = []
+        for hits, event, evidence, t, watermark in items:
+            stats.events += 1
+            contribs: list[Contrib] = []
+            for hit in hits:
+                read = self._extract.get(hit)
+                if read is not None:
+                    contribs += read(event, stats, accept_key)
+            if not contribs:
+                continue
+            stats.correlated_events += 1
+            part.dirty = True
+            ev = evidence.__dict__
+            rec = (
+                ev["event_id"],
+                t,
+                ev["time"],
+                ev["topic"],
+                ev["partition"],
+                ev["offset"],
+                ev["line"],
+                event if keep_event else None,
+                None,
+            )
+            self._late(part, partition, rec, contribs, out, watermark)
+        return out
+
     def advance_watermark(self, partition: int, event_time: datetime | float) -> list[Alert]:
         """Declare that ``partition`` has seen everything up to ``event_time``
         (e.g. wall clock when it is caught up and idle); returns what resolves."""
@@ -558,6 +615,71 @@ class CorrelationEngine:
             )
         return out
 
+    def clamp_clock(self, limit: float) -> int:
+        """Undo what events stamped after ``limit`` (epoch seconds) left in
+        the state; call after restoring a snapshot.
+
+        A snapshot taken before event times were bounded may hold a watermark
+        in year 9999: every later event would be late, and correlation off for
+        good. Buffered events, absence windows, groups and suppressions dated
+        after ``limit`` are dropped, and each such partition's clock goes back
+        to the newest time it still holds (events older than that stay late).
+        Logs a warning per partition changed; returns how many items went."""
+        dropped_total = 0
+        for key, part in self._parts.items():
+            if part.max_t <= limit and part.frontier <= limit:
+                continue
+            dropped = 0
+            buffer = [e for e in part.buffer if e[0] <= limit]
+            unordered = [e for e in part.unordered if e[0] <= limit]
+            dropped += len(part.buffer) + len(part.unordered) - len(buffer) - len(unordered)
+            part.buffer = deque(buffer)
+            heapq.heapify(unordered)
+            part.unordered = unordered
+            for _, _, ri, gkey, p in part.pending:
+                if not p.cancelled and p.start > limit:
+                    p.cancelled = True
+                    dropped += 1
+                    st = part.groups[ri].get(gkey)
+                    if st is not None and st.pend and st.pend.get(p.clause) is p:
+                        del st.pend[p.clause]
+                        if not st.pend:
+                            st.pend = None
+            held = max((e[0] for e in (*buffer, *unordered)), default=-math.inf)
+            for ri, table in enumerate(part.groups):
+                future = [k for k, st in table.items() if st.last_t > limit]
+                for k in future:
+                    del table[k]
+                self._group_count[ri] -= len(future)
+                dropped += len(future)
+                held = max(held, max((st.last_t for st in table.values()), default=-math.inf))
+                rule = self.rules[ri]
+                if part.suppress[ri] and rule.suppress is not None:
+                    window = rule.suppress.window
+                    part.suppress[ri] = {
+                        k: u for k, u in part.suppress[ri].items() if u - window <= limit
+                    }
+            self._groups_total = sum(self._group_count)
+            was = part.max_t
+            part.max_t = min(part.max_t, held)
+            part.frontier = min(part.frontier, part.max_t - self._lateness)
+            part.next_scan = min(part.next_scan, part.frontier + self._scan_every)
+            part.dirty = True
+            self.stats.clock_clamped += dropped
+            dropped_total += dropped
+            log.warning(
+                "correlation_clock_clamped",
+                partition=key,
+                clock_was=_iso_or_none(was),
+                clock_now=_iso_or_none(part.max_t),
+                limit=_iso_or_none(limit),
+                dropped=dropped,
+                reason="the stored state held event times beyond the bound into the future "
+                "(written before event times were bounded); left as it was, every later "
+                "event would be late and correlation would stay off",
+            )
+        return dropped_total
+
     # --------------------------------------------------------- the hot path
 
     def group_keys(self, hits: Iterable[str], event: dict[str, Any]) -> set[tuple[Any, ...]]:
@@ -577,7 +699,13 @@ class CorrelationEngine:
         return keys
 
     def _late(
-        self, part: _Partition, partition: int, rec: Rec, contribs: list[Contrib], out: list[Alert]
+        self,
+        part: _Partition,
+        partition: int,
+        rec: Rec,
+        contribs: list[Contrib],
+        out: list[Alert],
+        watermark: float | None = None,
     ) -> None:
         self.stats.late_events += 1
         part.late_logged += 1
@@ -586,7 +714,7 @@ class CorrelationEngine:
                 "correlation_late_event",
                 partition=partition,
                 event_id=rec[0],
-                behind_s=round(part.frontier - rec[1], 3),
+                behind_s=round((part.frontier if watermark is None else watermark) - rec[1], 3),
                 late_in_partition=part.late_logged,
                 applied=self.settings.late_events_update_windows,
             )
@@ -1018,14 +1146,7 @@ class CorrelationEngine:
         data["open_absence_windows"] = sum(
             1 for p in self._parts.values() for e in p.pending if not e[4].cancelled
         )
-        data["watermarks"] = {
-            str(k): (
-                datetime.fromtimestamp(p.frontier, UTC).isoformat()
-                if math.isfinite(p.frontier)
-                else None
-            )
-            for k, p in self._parts.items()
-        }
+        data["watermarks"] = {str(k): _iso_or_none(p.frontier) for k, p in self._parts.items()}
         return data
 
     # ----------------------------------------------------- snapshot/restore

@@ -52,6 +52,9 @@ class Hit:
     when: str  # the same, as the RFC 3339 text it was parsed from (exact)
     ids: list[str]  # detection rules the event matched that correlations read
     event: dict[str, Any]
+    # Late for its source partition: the watermark of that partition it fell
+    # behind (decided by the sender, in the partition's order); None: on time.
+    late: float | None = None
 
     @property
     def event_id(self) -> str:
@@ -65,15 +68,16 @@ class Watermark:
 
 
 def encode_hit(hit: Hit) -> bytes:
-    return orjson.dumps(
-        {
-            "h": [hit.source[0], hit.source[1], hit.offset],
-            "t": hit.time,
-            "w": hit.when,
-            "ids": hit.ids,
-            "e": hit.event,
-        }
-    )
+    doc = {
+        "h": [hit.source[0], hit.source[1], hit.offset],
+        "t": hit.time,
+        "w": hit.when,
+        "ids": hit.ids,
+        "e": hit.event,
+    }
+    if hit.late is not None:
+        doc["l"] = hit.late
+    return orjson.dumps(doc)
 
 
 def encode_watermark(progress: dict[SourcePartition, float]) -> bytes:
@@ -92,6 +96,7 @@ def decode(value: bytes) -> Hit | Watermark:
                 str(doc["w"]),
                 [str(i) for i in doc["ids"]],
                 doc["e"],
+                float(doc["l"]) if doc.get("l") is not None else None,
             )
         if "wm" in doc:
             return Watermark({(str(t), int(p)): float(v) for t, p, v in doc["wm"]})

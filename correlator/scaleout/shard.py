@@ -11,6 +11,10 @@ of its hit times and of the watermarks its sender declared. A source
 partition nobody has reported on yet holds the shard back: until then, hits
 older than anything seen could still come from it.
 
+A hit its sender found late (``Hit.late``: behind its source partition's
+watermark, judged in that partition's order) is not ordered in: it waits in
+``late`` for ``engine.process_late`` and moves no progress.
+
 Replays are harmless: a detection member that crashed re-sends hits from its
 last committed offset, and the shard drops every hit whose source offset it
 has already received. The received offsets, the buffer and the progress are
@@ -34,6 +38,7 @@ class ShardInput:
         self.progress: dict[SourcePartition, float] = {s: _NONE for s in sources}
         self.received: dict[SourcePartition, int] = {}
         self.duplicates = 0
+        self.late: list[Hit] = []
         self._heap: list[tuple[float, int, Hit]] = []
         self._seq = itertools.count()
 
@@ -52,6 +57,9 @@ class ShardInput:
             self.duplicates += 1
             return False
         self.received[hit.source] = hit.offset
+        if hit.late is not None:
+            self.late.append(hit)
+            return True
         if hit.time > self.progress.get(hit.source, _NONE):
             self.progress[hit.source] = hit.time
         heapq.heappush(self._heap, (hit.time, next(self._seq), hit))
@@ -75,6 +83,11 @@ class ShardInput:
             out.append(heapq.heappop(heap)[2])
         return out
 
+    def take_late(self) -> list[Hit]:
+        """The late hits offered since the last call, in arrival order."""
+        late, self.late = self.late, []
+        return late
+
     # -- checkpoint ------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -85,14 +98,27 @@ class ShardInput:
                 [h.source[0], h.source[1], h.offset, h.time, h.when, h.ids, h.event]
                 for _, _, h in sorted(self._heap, key=lambda e: (e[0], e[1]))
             ],
+            "late": [
+                [h.source[0], h.source[1], h.offset, h.time, h.when, h.ids, h.event, h.late]
+                for h in self.late
+            ],
         }
 
     @classmethod
-    def restore(cls, doc: dict[str, Any]) -> ShardInput:
+    def restore(cls, doc: dict[str, Any], limit: float = float("inf")) -> ShardInput:
+        """``limit``: progress and hits stamped after it (a state written
+        before event times were bounded) are left out."""
         shard = cls((str(t), int(p)) for t, p in doc.get("sources", ()))
-        shard.declare({(str(t), int(p)): float(v) for t, p, v in doc.get("progress", ())})
+        shard.declare(
+            {(str(t), int(p)): float(v) for t, p, v in doc.get("progress", ()) if v <= limit}
+        )
         shard.received = {(str(t), int(p)): int(o) for t, p, o in doc.get("received", ())}
         for topic, partition, offset, t, when, ids, event in doc.get("buffer", ()):
+            if t > limit:
+                continue
             hit = Hit((str(topic), int(partition)), int(offset), float(t), when, list(ids), event)
             heapq.heappush(shard._heap, (hit.time, next(shard._seq), hit))
+        for topic, partition, offset, t, when, ids, event, late in doc.get("late", ()):
+            source = (str(topic), int(partition))
+            shard.late.append(Hit(source, int(offset), float(t), when, list(ids), event, late))
         return shard

@@ -33,12 +33,14 @@ snapshot in its own store, and the new owner raises them again in its store
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
@@ -59,7 +61,7 @@ from correlator.scaleout.records import (
 )
 from correlator.scaleout.shard import ShardInput
 from correlator.store.rows import ArchivedEvent
-from correlator.stream import DEAD_LETTERS, StreamCorrelator, evidence_of, to_commit
+from correlator.stream import DEAD_LETTERS, StreamCorrelator, evidence_of
 from zonewatch.config import KafkaSettings, Settings
 from zonewatch.errors import ZonewatchError
 from zonewatch.kafka import commit_in_listener, committed_in_listener
@@ -72,6 +74,9 @@ WATERMARK_INTERVAL_S = 0.2
 IDLE_POLLS = 3  # as correlator/ordering.py: quiet this many polls, and idle_s
 CHANGELOG_READ_TIMEOUT_S = 30.0
 STATE_VERSION = 1
+# The store's copy of each source partition's newest event time, written with
+# its offsets: the per-partition lateness verdicts continue after a restart.
+SOURCE_PROGRESS_KEY = "scaleout-source-progress"
 
 
 class ScaleOutError(ZonewatchError):
@@ -156,6 +161,14 @@ class RepartitionedStream(StreamCorrelator):
         self._engine_bytes: dict[int, bytes | None] = {}
         self._hit_partitions: int | None = None
         self._last_watermark = 0.0
+        stored_progress = store.load_state(SOURCE_PROGRESS_KEY)
+        # Newest event time per source partition as of its stored offset (all
+        # this member ever read, owned now or not).
+        self._progress_store: dict[SourcePartition, float] = (
+            {(str(t), int(p)): float(v) for t, p, v in orjson.loads(stored_progress)}
+            if stored_progress
+            else {}
+        )
         if producer is None:
             from zonewatch.kafka import make_producer
 
@@ -209,14 +222,14 @@ class RepartitionedStream(StreamCorrelator):
             progress.quiet_polls += 1
         return super()._behind()
 
-    def _decode(self, record: Any) -> tuple[dict[str, Any], datetime] | None:
-        decoded = super()._decode(record)
-        if decoded is not None:
-            progress = self._sources.setdefault((record.topic, record.partition), _SourceProgress())
-            t = decoded[1].timestamp()
-            if t > progress.newest:
-                progress.newest = t
-        return decoded
+    def _input_newest(self, key: tuple[str, int]) -> float:
+        progress = self._sources.get(key)
+        return progress.newest if progress is not None else -math.inf
+
+    def _input_progressed(self, key: tuple[str, int], newest: float) -> None:
+        progress = self._sources.setdefault(key, _SourceProgress())
+        if newest > progress.newest:
+            progress.newest = newest
 
     # -- detection stage: hits out --------------------------------------------------
     def _evaluate(
@@ -226,6 +239,8 @@ class RepartitionedStream(StreamCorrelator):
         event: dict[str, Any],
         when: datetime,
         tp: TopicPartition,
+        t: float,
+        late: float | None,
     ) -> list[Alert]:
         out: list[Alert] = []
         generated = [rule for rule in hits if rule.generate]
@@ -242,10 +257,11 @@ class RepartitionedStream(StreamCorrelator):
                         Hit(
                             (record.topic, record.partition),
                             record.offset,
-                            when.timestamp(),
+                            t,
                             when.isoformat(),
                             ids,
                             event,
+                            late,
                         )
                     )
                     for p in {key_partition(k, n) for k in keys}:
@@ -331,6 +347,15 @@ class RepartitionedStream(StreamCorrelator):
                 evidence = evidence_of(topic, partition, hit.offset, when, hit.event)
                 items.append((hit.ids, hit.event, evidence, hit.time))
             out.extend(engine.process_many(items, p, accept))
+            late = []
+            for hit in shard.input.take_late():
+                topic, partition = hit.source
+                when = datetime.fromisoformat(hit.when)
+                evidence = evidence_of(topic, partition, hit.offset, when, hit.event)
+                late.append((hit.ids, hit.event, evidence, hit.time, hit.late or 0.0))
+            if late:
+                shard.dirty = True
+                out.extend(engine.process_late(late, p, accept))
             frontier = shard.input.frontier()
             if frontier > shard.frontier and frontier != float("inf"):
                 shard.frontier = frontier
@@ -358,6 +383,14 @@ class RepartitionedStream(StreamCorrelator):
         self.producer.flush()
         self._resume.update(offsets)
         state = self._archive_state(archive)
+        if offsets:
+            for key in offsets:
+                progress = self._sources.get(key)
+                if progress is not None and progress.newest != -math.inf:
+                    self._progress_store[key] = progress.newest
+            state[SOURCE_PROGRESS_KEY] = orjson.dumps(
+                [[t, p, v] for (t, p), v in self._progress_store.items()]
+            )
         if alerts or archive or state or offsets:
             new_ids = self.store.write(
                 alerts, events=archive or (), state=state or None, offsets=offsets or None
@@ -365,7 +398,7 @@ class RepartitionedStream(StreamCorrelator):
             self._count_stored(alerts, new_ids)
         if not (force or self._checkpoint_due()):
             return {}
-        offsets_out = to_commit(self._resume)
+        offsets_out = self._source_commits()
         if self.shards:
             self._write_changelog()
             for p, shard in self.shards.items():
@@ -378,6 +411,17 @@ class RepartitionedStream(StreamCorrelator):
         if offsets_out and commit:
             self._commit(offsets_out)
         return offsets_out
+
+    def _source_commits(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        """The source offsets to commit, each with its partition's newest
+        event time as metadata: a member taking the partition over judges
+        lateness from there as this one would have (``take_over``)."""
+        out: dict[TopicPartition, OffsetAndMetadata] = {}
+        for (topic, partition), offset in self._resume.items():
+            newest = self._progress_store.get((topic, partition))
+            meta = orjson.dumps({"newest": newest}).decode() if newest is not None else ""
+            out[TopicPartition(topic, partition)] = OffsetAndMetadata(offset, meta, -1)
+        return out
 
     def _write_changelog(self) -> None:
         engine = self.correlation
@@ -426,7 +470,7 @@ class RepartitionedStream(StreamCorrelator):
         return offsets
 
     def take_over(
-        self, assigned: list[TopicPartition], committed: dict[TopicPartition, int]
+        self, assigned: list[TopicPartition], committed: dict[TopicPartition, tuple[int, str]]
     ) -> None:
         self._assigned_at = time.monotonic()
         self._assigned = True
@@ -436,14 +480,20 @@ class RepartitionedStream(StreamCorrelator):
         for tp in assigned:
             if tp.topic == self.hits_topic:
                 continue
-            self._sources[(tp.topic, tp.partition)] = _SourceProgress()
+            source = (tp.topic, tp.partition)
+            progress = self._sources[source] = _SourceProgress()
             # Another member may have moved this partition on since this store
             # last saw it: resume from the further of the two (hits already
-            # sent again are dropped by the shards).
-            known = [stored.get((tp.topic, tp.partition)), committed.get(tp)]
-            offsets = [o for o in known if o is not None]
-            if offsets:
-                self.consumer.seek(tp, max(offsets))
+            # sent again are dropped by the shards), with the newest event
+            # time that goes with it (lateness is judged from there).
+            mine = stored.get(source)
+            theirs, meta = committed.get(tp, (None, ""))
+            if theirs is not None and (mine is None or theirs > mine):
+                self.consumer.seek(tp, theirs)
+                progress.newest = _committed_newest(meta)
+            elif mine is not None:
+                self.consumer.seek(tp, mine)
+                progress.newest = self._progress_store.get(source, -math.inf)
         restored = self._restore_shards(hits) if hits else {}
         log.info(
             "partitions_assigned",
@@ -463,6 +513,8 @@ class RepartitionedStream(StreamCorrelator):
         readers = read_changelog(self.settings.kafka, self.state_topic, partitions)
         sources = self._all_sources()
         restored: dict[int, bool] = {}
+        # A state written before event times were bounded may hold year 9999.
+        limit = time.time() + self.time_bounds.max_future_skew_s
         for p in partitions:
             reader = readers[p]
             tp = TopicPartition(self.hits_topic, p)
@@ -475,15 +527,16 @@ class RepartitionedStream(StreamCorrelator):
                         f"changelog state of shard {p} has version {meta.get('version')}, "
                         f"this correlator reads {STATE_VERSION}"
                     )
-                shard.input = ShardInput.restore(meta["input"])
+                shard.input = ShardInput.restore(meta["input"], limit)
                 shard.input.expect(sources)
                 shard.next_offset = meta["hits_offset"]
-                if meta.get("frontier") is not None:
+                if meta.get("frontier") is not None and float(meta["frontier"]) <= limit:
                     shard.frontier = float(meta["frontier"])
             if self.correlation is not None:
                 self.correlation.export_partition(p)  # whatever was here is stale
                 if engine_bytes is not None:
                     self.correlation.import_partition(p, engine_bytes)
+                    self.correlation.clamp_clock(limit)
             self._engine_bytes[p] = engine_bytes
             self.shards[p] = shard
             if shard.next_offset is None:
@@ -500,6 +553,15 @@ class RepartitionedStream(StreamCorrelator):
         except Exception as exc:  # best effort: hits not flushed are re-sent on replay
             log.warning("producer_close_failed", error=str(exc))
         super().close()
+
+
+def _committed_newest(metadata: str) -> float:
+    """The newest event time a member committed with a source offset."""
+    try:
+        newest = orjson.loads(metadata).get("newest") if metadata else None
+        return float(newest) if newest is not None else -math.inf
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return -math.inf
 
 
 def read_changelog(

@@ -139,7 +139,9 @@ def run_hunt(
     from correlator.stream import StreamCorrelator
     from zonewatch.config import Settings
 
-    settings = settings or Settings()
+    # A retro-hunt reads the past on purpose: no past horizon (the future
+    # bound still keeps an event stamped in year 9999 out of correlation).
+    settings = (settings or Settings()).updated(correlator={"max_past_horizon_days": None})
     ruleset = load_ruleset(list(rule_paths), pipeline)
     try:
         store = AlertStore(db_path)
