@@ -156,6 +156,8 @@ def _user_and_address(ev: Event, user: str, ip: str) -> None:
 
 def _traffic_threat(ev: Event, c: list[str], ctx: ParseContext) -> None:
     n = len(c)
+    if n < 7:  # FUTURE_USE, receive time, serial, type, subtype, FUTURE_USE, generated
+        raise ParseError(f"PAN-OS record has {n} columns; the common header alone has 7")
     log_type, subtype = c[3], c[4]
     event, observer = ev["event"], ev["observer"]
     action = c[30].lower() or None
@@ -490,6 +492,8 @@ def parse_panos(raw: str, ctx: ParseContext) -> list[Event]:
     prefix = raw[: m.start(1)].split()
     c = split_panos_csv(raw[m.start(1) :])
     n = len(c)
+    if n < 7:  # FUTURE_USE, receive time, serial, type, subtype, FUTURE_USE, generated
+        raise ParseError(f"PAN-OS record has {n} columns; the common header alone has 7")
     log_type, subtype = c[3], c[4]
     need = _MIN_COLUMNS.get(log_type, 7)
     if n < need:

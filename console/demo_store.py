@@ -14,10 +14,16 @@ from correlator.store.rows import ArchivedEvent
 from zonewatch.demo import ROOT, SAMPLES
 
 
-def demo_events(root: Path = ROOT) -> list[dict[str, Any]]:
+def demo_events(root: Path = ROOT, fmt: str | None = None) -> list[dict[str, Any]]:
     """The day's normalized events, in file order, as the demo's connectors
-    emit them (``tests/test_demo_story.py`` parses the day the same way); a
-    line that does not parse is an error (the samples are ours)."""
+    emit them: each file learns identities from the ones before it through
+    shared files, as the demo's connectors do; ``fmt="auto"`` lets each file be
+    detected instead of naming its format. A line that does not parse is an
+    error (the samples are ours)."""
+    import tempfile
+
+    from connectors.bindings import static_devices
+    from connectors.identity_store import IdentityStore
     from connectors.inputs import Record
     from connectors.pipeline import Pipeline
     from zonewatch.errors import ParseError
@@ -25,13 +31,25 @@ def demo_events(root: Path = ROOT) -> list[dict[str, Any]]:
 
     zones = load_zone_map(root / "rules" / "zones.yaml")
     events: list[dict[str, Any]] = []
-    for sample in SAMPLES:
-        pipeline = Pipeline(sample.source, sample.format, zones=zones, input_name=str(sample.path))
-        for line in (root / sample.path).read_bytes().splitlines():
-            found, letter = pipeline.handle(Record(line))
-            if letter is not None:
-                raise ParseError(f"{sample.path}: {letter.reason}")
-            events.extend(found)
+    with tempfile.TemporaryDirectory() as shared:
+        for sample in SAMPLES:
+            store = IdentityStore(
+                shared, sample.source, static=static_devices(zones.policy.identities)
+            )
+            pipeline = Pipeline(
+                sample.source,
+                fmt or sample.format,
+                zones=zones,
+                input_name=str(sample.path),
+                identity=store,
+            )
+            for line in (root / sample.path).read_bytes().splitlines():
+                found, letter = pipeline.handle(Record(line))
+                if letter is not None:
+                    raise ParseError(f"{sample.path}: {letter.reason}")
+                events.extend(found)
+            events.extend(pipeline.finish())
+            store.persist(force=True)
     return events
 
 

@@ -9,7 +9,6 @@ exactly which alerts the day raises and which near misses stay quiet.
 from __future__ import annotations
 
 import random
-import tempfile
 from collections import Counter
 from datetime import timedelta, timezone
 from pathlib import Path
@@ -19,16 +18,12 @@ import pytest
 from conftest import ROOT
 from test_rule_pack import SCENARIOS
 
-from connectors.bindings import static_devices
-from connectors.identity_store import IdentityStore
-from connectors.inputs import Record
-from connectors.pipeline import Pipeline
+from console.demo_store import demo_events
 from correlator.correlation.offline import offline_hooks
 from correlator.detection import RuleSet, load_rules, run_offline
 from correlator.detection.offline import evidence_time
 from zonewatch.demo import SAMPLES
 from zonewatch.models import Alert
-from zonewatch.zones import load_zone_map
 
 JST = timezone(timedelta(hours=9))
 
@@ -60,27 +55,9 @@ EXPECTED = [
 
 
 def parse_samples(root: Path = ROOT, fmt: str | None = None) -> list[dict[str, Any]]:
-    """Every sample line as the demo's connectors emit it (no dead letters allowed),
-    learning identities from each other through shared files as the demo does;
-    ``fmt="auto"`` lets each file be detected instead."""
-    zones = load_zone_map(root / "rules" / "zones.yaml")
-    events: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as shared:
-        for sample in SAMPLES:
-            store = IdentityStore(
-                shared, sample.source, static=static_devices(zones.policy.identities)
-            )
-            pipeline = Pipeline(
-                sample.source, fmt or sample.format, zones=zones, input_name=str(sample.path),
-                identity=store,
-            )  # fmt: skip
-            for line in (root / sample.path).read_bytes().splitlines():
-                found, letter = pipeline.handle(Record(line))
-                assert letter is None, f"{sample.path}: {letter.reason if letter else ''}"
-                events.extend(found)
-            events.extend(pipeline.finish())
-            store.persist(force=True)
-    return events
+    """Every sample line as the demo's connectors emit it (no dead letters
+    allowed); ``fmt="auto"`` lets each file be detected instead."""
+    return demo_events(root, fmt)
 
 
 @pytest.fixture(scope="module")

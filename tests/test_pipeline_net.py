@@ -161,13 +161,25 @@ def test_udp_syslog_keeps_receiving_after_a_poison_datagram(
 @pytest.mark.integration
 @pytest.mark.parametrize("worker", [False, True], ids=["inline", "parse-worker"])
 def test_file_ingest_dead_letters_unserializable_events_and_does_not_loop(
-    poison_format: str, tmp_path: Path, kafka_settings: KafkaSettings, worker: bool
+    poison_format: str,
+    tmp_path: Path,
+    kafka_settings: KafkaSettings,
+    worker: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A file whose events orjson refuses used to stop ingest on the same line
     at every restart; now each such line is a dead letter and the checkpoint
     moves past it."""
+    import multiprocessing
+
+    from connectors import parse_worker
     from connectors.pipeline import ingest_file
     from zonewatch.config import Settings
+
+    # The poison format is registered in this process only: a spawned worker
+    # (chosen when other threads run, as in a full test session) would not
+    # know it, so the worker must be a fork of this process.
+    monkeypatch.setattr(parse_worker, "_context", lambda: multiprocessing.get_context("fork"))
 
     log = tmp_path / "poison.log"
     log.write_text("big\ndeep\nbig\n")
