@@ -222,6 +222,8 @@ def test_scaled_out_members_judge_lateness_as_one_member_does(
     consumer = KafkaConsumer(bootstrap_servers=kafka_settings.bootstrap_servers, group_id=group)
     keeps = keeps_commit_metadata(kafka_settings)
     for tp, records in read_partitions(kafka_settings, n).items():
+        if not records:  # a source without input (identity here) has nothing to commit
+            continue
         committed = consumer.committed(tp, metadata=True)
         assert committed is not None and 0 < committed.offset <= len(records), tp
         if keeps:  # (the Kafka commit may trail the stores; it is for the next owner)
