@@ -32,23 +32,19 @@ Semantics, in one place:
 
 from __future__ import annotations
 
-import gc
 import heapq
-import io
 import itertools
 import math
-import pickle
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, BinaryIO
 
-import orjson
 from sigma.correlations import SigmaCorrelationRule
 
+from correlator.correlation import snapshot as snapshot_codec
 from correlator.correlation.compiled import (
     NUMERIC_TYPES,
     TEMPORAL_TYPES,
@@ -69,6 +65,8 @@ from correlator.correlation.fields import (
     value_lines,
 )
 from correlator.correlation.settings import BaseRuleInfo, CorrelationSettings
+from correlator.correlation.snapshot import UNREADABLE, no_gc
+from correlator.correlation.snapshot import VERSION as SNAPSHOT_VERSION
 from correlator.correlation.steps import Step, step_function
 from correlator.correlation.windows import (
     AvgWindow,
@@ -79,7 +77,6 @@ from correlator.correlation.windows import (
     Rec,
     SumWindow,
     TemporalWindow,
-    _pending,
     load_rec,
 )
 from zonewatch.ecs import get_field
@@ -88,7 +85,6 @@ from zonewatch.models import Alert, Evidence, alert_id
 
 log = get_logger(__name__)
 
-SNAPSHOT_VERSION = 2  # 1: JSON (still read), 2: pickle of rows (_encode)
 # Rough sizes for the memory cap, measured with tracemalloc on CPython 3.11
 # (bench/bench_correlation.py prints the real figure).
 _GROUP_BYTES = 420
@@ -1030,14 +1026,11 @@ class CorrelationEngine:
 
     # ----------------------------------------------------- snapshot/restore
     #
-    # Format 2 (current): MAGIC + a pickle of plain rows: tuples, lists,
-    # dicts, floats, strings, datetimes and absence windows. Pickle keeps
-    # shared records shared (an event feeding three rules is stored once and
-    # restored once, as in memory) and runs in C; the rows are built and
-    # consumed by comprehensions, one step per group. Loading goes through an
-    # unpickler that resolves only the few names the format uses, so a blob
-    # from elsewhere cannot call anything else. Format 1 (JSON, one dict per
-    # group) is still read, so a checkpoint taken before an upgrade restores.
+    # The rows are built and consumed by comprehensions, one step per group;
+    # ``snapshot.py`` turns them into bytes (format 2, a pickle) and back, on
+    # a binary file, so a large state goes to the store as it is pickled.
+    # Format 1 (JSON, one dict per group) is still read, so a checkpoint
+    # taken before an upgrade restores.
 
     def _dump_part(self, part: _Partition) -> tuple[Any, ...]:
         buffer = sorted((*part.buffer, *part.unordered), key=lambda e: (e[0], e[1], e[2]))
@@ -1144,35 +1137,43 @@ class CorrelationEngine:
     def _hashes(self) -> list[str]:
         return [c.rule_hash for c in self.rules]
 
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "version": SNAPSHOT_VERSION,
+            "rules": self._hashes(),
+            "partitions": {k: self._dump_part(p) for k, p in self._parts.items()},
+            "stats": asdict(self.stats),
+        }
+
     def snapshot(self) -> bytes:
         """The whole state as bytes (format 2): restore() continues identically.
         Raises pickle.PicklingError if the state holds a value restore() would
-        refuse (see _Pickler)."""
-        with _no_gc():
-            return _encode(
-                {
-                    "version": SNAPSHOT_VERSION,
-                    "rules": self._hashes(),
-                    "partitions": {k: self._dump_part(p) for k, p in self._parts.items()},
-                    "stats": asdict(self.stats),
-                }
-            )
+        refuse (see snapshot._Pickler)."""
+        with no_gc():
+            return snapshot_codec.encode(self._payload())
+
+    def write_snapshot(self, out: BinaryIO) -> None:
+        """``snapshot()`` written to ``out`` as it is pickled (frames of at
+        most 64 KiB), never held whole: what the stream hands the store."""
+        with no_gc():
+            snapshot_codec.write(self._payload(), out)
 
     @classmethod
     def restore(
         cls,
-        data: bytes,
+        data: bytes | BinaryIO,
         rules: Sequence[SigmaCorrelationRule],
         resolve: Callable[[str], BaseRuleInfo | None],
         settings: CorrelationSettings | None = None,
     ) -> CorrelationEngine:
         """An engine for ``rules`` continuing from a snapshot (format 2, or
-        format 1 of the previous release). State of rules that are new or
+        format 1 of the previous release), as bytes or a binary file read as
+        it goes (the store's ``open_state``). State of rules that are new or
         changed starts empty; state of removed rules is dropped."""
         engine = cls(rules, resolve, settings)
         try:
-            with _no_gc():
-                payload = _decode(data, "correlation snapshot")
+            with no_gc():
+                payload = snapshot_codec.decode(data, "correlation snapshot")
                 if payload["version"] == 1:
                     for key, pdata in payload["partitions"].items():
                         engine._parts[int(key)] = engine._load_partition_v1(pdata)
@@ -1184,7 +1185,7 @@ class CorrelationEngine:
                     setattr(engine.stats, name, value)
         except CorrelationStateError:
             raise
-        except _UNREADABLE as exc:
+        except UNREADABLE as exc:
             raise CorrelationStateError(
                 f"correlation snapshot is unreadable ({type(exc).__name__}: {exc}); "
                 "start without it"
@@ -1212,15 +1213,15 @@ class CorrelationEngine:
                 self._group_count[ri] -= len(table)
             self._groups_total = sum(self._group_count)
         try:
-            with _no_gc():
-                payload = _decode(data, f"partition {partition} state")
+            with no_gc():
+                payload = snapshot_codec.decode(data, f"partition {partition} state")
                 if payload["version"] == 1:
                     part = self._load_partition_v1(payload)
                 else:
                     part = self._load_part(payload["rules"], payload["partition"])
         except CorrelationStateError:
             raise
-        except _UNREADABLE as exc:
+        except UNREADABLE as exc:
             raise CorrelationStateError(
                 f"partition {partition} state is unreadable ({type(exc).__name__}); start it empty"
             ) from exc
@@ -1228,8 +1229,8 @@ class CorrelationEngine:
         self._parts[partition] = part
 
     def _partition_bytes(self, part: _Partition) -> bytes:
-        with _no_gc():
-            return _encode(
+        with no_gc():
+            return snapshot_codec.encode(
                 {
                     "version": SNAPSHOT_VERSION,
                     "rules": self._hashes(),
@@ -1277,111 +1278,3 @@ class CorrelationEngine:
         return CorrelationEngine.restore(
             self.snapshot(), rules, resolve or self._resolve, self.settings
         )
-
-
-_MAGIC = b"zonewatch-correlation\x00"
-# The only names a format-2 snapshot may load (find_class refuses the rest).
-_ALLOWED = {
-    ("datetime", "datetime"),
-    ("datetime", "timezone"),
-    ("datetime", "timedelta"),
-    ("correlator.correlation.windows", "_pending"),
-}
-_UNREADABLE = (
-    orjson.JSONDecodeError,
-    pickle.UnpicklingError,
-    EOFError,
-    AttributeError,
-    KeyError,
-    TypeError,
-    ValueError,
-    IndexError,
-)
-
-
-class _Unpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(f"{module}.{name} is not part of a correlation snapshot")
-        return super().find_class(module, name)
-
-
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    """Dumping or loading the state allocates an object per group and record;
-    the collector would rescan the whole (long-lived, acyclic) state over and
-    over meanwhile, which cost more than the work itself."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-# What _Pickler writes as it is: instances of these classes, and these names.
-_PLAIN_TYPES = (timezone, timedelta, Pending)
-_NAMES = (datetime, timezone, timedelta, _pending)
-
-
-class _Pickler(pickle.Pickler):
-    """Writes only what _Unpickler reads, so a snapshot always restores.
-
-    Datetimes whose tzinfo is not a ``datetime.timezone`` are written with
-    the fixed offset they have (what format 1's RFC 3339 strings kept): an
-    event's time is not always the stdlib's UTC; the stream's merger restores
-    its buffered events through pydantic, whose datetimes carry
-    ``pydantic_core.TzInfo``. Anything else the unpickler would refuse fails
-    here, at the checkpoint, rather than at the restart that needs the state.
-    Only objects that are not plain builtins get here, once each (pickle's
-    memo comes first): datetimes, absence windows and the names above."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        cls = obj.__class__
-        if cls is datetime:
-            tz = obj.tzinfo
-            if tz is None or tz.__class__ is timezone:
-                return NotImplemented
-            offset = obj.utcoffset()
-            fixed = obj.replace(tzinfo=timezone(offset) if offset is not None else None)
-            return fixed.__reduce_ex__(5)
-        if cls in _PLAIN_TYPES:
-            return NotImplemented
-        for name in _NAMES:
-            if obj is name:
-                return NotImplemented
-        raise pickle.PicklingError(
-            f"{cls.__module__}.{cls.__qualname__} cannot be part of a correlation snapshot "
-            "(state holds JSON values, datetimes and absence windows only)"
-        )
-
-
-def _encode(payload: dict[str, Any]) -> bytes:
-    out = io.BytesIO()
-    out.write(_MAGIC)
-    _Pickler(out, protocol=5).dump(payload)
-    return out.getvalue()
-
-
-def _decode(data: bytes, what: str) -> dict[str, Any]:
-    """Format 2 or 1 (JSON of the previous release); anything else is refused."""
-    if data[: len(_MAGIC)] == _MAGIC:
-        payload = _Unpickler(io.BytesIO(memoryview(data)[len(_MAGIC) :])).load()
-        if not isinstance(payload, dict) or payload.get("version") != SNAPSHOT_VERSION:
-            raise CorrelationStateError(
-                f"{what} has format {payload.get('version') if isinstance(payload, dict) else '?'}"
-                f", this release reads {SNAPSHOT_VERSION} and 1; start without it "
-                "(the input since the last checkpoint will be correlated from an empty state)"
-            )
-        return payload
-    if data[:1] != b"{":
-        raise CorrelationStateError(f"{what} is not a correlation state; start without it")
-    payload = orjson.loads(data)
-    if payload.get("version") != 1:
-        raise CorrelationStateError(
-            f"{what} has format {payload.get('version')}, this release reads "
-            f"{SNAPSHOT_VERSION} and 1; start without it (the input since the last "
-            "checkpoint will be correlated from an empty state)"
-        )
-    return dict(payload)
