@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import SecretStr
 
@@ -47,9 +47,12 @@ def load_ruleset(paths: Sequence[Path], pipeline: str | None) -> Any:
     return ruleset
 
 
-def make_correlation_engine(ruleset: Any, settings: Settings, stored: bytes | None) -> Any | None:
+def make_correlation_engine(
+    ruleset: Any, settings: Settings, stored: bytes | BinaryIO | None
+) -> Any | None:
     """The correlation engine for the ruleset's correlation rules, restored from
-    the store's last snapshot when there is one; None without correlations."""
+    the store's last snapshot when there is one (bytes, or a binary file read
+    as it goes: ``AlertStore.open_state``); None without correlations."""
     if not ruleset.correlations:
         return None
     from correlator.correlation import CorrelationEngine, CorrelationSettings
@@ -108,8 +111,13 @@ class CorrelatorService:
         self.store = AlertStore(cfg.db_path, **store_options)
         self.store.register_rules(self.ruleset.detections)
         # Scaled out, each shard's state comes from the changelog on assignment.
-        stored = None if cfg.scale_out else self.store.load_state(STATE_KEY)
-        self.correlation = make_correlation_engine(self.ruleset, settings, stored)
+        # Read a few megabytes at a time as the engine unpickles it.
+        stored = None if cfg.scale_out else self.store.open_state(STATE_KEY)
+        try:
+            self.correlation = make_correlation_engine(self.ruleset, settings, stored)
+        finally:
+            if stored is not None:
+                stored.close()
         self.sender = self._make_sender(teams_url)
         self.metrics: Any = None
         self.loop: StreamCorrelator | None = None

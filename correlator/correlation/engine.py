@@ -108,6 +108,7 @@ class CorrelationStats:
     suppressed: int = 0
     evicted_expired: int = 0
     evicted_cap: int = 0
+    evicted_store: int = 0  # shed() when the store could not write the state
     cap_hits: int = 0
     incomplete_windows: int = 0
 
@@ -967,9 +968,45 @@ class CorrelationEngine:
                 hint="raise max_groups_per_rule or narrow the rule's group-by",
             )
 
-    def _evict_oldest(self, ri: int | None, size: int, target: int, count: bool = False) -> int:
+    def shed(self, fraction: float) -> dict[str, int]:
+        """Evict ``fraction`` of the groups, least recently updated first, for
+        a caller that could not store the state (the stream loop, when DuckDB
+        had no memory for it). Rules give in proportion to what they hold
+        above a common level: the rules with the most groups (a flood of
+        distinct sources) lose them, a rule with fewer groups than that level
+        keeps all of its own (the slow chains that took hours to build).
+        Returns the groups evicted per rule id; counted as ``evicted_store``."""
+        counts = list(self._group_count)
+        keep = sum(counts) - math.ceil(sum(counts) * fraction)
+        # The highest level L with sum(min(c, L)) <= keep.
+        lo, hi = 0, max(counts, default=0)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if sum(min(c, mid) for c in counts) <= keep:
+                lo = mid
+            else:
+                hi = mid - 1
+        evicted: dict[str, int] = {}
+        for rule in self.rules:
+            n = counts[rule.index]
+            evicted[rule.id] = (
+                self._evict_oldest(rule.index, n, lo, count=True, counter="evicted_store")
+                if n > lo
+                else 0
+            )
+        return evicted
+
+    def _evict_oldest(
+        self,
+        ri: int | None,
+        size: int,
+        target: int,
+        count: bool = False,
+        counter: str = "evicted_cap",
+    ) -> int:
         """Evict least recently updated groups (of one rule, or all) until the
-        group count (count=True) or the byte estimate drops to ``target``."""
+        group count (count=True) or the byte estimate drops to ``target``;
+        ``counter`` names the stat that counts them."""
         entries = []
         for part in self._parts.values():
             for idx, table in enumerate(part.groups):
@@ -986,11 +1023,12 @@ class CorrelationEngine:
             st = part.groups[idx].pop(k)
             for p in (getattr(st, "pend", None) or {}).values():
                 p.cancelled = True  # its negative evidence would go with the state
+            part.dirty = True
             self._group_count[idx] -= 1
-            self._groups_total = sum(self._group_count)
+            self._groups_total -= 1
             size -= per_group
             evicted += 1
-        self.stats.evicted_cap += evicted
+        setattr(self.stats, counter, getattr(self.stats, counter) + evicted)
         if ri is None and evicted:
             self.stats.cap_hits += 1
             log.warning(
