@@ -272,6 +272,37 @@ def test_memory_cap_evicts():
     assert any(entry["event"] == "correlation_state_cap_reached" for entry in logs)
 
 
+def test_shedding_takes_the_oldest_groups_of_the_rules_holding_the_most():
+    # What the stream does when the store had no memory for the state: a
+    # flood of 100 users failing once each fills two rules; three users
+    # uploading hold a few groups of two others, which keep all of theirs.
+    e = engine(allowed_lateness_s=0)
+    flood = [failed(i, f"user{i:03d}@city.example.lg.jp") for i in range(100)]
+    uploads = [upload(100 + k, DOMAINS[0], user) for k, user in enumerate(USERS)]
+    feed(e, LOADED, flood + uploads)
+    before = e.metrics()
+    assert before["groups"] == 206 and before["open_absence_windows"] == 100
+    count_rule, absence_rule = (
+        "a8418a5a-5fc4-46b5-b23b-6c73beb19d41",
+        "1d7c0f0e-0000-4000-8000-000000000004",
+    )
+    evicted = e.shed(0.5)
+    # Half of the groups go (103): down to a common level of 48 for the two
+    # large rules, the small ones keep their 3.
+    assert {k: v for k, v in evicted.items() if v} == {count_rule: 52, absence_rule: 52}
+    after = e.metrics()
+    assert after["groups_by_rule"][count_rule] == after["groups_by_rule"][absence_rule] == 48
+    assert after["open_absence_windows"] == 48  # evicted groups take their windows along
+    assert e.stats.evicted_store == 104 and e.stats.evicted_cap == 0
+    # The newest kept their state: the absence windows of users 52 to 99
+    # still resolve (no success followed), those of the evicted never will.
+    resolved = e.advance_watermark(0, BASE + timedelta(minutes=10)) + e.flush()
+    alone = [a for a in resolved if a.rule_id == absence_rule]
+    assert sorted(a.group["user.name"] for a in alone) == [
+        f"user{i:03d}@city.example.lg.jp" for i in range(52, 100)
+    ]
+
+
 _UPLOADS = "title: Uploads to many sites\nid: 1d7c0f0e-0000-4000-8000-000000000002\n"
 SUPPRESSED = RULES.replace(_UPLOADS, _UPLOADS + "suppress: {window: 30m}\n")
 
