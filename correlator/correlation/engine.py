@@ -42,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, BinaryIO
 
+import orjson
 from sigma.correlations import SigmaCorrelationRule
 
 from correlator.correlation import snapshot as snapshot_codec
@@ -89,6 +90,15 @@ log = get_logger(__name__)
 # (bench/bench_correlation.py prints the real figure).
 _GROUP_BYTES = 420
 _REC_BYTES = 200
+# An event body kept in evidence (``keep_event_in_evidence``, the stream's
+# setting) takes about this many times its JSON size as Python dicts and
+# strings: a parsed FortiGate event 1.4 KB of JSON and 6.1 KB in memory, a
+# small one 272 B and 1.5 KB. Bodies are most of the state then; an estimate
+# without them let a flood of distinct sources grow the process to three
+# times max_state_bytes before any cap applied (issue 20, point 3).
+_BODY_BYTES_PER_JSON_BYTE = 4.5
+_BODY_SAMPLE = 64  # bodies serialized per estimate to learn their size
+_BODY_GUESS = 4000  # bytes per group before the first estimate has learned it
 
 Contrib = tuple[int, int, tuple[Any, ...], Any, dict[str, Any] | None]
 _Item = tuple[float, str, int, Rec, list[Contrib]]
@@ -100,6 +110,7 @@ class CorrelationStats:
 
     events: int = 0
     correlated_events: int = 0
+    contributions: int = 0  # (rule, group) updates by those events
     late_events: int = 0
     late_applied: int = 0
     missing_group_field: int = 0
@@ -263,6 +274,30 @@ def _extractor(
     return fn
 
 
+def _bodies(windows: Iterable[Any]) -> list[Any]:
+    """Event bodies held by some windows (the last record of each)."""
+    out = []
+    for st in windows:
+        recs = getattr(st, "recs", None) or getattr(st, "last", None) or ()
+        for rec in reversed(recs):
+            if rec is not None and rec[7] is not None:
+                out.append(rec[7])
+                break
+    return out
+
+
+def _body_bytes(sample: list[Any]) -> float:
+    """Bytes one held event body takes in memory, from a sample of them."""
+    sizes = []
+    for body in sample[:_BODY_SAMPLE]:
+        if body is not None:
+            try:
+                sizes.append(len(orjson.dumps(body, default=str)))
+            except (TypeError, orjson.JSONEncodeError):
+                continue
+    return _BODY_BYTES_PER_JSON_BYTE * sum(sizes) / len(sizes) if sizes else 0.0
+
+
 def _tuples(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_tuples(v) for v in value)
@@ -362,7 +397,10 @@ class CorrelationEngine:
             )
             for c, kind in zip(self.rules, self._kinds, strict=True)
         ]
-        self._memory_check_at = self.settings.max_state_bytes // (2 * _GROUP_BYTES)
+        # What a group costs, bodies included (learned by each estimate): the
+        # checks of the state cap are scheduled with it.
+        self._bytes_per_group = _GROUP_BYTES + _REC_BYTES + (_BODY_GUESS if self._keep_event else 0)
+        self._memory_check_at = self.settings.max_state_bytes // (2 * self._bytes_per_group)
         self._groups_total = 0  # sum(self._group_count), kept for the hot path
 
     # ------------------------------------------------------------------ rules
@@ -486,6 +524,7 @@ class CorrelationEngine:
                 wm = part.max_t - lateness
             if contribs:
                 stats.correlated_events += 1
+                stats.contributions += len(contribs)
                 eid = ev["event_id"]
                 rec = (
                     eid,
@@ -918,7 +957,7 @@ class CorrelationEngine:
             table = part.suppress[rule.index]
             if table:
                 part.suppress[rule.index] = {k: u for k, u in table.items() if u > wm}
-        if sum(self._group_count) * _GROUP_BYTES > self.settings.max_state_bytes // 2:
+        if sum(self._group_count) * self._bytes_per_group > self.settings.max_state_bytes // 2:
             self._check_memory()
 
     def _check_memory(self) -> None:
@@ -928,18 +967,35 @@ class CorrelationEngine:
             self._evict_oldest(None, estimate, cap * 9 // 10)
             estimate = self.state_bytes_estimate()
         # The next full estimate when new groups could have filled the room left.
-        room = max(0, cap - estimate) // (_GROUP_BYTES + _REC_BYTES)
+        room = max(0, cap - estimate) // self._bytes_per_group
         self._memory_check_at = sum(self._group_count) + max(1, room)
 
     def state_bytes_estimate(self) -> int:
+        """Bytes the state takes, roughly: groups, the records they hold and
+        the lateness buffer's, and (``keep_event_in_evidence``) the event
+        bodies of those records, each counted once however many groups share
+        it, at the size of a sample of them."""
         groups = 0
         held = 0
+        sample: list[Any] = []
         for part in self._parts.values():
-            held += sum(len(e[3]) for e in (*part.buffer, *part.unordered))
+            buffered = len(part.buffer) + len(part.unordered)
+            held += buffered
+            if self._keep_event and buffered:
+                sample += [e[3][7] for e in itertools.islice(part.buffer, _BODY_SAMPLE)]
             for table in part.groups:
                 groups += len(table)
                 held += sum(st.held() for st in table.values())
-        return groups * _GROUP_BYTES + held * _REC_BYTES
+                if self._keep_event and len(sample) < _BODY_SAMPLE:
+                    sample += _bodies(itertools.islice(table.values(), 8))
+        estimate = groups * _GROUP_BYTES + held * _REC_BYTES
+        if self._keep_event and held:
+            stats = self.stats
+            shared = stats.contributions / stats.correlated_events if stats.contributions else 1.0
+            estimate += int(held / max(1.0, shared) * _body_bytes(sample))
+        if groups:
+            self._bytes_per_group = max(_GROUP_BYTES, estimate // groups)
+        return estimate
 
     def _cap(self, ri: int) -> None:
         for part in self._parts.values():
