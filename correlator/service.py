@@ -92,10 +92,14 @@ class CorrelatorService:
         from datetime import timedelta
 
         from correlator.alerting.webhooks import load_routing
+        from correlator.budget import check_memory_budget
         from correlator.store import AlertStore
 
         self.settings = settings
         cfg = settings.correlator
+        # Settings that cannot hold together stop here (exit 78), not at the
+        # first flood (correlator/budget.py).
+        log.info("memory_budget", bytes=check_memory_budget(cfg))
         self.ruleset = load_ruleset(cfg.rules, cfg.pipeline)
         cfg.db_path.parent.mkdir(parents=True, exist_ok=True)
         self.routing = (

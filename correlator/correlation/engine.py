@@ -88,8 +88,8 @@ log = get_logger(__name__)
 
 # Rough sizes for the memory cap, measured with tracemalloc on CPython 3.11
 # (bench/bench_correlation.py prints the real figure).
-_GROUP_BYTES = 420
-_REC_BYTES = 200
+GROUP_BYTES = 420
+REC_BYTES = 200
 # An event body kept in evidence (``keep_event_in_evidence``, the stream's
 # setting) takes about this many times its JSON size as Python dicts and
 # strings: a parsed FortiGate event 1.4 KB of JSON and 6.1 KB in memory, a
@@ -399,7 +399,7 @@ class CorrelationEngine:
         ]
         # What a group costs, bodies included (learned by each estimate): the
         # checks of the state cap are scheduled with it.
-        self._bytes_per_group = _GROUP_BYTES + _REC_BYTES + (_BODY_GUESS if self._keep_event else 0)
+        self._bytes_per_group = GROUP_BYTES + REC_BYTES + (_BODY_GUESS if self._keep_event else 0)
         self._memory_check_at = self.settings.max_state_bytes // (2 * self._bytes_per_group)
         self._groups_total = 0  # sum(self._group_count), kept for the hot path
 
@@ -988,13 +988,13 @@ class CorrelationEngine:
                 held += sum(st.held() for st in table.values())
                 if self._keep_event and len(sample) < _BODY_SAMPLE:
                     sample += _bodies(itertools.islice(table.values(), 8))
-        estimate = groups * _GROUP_BYTES + held * _REC_BYTES
+        estimate = groups * GROUP_BYTES + held * REC_BYTES
         if self._keep_event and held:
             stats = self.stats
             shared = stats.contributions / stats.correlated_events if stats.contributions else 1.0
             estimate += int(held / max(1.0, shared) * _body_bytes(sample))
         if groups:
-            self._bytes_per_group = max(_GROUP_BYTES, estimate // groups)
+            self._bytes_per_group = max(GROUP_BYTES, estimate // groups)
         return estimate
 
     def _cap(self, ri: int) -> None:
