@@ -35,6 +35,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -1368,7 +1369,13 @@ class CorrelationEngine:
     ) -> CorrelationEngine:
         """Hot reload: an engine for the new rules that keeps the state of
         unchanged rules (same content hash), starts new ones empty and drops
-        removed ones."""
-        return CorrelationEngine.restore(
-            self.snapshot(), rules, resolve or self._resolve, self.settings
-        )
+        removed ones. The state goes through a temporary file, not memory."""
+        with tempfile.TemporaryFile(prefix="zonewatch-reload-") as spool:
+            self.write_snapshot(spool)
+            spool.seek(0)
+            return CorrelationEngine.restore(
+                spool,
+                rules,
+                resolve or self._resolve,
+                self.settings,
+            )
