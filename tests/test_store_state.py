@@ -132,6 +132,36 @@ def test_state_written_by_an_earlier_version_is_read_until_written_again(
         assert count(store, "state") == 0
 
 
+def test_a_correlation_snapshot_stored_by_an_earlier_version_restores(tmp_path: Path) -> None:
+    from test_correlation_state import LOADED, engine, failed
+
+    from correlator.correlation import CorrelationEngine, CorrelationSettings
+    from correlator.correlation.timeline import feed
+
+    before = engine(allowed_lateness_s=30)
+    feed(before, LOADED, [failed(i, f"user{i}@city.example.lg.jp") for i in range(40)])
+    path = tmp_path / "zw.duckdb"
+    con = duckdb.connect(str(path))
+    for version in (1, 2, 3):
+        for statement in MIGRATIONS[version]:
+            con.execute(statement)
+        con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+    con.execute("INSERT INTO state VALUES ('correlation', ?, now())", [before.snapshot()])
+    con.close()
+    with AlertStore(path) as store:
+        source = store.open_state("correlation")
+        assert source is not None
+        with source:
+            after = CorrelationEngine.restore(
+                source,
+                LOADED.correlations,
+                LOADED.resolve,
+                CorrelationSettings(allowed_lateness_s=30),
+            )
+    assert after.metrics()["groups"] == before.metrics()["groups"] > 0
+    assert after.metrics()["buffered_events"] == before.metrics()["buffered_events"] > 0
+
+
 def squeeze(store: AlertStore, limit: str) -> None:
     """Leave DuckDB ``limit`` of memory, as a store whose buffer pool other
     work filled would (the limit is global to the database instance)."""
