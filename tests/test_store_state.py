@@ -20,7 +20,6 @@ from test_store import count, evidence, make_alert
 from correlator.store import AlertStore, ArchivedEvent, CheckpointNotStoredError
 from correlator.store.schema import MIGRATIONS
 from correlator.store.state import state_chunk_bytes
-from zonewatch.errors import StoreError
 
 
 def writer(data: bytes, piece: int = 65536) -> Callable[[BinaryIO], None]:
@@ -203,17 +202,18 @@ def test_a_checkpoint_short_of_memory_leaves_the_alerts_stored_and_the_old_check
         assert store.load_offsets() == {("t", 0): 3}
 
 
-def test_a_state_writer_that_fails_fails_the_batch(tmp_path: Path) -> None:
+def test_a_state_writer_that_fails_stores_nothing_of_its_batch(tmp_path: Path) -> None:
     def broken(out: BinaryIO) -> None:
-        out.write(b"x" * (3 << 20))
+        out.write(b"x" * (6 << 20))  # past the in-memory part of the spool
         raise ValueError("state cannot be serialized")
 
     with AlertStore(tmp_path / "zw.duckdb") as store:
         with pytest.raises(ValueError, match="serialized"):
-            store.submit([make_alert(1)], state={"a": broken, "b": writer(b"b")})
-        with pytest.raises(StoreError, match="an earlier write failed"):
-            store.write([make_alert(2)])
+            store.submit([make_alert(1)], state={"b": writer(b"b"), "a": broken})
         assert count(store, "alerts") == 0 and count(store, "state_chunks") == 0
+        # Raised before the batch went to DuckDB: the store takes the next one.
+        assert store.write([make_alert(2)], state={"a": writer(b"a")}) == [make_alert(2).id]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("zonewatch-state-")]
 
 
 def test_state_is_read_back_as_a_file(tmp_path: Path) -> None:

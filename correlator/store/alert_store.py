@@ -34,10 +34,10 @@ from correlator.store.schema import MIGRATIONS, SCHEMA_VERSION, by_id_key
 from correlator.store.state import (
     CheckpointNotStoredError,
     ChunkReader,
-    StatePipe,
+    StateSpool,
     StateWriter,
-    fill,
     is_out_of_memory,
+    spool,
     state_chunk_bytes,
 )
 from zonewatch.errors import QueryError, StoreError
@@ -104,9 +104,9 @@ class _Batch:
     sends: int  # outbox rows
     events: pa.Table | None
     state: list[tuple[str, bytes]]
-    # State written while it is stored (``StatePipe``): with ``offsets``, the
-    # batch's checkpoint, which a write short of memory leaves out.
-    streams: list[tuple[str, StatePipe]]
+    # State from writers (``StateSpool``): with ``offsets``, the batch's
+    # checkpoint, which a write short of memory leaves out.
+    streams: list[tuple[str, StateSpool]]
     offsets: list[list[Any]]
     now: datetime
 
@@ -286,19 +286,19 @@ class AlertStore:
         ``correlator.runtime.tune_process()`` shortens it.
 
         A ``state`` value is bytes, or a ``StateWriter``: a function that
-        writes the value to the binary file it is given. Writers run here,
-        in the caller's thread, after the batch went to the writer thread,
-        which stores what they write as it comes (``state.StatePipe``): a
-        large state is never one object. Values go to ``state_chunks`` in
-        rows of ``state_chunk`` bytes, which DuckDB spills beyond its memory
-        limit like any insert.
+        writes the value to the binary file it is given. Writers run here, in
+        the caller's thread, into a spool that goes to a temporary file past
+        a few megabytes (``state.StateSpool``); the writer thread inserts it
+        a megabyte at a time: a large state is never one object. Values go
+        to ``state_chunks`` in rows of ``state_chunk`` bytes, which DuckDB
+        spills beyond its memory limit like any insert.
 
         Writers' values and ``offsets`` are the batch's checkpoint. If DuckDB
         runs out of memory storing the batch, the store rolls it back and
         stores it again without them; the future then raises
         ``CheckpointNotStoredError`` (with the ids of the alerts stored), the
         previous checkpoint stays in force, and later batches are taken as
-        usual. A writer that raises fails the batch (and is raised here).
+        usual. A writer that raises is raised here, and nothing is stored.
         """
         self._writable()
         unique: dict[str, Alert] = {}
@@ -310,7 +310,15 @@ class AlertStore:
             self._rows(kept, now, events) if kept else (None, None, 0)
         )
         state = state or {}
-        pipes = [(key, StatePipe(), value) for key, value in state.items() if callable(value)]
+        streams: list[tuple[str, StateSpool]] = []
+        try:
+            for key, value in state.items():
+                if callable(value):
+                    streams.append((key, spool(value, self.path.parent)))
+        except BaseException:
+            for _, spooled in streams:
+                spooled.close()
+            raise
         batch = _Batch(
             kept,
             alerts_table,
@@ -319,7 +327,7 @@ class AlertStore:
             # Its columns in the table's order (``rows.EVENT_COLUMNS``).
             rows.events_table(events, now) if events else None,
             [(k, bytes(v)) for k, v in state.items() if not callable(v)],
-            [(key, pipe) for key, pipe, _ in pipes],
+            streams,
             [[t, p, o, now] for (t, p), o in offsets.items()] if offsets else [],
             now,
         )
@@ -332,9 +340,6 @@ class AlertStore:
         future = writer.submit(self._store, batch)
         with self._writer_lock:
             self._last = future
-        for _, pipe, _ in pipes:
-            pipe.future = future
-        fill([(pipe, write) for _, pipe, write in pipes])
         return future
 
     def _store(self, batch: _Batch) -> list[str]:
@@ -350,7 +355,6 @@ class AlertStore:
                 try:
                     new = self._transaction(batch, checkpoint=True)
                 except BaseException as exc:
-                    self._abandon(batch)
                     if not (batch.streams and is_out_of_memory(exc)):
                         raise
                     # Short of memory: keep the alerts flowing (and the
@@ -365,15 +369,17 @@ class AlertStore:
                         "checkpoint_not_stored",
                         reason=str(exc).splitlines()[0][:200],
                         state=[key for key, _ in batch.streams],
-                        state_bytes=sum(pipe.size for _, pipe in batch.streams),
+                        state_bytes=sum(spooled.size for _, spooled in batch.streams),
                         alerts_stored=len(new),
                     )
         except BaseException as exc:
-            self._abandon(batch)
             self._failed = exc
             if isinstance(exc, duckdb.Error):
                 raise StoreError(f"alert store write failed, nothing stored: {exc}") from exc
             raise
+        finally:
+            for _, spooled in batch.streams:
+                spooled.close()
         if new:
             self._notify()
         if batch.events is not None and self.events_retention:
@@ -394,8 +400,8 @@ class AlertStore:
             for key, value in batch.state:
                 self._put_state(key, (value,), batch.now)
             if checkpoint:
-                for key, pipe in batch.streams:
-                    self._put_state(key, pipe.batches(), batch.now)
+                for key, spooled in batch.streams:
+                    self._put_state(key, spooled.batches(), batch.now)
                 if batch.offsets:
                     con.executemany(
                         "INSERT OR REPLACE INTO consumer_offsets VALUES (?, ?, ?, ?)",
@@ -438,11 +444,6 @@ class AlertStore:
             seq += n
         if not seq:  # an empty value is one empty row
             self._put_state(key, (b"",), now)
-
-    @staticmethod
-    def _abandon(batch: _Batch) -> None:
-        for _, pipe in batch.streams:
-            pipe.abandon()
 
     def flush(self) -> None:
         """Wait until every submitted batch is stored (or failed)."""

@@ -1,24 +1,22 @@
-"""State values in the store: written in small rows as they are produced, read back row by row.
+"""State values in the store: written in small rows, read back row by row.
 
 A correlation snapshot can be hundreds of megabytes. Stored as one BLOB it
 needed four to five times its size in DuckDB's buffer pool, and a write above
 ``correlator.store_memory_limit`` failed every time (issue 20). So a value
 goes to ``state_chunks`` in rows of ``state_chunk_bytes(limit)`` bytes, which
 DuckDB spills to ``<db>.tmp`` like any insert, and it need not exist as one
-object on our side either: the caller writes it into a ``StatePipe`` (a
-binary file) while the store's writer thread inserts what arrived, a
-megabyte at a time, in the batch's transaction. ``ChunkReader`` reads it
-back a window of rows at a time.
+object on our side either: the caller writes it into a ``StateSpool`` (a
+binary file, on disk past a few megabytes) and the store's writer thread
+inserts it a megabyte at a time in the batch's transaction. ``ChunkReader``
+reads it back a window of rows at a time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
-import threading
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import duckdb
@@ -41,10 +39,10 @@ MAX_CHUNK = 64 << 10
 # alerts, archive and a 300 MB state at 32MB, which DuckDB makes 30.5 MiB;
 # 16MB failed to commit).
 MIN_MEMORY_LIMIT = 30 << 20
-# What the writer thread inserts at once, and how much the producer may be
-# ahead of it: the state held in Python while it is written.
+# What the writer thread inserts at once, and how much of a value stays in
+# memory before its spool goes to disk.
 _BATCH = 1 << 20
-_DEPTH = 4
+_IN_MEMORY = 4 << 20
 # Rows read back per query.
 _READ_WINDOW = 4 << 20
 
@@ -82,111 +80,49 @@ class CheckpointNotStoredError(StoreError):
         self.new_ids = new_ids
 
 
-class _Abandoned(Exception):
-    """The store stopped taking a pipe's data (its write failed)."""
+class StateSpool:
+    """One state value, written by the caller's thread and read back by the
+    store's writer thread ``_BATCH`` bytes at a time.
 
+    The first ``_IN_MEMORY`` bytes stay in memory, the rest goes to an
+    unnamed temporary file beside the store (gone with the process, however
+    it ends): a large state costs its writer's time to serialize it and the
+    page cache, not resident memory, and the caller goes on while DuckDB
+    stores it."""
 
-class StatePipe:
-    """One state value on its way from the caller's thread to the writer's.
-
-    The caller writes bytes (a binary file for ``pickle``); the writer thread
-    iterates ``batches()``: ``bytes`` of about ``_BATCH`` each, in order. At
-    most ``_DEPTH`` batches wait: a producer ahead of DuckDB waits in
-    ``write``. If the store gives up (``abandon``, or its future ends first),
-    ``write`` raises ``_Abandoned`` so the producer stops early."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._items: deque[bytes] = deque()
-        self._buf = bytearray()
-        self._done = False
-        self._error: BaseException | None = None
-        self._abandoned = False
-        self.future: Future[Any] | None = None  # the write taking this value
+    def __init__(self, directory: Path) -> None:
+        self._file = tempfile.SpooledTemporaryFile(  # noqa: SIM115  # closed by close()
+            max_size=_IN_MEMORY, mode="w+b", dir=str(directory), prefix="zonewatch-state-"
+        )
         self.size = 0
-
-    # -- the producer -----------------------------------------------------
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
-        n = len(data) if isinstance(data, bytes | bytearray) else memoryview(data).nbytes
-        self._buf += data
-        if len(self._buf) >= _BATCH:
-            self._put(bytes(self._buf))
-            self._buf.clear()
+        n = self._file.write(data)
         self.size += n
         return n
 
-    def close(self) -> None:
-        """The value is complete."""
-        if self._buf:
-            with contextlib.suppress(_Abandoned):  # the store's future says why
-                self._put(bytes(self._buf))
-            self._buf.clear()
-        with self._cond:
-            self._done = True
-            self._cond.notify_all()
-
-    def fail(self, exc: BaseException) -> None:
-        """The producer failed: the store rolls the batch back."""
-        with self._cond:
-            self._error = exc
-            self._done = True
-            self._cond.notify_all()
-
-    def _put(self, item: bytes) -> None:
-        with self._cond:
-            while len(self._items) >= _DEPTH and not self._gone():
-                self._cond.wait(0.5)
-            if self._gone():
-                raise _Abandoned
-            self._items.append(item)
-            self._cond.notify_all()
-
-    def _gone(self) -> bool:
-        return self._abandoned or (self.future is not None and self.future.done())
-
-    # -- the writer thread ------------------------------------------------
-
     def batches(self) -> Iterator[bytes]:
-        while True:
-            with self._cond:
-                while not self._items and not self._done:
-                    self._cond.wait()
-                if self._items:
-                    item = self._items.popleft()
-                    self._cond.notify_all()
-                elif self._error is not None:
-                    raise self._error
-                else:
-                    return
-            yield item
+        self._file.seek(0)
+        while data := self._file.read(_BATCH):
+            yield data
 
-    def abandon(self) -> None:
-        with self._cond:
-            self._abandoned = True
-            self._items.clear()
-            self._cond.notify_all()
+    def close(self) -> None:
+        self._file.close()
 
 
-def fill(pipes: Sequence[tuple[StatePipe, StateWriter]]) -> None:
-    """Run each writer into its pipe, in the caller's thread. A writer that
-    fails fails its pipe (the store rolls the batch back) and is raised here,
-    after the later pipes are failed too; a pipe the store abandoned ends its
-    writer quietly (the batch's future says why)."""
-    for i, (pipe, write) in enumerate(pipes):
-        try:
-            write(pipe)  # type: ignore[arg-type]  # a binary file as far as writers go
-        except _Abandoned:
-            pipe.close()
-        except BaseException as exc:
-            for later, _ in pipes[i:]:
-                later.fail(exc)
-            raise
-        else:
-            pipe.close()
+def spool(write: StateWriter, directory: Path) -> StateSpool:
+    """The value ``write`` writes, spooled (``StateSpool``); a writer that
+    fails leaves nothing behind."""
+    out = StateSpool(directory)
+    try:
+        write(out)  # type: ignore[arg-type]  # a binary file as far as writers go
+    except BaseException:
+        out.close()
+        raise
+    return out
 
 
 class ChunkReader(io.RawIOBase):
