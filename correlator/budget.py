@@ -7,10 +7,11 @@ What one ``zonewatch correlate`` process holds, and what bounds it
   it (about 420 B a group and 200 B a record it holds, plus each event body
   kept in evidence at 4.5 times its JSON: ~6 KB for a parsed FortiGate
   event). Above it the least recently updated groups go.
-- A checkpoint: the state goes to the store as it is pickled, a megabyte at
-  a time, never as one object; pickle's memo of the objects it wrote is the
-  transient cost, about 0.3 times the state (221 MB for the 558 MB of 800k
-  groups of the shipped rules' flood, ``SNAPSHOT_SHARE`` rounds it up).
+- A checkpoint: the state is pickled into a spool (a temporary file past
+  4 MB) and inserted a megabyte at a time, never held as one object.
+  Pickle's memo of the objects it wrote is the transient cost: about half
+  the state with event bodies (each is dozens of objects), measured with
+  the shipped rules' flood (``SNAPSHOT_SHARE``).
 - The store: DuckDB's buffer pool, ``store_memory_limit``. The state goes in
   rows of limit/16384 bytes, of which DuckDB pins 2048 at a time when it
   commits (an eighth of the limit); the rest spills to ``<db>.tmp``. So the

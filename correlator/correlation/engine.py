@@ -1123,7 +1123,7 @@ class CorrelationEngine:
     #
     # The rows are built and consumed by comprehensions, one step per group;
     # ``snapshot.py`` turns them into bytes (format 2, a pickle) and back, on
-    # a binary file, so a large state goes to the store as it is pickled.
+    # a binary file, so a large state is never one bytes object.
     # Format 1 (JSON, one dict per group) is still read, so a checkpoint
     # taken before an upgrade restores.
 
