@@ -9,9 +9,12 @@ What one ``zonewatch correlate`` process holds, and what bounds it
   event). Above it the least recently updated groups go.
 - A checkpoint: the state is pickled into a spool (a temporary file past
   4 MB) and inserted a megabyte at a time, never held as one object.
-  Pickle's memo of the objects it wrote is the transient cost: about half
-  the state with event bodies (each is dozens of objects), measured with
-  the shipped rules' flood (``SNAPSHOT_SHARE``).
+  Pickle's memo of the objects it wrote is the transient cost (an event
+  body is dozens of objects). ``bench/bench_state.py``, 250k FortiGate
+  denies from distinct sources, shipped rules, default settings: 465k
+  groups, 1,052 MB estimated, 1,470 MB RSS; the checkpoint peaked 794 MB
+  above that, DuckDB's buffer pool (at most 488 MiB) included, so ~0.3 of
+  the state for the memo. ``SNAPSHOT_SHARE`` rounds it up to a half.
 - The store: DuckDB's buffer pool, ``store_memory_limit``. The state goes in
   rows of limit/16384 bytes, of which DuckDB pins 2048 at a time when it
   commits (an eighth of the limit); the rest spills to ``<db>.tmp``. So the
