@@ -22,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -32,8 +31,10 @@ import httpx
 import pytest
 from conftest import ROOT
 from structlog.testing import capture_logs
+from test_pipeline_integration import _settings
+from test_reload_rules import _await
 
-from zonewatch.config import KafkaSettings, Settings, load_settings
+from zonewatch.config import KafkaSettings, Settings
 
 pytestmark = pytest.mark.integration
 
@@ -123,20 +124,8 @@ def ingest(settings: Settings, path: Path, lines: list[str]) -> None:
 
 
 def make_settings(kafka: KafkaSettings, tmp_path: Path, **correlator: object) -> Settings:
-    return load_settings().updated(
-        kafka=kafka,
-        correlator={
-            "rules": [ROOT / "rules"],
-            "db_path": tmp_path / "alerts.duckdb",
-            "group_id": f"{kafka.topic_prefix}-correlator",
-            "store_memory_limit": LIMIT,
-            **correlator,
-        },
-        connectors={
-            "zones_file": ROOT / "rules" / "zones.yaml",
-            "checkpoint_dir": tmp_path / "checkpoints",
-        },
-    )
+    """The shipped rules, a store at ``LIMIT`` unless said otherwise."""
+    return _settings(kafka, tmp_path, **{"store_memory_limit": LIMIT, **correlator})
 
 
 def correlate(kafka: KafkaSettings, db: Path, log: Path) -> int:
@@ -210,20 +199,6 @@ def test_a_flood_of_distinct_sources_is_checkpointed_and_restored(
     assert sorted(stored_alerts(db)) == sorted(alerts)
 
 
-def _wait(
-    what: str,
-    check: Callable[[], bool],
-    timeout_s: float = 90,
-    diagnose: Callable[[], object] | None = None,
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}: {diagnose() if diagnose else ''}")
-
-
 def _evicted(metrics: str) -> float:
     found = re.findall(r"^zonewatch_correlation_state_evicted_total\{[^}]*\} (\S+)$", metrics, re.M)
     return sum(float(v) for v in found)
@@ -253,13 +228,13 @@ def test_a_checkpoint_the_store_has_no_memory_for_evicts_state_and_detection_goe
         runner = threading.Thread(target=service.run)
         runner.start()
 
-        def warnings() -> object:
-            return titles_of(store), [e for e in logs if e["log_level"] != "info"][-6:]
+        def warnings() -> str:
+            return str((titles_of(store), [e for e in logs if e["log_level"] != "info"][-6:]))
 
         try:
             # Four rules group the denies by address (the engine's gauges are
             # set at each checkpoint stored).
-            _wait(
+            _await(
                 "the flood checkpointed",
                 lambda: (
                     archived_of(store) == len(flood)
@@ -273,13 +248,13 @@ def test_a_checkpoint_the_store_has_no_memory_for_evicts_state_and_detection_goe
             squeeze(store, "8MB")
             attack = attack_lines(datetime.now(JST), step_s=0.5)
             ingest(settings, tmp_path / "attack.log", attack)
-            _wait(
+            _await(
                 "the state evicted",
                 lambda: any(e["event"] == "correlation_state_evicted" for e in logs),
                 diagnose=warnings,
             )
             # Detection goes on: the alerts arrive while no checkpoint can.
-            _wait(
+            _await(
                 "the alerts",
                 lambda: (
                     REPEATED in (titles := titles_of(store)) and any(DIRECT in t for t in titles)
@@ -300,7 +275,7 @@ def test_a_checkpoint_the_store_has_no_memory_for_evicts_state_and_detection_goe
             # Memory back: the next checkpoint stores the smaller state with
             # offsets covering everything read.
             store.cursor().execute("SET memory_limit = '512MB'")
-            _wait(
+            _await(
                 "a checkpoint",
                 lambda: (
                     archived_of(store) == len(flood) + len(attack)

@@ -113,17 +113,23 @@ def test_the_value_is_never_held_whole_on_the_python_side(tmp_path: Path) -> Non
                 assert block == piece * 16
 
 
-def test_state_written_by_an_earlier_version_is_read_until_written_again(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "zw.duckdb"
+def make_v3_store(path: Path, snapshot: bytes) -> None:
+    """A store as schema version 3 left it, holding ``snapshot`` as its
+    correlation state (one BLOB in ``state``)."""
     con = duckdb.connect(str(path))
     for version in (1, 2, 3):
         for statement in MIGRATIONS[version]:
             con.execute(statement)
         con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
-    con.execute("INSERT INTO state VALUES ('correlation', 'v3 snapshot'::BLOB, now())")
+    con.execute("INSERT INTO state VALUES ('correlation', ?, now())", [snapshot])
     con.close()
+
+
+def test_state_written_by_an_earlier_version_is_read_until_written_again(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "zw.duckdb"
+    make_v3_store(path, b"v3 snapshot")
     with AlertStore(path) as store:
         assert store.load_state("correlation") == b"v3 snapshot"
         store.write([], state={"correlation": writer(b"v4 snapshot")})
@@ -140,13 +146,7 @@ def test_a_correlation_snapshot_stored_by_an_earlier_version_restores(tmp_path: 
     before = engine(allowed_lateness_s=30)
     feed(before, LOADED, [failed(i, f"user{i}@city.example.lg.jp") for i in range(40)])
     path = tmp_path / "zw.duckdb"
-    con = duckdb.connect(str(path))
-    for version in (1, 2, 3):
-        for statement in MIGRATIONS[version]:
-            con.execute(statement)
-        con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
-    con.execute("INSERT INTO state VALUES ('correlation', ?, now())", [before.snapshot()])
-    con.close()
+    make_v3_store(path, before.snapshot())
     with AlertStore(path) as store:
         source = store.open_state("correlation")
         assert source is not None
