@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import SecretStr
 
@@ -56,9 +56,12 @@ def stored_rules(ruleset: Any) -> list[Any]:
     return [*ruleset.detections, *correlation_rule_records(ruleset.correlations)]
 
 
-def make_correlation_engine(ruleset: Any, settings: Settings, stored: bytes | None) -> Any | None:
+def make_correlation_engine(
+    ruleset: Any, settings: Settings, stored: bytes | BinaryIO | None
+) -> Any | None:
     """The correlation engine for the ruleset's correlation rules, restored from
-    the store's last snapshot when there is one; None without correlations."""
+    the store's last snapshot when there is one (bytes, or a binary file read
+    as it goes: ``AlertStore.open_state``); None without correlations."""
     if not ruleset.correlations:
         return None
     from correlator.correlation import CorrelationEngine, CorrelationSettings
@@ -103,11 +106,15 @@ class CorrelatorService:
         from datetime import timedelta
 
         from correlator.alerting.webhooks import load_routing
+        from correlator.budget import check_memory_budget
         from correlator.store import AlertStore
         from correlator.store.limits import QueryLimits
 
         self.settings = settings
         cfg = settings.correlator
+        # Settings that cannot hold together stop here (exit 78), not at the
+        # first flood (correlator/budget.py).
+        log.info("memory_budget", bytes=check_memory_budget(cfg))
         self.ruleset = load_ruleset(cfg.rules, cfg.pipeline)
         cfg.db_path.parent.mkdir(parents=True, exist_ok=True)
         self.routing = (
@@ -124,8 +131,13 @@ class CorrelatorService:
         self.store = AlertStore(cfg.db_path, **store_options)
         self.store.register_rules(stored_rules(self.ruleset))
         # Scaled out, each shard's state comes from the changelog on assignment.
-        stored = None if cfg.scale_out else self.store.load_state(STATE_KEY)
-        self.correlation = make_correlation_engine(self.ruleset, settings, stored)
+        # Read a few megabytes at a time as the engine unpickles it.
+        stored = None if cfg.scale_out else self.store.open_state(STATE_KEY)
+        try:
+            self.correlation = make_correlation_engine(self.ruleset, settings, stored)
+        finally:
+            if stored is not None:
+                stored.close()
         self.sender = self._make_sender(teams_url)
         self.metrics: Any = None
         self.loop: StreamCorrelator | None = None

@@ -14,6 +14,13 @@ Order of a checkpoint, and why:
    it holds one. A crash between 1 and 2 replays nothing; a crash before 1
    replays the uncommitted batch, and deterministic alert ids make the
    replayed inserts no-ops. So no alert is lost and none is duplicated.
+4. If DuckDB has no memory left for the state of a checkpoint, the store
+   keeps the batch's alerts and archived events and leaves out the state AND
+   the offsets (``CheckpointNotStoredError``): the previous checkpoint stays
+   the pair a restart resumes from, and Kafka does not hear of those offsets.
+   The loop then evicts the oldest correlation groups (logged, counted in
+   ``zonewatch_correlation_state_evicted_total``) so the next checkpoint is
+   smaller, and goes on detecting.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from prometheus_client import Counter, Gauge
 
 from correlator.ordering import EventTimeMerger, late_watermark
 from correlator.store.rows import ArchivedEvent
+from correlator.store.state import CheckpointNotStoredError
 from zonewatch.config import SOURCES, Settings, source_of_topic
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence
@@ -80,6 +88,15 @@ PARTIAL_ASSIGNMENT = Gauge(
     "Input partitions assigned to another group member while correlations are loaded",
 )
 BATCH_SECONDS = Gauge("zonewatch_correlator_last_batch_seconds", "Duration of the last batch")
+CHECKPOINTS_NOT_STORED = Counter(
+    "zonewatch_correlator_checkpoints_not_stored_total",
+    "Checkpoints (correlation state and offsets) the store had no memory for",
+)
+STATE_EVICTED = Counter(
+    "zonewatch_correlation_state_evicted_total",
+    "Correlation groups evicted because the store could not write the state",
+    ["rule"],
+)
 
 STATE_KEY = "correlation"
 MERGER_KEY = "correlation-input"
@@ -88,6 +105,9 @@ ARCHIVE_KEY = "archive-offsets"
 # Detection alerts raised by an event stamped beyond the time bounds carry
 # this tag: the event is real evidence of something, its time is not.
 OUT_OF_BOUNDS_TAG = "zonewatch.event_time_out_of_bounds"
+# What share of the correlation groups goes when the store could not write
+# the state (``_checkpoint_not_stored``): the snapshot shrinks about as much.
+SHED_FRACTION = 0.5
 # One correlator process keeps one correlation state shard: the merger has
 # already put the inputs of all its partitions into event-time order.
 SHARD = 0
@@ -724,13 +744,17 @@ class StreamCorrelator:
             return {}
         self._pending_alerts, self._pending_archive = [], []
         full = force or self.correlation is None or self._checkpoint_due()
-        state: dict[str, bytes] = self._archive_state(archive)
+        state: dict[str, Any] = self._archive_state(archive)
         resume: dict[tuple[str, int], int] | None = None
         if full and self._dirty:
             resume = dict(self._resume)
             if self.correlation is not None:
-                state[STATE_KEY] = self.correlation.snapshot()
-                state[MERGER_KEY] = orjson.dumps(self.merger.snapshot(_encode_pending))
+                # Written into the store as they are serialized (the store
+                # calls them in this thread, before ``submit`` returns): a
+                # large state is never one object. They go with ``resume``.
+                state[STATE_KEY] = self.correlation.write_snapshot
+                merger = self.merger.snapshot(_encode_pending)
+                state[MERGER_KEY] = lambda out: out.write(orjson.dumps(merger))
                 state[PROGRESS_KEY] = orjson.dumps(self.merger.progress())
         if not (alerts or archive or state or resume):
             return self._settle(wait=force or not commit, commit=commit)
@@ -764,11 +788,42 @@ class StreamCorrelator:
             if not wait and not stored.done():
                 break
             self._in_store.popleft()
-            self._count_stored(alerts, stored.result())
+            try:
+                new_ids = stored.result()
+            except CheckpointNotStoredError as exc:
+                # Stored without its state and offsets: count its alerts,
+                # keep its offsets from Kafka, make the next state smaller.
+                self._count_stored(alerts, exc.new_ids)
+                self._checkpoint_not_stored(exc)
+                continue
+            self._count_stored(alerts, new_ids)
             offsets.update(covered)  # each batch's resume offsets include the earlier ones
         if offsets and commit:
             self._commit(offsets)
         return offsets
+
+    def _checkpoint_not_stored(self, exc: CheckpointNotStoredError) -> None:
+        """The store had no memory for the last checkpoint: evict the least
+        recently updated correlation groups (``engine.shed``), say so, count
+        it, and let the next checkpoint store the smaller state. Detection
+        and single-event alerts go on; so do correlations whose groups stay."""
+        CHECKPOINTS_NOT_STORED.inc()
+        self._dirty = True
+        engine = self.correlation
+        if engine is None:
+            return
+        evicted = engine.shed(SHED_FRACTION)
+        for rule_id, n in evicted.items():
+            STATE_EVICTED.labels(rule=rule_id).inc(n)
+        log.warning(
+            "correlation_state_evicted",
+            reason=str(exc),
+            evicted=sum(evicted.values()),
+            evicted_by_rule={k: v for k, v in evicted.items() if v},
+            groups_left=engine.metrics()["groups"],
+            consequence="correlations whose windows were open in these groups may be missed",
+            hint="raise correlator.store_memory_limit or lower correlator.max_state_bytes",
+        )
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         """Commit to Kafka. A refusal (the group is rebalancing, this member

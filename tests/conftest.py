@@ -59,3 +59,17 @@ def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> 
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture()
+def unlocked_store_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stores opened in this test leave DuckDB's configuration unlocked, so the
+    test can squeeze the memory limit mid-run as other work in the database
+    would. A correlator's store locks it (no query can change a setting)."""
+    from correlator.store import alert_store
+
+    monkeypatch.setattr(
+        alert_store,
+        "_LOCKDOWN",
+        tuple(s for s in alert_store._LOCKDOWN if "lock_configuration" not in s),
+    )

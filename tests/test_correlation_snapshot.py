@@ -28,7 +28,7 @@ from test_correlation_state import (
 )
 
 from correlator.correlation import CorrelationEngine, CorrelationSettings, CorrelationStateError
-from correlator.correlation.engine import _MAGIC
+from correlator.correlation.snapshot import MAGIC as _MAGIC
 from correlator.correlation.timeline import BASE, feed
 from correlator.stream import _decode_pending, _encode_pending
 from zonewatch.models import Evidence

@@ -272,6 +272,37 @@ def test_memory_cap_evicts():
     assert any(entry["event"] == "correlation_state_cap_reached" for entry in logs)
 
 
+def test_shedding_takes_the_oldest_groups_of_the_rules_holding_the_most():
+    # What the stream does when the store had no memory for the state: a
+    # flood of 100 users failing once each fills two rules; three users
+    # uploading hold a few groups of two others, which keep all of theirs.
+    e = engine(allowed_lateness_s=0)
+    flood = [failed(i, f"user{i:03d}@city.example.lg.jp") for i in range(100)]
+    uploads = [upload(100 + k, DOMAINS[0], user) for k, user in enumerate(USERS)]
+    feed(e, LOADED, flood + uploads)
+    before = e.metrics()
+    assert before["groups"] == 206 and before["open_absence_windows"] == 100
+    count_rule, absence_rule = (
+        "a8418a5a-5fc4-46b5-b23b-6c73beb19d41",
+        "1d7c0f0e-0000-4000-8000-000000000004",
+    )
+    evicted = e.shed(0.5)
+    # Half of the groups go (103): down to a common level of 48 for the two
+    # large rules, the small ones keep their 3.
+    assert {k: v for k, v in evicted.items() if v} == {count_rule: 52, absence_rule: 52}
+    after = e.metrics()
+    assert after["groups_by_rule"][count_rule] == after["groups_by_rule"][absence_rule] == 48
+    assert after["open_absence_windows"] == 48  # evicted groups take their windows along
+    assert e.stats.evicted_store == 104 and e.stats.evicted_cap == 0
+    # The newest kept their state: the absence windows of users 52 to 99
+    # still resolve (no success followed), those of the evicted never will.
+    resolved = e.advance_watermark(0, BASE + timedelta(minutes=10)) + e.flush()
+    alone = [a for a in resolved if a.rule_id == absence_rule]
+    assert sorted(a.group["user.name"] for a in alone) == [
+        f"user{i:03d}@city.example.lg.jp" for i in range(52, 100)
+    ]
+
+
 _UPLOADS = "title: Uploads to many sites\nid: 1d7c0f0e-0000-4000-8000-000000000002\n"
 SUPPRESSED = RULES.replace(_UPLOADS, _UPLOADS + "suppress: {window: 30m}\n")
 
@@ -367,3 +398,78 @@ def test_partition_snapshots_cover_only_what_changed_and_restore_identically():
     got += feed(restored, LOADED, [h for h in hits[25:30] if h.partition == 0] + hits[30:])
     assert sorted(summary(got)) == sorted(expected)
     assert expected  # the timeline does produce alerts
+
+
+DENIES = """
+title: Denied into LGWAN
+id: 6f1f2b4e-0c1d-4e55-9a61-000000000001
+name: denied
+logsource: {product: zonewatch, service: firewall}
+detection: {sel: {event.outcome: failure}, condition: sel}
+---
+title: Repeated denies from one source
+id: 6f1f2b4e-0c1d-4e55-9a61-000000000002
+correlation: {type: event_count, rules: [denied], group-by: [source.ip], timespan: 5m,
+              condition: {gte: 5}}
+---
+title: Port scan from one source
+id: 6f1f2b4e-0c1d-4e55-9a61-000000000003
+correlation: {type: value_count, rules: [denied], group-by: [source.ip], timespan: 5m,
+              condition: {field: destination.port, gte: 10}}
+"""
+FORTIGATE_DENY = (
+    'date=2026-11-26 time=11:{mm:02d}:{ss:02d} devname="city-fw01" devid="FG200FTK23004711" '
+    'tz="+0900" logid="0000000013" type="traffic" subtype="forward" level="notice" vd="root" '
+    'srcip={src} srcport={sport} srcintf="wan1" srcintfrole="wan" dstip=10.200.5.10 dstport=22 '
+    'dstintf="lgwan" dstintfrole="lan" sessionid={sid} proto=6 action="deny" policyid=0 '
+    'policytype="policy" service="SSH" duration=0 sentbyte=0 rcvdbyte=0'
+)
+
+
+def test_the_state_cap_counts_the_event_bodies_held_in_evidence():
+    # The stream keeps event bodies in evidence: a parsed firewall event is
+    # ~6 KB of dicts, fifteen times a group. A cap that counted groups and
+    # records only let a flood of distinct sources grow the state to three
+    # times the cap (issue 20, point 3).
+    import tracemalloc
+
+    import orjson
+
+    from connectors.inputs import Record
+    from connectors.pipeline import Pipeline
+    from correlator.stream import evidence_of
+    from zonewatch.zones import load_zone_map
+
+    parse = Pipeline("firewall", "fortigate", zones=load_zone_map("rules/zones.yaml")).handle
+    raws = []
+    for i in range(4000):
+        line = FORTIGATE_DENY.format(
+            mm=i // 800,
+            ss=i // 20 % 40,
+            src=f"100.64.{i // 250}.{i % 250 + 1}",
+            sport=40000 + i,
+            sid=i,
+        )
+        events, letter = parse(Record(line.encode()))
+        assert letter is None
+        raws.append(orjson.dumps(events[0]))
+    loaded = load_rules_text(DENIES)
+    cap = 4_000_000
+    e = CorrelationEngine(
+        loaded.correlations,
+        loaded.resolve,
+        CorrelationSettings(allowed_lateness_s=0, max_state_bytes=cap),
+    )
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i, raw in enumerate(raws):
+        event = orjson.loads(raw)
+        when = BASE + timedelta(seconds=i / 20)
+        evidence = evidence_of("zonewatch.events.firewall", 0, i, when, event)
+        e.process(["6f1f2b4e-0c1d-4e55-9a61-000000000001"], event, evidence, t=when.timestamp())
+    del event, evidence
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert e.stats.evicted_cap > 0 and e.stats.cap_hits > 0
+    assert held < cap * 1.2, held
+    assert 0.7 < e.state_bytes_estimate() / held < 1.3

@@ -196,7 +196,7 @@ def test_sighup_keeps_unchanged_windows_drops_removed_rules_and_starts_new_ones(
             lambda: (
                 "\n1"
                 in query(
-                    "SELECT count(*) FROM state "
+                    "SELECT count(*) FROM state_chunks "
                     "WHERE key = 'correlation-input' AND value = '[]'::BLOB"
                 )
             ),

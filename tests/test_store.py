@@ -183,7 +183,14 @@ def test_batch_is_all_or_nothing(store: AlertStore) -> None:
             state={"correlation": b"snapshot"},
             offsets={("zonewatch.events.firewall", 2**40): 5},
         )
-    for table in ("alerts", "alert_evidence", "outbox", "events", "state", "consumer_offsets"):
+    for table in (
+        "alerts",
+        "alert_evidence",
+        "outbox",
+        "events",
+        "state_chunks",
+        "consumer_offsets",
+    ):
         assert count(store, table) == 0, table
 
 

@@ -179,12 +179,16 @@ class CorrelatorSettings(BaseModel):
     # Correlation state (possibly large) is snapshotted with its offsets this
     # often; alerts and archived events are stored with every batch.
     checkpoint_interval_s: float = Field(default=5.0, ge=0)
+    # Correlation state caps. The state is estimated with the event bodies it
+    # holds; correlate checks at start-up that the caps and the store's limit
+    # fit together and in this host (correlator/budget.py, exit 78 if not).
     max_groups_per_rule: int = Field(default=1_000_000, ge=1)
     max_state_bytes: int = Field(default=1 << 30, ge=1 << 20)
     events_retention_days: float | None = Field(default=30.0, gt=0)
     max_batch: int = Field(default=2000, ge=1)
-    # DuckDB's buffer pool of the alert store (DuckDB sizes, e.g. 512MB, 2GB);
-    # above it queries and writes spill to <db_path>.tmp.
+    # DuckDB's buffer pool of the alert store (DuckDB sizes, e.g. 512MB, 2GB;
+    # at least 32MB); above it queries and writes, the correlation state's
+    # too, spill to <db_path>.tmp.
     store_memory_limit: str = "512MB"
     # While the consumer works through a backlog, alerts and archived events
     # of several polls go to DuckDB in one write (a write has a fixed cost);

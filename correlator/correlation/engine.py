@@ -32,23 +32,21 @@ Semantics, in one place:
 
 from __future__ import annotations
 
-import gc
 import heapq
-import io
 import itertools
 import math
-import pickle
+import tempfile
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 from sigma.correlations import SigmaCorrelationRule
 
+from correlator.correlation import snapshot as snapshot_codec
 from correlator.correlation.compiled import (
     NUMERIC_TYPES,
     TEMPORAL_TYPES,
@@ -69,6 +67,8 @@ from correlator.correlation.fields import (
     value_lines,
 )
 from correlator.correlation.settings import BaseRuleInfo, CorrelationSettings
+from correlator.correlation.snapshot import UNREADABLE, no_gc
+from correlator.correlation.snapshot import VERSION as SNAPSHOT_VERSION
 from correlator.correlation.steps import Step, step_function
 from correlator.correlation.windows import (
     AvgWindow,
@@ -79,7 +79,6 @@ from correlator.correlation.windows import (
     Rec,
     SumWindow,
     TemporalWindow,
-    _pending,
     load_rec,
 )
 from zonewatch.ecs import get_field
@@ -88,11 +87,19 @@ from zonewatch.models import Alert, Evidence, alert_id
 
 log = get_logger(__name__)
 
-SNAPSHOT_VERSION = 2  # 1: JSON (still read), 2: pickle of rows (_encode)
 # Rough sizes for the memory cap, measured with tracemalloc on CPython 3.11
 # (bench/bench_correlation.py prints the real figure).
-_GROUP_BYTES = 420
-_REC_BYTES = 200
+GROUP_BYTES = 420
+REC_BYTES = 200
+# An event body kept in evidence (``keep_event_in_evidence``, the stream's
+# setting) takes about this many times its JSON size as Python dicts and
+# strings: a parsed FortiGate event 1.4 KB of JSON and 6.1 KB in memory, a
+# small one 272 B and 1.5 KB. Bodies are most of the state then; an estimate
+# without them let a flood of distinct sources grow the process to three
+# times max_state_bytes before any cap applied (issue 20, point 3).
+_BODY_BYTES_PER_JSON_BYTE = 4.5
+_BODY_SAMPLE = 64  # bodies serialized per estimate to learn their size
+_BODY_GUESS = 4000  # bytes per group before the first estimate has learned it
 
 Contrib = tuple[int, int, tuple[Any, ...], Any, dict[str, Any] | None]
 _Item = tuple[float, str, int, Rec, list[Contrib]]
@@ -104,6 +111,7 @@ class CorrelationStats:
 
     events: int = 0
     correlated_events: int = 0
+    contributions: int = 0  # (rule, group) updates by those events
     late_events: int = 0
     late_applied: int = 0
     missing_group_field: int = 0
@@ -112,6 +120,7 @@ class CorrelationStats:
     suppressed: int = 0
     evicted_expired: int = 0
     evicted_cap: int = 0
+    evicted_store: int = 0  # shed() when the store could not write the state
     cap_hits: int = 0
     incomplete_windows: int = 0
     clock_clamped: int = 0
@@ -267,6 +276,30 @@ def _extractor(
     return fn
 
 
+def _bodies(windows: Iterable[Any]) -> list[Any]:
+    """Event bodies held by some windows (the last record of each)."""
+    out = []
+    for st in windows:
+        recs = getattr(st, "recs", None) or getattr(st, "last", None) or ()
+        for rec in reversed(recs):
+            if rec is not None and rec[7] is not None:
+                out.append(rec[7])
+                break
+    return out
+
+
+def _body_bytes(sample: list[Any]) -> float:
+    """Bytes one held event body takes in memory, from a sample of them."""
+    sizes = []
+    for body in sample[:_BODY_SAMPLE]:
+        if body is not None:
+            try:
+                sizes.append(len(orjson.dumps(body, default=str)))
+            except (TypeError, orjson.JSONEncodeError):
+                continue
+    return _BODY_BYTES_PER_JSON_BYTE * sum(sizes) / len(sizes) if sizes else 0.0
+
+
 def _tuples(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_tuples(v) for v in value)
@@ -375,7 +408,10 @@ class CorrelationEngine:
             )
             for c, kind in zip(self.rules, self._kinds, strict=True)
         ]
-        self._memory_check_at = self.settings.max_state_bytes // (2 * _GROUP_BYTES)
+        # What a group costs, bodies included (learned by each estimate): the
+        # checks of the state cap are scheduled with it.
+        self._bytes_per_group = GROUP_BYTES + REC_BYTES + (_BODY_GUESS if self._keep_event else 0)
+        self._memory_check_at = self.settings.max_state_bytes // (2 * self._bytes_per_group)
         self._groups_total = 0  # sum(self._group_count), kept for the hot path
 
     # ------------------------------------------------------------------ rules
@@ -499,6 +535,7 @@ class CorrelationEngine:
                 wm = part.max_t - lateness
             if contribs:
                 stats.correlated_events += 1
+                stats.contributions += len(contribs)
                 eid = ev["event_id"]
                 rec = (
                     eid,
@@ -1049,7 +1086,7 @@ class CorrelationEngine:
             table = part.suppress[rule.index]
             if table:
                 part.suppress[rule.index] = {k: u for k, u in table.items() if u > wm}
-        if sum(self._group_count) * _GROUP_BYTES > self.settings.max_state_bytes // 2:
+        if sum(self._group_count) * self._bytes_per_group > self.settings.max_state_bytes // 2:
             self._check_memory()
 
     def _check_memory(self) -> None:
@@ -1059,18 +1096,35 @@ class CorrelationEngine:
             self._evict_oldest(None, estimate, cap * 9 // 10)
             estimate = self.state_bytes_estimate()
         # The next full estimate when new groups could have filled the room left.
-        room = max(0, cap - estimate) // (_GROUP_BYTES + _REC_BYTES)
+        room = max(0, cap - estimate) // self._bytes_per_group
         self._memory_check_at = sum(self._group_count) + max(1, room)
 
     def state_bytes_estimate(self) -> int:
+        """Bytes the state takes, roughly: groups, the records they hold and
+        the lateness buffer's, and (``keep_event_in_evidence``) the event
+        bodies of those records, each counted once however many groups share
+        it, at the size of a sample of them."""
         groups = 0
         held = 0
+        sample: list[Any] = []
         for part in self._parts.values():
-            held += sum(len(e[3]) for e in (*part.buffer, *part.unordered))
+            buffered = len(part.buffer) + len(part.unordered)
+            held += buffered
+            if self._keep_event and buffered:
+                sample += [e[3][7] for e in itertools.islice(part.buffer, _BODY_SAMPLE)]
             for table in part.groups:
                 groups += len(table)
                 held += sum(st.held() for st in table.values())
-        return groups * _GROUP_BYTES + held * _REC_BYTES
+                if self._keep_event and len(sample) < _BODY_SAMPLE:
+                    sample += _bodies(itertools.islice(table.values(), 8))
+        estimate = groups * GROUP_BYTES + held * REC_BYTES
+        if self._keep_event and held:
+            stats = self.stats
+            shared = stats.contributions / stats.correlated_events if stats.contributions else 1.0
+            estimate += int(held / max(1.0, shared) * _body_bytes(sample))
+        if groups:
+            self._bytes_per_group = max(GROUP_BYTES, estimate // groups)
+        return estimate
 
     def _cap(self, ri: int) -> None:
         for part in self._parts.values():
@@ -1099,9 +1153,45 @@ class CorrelationEngine:
                 hint="raise max_groups_per_rule or narrow the rule's group-by",
             )
 
-    def _evict_oldest(self, ri: int | None, size: int, target: int, count: bool = False) -> int:
+    def shed(self, fraction: float) -> dict[str, int]:
+        """Evict ``fraction`` of the groups, least recently updated first, for
+        a caller that could not store the state (the stream loop, when DuckDB
+        had no memory for it). Rules give in proportion to what they hold
+        above a common level: the rules with the most groups (a flood of
+        distinct sources) lose them, a rule with fewer groups than that level
+        keeps all of its own (the slow chains that took hours to build).
+        Returns the groups evicted per rule id; counted as ``evicted_store``."""
+        counts = list(self._group_count)
+        keep = sum(counts) - math.ceil(sum(counts) * fraction)
+        # The highest level L with sum(min(c, L)) <= keep.
+        lo, hi = 0, max(counts, default=0)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if sum(min(c, mid) for c in counts) <= keep:
+                lo = mid
+            else:
+                hi = mid - 1
+        evicted: dict[str, int] = {}
+        for rule in self.rules:
+            n = counts[rule.index]
+            evicted[rule.id] = (
+                self._evict_oldest(rule.index, n, lo, count=True, counter="evicted_store")
+                if n > lo
+                else 0
+            )
+        return evicted
+
+    def _evict_oldest(
+        self,
+        ri: int | None,
+        size: int,
+        target: int,
+        count: bool = False,
+        counter: str = "evicted_cap",
+    ) -> int:
         """Evict least recently updated groups (of one rule, or all) until the
-        group count (count=True) or the byte estimate drops to ``target``."""
+        group count (count=True) or the byte estimate drops to ``target``;
+        ``counter`` names the stat that counts them."""
         entries = []
         for part in self._parts.values():
             for idx, table in enumerate(part.groups):
@@ -1118,11 +1208,12 @@ class CorrelationEngine:
             st = part.groups[idx].pop(k)
             for p in (getattr(st, "pend", None) or {}).values():
                 p.cancelled = True  # its negative evidence would go with the state
+            part.dirty = True
             self._group_count[idx] -= 1
-            self._groups_total = sum(self._group_count)
+            self._groups_total -= 1
             size -= per_group
             evicted += 1
-        self.stats.evicted_cap += evicted
+        setattr(self.stats, counter, getattr(self.stats, counter) + evicted)
         if ri is None and evicted:
             self.stats.cap_hits += 1
             log.warning(
@@ -1151,14 +1242,11 @@ class CorrelationEngine:
 
     # ----------------------------------------------------- snapshot/restore
     #
-    # Format 2 (current): MAGIC + a pickle of plain rows: tuples, lists,
-    # dicts, floats, strings, datetimes and absence windows. Pickle keeps
-    # shared records shared (an event feeding three rules is stored once and
-    # restored once, as in memory) and runs in C; the rows are built and
-    # consumed by comprehensions, one step per group. Loading goes through an
-    # unpickler that resolves only the few names the format uses, so a blob
-    # from elsewhere cannot call anything else. Format 1 (JSON, one dict per
-    # group) is still read, so a checkpoint taken before an upgrade restores.
+    # The rows are built and consumed by comprehensions, one step per group;
+    # ``snapshot.py`` turns them into bytes (format 2, a pickle) and back, on
+    # a binary file, so a large state is never one bytes object.
+    # Format 1 (JSON, one dict per group) is still read, so a checkpoint
+    # taken before an upgrade restores.
 
     def _dump_part(self, part: _Partition) -> tuple[Any, ...]:
         buffer = sorted((*part.buffer, *part.unordered), key=lambda e: (e[0], e[1], e[2]))
@@ -1265,35 +1353,43 @@ class CorrelationEngine:
     def _hashes(self) -> list[str]:
         return [c.rule_hash for c in self.rules]
 
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "version": SNAPSHOT_VERSION,
+            "rules": self._hashes(),
+            "partitions": {k: self._dump_part(p) for k, p in self._parts.items()},
+            "stats": asdict(self.stats),
+        }
+
     def snapshot(self) -> bytes:
         """The whole state as bytes (format 2): restore() continues identically.
         Raises pickle.PicklingError if the state holds a value restore() would
-        refuse (see _Pickler)."""
-        with _no_gc():
-            return _encode(
-                {
-                    "version": SNAPSHOT_VERSION,
-                    "rules": self._hashes(),
-                    "partitions": {k: self._dump_part(p) for k, p in self._parts.items()},
-                    "stats": asdict(self.stats),
-                }
-            )
+        refuse (see snapshot._Pickler)."""
+        with no_gc():
+            return snapshot_codec.encode(self._payload())
+
+    def write_snapshot(self, out: BinaryIO) -> None:
+        """``snapshot()`` written to ``out`` as it is pickled (frames of at
+        most 64 KiB), never held whole: what the stream hands the store."""
+        with no_gc():
+            snapshot_codec.write(self._payload(), out)
 
     @classmethod
     def restore(
         cls,
-        data: bytes,
+        data: bytes | BinaryIO,
         rules: Sequence[SigmaCorrelationRule],
         resolve: Callable[[str], BaseRuleInfo | None],
         settings: CorrelationSettings | None = None,
     ) -> CorrelationEngine:
         """An engine for ``rules`` continuing from a snapshot (format 2, or
-        format 1 of the previous release). State of rules that are new or
+        format 1 of the previous release), as bytes or a binary file read as
+        it goes (the store's ``open_state``). State of rules that are new or
         changed starts empty; state of removed rules is dropped."""
         engine = cls(rules, resolve, settings)
         try:
-            with _no_gc():
-                payload = _decode(data, "correlation snapshot")
+            with no_gc():
+                payload = snapshot_codec.decode(data, "correlation snapshot")
                 if payload["version"] == 1:
                     for key, pdata in payload["partitions"].items():
                         engine._parts[int(key)] = engine._load_partition_v1(pdata)
@@ -1305,7 +1401,7 @@ class CorrelationEngine:
                     setattr(engine.stats, name, value)
         except CorrelationStateError:
             raise
-        except _UNREADABLE as exc:
+        except UNREADABLE as exc:
             raise CorrelationStateError(
                 f"correlation snapshot is unreadable ({type(exc).__name__}: {exc}); "
                 "start without it"
@@ -1333,15 +1429,15 @@ class CorrelationEngine:
                 self._group_count[ri] -= len(table)
             self._groups_total = sum(self._group_count)
         try:
-            with _no_gc():
-                payload = _decode(data, f"partition {partition} state")
+            with no_gc():
+                payload = snapshot_codec.decode(data, f"partition {partition} state")
                 if payload["version"] == 1:
                     part = self._load_partition_v1(payload)
                 else:
                     part = self._load_part(payload["rules"], payload["partition"])
         except CorrelationStateError:
             raise
-        except _UNREADABLE as exc:
+        except UNREADABLE as exc:
             raise CorrelationStateError(
                 f"partition {partition} state is unreadable ({type(exc).__name__}); start it empty"
             ) from exc
@@ -1349,8 +1445,8 @@ class CorrelationEngine:
         self._parts[partition] = part
 
     def _partition_bytes(self, part: _Partition) -> bytes:
-        with _no_gc():
-            return _encode(
+        with no_gc():
+            return snapshot_codec.encode(
                 {
                     "version": SNAPSHOT_VERSION,
                     "rules": self._hashes(),
@@ -1394,115 +1490,13 @@ class CorrelationEngine:
     ) -> CorrelationEngine:
         """Hot reload: an engine for the new rules that keeps the state of
         unchanged rules (same content hash), starts new ones empty and drops
-        removed ones."""
-        return CorrelationEngine.restore(
-            self.snapshot(), rules, resolve or self._resolve, self.settings
-        )
-
-
-_MAGIC = b"zonewatch-correlation\x00"
-# The only names a format-2 snapshot may load (find_class refuses the rest).
-_ALLOWED = {
-    ("datetime", "datetime"),
-    ("datetime", "timezone"),
-    ("datetime", "timedelta"),
-    ("correlator.correlation.windows", "_pending"),
-}
-_UNREADABLE = (
-    orjson.JSONDecodeError,
-    pickle.UnpicklingError,
-    EOFError,
-    AttributeError,
-    KeyError,
-    TypeError,
-    ValueError,
-    IndexError,
-)
-
-
-class _Unpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(f"{module}.{name} is not part of a correlation snapshot")
-        return super().find_class(module, name)
-
-
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    """Dumping or loading the state allocates an object per group and record;
-    the collector would rescan the whole (long-lived, acyclic) state over and
-    over meanwhile, which cost more than the work itself."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-# What _Pickler writes as it is: instances of these classes, and these names.
-_PLAIN_TYPES = (timezone, timedelta, Pending)
-_NAMES = (datetime, timezone, timedelta, _pending)
-
-
-class _Pickler(pickle.Pickler):
-    """Writes only what _Unpickler reads, so a snapshot always restores.
-
-    Datetimes whose tzinfo is not a ``datetime.timezone`` are written with
-    the fixed offset they have (what format 1's RFC 3339 strings kept): an
-    event's time is not always the stdlib's UTC; the stream's merger restores
-    its buffered events through pydantic, whose datetimes carry
-    ``pydantic_core.TzInfo``. Anything else the unpickler would refuse fails
-    here, at the checkpoint, rather than at the restart that needs the state.
-    Only objects that are not plain builtins get here, once each (pickle's
-    memo comes first): datetimes, absence windows and the names above."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        cls = obj.__class__
-        if cls is datetime:
-            tz = obj.tzinfo
-            if tz is None or tz.__class__ is timezone:
-                return NotImplemented
-            offset = obj.utcoffset()
-            fixed = obj.replace(tzinfo=timezone(offset) if offset is not None else None)
-            return fixed.__reduce_ex__(5)
-        if cls in _PLAIN_TYPES:
-            return NotImplemented
-        for name in _NAMES:
-            if obj is name:
-                return NotImplemented
-        raise pickle.PicklingError(
-            f"{cls.__module__}.{cls.__qualname__} cannot be part of a correlation snapshot "
-            "(state holds JSON values, datetimes and absence windows only)"
-        )
-
-
-def _encode(payload: dict[str, Any]) -> bytes:
-    out = io.BytesIO()
-    out.write(_MAGIC)
-    _Pickler(out, protocol=5).dump(payload)
-    return out.getvalue()
-
-
-def _decode(data: bytes, what: str) -> dict[str, Any]:
-    """Format 2 or 1 (JSON of the previous release); anything else is refused."""
-    if data[: len(_MAGIC)] == _MAGIC:
-        payload = _Unpickler(io.BytesIO(memoryview(data)[len(_MAGIC) :])).load()
-        if not isinstance(payload, dict) or payload.get("version") != SNAPSHOT_VERSION:
-            raise CorrelationStateError(
-                f"{what} has format {payload.get('version') if isinstance(payload, dict) else '?'}"
-                f", this release reads {SNAPSHOT_VERSION} and 1; start without it "
-                "(the input since the last checkpoint will be correlated from an empty state)"
+        removed ones. The state goes through a temporary file, not memory."""
+        with tempfile.TemporaryFile(prefix="zonewatch-reload-") as spool:
+            self.write_snapshot(spool)
+            spool.seek(0)
+            return CorrelationEngine.restore(
+                spool,
+                rules,
+                resolve or self._resolve,
+                self.settings,
             )
-        return payload
-    if data[:1] != b"{":
-        raise CorrelationStateError(f"{what} is not a correlation state; start without it")
-    payload = orjson.loads(data)
-    if payload.get("version") != 1:
-        raise CorrelationStateError(
-            f"{what} has format {payload.get('version')}, this release reads "
-            f"{SNAPSHOT_VERSION} and 1; start without it (the input since the last "
-            "checkpoint will be correlated from an empty state)"
-        )
-    return dict(payload)

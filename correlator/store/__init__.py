@@ -9,12 +9,15 @@ uses while the correlator runs (see :mod:`correlator.store.server`).
 from correlator.store.alert_store import AlertStore, Router, default_router
 from correlator.store.rows import ArchivedEvent
 from correlator.store.server import QueryServer, query_endpoint
+from correlator.store.state import CheckpointNotStoredError, StateWriter
 
 __all__ = [
     "AlertStore",
     "ArchivedEvent",
+    "CheckpointNotStoredError",
     "QueryServer",
     "Router",
+    "StateWriter",
     "default_router",
     "query_endpoint",
 ]

@@ -10,10 +10,12 @@ one writing process), each in a READ ONLY transaction with a timeout.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import stat
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -22,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from itertools import accumulate
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import duckdb
 import pyarrow as pa
@@ -38,6 +40,15 @@ from correlator.store.schema import (
     SCHEMA_VERSION,
     TRIAGE_STATUSES,
     by_id_key,
+)
+from correlator.store.state import (
+    CheckpointNotStoredError,
+    ChunkReader,
+    StateSpool,
+    StateWriter,
+    is_out_of_memory,
+    spool,
+    state_chunk_bytes,
 )
 from zonewatch.errors import QueryError, StoreError, TriageError
 from zonewatch.logs import get_logger
@@ -135,7 +146,10 @@ class _Batch:
     evidence_table: pa.Table | None
     sends: int  # outbox rows
     events: pa.Table | None
-    state: list[list[Any]]
+    state: list[tuple[str, bytes]]
+    # State from writers (``StateSpool``): with ``offsets``, the batch's
+    # checkpoint, which a write short of memory leaves out.
+    streams: list[tuple[str, StateSpool]]
     offsets: list[list[Any]]
     now: datetime
 
@@ -172,6 +186,7 @@ class AlertStore:
         self._con = self._connect()
         try:
             self._migrate()
+            self.state_chunk = self._state_chunk()
             for statement in _LOCKDOWN:
                 self._con.execute(statement)
         except BaseException:
@@ -226,6 +241,15 @@ class AlertStore:
             config["temp_directory"] = f"{self.path}.tmp"
         return config
 
+    def _state_chunk(self) -> int:
+        """Bytes per ``state_chunks`` row, from the limit DuckDB applies
+        (it reads sizes in more forms than we do: ask it)."""
+        row = self._con.execute("SELECT current_setting('memory_limit')").fetchone()
+        try:
+            return state_chunk_bytes(str(row[0]) if row else self.memory_limit)
+        except ValueError:
+            return state_chunk_bytes(None)
+
     def _migrate(self) -> None:
         con = self._con
         has_version = con.execute(
@@ -270,7 +294,7 @@ class AlertStore:
         alerts: Sequence[Alert],
         *,
         events: Sequence[ArchivedEvent] = (),
-        state: Mapping[str, bytes] | None = None,
+        state: Mapping[str, bytes | StateWriter] | None = None,
         offsets: Mapping[tuple[str, int], int] | None = None,
     ) -> list[str]:
         """Store one batch atomically; return the ids of alerts that were new.
@@ -278,6 +302,7 @@ class AlertStore:
         Alerts already stored (a replay after a crash) are skipped with their
         evidence and outbox rows, so a replay never notifies twice. After a
         failed write the store refuses every later one (``submit``): reopen it.
+        ``CheckpointNotStoredError`` (see ``submit``) is not a failure.
         """
         return self.submit(alerts, events=events, state=state, offsets=offsets).result()
 
@@ -286,7 +311,7 @@ class AlertStore:
         alerts: Sequence[Alert],
         *,
         events: Sequence[ArchivedEvent] = (),
-        state: Mapping[str, bytes] | None = None,
+        state: Mapping[str, bytes | StateWriter] | None = None,
         offsets: Mapping[tuple[str, int], int] | None = None,
     ) -> Future[list[str]]:
         """``write`` in two halves: the Arrow batches are built here, in the
@@ -305,6 +330,21 @@ class AlertStore:
         Python's default switch interval (5 ms) each of those waits behind the
         caller's thread, so the two halves do not overlap.
         ``correlator.runtime.tune_process()`` shortens it.
+
+        A ``state`` value is bytes, or a ``StateWriter``: a function that
+        writes the value to the binary file it is given. Writers run here, in
+        the caller's thread, into a spool that goes to a temporary file past
+        a few megabytes (``state.StateSpool``); the writer thread inserts it
+        a megabyte at a time: a large state is never one object. Values go
+        to ``state_chunks`` in rows of ``state_chunk`` bytes, which DuckDB
+        spills beyond its memory limit like any insert.
+
+        Writers' values and ``offsets`` are the batch's checkpoint. If DuckDB
+        runs out of memory storing the batch, the store rolls it back and
+        stores it again without them; the future then raises
+        ``CheckpointNotStoredError`` (with the ids of the alerts stored), the
+        previous checkpoint stays in force, and later batches are taken as
+        usual. A writer that raises is raised here, and nothing is stored.
         """
         self._writable()
         unique: dict[str, Alert] = {}
@@ -315,6 +355,16 @@ class AlertStore:
         alerts_table, evidence_table, sends = (
             self._rows(kept, now, events) if kept else (None, None, 0)
         )
+        state = state or {}
+        streams: list[tuple[str, StateSpool]] = []
+        try:
+            for key, value in state.items():
+                if callable(value):
+                    streams.append((key, spool(value, self.path.parent)))
+        except BaseException:
+            for _, spooled in streams:
+                spooled.close()
+            raise
         batch = _Batch(
             kept,
             alerts_table,
@@ -322,7 +372,8 @@ class AlertStore:
             sends,
             # Its columns in the table's order (``rows.EVENT_COLUMNS``).
             rows.events_table(events, now) if events else None,
-            [[k, bytes(v), now] for k, v in state.items()] if state else [],
+            [(k, bytes(v)) for k, v in state.items() if not callable(v)],
+            streams,
             [[t, p, o, now] for (t, p), o in offsets.items()] if offsets else [],
             now,
         )
@@ -427,44 +478,106 @@ class AlertStore:
 
     def _store(self, batch: _Batch) -> list[str]:
         """The DuckDB half of a write, on the writer thread."""
-        if self._failed is not None:
-            raise StoreError(
-                f"alert store write refused: an earlier write failed ({self._failed}); "
-                "restart to resume from the last stored offsets"
-            )
+        skipped: CheckpointNotStoredError | None = None
         try:
+            if self._failed is not None:
+                raise StoreError(
+                    f"alert store write refused: an earlier write failed ({self._failed}); "
+                    "restart to resume from the last stored offsets"
+                )
             with self._lock:
-                con = self._con
-                con.begin()
                 try:
-                    new = self._insert_alerts(batch) if batch.alerts else []
-                    if batch.events is not None:
-                        con.from_arrow(batch.events).insert_into("events")
-                    if batch.state:
-                        con.executemany(
-                            "INSERT OR REPLACE INTO state VALUES (?, ?, ?)", batch.state
-                        )
-                    if batch.offsets:
-                        con.executemany(
-                            "INSERT OR REPLACE INTO consumer_offsets VALUES (?, ?, ?, ?)",
-                            batch.offsets,
-                        )
-                    con.commit()
+                    new = self._transaction(batch, checkpoint=True)
                 except BaseException as exc:
-                    con.rollback()
-                    if isinstance(exc, duckdb.Error):
-                        raise StoreError(
-                            f"alert store write failed, nothing stored: {exc}"
-                        ) from exc
-                    raise
+                    if not (batch.streams and is_out_of_memory(exc)):
+                        raise
+                    # Short of memory: keep the alerts flowing (and the
+                    # archive), leave the checkpoint to the next one.
+                    new = self._transaction(batch, checkpoint=False)
+                    skipped = CheckpointNotStoredError(
+                        f"the checkpoint did not fit in the alert store's memory "
+                        f"(memory_limit {self.memory_limit}): {str(exc).splitlines()[0]}",
+                        new,
+                    )
+                    log.warning(
+                        "checkpoint_not_stored",
+                        reason=str(exc).splitlines()[0][:200],
+                        state=[key for key, _ in batch.streams],
+                        state_bytes=sum(spooled.size for _, spooled in batch.streams),
+                        alerts_stored=len(new),
+                    )
         except BaseException as exc:
             self._failed = exc
+            if isinstance(exc, duckdb.Error):
+                raise StoreError(f"alert store write failed, nothing stored: {exc}") from exc
             raise
+        finally:
+            for _, spooled in batch.streams:
+                spooled.close()
         if new:
             self._notify()
         if batch.events is not None and self.events_retention:
             self._maybe_prune()
+        if skipped is not None:
+            raise skipped
         return new
+
+    def _transaction(self, batch: _Batch, checkpoint: bool) -> list[str]:
+        """One transaction storing ``batch``; with its checkpoint (streamed
+        state, offsets) or without. Rolled back if anything fails."""
+        con = self._con
+        con.begin()
+        try:
+            new = self._insert_alerts(batch) if batch.alerts else []
+            if batch.events is not None:
+                con.from_arrow(batch.events).insert_into("events")
+            for key, value in batch.state:
+                self._put_state(key, (value,), batch.now)
+            if checkpoint:
+                for key, spooled in batch.streams:
+                    self._put_state(key, spooled.batches(), batch.now)
+                if batch.offsets:
+                    con.executemany(
+                        "INSERT OR REPLACE INTO consumer_offsets VALUES (?, ?, ?, ?)",
+                        batch.offsets,
+                    )
+            con.commit()
+        except BaseException:
+            # A failed COMMIT has already ended the transaction.
+            with contextlib.suppress(duckdb.TransactionException):
+                con.rollback()
+            raise
+        return new
+
+    def _put_state(self, key: str, parts: Iterable[bytes], now: datetime) -> None:
+        """Replace ``key``'s value by ``parts`` (in order), in rows of
+        ``state_chunk`` bytes: each part one Arrow batch whose rows are
+        slices of it."""
+        con = self._con
+        con.execute("DELETE FROM state_chunks WHERE key = ?", [key])
+        con.execute("DELETE FROM state WHERE key = ?", [key])  # written by an earlier version
+        chunk = self.state_chunk
+        seq = 0
+        for data in parts:
+            if not data and seq:
+                continue
+            n = max(1, -(-len(data) // chunk))
+            bounds = array("i", (min(i * chunk, len(data)) for i in range(n + 1)))
+            values = pa.BinaryArray.from_buffers(
+                pa.binary(), n, [None, pa.py_buffer(bounds), pa.py_buffer(data)]
+            )
+            table = pa.table(
+                {
+                    "key": pa.array([key] * n, pa.string()),
+                    "seq": pa.array(range(seq, seq + n), pa.int32()),
+                    "value": values,
+                    "updated_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+                }
+            )
+            con.from_arrow(table).insert_into("state_chunks")
+            seq += n
+        if not seq:  # an empty value is one empty row
+            self._put_state(key, (b"",), now)
 
     def flush(self) -> None:
         """Wait until every submitted batch is stored (or failed)."""
@@ -611,9 +724,38 @@ class AlertStore:
     # -- reading state -----------------------------------------------------
 
     def load_state(self, key: str) -> bytes | None:
+        """A state value, whole (None if never written)."""
+        source = self.open_state(key)
+        if source is None:
+            return None
+        with source:
+            return source.read()
+
+    def open_state(self, key: str) -> BinaryIO | None:
+        """A state value as a binary file that fetches its rows a few
+        megabytes at a time (None if never written); close it when done."""
         with self._lock:
-            row = self._con.execute("SELECT value FROM state WHERE key = ?", [key]).fetchone()
-        return bytes(row[0]) if row else None
+            found = self._con.execute(
+                "SELECT count(*), coalesce(sum(octet_length(value)), 0) "
+                "FROM state_chunks WHERE key = ?",
+                [key],
+            ).fetchone()
+            rows, size = (int(found[0]), int(found[1])) if found else (0, 0)
+            if not rows:  # a value written by an earlier version
+                row = self._con.execute("SELECT value FROM state WHERE key = ?", [key]).fetchone()
+                return io.BytesIO(bytes(row[0])) if row else None
+        cursor = self.cursor()
+
+        def fetch(lo: int, hi: int) -> list[tuple[int, bytes]]:
+            got = cursor.execute(
+                "SELECT seq, value FROM state_chunks WHERE key = ? AND seq >= ? AND seq < ? "
+                "ORDER BY seq",
+                [key, lo, hi],
+            ).fetchall()
+            return [(int(seq), bytes(value)) for seq, value in got]
+
+        reader = ChunkReader(fetch, rows, size, on_close=cursor.close)
+        return io.BufferedReader(reader, 1 << 16)
 
     def load_offsets(self) -> dict[tuple[str, int], int]:
         with self._lock:

@@ -7,7 +7,7 @@ a newer zonewatch is refused rather than guessed at.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # 60 bits of md5(id), the column the existence check of a write reads instead
 # of the ids (see ``_V2``). md5 rather than DuckDB's hash(): the stored keys
@@ -241,8 +241,29 @@ _V4_TRIAGE = [
     """,
 ]
 
+# Version 5: state values in rows of a few KiB (``state_chunks``). A value
+# stored as one BLOB needed four to five times its size in DuckDB's buffer
+# pool (a 100 MB correlation snapshot failed under the default 512MB limit,
+# and every restart failed again on the same state). Small rows are spilled
+# to ``<db>.tmp`` like any other insert; DuckDB pins a vector of 2048 of them
+# at a time, so ``AlertStore`` sizes the rows from its memory limit
+# (``state_chunk_bytes``). A value is its rows in ``seq`` order; writing a key
+# replaces all its rows in the batch's transaction. Rows of ``state`` left by
+# earlier versions are still read, until the key is written again. No key:
+# DuckDB refuses to insert a key deleted earlier in the same transaction.
+_V5 = [
+    """
+    CREATE TABLE state_chunks (
+        key VARCHAR NOT NULL,
+        seq INTEGER NOT NULL,          -- 0, 1, ... : the value is the rows in this order
+        value BLOB NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )
+    """,
+]
+
 # version -> statements that bring a store from version-1 to version
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4_TRIAGE}
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4_TRIAGE, 5: _V5}
 
 TABLES = (
     "alerts",
@@ -251,6 +272,7 @@ TABLES = (
     "rules",
     "outbox",
     "state",
+    "state_chunks",
     "consumer_offsets",
     "triage_history",
 )
