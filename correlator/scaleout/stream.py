@@ -42,6 +42,7 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
+from correlator.resume import resume_offsets
 from correlator.scaleout.records import (
     ChangelogReader,
     Hit,
@@ -230,7 +231,14 @@ class RepartitionedStream(StreamCorrelator):
         out: list[Alert] = []
         generated = [rule for rule in hits if rule.generate]
         if generated:
-            evidence = evidence_of(record.topic, record.partition, record.offset, when, event)
+            evidence = evidence_of(
+                record.topic,
+                record.partition,
+                record.offset,
+                when,
+                event,
+                self._labels.get(record.topic),
+            )
             out = [self.make_alert(rule, evidence) for rule in generated]
         if self._correlated and self.correlation is not None:
             ids = [r.id for r in hits if r.id in self._correlated]
@@ -433,9 +441,9 @@ class RepartitionedStream(StreamCorrelator):
         self._caught_up = False
         stored = self.store.load_offsets()
         hits = [tp.partition for tp in assigned if tp.topic == self.hits_topic]
-        for tp in assigned:
-            if tp.topic == self.hits_topic:
-                continue
+        sources = [tp for tp in assigned if tp.topic != self.hits_topic]
+        wanted: dict[TopicPartition, int] = {}
+        for tp in sources:
             self._sources[(tp.topic, tp.partition)] = _SourceProgress()
             # Another member may have moved this partition on since this store
             # last saw it: resume from the further of the two (hits already
@@ -443,7 +451,9 @@ class RepartitionedStream(StreamCorrelator):
             known = [stored.get((tp.topic, tp.partition)), committed.get(tp)]
             offsets = [o for o in known if o is not None]
             if offsets:
-                self.consumer.seek(tp, max(offsets))
+                wanted[tp] = max(offsets)
+        for tp, offset in self.resume_at(sources, wanted).items():
+            self.consumer.seek(tp, offset)
         restored = self._restore_shards(hits) if hits else {}
         log.info(
             "partitions_assigned",
@@ -486,11 +496,18 @@ class RepartitionedStream(StreamCorrelator):
                     self.correlation.import_partition(p, engine_bytes)
             self._engine_bytes[p] = engine_bytes
             self.shards[p] = shard
-            if shard.next_offset is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, shard.next_offset)
             restored[p] = reader.latest is not None
+        # The hits offsets of the changelog, checked against the hits log too.
+        tps = [TopicPartition(self.hits_topic, p) for p in partitions]
+        stored = {tp: self.shards[tp.partition].next_offset for tp in tps}
+        checked = resume_offsets(
+            self.settings.kafka, tps, {tp: o for tp, o in stored.items() if o is not None}, {}
+        ).seek
+        for tp in tps:
+            if tp in checked:
+                self.consumer.seek(tp, checked[tp])
+            else:
+                self.consumer.seek_to_beginning(tp)
         return restored
 
     def close(self) -> None:
