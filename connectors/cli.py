@@ -124,6 +124,11 @@ def parse(
     help="First start only: fetch audit events from this UTC time (default: 24 h ago).",
 )
 @click.option("--once", is_flag=True, help="With --graph: stop after catching up once.")
+@click.option(
+    "--from-start",
+    is_flag=True,
+    help="Ignore the checkpoint: read --file from its start and send every line again.",
+)
 @click.option("--timezone", default=None, help=_TZ_HELP)
 @click.pass_obj
 def ingest(
@@ -143,6 +148,7 @@ def ingest(
     graph_interval: float,
     graph_since: str | None,
     once: bool,
+    from_start: bool,
     timezone: str | None,
 ) -> None:
     """Stream SOURCE's logs into Kafka (topic zonewatch.events.SOURCE).
@@ -205,10 +211,94 @@ def ingest(
         server = serve_metrics(settings.connectors.metrics_host, settings.connectors.metrics_port)
     try:
         stats = run_ingest(
-            settings, source, fmt, source_input, timezone=timezone, checkpointed=checkpointed
+            settings,
+            source,
+            fmt,
+            source_input,
+            timezone=timezone,
+            checkpointed=checkpointed,
+            from_start=from_start,
         )
     finally:
         if server is not None:
             server.close()
     log.info("ingest_done", source=source, format=fmt, input=source_input.name, **stats.as_dict())
     click.echo(f"{source}/{fmt} from {source_input.name}: {stats.summary()}")
+    if file_path and not follow and stats.read == 0 and stats.resumed_at is not None:
+        where = stats.resumed_at.get("offset") if isinstance(stats.resumed_at, dict) else None
+        at = f" (byte {where})" if where is not None else ""
+        click.echo(
+            f"nothing new in {file_path} since its checkpoint{at}: every line was sent "
+            "before. To send the file again: add --from-start "
+            "(`zonewatch checkpoints list` shows the checkpoints)",
+            err=True,
+        )
+
+
+@click.group()
+def checkpoints() -> None:
+    """List or reset the connectors' input checkpoints (where a file was read up to).
+
+    A checkpointed input (--file, --graph) resumes where it stopped. Reset
+    one to make the next `zonewatch ingest` read it from its start; stop that
+    connector first, or its next commit writes its position again.
+    """
+
+
+@checkpoints.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per checkpoint.")
+@click.pass_obj
+def list_checkpoints_cmd(settings: Settings, as_json: bool) -> None:
+    """Show the checkpoints under settings.connectors.checkpoint_dir."""
+    import orjson
+
+    from connectors.checkpoints import list_checkpoints
+
+    found = list_checkpoints(settings.connectors.checkpoint_dir)
+    if as_json:
+        for info in found:
+            click.echo(orjson.dumps(info.as_dict()).decode())
+        return
+    if not found:
+        click.echo(f"no checkpoints in {settings.connectors.checkpoint_dir}", err=True)
+        return
+    click.echo("source\tformat\tposition\tsaved_at\tinput")
+    for info in found:
+        row = info.as_dict()
+        click.echo(
+            f"{row['source']}\t{row['format']}\t{row['position']}\t{row['saved_at']}\t"
+            f"{row['input']}"
+        )
+
+
+@checkpoints.command("reset")
+@click.option("--source", type=click.Choice(SOURCES), help="Only this source's inputs.")
+@click.option("--input", "input_name", help="Only this input: a file path as given to --file.")
+@click.option("--all", "everything", is_flag=True, help="Every checkpoint (no --source/--input).")
+@click.pass_obj
+def reset_checkpoints_cmd(
+    settings: Settings, source: str | None, input_name: str | None, everything: bool
+) -> None:
+    """Forget inputs' positions (in Kafka and locally): the next ingest reads them
+    from the start. Choose with --source and/or --input, or --all."""
+    from connectors.checkpoints import list_checkpoints, reset_checkpoints, select
+
+    if not (source or input_name or everything):
+        raise click.UsageError("say which checkpoints: --source S, --input PATH, or --all")
+    found = list_checkpoints(settings.connectors.checkpoint_dir)
+    chosen = select(found, source, input_name)
+    if not chosen:
+        raise click.UsageError(
+            f"no checkpoint matches in {settings.connectors.checkpoint_dir} "
+            "(`zonewatch checkpoints list` shows them)"
+        )
+    kafka = settings.kafka if settings.kafka.bootstrap_servers else None
+    if kafka is None:
+        click.echo(
+            "no Kafka configured: removing the local copies only (a transactional "
+            "connector would still find its position in Kafka)",
+            err=True,
+        )
+    reset_checkpoints(kafka, chosen)
+    for info in chosen:
+        click.echo(f"reset\t{info.source}\t{info.format}\t{info.input}")

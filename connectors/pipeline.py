@@ -30,6 +30,7 @@ import orjson
 
 from connectors import metrics
 from connectors.base import FORMATS, Format, ParseContext
+from connectors.checkpoints import choose_checkpoint, sink_position
 from connectors.enrich import Enricher
 from connectors.inputs import Input, Record
 from zonewatch.config import SOURCES, Settings
@@ -64,6 +65,8 @@ class IngestStats:
     dead_lettered: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    # The input position a checkpointed input resumed from (None: its start).
+    resumed_at: Any = None
 
     def summary(self) -> str:
         rate = self.read / self.seconds if self.seconds > 0 else 0.0
@@ -278,15 +281,12 @@ class Runner:
     def restore(self) -> None:
         """Resume from the last checkpoint (Kafka's when the sink is transactional)."""
         local = self.store.load() if self.store else None
-        recover = getattr(self.sink, "recover_checkpoint", None)
-        cp = local
-        if recover is not None and getattr(self.sink, "transactional_id", None):
-            hint = local.get("kafka_offset") if local else None
-            cp = recover(hint_offset=hint)
+        cp = choose_checkpoint(local, self.sink, self.input.name)
         if not cp:
             return
         if cp.get("input"):
             self.input.restore(cp["input"])
+            self.pipeline.stats.resumed_at = cp["input"]
         if cp.get(_STATE_KEY):
             self.pipeline.ctx.state.update(cp[_STATE_KEY])
         log.info("resumed", input=self.input.name, position=cp.get("input"))
@@ -297,10 +297,7 @@ class Runner:
         cp = self._checkpoint()
         self.sink.commit(cp)
         if self.store is not None and cp.get("input") is not None:
-            offset = getattr(self.sink, "checkpoint_offset", None)
-            if offset is not None:
-                cp["kafka_offset"] = offset
-            self.store.save(cp)
+            self.store.save({**cp, **sink_position(self.sink)})
         self._dirty = False
         metrics.observe(self.pipeline)
 
@@ -414,8 +411,11 @@ def ingest(
     sink: Sink | None = None,
     stop_on_signal: bool = True,
     parse_worker: bool | None = None,
+    from_start: bool = False,
 ) -> IngestStats:
-    """Run one input into Kafka; checkpointed inputs resume exactly where they stopped.
+    """Run one input into Kafka; checkpointed inputs resume exactly where they
+    stopped (``connectors/checkpoints.py``), or with ``from_start`` read the
+    input from its start again.
 
     ``parse_worker`` (default: into Kafka from followed files, files of 1 MiB
     or more, syslog and stdin) parses in a child process so this one only
@@ -456,8 +456,10 @@ def ingest(
             runner = WorkerRunner(pipeline, worker, sink, store=store, stop_event=stop)
         else:
             runner = Runner(pipeline, source_input, sink, store=store, stop_event=stop)
-        if store is not None:
+        if store is not None and not from_start:
             runner.restore()
+        elif store is not None:
+            log.info("reading_from_start", input=source_input.name, reason="--from-start")
         return runner.run()
     finally:
         restore_signals()

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "topics": "zonewatch.broker_cli:topics",
     "ingest": "connectors.cli:ingest",
     "parse": "connectors.cli:parse",
+    "checkpoints": "connectors.cli:checkpoints",
     "match": "correlator.detection.cli:match",
     "rules": "correlator.detection.cli:rules",
     "correlate": "correlator.cli:correlate",
