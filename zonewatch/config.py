@@ -55,6 +55,9 @@ class KafkaSettings(BaseModel):
     # start-up quick while tolerating GC pauses.
     session_timeout_ms: int = Field(default=6000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    # How long a starting correlator waits for the broker to answer before it
+    # gives up (exit 69); compose and systemd restart it after that.
+    connect_timeout_s: float = Field(default=15.0, gt=0)
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:

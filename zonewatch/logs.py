@@ -69,9 +69,14 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    # kafka-python logs through stdlib logging; keep it quiet unless debugging.
+    # kafka-python logs through stdlib logging, and logs every failed
+    # connection attempt as an ERROR: zonewatch reports what went wrong in
+    # its own words (one line, with the fix), so kafka-python's own lines
+    # show only with --log-level debug.
     logging.basicConfig(level=logging.WARNING if numeric > logging.DEBUG else logging.DEBUG)
-    logging.getLogger("kafka").setLevel(logging.ERROR if numeric > logging.DEBUG else logging.DEBUG)
+    logging.getLogger("kafka").setLevel(
+        logging.CRITICAL if numeric > logging.DEBUG else logging.DEBUG
+    )
 
 
 def get_logger(name: str | None = None, **initial: Any) -> Any:
