@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -221,7 +221,18 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, file_secret_settings)
+        def env_without_secret_files() -> dict[str, Any]:
+            # *_FILE variables name files (_env_overrides reads them); they
+            # are not settings themselves.
+            data: dict[str, Any] = env_settings()
+            for dotted in _SECRET_FILE_VARS:
+                section, key = dotted.split(".")
+                if isinstance(data.get(section), dict):
+                    data[section].pop(key, None)
+            return data
+
+        env_source = cast(PydanticBaseSettingsSource, env_without_secret_files)
+        return (init_settings, env_source, file_secret_settings)
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -264,11 +275,27 @@ def _env_overrides() -> dict[str, Any]:
             # ZONEWATCH_CONFIG, ZONEWATCH_TEAMS_URL, ZONEWATCH_GRAPH_* ... are
             # command options read by the commands themselves, not settings.
             continue
+        if ".".join(parts) in _SECRET_FILE_VARS:
+            # ZONEWATCH_KAFKA__SASL_PASSWORD_FILE=/run/secrets/kafka_password:
+            # the secret stays in a file (compose secrets, systemd credentials).
+            parts[-1] = parts[-1].removesuffix("_file")
+            value = _read_secret_file(name, value)
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     return out
+
+
+# Secrets that may come from a file named by ``ZONEWATCH_<NAME>_FILE``.
+_SECRET_FILE_VARS = frozenset({"kafka.sasl_password_file", "teams.webhook_url_file"})
+
+
+def _read_secret_file(var: str, path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{var}: cannot read {path}: {exc.strerror}") from exc
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
