@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from zonewatch.config import SOURCES, Settings
+from zonewatch.errors import UsageError
 
 _TZ_HELP = "Time zone for timestamps without one (default: settings, Asia/Tokyo)."
 
@@ -52,17 +53,57 @@ def parse(
         except OSError as exc:
             raise click.BadParameter(f"cannot read {path}: {exc.strerror}") from exc
     pipeline = make_pipeline(settings, source, fmt, timezone, name)
+    sink = _WrongFormatGuard(NdjsonSink())
     try:
         stats = parse_stream(
             pipeline,
             StreamInput(stream, name, settings.connectors.max_line_bytes),
-            NdjsonSink(),
+            sink,
         )
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+    if stats.dead_lettered and not stats.produced:
+        top = stats.reasons.most_common(1)[0][0] if stats.reasons else "unparsable"
+        hidden = f", {sink.hidden} of them not shown" if sink.hidden else ""
+        click.echo(
+            f"zonewatch: error: none of the {stats.dead_lettered} lines of {name} parsed as "
+            f"{source}/{fmt} ({top}{hidden}). Is --format right? "
+            f"`zonewatch parse --source {source} --list-formats` lists them; --format auto "
+            "picks one per line",
+            err=True,
+        )
     if stats.dead_lettered:
         sys.exit(65)
+
+
+class _WrongFormatGuard:
+    """Passes events and dead letters to ``sink``, until the first
+    ``WRONG_FORMAT_LINES`` records all failed: then the format is wrong, and
+    printing every line again as a dead letter only buries the reason. The
+    rest are counted (``hidden``) and summarised once at the end."""
+
+    WRONG_FORMAT_LINES = 20
+
+    def __init__(self, sink: Any):
+        self.sink = sink
+        self.events = 0
+        self.dead = 0
+        self.hidden = 0
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.events += 1
+        self.sink.emit(event)
+
+    def dead_letter(self, letter: Any) -> None:
+        self.dead += 1
+        if not self.events and self.dead > self.WRONG_FORMAT_LINES:
+            self.hidden += 1
+            return
+        self.sink.dead_letter(letter)
+
+    def commit(self, checkpoint: dict[str, Any] | None = None) -> None:
+        self.sink.commit(checkpoint)
 
 
 @click.command()
@@ -169,6 +210,9 @@ def ingest(
         raise click.UsageError("give exactly one input: --file PATH, --syslog URL, --graph or -")
     if follow and not file_path:
         raise click.UsageError("--follow needs --file")
+    if file_path and not follow and not Path(file_path).is_file():
+        # before connecting to Kafka: --follow waits for a file to appear
+        raise UsageError(f"cannot read {file_path}: no such file (use --follow to wait for it)")
     limit = settings.connectors.max_line_bytes
     checkpointed = True
     source_input: Any

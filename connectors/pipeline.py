@@ -34,7 +34,7 @@ from connectors.checkpoints import choose_checkpoint, sink_position
 from connectors.enrich import Enricher
 from connectors.inputs import Input, Record
 from zonewatch.config import SOURCES, Settings
-from zonewatch.errors import ConfigError, ParseError
+from zonewatch.errors import ConfigError, ParseError, UsageError
 from zonewatch.logs import get_logger
 from zonewatch.models import DeadLetter
 from zonewatch.zones import ZoneMap, load_zone_map
@@ -124,7 +124,7 @@ class Pipeline:
     ):
         available = formats_of(source)
         if fmt != AUTO and fmt not in available:
-            raise ConfigError(
+            raise UsageError(
                 f"unknown format {fmt!r} for {source}: choose one of "
                 f"{', '.join(sorted(available))} or auto"
             )

@@ -22,7 +22,7 @@ from connectors.inputs.file import FileInput
 from connectors.parse_worker import Batch, ParseWorker, WorkerSpec
 from connectors.produce import KeyPartitioner
 from zonewatch.config import KafkaSettings, Settings
-from zonewatch.errors import ConfigError
+from zonewatch.errors import UsageError
 from zonewatch.kafka import ensure_topics
 from zonewatch.models import DeadLetter
 
@@ -183,7 +183,7 @@ def test_a_restart_at_a_stateful_checkpoint_gives_the_same_events(tmp_path: Path
 
 
 def test_a_missing_file_raises_the_workers_error_in_the_parent(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no such file"):
+    with pytest.raises(UsageError, match="no such file"):
         _run_worker(tmp_path, tmp_path / "missing.log")
 
 
