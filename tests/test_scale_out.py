@@ -25,7 +25,6 @@ from test_crash_recovery import (
     EVENT_COUNT,
     RULES,
     Correlator,
-    Workload,
     kill_at_random_moments,
     make_workload,
     produce,
@@ -196,16 +195,18 @@ def test_release_is_in_event_time_order_and_a_snapshot_continues_identically(
 # -- through the broker -----------------------------------------------------------
 
 
-def produce_paced(kafka: KafkaSettings, workload: Workload, seconds: float) -> None:
-    """The workload in event-time order, spread evenly over ``seconds``."""
+def produce_paced(
+    kafka: KafkaSettings, records: list[tuple[str, str, bytes]], seconds: float
+) -> None:
+    """Records in event-time order, spread evenly over ``seconds``."""
     from zonewatch.kafka import make_producer
 
     producer = make_producer(kafka, linger_ms=5)
     started = time.monotonic()
-    step = max(1, len(workload.records) // 100)
-    for i, (source, key, value) in enumerate(workload.records):
+    step = max(1, len(records) // 100)
+    for i, (source, key, value) in enumerate(records):
         if i % step == 0:
-            ahead = started + seconds * i / len(workload.records) - time.monotonic()
+            ahead = started + seconds * i / len(records) - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
         producer.send(kafka.events_topic(source), key=key.encode(), value=value)
@@ -226,6 +227,19 @@ def _alerts(db: Path) -> dict[str, str]:
         return {}
     with duckdb.connect(str(db), read_only=True) as con:
         return dict(con.execute("SELECT id, rule_id FROM alerts").fetchall())
+
+
+def _wait_for_changelog_state(kafka: KafkaSettings, timeout_s: float = 120) -> None:
+    """Until some correlation shard's state is on the changelog topic."""
+    from kafka import TopicPartition
+
+    from zonewatch.kafka import log_bounds
+
+    tps = [TopicPartition(kafka.correlation_state_topic, p) for p in range(kafka.partitions)]
+    deadline = time.monotonic() + timeout_s
+    while not any(b.end > b.start for b in log_bounds(kafka, tps).values()):
+        assert time.monotonic() < deadline, "no shard state reached the changelog"
+        time.sleep(0.2)
 
 
 # A chain whose parent groups by other fields than its child (none at all
@@ -258,21 +272,28 @@ def test_two_members_of_one_group_find_the_alerts_of_one(
     prefix = kafka_settings.topic_prefix
 
     # Events arrive at a steady pace while the first member works; the
-    # second joins midway and takes source partitions and correlation shards
-    # (with their open windows, from the changelog) from it.
+    # second joins midway, once the first has written shard state to the
+    # changelog, and takes source partitions and correlation shards (with
+    # their open windows) from it. The second half of the events waits for
+    # the second member: conditions, not timing, so load cannot reorder it.
     internal = correlation_topics(kafka_settings)
     ensure_topics(kafka_settings)
     ensure_topics(kafka_settings, list(internal), configs=internal)
-    feeder = threading.Thread(target=produce_paced, args=(kafka_settings, workload, 12.0))
+    half = len(workload.records) // 2
+    feeder = threading.Thread(
+        target=produce_paced, args=(kafka_settings, workload.records[:half], 6.0)
+    )
     group, log = f"{prefix}-scaled", tmp_path / "scaled.log"
     dbs = [tmp_path / "a.duckdb", tmp_path / "b.duckdb"]
     scale = ("--scale-out",)
     a = Correlator(kafka_settings, rules, dbs[0], group, log, scale)
     a.wait_assigned()
     feeder.start()
+    _wait_for_changelog_state(kafka_settings)
     b = Correlator(kafka_settings, rules, dbs[1], group, tmp_path / "b.log", scale)
     b.wait_assigned()
     feeder.join()
+    produce_paced(kafka_settings, workload.records[half:], 6.0)
     a.finish()
     b.finish()
     # Runs end when idle; follow up (one member, then the other) until every
