@@ -4,13 +4,12 @@ can see where each input got to and send a file again."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from zonewatch_cli import run_zonewatch
 
 from zonewatch.config import KafkaSettings
 
@@ -36,22 +35,14 @@ def _squid(first: int, count: int) -> str:
     )
 
 
-def _run(kafka: KafkaSettings, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=str(kafka.bootstrap_servers),
-        ZONEWATCH_KAFKA__TOPIC_PREFIX=kafka.topic_prefix,
-        ZONEWATCH_CONNECTORS__CHECKPOINT_DIR=str(tmp_path / "checkpoints"),
-        ZONEWATCH_CONNECTORS__ZONES_FILE=str(ROOT / "rules" / "zones.yaml"),
-        ZONEWATCH_LOG_JSON="true",
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _run(kafka: KafkaSettings, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": str(kafka.bootstrap_servers),
+        "ZONEWATCH_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+        "ZONEWATCH_CONNECTORS__CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "ZONEWATCH_CONNECTORS__ZONES_FILE": str(ROOT / "rules" / "zones.yaml"),
+    }
+    return run_zonewatch(*args, env=env)
 
 
 def _ingest(kafka: KafkaSettings, tmp_path: Path, log: Path, *extra: str) -> str:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 from conftest import ROOT
+from zonewatch_cli import run_zonewatch
 
 SQUID = (
     "1795000{i:03d}.{i:03d}    120 10.10.21.{h} TCP_TUNNEL/200 5120 CONNECT "
@@ -16,17 +15,8 @@ SQUID = (
 )
 
 
-def _zonewatch(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ZONEWATCH_", "KAFKA_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", *args],
-        env={**clean, "ZONEWATCH_LOG_JSON": "true"},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+def _zonewatch(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_zonewatch(*args)
 
 
 def test_parse_with_the_wrong_format_prints_a_summary_not_every_line(tmp_path: Path) -> None:

@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from zonewatch_cli import run_zonewatch
 
 from zonewatch.config import load_settings
 from zonewatch.settings_doc import reference_markdown, settings_info
 
 
-def _show(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ZONEWATCH_", "KAFKA_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", *args],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-    )
+def _show(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return run_zonewatch(*args, env=env, timeout=60)
 
 
 def test_config_show_names_each_value_s_source_and_masks_secrets(tmp_path: Path) -> None:

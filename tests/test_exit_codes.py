@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 from conftest import ROOT
+from zonewatch_cli import run_zonewatch
 
 from zonewatch.broker import free_port
 from zonewatch.cli import COMMANDS
@@ -209,25 +210,13 @@ MISTAKES = [
 ]  # fmt: skip
 
 
-def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ZONEWATCH_", "KAFKA_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", *argv],
-        env={**clean, "ZONEWATCH_LOG_JSON": "true", **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-
-
 @pytest.mark.parametrize("mistake", MISTAKES, ids=lambda m: m.id)
 def test_each_mistake_exits_with_the_code_of_its_row(
     mistake: Mistake, world: World, busy_port: int
 ) -> None:
     table = readme_table()
     assert mistake.code in table, f"exit code {mistake.code} is not in the README's table"
-    done = _run(mistake.argv(world, busy_port), mistake.env)
+    done = run_zonewatch(*mistake.argv(world, busy_port), env=mistake.env)
     assert done.returncode == mistake.code, (
         f"{mistake.id}: README says {mistake.code} ({table[mistake.code]}), got "
         f"{done.returncode}\n{done.stderr[-2000:]}"

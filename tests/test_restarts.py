@@ -8,9 +8,7 @@ would; the others use the session's broker.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from conftest import ROOT
 from hypothesis import given
 from hypothesis import strategies as st
 from kafka import KafkaAdminClient, TopicPartition
+from zonewatch_cli import run_zonewatch
 
 from zonewatch.broker import EmbeddedBroker, free_port
 from zonewatch.config import KafkaSettings
@@ -96,29 +95,19 @@ def test_unknown_topic_ids_never_count_as_a_recreated_topic() -> None:
 
 
 def _env(bootstrap: str, tmp_path: Path, prefix: str = "zonewatch") -> dict[str, str]:
-    return dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        ZONEWATCH_KAFKA__TOPIC_PREFIX=prefix,
-        ZONEWATCH_KAFKA__PARTITIONS="2",
-        ZONEWATCH_KAFKA__SESSION_TIMEOUT_MS="2000",
-        ZONEWATCH_KAFKA__HEARTBEAT_INTERVAL_MS="500",
-        ZONEWATCH_CONNECTORS__ZONES_FILE=str(ROOT / "rules" / "zones.yaml"),
-        ZONEWATCH_CONNECTORS__CHECKPOINT_DIR=str(tmp_path / "checkpoints"),
-        ZONEWATCH_LOG_JSON="true",
-    )
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "ZONEWATCH_KAFKA__TOPIC_PREFIX": prefix,
+        "ZONEWATCH_KAFKA__PARTITIONS": "2",
+        "ZONEWATCH_KAFKA__SESSION_TIMEOUT_MS": "2000",
+        "ZONEWATCH_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+        "ZONEWATCH_CONNECTORS__ZONES_FILE": str(ROOT / "rules" / "zones.yaml"),
+        "ZONEWATCH_CONNECTORS__CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+    }
 
 
-def _zonewatch(
-    env: dict[str, str], *args: str, timeout: float = 120
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def _zonewatch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run_zonewatch(*args, env=env)
 
 
 def _ingest(env: dict[str, str], log: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -235,11 +224,9 @@ def test_a_recreated_topic_is_read_from_its_start_even_when_it_grew_past_the_off
 
 
 def _parse(env: dict[str, str], text: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", "parse", "--source", "firewall", "--format",
-         "fortigate", "-"],
-        env=env, input=text, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    done = run_zonewatch(
+        "parse", "--source", "firewall", "--format", "fortigate", "-", env=env, stdin=text
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 

@@ -9,7 +9,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from zonewatch_cli import run_zonewatch
 
 from zonewatch.broker import free_port
 from zonewatch.config import KafkaSettings
@@ -24,15 +24,11 @@ from zonewatch.errors import BrokerUnavailableError
 from zonewatch.preflight import check_broker, probe_kafka
 
 
-def _zonewatch(*args: str, env: dict[str, str] | None = None, timeout: float = 90):
+def _zonewatch(
+    *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", *args],
-        env={**os.environ, "ZONEWATCH_LOG_JSON": "true", **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    done = run_zonewatch(*args, env=env, timeout=90)
     return done, time.monotonic() - started
 
 
