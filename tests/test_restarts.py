@@ -8,7 +8,10 @@ would; the others use the session's broker.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -183,6 +186,61 @@ def test_a_broker_restart_between_two_ingests_loses_and_hides_nothing_new(
         [reset] = _warnings(correlated.stderr, "stored_offsets_reset")
         assert reset["reason"] in {"topic_recreated", "ahead_of_end"}
         assert _alerts(db) == 30 + 121
+
+
+def _count_alerts_live(env: dict[str, str], db: Path) -> int:
+    """Through the running correlator's query endpoint (it holds the file)."""
+    done = run_zonewatch(
+        "query", "--db", str(db), "--format", "csv", "SELECT count(*) AS n FROM alerts", env=env
+    )
+    lines = done.stdout.strip().splitlines()
+    return int(lines[-1]) if done.returncode == 0 and len(lines) == 2 else -1
+
+
+def _wait_for_alerts(env: dict[str, str], db: Path, n: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while (found := _count_alerts_live(env, db)) < n:
+        assert proc.poll() is None, "the correlator exited"
+        assert time.monotonic() < deadline, f"{found} of {n} alerts after 120 s"
+        time.sleep(0.5)
+    assert found == n
+
+
+@pytest.mark.integration
+def test_a_running_correlator_carries_on_after_its_broker_restarts(tmp_path: Path) -> None:
+    """The broker goes away under a running correlator and comes back empty:
+    the group re-forms, the stored offsets no longer fit, one warning, and
+    the events ingested after the restart are correlated."""
+    port = free_port()
+    log, db, err = tmp_path / "fw.log", tmp_path / "alerts.duckdb", tmp_path / "correlate.err"
+    log.write_text(_lines(0, 20))
+    broker = EmbeddedBroker(port=port).start()
+    env = _env(broker.bootstrap, tmp_path)
+    correlator = None
+    try:
+        _ingest(env, log)
+        with err.open("wb") as stderr:
+            correlator = subprocess.Popen(
+                [sys.executable, "-m", "zonewatch.cli", "correlate", "--rules", str(TEST_RULES),
+                 "--db", str(db), "--group-id", "live"],
+                env={**os.environ, **env, "ZONEWATCH_LOG_JSON": "true"},
+                stdout=subprocess.DEVNULL, stderr=stderr,
+            )  # fmt: skip
+        _wait_for_alerts(env, db, 20, correlator)
+        broker.stop()
+        broker = EmbeddedBroker(port=port).start()
+        with log.open("a") as fh:
+            fh.write(_lines(20, 50))
+        _ingest(env, log)
+        _wait_for_alerts(env, db, 70, correlator)
+    finally:
+        if correlator is not None:
+            correlator.send_signal(signal.SIGTERM)
+            correlator.wait(60)
+        broker.stop()
+    assert correlator.returncode == 0
+    [reset] = _warnings(err.read_text(), "stored_offsets_reset")
+    assert reset["reason"] in {"topic_recreated", "ahead_of_end"}
 
 
 @pytest.mark.integration
