@@ -22,7 +22,7 @@ from prometheus_client import Counter
 
 from zonewatch.config import KafkaSettings
 from zonewatch.logs import get_logger
-from zonewatch.offsets import EXPLAIN, OffsetReset, decide_start_offset, same_topic
+from zonewatch.offsets import EXPLAIN, LogBounds, OffsetReset, decide_start_offset, same_topic
 
 log = get_logger(__name__)
 
@@ -77,17 +77,22 @@ def resume_offsets(
     assigned: Iterable[TopicPartition],
     stored: Mapping[TopicPartition, int],
     known_ids: Mapping[str, str],
+    bounds: Mapping[TopicPartition, LogBounds] | None = None,
     timeout_s: float = BOUNDS_TIMEOUT_S,
 ) -> Resume:
     """Check each stored offset of ``assigned`` against its log's bounds and
-    topic id; log and count every offset that has to move."""
+    topic id; log and count every offset that has to move. ``bounds`` None:
+    ask the broker (``zonewatch.kafka.log_bounds``; from a rebalance
+    listener, ask it with ``off_the_io_thread`` first and pass them)."""
     from zonewatch.kafka import log_bounds
 
     assigned = list(assigned)
-    out = Resume(seek={tp: o for tp, o in stored.items() if tp in set(assigned)})
+    wanted = set(assigned)
+    out = Resume(seek={tp: o for tp, o in stored.items() if tp in wanted})
     if not assigned:
         return out
-    bounds = log_bounds(kafka, assigned, timeout_s=timeout_s)
+    if bounds is None:
+        bounds = log_bounds(kafka, assigned, timeout_s=timeout_s)
     unknown = [tp for tp in out.seek if tp not in bounds]
     if unknown:
         log.warning(
@@ -97,6 +102,8 @@ def resume_offsets(
             consequence="resuming at the stored offsets unchecked",
         )
     for tp, b in bounds.items():
+        if tp not in wanted:
+            continue
         if b.topic_id is not None:
             out.topic_ids[tp.topic] = b.topic_id
         offset = out.seek.get(tp)

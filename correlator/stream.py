@@ -39,6 +39,7 @@ from correlator.store.rows import ArchivedEvent
 from zonewatch.config import SOURCES, Settings, source_of_topic
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence
+from zonewatch.offsets import LogBounds
 
 log = get_logger(__name__)
 
@@ -141,13 +142,11 @@ class _SeekToStoredOffsets(AsyncConsumerRebalanceListener):
         log.info("partitions_revoked", partitions=[f"{tp.topic}:{tp.partition}" for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        from zonewatch.kafka import committed_in_listener
+        from correlator.resume import BOUNDS_TIMEOUT_S
+        from zonewatch.kafka import committed_in_listener, log_bounds, off_the_io_thread
 
         assigned = list(assigned)
         stored = self.loop.store.load_offsets()
-        self.loop._assigned_at = time.monotonic()
-        self.loop._assigned = True
-        self.loop._caught_up = False
         # Where each partition resumes: the store's offset, else the group's;
         # either is checked against the log first (correlator/resume.py).
         known = {
@@ -158,9 +157,16 @@ class _SeekToStoredOffsets(AsyncConsumerRebalanceListener):
         committed = await committed_in_listener(
             self.loop.consumer, [tp for tp in assigned if tp not in known]
         )
+        kafka = self.loop.settings.kafka
+        bounds = await off_the_io_thread(
+            self.loop.consumer, lambda: log_bounds(kafka, assigned), BOUNDS_TIMEOUT_S + 5
+        )
+        self.loop._assigned_at = time.monotonic()
+        self.loop._assigned = True
+        self.loop._caught_up = False
         for tp in assigned:
             self.loop.merger.expect((tp.topic, tp.partition))
-        for tp, offset in self.loop.resume_at(assigned, {**committed, **known}).items():
+        for tp, offset in self.loop.resume_at(assigned, {**committed, **known}, bounds).items():
             self.loop.consumer.seek(tp, offset)
         log.info(
             "partitions_assigned",
@@ -351,14 +357,18 @@ class StreamCorrelator:
         return self.stats
 
     def resume_at(
-        self, assigned: list[TopicPartition], stored: dict[TopicPartition, int]
+        self,
+        assigned: list[TopicPartition],
+        stored: dict[TopicPartition, int],
+        bounds: dict[TopicPartition, LogBounds] | None = None,
     ) -> dict[TopicPartition, int]:
         """The offsets to seek ``assigned`` partitions to: ``stored`` checked
-        against each log (truncated, recreated, ahead of its end). A partition
-        that moves starts afresh in the archive watermark and resume offsets."""
+        against each log's ``bounds`` (truncated, recreated, ahead of its
+        end). A partition that moves starts afresh in the archive watermark
+        and resume offsets."""
         from correlator.resume import resume_offsets
 
-        resume = resume_offsets(self.settings.kafka, assigned, stored, self._topic_ids)
+        resume = resume_offsets(self.settings.kafka, assigned, stored, self._topic_ids, bounds)
         self._topic_ids.update(resume.topic_ids)
         self._labels.update(resume.labels)
         for tp, (_old, new, _reason) in resume.moved.items():

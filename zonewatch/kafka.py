@@ -6,9 +6,10 @@ produce loops belong to the stages that own them.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -20,6 +21,8 @@ from zonewatch.logs import get_logger
 from zonewatch.offsets import LogBounds
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 try:  # kafka-python is 3-5x slower at CRC checks without it
     import crc32c  # noqa: F401
@@ -296,3 +299,27 @@ async def committed_in_listener(consumer: KafkaConsumer, partitions: list[Any]) 
         return {}
     found = await consumer._coordinator.fetch_committed_offsets_async(partitions)
     return {tp: meta.offset for tp, meta in (found or {}).items() if meta is not None}
+
+
+async def off_the_io_thread(consumer: KafkaConsumer, work: Callable[[], T], timeout_s: float) -> T:
+    """Run blocking ``work`` (another client, a file) on a thread of its own and
+    await its result from an async rebalance listener. Blocking the listener
+    itself would stop the consumer's IO thread, heartbeats included: a slow
+    call on a loaded host then costs the member its group membership."""
+    from kafka.future import Future
+
+    manager = consumer._coordinator._manager
+    done: Future = Future()
+
+    def run() -> None:
+        try:
+            value = work()
+        except BaseException as exc:  # handed to the awaiting listener
+            error = exc
+            manager.call_soon(lambda: done.failure(error))
+        else:
+            manager.call_soon(lambda: done.success(value))
+
+    threading.Thread(target=run, name="zonewatch-listener-work", daemon=True).start()
+    result: T = await manager.wait_for(done, int(timeout_s * 1000))
+    return result

@@ -42,7 +42,7 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
-from correlator.resume import resume_offsets
+from correlator.resume import BOUNDS_TIMEOUT_S, resume_offsets
 from correlator.scaleout.records import (
     ChangelogReader,
     Hit,
@@ -63,9 +63,15 @@ from correlator.store.rows import ArchivedEvent
 from correlator.stream import DEAD_LETTERS, StreamCorrelator, evidence_of, to_commit
 from zonewatch.config import KafkaSettings, Settings
 from zonewatch.errors import ZonewatchError
-from zonewatch.kafka import commit_in_listener, committed_in_listener
+from zonewatch.kafka import (
+    commit_in_listener,
+    committed_in_listener,
+    log_bounds,
+    off_the_io_thread,
+)
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert
+from zonewatch.offsets import LogBounds
 
 log = get_logger(__name__)
 
@@ -129,9 +135,14 @@ class _Rebalance(AsyncConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         try:
+            assigned = list(assigned)
             sources = [tp for tp in assigned if tp.topic != self.loop.hits_topic]
             committed = await committed_in_listener(self.loop.consumer, sources)
-            self.loop.take_over(list(assigned), committed)
+            kafka = self.loop.settings.kafka
+            bounds = await off_the_io_thread(
+                self.loop.consumer, lambda: log_bounds(kafka, assigned), BOUNDS_TIMEOUT_S + 5
+            )
+            self.loop.take_over(assigned, committed, bounds)
         except Exception as exc:
             log.exception("take_over_failed", error=f"{type(exc).__name__}: {exc}")
             raise
@@ -434,7 +445,10 @@ class RepartitionedStream(StreamCorrelator):
         return offsets
 
     def take_over(
-        self, assigned: list[TopicPartition], committed: dict[TopicPartition, int]
+        self,
+        assigned: list[TopicPartition],
+        committed: dict[TopicPartition, int],
+        bounds: dict[TopicPartition, LogBounds] | None = None,
     ) -> None:
         self._assigned_at = time.monotonic()
         self._assigned = True
@@ -452,9 +466,9 @@ class RepartitionedStream(StreamCorrelator):
             offsets = [o for o in known if o is not None]
             if offsets:
                 wanted[tp] = max(offsets)
-        for tp, offset in self.resume_at(sources, wanted).items():
+        for tp, offset in self.resume_at(sources, wanted, bounds).items():
             self.consumer.seek(tp, offset)
-        restored = self._restore_shards(hits) if hits else {}
+        restored = self._restore_shards(hits, bounds) if hits else {}
         log.info(
             "partitions_assigned",
             partitions=[f"{tp.topic}:{tp.partition}" for tp in assigned],
@@ -469,7 +483,9 @@ class RepartitionedStream(StreamCorrelator):
                 out.append((topic, partition))
         return out
 
-    def _restore_shards(self, partitions: list[int]) -> dict[int, bool]:
+    def _restore_shards(
+        self, partitions: list[int], bounds: dict[TopicPartition, LogBounds] | None = None
+    ) -> dict[int, bool]:
         readers = read_changelog(self.settings.kafka, self.state_topic, partitions)
         sources = self._all_sources()
         restored: dict[int, bool] = {}
@@ -501,7 +517,11 @@ class RepartitionedStream(StreamCorrelator):
         tps = [TopicPartition(self.hits_topic, p) for p in partitions]
         stored = {tp: self.shards[tp.partition].next_offset for tp in tps}
         checked = resume_offsets(
-            self.settings.kafka, tps, {tp: o for tp, o in stored.items() if o is not None}, {}
+            self.settings.kafka,
+            tps,
+            {tp: o for tp, o in stored.items() if o is not None},
+            {},
+            bounds,
         ).seek
         for tp in tps:
             if tp in checked:
