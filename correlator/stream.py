@@ -512,6 +512,10 @@ class StreamCorrelator:
         if not end and not self._assigned:
             return []
         released = self.merger.drain() if end else self.merger.release()
+        if released:
+            # Input moved from the merge buffer into the windows: the next
+            # due checkpoint must snapshot both, even with no new offsets.
+            self._dirty = True
         out = engine.process_many(released, partition=SHARD)
         if end:
             out.extend(engine.flush())
