@@ -225,3 +225,15 @@ def test_the_guide_names_the_files_it_tells_you_to_use() -> None:
         assert path in guide, path
         assert (ROOT / path).exists(), path
     assert "SIZING_TABLE" not in guide
+
+
+def test_the_cluster_runs_every_zonewatch_service_of_the_single_node_file(
+    compose: dict, cluster: dict
+) -> None:
+    """The two files drift apart silently otherwise: each zonewatch service of
+    docker-compose.yml runs in the cluster file with the same command."""
+    for name, svc in compose["services"].items():
+        if svc.get("image") != "zonewatch:latest":
+            continue
+        assert name in cluster["services"], f"{name} is missing from docker-compose.cluster.yml"
+        assert cluster["services"][name].get("command") == svc.get("command"), name

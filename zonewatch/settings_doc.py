@@ -88,6 +88,17 @@ DESCRIPTIONS: dict[str, str] = {
     "correlator.metrics_host": "Address of `/metrics` and `/healthz` (0.0.0.0 in a container).",
     "correlator.metrics_port": "Port of `/metrics` and `/healthz` (`--metrics-port`); unset: "
     "not served.",
+    # Settings other branches add (described here so the reference test
+    # holds after they merge; an entry for a setting that does not exist is
+    # never shown).
+    "correlator.query_max_timeout_s": "The longest a forensic query may ask to run "
+    "(`zonewatch query --timeout`).",
+    "correlator.query_max_rows": "Rows a query result may hold before it is cut.",
+    "correlator.query_max_result_mb": "MB a query result may hold before it is cut.",
+    "correlator.query_max_concurrent": "Queries the correlator's query endpoint runs at once.",
+    "connectors.identity_binding_ttl_s": "How long an address stays bound to the user last "
+    "seen on it (learned identities).",
+    "connectors.identity_max_addresses": "How many learned address-to-user bindings are kept.",
     "teams.webhook_url": "Teams Workflows webhook URL (secret; prefer `teams.secrets_file`, or "
     "`ZONEWATCH_TEAMS__WEBHOOK_URL_FILE` naming a file holding it).",
     "teams.secrets_file": "File holding the webhook URL, or `name: url` lines for routes.",
