@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from zonewatch.config import SOURCES, Settings
-from zonewatch.errors import ZonewatchError
+from zonewatch.errors import UsageError, ZonewatchError
 
 _TZ_HELP = "Time zone for timestamps without one (default: settings, Asia/Tokyo)."
 _ENCODING_HELP = (
@@ -85,18 +85,58 @@ def parse(
         pipeline = make_pipeline(
             settings, source, fmt, timezone, name, encoding, report, shared_identity=False
         )
+        sink = _WrongFormatGuard(NdjsonSink())
         try:
             stats = parse_stream(
                 pipeline,
                 StreamInput(stream, name, settings.connectors.max_line_bytes),
-                NdjsonSink(),
+                sink,
             )
         finally:
             if stream is not sys.stdin.buffer:
                 stream.close()
+        if stats.dead_lettered and not stats.produced:
+            top = stats.reasons.most_common(1)[0][0] if stats.reasons else "unparsable"
+            hidden = f", {sink.hidden} of them not shown" if sink.hidden else ""
+            click.echo(
+                f"zonewatch: error: none of the {stats.dead_lettered} lines of {name} parsed as "
+                f"{source}/{fmt} ({top}{hidden}). Is --format right? "
+                f"`zonewatch parse --source {source} --list-formats` lists them; --format auto "
+                "detects one per file",
+                err=True,
+            )
         dead += stats.dead_lettered
     if dead:
         sys.exit(65)
+
+
+class _WrongFormatGuard:
+    """Passes events and dead letters to ``sink``, until the first
+    ``WRONG_FORMAT_LINES`` records all failed: then the format is wrong, and
+    printing every line again as a dead letter only buries the reason. The
+    rest are counted (``hidden``) and summarised once at the end."""
+
+    WRONG_FORMAT_LINES = 20
+
+    def __init__(self, sink: Any):
+        self.sink = sink
+        self.events = 0
+        self.dead = 0
+        self.hidden = 0
+
+    def emit(self, event: dict[str, Any], value: bytes | None = None) -> None:
+        self.events += 1
+        self.sink.emit(event, value)
+
+    def dead_letter(self, letter: Any) -> None:
+        self.dead += 1
+        if not self.events and self.dead > self.WRONG_FORMAT_LINES:
+            self.hidden += 1
+            return
+        self.sink.dead_letter(letter)
+
+    def commit(self, checkpoint: dict[str, Any] | None = None) -> None:
+        self.sink.commit(checkpoint)
 
 
 @click.command()
@@ -174,6 +214,11 @@ def parse(
     help="PublisherIdentifier for the Management Activity API's throttling quota.",
 )
 @click.option("--once", is_flag=True, help="With --graph: stop after catching up once.")
+@click.option(
+    "--from-start",
+    is_flag=True,
+    help="Ignore the checkpoint: read --file from its start and send every line again.",
+)
 @click.option("--timezone", default=None, help=_TZ_HELP)
 @click.option("--encoding", default="utf-8", show_default=True, help=_ENCODING_HELP)
 @click.pass_obj
@@ -196,6 +241,7 @@ def ingest(
     m365_content_types: str,
     m365_publisher_id: str | None,
     once: bool,
+    from_start: bool,
     timezone: str | None,
     encoding: str,
 ) -> None:
@@ -217,6 +263,9 @@ def ingest(
         raise click.UsageError("give exactly one input: --file PATH, --syslog URL, --graph or -")
     if follow and not file_path:
         raise click.UsageError("--follow needs --file")
+    if file_path and not follow and not Path(file_path).is_file():
+        # before connecting to Kafka: --follow waits for a file to appear
+        raise UsageError(f"cannot read {file_path}: no such file (use --follow to wait for it)")
     limit = settings.connectors.max_line_bytes
     checkpointed = True
     source_input: Any
@@ -273,9 +322,88 @@ def ingest(
             timezone=timezone,
             checkpointed=checkpointed,
             encoding=encoding,
+            from_start=from_start,
         )
     finally:
         if server is not None:
             server.close()
     log.info("ingest_done", source=source, format=fmt, input=source_input.name, **stats.as_dict())
     click.echo(f"{source}/{fmt} from {source_input.name}: {stats.summary()}")
+    if file_path and not follow and stats.read == 0 and stats.resumed_at is not None:
+        where = stats.resumed_at.get("offset") if isinstance(stats.resumed_at, dict) else None
+        at = f" (byte {where})" if where is not None else ""
+        click.echo(
+            f"nothing new in {file_path} since its checkpoint{at}: every line was sent "
+            "before. To send the file again: add --from-start "
+            "(`zonewatch checkpoints list` shows the checkpoints)",
+            err=True,
+        )
+
+
+@click.group()
+def checkpoints() -> None:
+    """List or reset the connectors' input checkpoints (where a file was read up to).
+
+    A checkpointed input (--file, --graph) resumes where it stopped. Reset
+    one to make the next `zonewatch ingest` read it from its start; stop that
+    connector first, or its next commit writes its position again.
+    """
+
+
+@checkpoints.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per checkpoint.")
+@click.pass_obj
+def list_checkpoints_cmd(settings: Settings, as_json: bool) -> None:
+    """Show the checkpoints under settings.connectors.checkpoint_dir."""
+    import orjson
+
+    from connectors.checkpoints import list_checkpoints
+
+    found = list_checkpoints(settings.connectors.checkpoint_dir)
+    if as_json:
+        for info in found:
+            click.echo(orjson.dumps(info.as_dict()).decode())
+        return
+    if not found:
+        click.echo(f"no checkpoints in {settings.connectors.checkpoint_dir}", err=True)
+        return
+    click.echo("source\tformat\tposition\tsaved_at\tinput")
+    for info in found:
+        row = info.as_dict()
+        click.echo(
+            f"{row['source']}\t{row['format']}\t{row['position']}\t{row['saved_at']}\t"
+            f"{row['input']}"
+        )
+
+
+@checkpoints.command("reset")
+@click.option("--source", type=click.Choice(SOURCES), help="Only this source's inputs.")
+@click.option("--input", "input_name", help="Only this input: a file path as given to --file.")
+@click.option("--all", "everything", is_flag=True, help="Every checkpoint (no --source/--input).")
+@click.pass_obj
+def reset_checkpoints_cmd(
+    settings: Settings, source: str | None, input_name: str | None, everything: bool
+) -> None:
+    """Forget inputs' positions (in Kafka and locally): the next ingest reads them
+    from the start. Choose with --source and/or --input, or --all."""
+    from connectors.checkpoints import list_checkpoints, reset_checkpoints, select
+
+    if not (source or input_name or everything):
+        raise click.UsageError("say which checkpoints: --source S, --input PATH, or --all")
+    found = list_checkpoints(settings.connectors.checkpoint_dir)
+    chosen = select(found, source, input_name)
+    if not chosen:
+        raise click.UsageError(
+            f"no checkpoint matches in {settings.connectors.checkpoint_dir} "
+            "(`zonewatch checkpoints list` shows them)"
+        )
+    kafka = settings.kafka if settings.kafka.bootstrap_servers else None
+    if kafka is None:
+        click.echo(
+            "no Kafka configured: removing the local copies only (a transactional "
+            "connector would still find its position in Kafka)",
+            err=True,
+        )
+    reset_checkpoints(kafka, chosen)
+    for info in chosen:
+        click.echo(f"reset\t{info.source}\t{info.format}\t{info.input}")

@@ -48,6 +48,7 @@ from typing import Any
 from orjson import dumps
 
 from connectors import metrics
+from connectors.checkpoints import choose_checkpoint, sink_position
 from connectors.inputs import Input
 from connectors.pipeline import (
     _STATE_KEY,
@@ -230,12 +231,10 @@ class WorkerRunner:
     def restore(self) -> None:
         """The checkpoint to start from: Kafka's (transactional sink) or the local file."""
         local = self.store.load() if self.store else None
-        cp = local
-        if self.sink.transactional_id:
-            hint = local.get("kafka_offset") if local else None
-            cp = self.sink.recover_checkpoint(hint_offset=hint)
+        cp = choose_checkpoint(local, self.sink, self.pipeline.input_name)
         if cp:
             self._checkpoint = {k: v for k, v in cp.items() if k in ("input", _STATE_KEY, STATE_AT)}
+            self.pipeline.stats.resumed_at = cp.get("input")
             log.info("resumed", input=self.pipeline.input_name, position=cp.get("input"))
         if self.shared is not None:
             state = dict((cp or {}).get(_STATE_KEY) or {})
@@ -246,10 +245,7 @@ class WorkerRunner:
         cp = self._checkpoint or {}
         self.sink.commit(cp)
         if self.store is not None and cp.get("input") is not None:
-            saved = dict(cp)
-            if self.sink.checkpoint_offset is not None:
-                saved["kafka_offset"] = self.sink.checkpoint_offset
-            self.store.save(saved)
+            self.store.save({**cp, **sink_position(self.sink)})
         if self.shared is not None and cp.get(_STATE_KEY):
             self.shared.save(cp[_STATE_KEY])
         metrics.observe(self.pipeline)

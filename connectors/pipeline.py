@@ -32,6 +32,7 @@ from orjson import dumps
 from connectors import metrics
 from connectors.base import FORMATS, Format, ParseContext
 from connectors.bindings import Limits, static_devices
+from connectors.checkpoints import choose_checkpoint, sink_position
 from connectors.decoding import DecodeFailed, Decoder
 from connectors.detect import AutoFormat, Choice, ChoiceHook
 from connectors.enrich import Enricher
@@ -41,7 +42,7 @@ from connectors.jsonrecords import skipped_members
 from connectors.state import STATE_AT, SharedState
 from connectors.timegate import EventTimeGate
 from zonewatch.config import SOURCES, Settings
-from zonewatch.errors import ConfigError, ParseError
+from zonewatch.errors import ConfigError, ParseError, UsageError
 from zonewatch.logs import get_logger
 from zonewatch.models import DeadLetter
 from zonewatch.zones import ZoneMap, load_zone_map
@@ -77,6 +78,8 @@ class IngestStats:
     switches: int = 0
     # records per encoding, when not plain UTF-8 (--encoding other than utf-8)
     encodings: Counter[str] = field(default_factory=Counter)
+    # The input position a checkpointed input resumed from (None: its start).
+    resumed_at: Any = None
 
     def summary(self) -> str:
         rate = self.read / self.seconds if self.seconds > 0 else 0.0
@@ -170,7 +173,7 @@ class Pipeline:
     ):
         available = formats_of(source)
         if fmt != AUTO and fmt not in available:
-            raise ConfigError(
+            raise UsageError(
                 f"unknown format {fmt!r} for {source}: choose one of "
                 f"{', '.join(sorted(available))} or auto"
             )
@@ -434,13 +437,10 @@ class Runner:
     def restore(self) -> None:
         """Resume from the last checkpoint (Kafka's when the sink is transactional)."""
         local = self.store.load() if self.store else None
-        recover = getattr(self.sink, "recover_checkpoint", None)
-        cp = local
-        if recover is not None and getattr(self.sink, "transactional_id", None):
-            hint = local.get("kafka_offset") if local else None
-            cp = recover(hint_offset=hint)
+        cp = choose_checkpoint(local, self.sink, self.input.name)
         if cp and cp.get("input"):
             self.input.restore(cp["input"])
+            self.pipeline.stats.resumed_at = cp["input"]
         if cp and cp.get(_STATE_KEY):
             self.pipeline.ctx.state.update(cp[_STATE_KEY])
         if self.shared is not None:
@@ -454,10 +454,7 @@ class Runner:
         cp = self._checkpoint()
         self.sink.commit(cp)
         if self.store is not None and cp.get("input") is not None:
-            offset = getattr(self.sink, "checkpoint_offset", None)
-            if offset is not None:
-                cp["kafka_offset"] = offset
-            self.store.save(cp)
+            self.store.save({**cp, **sink_position(self.sink)})
         if self.shared is not None:
             self.shared.save(self.pipeline.ctx.state)
         self.pipeline.persist()
@@ -607,8 +604,11 @@ def ingest(
     stop_on_signal: bool = True,
     parse_worker: bool | None = None,
     encoding: str = "utf-8",
+    from_start: bool = False,
 ) -> IngestStats:
-    """Run one input into Kafka; checkpointed inputs resume exactly where they stopped.
+    """Run one input into Kafka; checkpointed inputs resume exactly where they
+    stopped (``connectors/checkpoints.py``), or with ``from_start`` read the
+    input from its start again.
 
     ``parse_worker`` (default: into Kafka from followed files, files of 1 MiB
     or more, syslog and stdin) parses in a child process so this one only
@@ -662,8 +662,10 @@ def ingest(
             runner = Runner(
                 pipeline, source_input, sink, store=store, stop_event=stop, shared=shared
             )
-        if store is not None:
+        if store is not None and not from_start:
             runner.restore()
+        elif store is not None:
+            log.info("reading_from_start", input=source_input.name, reason="--from-start")
         return runner.run()
     finally:
         restore_signals()

@@ -40,6 +40,7 @@ from zonewatch.errors import ZonewatchError
 from zonewatch.kafka import ensure_topics, make_producer
 from zonewatch.logs import get_logger
 from zonewatch.models import DeadLetter
+from zonewatch.offsets import OffsetReset
 
 log = get_logger(__name__)
 
@@ -65,6 +66,17 @@ def event_key(event: dict[str, Any]) -> bytes | None:
 
 def checkpoint_topic(settings: KafkaSettings) -> str:
     return settings.topic("checkpoints")
+
+
+@dataclass
+class Recovery:
+    """What :meth:`KafkaSink.recover_checkpoint` found: a checkpoint, a reset
+    (``zonewatch checkpoints reset``) as the last word, and why the local
+    copy's hint did not fit the topic (``zonewatch.offsets.OffsetReset``)."""
+
+    found: bool = False
+    reset: bool = False
+    reason: OffsetReset | None = None
 
 
 @dataclass
@@ -105,6 +117,8 @@ LINGER_MS = 25
 # Records sent since the last commit are tracked in groups of this many, so
 # the in-flight bound and the error check cost a list append per record.
 _GROUP = 1024
+# How long a restart may take to read its checkpoint back (a bounded wait).
+RECOVER_TIMEOUT_S = 30.0
 # How long back-pressure waits for one record's acknowledgement before moving on.
 _ACK_WAIT_S = 120.0
 
@@ -151,6 +165,8 @@ class KafkaSink:
         self._errors: list[BaseException] = []
         self._in_txn = False
         self._checkpoint_offset: int | None = None
+        self._checkpoint_topic_id: str | None = None
+        self.recovery = Recovery()
         if transactional_id:
             # Fences any older incarnation and aborts its open transaction.
             self.producer.init_transactions()
@@ -321,47 +337,73 @@ class KafkaSink:
         """Offset of the last committed checkpoint record (a hint for the next start)."""
         return self._checkpoint_offset
 
+    @property
+    def checkpoint_topic_id(self) -> str | None:
+        """Id of the checkpoint topic as of the last recovery (stored with the
+        local copy, so a recreated topic is recognised)."""
+        return self._checkpoint_topic_id
+
     def recover_checkpoint(
-        self, hint_offset: int | None = None, timeout_s: float = 30.0
+        self,
+        hint_offset: int | None = None,
+        timeout_s: float = RECOVER_TIMEOUT_S,
+        hint_topic_id: str | None = None,
     ) -> dict[str, Any] | None:
         """The latest committed checkpoint of this transactional id, read from Kafka.
 
-        Writes a fence record first and reads until it appears, so "latest"
-        never depends on end offsets (which the embedded broker answers in
-        batches, not records).
+        Writes a fence record first and reads up to it, so "latest" never
+        depends on end offsets (which the embedded broker answers in batches,
+        not records). The hint (where the local copy says the checkpoint
+        was) is checked against the log first: a hint beyond the fence or
+        before the log's start, or a changed topic id, means the topic lost
+        what the hint points at (``recovery.reason`` says which), and the
+        whole log is read instead. ``recovery`` also says whether a
+        ``zonewatch checkpoints reset`` was the last word.
         """
+        self.recovery = Recovery()
         if not self.transactional_id:
             return None
+        from zonewatch.kafka import log_bounds
+        from zonewatch.offsets import decide_start_offset, same_topic
+
         nonce = uuid.uuid4().hex
         topic = checkpoint_topic(self.settings)
+        tid = self.transactional_id.encode()
         self.producer.begin_transaction()
-        self.producer.send(
-            topic,
-            key=self.transactional_id.encode(),
-            value=orjson.dumps({"id": self.transactional_id, "fence": nonce}),
+        fence = self.producer.send(
+            topic, key=tid, value=orjson.dumps({"id": self.transactional_id, "fence": nonce})
         )
         self.producer.flush(timeout=timeout_s)
         self.producer.commit_transaction()
+        fence_offset = fence.get(timeout=timeout_s).offset
+        tp = TopicPartition(topic, 0)
+        bounds = log_bounds(self.settings, [tp], timeout_s=min(timeout_s, 10.0)).get(tp)
+        start = bounds.start if bounds is not None else 0
+        self._checkpoint_topic_id = bounds.topic_id if bounds is not None else None
+        begin, reason = decide_start_offset(
+            hint_offset,
+            start,
+            fence_offset,
+            same_topic=same_topic(hint_topic_id, self._checkpoint_topic_id),
+        )
+        self.recovery.reason = reason
         consumer = KafkaConsumer(
             **self.settings.client_kwargs(),
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
+            auto_offset_reset="earliest",
         )
-        tp = TopicPartition(topic, 0)
         latest: dict[str, Any] | None = None
         try:
             consumer.assign([tp])
-            if hint_offset is not None and hint_offset >= 0:
-                consumer.seek(tp, hint_offset)
-            else:
-                consumer.seek_to_beginning(tp)
+            consumer.seek(tp, begin if begin is not None else start)
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
-                batch = consumer.poll(timeout_ms=500, max_records=5000)
+                batch = consumer.poll(timeout_ms=200, max_records=5000)
                 for records in batch.values():
                     for rec in records:
-                        if rec.key != self.transactional_id.encode():
+                        if rec.key != tid:
                             continue
                         body = orjson.loads(rec.value)
                         if body.get("fence") == nonce:
@@ -369,8 +411,17 @@ class KafkaSink:
                         if "checkpoint" in body:
                             latest = body["checkpoint"]
                             self._checkpoint_offset = rec.offset
+                            self.recovery.found, self.recovery.reset = True, False
+                        elif body.get("reset"):
+                            latest, self._checkpoint_offset = None, None
+                            self.recovery.found, self.recovery.reset = False, True
+            position = consumer.position(tp)
             raise DeliveryFailedError(
-                f"could not read back the checkpoint fence from {topic} within {timeout_s:.0f}s"
+                f"could not read the checkpoint topic {topic} up to this connector's fence "
+                f"(offset {fence_offset}) within {timeout_s:.0f}s; read up to offset {position}. "
+                "A transaction left open on that topic by a killed connector holds "
+                "read_committed readers back until it times out (60 s) or that connector "
+                "restarts: start this one again then. If the broker is unhealthy, fix it first"
             )
         finally:
             consumer.close()

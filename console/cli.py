@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from zonewatch.config import Settings
-from zonewatch.errors import ConfigError
+from zonewatch.errors import ConfigError, StoreError
 from zonewatch.logs import get_logger
 
 log = get_logger(__name__)
@@ -103,7 +103,13 @@ def console(
             )
     db_path = _db(settings, db)
     if not db_path.exists():
-        raise ConfigError(f"no alert store at {db_path}: pass --db or set correlator.db_path")
+        raise StoreError(
+            f"no alert store at {db_path}: pass --db or set correlator.db_path "
+            "(`zonewatch correlate` creates it)"
+        )
+    from zonewatch.preflight import check_port_free
+
+    check_port_free(host, port, "the console", "--port")
     token_path = cfg.token_file or generated_token_file(db_path)
     auth = Authenticator(
         read_token_file(Path(token_path)), ttl_s=cfg.session_ttl_s, idle_s=cfg.session_idle_s

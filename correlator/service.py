@@ -93,6 +93,23 @@ def make_correlation_engine(
     return CorrelationEngine(ruleset.correlations, resolve, corr_settings)
 
 
+def preflight(settings: Settings) -> None:
+    """What must hold before the correlator creates anything (its DuckDB file
+    first): the metrics port is free, the broker answers with the configured
+    security, the store can be written. Each failure is one line naming the
+    fix, within the broker wait's bound (kafka.connect_timeout_s)."""
+    from zonewatch.kafka import wait_for_broker
+    from zonewatch.preflight import check_port_free, check_writable
+
+    cfg = settings.correlator
+    if cfg.metrics_port is not None:
+        check_port_free(
+            cfg.metrics_host, cfg.metrics_port, "the correlator's /metrics", "--metrics-port"
+        )
+    check_writable(cfg.db_path, "alert store (--db)")
+    wait_for_broker(settings.kafka, settings.kafka.connect_timeout_s)
+
+
 class CorrelatorService:
     """Owns the resources of one correlator; ``with`` closes them in order."""
 
@@ -112,6 +129,7 @@ class CorrelatorService:
 
         self.settings = settings
         cfg = settings.correlator
+        preflight(settings)
         # Settings that cannot hold together stop here (exit 78), not at the
         # first flood (correlator/budget.py).
         log.info("memory_budget", bytes=check_memory_budget(cfg))
@@ -202,10 +220,9 @@ class CorrelatorService:
         return ruleset, engine
 
     def start(self) -> CorrelatorService:
-        from zonewatch.kafka import ensure_topics, make_consumer, wait_for_broker
+        from zonewatch.kafka import ensure_topics, make_consumer
 
         kafka = self.settings.kafka
-        wait_for_broker(kafka)
         ensure_topics(kafka)
         options: dict[str, Any] = {}
         if self.settings.correlator.scale_out:

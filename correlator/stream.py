@@ -42,11 +42,13 @@ from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
 from correlator.ordering import EventTimeMerger, late_watermark
+from correlator.resume import TOPIC_IDS_KEY, dump_topic_ids, load_topic_ids
 from correlator.store.rows import ArchivedEvent
 from correlator.store.state import CheckpointNotStoredError
 from zonewatch.config import SOURCES, Settings, source_of_topic
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence
+from zonewatch.offsets import LogBounds
 from zonewatch.timebounds import TimeBounds
 
 log = get_logger(__name__)
@@ -176,15 +178,37 @@ class _SeekToStoredOffsets(AsyncConsumerRebalanceListener):
         log.info("partitions_revoked", partitions=[f"{tp.topic}:{tp.partition}" for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        from correlator.resume import BOUNDS_TIMEOUT_S
+        from zonewatch.kafka import committed_in_listener, log_bounds, off_the_io_thread
+
+        assigned = list(assigned)
         stored = self.loop.store.load_offsets()
+        # Where each partition resumes: the store's offset, else the group's;
+        # either is checked against the log first (correlator/resume.py).
+        known = {
+            tp: stored[(tp.topic, tp.partition)]
+            for tp in assigned
+            if (tp.topic, tp.partition) in stored
+        }
+        committed = {
+            tp: offset
+            for tp, (offset, _metadata) in (
+                await committed_in_listener(
+                    self.loop.consumer, [tp for tp in assigned if tp not in known]
+                )
+            ).items()
+        }
+        kafka = self.loop.settings.kafka
+        bounds = await off_the_io_thread(
+            self.loop.consumer, lambda: log_bounds(kafka, assigned), BOUNDS_TIMEOUT_S + 5
+        )
         self.loop._assigned_at = time.monotonic()
         self.loop._assigned = True
         self.loop._caught_up = False
         for tp in assigned:
             self.loop.merger.expect((tp.topic, tp.partition))
-            offset = stored.get((tp.topic, tp.partition))
-            if offset is not None:
-                self.loop.consumer.seek(tp, offset)
+        for tp, offset in self.loop.resume_at(assigned, {**committed, **known}, bounds).items():
+            self.loop.consumer.seek(tp, offset)
         log.info(
             "partitions_assigned",
             partitions=[f"{tp.topic}:{tp.partition}" for tp in assigned],
@@ -234,6 +258,9 @@ class StreamCorrelator:
         self._archived: dict[tuple[str, int], int] = (
             {(t, int(p)): o for t, p, o in orjson.loads(stored_archive)} if stored_archive else {}
         )
+        # The input topics' ids as of the stored offsets, and the labels of
+        # topics recreated since this store began (correlator/resume.py).
+        self._topic_ids, self._labels = load_topic_ids(store.load_state(TOPIC_IDS_KEY))
         self._last_full = time.monotonic()
         self._dirty = False
         # Alerts and archived events waiting for the next write (_checkpoint).
@@ -377,6 +404,28 @@ class StreamCorrelator:
             self.close()
         return self.stats
 
+    def resume_at(
+        self,
+        assigned: list[TopicPartition],
+        stored: dict[TopicPartition, int],
+        bounds: dict[TopicPartition, LogBounds] | None = None,
+    ) -> dict[TopicPartition, int]:
+        """The offsets to seek ``assigned`` partitions to: ``stored`` checked
+        against each log's ``bounds`` (truncated, recreated, ahead of its
+        end). A partition that moves starts afresh in the archive watermark
+        and resume offsets."""
+        from correlator.resume import resume_offsets
+
+        resume = resume_offsets(self.settings.kafka, assigned, stored, self._topic_ids, bounds)
+        self._topic_ids.update(resume.topic_ids)
+        self._labels.update(resume.labels)
+        for tp, (_old, new, _reason) in resume.moved.items():
+            key = (tp.topic, tp.partition)
+            self._archived.pop(key, None)
+            self._resume[key] = new
+            self._dirty = True
+        return resume.seek
+
     def _input_topics(self) -> list[str]:
         return list(self.topics)
 
@@ -414,6 +463,7 @@ class StreamCorrelator:
             key = (tp.topic, tp.partition)
             source = source_of_topic(tp.topic)
             archived_upto = self._archived.get(key, 0) if keep else None
+            label = self._labels.get(tp.topic, tp.topic)
             match = self._matcher(source)
             newest = self._input_newest(key)
             lateness = self._lateness(source)
@@ -438,7 +488,7 @@ class StreamCorrelator:
                 if archived_upto is not None and record.offset >= archived_upto:
                     archive.append(
                         ArchivedEvent(
-                            f"{record.topic}:{record.partition}:{record.offset}",
+                            f"{label}:{record.partition}:{record.offset}",
                             record.topic,
                             record.partition,
                             record.offset,
@@ -596,7 +646,9 @@ class StreamCorrelator:
         to the merge (or, ``late`` behind its input's watermark, aside)."""
         # Evidence only for events that matched something: most events match
         # nothing, and building a model per event cost more than matching it.
-        evidence = evidence_of(record.topic, record.partition, record.offset, when, event)
+        evidence = evidence_of(
+            record.topic, record.partition, record.offset, when, event, self._labels.get(tp.topic)
+        )
         # Base rules of a correlation raise no alert of their own unless a
         # correlation says ``generate: true`` (Sigma spec); they still feed it.
         out = [self.make_alert(rule, evidence) for rule in hits if rule.generate]
@@ -618,6 +670,10 @@ class StreamCorrelator:
         if not end and not self._assigned:
             return []
         released = self.merger.drain() if end else self.merger.release()
+        if released:
+            # Input moved from the merge buffer into the windows: the next
+            # due checkpoint must snapshot both, even with no new offsets.
+            self._dirty = True
         out = engine.process_many(released, partition=SHARD)
         if self._late:
             out.extend(engine.process_late(self._late, partition=SHARD))
@@ -748,6 +804,7 @@ class StreamCorrelator:
         resume: dict[tuple[str, int], int] | None = None
         if full and self._dirty:
             resume = dict(self._resume)
+            state.update(self._resume_state())
             if self.correlation is not None:
                 # Written into the store as they are serialized (the store
                 # calls them in this thread, before ``submit`` returns): a
@@ -838,6 +895,13 @@ class StreamCorrelator:
                 partitions=len(offsets),
             )
 
+    def _resume_state(self) -> dict[str, bytes]:
+        """Stored with the resume offsets: the topic ids they refer to, and the
+        archive watermark (an offset reset moves it back)."""
+        state = {TOPIC_IDS_KEY: dump_topic_ids(self._topic_ids, self._labels)}
+        state[ARCHIVE_KEY] = orjson.dumps([[t, p, o] for (t, p), o in self._archived.items()])
+        return state
+
     def _archive_state(self, archive: list[ArchivedEvent] | None) -> dict[str, bytes]:
         """How far the events archive got, stored with the archived rows so a
         replay never archives an event twice."""
@@ -875,12 +939,18 @@ class StreamCorrelator:
 
 
 def evidence_of(
-    topic: str, partition: int, offset: int, when: datetime, event: dict[str, Any]
+    topic: str,
+    partition: int,
+    offset: int,
+    when: datetime,
+    event: dict[str, Any],
+    label: str | None = None,
 ) -> Evidence:
     """The evidence of one consumed record (a model without validation: the
-    hot path builds one per matching event)."""
+    hot path builds one per matching event). ``label`` names a recreated
+    topic in the event id (``correlator/resume.py``, ``topic_label``)."""
     return Evidence.model_construct(
-        event_id=f"{topic}:{partition}:{offset}",
+        event_id=f"{label or topic}:{partition}:{offset}",
         time=when,
         topic=topic,
         partition=partition,

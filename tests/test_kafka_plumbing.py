@@ -51,7 +51,9 @@ def test_events_with_the_same_key_stay_in_one_partition_and_in_order(
 
 def test_an_unreachable_broker_fails_fast_with_one_clear_line() -> None:
     dead = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")
-    with pytest.raises(BrokerUnavailableError, match="no Kafka broker accepts connections"):
+    with pytest.raises(
+        BrokerUnavailableError, match=r"no Kafka broker answers at .*connection refused"
+    ):
         make_producer(dead)
     proc = subprocess.run(
         [sys.executable, "-m", "zonewatch.cli", "topics"],

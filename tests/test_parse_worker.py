@@ -3,6 +3,7 @@ the producing process in file order, each batch with the checkpoint after it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from connectors.inputs.file import FileInput
 from connectors.parse_worker import Batch, ParseWorker, WorkerSpec
 from connectors.produce import KeyPartitioner
 from zonewatch.config import KafkaSettings, Settings
-from zonewatch.errors import ConfigError
+from zonewatch.errors import UsageError
 from zonewatch.kafka import ensure_topics
 from zonewatch.models import DeadLetter
 
@@ -176,7 +177,18 @@ def test_a_restart_at_a_stateful_checkpoint_gives_the_same_events(tmp_path: Path
     whole = [v for b in _run_avd(tmp_path, log, interval_s=3600) for *_, v in b.records]
     batches = _run_avd(tmp_path, log, interval_s=0)
     assert all(b.checkpoint is not None for b in batches)  # each one, with no wait
-    for cut in (1, 3):  # after a connection's first row, and before the repeats
+    # Batch ends depend on timing (a batch is flushed after 0.1 s too): cut
+    # where the state matters, at the first checkpoint with a connection
+    # open and at the last one with a connection open before the repeats.
+    repeats_at = sum(len(_avd(i)) for i in range(1500))
+    open_at = [
+        i
+        for i, b in enumerate(batches[:-1])
+        if b.checkpoint is not None and b.checkpoint["state"].get("avd.connections")
+    ]
+    before = [i for i in open_at if batches[i].checkpoint["input"]["offset"] < repeats_at]
+    assert before, "no checkpoint with an open connection before the repeats"
+    for cut in sorted({before[0], before[-1]}):
         head = [v for b in batches[: cut + 1] for *_, v in b.records]
         cp = batches[cut].checkpoint
         assert cp is not None and cp["state"]["avd.connections"]
@@ -187,7 +199,7 @@ def test_a_restart_at_a_stateful_checkpoint_gives_the_same_events(tmp_path: Path
 
 
 def test_a_missing_file_raises_the_workers_error_in_the_parent(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no such file"):
+    with pytest.raises(UsageError, match="no such file"):
         _run_worker(tmp_path, tmp_path / "missing.log")
 
 
@@ -386,29 +398,54 @@ def test_kill_9_mid_stateful_file_then_restart_delivers_every_event(
 ) -> None:
     """AVD state travels only with some batches: the restart must continue at
     the last committed checkpoint with its state (no event lost, none made
-    up), and with a broker that hides aborted transactions, none twice."""
+    up), and with a broker that hides aborted transactions, none twice.
+
+    The connector follows a file that keeps growing, so it is always mid-file
+    when killed, however fast it runs; the kill comes once it has committed
+    twice (into a later transaction, past batches without state)."""
     ensure_topics(kafka_settings, [kafka_settings.events_topic("vdi")])
     log = tmp_path / "avd.log"
-    # long enough that the kill lands mid-file even on an idle machine
-    log.write_bytes(b"".join(_avd(i) for i in range(60000)))
+    log.write_bytes(b"".join(_avd(i) for i in range(3000)))
+    written = 3000
+    stop = threading.Event()
+
+    def grow() -> None:  # whole connections (three rows), a steady stream
+        nonlocal written
+        with log.open("ab") as fh:
+            while not stop.is_set() and written < 90000:
+                fh.write(b"".join(_avd(i) for i in range(written, written + 300)))
+                fh.flush()
+                written += 300
+                time.sleep(0.01)
+
     env = _env(tmp_path, kafka_settings)
     cmd = [sys.executable, "-m", "zonewatch.cli", "--log-level", "warning", "ingest", "vdi",
            "--format", "avd", "--file", str(log)]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cmd, "--follow"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    writer = threading.Thread(target=grow)
+    writer.start()
     try:
-        deadline = time.monotonic() + 30
-        while not list((tmp_path / "cp").glob("*.json")):  # a first commit: part way in
-            assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint"
-            time.sleep(0.01)
-        time.sleep(0.3)  # into the next transaction, past a batch without state
-        assert proc.poll() is None, "the file was done before the kill"
+        offsets: list[int] = []
+        deadline = time.monotonic() + 90
+        while len(set(offsets)) < 2:  # two commits seen
+            assert time.monotonic() < deadline, f"fewer than two commits: {offsets}"
+            assert proc.poll() is None, "the connector exited"
+            for checkpoint in (tmp_path / "cp").glob("*.json"):
+                with contextlib.suppress(ValueError):  # replaced while read
+                    offsets.append(orjson.loads(checkpoint.read_bytes())["input"]["offset"])
+            time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
+        stop.set()
+        writer.join()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    again = subprocess.run(cmd, env=env, capture_output=True, timeout=120)
+    # The restart reads to the end of the file as it now is, and stops there.
+    again = subprocess.run(cmd, env=env, capture_output=True, timeout=180)
     assert again.returncode == 0, again.stderr.decode()[-2000:]
     topic = kafka_settings.events_topic("vdi")
     consumer = KafkaConsumer(
@@ -426,7 +463,7 @@ def test_kill_9_mid_stateful_file_then_restart_delivers_every_event(
         seen += [(ev["vdi"]["session_id"], ev["event"]["action"]) for ev in got]
         quiet = 0 if got else quiet + 1
     consumer.close()
-    expected = {(f"c-{i}", a) for i in range(20000) for a in _AVD_ACTIONS}
+    expected = {(f"c-{i}", a) for i in range(written // 3) for a in _AVD_ACTIONS}
     assert set(seen) == expected
     if _hides_aborted_transactions(kafka_settings):
         assert len(seen) == len(expected)

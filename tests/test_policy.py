@@ -153,7 +153,7 @@ def test_cli_writes_regenerates_and_checks(
     code, _, err = _run(
         ["rules", "generate", "--zones", str(zones), "--out", str(out), "--check"], capsys
     )
-    assert code == 1
+    assert code == 65  # stale generated rules are bad rules (README, exit codes)
     assert f"stale: {out / 'policy_vdi_to_internet.yml'}" in err
     assert "differ from" in err
     code, stdout, _ = _run(["rules", "generate", "--zones", str(zones), "--out", str(out)], capsys)

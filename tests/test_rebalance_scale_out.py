@@ -66,15 +66,19 @@ def test_a_second_member_in_the_group_is_reported_with_the_partitions_it_took(
 
         topics = [kafka_settings.events_topic(s) for s in SOURCES]
         second = make_consumer(kafka_settings, group, topics)
-        while not second.assignment():
-            assert time.monotonic() < deadline + 60
+
+        def reported() -> bool:
+            """The second member's current partitions are named in a report.
+            Under load a slow member may rejoin and the group rebalance
+            more than once: what counts is a report of what it holds now."""
             second.poll(timeout_ms=200)
-        taken = sorted(f"{tp.topic}:{tp.partition}" for tp in second.assignment())
-        while LINE not in log.read_bytes():
-            assert time.monotonic() < deadline + 90, log.read_text()[-2000:]
-            time.sleep(0.1)
-        line = next(x for x in log.read_text().splitlines() if LINE.decode() in x)
-        assert all(name in line for name in taken)
+            taken = {f"{tp.topic}:{tp.partition}" for tp in second.assignment()}
+            lines = [x for x in log.read_text().splitlines() if LINE.decode() in x]
+            return bool(taken) and any(all(name in x for name in taken) for x in lines)
+
+        deadline = time.monotonic() + 120
+        while not reported():
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
     finally:
         if second is not None:
             second.close()

@@ -200,6 +200,7 @@ def test_sighup_keeps_unchanged_windows_drops_removed_rules_and_starts_new_ones(
                     "WHERE key = 'correlation-input' AND value = '[]'::BLOB"
                 )
             ),
+            diagnose=lambda: query("SELECT key, length(value) FROM state") + log.read_text(),
         )
 
         (rules / "removed.yml").unlink()

@@ -212,16 +212,18 @@ def test_a_hit_late_for_its_source_waits_aside_and_moves_no_progress() -> None:
 # -- through the broker -----------------------------------------------------------
 
 
-def produce_paced(kafka: KafkaSettings, workload: Workload, seconds: float) -> None:
-    """The workload in event-time order, spread evenly over ``seconds``."""
+def produce_paced(
+    kafka: KafkaSettings, records: list[tuple[str, str, bytes]], seconds: float
+) -> None:
+    """Records in event-time order, spread evenly over ``seconds``."""
     from zonewatch.kafka import make_producer
 
     producer = make_producer(kafka, linger_ms=5)
     started = time.monotonic()
-    step = max(1, len(workload.records) // 100)
-    for i, (source, key, value) in enumerate(workload.records):
+    step = max(1, len(records) // 100)
+    for i, (source, key, value) in enumerate(records):
         if i % step == 0:
-            ahead = started + seconds * i / len(workload.records) - time.monotonic()
+            ahead = started + seconds * i / len(records) - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
         producer.send(kafka.events_topic(source), key=key.encode(), value=value)
@@ -242,6 +244,19 @@ def _alerts(db: Path) -> dict[str, str]:
         return {}
     with duckdb.connect(str(db), read_only=True) as con:
         return dict(con.execute("SELECT id, rule_id FROM alerts").fetchall())
+
+
+def _wait_for_changelog_state(kafka: KafkaSettings, timeout_s: float = 120) -> None:
+    """Until some correlation shard's state is on the changelog topic."""
+    from kafka import TopicPartition
+
+    from zonewatch.kafka import log_bounds
+
+    tps = [TopicPartition(kafka.correlation_state_topic, p) for p in range(kafka.partitions)]
+    deadline = time.monotonic() + timeout_s
+    while not any(b.end > b.start for b in log_bounds(kafka, tps).values()):
+        assert time.monotonic() < deadline, "no shard state reached the changelog"
+        time.sleep(0.2)
 
 
 # A chain whose parent groups by other fields than its child (none at all
@@ -271,24 +286,33 @@ def run_two_members(
     group: str,
     seconds: float,
 ) -> list[Path]:
-    """Two ``--scale-out`` members: the first works while the workload is
-    produced over ``seconds``, the second joins midway. Runs end when idle;
-    follow-ups (one member, then the other) go on until every partition is
-    covered by one store or the other. Returns the two stores."""
+    """Two ``--scale-out`` members: the first works while the first half of
+    the workload is produced over ``seconds / 2``; the second joins once the
+    first has written shard state to the changelog, and takes source
+    partitions and correlation shards (with their open windows) from it. The
+    second half waits for the second member: conditions, not timing, so load
+    cannot reorder it. Runs end when idle; follow-ups (one member, then the
+    other) go on until every partition is covered by one store or the other.
+    Returns the two stores."""
     internal = correlation_topics(kafka)
     ensure_topics(kafka)
     ensure_topics(kafka, list(internal), configs=internal)
     n = len(workload.records)
-    feeder = threading.Thread(target=produce_paced, args=(kafka, workload, seconds))
+    half = n // 2
+    feeder = threading.Thread(
+        target=produce_paced, args=(kafka, workload.records[:half], seconds / 2)
+    )
     log = tmp_path / "scaled.log"
     dbs = [tmp_path / "a.duckdb", tmp_path / "b.duckdb"]
     scale = ("--scale-out",)
     a = Correlator(kafka, rules, dbs[0], group, log, scale)
     a.wait_assigned()
     feeder.start()
+    _wait_for_changelog_state(kafka)
     b = Correlator(kafka, rules, dbs[1], group, tmp_path / "b.log", scale)
     b.wait_assigned()
     feeder.join()
+    produce_paced(kafka, workload.records[half:], seconds / 2)
     a.finish()
     b.finish()
     rng = random.Random(7)

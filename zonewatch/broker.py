@@ -63,6 +63,12 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
+        """Start tansu and wait until it answers the Kafka protocol. A port
+        another process holds is refused at once (``PortInUseError``): a
+        check that only connects would take that process for our broker."""
+        from zonewatch.preflight import check_port_free, probe_kafka
+
+        check_port_free(self.host, self.port, "the embedded broker", "--port")
         url = f"tcp://{self.host}:{self.port}"
         cmd = [
             tansu_binary(),
@@ -84,12 +90,10 @@ class EmbeddedBroker:
                     f"tansu exited with code {self._proc.returncode} while starting on "
                     f"{self.bootstrap} (port taken?)"
                 )
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    log.info("broker_started", bootstrap=self.bootstrap, pid=self._proc.pid)
-                    return self
-            except OSError:
-                time.sleep(0.05)
+            if probe_kafka(self.host, self.port, 0.5) is None:
+                log.info("broker_started", bootstrap=self.bootstrap, pid=self._proc.pid)
+                return self
+            time.sleep(0.05)
         self.stop()
         raise EmbeddedBrokerError(f"tansu did not accept connections on {self.bootstrap}")
 

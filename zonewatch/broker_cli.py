@@ -37,7 +37,7 @@ def broker(settings: Settings, host: str, port: int, create_topics: bool) -> Non
 
     signal.signal(signal.SIGTERM, _stop)
     try:
-        wait_for_broker(kafka)
+        wait_for_broker(kafka, kafka.connect_timeout_s)
         if create_topics:
             ensure_topics(kafka)
         click.echo(embedded.bootstrap, nl=True)

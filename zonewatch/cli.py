@@ -1,13 +1,19 @@
 """The ``zonewatch`` command. Subcommands live beside the code they drive and
 are imported only when called, so ``zonewatch broker`` does not load pySigma.
 
-Exit codes: 0 ok; 1 unexpected failure; 2 usage or bad query; 3 store
-unavailable; 65 bad input data or rule; 69 broker unavailable; 78 bad config.
+Exit codes (README, "Exit codes"; tests/test_exit_codes.py runs each row):
+0 ok, also when the reader of the output went away (``| head -1``);
+1 unexpected failure (a bug); 2 usage (unknown option or value, a file
+named on the command line that does not exist, a bad query); 3 store
+unavailable; 65 bad input data or rule (incl. failing rule tests and stale
+generated rules); 69 broker unavailable; 78 bad configuration (incl. a port
+in use); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -21,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "topics": "zonewatch.broker_cli:topics",
     "ingest": "connectors.cli:ingest",
     "parse": "connectors.cli:parse",
+    "checkpoints": "connectors.cli:checkpoints",
     "match": "correlator.detection.cli:match",
     "rules": "correlator.detection.cli:rules",
     "correlate": "correlator.cli:correlate",
@@ -30,7 +37,39 @@ COMMANDS: dict[str, str] = {
     "console": "console.cli:console",
     "report": "console.cli:report",
     "demo": "zonewatch.demo:demo",
+    "config": "zonewatch.config_cli:config",
 }
+
+
+class _OutputClosed(Exception):
+    """The reader of stdout went away (``zonewatch parse ... | head -1``)."""
+
+
+def _late_log_level(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """``--log-level`` given after the subcommand: applied once it is parsed."""
+    if value:
+        from zonewatch.logs import configure_logging
+
+        configure_logging(value, json=ctx.find_root().meta.get("zonewatch.log_json"))
+
+
+def _accept_log_level(command: click.Command) -> click.Command:
+    """Let ``--log-level`` follow the subcommand too (``zonewatch parse ... --log-level
+    debug``), on every command and subcommand."""
+    if not any(p.name == "late_log_level" for p in command.params):
+        command.params.append(
+            click.Option(
+                ["--log-level", "late_log_level"],
+                expose_value=False,
+                is_eager=True,
+                callback=_late_log_level,
+                help="debug, info, warning, error (also accepted before the command).",
+            )
+        )
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _accept_log_level(sub)
+    return command
 
 
 class LazyGroup(click.Group):
@@ -49,7 +88,15 @@ class LazyGroup(click.Group):
                 return None  # that part of zonewatch is not installed
             raise
         command: click.Command = getattr(module, attr)
-        return command
+        return _accept_log_level(command)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            result = super().invoke(ctx)
+            sys.stdout.flush()
+            return result
+        except BrokenPipeError as exc:
+            raise _OutputClosed() from exc
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,16 +130,21 @@ def cli(
     from zonewatch.logs import configure_logging
 
     settings = load_settings(Path(config_file) if config_file else None)
-    configure_logging(
-        log_level or settings.log_level,
-        json=log_json if log_json is not None else settings.log_json,
-    )
+    json = log_json if log_json is not None else settings.log_json
+    ctx.meta["zonewatch.log_json"] = json
+    configure_logging(log_level or settings.log_level, json=json)
     ctx.obj = settings
 
 
 def main(argv: list[str] | None = None) -> Any:
     try:
         return cli.main(args=argv, prog_name="zonewatch", standalone_mode=False)
+    except _OutputClosed:
+        # Not an error: the reader has what it wanted. Point stdout at
+        # /dev/null so the interpreter's final flush stays quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
     except ZonewatchError as exc:
         click.echo(f"zonewatch: error: {exc}", err=True)
         sys.exit(exc.exit_code)

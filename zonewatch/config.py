@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import click
 import yaml
@@ -93,6 +93,9 @@ class KafkaSettings(BaseModel):
     # start-up quick while tolerating GC pauses.
     session_timeout_ms: int = Field(default=6000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    # How long a starting correlator waits for the broker to answer before it
+    # gives up (exit 69); compose and systemd restart it after that.
+    connect_timeout_s: float = Field(default=15.0, gt=0)
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
@@ -304,7 +307,18 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, file_secret_settings)
+        def env_without_secret_files() -> dict[str, Any]:
+            # *_FILE variables name files (_env_overrides reads them); they
+            # are not settings themselves.
+            data: dict[str, Any] = env_settings()
+            for dotted in _SECRET_FILE_VARS:
+                section, key = dotted.split(".")
+                if isinstance(data.get(section), dict):
+                    data[section].pop(key, None)
+            return data
+
+        env_source = cast(PydanticBaseSettingsSource, env_without_secret_files)
+        return (init_settings, env_source, file_secret_settings)
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -349,11 +363,27 @@ def _env_overrides() -> dict[str, Any]:
             # ZONEWATCH_CONFIG, ZONEWATCH_TEAMS_URL, ZONEWATCH_GRAPH_* ... are
             # command options read by the commands themselves, not settings.
             continue
+        if ".".join(parts) in _SECRET_FILE_VARS:
+            # ZONEWATCH_KAFKA__SASL_PASSWORD_FILE=/run/secrets/kafka_password:
+            # the secret stays in a file (compose secrets, systemd credentials).
+            parts[-1] = parts[-1].removesuffix("_file")
+            value = _read_secret_file(name, value)
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     return out
+
+
+# Secrets that may come from a file named by ``ZONEWATCH_<NAME>_FILE``.
+_SECRET_FILE_VARS = frozenset({"kafka.sasl_password_file", "teams.webhook_url_file"})
+
+
+def _read_secret_file(var: str, path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{var}: cannot read {path}: {exc.strerror}") from exc
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -12,6 +12,13 @@ class ZonewatchError(Exception):
     exit_code = 1
 
 
+class UsageError(ZonewatchError):
+    """The command line names something that does not exist: an input file,
+    a format of the source. (Unknown options are click's usage errors, 2 too.)"""
+
+    exit_code = 2  # EX_USAGE as click uses it
+
+
 class ConfigError(ZonewatchError):
     """A setting is missing, malformed or points at something unusable."""
 

@@ -6,20 +6,23 @@ produce loops belong to the stages that own them.
 
 from __future__ import annotations
 
-import socket
+import threading
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from zonewatch.config import SOURCES, KafkaSettings
 from zonewatch.errors import BrokerUnavailableError
 from zonewatch.logs import get_logger
+from zonewatch.offsets import LogBounds
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 try:  # kafka-python is 3-5x slower at CRC checks without it
     import crc32c  # noqa: F401
@@ -49,30 +52,30 @@ def checkpoint_topic(settings: KafkaSettings) -> str:
     return settings.topic("checkpoints")
 
 
-def check_reachable(settings: KafkaSettings, timeout_s: float = 3.0) -> None:
-    """Fail fast with a clear message when no bootstrap server accepts TCP.
+# kafka-python waits 30 s for a first answer by default; ours come after
+# check_reachable() has seen the broker answer, so this is a backstop.
+BOOTSTRAP_TIMEOUT_MS = 10_000
 
-    kafka-python itself retries for 30 s before giving up with a generic error.
+
+def check_reachable(settings: KafkaSettings, timeout_s: float = 3.0) -> None:
+    """Fail fast with a clear message unless a bootstrap server answers the
+    Kafka protocol with the configured transport (``zonewatch.preflight``).
+
+    kafka-python itself retries for 30 s before giving up with a generic
+    error, or hangs in a TLS handshake with a plaintext listener.
     """
-    servers = settings.client_kwargs()["bootstrap_servers"]
-    for server in servers:
-        host, _, port = server.rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout_s):
-                return
-        except (OSError, ValueError):
-            continue
-    raise BrokerUnavailableError(
-        f"no Kafka broker accepts connections at {settings.bootstrap_servers}: start one "
-        "(`zonewatch broker`) or fix KAFKA_BOOTSTRAP_SERVERS"
-    )
+    from zonewatch.preflight import check_broker
+
+    check_broker(settings, timeout_s)
 
 
 def admin_client(settings: KafkaSettings, timeout_s: float = 10.0) -> KafkaAdminClient:
     check_reachable(settings)
     try:
         return KafkaAdminClient(
-            **settings.client_kwargs(), request_timeout_ms=int(timeout_s * 1000)
+            **settings.client_kwargs(),
+            request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
         )
     except KafkaError as exc:
         raise BrokerUnavailableError(
@@ -129,6 +132,7 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
         # kafka-python 3 has no buffer_memory bound: callers that produce from
         # an input bound their own in-flight records (connectors/produce.py).
         "max_block_ms": 60_000,
+        "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
     }
     opts.update(overrides)
     check_reachable(settings)
@@ -153,6 +157,7 @@ def make_consumer(
         # Connectors produce in transactions (events + their checkpoint); a
         # batch aborted by a crash must never be seen, or it would count twice.
         "isolation_level": "read_committed",
+        "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
     }
     opts.update(overrides)
     check_reachable(settings)
@@ -168,22 +173,108 @@ def make_consumer(
     return consumer
 
 
+def log_bounds(
+    settings: KafkaSettings, partitions: Iterable[TopicPartition], timeout_s: float = 10.0
+) -> dict[TopicPartition, LogBounds]:
+    """The start, end and topic id of each partition's log, asked of the broker.
+
+    The end is the high watermark of a fetch answer, never ListOffsets: the
+    embedded broker answers ``end_offsets()``/``seek_to_end()`` in record
+    batches. The start is ListOffsets(earliest) (``seek_to_beginning``),
+    right on both brokers. Partitions the broker did not answer for within
+    ``timeout_s`` are missing from the result. Safe to call from a rebalance
+    listener: it runs its own consumer, outside the group.
+    """
+    tps = list(partitions)
+    if not tps:
+        return {}
+    deadline = time.monotonic() + timeout_s
+    consumer = KafkaConsumer(
+        **settings.client_kwargs(),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        # An empty partition answers (almost) at once instead of after
+        # fetch.max.wait (0 gets no answer at all from the embedded broker);
+        # a fetch brings back about one batch per partition.
+        fetch_max_wait_ms=10,
+        max_partition_fetch_bytes=4096,
+        request_timeout_ms=max(1000, int(timeout_s * 1000)),
+        bootstrap_timeout_ms=max(1000, int(timeout_s * 1000)),
+    )
+    found: dict[TopicPartition, LogBounds] = {}
+    try:
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        starts: dict[TopicPartition, int] = {}
+        for tp in tps:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            starts[tp] = consumer.position(tp, timeout_ms=int(remaining * 1000))
+        cluster = consumer._client.cluster  # topic ids: kafka-python keeps no public accessor
+        waiting = set(starts)
+        while waiting and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=100, max_records=100_000)
+            for tp in list(waiting):
+                end = consumer.highwater(tp)
+                if end is None:
+                    continue
+                waiting.discard(tp)
+                consumer.pause(tp)
+                topic_id = cluster.topic_id(tp.topic)
+                found[tp] = LogBounds(
+                    start=starts[tp],
+                    end=end,
+                    topic_id=str(topic_id) if topic_id is not None else None,
+                )
+    except KafkaError as exc:
+        log.warning("log_bounds_unknown", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+    finally:
+        consumer.close(autocommit=False)
+    return found
+
+
 def wait_for_broker(settings: KafkaSettings, timeout_s: float = 15.0) -> None:
-    """Block until the cluster answers a metadata request, or raise."""
+    """Block until the cluster answers a metadata request, or raise after
+    ``timeout_s`` (in total: every attempt is bounded by what is left)."""
+    from zonewatch.preflight import PROBE_TIMEOUT_S, check_broker
+
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
-    while time.monotonic() < deadline:
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
         try:
-            admin = KafkaAdminClient(**settings.client_kwargs(), request_timeout_ms=2000)
-            admin.list_topics()
-            admin.close()
+            check_broker(settings, min(PROBE_TIMEOUT_S, left))
+            left_ms = max(500, int((deadline - time.monotonic()) * 1000))
+            admin = KafkaAdminClient(
+                **settings.client_kwargs(),
+                request_timeout_ms=min(left_ms, 5000),
+                bootstrap_timeout_ms=left_ms,
+            )
+            try:
+                admin.list_topics()
+            finally:
+                admin.close()
             return
-        except (KafkaError, OSError) as exc:
+        except (BrokerUnavailableError, KafkaError, OSError) as exc:
+            if last is None:
+                log.info(
+                    "waiting_for_broker",
+                    bootstrap=settings.bootstrap_servers,
+                    reason=str(exc)[:300],
+                    at_most_s=timeout_s,
+                )
             last = exc
-            time.sleep(0.1)
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    if isinstance(last, BrokerUnavailableError):
+        raise BrokerUnavailableError(f"{last} (waited {timeout_s:.0f}s)") from None
     raise BrokerUnavailableError(
-        f"no Kafka broker answered at {settings.bootstrap_servers} within {timeout_s:.0f}s"
-        f" ({type(last).__name__ if last else 'timeout'})"
+        f"the Kafka broker at {settings.bootstrap_servers} did not answer a metadata request "
+        f"within {timeout_s:.0f}s ({type(last).__name__ if last else 'timeout'}): is it "
+        "healthy, and do the SASL settings (mechanism, user, password) match its listener?"
     )
 
 
@@ -214,3 +305,27 @@ async def committed_in_listener(
         for tp, meta in (found or {}).items()
         if meta is not None
     }
+
+
+async def off_the_io_thread(consumer: KafkaConsumer, work: Callable[[], T], timeout_s: float) -> T:
+    """Run blocking ``work`` (another client, a file) on a thread of its own and
+    await its result from an async rebalance listener. Blocking the listener
+    itself would stop the consumer's IO thread, heartbeats included: a slow
+    call on a loaded host then costs the member its group membership."""
+    from kafka.future import Future
+
+    manager = consumer._coordinator._manager
+    done: Future = Future()
+
+    def run() -> None:
+        try:
+            value = work()
+        except BaseException as exc:  # handed to the awaiting listener
+            error = exc
+            manager.call_soon(lambda: done.failure(error))
+        else:
+            manager.call_soon(lambda: done.success(value))
+
+    threading.Thread(target=run, name="zonewatch-listener-work", daemon=True).start()
+    result: T = await manager.wait_for(done, int(timeout_s * 1000))
+    return result

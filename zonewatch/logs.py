@@ -202,7 +202,10 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
         cache_logger_on_first_use=False,
     )
     # kafka-python, httpx and friends log through stdlib logging; keep them
-    # quiet unless debugging, and scrub what they say either way.
+    # quiet unless debugging, and scrub what they say either way. kafka-python
+    # logs every failed connection attempt as an ERROR: zonewatch reports what
+    # went wrong in its own words (one line, with the fix), so kafka-python's
+    # own lines show only with --log-level debug.
     _install_record_factory()
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -212,7 +215,9 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
     handler.setFormatter(RedactingFormatter("%(levelname)s:%(name)s:%(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.WARNING if numeric > logging.DEBUG else logging.DEBUG)
-    logging.getLogger("kafka").setLevel(logging.ERROR if numeric > logging.DEBUG else logging.DEBUG)
+    logging.getLogger("kafka").setLevel(
+        logging.CRITICAL if numeric > logging.DEBUG else logging.DEBUG
+    )
 
 
 def get_logger(name: str | None = None, **initial: Any) -> Any:

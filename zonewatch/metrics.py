@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from zonewatch.errors import ConfigError
 from zonewatch.logs import get_logger
 
 log = get_logger(__name__)
@@ -70,7 +71,13 @@ def serve_metrics(
         def log_message(self, format: str, *args: object) -> None:
             pass  # scrapes every few seconds would drown the logs
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as exc:
+        from zonewatch.preflight import check_port_free
+
+        check_port_free(host, port, "/metrics", "metrics port")  # names the cause
+        raise ConfigError(f"cannot serve /metrics on {host}:{port}: {exc}") from exc
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
     thread.start()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from connectors.inputs import Record
-from zonewatch.errors import ConfigError
+from zonewatch.errors import UsageError
 from zonewatch.logs import get_logger
 
 log = get_logger(__name__)
@@ -112,7 +112,7 @@ class FileInput:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise ConfigError(f"cannot read {self.path}: {exc.strerror}") from exc
+            raise UsageError(f"cannot read {self.path}: {exc.strerror}") from exc
 
     def _find_rotated(self, cp: dict[str, Any]) -> IO[bytes] | None:
         """The file with the checkpoint's inode among the path's siblings."""
@@ -146,7 +146,7 @@ class FileInput:
             time.sleep(self.poll_interval_s)
             fh = self._open_path()
         if fh is None:
-            raise ConfigError(f"cannot read {self.path}: no such file")
+            raise UsageError(f"cannot read {self.path}: no such file")
         if cp is None:
             self._adopt(fh, 0)
             return
@@ -161,7 +161,7 @@ class FileInput:
             yield from self._drain(final=True)
             fh = self._open_path()
             if fh is None:
-                raise ConfigError(f"cannot read {self.path}: no such file")
+                raise UsageError(f"cannot read {self.path}: no such file")
         else:
             log.warning(
                 "file_replaced_while_down",

@@ -11,6 +11,9 @@ import click
 from correlator.detection.pipelines import SOURCES
 from zonewatch.errors import ParseError, RuleError, ZonewatchError
 
+# Skipped input lines reported one by one; beyond that, only counted.
+_SHOWN_BAD_LINES = 5
+
 
 class InputDataError(ZonewatchError):
     """Some input lines were not JSON objects (they were skipped and reported)."""
@@ -96,11 +99,21 @@ def match(
     )
     _report_errors(ruleset.errors)
     bad_lines = 0
+    good_lines = 0
 
     def on_error(err: ParseError) -> None:
         nonlocal bad_lines
         bad_lines += 1
-        click.echo(f"zonewatch: skipped {err}", err=True)
+        if bad_lines <= _SHOWN_BAD_LINES:
+            click.echo(f"zonewatch: skipped {err}", err=True)
+
+    def counted(
+        lines: Iterable[tuple[int, dict[str, Any]]],
+    ) -> Iterable[tuple[int, dict[str, Any]]]:
+        nonlocal good_lines
+        for item in lines:
+            good_lines += 1
+            yield item
 
     from correlator.correlation.offline import offline_hooks
     from correlator.detection.offline import evidence_time
@@ -109,10 +122,24 @@ def match(
     on_hit, on_end = (hooks[0], hooks[1]) if hooks else (None, None)
     out = sys.stdout.buffer
     for alert in run_offline(
-        read_ndjson(events, flatten, on_error), ruleset, source=source, on_hit=on_hit, on_end=on_end
+        counted(read_ndjson(events, flatten, on_error)),
+        ruleset,
+        source=source,
+        on_hit=on_hit,
+        on_end=on_end,
     ):
         out.write(alert_json(alert) + b"\n")
     out.flush()
+    if bad_lines > _SHOWN_BAD_LINES:
+        click.echo(f"zonewatch: ... and {bad_lines - _SHOWN_BAD_LINES} more", err=True)
+    if bad_lines and not good_lines:
+        name = getattr(events, "name", "-")
+        shown = name if isinstance(name, str) and not name.startswith("<") else "-"
+        raise InputDataError(
+            f"no line of {shown} is a JSON event: match reads normalized events (NDJSON), "
+            f"not vendor logs. Normalize them first: zonewatch parse --source SOURCE {shown} "
+            "| zonewatch match --rules RULES -"
+        )
     if bad_lines:
         raise InputDataError(f"{bad_lines} input line(s) were not JSON objects and were skipped")
 
@@ -161,7 +188,7 @@ def test_rules(paths: tuple[str, ...], pipeline: str, placeholders: str | None) 
 
     A rule document may carry ``x-zonewatch-tests`` with ``match`` and
     ``nomatch`` event lists; a file ``<rule>.tests.yml`` beside the rule may
-    hold the same keys. Exit 1 when any expectation fails.
+    hold the same keys. Exit 65 when any expectation fails.
     """
     from correlator.detection.loader import load_rules
     from correlator.detection.ruletests import run_rule_tests
@@ -180,9 +207,9 @@ def test_rules(paths: tuple[str, ...], pipeline: str, placeholders: str | None) 
 
 
 class RuleTestFailure(ZonewatchError):
-    """A rule's own test events did not behave as declared."""
+    """A rule's own test events did not behave as declared (a bad rule: 65)."""
 
-    exit_code = 1
+    exit_code = 65
 
 
 from correlator.policy.cli import generate  # noqa: E402  (the zone policy as rules)

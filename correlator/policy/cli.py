@@ -11,9 +11,10 @@ from zonewatch.errors import ZonewatchError
 
 
 class GeneratedRulesStale(ZonewatchError):
-    """``--check`` found generated rules that differ from the policy."""
+    """``--check`` found generated rules that differ from the policy (stale
+    rules are bad rules: 65)."""
 
-    exit_code = 1
+    exit_code = 65
 
 
 def _display(path: Path) -> str:
@@ -42,7 +43,7 @@ def _display(path: Path) -> str:
 @click.option(
     "--check",
     is_flag=True,
-    help="Write nothing; exit 1 when the folder differs from what the policy generates.",
+    help="Write nothing; exit 65 when the folder differs from what the policy generates.",
 )
 def generate(zones_file: Path, out: Path | None, check: bool) -> None:
     """Write a Sigma rule for every forbidden zone crossing of the flow matrix.

@@ -44,6 +44,7 @@ import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
+from correlator.resume import BOUNDS_TIMEOUT_S, resume_offsets
 from correlator.scaleout.records import (
     ChangelogReader,
     Hit,
@@ -64,9 +65,15 @@ from correlator.store.rows import ArchivedEvent
 from correlator.stream import DEAD_LETTERS, StreamCorrelator, evidence_of
 from zonewatch.config import KafkaSettings, Settings
 from zonewatch.errors import ZonewatchError
-from zonewatch.kafka import commit_in_listener, committed_in_listener
+from zonewatch.kafka import (
+    commit_in_listener,
+    committed_in_listener,
+    log_bounds,
+    off_the_io_thread,
+)
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert
+from zonewatch.offsets import LogBounds
 
 log = get_logger(__name__)
 
@@ -133,9 +140,14 @@ class _Rebalance(AsyncConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         try:
+            assigned = list(assigned)
             sources = [tp for tp in assigned if tp.topic != self.loop.hits_topic]
             committed = await committed_in_listener(self.loop.consumer, sources)
-            self.loop.take_over(list(assigned), committed)
+            kafka = self.loop.settings.kafka
+            bounds = await off_the_io_thread(
+                self.loop.consumer, lambda: log_bounds(kafka, assigned), BOUNDS_TIMEOUT_S + 5
+            )
+            self.loop.take_over(assigned, committed, bounds)
         except Exception as exc:
             log.exception("take_over_failed", error=f"{type(exc).__name__}: {exc}")
             raise
@@ -245,7 +257,14 @@ class RepartitionedStream(StreamCorrelator):
         out: list[Alert] = []
         generated = [rule for rule in hits if rule.generate]
         if generated:
-            evidence = evidence_of(record.topic, record.partition, record.offset, when, event)
+            evidence = evidence_of(
+                record.topic,
+                record.partition,
+                record.offset,
+                when,
+                event,
+                self._labels.get(record.topic),
+            )
             out = [self.make_alert(rule, evidence) for rule in generated]
         if self._correlated and self.correlation is not None:
             ids = [r.id for r in hits if r.id in self._correlated]
@@ -470,16 +489,19 @@ class RepartitionedStream(StreamCorrelator):
         return offsets
 
     def take_over(
-        self, assigned: list[TopicPartition], committed: dict[TopicPartition, tuple[int, str]]
+        self,
+        assigned: list[TopicPartition],
+        committed: dict[TopicPartition, tuple[int, str]],
+        bounds: dict[TopicPartition, LogBounds] | None = None,
     ) -> None:
         self._assigned_at = time.monotonic()
         self._assigned = True
         self._caught_up = False
         stored = self.store.load_offsets()
         hits = [tp.partition for tp in assigned if tp.topic == self.hits_topic]
-        for tp in assigned:
-            if tp.topic == self.hits_topic:
-                continue
+        sources = [tp for tp in assigned if tp.topic != self.hits_topic]
+        wanted: dict[TopicPartition, int] = {}
+        for tp in sources:
             source = (tp.topic, tp.partition)
             progress = self._sources[source] = _SourceProgress()
             # Another member may have moved this partition on since this store
@@ -489,12 +511,19 @@ class RepartitionedStream(StreamCorrelator):
             mine = stored.get(source)
             theirs, meta = committed.get(tp, (None, ""))
             if theirs is not None and (mine is None or theirs > mine):
-                self.consumer.seek(tp, theirs)
+                wanted[tp] = theirs
                 progress.newest = _committed_newest(meta)
             elif mine is not None:
-                self.consumer.seek(tp, mine)
+                wanted[tp] = mine
                 progress.newest = self._progress_store.get(source, -math.inf)
-        restored = self._restore_shards(hits) if hits else {}
+        # Each resume point checked against its log (truncated, recreated,
+        # ahead of its end); a partition that moves starts its lateness afresh.
+        seek = self.resume_at(sources, wanted, bounds)
+        for tp, offset in seek.items():
+            self.consumer.seek(tp, offset)
+            if wanted.get(tp) != offset:
+                self._sources[(tp.topic, tp.partition)].newest = -math.inf
+        restored = self._restore_shards(hits, bounds) if hits else {}
         log.info(
             "partitions_assigned",
             partitions=[f"{tp.topic}:{tp.partition}" for tp in assigned],
@@ -509,7 +538,9 @@ class RepartitionedStream(StreamCorrelator):
                 out.append((topic, partition))
         return out
 
-    def _restore_shards(self, partitions: list[int]) -> dict[int, bool]:
+    def _restore_shards(
+        self, partitions: list[int], bounds: dict[TopicPartition, LogBounds] | None = None
+    ) -> dict[int, bool]:
         readers = read_changelog(self.settings.kafka, self.state_topic, partitions)
         sources = self._all_sources()
         restored: dict[int, bool] = {}
@@ -539,11 +570,22 @@ class RepartitionedStream(StreamCorrelator):
                     self.correlation.clamp_clock(limit)
             self._engine_bytes[p] = engine_bytes
             self.shards[p] = shard
-            if shard.next_offset is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, shard.next_offset)
             restored[p] = reader.latest is not None
+        # The hits offsets of the changelog, checked against the hits log too.
+        tps = [TopicPartition(self.hits_topic, p) for p in partitions]
+        stored = {tp: self.shards[tp.partition].next_offset for tp in tps}
+        checked = resume_offsets(
+            self.settings.kafka,
+            tps,
+            {tp: o for tp, o in stored.items() if o is not None},
+            {},
+            bounds,
+        ).seek
+        for tp in tps:
+            if tp in checked:
+                self.consumer.seek(tp, checked[tp])
+            else:
+                self.consumer.seek_to_beginning(tp)
         return restored
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ import click
 import pyarrow as pa
 
 from correlator.store.limits import QueryLimits, truncation
-from zonewatch.errors import QueryError
+from zonewatch.errors import QueryError, StoreError
 
 _EPILOG = """\b
 Examples:
@@ -228,8 +228,11 @@ def hunt(
 
     settings = ctx.obj
     window = time_params(since, until)
+    path = _db_path(ctx, db)
+    if not path.exists():  # a hunt over a store created empty would find nothing
+        raise StoreError(f"no alert store at {path}: run `zonewatch correlate` first or pass --db")
     result = run_hunt(
-        _db_path(ctx, db),
+        path,
         list(rule_paths),
         since=window["since"],
         until=window["until"],

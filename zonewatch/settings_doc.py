@@ -1,0 +1,299 @@
+"""Every setting with its description, default, environment variable, and
+where its current value comes from (pure; ``zonewatch config`` prints it).
+
+``docs/settings.md`` is :func:`reference_markdown` verbatim; a test fails
+when it is stale (regenerate: ``zonewatch config reference > docs/settings.md``).
+A setting without a ``Field(description=...)`` takes its text from
+``DESCRIPTIONS`` below; a setting with neither fails that test too.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, SecretStr
+from pydantic.fields import FieldInfo
+
+from zonewatch.config import Settings
+
+ENV_PREFIX = "ZONEWATCH_"
+MASK = "********"
+_SECRET_WORDS = ("password", "secret", "token", "webhook_url")
+
+DESCRIPTIONS: dict[str, str] = {
+    "log_level": "Log level: debug, info, warning, error (`--log-level` wins).",
+    "log_json": "JSON log lines (true) or pretty ones (false); unset: JSON unless stderr is a "
+    "terminal.",
+    "kafka.bootstrap_servers": "Kafka brokers, host:port[,host:port]. The plain "
+    "`KAFKA_BOOTSTRAP_SERVERS` variable is read too. Unset: commands that need Kafka say how "
+    "to start the embedded one.",
+    "kafka.security_protocol": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; must match the "
+    "listener (a mismatch is reported at start-up).",
+    "kafka.sasl_mechanism": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (needed with SASL_*).",
+    "kafka.sasl_username": "SASL user name.",
+    "kafka.sasl_password": "SASL password (never logged). `ZONEWATCH_KAFKA__SASL_PASSWORD_FILE` "
+    "names a file holding it instead (compose secrets, systemd credentials).",
+    "kafka.ssl_cafile": "CA bundle (PEM) that signed the brokers' certificates.",
+    "kafka.ssl_certfile": "Client certificate (PEM) for mutual TLS.",
+    "kafka.ssl_keyfile": "Private key of the client certificate.",
+    "kafka.ssl_check_hostname": "Check that the broker's certificate names its host.",
+    "kafka.client_id": "Client id the brokers see (quotas, request logs).",
+    "kafka.topic_prefix": "Prefix of every topic: `<prefix>.events.<source>`, "
+    "`<prefix>.deadletter`, `<prefix>.checkpoints`, `<prefix>.correlation.*`.",
+    "kafka.partitions": "Partitions of the topics `zonewatch topics` creates (the checkpoint "
+    "topic always has one).",
+    "kafka.replication_factor": "Replication factor of the topics zonewatch creates; 3 on a "
+    "three-broker cluster (docs/deploy.md).",
+    "kafka.session_timeout_ms": "Consumer group session timeout: how long a silent member "
+    "keeps its partitions.",
+    "kafka.heartbeat_interval_ms": "Consumer heartbeat interval (well below the session timeout).",
+    "kafka.connect_timeout_s": "How long a starting correlator (and `zonewatch broker`) waits "
+    "for the broker to answer before exiting with 69.",
+    "correlator.rules": "Sigma rule files or folders (`--rules`).",
+    "correlator.pipeline": "Field mapping for SigmaHQ rules: `ecs`, `none`, or a pySigma "
+    "pipeline YAML file.",
+    "correlator.group_id": "Kafka consumer group of the correlator (`--group-id`).",
+    "correlator.db_path": "DuckDB alert store file (`--db`).",
+    "correlator.allowed_lateness_s": "How far behind the watermark an event may arrive and "
+    "still count in correlation windows.",
+    "correlator.late_events_update_windows": "Whether events later than the allowed lateness "
+    "still update windows (they are always counted).",
+    "correlator.input_idle_s": "An input partition quiet this long stops holding back the "
+    "event-time merge of the others.",
+    "correlator.archive_events": "Keep every consumed event in the store's `events` table "
+    "(for `zonewatch hunt` and timelines).",
+    "correlator.checkpoint_interval_s": "How often the correlation state is snapshotted with "
+    "the offsets it covers.",
+    "correlator.max_groups_per_rule": "Cap on open correlation groups per rule (oldest are "
+    "evicted beyond it).",
+    "correlator.max_state_bytes": "Cap on the correlation state's size in bytes.",
+    "correlator.events_retention_days": "Days archived events are kept in the store; unset "
+    "keeps them forever.",
+    "correlator.max_batch": "Records per poll.",
+    "correlator.store_memory_limit": "DuckDB buffer pool of the store (e.g. 512MB, 2GB); "
+    "beyond it work spills to `<db>.tmp`.",
+    "correlator.write_batch_events": "While working through a backlog, rows gathered into "
+    "one store write at most.",
+    "correlator.write_delay_s": "While working through a backlog, how long rows may wait "
+    "for a bigger store write.",
+    "correlator.scale_out": "Several correlators share one group (`--scale-out`); see "
+    "correlator/correlation/README.md.",
+    "correlator.poll_timeout_ms": "How long one poll waits for records.",
+    "correlator.metrics_host": "Address of `/metrics` and `/healthz` (0.0.0.0 in a container).",
+    "correlator.metrics_port": "Port of `/metrics` and `/healthz` (`--metrics-port`); unset: "
+    "not served.",
+    # Settings other branches add (described here so the reference test
+    # holds after they merge; an entry for a setting that does not exist is
+    # never shown).
+    "correlator.query_max_timeout_s": "The longest a forensic query may ask to run "
+    "(`zonewatch query --timeout`).",
+    "correlator.query_max_rows": "Rows a query result may hold before it is cut.",
+    "correlator.query_max_result_mb": "MB a query result may hold before it is cut.",
+    "correlator.query_max_concurrent": "Queries the correlator's query endpoint runs at once.",
+    "connectors.identity_binding_ttl_s": "How long an address stays bound to the user last "
+    "seen on it (learned identities).",
+    "connectors.identity_max_addresses": "How many learned address-to-user bindings are kept.",
+    "teams.webhook_url": "Teams Workflows webhook URL (secret; prefer `teams.secrets_file`, or "
+    "`ZONEWATCH_TEAMS__WEBHOOK_URL_FILE` naming a file holding it).",
+    "teams.secrets_file": "File holding the webhook URL, or `name: url` lines for routes.",
+    "teams.requests_per_second": "Requests per second per webhook at most.",
+    "teams.timeout_s": "Timeout of one webhook request.",
+    "teams.alert_link_template": "Link put on each card, with `{alert_id}` filled in.",
+    "teams.routing_file": "YAML: destinations and routes by level, tag, zone crossing "
+    "(correlator/alerting/README.md).",
+    "connectors.zones_file": "Zone policy the connectors tag events with.",
+    "connectors.timezone": "Time zone of timestamps that carry none (`--timezone`).",
+    "connectors.max_line_bytes": "Longer input records go to the dead-letter topic (head kept).",
+    "connectors.checkpoint_dir": "Local copies of the input checkpoints (`zonewatch "
+    "checkpoints list`).",
+    "connectors.metrics_host": "Address of a long-running connector's `/metrics`.",
+    "connectors.metrics_port": "Port of a long-running connector's `/metrics`; unset: not served.",
+    "connectors.max_future_skew_s": "`ingest` sends events stamped more than this many seconds "
+    "ahead of the clock to the dead-letter topic.",
+    "connectors.max_past_horizon_days": "`ingest` sends events stamped more than this many days "
+    "ago to the dead-letter topic; `off` (environment) or null lifts the bound (backfills).",
+    "correlator.max_future_skew_s": "Events stamped more than this many seconds ahead of their "
+    "Kafka record's time are flagged (tag `zonewatch.event_time_out_of_bounds`), kept out of "
+    "correlation and never move a watermark.",
+    "correlator.max_past_horizon_days": "Events older than this many days are treated like "
+    "future-dated ones; unset (default): no past bound, so replays of old days correlate.",
+    "console.host": "Address `zonewatch console` listens on; anything but loopback needs "
+    "`--allow-remote` and `console.token_file`.",
+    "console.port": "Port of `zonewatch console`.",
+    "console.token_file": "File holding the console's sign-in token (Bearer or the login "
+    "form); unset on loopback: a random token written beside the store (0600).",
+    "console.public_url": "Where analysts reach the console; Teams cards then carry an "
+    '"open in console" action.',
+    "console.locale": "Console and report language: ja or en (Teams cards follow it unless "
+    "`teams.locale` is set).",
+    "console.timezone": "Time zone the console and the report show times in.",
+    "console.session_ttl_s": "A console sign-in expires this many seconds after it began.",
+    "console.session_idle_s": "A console sign-in expires after this many idle seconds.",
+}
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    name: str  # dotted: kafka.sasl_password
+    env: str  # ZONEWATCH_KAFKA__SASL_PASSWORD
+    type: str
+    default: Any
+    description: str
+    secret: bool
+
+
+def _type_name(annotation: Any) -> str:
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return " \\| ".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_type_name(a) for a in args if a is not type(None)]
+        return " \\| ".join(parts) + (" (optional)" if type(None) in args else "")
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    if annotation is SecretStr:
+        return "secret"
+    if annotation is Path:
+        return "path"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default(field: FieldInfo) -> Any:
+    if field.default_factory is not None:
+        return field.default_factory()  # type: ignore[call-arg]
+    return field.default
+
+
+def settings_info() -> list[SettingInfo]:
+    """Every leaf setting, in the order the model declares them."""
+    out: list[SettingInfo] = []
+
+    def add(name: str, field: FieldInfo) -> None:
+        text = DESCRIPTIONS.get(name) or field.description or ""
+        secret = field.annotation is not None and "SecretStr" in str(field.annotation)
+        secret = secret or any(word in name for word in _SECRET_WORDS)
+        env = ENV_PREFIX + name.replace(".", "__").upper()
+        out.append(
+            SettingInfo(name, env, _type_name(field.annotation), _default(field), text, secret)
+        )
+
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for sub, subfield in annotation.model_fields.items():
+                add(f"{name}.{sub}", subfield)
+        else:
+            add(name, field)
+    return out
+
+
+def _show(value: Any, secret: bool) -> str:
+    if value is None:
+        return "(unset)"
+    if secret:
+        return MASK
+    if isinstance(value, SecretStr):
+        return MASK
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def reference_markdown() -> str:
+    """docs/settings.md: one table per section."""
+    lines = [
+        "# Settings reference",
+        "",
+        "<!-- generated by `zonewatch config reference`; tests/test_config_cli.py checks it -->",
+        "",
+        "Every setting comes from, in order of precedence: a command's own option (e.g.",
+        "`correlate --db`), the environment (`ZONEWATCH_<SECTION>__<NAME>`, and the plain",
+        "`KAFKA_BOOTSTRAP_SERVERS`), a YAML or TOML file (`--config` or `ZONEWATCH_CONFIG`,",
+        "nested as below), and the default. `zonewatch config show` prints the effective",
+        "values and where each comes from (secrets masked); `--defaults` prints the defaults.",
+        "",
+    ]
+    sections: dict[str, list[SettingInfo]] = {}
+    for info in settings_info():
+        head = info.name.split(".", 1)[0] if "." in info.name else "general"
+        sections.setdefault(head, []).append(info)
+    for head, infos in sections.items():
+        lines += [
+            f"## {head}",
+            "",
+            "| setting | environment variable | type | default | what it does |",
+            "|---|---|---|---|---|",
+        ]
+        for info in infos:
+            default = (
+                "(secret)"
+                if info.secret and info.default is not None
+                else _show(info.default, False)
+            )
+            text = info.description.replace("|", "\\|")
+            lines.append(f"| `{info.name}` | `{info.env}` | {info.type} | `{default}` | {text} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{name}.")
+        else:
+            yield name, value
+
+
+def value_sources(config_file: Path | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """Where each setting that is not a default comes from, as ``load_settings``
+    layers them: the file, then ``ZONEWATCH_*``, then ``KAFKA_BOOTSTRAP_SERVERS``."""
+    from zonewatch.config import _SECRET_FILE_VARS, _read_config_file
+
+    sources: dict[str, str] = {}
+    if config_file is not None:
+        for name, _ in _flatten(_read_config_file(config_file)):
+            sources[name] = f"file {config_file}"
+    fields = set(Settings.model_fields)
+    for var in environ:
+        if not var.startswith(ENV_PREFIX):
+            continue
+        parts = var[len(ENV_PREFIX) :].lower().split("__")
+        if parts[0] not in fields:
+            continue
+        dotted = ".".join(parts)
+        if dotted in _SECRET_FILE_VARS:
+            sources[dotted.removesuffix("_file")] = f"file named by env {var}"
+        else:
+            sources[dotted] = f"env {var}"
+    if environ.get("KAFKA_BOOTSTRAP_SERVERS") and "kafka.bootstrap_servers" not in sources:
+        sources["kafka.bootstrap_servers"] = "env KAFKA_BOOTSTRAP_SERVERS"
+    return sources
+
+
+def effective(
+    settings: Settings | None,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[tuple[str, str, str]]:
+    """(setting, shown value, source) of each setting; ``settings`` None gives the defaults."""
+    environ = os.environ if environ is None else environ
+    sources = value_sources(config_file, environ) if settings is not None else {}
+    rows = []
+    for info in settings_info():
+        value: Any = info.default
+        if settings is not None:
+            value = settings
+            for part in info.name.split("."):
+                value = getattr(value, part)
+        rows.append((info.name, _show(value, info.secret), sources.get(info.name, "default")))
+    return rows
