@@ -129,10 +129,10 @@ class CorrelatorService:
 
         self.settings = settings
         cfg = settings.correlator
-        preflight(settings)
         # Settings that cannot hold together stop here (exit 78), not at the
-        # first flood (correlator/budget.py).
+        # first flood (correlator/budget.py), and before any network wait.
         log.info("memory_budget", bytes=check_memory_budget(cfg))
+        preflight(settings)
         self.ruleset = load_ruleset(cfg.rules, cfg.pipeline)
         cfg.db_path.parent.mkdir(parents=True, exist_ok=True)
         self.routing = (
