@@ -157,11 +157,12 @@ def check(paths: tuple[str, ...], pipeline: str, placeholders: str | None, valid
 @_PIPELINE_OPTION
 @_PLACEHOLDER_OPTION
 def test_rules(paths: tuple[str, ...], pipeline: str, placeholders: str | None) -> None:
-    """Run each rule's own test events (see correlator/detection/README.md).
+    """Run each rule's own tests (see correlator/detection/README.md).
 
-    A rule document may carry ``x-zonewatch-tests`` with ``match`` and
-    ``nomatch`` event lists; a file ``<rule>.tests.yml`` beside the rule may
-    hold the same keys. Exit 1 when any expectation fails.
+    Detection rules: the ``match`` / ``nomatch`` events of their ``tests``
+    key or of ``<rule>.tests.yml``. Correlation rules: the ``timelines`` of
+    ``<rule>.tests.yml``, each replayed through detection and correlation.
+    Exit 65 when an expectation fails or a rule does not load.
     """
     from correlator.detection.loader import load_rules
     from correlator.detection.ruletests import run_rule_tests
@@ -173,16 +174,18 @@ def test_rules(paths: tuple[str, ...], pipeline: str, placeholders: str | None) 
         click.echo(f"FAIL {failure}", err=True)
     click.echo(
         f"{report.passed} passed, {len(report.failures)} failed, "
-        f"{report.untested} rule(s) without tests"
+        f"{report.untested} rule(s) without tests "
+        f"({report.timelines} correlation timeline(s))"
     )
     if report.failures or errors:
-        raise RuleTestFailure(f"{len(report.failures)} rule test(s) failed, {errors} rule error(s)")
+        raise RuleTestFailure(
+            f"{len(report.failures)} rule test(s) failed, {errors} rule error(s); "
+            "see the FAIL lines above"
+        )
 
 
-class RuleTestFailure(ZonewatchError):
-    """A rule's own test events did not behave as declared."""
-
-    exit_code = 1
+class RuleTestFailure(RuleError):
+    """A rule's own tests did not behave as declared (a bad rule: exit 65)."""
 
 
 from correlator.policy.cli import generate  # noqa: E402  (the zone policy as rules)
