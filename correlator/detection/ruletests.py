@@ -179,7 +179,7 @@ def run_timeline(ruleset: RuleSet, timeline: Timeline) -> str | None:
 def _alerting_correlations(ruleset: RuleSet) -> list[Any]:
     """Correlations that raise alerts of their own: those no other correlation
     builds on (their timelines cover the ones they use)."""
-    referenced = {str(ref.reference) for c in ruleset.correlations for ref in c.rules}
+    referenced = {str(ref.reference) for c in ruleset.correlations for ref in c.rules or ()}
     return [
         c for c in ruleset.correlations if c.name not in referenced and str(c.id) not in referenced
     ]
