@@ -24,8 +24,10 @@ from zonewatch.logs import get_logger
 log = get_logger(__name__)
 
 
-def load_ruleset(paths: Sequence[Path], pipeline: str | None) -> Any:
-    """Load rules; report each bad rule with its location and keep the rest."""
+def load_ruleset(paths: Sequence[Path], pipeline: Any) -> Any:
+    """Load rules; report each bad rule with its location and keep the rest.
+
+    ``pipeline``: a name or a built pipeline (``configured_pipeline``)."""
     from correlator.detection import load_rules
 
     for path in paths:
@@ -103,12 +105,13 @@ class CorrelatorService:
         from datetime import timedelta
 
         from correlator.alerting.webhooks import load_routing
+        from correlator.detection.pipelines import configured_pipeline
         from correlator.store import AlertStore
         from correlator.store.limits import QueryLimits
 
         self.settings = settings
         cfg = settings.correlator
-        self.ruleset = load_ruleset(cfg.rules, cfg.pipeline)
+        self.ruleset = load_ruleset(cfg.rules, configured_pipeline(cfg))
         cfg.db_path.parent.mkdir(parents=True, exist_ok=True)
         self.routing = (
             load_routing(settings.teams.routing_file) if settings.teams.routing_file else None
@@ -155,9 +158,11 @@ class CorrelatorService:
         """Load the rules again (SIGHUP): new correlation rules start empty,
         removed ones drop their state, unchanged ones (same content) keep it.
         A rule set that does not load leaves the running rules in place."""
+        from correlator.detection.pipelines import configured_pipeline
+
         cfg = self.settings.correlator
         try:
-            ruleset = load_ruleset(cfg.rules, cfg.pipeline)
+            ruleset = load_ruleset(cfg.rules, configured_pipeline(cfg))
         except ZonewatchError as exc:
             log.error("rules_reload_failed", error=str(exc), keeping="the running rules")
             return None

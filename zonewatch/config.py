@@ -158,6 +158,9 @@ class CorrelatorSettings(BaseModel):
 
     rules: list[Path] = Field(default_factory=lambda: [Path("rules")])
     pipeline: str = "ecs"
+    # YAML: placeholder name -> values, for rules using |expand (every
+    # command that loads rules reads it; --placeholders overrides it).
+    placeholders_file: Path | None = None
     group_id: str = "zonewatch-correlator"
     db_path: Path = Path("var/zonewatch.duckdb")
     allowed_lateness_s: float = Field(default=60.0, ge=0)

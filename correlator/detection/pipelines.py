@@ -18,10 +18,17 @@ from sigma.rule import SigmaLogSource
 
 from correlator.detection.modifiers import install as install_modifiers
 from zonewatch import bounded_yaml
-from zonewatch.config import SOURCES
+from zonewatch.config import SOURCES, CorrelatorSettings
 from zonewatch.errors import ConfigError
 
-__all__ = ["SOURCES", "build_pipeline", "ecs_pipeline", "load_placeholders", "route"]
+__all__ = [
+    "SOURCES",
+    "build_pipeline",
+    "configured_pipeline",
+    "ecs_pipeline",
+    "load_placeholders",
+    "route",
+]
 
 
 # utf16 / utf16le / utf16be / wide as the specification defines them (modifiers.py).
@@ -191,6 +198,20 @@ def build_pipeline(
             raise ConfigError(f"pipeline file {path}: {exc}") from exc
         return custom + verbatim_pipeline(placeholders)
     raise ConfigError(f"unknown pipeline {name!r}: use 'ecs', 'none' or a pySigma pipeline file")
+
+
+def configured_pipeline(
+    cfg: CorrelatorSettings,
+    pipeline: str | None = None,
+    placeholders: str | Path | None = None,
+) -> ProcessingPipeline:
+    """The pipeline every command loads rules with (``match``, ``rules``,
+    ``correlate``, ``hunt``, the console's rule health): ``pipeline`` or
+    ``correlator.pipeline``, with the ``|expand`` values of the file
+    ``placeholders`` or ``correlator.placeholders_file``. Built afresh on
+    each call, so a reload reads the placeholder file again."""
+    path = placeholders or cfg.placeholders_file
+    return build_pipeline(pipeline or cfg.pipeline, load_placeholders(path) if path else None)
 
 
 def load_placeholders(path: str | Path) -> dict[str, list[str]]:
