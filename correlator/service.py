@@ -50,6 +50,18 @@ def load_ruleset(paths: Sequence[Path], pipeline: Any) -> Any:
     return ruleset
 
 
+def zone_titles(settings: Settings) -> dict[str, tuple[str, str]]:
+    """The zones' names for Teams cards, from ``connectors.zones_file``; none
+    (cards show zone ids) when it cannot be read."""
+    from zonewatch.zones import load_zone_map
+
+    try:
+        return load_zone_map(settings.connectors.zones_file).policy.titles()
+    except ZonewatchError as exc:
+        log.warning("card_zone_names_unavailable", error=str(exc), showing="zone ids")
+        return {}
+
+
 def stored_rules(ruleset: Any) -> list[Any]:
     """The rules the store records: detections and correlations (so an
     alert's rule text and version can be shown for both)."""
@@ -152,6 +164,8 @@ class CorrelatorService:
             self.routing,
             db_path_in_cards=str(self.settings.correlator.db_path),
             console_url=self.settings.console.public_url,
+            locale=teams.locale or self.settings.console.locale,
+            zones=zone_titles(self.settings),
         )
 
     def reload_rules(self) -> tuple[Any, Any] | None:

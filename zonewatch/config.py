@@ -222,6 +222,10 @@ class TeamsSettings(BaseModel):
     routing_file: Path | None = Field(
         default=None, description="YAML: destinations and routes by level, tag, zone crossing"
     )
+    # Language of the cards' labels and of the rule description they show.
+    # Unset: the console's (console.locale), so one setting serves a team
+    # that reads both; set it when the channel's readers differ.
+    locale: Literal["ja", "en"] | None = None
 
 
 class ConnectorSettings(BaseModel):
