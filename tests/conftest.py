@@ -59,3 +59,15 @@ def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> 
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def cli_env(kafka: KafkaSettings, **extra: str) -> dict[str, str]:
+    """The environment of a ``zonewatch`` subprocess on the test's broker and
+    topics (``extra``: more ``ZONEWATCH_*`` settings)."""
+    return dict(
+        os.environ,
+        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers or "",
+        ZONEWATCH_KAFKA__TOPIC_PREFIX=kafka.topic_prefix,
+        ZONEWATCH_KAFKA__PARTITIONS=str(kafka.partitions),
+        **extra,
+    )

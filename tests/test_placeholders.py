@@ -8,7 +8,6 @@ PLACEHOLDERS_FILE``); ``--placeholders FILE`` overrides it per command.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,7 @@ import orjson
 import pytest
 
 from correlator.store import AlertStore, ArchivedEvent
-from tests.conftest import wait_until
+from tests.conftest import cli_env, wait_until
 from zonewatch.cli import main
 from zonewatch.config import KafkaSettings, Settings, load_settings
 
@@ -238,11 +237,8 @@ def test_correlate_takes_the_setting_through_the_broker(
 
     db = tmp_path / "zonewatch.duckdb"
     log = tmp_path / "correlate.log"
-    env = dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=kafka_settings.bootstrap_servers or "",
-        ZONEWATCH_KAFKA__TOPIC_PREFIX=kafka_settings.topic_prefix,
-        ZONEWATCH_KAFKA__PARTITIONS=str(kafka_settings.partitions),
+    env = cli_env(
+        kafka_settings,
         ZONEWATCH_KAFKA__SESSION_TIMEOUT_MS="6000",
         ZONEWATCH_KAFKA__HEARTBEAT_INTERVAL_MS="1000",
         **{SETTING: str(values)},
