@@ -46,11 +46,12 @@ class RuleErrors:
 
     def _load(self) -> None:
         from correlator.detection import load_rules
+        from correlator.detection.pipelines import configured_pipeline
 
         cfg = self.settings.correlator
         try:
             paths = [p for p in cfg.rules if Path(p).exists()]
-            ruleset = load_rules(paths, pipeline=None if cfg.pipeline == "none" else cfg.pipeline)
+            ruleset = load_rules(paths, pipeline=configured_pipeline(cfg))
             self.errors = [str(e) for e in ruleset.errors]
         except Exception as exc:  # the page says so; the console keeps running
             self.errors = [f"rules could not be loaded: {type(exc).__name__}: {exc}"]

@@ -137,9 +137,7 @@ def matrix(
                 }
             )
     roles.sort(key=lambda r: (r["kind"] != "vdi_pool", r["name"], r["side"] != "source"))
-    titles = {
-        name: (z.title_ja or z.title or name, z.title or name) for name, z in policy.zones.items()
-    }
+    titles = policy.titles()
     titles["unknown"] = ("不明", "unknown")
     return {"zones": zones, "rows": rows, "roles": roles, "titles": titles, "most": most}
 

@@ -29,6 +29,12 @@ log = get_logger(__name__)
 )
 @click.option("--group-id", help="Kafka consumer group; processes sharing it split the work.")
 @click.option("--pipeline", help="Field mapping pipeline for SigmaHQ rules: ecs (default) or none.")
+@click.option(
+    "--placeholders",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML mapping placeholder name -> values, for rules using |expand. "
+    "Default: settings (correlator.placeholders_file).",
+)
 @click.option("--metrics-port", type=int, help="Serve /metrics and /healthz on this loopback port.")
 @click.option(
     "--teams-url",
@@ -65,6 +71,7 @@ def correlate(
     db_path: Path | None,
     group_id: str | None,
     pipeline: str | None,
+    placeholders: Path | None,
     metrics_port: int | None,
     teams_url: str | None,
     idle_exit: float | None,
@@ -88,6 +95,8 @@ def correlate(
         updates["group_id"] = group_id
     if pipeline:
         updates["pipeline"] = pipeline
+    if placeholders:
+        updates["placeholders_file"] = placeholders
     if metrics_port is not None:
         updates["metrics_port"] = metrics_port
     if scale_out:

@@ -24,8 +24,10 @@ from zonewatch.logs import get_logger
 log = get_logger(__name__)
 
 
-def load_ruleset(paths: Sequence[Path], pipeline: str | None) -> Any:
-    """Load rules; report each bad rule with its location and keep the rest."""
+def load_ruleset(paths: Sequence[Path], pipeline: Any) -> Any:
+    """Load rules; report each bad rule with its location and keep the rest.
+
+    ``pipeline``: a name or a built pipeline (``configured_pipeline``)."""
     from correlator.detection import load_rules
 
     for path in paths:
@@ -46,6 +48,18 @@ def load_ruleset(paths: Sequence[Path], pipeline: str | None) -> Any:
         errors=len(ruleset.errors),
     )
     return ruleset
+
+
+def zone_titles(settings: Settings) -> dict[str, tuple[str, str]]:
+    """The zones' names for Teams cards, from ``connectors.zones_file``; none
+    (cards show zone ids) when it cannot be read."""
+    from zonewatch.zones import load_zone_map
+
+    try:
+        return load_zone_map(settings.connectors.zones_file).policy.titles()
+    except ZonewatchError as exc:
+        log.warning("card_zone_names_unavailable", error=str(exc), showing="zone ids")
+        return {}
 
 
 def stored_rules(ruleset: Any) -> list[Any]:
@@ -124,6 +138,7 @@ class CorrelatorService:
 
         from correlator.alerting.webhooks import load_routing
         from correlator.budget import check_memory_budget
+        from correlator.detection.pipelines import configured_pipeline
         from correlator.store import AlertStore
         from correlator.store.limits import QueryLimits
 
@@ -133,7 +148,7 @@ class CorrelatorService:
         # first flood (correlator/budget.py), and before any network wait.
         log.info("memory_budget", bytes=check_memory_budget(cfg))
         preflight(settings)
-        self.ruleset = load_ruleset(cfg.rules, cfg.pipeline)
+        self.ruleset = load_ruleset(cfg.rules, configured_pipeline(cfg))
         cfg.db_path.parent.mkdir(parents=True, exist_ok=True)
         self.routing = (
             load_routing(settings.teams.routing_file) if settings.teams.routing_file else None
@@ -179,15 +194,19 @@ class CorrelatorService:
             self.routing,
             db_path_in_cards=str(self.settings.correlator.db_path),
             console_url=self.settings.console.public_url,
+            locale=teams.locale or self.settings.console.locale,
+            zones=zone_titles(self.settings),
         )
 
     def reload_rules(self) -> tuple[Any, Any] | None:
         """Load the rules again (SIGHUP): new correlation rules start empty,
         removed ones drop their state, unchanged ones (same content) keep it.
         A rule set that does not load leaves the running rules in place."""
+        from correlator.detection.pipelines import configured_pipeline
+
         cfg = self.settings.correlator
         try:
-            ruleset = load_ruleset(cfg.rules, cfg.pipeline)
+            ruleset = load_ruleset(cfg.rules, configured_pipeline(cfg))
         except ZonewatchError as exc:
             log.error("rules_reload_failed", error=str(exc), keeping="the running rules")
             return None

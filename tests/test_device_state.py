@@ -245,13 +245,13 @@ def test_policy_change_then_violation_fires_on_device_state_polled_from_graph() 
     09:30, the next managedDevices poll finds LT-0188 non-compliant, Sato opens
     a My Number session: the chain fires as it does with export files."""
     from cloud_double import CloudDouble
-    from test_rule_pack import replay
 
     from connectors.inputs import Record
     from connectors.inputs.cloud import GraphDevicesInput
     from connectors.inputs.graph import GraphSettings
     from connectors.pipeline import Pipeline
     from correlator.detection import load_rules
+    from correlator.detection.ruletests import replay
     from zonewatch.zones import load_zone_map
 
     zones = load_zone_map(ROOT / "rules" / "zones.yaml")

@@ -29,6 +29,7 @@ from correlator.alerting import (
 from correlator.alerting.teams_receiver import Received
 from correlator.store import AlertStore
 from tests.test_store import make_alert
+from zonewatch.config import KafkaSettings
 from zonewatch.models import Alert
 
 FAST = Backoff(base_s=0.01, cap_s=0.05)
@@ -468,3 +469,82 @@ def test_cards_sent_carry_the_open_in_console_action_when_the_console_has_a_publ
         for body in teams.accepted()
     ]
     assert urls == [[f"https://soc.city.example.lg.jp/zonewatch/alerts/{a.id}"] for a in batch]
+
+
+@pytest.mark.integration  # the service checks its broker at start
+@pytest.mark.parametrize(
+    ("teams_locale", "console_locale", "expected"),
+    [(None, "ja", "ja"), (None, "en", "en"), ("ja", "en", "ja"), ("en", "ja", "en")],
+)
+def test_the_correlator_sends_cards_in_its_locale_with_the_rule_and_zones_in_words(
+    tmp_path: Path,
+    kafka_settings: KafkaSettings,
+    teams: TeamsReceiver,
+    teams_locale: str | None,
+    console_locale: str,
+    expected: str,
+) -> None:
+    """Wiring of ``zonewatch correlate``: the card of a stored alert shows the
+    rule's description (from the store's rules table), the ATT&CK names and
+    the zones of rules/zones.yaml, labelled in ``teams.locale``, else
+    ``console.locale``."""
+    from datetime import UTC, datetime
+
+    from correlator.detection import detection_alert
+    from correlator.service import CorrelatorService
+    from tests.conftest import ROOT
+    from zonewatch.config import Settings
+    from zonewatch.models import Evidence
+
+    settings = Settings().updated(
+        kafka=kafka_settings,
+        correlator={"db_path": tmp_path / "zonewatch.duckdb", "rules": [ROOT / "rules"]},
+        teams={"webhook_url": teams.url, "locale": teams_locale},
+        console={"locale": console_locale},
+        connectors={"zones_file": ROOT / "rules" / "zones.yaml"},
+    )
+    event = {
+        "@timestamp": "2026-11-26T02:02:11Z",
+        "event": {"dataset": "firewall", "action": "accept", "outcome": "success"},
+        "source": {"ip": "10.10.23.90", "port": 50514},
+        "destination": {"ip": "10.200.8.15", "port": 445},
+        "network": {"transport": "tcp"},
+        "user": {"name": "watanabe@city.example.lg.jp"},
+        "zone": {"source": "core", "destination": "lgwan", "crossing": "core->lgwan"},
+    }
+    with CorrelatorService(settings) as service:
+        [rule] = [
+            r
+            for r in service.ruleset.match(event, "firewall")
+            if r.name == "zw_policy_core_to_lgwan"
+        ]
+        evidence = Evidence(
+            event_id="zonewatch.events.firewall:0:7",
+            time=datetime(2026, 11, 26, 2, 2, 11, tzinfo=UTC),
+            topic="zonewatch.events.firewall",
+            partition=0,
+            offset=7,
+            event=event,
+        )
+        service.store.write([detection_alert(rule, evidence)])
+        assert service.sender is not None
+        service.sender.start()
+        assert service.sender.drain(20)
+    [message] = teams.accepted()
+    card = message["attachments"][0]["content"]
+    assert card["lang"] == expected
+    blocks = [b.get("text", "") for b in card["body"]]
+    fact = {
+        f["title"]: f["value"] for b in card["body"] if b["type"] == "FactSet" for f in b["facts"]
+    }
+    if expected == "ja":
+        assert blocks[1].startswith(
+            "コア系からLGWAN接続系への通信がファイアウォールで許可されましたが"
+        )
+        assert fact["ゾーン越境"] == "コア系 → LGWAN接続系 (core->lgwan)"
+    else:
+        assert blocks[1].startswith(
+            "The firewall let a connection from the Core zone into the LGWAN"
+        )
+        assert fact["Zone crossing"] == "Core → LGWAN (core->lgwan)"
+    assert "T1599 Network Boundary Bridging" in fact["ATT&CK"]

@@ -4,7 +4,6 @@ starts."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import duckdb
 import orjson
 import pytest
 
+from tests.conftest import cli_env
 from zonewatch.config import KafkaSettings
 
 pytestmark = pytest.mark.integration
@@ -144,11 +144,8 @@ def test_sighup_keeps_unchanged_windows_drops_removed_rules_and_starts_new_ones(
     (rules / "removed.yml").write_text(REMOVED)
     db = tmp_path / "alerts.duckdb"
     log = tmp_path / "correlate.log"
-    env = dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=kafka_settings.bootstrap_servers or "",
-        ZONEWATCH_KAFKA__TOPIC_PREFIX=kafka_settings.topic_prefix,
-        ZONEWATCH_KAFKA__PARTITIONS=str(kafka_settings.partitions),
+    env = cli_env(
+        kafka_settings,
         # Events here are stamped "now"; a lateness of a few seconds lets them
         # through the wall-clock watermark of an idle stream, as in production.
         ZONEWATCH_CORRELATOR__ALLOWED_LATENESS_S="5",

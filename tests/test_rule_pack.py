@@ -12,7 +12,8 @@ Detection rules carry their own must-match / must-not-match events
           events: [ ...nested ECS events with @timestamp and event.dataset... ]
 
 Each timeline runs alone through ``run_offline`` with the correlation hooks,
-over the whole pack (so chains and filters behave as in production).
+over the whole pack (so chains and filters behave as in production), by the
+same code as ``zonewatch rules test`` (``correlator/detection/ruletests.py``).
 """
 
 from __future__ import annotations
@@ -26,11 +27,9 @@ import yaml
 from click.testing import CliRunner
 from conftest import ROOT
 
-from correlator.correlation.offline import offline_hooks
-from correlator.detection import RuleSet, load_rules, run_offline
-from correlator.detection.offline import evidence_time
+from correlator.detection import RuleSet, load_rules
+from correlator.detection.ruletests import Timeline, run_timeline, sidecar_timelines
 from zonewatch.cli import cli
-from zonewatch.models import Alert
 
 RULES = ROOT / "rules"
 
@@ -121,57 +120,23 @@ def test_the_pack_passes_its_own_rule_tests_and_checks_clean() -> None:
     assert warnings == []
 
 
-def _timelines() -> list[tuple[str, str, dict[str, Any]]]:
-    found = []
-    for sidecar in sorted(RULES.rglob("*.tests.yml")):
-        mapping = yaml.safe_load(sidecar.read_text(encoding="utf-8")) or {}
-        for name, spec in mapping.items():
-            for timeline in (spec or {}).get("timelines", []):
-                found.append((str(sidecar.relative_to(ROOT)), name, timeline))
-    return found
+# The runner `zonewatch rules test` uses (correlator/detection/ruletests.py).
+TIMELINES, TIMELINE_PROBLEMS = sidecar_timelines(sorted(RULES.rglob("*.tests.yml")))
 
 
-TIMELINES = _timelines()
+def test_every_timeline_is_well_formed() -> None:
+    assert TIMELINE_PROBLEMS == []
 
 
-def replay(pack: RuleSet, events: list[dict[str, Any]]) -> list[Alert]:
-    """Events (nested ECS, any order) through detection and correlation, offline."""
-    hooks = offline_hooks(pack, evidence_time)
-    assert hooks is not None
-    on_hit, on_end, _ = hooks
-    return list(run_offline(list(enumerate(events, 1)), pack, on_hit=on_hit, on_end=on_end))
-
-
-def _correlation_id(pack: RuleSet, name: str) -> str:
-    for corr in pack.correlations:
-        if name in (corr.name, str(corr.id)):
-            return str(corr.id)
-    raise AssertionError(f"no correlation named {name}")
-
-
-@pytest.mark.parametrize(
-    ("sidecar", "name", "timeline"),
-    TIMELINES,
-    ids=[f"{n}: {t['name']}" for _, n, t in TIMELINES],
-)
-def test_correlation_timelines(
-    pack: RuleSet, sidecar: str, name: str, timeline: dict[str, Any]
-) -> None:
-    rule_id = _correlation_id(pack, name)
-    alerts = [a for a in replay(pack, timeline["events"]) if a.rule_id == rule_id]
-    if timeline["expect"] == "fire":
-        assert alerts, f"{sidecar}: {name}: '{timeline['name']}' did not fire"
-        if "alerts" in timeline:
-            assert len(alerts) == timeline["alerts"]
-    else:
-        assert timeline["expect"] == "quiet"
-        assert not alerts, f"{sidecar}: {name}: '{timeline['name']}' fired: {alerts[0].title}"
+@pytest.mark.parametrize("timeline", TIMELINES, ids=[f"{t.rule}: {t.name}" for t in TIMELINES])
+def test_correlation_timelines(pack: RuleSet, timeline: Timeline) -> None:
+    assert run_timeline(pack, timeline) is None
 
 
 def test_every_correlation_has_firing_and_quiet_timelines(pack: RuleSet) -> None:
     kinds: dict[str, set[str]] = {}
-    for _, name, timeline in TIMELINES:
-        kinds.setdefault(name, set()).add(timeline["expect"])
+    for timeline in TIMELINES:
+        kinds.setdefault(timeline.rule, set()).add(timeline.spec["expect"])
     referenced = {str(ref.reference) for c in pack.correlations for ref in c.rules}
     # Correlations that others build on raise no alert of their own; the
     # timelines of the rules that use them cover them.

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 from click.testing import CliRunner
+from conftest import ROOT
 
 from zonewatch.cli import cli, main
 
@@ -156,7 +160,7 @@ def test_rules_check_runs_sigma_validators(rules_dir: Path) -> None:
     assert "rule warning" in result.stderr and "(duplicate_tag)" in result.stderr
 
 
-def test_rules_test_passes_and_fails(rules_dir: Path) -> None:
+def test_rules_test_passes_and_fails(rules_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ok = CliRunner().invoke(cli, ["rules", "test", str(rules_dir)])
     assert ok.exit_code == 0, ok.output
     assert "2 passed, 0 failed" in ok.stdout
@@ -181,3 +185,69 @@ def test_rules_test_sidecar_file(rules_dir: Path) -> None:
     result = CliRunner().invoke(cli, ["rules", "test", str(rules_dir / "proxy_curl_paste.yml")])
     assert result.exit_code == 0, result.output
     assert "1 passed" in result.stdout
+
+
+def test_rules_test_runs_the_correlation_timelines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A copy of the rule pack with flipped expectations fails `rules test`
+    (it used to print "passed" and exit 0: timelines were pytest's only)."""
+    pack = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", pack)
+    main(["rules", "test", str(pack)])
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    found = re.fullmatch(
+        r"(\d+) passed, 0 failed, 0 rule\(s\) without tests \((\d+) correlation timeline\(s\)\)",
+        summary,
+    )
+    assert found and int(found[2]) >= 40, summary
+
+    sidecar = pack / "cross_zone" / "fw_denies_then_allow.tests.yml"
+    spec = yaml.safe_load(sidecar.read_text(encoding="utf-8"))
+    fire, quiet = spec["zw_denies_then_allow"]["timelines"][:2]
+    assert (fire["expect"], quiet["expect"]) == ("fire", "quiet")
+    fire["expect"], quiet["expect"] = "quiet", "fire"
+    sidecar.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
+    counted = pack / "cross_zone" / "fw_repeated_denied_crossings.tests.yml"
+    spec = yaml.safe_load(counted.read_text(encoding="utf-8"))
+    exact = next(t for rule in spec.values() for t in rule.get("timelines", []) if "alerts" in t)
+    exact["alerts"] += 1
+    counted.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
+
+    with pytest.raises(SystemExit) as exc:
+        main(["rules", "test", str(pack)])
+    assert exc.value.code == 65
+    out, err = capsys.readouterr()
+    assert ", 3 failed," in out.strip().splitlines()[-1]
+    failures = [line for line in err.splitlines() if line.startswith("FAIL ")]
+    assert len(failures) == 3, err
+    assert (
+        f"FAIL {sidecar}: zw_denies_then_allow: '{fire['name']}': expected to stay quiet, "
+        "raised 1 alert(s)" in err
+    )
+    assert (
+        f"FAIL {sidecar}: zw_denies_then_allow: '{quiet['name']}': expected to fire, "
+        "raised no alert" in err
+    )
+    assert f"'{exact['name']}': expected {exact['alerts']} alert(s), raised " in err
+    assert "3 rule test(s) failed" in err
+
+
+def test_rules_test_names_a_timeline_of_an_unknown_correlation(
+    rules_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (rules_dir / "proxy_curl_paste.tests.yml").write_text(
+        "zw_no_such_correlation:\n"
+        "  timelines:\n"
+        "    - name: typo in the rule name\n"
+        "      expect: quiet\n"
+        "      events: []\n"
+        "    - name: no events\n"
+        "      expect: fire\n"
+    )
+    with pytest.raises(SystemExit) as exc:
+        main(["rules", "test", str(rules_dir)])
+    assert exc.value.code == 65
+    err = capsys.readouterr().err
+    assert "'typo in the rule name': no loaded correlation is named zw_no_such_correlation" in err
+    assert "zw_no_such_correlation: timeline #2: 'events' must be a list of mappings" in err

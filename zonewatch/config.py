@@ -161,6 +161,9 @@ class CorrelatorSettings(BaseModel):
 
     rules: list[Path] = Field(default_factory=lambda: [Path("rules")])
     pipeline: str = "ecs"
+    # YAML: placeholder name -> values, for rules using |expand (every
+    # command that loads rules reads it; --placeholders overrides it).
+    placeholders_file: Path | None = None
     group_id: str = "zonewatch-correlator"
     db_path: Path = Path("var/zonewatch.duckdb")
     allowed_lateness_s: float = Field(default=60.0, ge=0)
@@ -226,6 +229,10 @@ class TeamsSettings(BaseModel):
     routing_file: Path | None = Field(
         default=None, description="YAML: destinations and routes by level, tag, zone crossing"
     )
+    # Language of the cards' labels and of the rule description they show.
+    # Unset: the console's (console.locale), so one setting serves a team
+    # that reads both; set it when the channel's readers differ.
+    locale: Literal["ja", "en"] | None = None
 
 
 class ConnectorSettings(BaseModel):

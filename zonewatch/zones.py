@@ -111,6 +111,12 @@ class ZonePolicy(BaseModel):
     identities: list[Identity] = Field(default_factory=list)
     flows: list[Flow] = Field(default_factory=list)
 
+    def titles(self) -> dict[str, tuple[str, str]]:
+        """zone -> (Japanese name, English name), for people (console, cards)."""
+        return {
+            name: (z.title_ja or z.title or name, z.title or name) for name, z in self.zones.items()
+        }
+
 
 class ZoneMap:
     """Compiled policy: IP -> (zone, role) by longest prefix; account -> UPN."""

@@ -1,13 +1,16 @@
 """Teams cards for alerts: Adaptive Card 1.5 in a Workflows webhook envelope,
 plus the legacy MessageCard for destinations that still need it.
 
-Cards are built from the alert alone (pure functions); the size is checked
-on the encoded envelope, because Teams rejects messages over 28 KB.
+Cards are built from the alert and what the sender knows beside it (pure
+functions): the locale of the labels, the zones' names, the rule's
+description. The size is checked on the encoded envelope, because Teams
+rejects messages over 28 KB.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -15,6 +18,14 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from correlator.alerting.labels import (
+    Locale,
+    ZoneTitles,
+    crossing_words,
+    label,
+    level_words,
+    localized_description,
+)
 from correlator.alerting.text import clean, join_values
 from zonewatch.ecs import get_field
 from zonewatch.models import Alert
@@ -35,10 +46,10 @@ _LEVEL_HEX = {"critical": "8B0000", "high": "D13438", "medium": "FFAA44", "low":
 
 # (label, ECS fields tried in order) for the entities an officer acts on
 _ENTITIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("ユーザー / User", ("user.name", "source.user.name")),
-    ("端末 / Device", ("host.name", "device.id")),
-    ("送信元 / Source IP", ("source.ip",)),
-    ("宛先 / Destination", ("destination.ip", "url.domain", "destination.domain")),
+    ("user", ("user.name", "source.user.name")),
+    ("device", ("host.name", "device.id")),
+    ("source_ip", ("source.ip",)),
+    ("destination", ("destination.ip", "url.domain", "destination.domain")),
 )
 
 
@@ -80,7 +91,12 @@ def _actions(*actions: tuple[str, str | None]) -> list[dict[str, Any]]:
     return [{"type": "Action.OpenUrl", "title": title, "url": url} for title, url in actions if url]
 
 
-CONSOLE_ACTION = "コンソールで開く / Open in console"
+def _attack(alert: Alert, limit: int) -> str | None:
+    """The ATT&CK tactics and techniques of the rule's tags, by name."""
+    from correlator.detection.mitre_tags import attack_labels
+
+    names = attack_labels(alert.tags)
+    return " · ".join(clean(n, limit) for n in names[:8]) if names else None
 
 
 def query_command(alert: Alert, db_path: str | None = None) -> str:
@@ -91,26 +107,41 @@ def query_command(alert: Alert, db_path: str | None = None) -> str:
     return f"zonewatch query alert-evidence{db} --param alert_id={alert.id}"
 
 
-def _facts(alert: Alert, limit: int, evidence_total: int | None = None) -> list[dict[str, str]]:
+def _facts(
+    alert: Alert,
+    limit: int,
+    evidence_total: int | None,
+    locale: Locale,
+    zones: ZoneTitles,
+) -> list[dict[str, str]]:
+    crossing = crossing_words(alert.zone_crossing, zones, locale)
     facts = [
-        {"title": "レベル / Level", "value": clean(alert.level, 20)},
-        {"title": "ゾーン越境 / Zone crossing", "value": clean(alert.zone_crossing or "-", 60)},
+        {"title": label("level", locale), "value": clean(level_words(alert.level, locale), 30)},
+        {"title": label("crossing", locale), "value": clean(crossing or "-", 120)},
     ]
-    for label, fields in _ENTITIES:
+    more = label("more", locale)
+    for key, fields in _ENTITIES:
         values = _distinct(alert, fields)
         if values:
-            facts.append({"title": label, "value": join_values(values, limit=limit)})
+            facts.append(
+                {"title": label(key, locale), "value": join_values(values, 3, limit, more)}
+            )
     for key, value in list(alert.group.items())[:5]:
-        facts.append({"title": f"group: {clean(key, 40)}", "value": clean(value, limit)})
+        facts.append(
+            {"title": f"{label('group', locale)}: {clean(key, 40)}", "value": clean(value, limit)}
+        )
+    attack = _attack(alert, limit)
+    if attack:
+        facts.append({"title": label("attack", locale), "value": attack})
     facts += [
-        {"title": "初回 / First seen", "value": _both_times(alert.first_seen)},
-        {"title": "最終 / Last seen", "value": _both_times(alert.last_seen)},
+        {"title": label("first_seen", locale), "value": _both_times(alert.first_seen)},
+        {"title": label("last_seen", locale), "value": _both_times(alert.last_seen)},
         {
-            "title": "証拠件数 / Evidence",
+            "title": label("evidence_count", locale),
             "value": str(evidence_total if evidence_total is not None else len(alert.evidence)),
         },
-        {"title": "ルール / Rule", "value": clean(alert.rule_id, 80)},
-        {"title": "種別 / Type", "value": clean(f"{alert.type} ({alert.origin})", 60)},
+        {"title": label("rule", locale), "value": clean(alert.rule_id, 80)},
+        {"title": label("type", locale), "value": clean(f"{alert.type} ({alert.origin})", 60)},
     ]
     return facts
 
@@ -139,7 +170,9 @@ def _adaptive(
     evidence: int,
     limit: int,
     evidence_total: int | None,
+    words: _Words,
 ) -> dict[str, Any]:
+    locale = words.locale
     title = f"[{alert.level.upper()}] {clean(alert.rule_title, 150)}"
     body: list[dict[str, Any]] = [
         {
@@ -149,18 +182,33 @@ def _adaptive(
             "size": "medium",
             "wrap": True,
             "color": _LEVEL_COLOR.get(alert.level, "default"),
-        },
-        {"type": "FactSet", "facts": _facts(alert, limit, evidence_total)},
+        }
     ]
+    description = localized_description(words.description, locale)
+    if description:
+        body.append({"type": "TextBlock", "text": clean(description, limit * 3), "wrap": True})
+    body.append(
+        {
+            "type": "FactSet",
+            "facts": _facts(alert, limit, evidence_total, locale, words.zones),
+        }
+    )
     if evidence:
         body.append(
-            {"type": "TextBlock", "text": "証拠 / Evidence", "weight": "bolder", "wrap": True}
+            {
+                "type": "TextBlock",
+                "text": label("evidence", locale),
+                "weight": "bolder",
+                "wrap": True,
+            }
         )
         body += _evidence_lines(alert, evidence, limit)
         total = evidence_total if evidence_total is not None else len(alert.evidence)
         hidden = total - min(evidence, len(alert.evidence))
         if hidden > 0:
-            body.append({"type": "TextBlock", "text": f"(+{hidden} more)", "isSubtle": True})
+            body.append(
+                {"type": "TextBlock", "text": label("more", locale, n=hidden), "isSubtle": True}
+            )
     body.append(
         {
             "type": "TextBlock",
@@ -173,13 +221,21 @@ def _adaptive(
         "type": "AdaptiveCard",
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "version": "1.5",
+        "lang": locale,
         "fallbackText": clean(f"{alert.level}: {alert.rule_title}", 200),
         "body": body,
     }
-    actions = _actions(("アラートを開く / Open", link), (CONSOLE_ACTION, console))
+    actions = _actions((label("open", locale), link), (label("open_console", locale), console))
     if actions:
         card["actions"] = actions
     return card
+
+
+@dataclass(frozen=True)
+class _Words:
+    locale: Locale = "ja"
+    zones: ZoneTitles = field(default_factory=dict)
+    description: str | None = None
 
 
 def envelope(card: dict[str, Any]) -> dict[str, Any]:
@@ -206,18 +262,24 @@ def teams_card(
     db_path: str | None = None,
     evidence_total: int | None = None,
     console_url: str | None = None,
+    locale: Locale = "ja",
+    zones: ZoneTitles | None = None,
+    description: str | None = None,
 ) -> dict[str, Any]:
     """Workflows webhook envelope with the alert's Adaptive Card (≤ 27 KB).
 
     ``evidence_total`` is the alert's full evidence count when ``alert``
     carries only the first few evidence events (as read back from the store).
     ``console_url`` (``console.public_url``) adds an "open in console" action.
+    ``locale`` picks the labels and the lines of the rule's ``description``
+    shown; ``zones`` (``ZonePolicy.titles()``) names the zones crossed.
     """
     link = alert_link(link_template, alert)
     console = console_link(console_url, f"alerts/{quote(alert.id, safe='')}")
+    words = _Words(locale, zones or {}, description)
     return _fit(
         lambda ev, limit: envelope(
-            _adaptive(alert, link, console, db_path, ev, limit, evidence_total)
+            _adaptive(alert, link, console, db_path, ev, limit, evidence_total, words)
         )
     )
 
@@ -228,21 +290,24 @@ def digest_card(
     link_template: str | None = None,
     db_path: str | None = None,
     console_url: str | None = None,
+    locale: Locale = "ja",
+    zones: ZoneTitles | None = None,
 ) -> dict[str, Any]:
     """One card summarising a burst of alerts (digest mode); the console
     action opens the list of new alerts."""
+    zones = zones or {}
 
     def build(_evidence: int, limit: int) -> dict[str, Any]:
         shown = alerts[: max(5, limit // 4)]
         levels: dict[str, int] = {}
         for a in alerts:
             levels[a.level] = levels.get(a.level, 0) + 1
-        summary = ", ".join(f"{k} {v}" for k, v in sorted(levels.items()))
+        summary = ", ".join(f"{level_words(k, locale)} {v}" for k, v in sorted(levels.items()))
         worst = min(alerts, key=lambda a: _RANK.get(a.level, len(_RANK)), default=None)
         body: list[dict[str, Any]] = [
             {
                 "type": "TextBlock",
-                "text": f"zonewatch: {len(alerts)} 件のアラート / alerts ({summary})",
+                "text": label("digest", locale, n=len(alerts), summary=summary),
                 "weight": "bolder",
                 "size": "medium",
                 "wrap": True,
@@ -250,9 +315,11 @@ def digest_card(
             }
         ]
         facts = []
+        more = label("more", locale)
         for a in shown:
-            who = join_values(_distinct(a, ("user.name", "host.name", "source.ip")), 2, 40)
-            crossing = f" {clean(a.zone_crossing, 40)}" if a.zone_crossing else ""
+            who = join_values(_distinct(a, ("user.name", "host.name", "source.ip")), 2, 40, more)
+            words = crossing_words(a.zone_crossing, zones, locale)
+            crossing = f" {clean(words, 80)}" if words else ""
             facts.append(
                 {
                     "title": a.first_seen.astimezone(JST).strftime("%m-%d %H:%M JST"),
@@ -261,7 +328,9 @@ def digest_card(
             )
         body.append({"type": "FactSet", "facts": facts})
         if len(alerts) > len(shown):
-            body.append({"type": "TextBlock", "text": f"(+{len(alerts) - len(shown)} more)"})
+            body.append(
+                {"type": "TextBlock", "text": label("more", locale, n=len(alerts) - len(shown))}
+            )
         first = alerts[0]
         body.append(
             {
@@ -277,12 +346,13 @@ def digest_card(
             "type": "AdaptiveCard",
             "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
             "version": "1.5",
+            "lang": locale,
             "fallbackText": f"zonewatch: {len(alerts)} alerts",
             "body": body,
         }
         actions = _actions(
-            ("最初のアラート / First", alert_link(link_template, first)),
-            (CONSOLE_ACTION, console_link(console_url, "alerts?status=new")),
+            (label("first_alert", locale), alert_link(link_template, first)),
+            (label("open_console", locale), console_link(console_url, "alerts?status=new")),
         )
         if actions:
             card["actions"] = actions
@@ -297,29 +367,37 @@ def message_card(
     link_template: str | None = None,
     evidence_total: int | None = None,
     console_url: str | None = None,
+    locale: Locale = "ja",
+    zones: ZoneTitles | None = None,
+    description: str | None = None,
 ) -> dict[str, Any]:
     """Legacy Office 365 connector MessageCard, for destinations still on it."""
     link = alert_link(link_template, alert)
     console = console_link(console_url, f"alerts/{quote(alert.id, safe='')}")
+    text = localized_description(description, locale)
+    section: dict[str, Any] = {
+        "facts": [
+            {"name": f["title"], "value": f["value"]}
+            for f in _facts(alert, 120, evidence_total, locale, zones or {})
+        ],
+        "text": query_command(alert),
+    }
+    if text:
+        section["activityText"] = clean(text, 600)
     card: dict[str, Any] = {
         "@type": "MessageCard",
         "@context": "https://schema.org/extensions",
         "summary": clean(f"{alert.level}: {alert.rule_title}", 150),
         "themeColor": _LEVEL_HEX.get(alert.level, "808080"),
         "title": f"[{alert.level.upper()}] {clean(alert.rule_title, 150)}",
-        "sections": [
-            {
-                "facts": [
-                    {"name": f["title"], "value": f["value"]}
-                    for f in _facts(alert, 120, evidence_total)
-                ],
-                "text": query_command(alert),
-            }
-        ],
+        "sections": [section],
     }
     opens = [
         {"@type": "OpenUri", "name": name, "targets": [{"os": "default", "uri": uri}]}
-        for name, uri in (("Open", link), ("Open in console", console))
+        for name, uri in (
+            (label("open", locale), link),
+            (label("open_console", locale), console),
+        )
         if uri
     ]
     if opens:

@@ -33,6 +33,7 @@ import httpx
 import orjson
 
 from correlator.alerting.card import digest_card, message_card, teams_card
+from correlator.alerting.labels import Locale, ZoneTitles, rule_description
 from correlator.alerting.policy import (
     Backoff,
     Clock,
@@ -49,7 +50,7 @@ from correlator.alerting.webhooks import (
     read_secrets_file,
     resolve_webhooks,
 )
-from correlator.store.read import load_alerts
+from correlator.store.read import load_alerts, rule_text
 from zonewatch.logs import get_logger
 
 if TYPE_CHECKING:
@@ -93,6 +94,8 @@ class OutboxSender:
         link_template: str | None = None,
         db_path_in_cards: str | None = None,
         console_url: str | None = None,
+        locale: Locale = "ja",
+        zones: ZoneTitles | None = None,
         poll_s: float = 1.0,
         clock: Clock | None = None,
         backoff: Backoff | None = None,
@@ -112,6 +115,10 @@ class OutboxSender:
         self.link_template = link_template
         self.db_path_in_cards = db_path_in_cards
         self.console_url = console_url
+        self.locale: Locale = locale
+        self.zones: ZoneTitles = zones or {}
+        # (rule id, rule hash) -> description: a rule version's text never changes
+        self._descriptions: dict[tuple[str, str | None], str | None] = {}
         self.poll_s = poll_s
         self.clock: Clock = clock or RealClock()
         self.backoff = backoff or Backoff()
@@ -146,6 +153,20 @@ class OutboxSender:
         kwargs.setdefault("timeout_s", teams.timeout_s)
         kwargs.setdefault("link_template", teams.alert_link_template)
         return cls(store, hooks, routing, **kwargs)
+
+    def description(self, cur: duckdb.DuckDBPyConnection, alert: Any) -> str | None:
+        """The ``description`` of the rule version that raised ``alert``, from
+        the store's ``rules`` table (cached: a version's text never changes)."""
+        key = (str(alert.rule_id), alert.rule_hash)
+        try:
+            return self._descriptions[key]
+        except KeyError:
+            pass
+        found = rule_description(rule_text(cur, *key))
+        if len(self._descriptions) >= 4096:  # workers share it; a clear costs a re-read
+            self._descriptions.clear()
+        self._descriptions[key] = found
+        return found
 
     @staticmethod
     def read_secret_file(path: Path | str) -> str | None:
@@ -334,7 +355,7 @@ class _Worker(threading.Thread):
             s._count("rejected_alerts", self.dest.name, len(missing))
             return
         try:
-            body = orjson.dumps(self._payload(batch, alerts))
+            body = orjson.dumps(self._payload(cur, batch, alerts))
         except Exception as exc:  # a card that cannot be built must not block the queue
             self.log.exception("teams_card_failed", seqs=seqs)
             self._finish(cur, seqs, "rejected", None, f"card could not be built: {exc!r}"[:200])
@@ -416,22 +437,31 @@ class _Worker(threading.Thread):
         )
         self._pause(delay)
 
-    def _payload(self, batch: list[_Row], alerts: Mapping[str, tuple[Any, int]]) -> dict[str, Any]:
+    def _payload(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        batch: list[_Row],
+        alerts: Mapping[str, tuple[Any, int]],
+    ) -> dict[str, Any]:
         s = self.sender
+        words: dict[str, Any] = {"locale": s.locale, "zones": s.zones}
         if len(batch) > 1:
             return digest_card(
                 [alerts[r.alert_id][0] for r in batch],
                 link_template=s.link_template,
                 db_path=s.db_path_in_cards,
                 console_url=s.console_url,
+                **words,
             )
         alert, total = alerts[batch[0].alert_id]
+        words["description"] = s.description(cur, alert)
         if self.dest.format == "messagecard":
             return message_card(
                 alert,
                 link_template=s.link_template,
                 evidence_total=total,
                 console_url=s.console_url,
+                **words,
             )
         return teams_card(
             alert,
@@ -439,6 +469,7 @@ class _Worker(threading.Thread):
             db_path=s.db_path_in_cards,
             evidence_total=total,
             console_url=s.console_url,
+            **words,
         )
 
     def _post(

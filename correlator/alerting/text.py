@@ -38,8 +38,11 @@ def clean(value: Any, limit: int = 200) -> str:
     )
 
 
-def join_values(values: list[str], shown: int = 3, limit: int = 120) -> str:
-    """``a, b, c (+4 more)`` with every value cleaned."""
+def join_values(
+    values: list[str], shown: int = 3, limit: int = 120, more: str = "(+{n} more)"
+) -> str:
+    """``a, b, c (+4 more)`` with every value cleaned (``more``: the words
+    for the rest, ``{n}`` their number)."""
     head = ", ".join(clean(v, limit) for v in values[:shown])
     rest = len(values) - shown
-    return f"{head} (+{rest} more)" if rest > 0 else head
+    return f"{head} {more.format(n=rest)}" if rest > 0 else head

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
 from correlator.detection.pipelines import SOURCES
 from zonewatch.errors import ParseError, RuleError, ZonewatchError
+
+if TYPE_CHECKING:
+    from zonewatch.config import Settings
 
 # Skipped input lines reported one by one; beyond that, only counted.
 _SHOWN_BAD_LINES = 5
@@ -21,12 +24,13 @@ class InputDataError(ZonewatchError):
     exit_code = 65
 
 
-def _placeholders(path: str | None) -> dict[str, Any] | None:
-    if path is None:
-        return None
-    from correlator.detection.pipelines import load_placeholders
+def _pipeline(settings: Settings | None, pipeline: str | None, placeholders: str | None) -> Any:
+    """The rules' pipeline: the options, else the settings (as every command)."""
+    from correlator.detection.pipelines import configured_pipeline
+    from zonewatch.config import CorrelatorSettings
 
-    return load_placeholders(path)
+    cfg = settings.correlator if settings is not None else CorrelatorSettings()
+    return configured_pipeline(cfg, pipeline, placeholders)
 
 
 def _report_errors(errors: Iterable[RuleError]) -> int:
@@ -47,15 +51,15 @@ _RULES_OPTION = click.option(
 )
 _PIPELINE_OPTION = click.option(
     "--pipeline",
-    default="ecs",
-    show_default=True,
+    default=None,
     help="'ecs' maps SigmaHQ proxy/firewall taxonomy onto our ECS fields; 'none' uses rule "
-    "fields verbatim; or a pySigma pipeline YAML file.",
+    "fields verbatim; or a pySigma pipeline YAML file. Default: settings (ecs).",
 )
 _PLACEHOLDER_OPTION = click.option(
     "--placeholders",
     type=click.Path(exists=True, dir_okay=False),
-    help="YAML mapping placeholder name -> values, for rules using |expand.",
+    help="YAML mapping placeholder name -> values, for rules using |expand. "
+    "Default: settings (correlator.placeholders_file).",
 )
 
 
@@ -75,10 +79,12 @@ _PLACEHOLDER_OPTION = click.option(
     help="Read evtx-converter JSON (SigmaHQ regression data) as flat Sigma fields.",
 )
 @click.argument("events", type=click.File("rb"), default="-")
+@click.pass_obj
 def match(
+    settings: Settings | None,
     rule_paths: tuple[str, ...],
     source: str | None,
-    pipeline: str,
+    pipeline: str | None,
     placeholders: str | None,
     flatten: str | None,
     events: BinaryIO,
@@ -94,9 +100,7 @@ def match(
     from correlator.detection.loader import load_rules
     from correlator.detection.offline import read_ndjson, run_offline
 
-    ruleset = load_rules(
-        list(rule_paths), pipeline=pipeline, placeholders=_placeholders(placeholders)
-    )
+    ruleset = load_rules(list(rule_paths), pipeline=_pipeline(settings, pipeline, placeholders))
     _report_errors(ruleset.errors)
     bad_lines = 0
     good_lines = 0
@@ -159,13 +163,20 @@ def rules() -> None:
     show_default=True,
     help="Run sigma-cli's validators (issues are reported; only errors fail).",
 )
-def check(paths: tuple[str, ...], pipeline: str, placeholders: str | None, validate: bool) -> None:
+@click.pass_obj
+def check(
+    settings: Settings | None,
+    paths: tuple[str, ...],
+    pipeline: str | None,
+    placeholders: str | None,
+    validate: bool,
+) -> None:
     """Parse, validate and compile rules; exit 65 with located messages on errors."""
     from correlator.detection.checks import validation_issues
     from correlator.detection.loader import load_rules
 
     ruleset = load_rules(
-        list(paths), pipeline=pipeline, placeholders=_placeholders(placeholders), eager=True
+        list(paths), pipeline=_pipeline(settings, pipeline, placeholders), eager=True
     )
     failures = _report_errors(ruleset.errors)
     if validate:
@@ -183,33 +194,42 @@ def check(paths: tuple[str, ...], pipeline: str, placeholders: str | None, valid
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @_PIPELINE_OPTION
 @_PLACEHOLDER_OPTION
-def test_rules(paths: tuple[str, ...], pipeline: str, placeholders: str | None) -> None:
-    """Run each rule's own test events (see correlator/detection/README.md).
+@click.pass_obj
+def test_rules(
+    settings: Settings | None,
+    paths: tuple[str, ...],
+    pipeline: str | None,
+    placeholders: str | None,
+) -> None:
+    """Run each rule's own tests (see correlator/detection/README.md).
 
-    A rule document may carry ``x-zonewatch-tests`` with ``match`` and
-    ``nomatch`` event lists; a file ``<rule>.tests.yml`` beside the rule may
-    hold the same keys. Exit 65 when any expectation fails.
+    Detection rules: the ``match`` / ``nomatch`` events of their ``tests``
+    key or of ``<rule>.tests.yml``. Correlation rules: the ``timelines`` of
+    ``<rule>.tests.yml``, each replayed through detection and correlation.
+    Exit 65 when an expectation fails or a rule does not load.
     """
     from correlator.detection.loader import load_rules
     from correlator.detection.ruletests import run_rule_tests
 
-    ruleset = load_rules(list(paths), pipeline=pipeline, placeholders=_placeholders(placeholders))
+    ruleset = load_rules(list(paths), pipeline=_pipeline(settings, pipeline, placeholders))
     errors = _report_errors(ruleset.errors)
     report = run_rule_tests(ruleset)
     for failure in report.failures:
         click.echo(f"FAIL {failure}", err=True)
     click.echo(
         f"{report.passed} passed, {len(report.failures)} failed, "
-        f"{report.untested} rule(s) without tests"
+        f"{report.untested} rule(s) without tests "
+        f"({report.timelines} correlation timeline(s))"
     )
     if report.failures or errors:
-        raise RuleTestFailure(f"{len(report.failures)} rule test(s) failed, {errors} rule error(s)")
+        raise RuleTestFailure(
+            f"{len(report.failures)} rule test(s) failed, {errors} rule error(s); "
+            "see the FAIL lines above"
+        )
 
 
-class RuleTestFailure(ZonewatchError):
-    """A rule's own test events did not behave as declared (a bad rule: 65)."""
-
-    exit_code = 65
+class RuleTestFailure(RuleError):
+    """A rule's own tests did not behave as declared (a bad rule: exit 65)."""
 
 
 from correlator.policy.cli import generate  # noqa: E402  (the zone policy as rules)

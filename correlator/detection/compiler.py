@@ -69,6 +69,14 @@ _OPS = {
 _X = "\0x\0"
 
 
+def placeholder_missing(name: str) -> str:
+    """What to do about a ``|expand`` placeholder without values."""
+    return (
+        f"placeholder %{name}% has no values: define it in the placeholder file "
+        "(setting correlator.placeholders_file, or --placeholders FILE)"
+    )
+
+
 class CompileError(Exception):
     """A rule construct the matcher cannot run; ``needle`` helps locate it in the YAML."""
 
@@ -338,11 +346,7 @@ class _RuleCompiler:
         parts: list[str | SpecialChars] = []
         for part in value.s:
             if isinstance(part, Placeholder):
-                raise CompileError(
-                    f"placeholder %{part.name}% has no values: define it in the placeholder "
-                    "file (--placeholders)",
-                    f"%{part.name}%",
-                )
+                raise CompileError(placeholder_missing(part.name), f"%{part.name}%")
             if isinstance(part, str):
                 text = part if cased else part.lower()
                 if parts and isinstance(parts[-1], str):

@@ -118,8 +118,12 @@ def locate(doc: RuleDoc, needle: str | None) -> int:
 
 
 def _sigma_error(exc: SigmaError | Exception, doc: RuleDoc) -> RuleError:
-    message = exc.args[0] if exc.args else str(exc)
-    return RuleError(str(message), doc.path, locate(doc, _needle_of(str(message))))
+    message = str(exc.args[0] if exc.args else exc)
+    needle = _needle_of(message)
+    if message.startswith("Placeholder replacement variable") and needle:
+        # pySigma: "Placeholder replacement variable 'x' doesn't exists."
+        message = compiler.placeholder_missing(needle.strip("%"))
+    return RuleError(message, doc.path, locate(doc, needle))
 
 
 def _needle_of(message: str) -> str | None:

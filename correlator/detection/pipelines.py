@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sigma import modifiers as sigma_modifiers
 from sigma.processing.conditions import LogsourceCondition
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import (
@@ -17,34 +16,23 @@ from sigma.processing.transformations import (
 )
 from sigma.rule import SigmaLogSource
 
+from correlator.detection.modifiers import install as install_modifiers
 from zonewatch import bounded_yaml
-from zonewatch.config import SOURCES
+from zonewatch.config import SOURCES, CorrelatorSettings
 from zonewatch.errors import ConfigError
 
-__all__ = ["SOURCES", "build_pipeline", "ecs_pipeline", "load_placeholders", "route"]
+__all__ = [
+    "SOURCES",
+    "build_pipeline",
+    "configured_pipeline",
+    "ecs_pipeline",
+    "load_placeholders",
+    "route",
+]
 
 
-class _UTF16Modifier(sigma_modifiers.SigmaUTF16Modifier):
-    """``utf16``: UTF-16LE with a byte order mark.
-
-    pySigma 1.5 spells the BOM as U+FEFF, which its base64 modifiers then
-    encode as UTF-8 (EF BB BF) instead of FF FE, so ``utf16|base64offset``
-    never matched real PowerShell payloads. Under base64offset (always used
-    with ``contains``) the text without its BOM finds the same payloads.
-    """
-
-    def modify(self, val: Any) -> Any:
-        names = [getattr(m, "__name__", "") for m in self.detection_item.modifiers]
-        if "SigmaBase64OffsetModifier" in names:
-            return sigma_modifiers.SigmaWideModifier(
-                self.detection_item, self.applied_modifiers, self.source
-            ).modify(val)
-        return super().modify(val)
-
-
-# The specification names utf16le; pySigma 1.5 knows it only as "wide".
-sigma_modifiers.modifier_mapping.setdefault("utf16le", sigma_modifiers.SigmaWideModifier)
-sigma_modifiers.modifier_mapping["utf16"] = _UTF16Modifier
+# utf16 / utf16le / utf16be / wide as the specification defines them (modifiers.py).
+install_modifiers()
 
 # W3C extended log names used by SigmaHQ proxy rules (taxonomy appendix).
 # A list maps one Sigma field onto several ECS fields joined by OR, because
@@ -210,6 +198,20 @@ def build_pipeline(
             raise ConfigError(f"pipeline file {path}: {exc}") from exc
         return custom + verbatim_pipeline(placeholders)
     raise ConfigError(f"unknown pipeline {name!r}: use 'ecs', 'none' or a pySigma pipeline file")
+
+
+def configured_pipeline(
+    cfg: CorrelatorSettings,
+    pipeline: str | None = None,
+    placeholders: str | Path | None = None,
+) -> ProcessingPipeline:
+    """The pipeline every command loads rules with (``match``, ``rules``,
+    ``correlate``, ``hunt``, the console's rule health): ``pipeline`` or
+    ``correlator.pipeline``, with the ``|expand`` values of the file
+    ``placeholders`` or ``correlator.placeholders_file``. Built afresh on
+    each call, so a reload reads the placeholder file again."""
+    path = placeholders or cfg.placeholders_file
+    return build_pipeline(pipeline or cfg.pipeline, load_placeholders(path) if path else None)
 
 
 def load_placeholders(path: str | Path) -> dict[str, list[str]]:

@@ -206,6 +206,12 @@ def query(
 @click.option("--since", help="Hunt events from this time (ISO, JST if no offset, or 24h, 7d).")
 @click.option("--until", help="Hunt events before this time.")
 @click.option("--pipeline", default=None, help="Processing pipeline (default: settings).")
+@click.option(
+    "--placeholders",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML mapping placeholder name -> values, for rules using |expand "
+    "(default: settings, correlator.placeholders_file).",
+)
 @click.option("--batch", "batch_size", type=int, default=5000, show_default=True)
 @click.pass_context
 def hunt(
@@ -215,6 +221,7 @@ def hunt(
     since: str | None,
     until: str | None,
     pipeline: str | None,
+    placeholders: Path | None,
     batch_size: int,
 ) -> None:
     """Run rules over the events archive; store the hits as alerts marked 'hunt'.
@@ -236,7 +243,8 @@ def hunt(
         list(rule_paths),
         since=window["since"],
         until=window["until"],
-        pipeline=pipeline or (settings.correlator.pipeline if settings else "ecs"),
+        pipeline=pipeline,
+        placeholders=placeholders,
         settings=settings,
         batch_size=batch_size,
         progress=sys.stderr.isatty(),

@@ -127,14 +127,19 @@ def run_hunt(
     *,
     since: str = "-infinity",
     until: str = "infinity",
-    pipeline: str = "ecs",
+    pipeline: str | None = None,
+    placeholders: Path | str | None = None,
     settings: Any = None,
     batch_size: int = 5000,
     progress: bool = False,
     on_batch: Callable[[int], None] | None = None,
 ) -> HuntResult:
-    """Hunt ``rule_paths`` over archived events in [since, until)."""
+    """Hunt ``rule_paths`` over archived events in [since, until).
+
+    ``pipeline`` and ``placeholders`` (a placeholder file) default to the
+    settings' (``correlator.pipeline``, ``correlator.placeholders_file``)."""
     from correlator.detection import detection_alert
+    from correlator.detection.pipelines import configured_pipeline
     from correlator.service import load_ruleset, make_correlation_engine
     from correlator.stream import StreamCorrelator
     from zonewatch.config import Settings
@@ -142,7 +147,9 @@ def run_hunt(
     # A retro-hunt reads the past on purpose: no past horizon (the future
     # bound still keeps an event stamped in year 9999 out of correlation).
     settings = (settings or Settings()).updated(correlator={"max_past_horizon_days": None})
-    ruleset = load_ruleset(list(rule_paths), pipeline)
+    ruleset = load_ruleset(
+        list(rule_paths), configured_pipeline(settings.correlator, pipeline, placeholders)
+    )
     try:
         store = AlertStore(db_path)
     except StoreError as exc:

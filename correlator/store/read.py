@@ -83,3 +83,14 @@ def _json(value: Any) -> Any:
     if value is None or isinstance(value, dict | list):
         return value
     return orjson.loads(value)
+
+
+def rule_text(cur: duckdb.DuckDBPyConnection, rule_id: str, rule_hash: str | None) -> str | None:
+    """The text of the rule version an alert was raised by; the newest
+    version of the rule when the alert names none or an unknown one."""
+    row = cur.execute(
+        "SELECT text FROM rules WHERE rule_id = ? "
+        "ORDER BY (sha256 = ?) DESC NULLS LAST, version DESC LIMIT 1",
+        [rule_id, rule_hash],
+    ).fetchone()
+    return str(row[0]) if row and row[0] is not None else None
