@@ -56,6 +56,9 @@ DESCRIPTIONS: dict[str, str] = {
     "kafka.connect_timeout_s": "How long a starting correlator (and `zonewatch broker`) waits "
     "for the broker to answer before exiting with 69.",
     "correlator.rules": "Sigma rule files or folders (`--rules`).",
+    "correlator.placeholders_file": "YAML of Sigma placeholder values (`%name%` in rules); "
+    "every command that loads rules uses it (`--placeholders`). Unset: rules with "
+    "placeholders are refused with the names they lack.",
     "correlator.pipeline": "Field mapping for SigmaHQ rules: `ecs`, `none`, or a pySigma "
     "pipeline YAML file.",
     "correlator.group_id": "Kafka consumer group of the correlator (`--group-id`).",
@@ -104,6 +107,7 @@ DESCRIPTIONS: dict[str, str] = {
     "teams.secrets_file": "File holding the webhook URL, or `name: url` lines for routes.",
     "teams.requests_per_second": "Requests per second per webhook at most.",
     "teams.timeout_s": "Timeout of one webhook request.",
+    "teams.locale": "Language of the Teams cards: ja or en; unset: follows `console.locale`.",
     "teams.alert_link_template": "Link put on each card, with `{alert_id}` filled in.",
     "teams.routing_file": "YAML: destinations and routes by level, tag, zone crossing "
     "(correlator/alerting/README.md).",
