@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from zonewatch import bounded_yaml
 from zonewatch.errors import ZoneConfigError
+from zonewatch.netranges import V6_BASE, RangeMap, address_key
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ZONE_UNKNOWN = "unknown"
@@ -181,9 +182,9 @@ class ZoneMap:
                 self._names[alias.lower()] = upn
             for sam in ident.sam:  # DOMAIN\sam also answers to bare sam
                 self._names.setdefault(sam.split("\\")[-1].lower(), upn)
-        # Longest prefix first, so the first hit is the answer.
-        self._zone_nets.sort(key=lambda item: item[0].prefixlen, reverse=True)
-        self._role_nets.sort(key=lambda item: item[0].prefixlen, reverse=True)
+        # One bisect answers "longest prefix" (zonewatch.netranges).
+        self._zone_ranges = RangeMap(self._zone_nets)
+        self._role_ranges = RangeMap(self._role_nets)
 
     def _check_flow(self, n: int, flow: Flow) -> None:
         where = f"{self.source}: flow #{n} ({flow.src} -> {flow.dst})"
@@ -227,25 +228,17 @@ class ZoneMap:
     # -- answering -------------------------------------------------------------
     def _lookup(self, ip: str) -> tuple[str, str | None]:
         """(zone, role) of an IP string; ``("unknown", None)`` when not an IP."""
-        try:
-            addr = ipaddress.ip_address(ip.split("%")[0])
-        except ValueError:
+        text = ip.split("%")[0]
+        keys = None if text[:1].isspace() or text[-1:].isspace() else address_key(text)
+        if keys is None:
             return ZONE_UNKNOWN, None
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        zone = None
-        for net, name in self._zone_nets:
-            if addr.version == net.version and addr in net:
-                zone = name
-                break
+        key, mapped = keys
+        if mapped >= 0:  # an IPv4-mapped IPv6 address is the IPv4 host
+            key = mapped
+        zone = self._zone_ranges.get(key)
         if zone is None:
-            zone = self.policy.default_public_zone if addr.is_global else ZONE_UNKNOWN
-        role = None
-        for net, name in self._role_nets:
-            if addr.version == net.version and addr in net:
-                role = name
-                break
-        return zone, role
+            zone = self.policy.default_public_zone if _is_global(key) else ZONE_UNKNOWN
+        return zone, self._role_ranges.get(key)
 
     def zone_of(self, ip: str) -> str:
         return self.lookup(ip)[0]
@@ -259,6 +252,12 @@ class ZoneMap:
 
     def roles_of_kind(self, kind: str) -> dict[str, Role]:
         return {n: r for n, r in self.policy.roles.items() if r.kind == kind}
+
+
+def _is_global(key: int) -> bool:
+    if key < V6_BASE:
+        return ipaddress.IPv4Address(key).is_global
+    return ipaddress.IPv6Address(key - V6_BASE).is_global
 
 
 def _check_overlaps(nets: list[tuple[IPNetwork, str]], source: str) -> None:

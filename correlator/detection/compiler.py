@@ -52,6 +52,7 @@ from correlator.detection.anchors import Anchor, anchor
 from correlator.detection.anchors import any_of as anchors_any_of
 from correlator.detection.kinds import NUMBERS, STRINGS, kind
 from zonewatch.logs import get_logger
+from zonewatch.netranges import AddressIndex, AddressSet
 
 log = get_logger(__name__)
 
@@ -120,6 +121,9 @@ class Code:
     # The operands of an AND, nested ANDs flattened, in evaluation order; each
     # is a whole test on its own (its type checks included).
     conj: tuple[str, ...] | None = None
+    # (raw var, networks) for a ``|cidr`` test, so an OR of them on one field
+    # becomes one address set.
+    nets: tuple[str, tuple[Any, ...]] | None = None
 
 
 @dataclass
@@ -127,7 +131,7 @@ class CompiledRule:
     """A rule's boolean expression plus what it needs from the event."""
 
     expr: str
-    forms: dict[str, set[str]]  # field -> {"r", "l", "s"}
+    forms: dict[str, set[str]]  # field -> {"r", "l", "s", "a"}
     keywords: set[str]  # {"KW"} when keyword (full-text) tests read the event's strings
     required: set[str]  # fields that must be non-null for a match
     consts: dict[str, Any]
@@ -136,6 +140,8 @@ class CompiledRule:
     # ``expr`` as tests that must all hold (``(expr,)`` when it is no AND), with
     # the same placeholders: rules of a block sharing a test evaluate it once.
     conjuncts: tuple[str, ...] = ()
+    # field -> names of the ``AddressSet`` constants its ``|cidr`` tests use.
+    addresses: dict[str, set[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -144,6 +150,7 @@ class _RuleCompiler:
     forms: dict[str, set[str]] = field(default_factory=dict)
     keywords: set[str] = field(default_factory=set)
     consts: dict[str, Any] = field(default_factory=dict)
+    addresses: dict[str, set[str]] = field(default_factory=dict)
 
     # -- naming ---------------------------------------------------------
     def const(self, value: Any) -> str:
@@ -158,6 +165,23 @@ class _RuleCompiler:
         name = f"_P{digest.hexdigest()}"
         self.consts[name] = LazyPredicate(source)
         return name
+
+    def address_set(self, networks: tuple[Any, ...]) -> str:
+        """An ``AddressSet`` named after its networks, so that the same ``|cidr``
+        test in two rules spells the same code (and a block can share it)."""
+        aset = AddressSet(networks)
+        spelled = ",".join(sorted({str(n) for n in networks}))
+        name = f"_N{hashlib.blake2b(spelled.encode(), digest_size=8).hexdigest()}"
+        self.consts[name] = aset
+        return name
+
+    def cidr_code(self, fieldname: str, networks: tuple[Any, ...]) -> Code:
+        """``|cidr``: a bit of the field's address mask (``a`` form), which a block
+        computes once per event for all its rules' sets (``AddressIndex``)."""
+        nets = self.address_set(networks)
+        self.addresses.setdefault(fieldname, set()).add(nets)
+        a = self.var(fieldname, "a")
+        return Code(f"({a} & {nets})", 0.5, nets=(fieldname, networks))
 
     def var(self, fieldname: str, form: str) -> str:
         self.forms.setdefault(fieldname, set()).add(form)
@@ -203,16 +227,25 @@ class _RuleCompiler:
         (``str.startswith`` takes a tuple). Long SigmaHQ value lists need this."""
         by_var: dict[str, list[Code]] = {}
         numbers: dict[str, list[Code]] = {}
+        networks: dict[str, list[Code]] = {}
         rest: list[Code] = []
         for p in parts:
             if p.pred is not None:
                 by_var.setdefault(p.pred[0], []).append(p)
+            elif p.nets is not None:
+                networks.setdefault(p.nets[0], []).append(p)
             elif p.num is not None:
                 numbers.setdefault(p.num[0], []).append(p)
             else:
                 rest.append(p)
         for var, group in by_var.items():
             rest.append(self._merge_str(var, group) if len(group) > 1 else group[0])
+        for fieldname, group in networks.items():
+            if len(group) == 1:
+                rest.append(group[0])
+            else:
+                nets = tuple(n for g in group for n in g.nets[1])  # type: ignore[index]
+                rest.append(self.cidr_code(fieldname, nets))
         for low, group in numbers.items():
             if len(group) < 3:
                 rest.extend(group)
@@ -283,9 +316,7 @@ class _RuleCompiler:
         if k is SigmaRegularExpression:
             return self.regex(self.var(fieldname, "s"), value)
         if k is SigmaCIDRExpression:
-            nets = self.const((value.network,))
-            r = self.var(fieldname, "r")
-            return Code(f"({r} is not None and _in_networks({r}, {nets}))", 2)
+            return self.cidr_code(fieldname, (value.network,))
         if k is SigmaCompareExpression:
             r = self.var(fieldname, "r")
             op = _OPS[value.op]
@@ -523,6 +554,7 @@ def compile_rule(rule: SigmaRule, prefix: str) -> CompiledRule:
         consts,
         anchors_any_of(anchors),
         conjuncts,
+        comp.addresses,
     )
 
 
@@ -836,6 +868,9 @@ def _block_lines(
                 )
             if "s" in fields[f]:
                 body.append(f"{indent}s{n} = r{n} if r{n}.__class__ is str else _text(r{n})")
+            if "a" in fields[f]:
+                index = _address_index(f, block, namespace)
+                body.append(f"{indent}a{n} = 0 if r{n} is None else {index}(r{n})")
         tests: list[tuple[str, list[str]]] = []
         for i, obj, c in block:
             conjuncts = []
@@ -848,6 +883,9 @@ def _block_lines(
             namespace[rule_name] = obj
             tests.append((rule_name, conjuncts))
             for k, v in c.consts.items():
+                if isinstance(v, AddressSet):
+                    namespace[k] = _address_bit(namespace, k)
+                    continue
                 if isinstance(v, LazyPredicate):
                     known = namespace.get(k)
                     if isinstance(known, LazyPredicate) and known.source != v.source:
@@ -856,6 +894,27 @@ def _block_lines(
                 namespace[k] = v
         body.extend(_shared_tests(tests, indent, 0))
     return body
+
+
+def _address_bit(namespace: dict[str, Any], name: str) -> int:
+    """The bit standing for address set ``name`` in this group's address masks."""
+    bits: dict[str, int] = namespace.setdefault("_ADDRESS_BITS", {})
+    return bits.setdefault(name, 1 << len(bits))
+
+
+def _address_index(
+    fieldname: str, block: list[tuple[int, Any, CompiledRule]], namespace: dict[str, Any]
+) -> str:
+    """Name of the ``AddressIndex.mask`` of every address set the block tests on a field."""
+    sets: dict[str, AddressSet] = {}
+    for _, _, c in block:
+        for name in c.addresses.get(fieldname, ()):
+            sets[name] = c.consts[name]
+    index = AddressIndex((aset, _address_bit(namespace, n)) for n, aset in sorted(sets.items()))
+    count = namespace["_ADDRESS_INDEXES"] = namespace.get("_ADDRESS_INDEXES", 0) + 1
+    name = f"_AIX{count}"
+    namespace[name] = index.mask
+    return name
 
 
 # Nesting limit for shared tests: the tokenizer allows 100 indentation levels.

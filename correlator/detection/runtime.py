@@ -11,17 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 import re2
 
-_NUMERIC = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
+from zonewatch.netranges import AddressSet
 
-# A bounded memo: the same address strings repeat across events, and parsing
-# one costs more than the rest of a typical rule.
-_IP_CACHE: dict[str, IPv4Address | IPv6Address | None] = {}
-_IP_CACHE_MAX = 65536
+_NUMERIC = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
 
 
 def flatten_event(event: dict[str, Any]) -> dict[str, Any]:
@@ -205,36 +201,16 @@ def compare(value: Any, op: str, number: int | float) -> bool:
     return got != number
 
 
-def _ip(value: str) -> IPv4Address | IPv6Address | None:
-    try:
-        return _IP_CACHE[value]
-    except KeyError:
-        pass
-    try:
-        parsed: IPv4Address | IPv6Address | None = ip_address(value.strip())
-    except ValueError:
-        parsed = None
-    if len(_IP_CACHE) >= _IP_CACHE_MAX:
-        _IP_CACHE.clear()
-    _IP_CACHE[value] = parsed
-    return parsed
-
-
-def in_networks(value: Any, networks: tuple[Any, ...]) -> bool:
-    """``|cidr``: IP semantics, so any spelling of an IPv6 address matches."""
+def in_networks(value: Any, networks: AddressSet) -> bool:
+    """``|cidr``: IP semantics, so any spelling of an IPv6 address matches, and an
+    IPv4-mapped IPv6 address (::ffff:10.0.0.1) matches as the IPv4 address too.
+    Each address string is parsed once (``zonewatch.netranges``), whatever the
+    number of rules and networks testing it."""
+    if value.__class__ is str:
+        return networks.match(value)
     if value.__class__ is list:
         return any(in_networks(v, networks) for v in value)
-    if value.__class__ is not str:
-        return False
-    addr = _ip(value)
-    if addr is None:
-        return False
-    for net in networks:
-        if addr.version == net.version and addr in net:
-            return True
-    # An IPv4-mapped IPv6 address (::ffff:10.0.0.1) is the IPv4 address.
-    mapped = getattr(addr, "ipv4_mapped", None)
-    return mapped is not None and any(mapped in n for n in networks if n.version == 4)
+    return False
 
 
 def _datetime(value: Any) -> datetime | None:
