@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from zonewatch.config import SOURCES, Settings
+from zonewatch.sources import SOURCES
+
+if TYPE_CHECKING:
+    from zonewatch.config import Settings
 from zonewatch.errors import UsageError, ZonewatchError
 
 _TZ_HELP = "Time zone for timestamps without one (default: settings, Asia/Tokyo)."

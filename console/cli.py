@@ -5,15 +5,14 @@ from __future__ import annotations
 import ipaddress
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from zonewatch.config import Settings
 from zonewatch.errors import ConfigError, StoreError
-from zonewatch.logs import get_logger
 
-log = get_logger(__name__)
+if TYPE_CHECKING:
+    from zonewatch.config import Settings
 
 
 def is_loopback(host: str) -> bool:
@@ -130,7 +129,9 @@ def console(
     )
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"console  http://{shown}:{port}/  (sign in with the token in {token_path})")
-    log.info("console_started", host=host, port=port, db=str(db_path))
+    from zonewatch.logs import get_logger
+
+    get_logger(__name__).info("console_started", host=host, port=port, db=str(db_path))
     uvicorn.run(
         app, host=host, port=port, log_level="warning", access_log=False, server_header=False
     )

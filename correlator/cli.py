@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from correlator.runtime import tune_process
-from zonewatch.config import Settings, teams_url_flag
-from zonewatch.logs import get_logger
+from zonewatch.options import teams_url_flag
 
-log = get_logger(__name__)
+if TYPE_CHECKING:
+    from zonewatch.config import Settings
 
 
 @click.command()
@@ -107,7 +108,9 @@ def correlate(
         service.start()
         tune_process()
         stats = service.run(idle_timeout_s=idle_exit, install_signal_handlers=True)
-    log.info(
+    from zonewatch.logs import get_logger
+
+    get_logger(__name__).info(
         "correlator_stopped",
         consumed=stats.consumed,
         alerts=stats.new_alerts,

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import signal
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
-from zonewatch.config import Settings
-from zonewatch.logs import get_logger
-
-log = get_logger(__name__)
+if TYPE_CHECKING:
+    from zonewatch.config import Settings
 
 
 @click.command()

@@ -14,9 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
-import click
 import yaml
-from click.core import ParameterSource
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -31,9 +29,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from zonewatch import bounded_yaml
 from zonewatch.errors import ConfigError
 from zonewatch.logs import register_secret
+from zonewatch.options import teams_url_flag as teams_url_flag  # re-exported
+from zonewatch.sources import SOURCES as SOURCES  # re-exported
+from zonewatch.sources import source_of_topic as source_of_topic  # re-exported
 from zonewatch.timebounds import DEFAULT_FUTURE_SKEW_S, DEFAULT_PAST_HORIZON_DAYS
-
-SOURCES = ("intune", "gateway", "firewall", "vdi", "identity")
 
 
 def _off_is_none(value: Any) -> Any:
@@ -45,29 +44,6 @@ def _off_is_none(value: Any) -> Any:
 
 # A past horizon in days; ``off`` (env) or null (file) lifts it.
 Horizon = Annotated[float | None, BeforeValidator(_off_is_none)]
-
-
-def source_of_topic(topic: str | None) -> str | None:
-    """``zonewatch.events.firewall`` -> ``firewall`` (the inverse of
-    ``KafkaSettings.events_topic``); None for any other topic."""
-    if not topic or ".events." not in topic:
-        return None
-    tail = topic.rsplit(".", 1)[-1]
-    return tail if tail in SOURCES else None
-
-
-def teams_url_flag(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """Click callback of ``--teams-url``: still works, but given on the command
-    line the URL (the webhook's only secret) shows in the process list."""
-    if value and ctx.get_parameter_source(str(param.name)) == ParameterSource.COMMANDLINE:
-        click.echo(
-            "zonewatch: warning: --teams-url is deprecated: the webhook URL is a secret and "
-            "the command line shows in the process list. Put the URL in a file readable only "
-            "by this user and set ZONEWATCH_TEAMS__SECRETS_FILE to its path, or set "
-            "ZONEWATCH_TEAMS_URL in the environment.",
-            err=True,
-        )
-    return value
 
 
 class KafkaSettings(BaseModel):

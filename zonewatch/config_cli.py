@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import orjson
 
-from zonewatch.config import Settings
+if TYPE_CHECKING:
+    from zonewatch.config import Settings
 
 
 @click.group()
@@ -24,6 +25,8 @@ def show(ctx: click.Context, defaults: bool, as_json: bool) -> None:
     """Print every setting with its value and where it comes from (default,
     env VAR, file PATH). Secrets are masked. Command options (e.g.
     `correlate --db`) are not included: they win over everything shown."""
+    import orjson
+
     from zonewatch.settings_doc import effective
 
     settings: Settings = ctx.obj

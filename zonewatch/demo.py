@@ -17,14 +17,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from zonewatch.config import Settings, teams_url_flag
-from zonewatch.logs import get_logger
+from zonewatch.options import teams_url_flag
 
-log = get_logger(__name__)
+if TYPE_CHECKING:
+    from zonewatch.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

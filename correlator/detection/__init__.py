@@ -5,17 +5,50 @@ for rule in ruleset.match(event):           # event: nested ECS dict
     alert = detection_alert(rule, evidence)
 """
 
-from correlator.detection.alerts import (
-    EventTimeError,
-    alert_json,
-    detection_alert,
-    event_time,
-)
-from correlator.detection.evtx import flatten_evtx
-from correlator.detection.loader import load_rules, rules_from_yaml
-from correlator.detection.offline import read_ndjson, run_offline
-from correlator.detection.pipelines import SOURCES, build_pipeline, load_placeholders
-from correlator.detection.ruleset import DetectionRule, RuleSet
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from correlator.detection.alerts import (
+        EventTimeError,
+        alert_json,
+        detection_alert,
+        event_time,
+    )
+    from correlator.detection.evtx import flatten_evtx
+    from correlator.detection.loader import load_rules, rules_from_yaml
+    from correlator.detection.offline import read_ndjson, run_offline
+    from correlator.detection.pipelines import SOURCES, build_pipeline, load_placeholders
+    from correlator.detection.ruleset import DetectionRule, RuleSet
+
+# name -> module: imported on first use, so that importing a submodule (the
+# command line's, for --help) does not load the whole package.
+_EXPORTS = {
+    "EventTimeError": "correlator.detection.alerts",
+    "alert_json": "correlator.detection.alerts",
+    "detection_alert": "correlator.detection.alerts",
+    "event_time": "correlator.detection.alerts",
+    "flatten_evtx": "correlator.detection.evtx",
+    "load_rules": "correlator.detection.loader",
+    "rules_from_yaml": "correlator.detection.loader",
+    "read_ndjson": "correlator.detection.offline",
+    "run_offline": "correlator.detection.offline",
+    "SOURCES": "correlator.detection.pipelines",
+    "build_pipeline": "correlator.detection.pipelines",
+    "load_placeholders": "correlator.detection.pipelines",
+    "DetectionRule": "correlator.detection.ruleset",
+    "RuleSet": "correlator.detection.ruleset",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "SOURCES",

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
-from correlator.detection.pipelines import SOURCES
 from zonewatch.errors import ParseError, RuleError, ZonewatchError
+from zonewatch.sources import SOURCES
 
 if TYPE_CHECKING:
     from zonewatch.config import Settings

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import pyarrow as pa
 
-from correlator.store.limits import QueryLimits, truncation
 from zonewatch.errors import QueryError, StoreError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from correlator.store.limits import QueryLimits
 
 _EPILOG = """\b
 Examples:
@@ -52,6 +55,7 @@ def run_query(
     """Through the running correlator if it serves ``db`` (its limits apply),
     else on the file read-only with ``limits``."""
     from correlator.store.alert_store import AlertStore
+    from correlator.store.limits import QueryLimits
     from correlator.store.server import query_endpoint
 
     limits = limits or QueryLimits()
@@ -181,6 +185,8 @@ def query(
                 "the SQL uses " + ", ".join(f"${m}" for m in missing) + ": pass --param"
             )
     settings = ctx.obj
+    from correlator.store.limits import QueryLimits, truncation
+
     limits = QueryLimits.from_settings(settings.correlator) if settings else None
     table = run_query(_db_path(ctx, db), sql, params or None, timeout_s, limits)
     cut = truncation(table)
