@@ -75,7 +75,7 @@ def test_the_demo_finds_violations_in_all_five_sources(
 def test_events_become_alerts_in_duckdb_once_even_when_the_correlator_restarts(
     kafka_settings: KafkaSettings, tmp_path: Path
 ) -> None:
-    from connectors.pipeline import ingest_file
+    from connectors.ingest import ingest_file
     from correlator.service import CorrelatorService
 
     settings = _settings(kafka_settings, tmp_path, rules=[TEST_RULES])

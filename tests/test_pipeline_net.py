@@ -173,7 +173,7 @@ def test_file_ingest_dead_letters_unserializable_events_and_does_not_loop(
     import multiprocessing
 
     from connectors import parse_worker
-    from connectors.pipeline import ingest_file
+    from connectors.ingest import ingest_file
     from zonewatch.config import Settings
 
     # The poison format is registered in this process only: a spawned worker

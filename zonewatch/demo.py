@@ -111,7 +111,7 @@ def run_demo(
     echo: Any = click.echo,
 ) -> dict[str, Any]:
     """Run the demo; return figures (also used by the end-to-end test)."""
-    from connectors.pipeline import ingest_file
+    from connectors.ingest import ingest_file
     from correlator.service import CorrelatorService
 
     samples_dir = samples_dir or ROOT
