@@ -286,7 +286,9 @@ class CorrelatorService:
                 self.settings.correlator.metrics_host, port, health=self.loop.healthy
             )
         # While this process holds the DuckDB file, `zonewatch query` asks it.
-        self.store.serve_queries()
+        from correlator.store.server import serve_queries
+
+        serve_queries(self.store)
         if self.sender is not None:
             self.sender.start()
         return self
