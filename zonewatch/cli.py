@@ -32,7 +32,7 @@ COMMANDS: dict[str, str] = {
     "rules": "correlator.detection.cli:rules",
     "correlate": "correlator.cli:correlate",
     "query": "correlator.store.cli:query",
-    "hunt": "correlator.store.cli:hunt",
+    "hunt": "correlator.cli:hunt",
     "triage": "correlator.store.cli:triage",
     "console": "console.cli:console",
     "report": "console.cli:report",

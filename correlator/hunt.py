@@ -19,7 +19,12 @@ from typing import Any
 
 import orjson
 
+from correlator.detection import detection_alert
+from correlator.detection.pipelines import configured_pipeline
+from correlator.service import load_ruleset, make_correlation_engine
 from correlator.store.alert_store import AlertStore, written_now
+from correlator.stream import StreamCorrelator
+from zonewatch.config import Settings
 from zonewatch.errors import StoreError
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert
@@ -138,12 +143,6 @@ def run_hunt(
 
     ``pipeline`` and ``placeholders`` (a placeholder file) default to the
     settings' (``correlator.pipeline``, ``correlator.placeholders_file``)."""
-    from correlator.detection import detection_alert
-    from correlator.detection.pipelines import configured_pipeline
-    from correlator.service import load_ruleset, make_correlation_engine
-    from correlator.stream import StreamCorrelator
-    from zonewatch.config import Settings
-
     # A retro-hunt reads the past on purpose: no past horizon (the future
     # bound still keeps an event stamped in year 9999 out of correlation).
     settings = (settings or Settings()).updated(correlator={"max_past_horizon_days": None})
