@@ -377,7 +377,7 @@ def main() -> None:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         run(os.environ["KAFKA_BOOTSTRAP_SERVERS"], *params)
         return
-    from zonewatch.broker import EmbeddedBroker
+    from zonewatch.app.broker import EmbeddedBroker
 
     with EmbeddedBroker() as broker:
         run(broker.bootstrap, *params)

@@ -136,7 +136,7 @@ def test_a_token_file_must_hold_a_long_enough_token(tmp_path: Path) -> None:
 def test_other_addresses_need_a_flag_and_then_a_token_file(small_db: Path) -> None:
     # A TEST-NET address: nothing here could listen on it even if the checks failed.
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZONEWATCH_CONSOLE")}
-    args = [sys.executable, "-m", "zonewatch.cli", "console", "--db", str(small_db)]
+    args = [sys.executable, "-m", "zonewatch", "console", "--db", str(small_db)]
     remote = ["--host", "192.0.2.10"]
     done = subprocess.run(
         [*args, *remote], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60

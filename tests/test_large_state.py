@@ -142,7 +142,7 @@ def correlate(kafka: KafkaSettings, db: Path, log: Path) -> int:
     with log.open("ab") as err:
         proc = subprocess.run(
             [
-                *(sys.executable, "-m", "zonewatch.cli", "correlate"),
+                *(sys.executable, "-m", "zonewatch", "correlate"),
                 *("--rules", str(ROOT / "rules"), "--db", str(db)),
                 *("--group-id", f"{kafka.topic_prefix}-correlator", "--idle-exit", "3"),
             ],

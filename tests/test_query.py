@@ -23,7 +23,7 @@ from correlator.store.saved import parse_saved_query, referenced_params, saved_q
 from correlator.store.server import serve_queries
 from correlator.store.timerange import parse_time
 from tests.test_store import T0, fw_event, make_alert
-from zonewatch.cli import main
+from zonewatch.app.cli import main
 from zonewatch.errors import QueryError
 
 USER = "tanaka@city.example.lg.jp"
@@ -383,7 +383,7 @@ def test_zonewatch_query_in_another_process_goes_through_the_endpoint(tmp_path: 
                 [
                     sys.executable,
                     "-m",
-                    "zonewatch.cli",
+                    "zonewatch",
                     "query",
                     "--db",
                     str(db),

@@ -40,7 +40,7 @@ def direct_crossing(i: int) -> bytes:
 def query_process(db: Path, sql: str) -> dict:
     env = {**os.environ, "ZONEWATCH_LOG_LEVEL": "warning"}
     done = subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", "query", "--db", str(db), "-f", "jsonl", sql],
+        [sys.executable, "-m", "zonewatch", "query", "--db", str(db), "-f", "jsonl", sql],
         capture_output=True,
         timeout=60,
         env=env,

@@ -26,7 +26,7 @@ from zonewatch.errors import TriageError
 def zonewatch(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ZONEWATCH_LOG_LEVEL": "warning"}
     return subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", *args],
+        [sys.executable, "-m", "zonewatch", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -15,7 +15,6 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,34 +22,9 @@ import click
 
 from zonewatch.config import Settings, teams_url_flag
 from zonewatch.logs import get_logger
+from zonewatch.samples import ROOT, SAMPLES
 
 log = get_logger(__name__)
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class SampleInput:
-    source: str
-    format: str
-    path: Path
-
-
-# In this order because the connectors learn identities from each other
-# (connectors/bindings.py): Intune and VDI first (devices, client addresses,
-# open restricted sessions), then the sign-ins, then what gets filled in.
-SAMPLES = (
-    SampleInput("intune", "devices", Path("samples/intune-devices.jsonl")),
-    SampleInput("intune", "graph", Path("samples/intune-audit.jsonl")),
-    SampleInput("vdi", "horizon", Path("samples/horizon-events.log")),
-    # Entra ID sign-ins as diagnostic settings deliver them, and the M365 audit log
-    SampleInput("identity", "signins", Path("samples/entra-signins.jsonl")),
-    SampleInput("identity", "m365-audit", Path("samples/m365-audit.jsonl")),
-    SampleInput("gateway", "squid", Path("samples/squid-access.log")),
-    # the prefecture's security cloud in front of the Internet VDI pool
-    SampleInput("gateway", "zscaler", Path("samples/securitycloud-web.jsonl")),
-    SampleInput("firewall", "fortigate", Path("samples/fortigate-traffic.log")),
-)
 
 # Sorted by the time each alert became true (its last evidence), shown in JST.
 ALERTS_QUERY = """\
@@ -83,7 +57,7 @@ def _kafka(bootstrap: str | None, workdir: Path) -> Iterator[str]:
     if bootstrap:
         yield bootstrap
         return
-    from zonewatch.broker import EmbeddedBroker
+    from zonewatch.app.broker import EmbeddedBroker
 
     with EmbeddedBroker(log_file=workdir / "broker.log") as broker:
         yield broker.bootstrap
