@@ -35,6 +35,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy zonewatch connectors correlator console
+	$(BIN)/lint-imports
 	$(BIN)/zonewatch rules check rules/
 	$(BIN)/zonewatch rules generate --zones rules/zones.yaml --check
 

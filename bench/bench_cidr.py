@@ -79,7 +79,7 @@ sys.stdout.buffer.write(orjson.dumps(hits))
 """
 
 # zonewatch's own entry point, imported from this tree.
-OURS = "import sys; from zonewatch.cli import main; sys.argv[0] = 'zonewatch'; main()"
+OURS = "import sys; from zonewatch.app.cli import main; sys.argv[0] = 'zonewatch'; main()"
 
 
 def v4_src(rnd: random.Random) -> str:

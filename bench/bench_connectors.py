@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from connectors.pipeline import ingest_file  # noqa: E402
+from connectors.ingest import ingest_file  # noqa: E402
 from connectors.produce import BATCH_BYTES, LINGER_MS, KeyPartitioner  # noqa: E402
 from zonewatch.config import KafkaSettings, Settings  # noqa: E402
 from zonewatch.kafka import ensure_topics, make_producer  # noqa: E402
@@ -377,7 +377,7 @@ def main() -> None:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         run(os.environ["KAFKA_BOOTSTRAP_SERVERS"], *params)
         return
-    from zonewatch.broker import EmbeddedBroker
+    from zonewatch.app.broker import EmbeddedBroker
 
     with EmbeddedBroker() as broker:
         run(broker.bootstrap, *params)

@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from console.demo_store import build_demo_store  # noqa: E402
 from correlator.store import AlertStore, ArchivedEvent  # noqa: E402
-from zonewatch.broker import free_port  # noqa: E402
+from correlator.store.server import serve_queries  # noqa: E402
+from zonewatch.app.broker import free_port  # noqa: E402
 from zonewatch.logs import configure_logging  # noqa: E402
 from zonewatch.models import Alert, Evidence, alert_id  # noqa: E402
 
@@ -202,7 +203,7 @@ def start_console(db: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], str
     token_file.chmod(0o600)
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "zonewatch.cli", "console", "--db", str(db), "--port", str(port)],
+        [sys.executable, "-m", "zonewatch", "console", "--db", str(db), "--port", str(port)],
         cwd=ROOT,
         env={
             **os.environ,
@@ -275,7 +276,7 @@ def main() -> None:
                 process.wait()
         # A correlator holds the file: the console reads through its endpoint.
         with AlertStore(big, memory_limit="512MB") as store:
-            store.serve_queries()
+            serve_queries(store)
             process, url, token = start_console(big, work)
             try:
                 results["large, via correlator"] = time_pages(url, token, chosen, args.runs)

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from correlator.runtime import tune_process  # noqa: E402
-from zonewatch.broker import EmbeddedBroker  # noqa: E402
+from zonewatch.app.broker import EmbeddedBroker  # noqa: E402
 from zonewatch.config import KafkaSettings, load_settings  # noqa: E402
 from zonewatch.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402
 from zonewatch.logs import configure_logging  # noqa: E402

@@ -255,7 +255,7 @@ def ingest(
     Prints a one-line summary; SIGTERM commits the producer and the checkpoint
     before exiting.
     """
-    from connectors.pipeline import ingest as run_ingest
+    from connectors.ingest import ingest as run_ingest
     from zonewatch.logs import get_logger
 
     log = get_logger("connectors.cli")

@@ -25,12 +25,17 @@ after.
 from __future__ import annotations
 
 from functools import lru_cache, partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from zonewatch.zones import ZoneMap
 
-if TYPE_CHECKING:
-    from connectors.identity_store import IdentityStore
+
+class Identities(Protocol):
+    """Learned identities (``connectors.identity_store.IdentityStore``)."""
+
+    def enrich_before(self, event: dict[str, Any]) -> None: ...
+
+    def enrich_after(self, event: dict[str, Any]) -> None: ...
 
 
 def _ip_of(event: dict[str, Any], side: str) -> str | None:
@@ -141,9 +146,7 @@ class Enricher:
     connector's CPU.
     """
 
-    def __init__(
-        self, zones: ZoneMap, cache_size: int = 65536, identity: IdentityStore | None = None
-    ):
+    def __init__(self, zones: ZoneMap, cache_size: int = 65536, identity: Identities | None = None):
         self.zones = zones
         self.identity = identity
         self._tags = lru_cache(maxsize=cache_size)(partial(zone_tags, zones))

@@ -8,12 +8,10 @@ lock or label lookup.
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Protocol
 
 from prometheus_client import Counter
-
-if TYPE_CHECKING:
-    from connectors.pipeline import Pipeline
 
 RECORDS = Counter("zonewatch_connector_records_total", "Input records read", ["source", "format"])
 EVENTS = Counter("zonewatch_connector_events_total", "Events produced", ["source", "format"])
@@ -21,14 +19,37 @@ DEAD = Counter(
     "zonewatch_connector_deadletters_total", "Records dead-lettered", ["source", "format", "reason"]
 )
 
+
+class Counts(Protocol):
+    """What a pipeline has counted so far (``connectors.pipeline.IngestStats``)."""
+
+    @property
+    def read(self) -> int: ...
+    @property
+    def produced(self) -> int: ...
+    @property
+    def reasons(self) -> Mapping[str, int]: ...
+
+
+class Counted(Protocol):
+    """A pipeline as the counters see it (``connectors.pipeline.Pipeline``)."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def stats(self) -> Counts: ...
+
+
 # What each live pipeline has already counted. Weak keys: a finished
 # pipeline's entry goes with it, and a new one never inherits its figures.
-_seen: weakref.WeakKeyDictionary[Pipeline, tuple[int, int, dict[str, int]]] = (
+_seen: weakref.WeakKeyDictionary[Counted, tuple[int, int, dict[str, int]]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def observe(pipeline: Pipeline) -> None:
+def observe(pipeline: Counted) -> None:
     stats = pipeline.stats
     labels = (pipeline.source, pipeline.format)
     read, produced, reasons = _seen.get(pipeline, (0, 0, {}))

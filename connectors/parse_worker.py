@@ -22,7 +22,7 @@ holds and the parent sends it before the last commit, so a stop loses no
 line already read (syslog and stdin cannot be read twice). The worker also
 exits when its pipes close, which happens when the parent is killed.
 
-Inputs: files, syslog and stdin (see ``connectors.pipeline._worth_a_worker``).
+Inputs: files, syslog and stdin (see ``connectors.ingest._worth_a_worker``).
 A batch leaves the worker when full, after ``FLUSH_INTERVAL_S``, or when the
 input is idle, so a trickle of messages waits at most a tenth of a second.
 Graph stays in the producing process: it delivers a few hundred records per
@@ -197,7 +197,7 @@ class ParseWorker:
 class WorkerRunner:
     """The parent's loop: batches from the worker into the sink, commits, stop().
 
-    Same contract as :class:`connectors.pipeline.Runner`; the input and the
+    Same contract as :class:`connectors.ingest.Runner`; the input and the
     parser live in the worker, so the checkpoint committed is always the one
     that came with the last batch sent.
     """

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from correlator.store.rows import ArchivedEvent
-from zonewatch.demo import ROOT, SAMPLES
+from zonewatch.samples import ROOT, SAMPLES
 
 
 def demo_events(root: Path = ROOT, fmt: str | None = None) -> list[dict[str, Any]]:

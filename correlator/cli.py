@@ -1,13 +1,16 @@
-"""``zonewatch correlate``: the long-running consumer."""
+"""``zonewatch correlate``: the long-running consumer; ``zonewatch hunt``: the
+same loop over the events archive."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from correlator.runtime import tune_process
+from zonewatch.errors import StoreError
 from zonewatch.options import teams_url_flag
 
 if TYPE_CHECKING:
@@ -115,4 +118,67 @@ def correlate(
         consumed=stats.consumed,
         alerts=stats.new_alerts,
         dead_letters=stats.dead_letters,
+    )
+
+
+@click.command()
+@click.option(
+    "--rules",
+    "rule_paths",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Rule file or folder (repeatable).",
+)
+@click.option("--db", type=click.Path(dir_okay=False), help="Alert store file (default: settings).")
+@click.option("--since", help="Hunt events from this time (ISO, JST if no offset, or 24h, 7d).")
+@click.option("--until", help="Hunt events before this time.")
+@click.option("--pipeline", default=None, help="Processing pipeline (default: settings).")
+@click.option(
+    "--placeholders",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML mapping placeholder name -> values, for rules using |expand "
+    "(default: settings, correlator.placeholders_file).",
+)
+@click.option("--batch", "batch_size", type=int, default=5000, show_default=True)
+@click.pass_context
+def hunt(
+    ctx: click.Context,
+    rule_paths: tuple[Path, ...],
+    db: str | None,
+    since: str | None,
+    until: str | None,
+    pipeline: str | None,
+    placeholders: Path | None,
+    batch_size: int,
+) -> None:
+    """Run rules over the events archive; store the hits as alerts marked 'hunt'.
+
+    Uses the streaming engines (detection and correlation) over archived
+    events in time order. Needs the store to itself: stop the correlator, or
+    run the hunt against a copy of the store file.
+    """
+    from correlator.hunt import run_hunt
+    from correlator.store.cli import db_path
+    from correlator.store.timerange import time_params
+
+    settings = ctx.obj
+    window = time_params(since, until)
+    path = db_path(ctx, db)
+    if not path.exists():  # a hunt over a store created empty would find nothing
+        raise StoreError(f"no alert store at {path}: run `zonewatch correlate` first or pass --db")
+    result = run_hunt(
+        path,
+        list(rule_paths),
+        since=window["since"],
+        until=window["until"],
+        pipeline=pipeline,
+        placeholders=placeholders,
+        settings=settings,
+        batch_size=batch_size,
+        progress=sys.stderr.isatty(),
+    )
+    click.echo(
+        f"hunted {result.events} events with {result.rules} rules: "
+        f"{result.alerts} hits, {result.new_alerts} new alerts stored (origin 'hunt')"
     )

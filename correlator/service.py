@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pydantic import SecretStr
 
@@ -21,10 +21,16 @@ from zonewatch.config import Settings
 from zonewatch.errors import ConfigError, RuleError, ZonewatchError
 from zonewatch.logs import get_logger
 
+if TYPE_CHECKING:
+    from correlator.correlation import CorrelationEngine
+    from correlator.detection import RuleSet
+    from correlator.ports import Notifier
+    from zonewatch.metrics import MetricsServer
+
 log = get_logger(__name__)
 
 
-def load_ruleset(paths: Sequence[Path], pipeline: Any) -> Any:
+def load_ruleset(paths: Sequence[Path], pipeline: Any) -> RuleSet:
     """Load rules; report each bad rule with its location and keep the rest.
 
     ``pipeline``: a name or a built pipeline (``configured_pipeline``)."""
@@ -62,7 +68,7 @@ def zone_titles(settings: Settings) -> dict[str, tuple[str, str]]:
         return {}
 
 
-def stored_rules(ruleset: Any) -> list[Any]:
+def stored_rules(ruleset: RuleSet) -> list[Any]:
     """The rules the store records: detections and correlations (so an
     alert's rule text and version can be shown for both)."""
     from correlator.correlation.compiled import correlation_rule_records
@@ -71,8 +77,8 @@ def stored_rules(ruleset: Any) -> list[Any]:
 
 
 def make_correlation_engine(
-    ruleset: Any, settings: Settings, stored: bytes | BinaryIO | None
-) -> Any | None:
+    ruleset: RuleSet, settings: Settings, stored: bytes | BinaryIO | None
+) -> CorrelationEngine | None:
     """The correlation engine for the ruleset's correlation rules, restored from
     the store's last snapshot when there is one (bytes, or a binary file read
     as it goes: ``AlertStore.open_state``); None without correlations."""
@@ -172,11 +178,11 @@ class CorrelatorService:
             if stored is not None:
                 stored.close()
         self.sender = self._make_sender(teams_url)
-        self.metrics: Any = None
+        self.metrics: MetricsServer | None = None
         self.loop: StreamCorrelator | None = None
         self._extra = extra_consumer_opts or {}
 
-    def _make_sender(self, teams_url: str | None) -> Any | None:
+    def _make_sender(self, teams_url: str | None) -> Notifier | None:
         from correlator.alerting import OutboxSender
 
         teams = self.settings.teams
@@ -286,7 +292,9 @@ class CorrelatorService:
                 self.settings.correlator.metrics_host, port, health=self.loop.healthy
             )
         # While this process holds the DuckDB file, `zonewatch query` asks it.
-        self.store.serve_queries()
+        from correlator.store.server import serve_queries
+
+        serve_queries(self.store)
         if self.sender is not None:
             self.sender.start()
         return self

@@ -33,15 +33,16 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
 from correlator.ordering import EventTimeMerger, late_watermark
+from correlator.ports import Consumer, GroupConsumer, Store
 from correlator.resume import TOPIC_IDS_KEY, dump_topic_ids, load_topic_ids
 from correlator.store.rows import ArchivedEvent
 from correlator.store.state import CheckpointNotStoredError
@@ -50,6 +51,10 @@ from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence
 from zonewatch.offsets import LogBounds
 from zonewatch.timebounds import TimeBounds
+
+if TYPE_CHECKING:
+    from correlator.correlation import CorrelationEngine
+    from correlator.detection import RuleSet
 
 log = get_logger(__name__)
 
@@ -113,34 +118,6 @@ SHED_FRACTION = 0.5
 # One correlator process keeps one correlation state shard: the merger has
 # already put the inputs of all its partitions into event-time order.
 SHARD = 0
-
-
-class Detector(Protocol):
-    def match(self, event: dict[str, Any], source: str | None = None) -> list[Any]: ...
-
-
-class Store(Protocol):
-    def write(
-        self,
-        alerts: Any,
-        *,
-        events: Any = (),
-        state: Any = None,
-        offsets: Any = None,
-    ) -> list[str]: ...
-
-    def submit(
-        self,
-        alerts: Any,
-        *,
-        events: Any = (),
-        state: Any = None,
-        offsets: Any = None,
-    ) -> Future[list[str]]: ...
-
-    def load_state(self, key: str) -> bytes | None: ...
-
-    def load_offsets(self) -> dict[tuple[str, int], int]: ...
 
 
 @dataclass
@@ -208,7 +185,7 @@ class _SeekToStoredOffsets(AsyncConsumerRebalanceListener):
         for tp in assigned:
             self.loop.merger.expect((tp.topic, tp.partition))
         for tp, offset in self.loop.resume_at(assigned, {**committed, **known}, bounds).items():
-            self.loop.consumer.seek(tp, offset)
+            self.loop.group.seek(tp, offset)
         log.info(
             "partitions_assigned",
             partitions=[f"{tp.topic}:{tp.partition}" for tp in assigned],
@@ -223,11 +200,11 @@ class StreamCorrelator:
     def __init__(
         self,
         settings: Settings,
-        ruleset: Any,
+        ruleset: RuleSet,
         store: Store,
         *,
-        correlation: Any | None = None,
-        consumer: KafkaConsumer | None = None,
+        correlation: CorrelationEngine | None = None,
+        consumer: Consumer | None = None,
         make_alert: Callable[[Any, Evidence], Alert] | None = None,
         event_time: Callable[[dict[str, Any]], datetime] | None = None,
     ):
@@ -285,7 +262,12 @@ class StreamCorrelator:
                 settings.correlator.group_id,
                 max_poll_records=settings.correlator.max_batch,
             )
-        self.consumer = consumer
+        self.consumer: Consumer = consumer
+        # Stand-ins for a consumer (the archive replay of ``zonewatch hunt``)
+        # have no group membership and no lag: they feed the loop as before.
+        self._group: GroupConsumer | None = (
+            consumer if isinstance(consumer, GroupConsumer) else None
+        )
         self.consumer.subscribe(self._input_topics(), listener=self._rebalance_listener())
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -297,9 +279,7 @@ class StreamCorrelator:
         # merger does not know every input: inputs restored from a snapshot
         # would be released ahead of partitions nobody reads yet.
         self._assigned = False
-        # Stand-ins for a consumer (the archive replay of ``zonewatch hunt``)
-        # have no group membership and no lag: they feed the loop as before.
-        self._group_member = hasattr(self.consumer, "assignment")
+        self._group_member = self._group is not None
         if not self._group_member:
             self._assigned = self._caught_up = True
 
@@ -312,7 +292,7 @@ class StreamCorrelator:
         """Ask the loop to reload the rules between two batches (SIGHUP)."""
         self._reload.set()
 
-    def replace_rules(self, ruleset: Any, correlation: Any | None) -> None:
+    def replace_rules(self, ruleset: RuleSet, correlation: CorrelationEngine | None) -> None:
         """Continue with new rules; ``correlation`` is the engine that carries
         over the state of unchanged correlation rules (``engine.reload``)."""
         self.ruleset = ruleset
@@ -697,15 +677,22 @@ class StreamCorrelator:
                 out.extend(engine.advance_watermark(SHARD, frontier))
         return out
 
+    @property
+    def group(self) -> GroupConsumer:
+        """The consumer as a Kafka group member (rebalance listeners, scale-out)."""
+        if self._group is None:
+            raise TypeError("the stream's consumer is not a Kafka consumer group member")
+        return self._group
+
     def _check_whole_assignment(self, assigned: Iterable[TopicPartition]) -> None:
         """Correlation state lives in this process only (one shard, one DuckDB
         file): another member of the group taking partitions means their
         windows are lost here and missed there. Say so loudly."""
-        if self.correlation is None or not self._group_member:
+        if self.correlation is None or self._group is None:
             return
         whole: set[tuple[str, int]] = set()
         for topic in self.topics:
-            for partition in self.consumer.partitions_for_topic(topic) or ():
+            for partition in self._group.partitions_for_topic(topic) or ():
                 whole.add((topic, partition))
         missing = sorted(whole - {(tp.topic, tp.partition) for tp in assigned})
         PARTIAL_ASSIGNMENT.set(len(missing))
@@ -732,12 +719,12 @@ class StreamCorrelator:
         period) made which of its events were late depend on how fast the
         broker answered, i.e. on timing (issue #20, point 5)."""
         behind: list[tuple[str, int]] = []
-        if not self._group_member:
+        if self._group is None:
             return None
-        assigned = self.consumer.assignment()
+        assigned = self._group.assignment()
         for tp in assigned:
-            high = self.consumer.highwater(tp)
-            if high is None or self.consumer.position(tp) < high:
+            high = self._group.highwater(tp)
+            if high is None or self._group.position(tp) < high:
                 behind.append((tp.topic, tp.partition))
         self._caught_up = bool(assigned) and not behind
         return behind

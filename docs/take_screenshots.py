@@ -38,7 +38,7 @@ def main() -> None:
                      note="ポリシー77の変更者に確認中")  # fmt: skip
     report = work / "report.html"
     subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", "report", "--db", str(db), "-o", str(report)],
+        [sys.executable, "-m", "zonewatch", "report", "--db", str(db), "-o", str(report)],
         check=True,
         cwd=ROOT,
     )

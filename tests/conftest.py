@@ -35,7 +35,7 @@ def kafka_bootstrap() -> Iterator[str]:
     if external:
         yield external
         return
-    from zonewatch.broker import EmbeddedBroker
+    from zonewatch.app.broker import EmbeddedBroker
 
     with EmbeddedBroker() as broker:
         yield broker.bootstrap

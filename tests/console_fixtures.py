@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
-from zonewatch.broker import free_port
+from zonewatch.app.broker import free_port
 
 CHROMIUM = Path(os.environ.get("ZONEWATCH_CHROMIUM", "/usr/bin/chromium"))
 
@@ -47,7 +47,7 @@ def start_console(
         [
             sys.executable,
             "-m",
-            "zonewatch.cli",
+            "zonewatch",
             "console",
             "--db",
             str(db),

@@ -62,7 +62,7 @@ def test_zonewatch_correlate_exits_78_before_it_reaches_kafka(tmp_path: Path) ->
         ZONEWATCH_CORRELATOR__STORE_MEMORY_LIMIT="16MB",
     )
     done = subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", "correlate", "--db", str(tmp_path / "zw.duckdb")],
+        [sys.executable, "-m", "zonewatch", "correlate", "--db", str(tmp_path / "zw.duckdb")],
         env=env,
         capture_output=True,
         text=True,

@@ -11,13 +11,13 @@ import click
 import pytest
 from conftest import ROOT
 
-from zonewatch.cli import COMMANDS, SUMMARIES, cli
+from zonewatch.app.cli import COMMANDS, SUMMARIES, cli
 
 HEAVY = ("duckdb", "pyarrow", "sigma", "kafka", "pydantic_settings", "structlog", "re2")
 
 PROBE = """
 import sys
-from zonewatch.cli import main
+from zonewatch.app.cli import main
 try:
     main(sys.argv[1:])
 except SystemExit as exc:

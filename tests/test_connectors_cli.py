@@ -7,7 +7,7 @@ import orjson
 from click.testing import CliRunner
 
 from tests.graph_double import GraphDouble, audit_event
-from zonewatch.cli import cli
+from zonewatch.app.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from console.auth import Authenticator, csrf_ok, read_token_file
 from console.queries import AlertFilter, TimeRange, time_range
 from correlator.store import AlertStore
+from correlator.store.server import serve_queries
 from tests.conftest import ROOT
 from tests.console_fixtures import Console, start_console, stop_console
 from tests.test_store import make_alert
@@ -135,7 +136,7 @@ def test_a_token_file_must_hold_a_long_enough_token(tmp_path: Path) -> None:
 def test_other_addresses_need_a_flag_and_then_a_token_file(small_db: Path) -> None:
     # A TEST-NET address: nothing here could listen on it even if the checks failed.
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZONEWATCH_CONSOLE")}
-    args = [sys.executable, "-m", "zonewatch.cli", "console", "--db", str(small_db)]
+    args = [sys.executable, "-m", "zonewatch", "console", "--db", str(small_db)]
     remote = ["--host", "192.0.2.10"]
     done = subprocess.run(
         [*args, *remote], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60
@@ -161,7 +162,7 @@ def test_while_a_correlator_writes_the_console_reads_and_triages_through_it(
     """The correlator holds the file; the console reads through its query
     endpoint, and a triage from the console is applied by its writer."""
     store = AlertStore(small_db)
-    store.serve_queries()
+    serve_queries(store)
     console = start_console(small_db, tmp_path)
     try:
         store.write([make_alert(99)])  # written after the console started

@@ -31,7 +31,7 @@ def wait_for(condition: Callable[[], object], timeout_s: float = 30) -> object:
 def test_dead_letters_are_counted_per_source_with_their_last_raw_lines(
     kafka_settings: KafkaSettings, tmp_path: Path
 ) -> None:
-    from connectors.pipeline import ingest_file
+    from connectors.ingest import ingest_file
 
     settings = load_settings().updated(
         kafka=kafka_settings,

@@ -306,7 +306,7 @@ class Correlator:
             [
                 sys.executable,
                 "-m",
-                "zonewatch.cli",
+                "zonewatch",
                 "correlate",
                 "--rules",
                 str(rules),

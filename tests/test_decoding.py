@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from connectors.decoding import DecodeFailed, Decoder, resolve_encoding
 from connectors.inputs import Record
 from connectors.pipeline import Pipeline
-from zonewatch.cli import cli
+from zonewatch.app.cli import cli
 from zonewatch.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,8 +22,8 @@ from console.demo_store import demo_events
 from correlator.correlation.offline import offline_hooks
 from correlator.detection import RuleSet, load_rules, run_offline
 from correlator.detection.offline import evidence_time
-from zonewatch.demo import SAMPLES
 from zonewatch.models import Alert
+from zonewatch.samples import SAMPLES
 
 JST = timezone(timedelta(hours=9))
 
@@ -125,7 +125,7 @@ def test_parse_reports_the_format_it_chose_for_each_sample(tmp_path: Path) -> No
     import orjson
     from click.testing import CliRunner
 
-    from zonewatch.cli import cli
+    from zonewatch.app.cli import cli
 
     env = {"ZONEWATCH_CONNECTORS__ZONES_FILE": str(ROOT / "rules/zones.yaml")}
     for sample in SAMPLES:
@@ -236,7 +236,7 @@ def test_zonewatch_match_finds_the_same_alerts_from_ndjson(
     import orjson
     from click.testing import CliRunner
 
-    from zonewatch.cli import cli
+    from zonewatch.app.cli import cli
 
     events = tmp_path / "day.ndjson"
     events.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in day))
@@ -250,7 +250,7 @@ def test_zonewatch_match_finds_the_same_alerts_from_ndjson(
 
 
 def test_the_demo_lists_alerts_by_level_and_counts_informational_ones() -> None:
-    from zonewatch.demo import _print_alerts
+    from zonewatch.app.demo import _print_alerts
 
     columns = ["jst", "level", "type", "rule_title", "zone_crossing", "evidence"]
     rows = [

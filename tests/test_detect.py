@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from connectors.detect import Choice
 from connectors.inputs import Record
 from connectors.pipeline import Pipeline
-from zonewatch.cli import cli
+from zonewatch.app.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,8 +14,9 @@ from conftest import ROOT
 from test_produce import consume_topic
 
 from connectors.base import ParseContext
+from connectors.ingest import ingest_file
 from connectors.intune import RETRIEVED_ANNOTATION, parse_devices
-from connectors.pipeline import NdjsonSink, ingest_file
+from connectors.pipeline import NdjsonSink
 from zonewatch.config import KafkaSettings, Settings
 from zonewatch.models import DeadLetter
 
@@ -199,8 +200,8 @@ def test_successive_export_files_continue_from_the_state_of_the_source(tmp_path:
     settings = _settings(KafkaSettings(bootstrap_servers="unused:9092"), tmp_path)
     day1, day2 = _day_files(tmp_path)
     first = ListSink()
+    from connectors.ingest import ingest
     from connectors.inputs.file import FileInput
-    from connectors.pipeline import ingest
 
     ingest(settings, "intune", "devices", FileInput(day1), sink=first, stop_on_signal=False)
     assert _changes(first.events) == [

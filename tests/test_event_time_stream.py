@@ -25,8 +25,9 @@ from kafka import KafkaConsumer, TopicPartition
 from structlog.testing import capture_logs
 from test_event_time import fortigate, fortigate_dated
 
+from connectors.ingest import ingest_file
 from connectors.inputs import Record
-from connectors.pipeline import Pipeline, ingest_file
+from connectors.pipeline import Pipeline
 from zonewatch.config import KafkaSettings, Settings
 from zonewatch.kafka import ensure_topics, make_producer
 from zonewatch.zones import load_zone_map

@@ -20,8 +20,8 @@ import pytest
 from conftest import ROOT
 from zonewatch_cli import run_zonewatch
 
-from zonewatch.broker import free_port
-from zonewatch.cli import COMMANDS
+from zonewatch.app.broker import free_port
+from zonewatch.app.cli import COMMANDS
 
 # Rows a test cannot provoke on purpose: 1 is a bug, 130 an interrupt whose
 # timing a test cannot pin to the moment Python handles it.
@@ -258,7 +258,7 @@ def test_a_closed_pipe_exits_0_quietly(argv: list[str], world: World) -> None:
     """``zonewatch parse … | head -1``: the reader has what it wanted."""
     args = [a.format(fw_log=world.fw_log, rules=world.rules, events=world.events) for a in argv]
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("ZONEWATCH_", "KAFKA_"))}
-    shell = f"{' '.join(map(_quote, [sys.executable, '-m', 'zonewatch.cli', *args]))} | head -c 10"
+    shell = f"{' '.join(map(_quote, [sys.executable, '-m', 'zonewatch', *args]))} | head -c 10"
     done = subprocess.run(
         ["bash", "-o", "pipefail", "-c", shell],
         env={**clean, "ZONEWATCH_LOG_JSON": "true"},

@@ -11,10 +11,10 @@ import pytest
 import structlog
 from kafka.structs import TopicPartition
 
+from correlator.hunt import _ArchiveConsumer, _Record, run_hunt
 from correlator.store import AlertStore, ArchivedEvent
-from correlator.store.hunt import _ArchiveConsumer, _Record, run_hunt
 from tests.conftest import ROOT
-from zonewatch.cli import main
+from zonewatch.app.cli import main
 from zonewatch.config import Settings
 
 RULES = ROOT / "tests" / "rules"  # fixed rules: the shipped pack may evolve

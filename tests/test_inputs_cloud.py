@@ -15,6 +15,7 @@ from cloud_double import TENANT, CloudDouble
 from conftest import ROOT
 from test_device_state import ListSink, managed_device
 
+from connectors.ingest import ingest
 from connectors.inputs.cloud import (
     DEVICE_SELECT,
     RETRIEVED_ANNOTATION,
@@ -24,7 +25,6 @@ from connectors.inputs.cloud import (
     cloud_input,
 )
 from connectors.inputs.graph import GraphError, GraphInput, GraphSettings
-from connectors.pipeline import ingest
 from zonewatch.config import KafkaSettings, Settings
 from zonewatch.errors import ConfigError
 

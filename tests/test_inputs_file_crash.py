@@ -73,7 +73,7 @@ class Seen:
 
 def _start(log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "zonewatch.cli", "--log-level", "warning", "ingest", "vdi",
+        [sys.executable, "-m", "zonewatch", "--log-level", "warning", "ingest", "vdi",
          "--format", "citrix-adc", "--file", str(log), "--follow"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip

@@ -9,8 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from connectors.ingest import ingest_file
 from connectors.inputs import Record
-from connectors.pipeline import Pipeline, ingest_file
+from connectors.pipeline import Pipeline
 from tests.conftest import ROOT
 from tests.test_produce import consume_topic
 from zonewatch.config import KafkaSettings, Settings

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from zonewatch.broker import free_port
+from zonewatch.app.broker import free_port
 from zonewatch.config import KafkaSettings
 from zonewatch.errors import BrokerUnavailableError
 from zonewatch.kafka import all_topics, ensure_topics, make_consumer, make_producer
@@ -56,7 +56,7 @@ def test_an_unreachable_broker_fails_fast_with_one_clear_line() -> None:
     ):
         make_producer(dead)
     proc = subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", "topics"],
+        [sys.executable, "-m", "zonewatch", "topics"],
         env={"KAFKA_BOOTSTRAP_SERVERS": dead.bootstrap_servers or "", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,

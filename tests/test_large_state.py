@@ -117,7 +117,7 @@ def attack_lines(at: datetime, step_s: float = 5) -> list[str]:
 
 
 def ingest(settings: Settings, path: Path, lines: list[str]) -> None:
-    from connectors.pipeline import ingest_file
+    from connectors.ingest import ingest_file
 
     path.write_text("\n".join(lines) + "\n")
     assert ingest_file(settings, "firewall", "fortigate", path).produced == len(lines)
@@ -142,7 +142,7 @@ def correlate(kafka: KafkaSettings, db: Path, log: Path) -> int:
     with log.open("ab") as err:
         proc = subprocess.run(
             [
-                *(sys.executable, "-m", "zonewatch.cli", "correlate"),
+                *(sys.executable, "-m", "zonewatch", "correlate"),
                 *("--rules", str(ROOT / "rules"), "--db", str(db)),
                 *("--group-id", f"{kafka.topic_prefix}-correlator", "--idle-exit", "3"),
             ],

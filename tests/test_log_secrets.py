@@ -136,7 +136,7 @@ def test_the_sasl_password_stays_out_of_a_debug_log(kafka_bootstrap: str) -> Non
     # The embedded broker has no SASL listener: the clients log their
     # configuration, try, and give up (exit 69). The log is what matters.
     done = subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", "--log-level", "debug", "topics"],
+        [sys.executable, "-m", "zonewatch", "--log-level", "debug", "topics"],
         capture_output=True,
         env=env,
         cwd=ROOT,
@@ -161,7 +161,7 @@ def test_the_webhook_url_stays_out_of_a_debug_log_and_the_flag_is_deprecated(
     with TeamsReceiver() as teams, log.open("wb") as err:
         url, sig = workflows_url(teams.base_url)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "zonewatch.cli", "--log-level", "debug", "correlate",
+            [sys.executable, "-m", "zonewatch", "--log-level", "debug", "correlate",
              "--rules", str(ROOT / "tests" / "rules"), "--db", str(tmp_path / "zw.duckdb"),
              "--group-id", prefix, "--teams-url", url],
             env=kafka_env(kafka_bootstrap, prefix), cwd=ROOT, stdout=subprocess.DEVNULL,

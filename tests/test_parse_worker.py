@@ -259,7 +259,7 @@ def test_the_worker_exits_when_the_connector_is_killed(
         "ZONEWATCH_CONNECTORS__MAX_PAST_HORIZON_DAYS": "off",  # recorded days
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zonewatch.cli", "--log-level", "warning", "ingest", "vdi",
+        [sys.executable, "-m", "zonewatch", "--log-level", "warning", "ingest", "vdi",
          "--format", "citrix-adc", "--file", str(log), "--follow"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -328,7 +328,7 @@ def test_sigterm_mid_file_commits_exactly_the_lines_sent_and_a_restart_finishes(
         "ZONEWATCH_CONNECTORS__ZONES_FILE": str(ROOT / "rules/zones.yaml"),
         "ZONEWATCH_CONNECTORS__MAX_PAST_HORIZON_DAYS": "off",  # recorded days
     }
-    cmd = [sys.executable, "-m", "zonewatch.cli", "--log-level", "warning", "ingest", "vdi",
+    cmd = [sys.executable, "-m", "zonewatch", "--log-level", "warning", "ingest", "vdi",
            "--format", "citrix-adc", "--file", str(log)]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -419,7 +419,7 @@ def test_kill_9_mid_stateful_file_then_restart_delivers_every_event(
                 time.sleep(0.01)
 
     env = _env(tmp_path, kafka_settings)
-    cmd = [sys.executable, "-m", "zonewatch.cli", "--log-level", "warning", "ingest", "vdi",
+    cmd = [sys.executable, "-m", "zonewatch", "--log-level", "warning", "ingest", "vdi",
            "--format", "avd", "--file", str(log)]  # fmt: skip
     proc = subprocess.Popen(
         [*cmd, "--follow"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -582,7 +582,7 @@ def test_stdin_goes_through_the_worker_and_a_quiet_pipe_still_delivers(
     tmp_path: Path, kafka_settings: KafkaSettings
 ) -> None:
     ensure_topics(kafka_settings, [kafka_settings.events_topic("vdi")])
-    cmd = [sys.executable, "-m", "zonewatch.cli", "--log-level", "warning", "ingest", "vdi",
+    cmd = [sys.executable, "-m", "zonewatch", "--log-level", "warning", "ingest", "vdi",
            "--format", "citrix-adc", "-"]  # fmt: skip
     proc = subprocess.Popen(
         cmd, env=_env(tmp_path, kafka_settings), stdin=subprocess.PIPE,
@@ -615,7 +615,7 @@ def test_syslog_goes_through_the_worker_and_sigterm_sends_what_was_read(
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    cmd = [sys.executable, "-m", "zonewatch.cli", "--log-level", "warning", "ingest", "vdi",
+    cmd = [sys.executable, "-m", "zonewatch", "--log-level", "warning", "ingest", "vdi",
            "--format", "citrix-adc", "--syslog", f"tcp://127.0.0.1:{port}"]  # fmt: skip
     proc = subprocess.Popen(
         cmd, env=_env(tmp_path, kafka_settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE

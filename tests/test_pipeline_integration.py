@@ -14,7 +14,7 @@ import httpx
 import pytest
 from conftest import ROOT
 
-from zonewatch.broker import free_port
+from zonewatch.app.broker import free_port
 from zonewatch.config import KafkaSettings, Settings, load_settings
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ def _settings(kafka: KafkaSettings, tmp_path: Path, **correlator: object) -> Set
 def test_the_demo_finds_violations_in_all_five_sources(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    from zonewatch.demo import run_demo
+    from zonewatch.app.demo import run_demo
 
     settings = _settings(KafkaSettings(bootstrap_servers=kafka_bootstrap), tmp_path)
     lines: list[str] = []
@@ -75,7 +75,7 @@ def test_the_demo_finds_violations_in_all_five_sources(
 def test_events_become_alerts_in_duckdb_once_even_when_the_correlator_restarts(
     kafka_settings: KafkaSettings, tmp_path: Path
 ) -> None:
-    from connectors.pipeline import ingest_file
+    from connectors.ingest import ingest_file
     from correlator.service import CorrelatorService
 
     settings = _settings(kafka_settings, tmp_path, rules=[TEST_RULES])
@@ -147,7 +147,7 @@ def test_correlate_serves_metrics_and_queries_and_drains_on_sigterm(
         ZONEWATCH_CONNECTORS__CHECKPOINT_DIR=str(tmp_path / "ckpt"),
         ZONEWATCH_CONNECTORS__MAX_PAST_HORIZON_DAYS="off",  # recorded days
     )
-    zw = [sys.executable, "-m", "zonewatch.cli"]
+    zw = [sys.executable, "-m", "zonewatch"]
     proc = subprocess.Popen(
         [
             *zw,

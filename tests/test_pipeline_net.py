@@ -27,7 +27,7 @@ from test_parse_worker import committed_values
 from connectors.base import FORMATS, ParseContext, register
 from connectors.inputs import Record
 from connectors.pipeline import Pipeline
-from zonewatch.cli import cli
+from zonewatch.app.cli import cli
 from zonewatch.config import KafkaSettings
 from zonewatch.kafka import ensure_topics
 from zonewatch.models import DeadLetter
@@ -121,7 +121,7 @@ def test_udp_syslog_keeps_receiving_after_a_poison_datagram(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = worker_env(tmp_path, kafka_settings)
-    cmd = [sys.executable, "-m", "zonewatch.cli", "--log-level", "warning", "ingest", "vdi",
+    cmd = [sys.executable, "-m", "zonewatch", "--log-level", "warning", "ingest", "vdi",
            "--format", "auto", "--syslog", f"udp://127.0.0.1:{port}"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     sent = [adc(i) for i in range(40)]
@@ -173,7 +173,7 @@ def test_file_ingest_dead_letters_unserializable_events_and_does_not_loop(
     import multiprocessing
 
     from connectors import parse_worker
-    from connectors.pipeline import ingest_file
+    from connectors.ingest import ingest_file
     from zonewatch.config import Settings
 
     # The poison format is registered in this process only: a spawned worker

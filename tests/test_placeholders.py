@@ -20,7 +20,7 @@ import pytest
 
 from correlator.store import AlertStore, ArchivedEvent
 from tests.conftest import cli_env, wait_until
-from zonewatch.cli import main
+from zonewatch.app.cli import main
 from zonewatch.config import KafkaSettings, Settings, load_settings
 
 RULE = """\
@@ -255,7 +255,7 @@ def test_correlate_takes_the_setting_through_the_broker(
     # it read both events (an idle moment under load) is followed by another.
     for _ in range(3):
         proc = subprocess.run(
-            [sys.executable, "-m", "zonewatch.cli", "correlate", "--rules", str(rules),
+            [sys.executable, "-m", "zonewatch", "correlate", "--rules", str(rules),
              "--db", str(db), "--idle-exit", "3"],
             env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab"), timeout=240,
         )  # fmt: skip

@@ -16,7 +16,7 @@ from connectors.pipeline import Pipeline
 from correlator.detection.loader import rules_from_yaml
 from correlator.policy import crossings, generate_files, rule_id, stale_files
 from correlator.policy.sigma import crossing_rule
-from zonewatch.cli import main
+from zonewatch.app.cli import main
 from zonewatch.zones import ZoneMap, ZonePolicy, load_zone_map
 
 ZONES = ROOT / "rules" / "zones.yaml"

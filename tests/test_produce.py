@@ -8,7 +8,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from connectors.pipeline import ingest_file
+from connectors.ingest import ingest_file
 from connectors.produce import event_key
 from zonewatch.config import KafkaSettings, Settings
 from zonewatch.models import DeadLetter

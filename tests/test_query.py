@@ -20,9 +20,10 @@ import structlog
 from correlator.store import AlertStore, ArchivedEvent, query_endpoint
 from correlator.store.output import to_timeline
 from correlator.store.saved import parse_saved_query, referenced_params, saved_queries
+from correlator.store.server import serve_queries
 from correlator.store.timerange import parse_time
 from tests.test_store import T0, fw_event, make_alert
-from zonewatch.cli import main
+from zonewatch.app.cli import main
 from zonewatch.errors import QueryError
 
 USER = "tanaka@city.example.lg.jp"
@@ -339,7 +340,7 @@ def _writer(store: AlertStore, batches: int, stop: threading.Event, pace_s: floa
 def test_endpoint_answers_consistent_snapshots_while_the_store_writes(tmp_path: Path) -> None:
     db = tmp_path / "zonewatch.duckdb"
     with AlertStore(db) as store:
-        store.serve_queries()
+        serve_queries(store)
         stop = threading.Event()
         writer = threading.Thread(target=_writer, args=(store, 60, stop))
         writer.start()
@@ -368,7 +369,7 @@ def test_endpoint_answers_consistent_snapshots_while_the_store_writes(tmp_path: 
 def test_zonewatch_query_in_another_process_goes_through_the_endpoint(tmp_path: Path) -> None:
     db = tmp_path / "zonewatch.duckdb"
     with AlertStore(db) as store:
-        store.serve_queries()
+        serve_queries(store)
         stop = threading.Event()
         writer = threading.Thread(target=_writer, args=(store, 100_000, stop, 0.005))
         writer.start()
@@ -382,7 +383,7 @@ def test_zonewatch_query_in_another_process_goes_through_the_endpoint(tmp_path: 
                 [
                     sys.executable,
                     "-m",
-                    "zonewatch.cli",
+                    "zonewatch",
                     "query",
                     "--db",
                     str(db),
@@ -410,7 +411,7 @@ def test_tcp_endpoint_needs_its_token_and_stale_endpoint_falls_back(tmp_path: Pa
     db = tmp_path / "zonewatch.duckdb"
     with AlertStore(db) as store:
         store.write([make_alert(1)])
-        server = store.serve_queries(host="127.0.0.1")
+        server = serve_queries(store, host="127.0.0.1")
         address = orjson.loads(server.endpoint_path.read_bytes())
         assert oct(server.endpoint_path.stat().st_mode & 0o777) == "0o600"
         result = query_endpoint(db, "SELECT count(*) AS n FROM alerts")

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from correlator.store import AlertStore, query_endpoint
+from correlator.store.server import serve_queries
 from tests.test_store import make_alert
 from zonewatch.errors import StoreError
 
@@ -24,7 +25,7 @@ def served(tmp_path: Path):  # type: ignore[no-untyped-def]
     db = tmp_path / "zonewatch.duckdb"
     with AlertStore(db) as store:
         store.write([make_alert(1)])
-        server = store.serve_queries()
+        server = serve_queries(store)
         yield db, server
 
 

@@ -96,7 +96,7 @@ def live(
     )
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "zonewatch.cli", "correlate", "--rules", str(RULES),
+            [sys.executable, "-m", "zonewatch", "correlate", "--rules", str(RULES),
              "--db", str(db), "--group-id", f"zwtest-{uuid.uuid4().hex[:8]}"],
             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
         )  # fmt: skip
@@ -211,7 +211,7 @@ def test_client_errors_end_in_a_message_not_a_traceback(
     live: LiveCorrelator, args: list[str], message: str | None
 ) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", "query", "--db", str(live.db), *args],
+        [sys.executable, "-m", "zonewatch", "query", "--db", str(live.db), *args],
         capture_output=True,
         timeout=120,
         cwd=ROOT,

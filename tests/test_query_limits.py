@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from correlator.store import AlertStore, query_endpoint
 from correlator.store.limits import QueryLimits, truncation
 from correlator.store.output import _civil_date, records, to_timeline
+from correlator.store.server import serve_queries
 from tests.conftest import wait_until
 from tests.test_query import run_cli
 from tests.test_store import make_alert
@@ -57,7 +58,7 @@ def test_a_timeout_above_the_maximum_is_cut_to_it(tmp_path: Path) -> None:
 def test_the_query_stops_when_its_client_goes_away(tmp_path: Path) -> None:
     limits = QueryLimits(max_concurrent=1)
     with AlertStore(tmp_path / "zw.duckdb", query_limits=limits) as store:
-        server = store.serve_queries()
+        server = serve_queries(store)
         sock_path = str(server.socket_path)
         with structlog.testing.capture_logs() as logs:
             client = send_raw(sock_path, {"sql": SLOW, "timeout_s": 300})

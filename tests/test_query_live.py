@@ -40,7 +40,7 @@ def direct_crossing(i: int) -> bytes:
 def query_process(db: Path, sql: str) -> dict:
     env = {**os.environ, "ZONEWATCH_LOG_LEVEL": "warning"}
     done = subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", "query", "--db", str(db), "-f", "jsonl", sql],
+        [sys.executable, "-m", "zonewatch", "query", "--db", str(db), "-f", "jsonl", sql],
         capture_output=True,
         timeout=60,
         env=env,
@@ -96,6 +96,7 @@ class CrossingFeed:
 
 def test_query_while_correlate_writes(tmp_path: Path, kafka_settings: KafkaSettings) -> None:
     from correlator.service import CorrelatorService
+    from correlator.store.server import serve_queries
 
     db = tmp_path / "zonewatch.duckdb"
     settings = live_settings(kafka_settings, db)
@@ -103,7 +104,7 @@ def test_query_while_correlate_writes(tmp_path: Path, kafka_settings: KafkaSetti
 
     with CorrelatorService(settings) as service:
         service.start()
-        service.store.serve_queries()
+        serve_queries(service.store)
         runner = threading.Thread(
             target=service.run,
             kwargs={"until": lambda s: feed.stopping.is_set() and s.consumed >= feed.produced},

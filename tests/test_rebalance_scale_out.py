@@ -43,7 +43,7 @@ def test_a_second_member_in_the_group_is_reported_with_the_partitions_it_took(
         [
             sys.executable,
             "-m",
-            "zonewatch.cli",
+            "zonewatch",
             "correlate",
             "--rules",
             str(rules),

@@ -150,7 +150,7 @@ def test_sighup_keeps_unchanged_windows_drops_removed_rules_and_starts_new_ones(
         # through the wall-clock watermark of an idle stream, as in production.
         ZONEWATCH_CORRELATOR__ALLOWED_LATENESS_S="5",
     )
-    zw = [sys.executable, "-m", "zonewatch.cli"]
+    zw = [sys.executable, "-m", "zonewatch"]
 
     def query(sql: str) -> str:
         out = subprocess.run(

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from kafka import KafkaAdminClient, TopicPartition
 from zonewatch_cli import run_zonewatch
 
-from zonewatch.broker import EmbeddedBroker, free_port
+from zonewatch.app.broker import EmbeddedBroker, free_port
 from zonewatch.config import KafkaSettings
 from zonewatch.kafka import ensure_topics, log_bounds, make_producer
 from zonewatch.offsets import OffsetReset, decide_start_offset, same_topic
@@ -221,7 +221,7 @@ def test_a_running_correlator_carries_on_after_its_broker_restarts(tmp_path: Pat
         _ingest(env, log)
         with err.open("wb") as stderr:
             correlator = subprocess.Popen(
-                [sys.executable, "-m", "zonewatch.cli", "correlate", "--rules", str(TEST_RULES),
+                [sys.executable, "-m", "zonewatch", "correlate", "--rules", str(TEST_RULES),
                  "--db", str(db), "--group-id", "live"],
                 env={**os.environ, **env, "ZONEWATCH_LOG_JSON": "true"},
                 stdout=subprocess.DEVNULL, stderr=stderr,

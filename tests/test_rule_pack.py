@@ -29,7 +29,7 @@ from conftest import ROOT
 
 from correlator.detection import RuleSet, load_rules
 from correlator.detection.ruletests import Timeline, run_timeline, sidecar_timelines
-from zonewatch.cli import cli
+from zonewatch.app.cli import cli
 
 RULES = ROOT / "rules"
 

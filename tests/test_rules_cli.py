@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 from conftest import ROOT
 
-from zonewatch.cli import cli, main
+from zonewatch.app.cli import cli, main
 
 GOOD_RULE = """\
 title: Curl to paste site

@@ -88,7 +88,7 @@ def run(*args: str, timeout_s: float = 120) -> tuple[subprocess.CompletedProcess
 
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", *args],
+        [sys.executable, "-m", "zonewatch", *args],
         capture_output=True,
         timeout=timeout_s,
         cwd=ROOT,

@@ -12,7 +12,7 @@ import pytest
 import structlog
 
 from tests.conftest import ROOT
-from zonewatch.cli import main
+from zonewatch.app.cli import main
 
 TAGGED = """\
 title: Direct SMB From a Core Laptop Into LGWAN

@@ -16,7 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from correlator.detection import RuleSet, load_rules
-from zonewatch.cli import cli
+from zonewatch.app.cli import cli
 
 RULE_DIRS = (
     "rules",

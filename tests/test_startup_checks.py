@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT
 from zonewatch_cli import run_zonewatch
 
-from zonewatch.broker import free_port
+from zonewatch.app.broker import free_port
 from zonewatch.config import KafkaSettings
 from zonewatch.errors import BrokerUnavailableError
 from zonewatch.preflight import check_broker, probe_kafka

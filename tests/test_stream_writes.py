@@ -15,8 +15,8 @@ import orjson
 import pytest
 from kafka import TopicPartition
 
+from correlator.hunt import _ArchiveConsumer, _Record
 from correlator.store.alert_store import written_now
-from correlator.store.hunt import _ArchiveConsumer, _Record
 from zonewatch.config import Settings
 from zonewatch.errors import StoreError
 

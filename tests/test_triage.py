@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from correlator.store import AlertStore
+from correlator.store.server import serve_queries
 from correlator.store.triage import apply_triage
 from tests.conftest import ROOT
 from tests.test_store import make_alert
@@ -25,7 +26,7 @@ from zonewatch.errors import TriageError
 def zonewatch(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ZONEWATCH_LOG_LEVEL": "warning"}
     return subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", *args],
+        [sys.executable, "-m", "zonewatch", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -139,7 +140,7 @@ def test_changes_go_through_the_writer_while_batches_are_written(tmp_path: Path)
     store = AlertStore(db)
     first = [make_alert(n) for n in range(20)]
     store.write(first)
-    store.serve_queries()
+    serve_queries(store)
     stop = threading.Event()
     written: list[str] = []
 
@@ -183,8 +184,8 @@ def test_scaled_out_a_change_lives_in_the_store_of_the_member_that_raised_the_al
     try:
         a.write([make_alert(1)])
         b.write([make_alert(2)])
-        a.serve_queries()
-        b.serve_queries()
+        serve_queries(a)
+        serve_queries(b)
         done = zonewatch(
             "triage", make_alert(2).id, "--db", str(b.path), "--status", "closed", "--json"
         )

@@ -21,7 +21,7 @@ def run_zonewatch(
 ) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("ZONEWATCH_", "KAFKA_"))}
     return subprocess.run(
-        [sys.executable, "-m", "zonewatch.cli", *args],
+        [sys.executable, "-m", "zonewatch", *args],
         env={**clean, "ZONEWATCH_LOG_JSON": "true", **(env or {})},
         input=stdin,
         capture_output=True,

@@ -38,12 +38,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
+from correlator.ports import GroupConsumer, Producer, Store
 from correlator.resume import BOUNDS_TIMEOUT_S, resume_offsets
 from correlator.scaleout.records import (
     ChangelogReader,
@@ -75,6 +76,10 @@ from zonewatch.logs import get_logger
 from zonewatch.models import Alert
 from zonewatch.offsets import LogBounds
 
+if TYPE_CHECKING:
+    from correlator.correlation import CorrelationEngine
+    from correlator.detection import RuleSet
+
 log = get_logger(__name__)
 
 WATERMARK_INTERVAL_S = 0.2
@@ -90,7 +95,7 @@ class ScaleOutError(ZonewatchError):
     """The rules or the cluster do not allow a repartitioned correlator."""
 
 
-def log_pinned_rules(engine: Any) -> None:
+def log_pinned_rules(engine: CorrelationEngine | None) -> None:
     """Say which correlations run on one shard only: chains whose parent
     groups by other fields than its child (``engine.pinned``, see
     ``correlation.engine.pinned_rules``) cannot be split by group key, so
@@ -157,12 +162,12 @@ class RepartitionedStream(StreamCorrelator):
     def __init__(
         self,
         settings: Settings,
-        ruleset: Any,
-        store: Any,
+        ruleset: RuleSet,
+        store: Store,
         *,
-        correlation: Any | None = None,
-        consumer: KafkaConsumer | None = None,
-        producer: Any | None = None,
+        correlation: CorrelationEngine | None = None,
+        consumer: GroupConsumer | None = None,
+        producer: Producer | None = None,
     ):
         log_pinned_rules(correlation)
         kafka = settings.kafka
@@ -185,7 +190,7 @@ class RepartitionedStream(StreamCorrelator):
             from zonewatch.kafka import make_producer
 
             producer = make_producer(kafka, linger_ms=5)
-        self.producer = producer
+        self.producer: Producer = producer
         super().__init__(settings, ruleset, store, correlation=correlation, consumer=consumer)
 
     # -- wiring into the base loop ------------------------------------------------
@@ -207,7 +212,7 @@ class RepartitionedStream(StreamCorrelator):
 
     def _n_hits(self) -> int:
         if self._hit_partitions is None:
-            found = self.consumer.partitions_for_topic(self.hits_topic)
+            found = self.group.partitions_for_topic(self.hits_topic)
             if not found:
                 raise ScaleOutError(
                     f"topic {self.hits_topic} does not exist: `zonewatch topics` (or "
@@ -295,18 +300,18 @@ class RepartitionedStream(StreamCorrelator):
         idle_s = self.settings.correlator.input_idle_s
         wall = time.time() - idle_s
         progress: dict[SourcePartition, float] = {}
-        for tp in self.consumer.assignment():
+        for tp in self.group.assignment():
             if tp.topic == self.hits_topic:
                 continue
             source = (tp.topic, tp.partition)
             state = self._sources.setdefault(source, _SourceProgress())
             newest = state.newest
-            high = self.consumer.highwater(tp)
+            high = self.group.highwater(tp)
             if (
                 high is not None
                 and state.quiet_polls >= IDLE_POLLS
                 and now - state.last_arrival >= idle_s
-                and self.consumer.position(tp) >= high
+                and self.group.position(tp) >= high
             ):
                 # Read to the end and quiet, for polls AND wall time (after a
                 # long pause, e.g. a rebalance, the high watermark is stale):
@@ -520,7 +525,7 @@ class RepartitionedStream(StreamCorrelator):
         # ahead of its end); a partition that moves starts its lateness afresh.
         seek = self.resume_at(sources, wanted, bounds)
         for tp, offset in seek.items():
-            self.consumer.seek(tp, offset)
+            self.group.seek(tp, offset)
             if wanted.get(tp) != offset:
                 self._sources[(tp.topic, tp.partition)].newest = -math.inf
         restored = self._restore_shards(hits, bounds) if hits else {}
@@ -534,7 +539,7 @@ class RepartitionedStream(StreamCorrelator):
     def _all_sources(self) -> list[SourcePartition]:
         out: list[SourcePartition] = []
         for topic in self.topics:
-            for partition in self.consumer.partitions_for_topic(topic) or ():
+            for partition in self.group.partitions_for_topic(topic) or ():
                 out.append((topic, partition))
         return out
 
@@ -583,9 +588,9 @@ class RepartitionedStream(StreamCorrelator):
         ).seek
         for tp in tps:
             if tp in checked:
-                self.consumer.seek(tp, checked[tp])
+                self.group.seek(tp, checked[tp])
             else:
-                self.consumer.seek_to_beginning(tp)
+                self.group.seek_to_beginning(tp)
         return restored
 
     def close(self) -> None:

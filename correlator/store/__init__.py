@@ -2,7 +2,7 @@
 
 ``AlertStore(path)`` opens (and migrates) the store; ``store.write(...)`` is
 the one transaction per batch; ``store.query(sql)`` runs read-only SQL;
-``store.serve_queries()`` starts the local endpoint that ``zonewatch query``
+``serve_queries(store)`` starts the local endpoint that ``zonewatch query``
 uses while the correlator runs (see :mod:`correlator.store.server`).
 """
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from correlator.store.alert_store import AlertStore, Router, default_router
     from correlator.store.rows import ArchivedEvent
-    from correlator.store.server import QueryServer, query_endpoint
+    from correlator.store.server import QueryServer, query_endpoint, serve_queries
     from correlator.store.state import CheckpointNotStoredError, StateWriter
 
 # name -> module: imported on first use, so that importing a submodule (the
@@ -24,6 +24,7 @@ _EXPORTS = {
     "ArchivedEvent": "correlator.store.rows",
     "QueryServer": "correlator.store.server",
     "query_endpoint": "correlator.store.server",
+    "serve_queries": "correlator.store.server",
     "CheckpointNotStoredError": "correlator.store.state",
     "StateWriter": "correlator.store.state",
 }
@@ -47,4 +48,5 @@ __all__ = [
     "StateWriter",
     "default_router",
     "query_endpoint",
+    "serve_queries",
 ]

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from itertools import accumulate
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import duckdb
 import pyarrow as pa
@@ -53,9 +53,6 @@ from correlator.store.state import (
 from zonewatch.errors import QueryError, StoreError, TriageError
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert
-
-if TYPE_CHECKING:
-    from correlator.store.server import QueryServer
 
 log = get_logger(__name__)
 
@@ -176,7 +173,8 @@ class AlertStore:
         self._lock = threading.RLock()
         self._listeners: list[Callable[[], None]] = []
         self._last_prune = 0.0
-        self._server: QueryServer | None = None
+        # What closes with the store, before its connection (the query endpoint).
+        self._on_close: list[Callable[[], None]] = []
         # The writer thread (``submit``), the last batch given to it, and the
         # error that stopped it.
         self._writer_lock = threading.Lock()
@@ -855,18 +853,10 @@ class AlertStore:
         table = self.query_arrow(sql, params, timeout_s)
         return table_rows(table)
 
-    # -- query endpoint ----------------------------------------------------
-
-    def serve_queries(
-        self, socket_path: Path | str | None = None, *, host: str | None = None, port: int = 0
-    ) -> QueryServer:
-        """Start the local query endpoint (see :mod:`correlator.store.server`)."""
-        from correlator.store.server import QueryServer
-
-        if self._server is None:
-            self._server = QueryServer(self, socket_path=socket_path, host=host, port=port)
-            self._server.start()
-        return self._server
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` when the store closes, after the last write and before
+        the connection goes (``server.serve_queries`` stops its endpoint so)."""
+        self._on_close.append(hook)
 
     def close(self) -> None:
         """Store what was submitted, then close."""
@@ -874,9 +864,9 @@ class AlertStore:
             writer, self._writer = self._writer, None
         if writer is not None:
             writer.shutdown(wait=True)
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+        hooks, self._on_close = self._on_close, []
+        for hook in reversed(hooks):
+            hook()
         with self._lock:
             self._con.close()
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from zonewatch.errors import QueryError, StoreError
+from zonewatch.errors import QueryError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -36,7 +36,7 @@ INSTALL and file or network access are refused.
 """
 
 
-def _db_path(ctx: click.Context, db: str | None) -> Path:
+def db_path(ctx: click.Context, db: str | None) -> Path:
     if db:
         return Path(db)
     settings = ctx.obj
@@ -188,7 +188,7 @@ def query(
     from correlator.store.limits import QueryLimits, truncation
 
     limits = QueryLimits.from_settings(settings.correlator) if settings else None
-    table = run_query(_db_path(ctx, db), sql, params or None, timeout_s, limits)
+    table = run_query(db_path(ctx, db), sql, params or None, timeout_s, limits)
     cut = truncation(table)
     if cut:
         click.echo(f"zonewatch: warning: {cut}", err=True)
@@ -197,68 +197,6 @@ def query(
     if fmt == "auto":
         fmt = "table" if out is None and sys.stdout.isatty() else "csv"
     write_result(table, fmt, out, title)
-
-
-@click.command()
-@click.option(
-    "--rules",
-    "rule_paths",
-    multiple=True,
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Rule file or folder (repeatable).",
-)
-@click.option("--db", type=click.Path(dir_okay=False), help="Alert store file (default: settings).")
-@click.option("--since", help="Hunt events from this time (ISO, JST if no offset, or 24h, 7d).")
-@click.option("--until", help="Hunt events before this time.")
-@click.option("--pipeline", default=None, help="Processing pipeline (default: settings).")
-@click.option(
-    "--placeholders",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="YAML mapping placeholder name -> values, for rules using |expand "
-    "(default: settings, correlator.placeholders_file).",
-)
-@click.option("--batch", "batch_size", type=int, default=5000, show_default=True)
-@click.pass_context
-def hunt(
-    ctx: click.Context,
-    rule_paths: tuple[Path, ...],
-    db: str | None,
-    since: str | None,
-    until: str | None,
-    pipeline: str | None,
-    placeholders: Path | None,
-    batch_size: int,
-) -> None:
-    """Run rules over the events archive; store the hits as alerts marked 'hunt'.
-
-    Uses the streaming engines (detection and correlation) over archived
-    events in time order. Needs the store to itself: stop the correlator, or
-    run the hunt against a copy of the store file.
-    """
-    from correlator.store.hunt import run_hunt
-    from correlator.store.timerange import time_params
-
-    settings = ctx.obj
-    window = time_params(since, until)
-    path = _db_path(ctx, db)
-    if not path.exists():  # a hunt over a store created empty would find nothing
-        raise StoreError(f"no alert store at {path}: run `zonewatch correlate` first or pass --db")
-    result = run_hunt(
-        path,
-        list(rule_paths),
-        since=window["since"],
-        until=window["until"],
-        pipeline=pipeline,
-        placeholders=placeholders,
-        settings=settings,
-        batch_size=batch_size,
-        progress=sys.stderr.isatty(),
-    )
-    click.echo(
-        f"hunted {result.events} events with {result.rules} rules: "
-        f"{result.alerts} hits, {result.new_alerts} new alerts stored (origin 'hunt')"
-    )
 
 
 @click.command()
@@ -304,7 +242,7 @@ def triage(
     from correlator.store.triage import apply_triage
 
     change = apply_triage(
-        _db_path(ctx, db),
+        db_path(ctx, db),
         alert_id,
         status,
         actor=actor or getpass.getuser(),

@@ -13,6 +13,11 @@ Protocol, one query per connection: the client sends one JSON line
 ``{"ok": true}`` followed by the result as an Arrow IPC stream, or
 ``{"ok": false, "kind": "query"|"store", "error": "..."}``.
 
+The server serves any store that has the small :class:`QueryableStore`
+surface (``AlertStore`` has it); it does not import the store, and the store
+does not know it: ``serve_queries(store)`` starts it and has the store stop it
+when it closes.
+
 The server runs at most ``QueryLimits.max_concurrent`` queries, and stops
 one whose client goes away. The client follows only an endpoint file and a
 socket that are its user's own and private (issue 20).
@@ -30,20 +35,23 @@ import socketserver
 import stat
 import struct
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import orjson
 import pyarrow as pa
 import pyarrow.ipc
 
-from correlator.store.limits import QueryCancel
+from correlator.store.limits import QueryCancel, QueryLimits
 from zonewatch.errors import QueryError, StoreError, TriageError, ZonewatchError
 from zonewatch.logs import get_logger
 
 if TYPE_CHECKING:
-    from correlator.store.alert_store import AlertStore
+    from dataclasses import Field
 
 log = get_logger(__name__)
 
@@ -52,6 +60,49 @@ _UNIX_PATH_MAX = 100  # sun_path is 104-108 bytes depending on the OS
 _RESULT_CHUNK_ROWS = 2048
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _POLLRDHUP = getattr(select, "POLLRDHUP", 0)  # Linux: the peer closed its end
+_MAX_NOTE = 4000
+_MAX_NAME = 200
+
+
+class TriageRecord(Protocol):
+    """One recorded triage change (``alert_store.TriageChange``, a dataclass)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+
+    @property
+    def changed_at(self) -> datetime: ...
+
+
+class QueryableStore(Protocol):
+    """What the endpoint needs of a store (``AlertStore`` has it)."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def query_limits(self) -> QueryLimits: ...
+
+    def query_arrow(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | Sequence[Any] | None = None,
+        timeout_s: float = 30,
+        *,
+        cancel: QueryCancel | None = None,
+    ) -> pa.Table: ...
+
+    def triage(
+        self,
+        alert_id: str,
+        status: str,
+        *,
+        actor: str,
+        via: str,
+        note: str | None = None,
+        assignee: str | None = None,
+    ) -> TriageRecord: ...
+
+    def on_close(self, hook: Callable[[], None]) -> None: ...
 
 
 def _error_kind(exc: ZonewatchError) -> str:
@@ -132,8 +183,6 @@ class _Handler(socketserver.StreamRequestHandler):
         if token and not secrets.compare_digest(str(request.get("token", "")), token):
             raise QueryError("bad or missing token in the query request")
         if request.get("op") == "triage":  # a write, applied by the store's writer thread
-            from correlator.store.triage import serve_triage
-
             return {"ok": True, "change": serve_triage(self.server.store, request)}
         params = request.get("params")
         if params is not None and not isinstance(params, dict | list):
@@ -193,7 +242,7 @@ def _cancel_when_gone(sock: socket.socket, cancel: QueryCancel) -> Iterator[None
 
 class _Server(socketserver.ThreadingMixIn, socketserver.BaseServer):
     daemon_threads = True
-    store: AlertStore
+    store: QueryableStore
     token: str | None
     slots: threading.BoundedSemaphore
     max_concurrent: int
@@ -227,11 +276,11 @@ class _TcpServer(_Server, socketserver.TCPServer):
 
 
 class QueryServer:
-    """Serves read-only queries against an open :class:`AlertStore`."""
+    """Serves read-only queries (and triage changes) against an open store."""
 
     def __init__(
         self,
-        store: AlertStore,
+        store: QueryableStore,
         *,
         socket_path: Path | str | None = None,
         host: str | None = None,
@@ -300,6 +349,64 @@ class QueryServer:
         if self.socket_path:
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
+
+
+# The server of each open store, so a second serve_queries() returns the first.
+_serving: weakref.WeakKeyDictionary[QueryableStore, QueryServer] = weakref.WeakKeyDictionary()
+
+
+def serve_queries(
+    store: QueryableStore,
+    socket_path: Path | str | None = None,
+    *,
+    host: str | None = None,
+    port: int = 0,
+) -> QueryServer:
+    """Start the local query endpoint of ``store`` (once; later calls return
+    the running one). The store stops it when it closes, before its
+    connection goes."""
+    server = _serving.get(store)
+    if server is None:
+        server = QueryServer(store, socket_path=socket_path, host=host, port=port)
+        server.start()
+        _serving[store] = server
+
+        def stop() -> None:
+            if _serving.pop(store, None) is not None:
+                server.stop()
+
+        store.on_close(stop)
+    return server
+
+
+def _text(value: Any, limit: int, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TriageError(f"{what} must be text")
+    cleaned = "".join(ch for ch in value if ch.isprintable() or ch in "\n\t").strip()
+    if len(cleaned) > limit:
+        raise TriageError(f"{what} is longer than {limit} characters")
+    return cleaned
+
+
+def change_as_json(change: TriageRecord) -> dict[str, Any]:
+    out = asdict(change)
+    out["changed_at"] = change.changed_at.isoformat()
+    return out
+
+
+def serve_triage(store: QueryableStore, request: Mapping[str, Any]) -> dict[str, Any]:
+    """The endpoint's side: apply one triage request to ``store``."""
+    change = store.triage(
+        str(request.get("alert_id", "")),
+        str(request.get("status", "")),
+        actor=_text(request.get("actor"), _MAX_NAME, "actor") or "unknown",
+        via=_text(request.get("via"), 20, "via") or "cli",
+        note=_text(request.get("note"), _MAX_NOTE, "the note"),
+        assignee=_text(request.get("assignee"), _MAX_NAME, "the assignee"),
+    )
+    return change_as_json(change)
 
 
 def connect_endpoint(db_path: Path | str) -> tuple[socket.socket, dict[str, Any]] | None:

@@ -14,53 +14,18 @@ it, and a change sent to another member's store is refused (no such alert).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
+from correlator.store.alert_store import AlertStore
+from correlator.store.server import connect_endpoint, serve_triage
 from zonewatch.errors import StoreError, TriageError
 
-if TYPE_CHECKING:
-    from correlator.store.alert_store import AlertStore
-
-_MAX_NOTE = 4000
-_MAX_NAME = 200
 # A reader (a console request, ``zonewatch query``) may hold the file for a
 # moment; a change waits this long for it before giving up.
 _LOCK_WAIT_S = 10.0
-
-
-def _text(value: Any, limit: int, what: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise TriageError(f"{what} must be text")
-    cleaned = "".join(ch for ch in value if ch.isprintable() or ch in "\n\t").strip()
-    if len(cleaned) > limit:
-        raise TriageError(f"{what} is longer than {limit} characters")
-    return cleaned
-
-
-def change_as_json(change: Any) -> dict[str, Any]:
-    out = asdict(change)
-    out["changed_at"] = change.changed_at.isoformat()
-    return out
-
-
-def serve_triage(store: AlertStore, request: Mapping[str, Any]) -> dict[str, Any]:
-    """The endpoint's side: apply one triage request to ``store``."""
-    change = store.triage(
-        str(request.get("alert_id", "")),
-        str(request.get("status", "")),
-        actor=_text(request.get("actor"), _MAX_NAME, "actor") or "unknown",
-        via=_text(request.get("via"), 20, "via") or "cli",
-        note=_text(request.get("note"), _MAX_NOTE, "the note"),
-        assignee=_text(request.get("assignee"), _MAX_NAME, "the assignee"),
-    )
-    return change_as_json(change)
 
 
 def apply_triage(
@@ -77,8 +42,6 @@ def apply_triage(
     (a running correlator), or in the file itself when none does. Returns the
     recorded change; raises :class:`TriageError` (unknown alert or status) or
     :class:`StoreError` (store unavailable)."""
-    from correlator.store.server import connect_endpoint
-
     request = {
         "op": "triage",
         "alert_id": alert_id,
@@ -112,8 +75,6 @@ def apply_triage(
 
 
 def _open_for_writing(path: Path) -> AlertStore:
-    from correlator.store.alert_store import AlertStore
-
     if not path.exists():
         raise StoreError(f"no alert store at {path}: pass --db PATH")
     deadline = time.monotonic() + _LOCK_WAIT_S

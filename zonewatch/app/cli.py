@@ -27,8 +27,8 @@ from zonewatch.errors import ZonewatchError
 
 # name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, str] = {
-    "broker": "zonewatch.broker_cli:broker",
-    "topics": "zonewatch.broker_cli:topics",
+    "broker": "zonewatch.app.broker_cli:broker",
+    "topics": "zonewatch.app.broker_cli:topics",
     "ingest": "connectors.cli:ingest",
     "parse": "connectors.cli:parse",
     "checkpoints": "connectors.cli:checkpoints",
@@ -36,12 +36,12 @@ COMMANDS: dict[str, str] = {
     "rules": "correlator.detection.cli:rules",
     "correlate": "correlator.cli:correlate",
     "query": "correlator.store.cli:query",
-    "hunt": "correlator.store.cli:hunt",
+    "hunt": "correlator.cli:hunt",
     "triage": "correlator.store.cli:triage",
     "console": "console.cli:console",
     "report": "console.cli:report",
-    "demo": "zonewatch.demo:demo",
-    "config": "zonewatch.config_cli:config",
+    "demo": "zonewatch.app.demo:demo",
+    "config": "zonewatch.app.config_cli:config",
 }
 
 # name -> the command's one-line help, for ``zonewatch --help`` without importing

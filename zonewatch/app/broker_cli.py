@@ -23,7 +23,7 @@ def broker(settings: Settings, host: str, port: int, create_topics: bool) -> Non
     For demos and tests; production uses Apache Kafka (docker-compose.yml).
     Prints the bootstrap address on stdout, then runs until SIGINT/SIGTERM.
     """
-    from zonewatch.broker import EmbeddedBroker
+    from zonewatch.app.broker import EmbeddedBroker
     from zonewatch.kafka import ensure_topics, wait_for_broker
 
     embedded = EmbeddedBroker(host=host, port=port or None).start()

@@ -18,8 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from kafka.structs import TopicPartition
 
+from correlator.detection import detection_alert
+from correlator.detection.pipelines import configured_pipeline
+from correlator.service import load_ruleset, make_correlation_engine
 from correlator.store.alert_store import AlertStore, written_now
+from correlator.store.rows import ArchivedEvent
+from correlator.store.state import StateWriter
+from correlator.stream import StreamCorrelator
+from zonewatch.config import Settings
 from zonewatch.errors import StoreError
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert
@@ -51,11 +59,15 @@ class _ArchiveConsumer:
     archive; when they run out it stops the loop, which then treats the input
     as finite (buffered correlation input applied, covered windows resolved)."""
 
-    def __init__(self, batches: Iterator[dict[Any, list[_Record]]] | None = None) -> None:
+    def __init__(
+        self, batches: Iterator[dict[TopicPartition, list[_Record]]] | None = None
+    ) -> None:
         self._batches = batches if batches is not None else iter(())
-        self.loop: Any = None
+        self.loop: StreamCorrelator | None = None
 
-    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[_Record]]:
+    def poll(
+        self, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[_Record]]:
         batch = next(self._batches, None)
         if batch is None:
             if self.loop is not None:
@@ -66,13 +78,13 @@ class _ArchiveConsumer:
     def subscribe(self, topics: Sequence[str], listener: Any = None) -> None:
         pass
 
-    def commit(self, offsets: Any = None) -> None:
+    def commit(self, offsets: Mapping[TopicPartition, Any] | None = None) -> None:
         pass
 
-    def highwater(self, tp: Any) -> None:
+    def highwater(self, tp: TopicPartition) -> None:
         return None
 
-    def position(self, tp: Any) -> int:
+    def position(self, tp: TopicPartition) -> int:
         return 0
 
     def close(self, autocommit: bool = False) -> None:
@@ -91,9 +103,9 @@ class _HuntSink:
         self,
         alerts: Sequence[Alert],
         *,
-        events: Any = (),
-        state: Mapping[str, bytes] | None = None,
-        offsets: Any = None,
+        events: Sequence[ArchivedEvent] = (),
+        state: Mapping[str, bytes | StateWriter] | None = None,
+        offsets: Mapping[tuple[str, int], int] | None = None,
     ) -> list[str]:
         marked = [
             a if a.origin == "hunt" else a.model_copy(update={"origin": "hunt"}) for a in alerts
@@ -107,9 +119,9 @@ class _HuntSink:
         self,
         alerts: Sequence[Alert],
         *,
-        events: Any = (),
-        state: Mapping[str, bytes] | None = None,
-        offsets: Any = None,
+        events: Sequence[ArchivedEvent] = (),
+        state: Mapping[str, bytes | StateWriter] | None = None,
+        offsets: Mapping[tuple[str, int], int] | None = None,
     ) -> Future[list[str]]:
         """``write``, done at once (a hunt has no Kafka to keep polling)."""
         return written_now(lambda: self.write(alerts, events=events, state=state, offsets=offsets))
@@ -129,7 +141,7 @@ def run_hunt(
     until: str = "infinity",
     pipeline: str | None = None,
     placeholders: Path | str | None = None,
-    settings: Any = None,
+    settings: Settings | None = None,
     batch_size: int = 5000,
     progress: bool = False,
     on_batch: Callable[[int], None] | None = None,
@@ -138,12 +150,6 @@ def run_hunt(
 
     ``pipeline`` and ``placeholders`` (a placeholder file) default to the
     settings' (``correlator.pipeline``, ``correlator.placeholders_file``)."""
-    from correlator.detection import detection_alert
-    from correlator.detection.pipelines import configured_pipeline
-    from correlator.service import load_ruleset, make_correlation_engine
-    from correlator.stream import StreamCorrelator
-    from zonewatch.config import Settings
-
     # A retro-hunt reads the past on purpose: no past horizon (the future
     # bound still keeps an event stamped in year 9999 out of correlation).
     settings = (settings or Settings()).updated(correlator={"max_past_horizon_days": None})
@@ -164,7 +170,7 @@ def run_hunt(
         counted = [0]
         with _progress(progress, total) as advance:
 
-            def batches() -> Iterator[dict[Any, list[_Record]]]:
+            def batches() -> Iterator[dict[TopicPartition, list[_Record]]]:
                 for batch in _batches(store, settings, since, until, batch_size):
                     done = sum(len(r) for r in batch.values())
                     counted[0] += done
@@ -209,15 +215,15 @@ def _count(store: AlertStore, since: str, until: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _batches(store: AlertStore, settings: Any, since: str, until: str, size: int) -> Any:
-    from kafka.structs import TopicPartition
-
+def _batches(
+    store: AlertStore, settings: Settings, since: str, until: str, size: int
+) -> Iterator[dict[TopicPartition, list[_Record]]]:
     cur = store.cursor()
     try:
         cur.execute(_SELECT, [since, until])
         offline = 0
         while rows := cur.fetchmany(size):
-            batch: dict[Any, list[_Record]] = {}
+            batch: dict[TopicPartition, list[_Record]] = {}
             for topic, partition, offset, source, _event_id, event in rows:
                 if topic is None or offset is None:
                     # Archived offline (no Kafka position): number them locally.

@@ -15,42 +15,16 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from zonewatch.options import teams_url_flag
+from zonewatch.samples import ROOT, SAMPLES
 
 if TYPE_CHECKING:
     from zonewatch.config import Settings
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class SampleInput:
-    source: str
-    format: str
-    path: Path
-
-
-# In this order because the connectors learn identities from each other
-# (connectors/bindings.py): Intune and VDI first (devices, client addresses,
-# open restricted sessions), then the sign-ins, then what gets filled in.
-SAMPLES = (
-    SampleInput("intune", "devices", Path("samples/intune-devices.jsonl")),
-    SampleInput("intune", "graph", Path("samples/intune-audit.jsonl")),
-    SampleInput("vdi", "horizon", Path("samples/horizon-events.log")),
-    # Entra ID sign-ins as diagnostic settings deliver them, and the M365 audit log
-    SampleInput("identity", "signins", Path("samples/entra-signins.jsonl")),
-    SampleInput("identity", "m365-audit", Path("samples/m365-audit.jsonl")),
-    SampleInput("gateway", "squid", Path("samples/squid-access.log")),
-    # the prefecture's security cloud in front of the Internet VDI pool
-    SampleInput("gateway", "zscaler", Path("samples/securitycloud-web.jsonl")),
-    SampleInput("firewall", "fortigate", Path("samples/fortigate-traffic.log")),
-)
 
 # Sorted by the time each alert became true (its last evidence), shown in JST.
 ALERTS_QUERY = """\
@@ -83,7 +57,7 @@ def _kafka(bootstrap: str | None, workdir: Path) -> Iterator[str]:
     if bootstrap:
         yield bootstrap
         return
-    from zonewatch.broker import EmbeddedBroker
+    from zonewatch.app.broker import EmbeddedBroker
 
     with EmbeddedBroker(log_file=workdir / "broker.log") as broker:
         yield broker.bootstrap
@@ -111,7 +85,7 @@ def run_demo(
     echo: Any = click.echo,
 ) -> dict[str, Any]:
     """Run the demo; return figures (also used by the end-to-end test)."""
-    from connectors.pipeline import ingest_file
+    from connectors.ingest import ingest_file
     from correlator.service import CorrelatorService
 
     samples_dir = samples_dir or ROOT

@@ -1,0 +1,5 @@
+"""``python -m zonewatch``: the ``zonewatch`` command."""
+
+from zonewatch.app.cli import main
+
+main()
