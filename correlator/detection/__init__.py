@@ -5,8 +5,9 @@ for rule in ruleset.match(event):           # event: nested ECS dict
     alert = detection_alert(rule, evidence)
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from zonewatch.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from correlator.detection.alerts import (
@@ -21,8 +22,7 @@ if TYPE_CHECKING:
     from correlator.detection.pipelines import SOURCES, build_pipeline, load_placeholders
     from correlator.detection.ruleset import DetectionRule, RuleSet
 
-# name -> module: imported on first use, so that importing a submodule (the
-# command line's, for --help) does not load the whole package.
+# name -> module, imported on first use (zonewatch/lazy.py)
 _EXPORTS = {
     "EventTimeError": "correlator.detection.alerts",
     "alert_json": "correlator.detection.alerts",
@@ -40,14 +40,7 @@ _EXPORTS = {
     "RuleSet": "correlator.detection.ruleset",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [

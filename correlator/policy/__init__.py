@@ -6,16 +6,16 @@ Pure logic lives in ``crossings`` (which traffic the matrix forbids) and
 compares the generated folder; ``cli`` is the click command.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from zonewatch.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from correlator.policy.crossings import Crossing, crossings
     from correlator.policy.files import GeneratedFile, generate_files, stale_files, write_files
     from correlator.policy.sigma import crossing_rule, rule_id
 
-# name -> module: imported on first use, so that importing a submodule (the
-# command line's, for --help) does not load the whole package.
+# name -> module, imported on first use (zonewatch/lazy.py)
 _EXPORTS = {
     "Crossing": "correlator.policy.crossings",
     "crossings": "correlator.policy.crossings",
@@ -27,14 +27,7 @@ _EXPORTS = {
     "rule_id": "correlator.policy.sigma",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [

@@ -6,8 +6,9 @@ the one transaction per batch; ``store.query(sql)`` runs read-only SQL;
 uses while the correlator runs (see :mod:`correlator.store.server`).
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from zonewatch.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from correlator.store.alert_store import AlertStore, Router, default_router
@@ -15,8 +16,7 @@ if TYPE_CHECKING:
     from correlator.store.server import QueryServer, query_endpoint, serve_queries
     from correlator.store.state import CheckpointNotStoredError, StateWriter
 
-# name -> module: imported on first use, so that importing a submodule (the
-# command line's, for --help) does not load the whole package.
+# name -> module, imported on first use (zonewatch/lazy.py)
 _EXPORTS = {
     "AlertStore": "correlator.store.alert_store",
     "Router": "correlator.store.alert_store",
@@ -29,14 +29,7 @@ _EXPORTS = {
     "StateWriter": "correlator.store.state",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [
