@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
+from bench_detection import bench_rule
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -168,18 +168,7 @@ def make_rules(rnd: random.Random) -> str:
                 "url.full|contains": [f"/{rnd.choice('abcdefgh')}{j}x/" for j in range(3)],
             }
             service = "gateway"
-        docs.append(
-            yaml.safe_dump(
-                {
-                    "title": f"bench rule {i}",
-                    "id": f"00000000-0000-4000-8000-{i:012d}",
-                    "logsource": {"product": "zonewatch", "service": service},
-                    "detection": {"sel": sel, "condition": "sel"},
-                    "level": "medium",
-                },
-                sort_keys=False,
-            )
-        )
+        docs.append(bench_rule(i, service, sel))
     return "---\n".join(docs)
 
 

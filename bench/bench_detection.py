@@ -99,6 +99,20 @@ def make_events(n: int, rnd: random.Random) -> list[bytes]:
     return out
 
 
+def bench_rule(i: int, service: str, sel: dict[str, Any]) -> str:
+    """One generated rule as YAML: selection ``sel`` on the ``service`` logsource."""
+    return yaml.safe_dump(
+        {
+            "title": f"bench rule {i}",
+            "id": f"00000000-0000-4000-8000-{i:012d}",
+            "logsource": {"product": "zonewatch", "service": service},
+            "detection": {"sel": sel, "condition": "sel"},
+            "level": "medium",
+        },
+        sort_keys=False,
+    )
+
+
 def make_rules(n: int, rnd: random.Random) -> str:
     """Rules shaped like real ones: most look for values that are rare in traffic,
     so alerts stay around a few percent of events as in production."""
@@ -141,18 +155,7 @@ def make_rules(n: int, rnd: random.Random) -> str:
                 "source.ip|startswith": f"10.10.{i % 10}.1",
             }
             service = "firewall"
-        docs.append(
-            yaml.safe_dump(
-                {
-                    "title": f"bench rule {i}",
-                    "id": f"00000000-0000-4000-8000-{i:012d}",
-                    "logsource": {"product": "zonewatch", "service": service},
-                    "detection": {"sel": sel, "condition": "sel"},
-                    "level": "medium",
-                },
-                sort_keys=False,
-            )
-        )
+        docs.append(bench_rule(i, service, sel))
     return "---\n".join(docs)
 
 
