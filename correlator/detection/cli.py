@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
-from zonewatch.config import SOURCES
+from correlator.detection.pipelines import SOURCES
 from zonewatch.errors import ParseError, RuleError, ZonewatchError
 
 if TYPE_CHECKING:

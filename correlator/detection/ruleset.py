@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from correlator.detection import compiler
-from zonewatch.config import SOURCES
+from correlator.detection.pipelines import SOURCES
 from zonewatch.errors import RuleError
 from zonewatch.logs import get_logger
 

@@ -16,8 +16,6 @@ from typing import Any
 
 import re2
 
-from zonewatch.ecs import MISSING
-
 _NUMERIC = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
 
 # A bounded memo: the same address strings repeat across events, and parsing
@@ -60,6 +58,9 @@ def _walk(node: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
             _walk(value, f"{prefix}{key}.", out)
         else:
             out[prefix + key] = value
+
+
+MISSING: Any = object()
 
 
 def get_path(event: dict[str, Any], name: str) -> Any:
