@@ -64,10 +64,6 @@ def event_key(event: dict[str, Any]) -> bytes | None:
     return None
 
 
-def checkpoint_topic(settings: KafkaSettings) -> str:
-    return settings.topic("checkpoints")
-
-
 @dataclass
 class Recovery:
     """What :meth:`KafkaSink.recover_checkpoint` found: a checkpoint, a reset
@@ -148,7 +144,7 @@ class KafkaSink:
             ensure_topics(settings, topics)
             if transactional_id:
                 # one partition: a single ordered log to read the latest checkpoint from
-                ensure_topics(settings, [checkpoint_topic(settings)], partitions=1)
+                ensure_topics(settings, [settings.checkpoints_topic], partitions=1)
         # Fewer, larger produce requests: the sender thread's cost is per
         # request, and it shares the GIL with the loop that sends records.
         overrides: dict[str, Any] = {"batch_size": BATCH_BYTES, "linger_ms": LINGER_MS}
@@ -320,7 +316,7 @@ class KafkaSink:
         if checkpoint is not None:
             record = {"id": self.transactional_id, "checkpoint": checkpoint}
             fut = self.producer.send(
-                checkpoint_topic(self.settings),
+                self.settings.checkpoints_topic,
                 key=self.transactional_id.encode(),
                 value=orjson.dumps(record),
             )
@@ -367,7 +363,7 @@ class KafkaSink:
         from zonewatch.offsets import decide_start_offset, same_topic
 
         nonce = uuid.uuid4().hex
-        topic = checkpoint_topic(self.settings)
+        topic = self.settings.checkpoints_topic
         tid = self.transactional_id.encode()
         self.producer.begin_transaction()
         fence = self.producer.send(

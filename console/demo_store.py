@@ -60,6 +60,7 @@ def build_demo_store(db: Path, root: Path = ROOT) -> int:
     from correlator.detection.offline import evidence_time
     from correlator.service import stored_rules
     from correlator.store import AlertStore
+    from zonewatch.config import KafkaSettings
 
     pack = load_rules([root / "rules"])
     # The stream loop merges the topics' partitions in event time; so does this.
@@ -67,10 +68,11 @@ def build_demo_store(db: Path, root: Path = ROOT) -> int:
     hooks = offline_hooks(pack, evidence_time)
     on_hit, on_end, _engine = hooks if hooks else (None, None, None)
     alerts = list(run_offline(list(enumerate(events, 1)), pack, on_hit=on_hit, on_end=on_end))
+    topics = KafkaSettings()
     archived = [
         ArchivedEvent(
             f"line:{n}",
-            f"zonewatch.events.{e['event']['dataset'].split('.')[0]}",
+            topics.events_topic(e["event"]["dataset"].split(".")[0]),
             0,
             n,
             evidence_time(e),

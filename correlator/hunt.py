@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,9 +107,7 @@ class _HuntSink:
         state: Mapping[str, bytes | StateWriter] | None = None,
         offsets: Mapping[tuple[str, int], int] | None = None,
     ) -> list[str]:
-        marked = [
-            a if a.origin == "hunt" else a.model_copy(update={"origin": "hunt"}) for a in alerts
-        ]
+        marked = [a if a.origin == "hunt" else replace(a, origin="hunt") for a in alerts]
         self.alerts += len(marked)
         new = self.store.write(marked) if marked else []
         self.new_ids.extend(new)

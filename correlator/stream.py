@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +48,7 @@ from correlator.store.rows import ArchivedEvent
 from correlator.store.state import CheckpointNotStoredError
 from zonewatch.config import SOURCES, Settings, source_of_topic
 from zonewatch.logs import get_logger
-from zonewatch.models import Alert, Evidence
+from zonewatch.models import Alert, Evidence, evidence_from_json, evidence_to_json
 from zonewatch.offsets import LogBounds
 from zonewatch.timebounds import TimeBounds
 
@@ -551,7 +551,7 @@ class StreamCorrelator:
         for rule in generated:
             alert = self.make_alert(rule, evidence)
             tags = [*alert.tags, OUT_OF_BOUNDS_TAG]
-            out.append(Alert.model_construct(**{**alert.__dict__, "tags": tags}))
+            out.append(replace(alert, tags=tags))
         return out
 
     def _report_time_metrics(self) -> None:
@@ -933,10 +933,10 @@ def evidence_of(
     event: dict[str, Any],
     label: str | None = None,
 ) -> Evidence:
-    """The evidence of one consumed record (a model without validation: the
-    hot path builds one per matching event). ``label`` names a recreated
-    topic in the event id (``correlator/resume.py``, ``topic_label``)."""
-    return Evidence.model_construct(
+    """The evidence of one consumed record (the hot path builds one per
+    matching event). ``label`` names a recreated topic in the event id
+    (``correlator/resume.py``, ``topic_label``)."""
+    return Evidence(
         event_id=f"{label or topic}:{partition}:{offset}",
         time=when,
         topic=topic,
@@ -954,10 +954,10 @@ def to_commit(offsets: dict[tuple[str, int], int]) -> dict[TopicPartition, Offse
 
 def _encode_pending(item: Pending) -> Any:
     ids, _event, evidence, _t = item  # the evidence holds the event and its time
-    return [ids, evidence.model_dump(mode="json")]
+    return [ids, evidence_to_json(evidence)]
 
 
 def _decode_pending(payload: Any) -> Pending:
     ids, data = payload
-    evidence = Evidence.model_validate(data)
+    evidence = evidence_from_json(data)
     return list(ids), evidence.event, evidence, evidence.time.timestamp()

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from html import unescape
 from pathlib import Path
@@ -384,24 +385,22 @@ def test_the_role_breakdown_counts_alerts_by_evidence_role_and_follows_new_alert
     expected = _roles_by_hand(db)
     assert shown() == expected and expected[("vdi_pool_internet", "source", "internet")] == 2
     assert shown() == expected  # from the cache
-    pool_alert = make_alert(500).model_copy(
-        update={
-            "evidence": [
-                ev.model_copy(
-                    update={
-                        "event": {
-                            **ev.event,
-                            "zone": {
-                                "source": "vdi",
-                                "destination": "mynumber",
-                                "source_role": "vdi_pool_lgwan",
-                            },
-                        }
-                    }
-                )
-                for ev in make_alert(500).evidence
-            ]
-        }
+    pool_alert = replace(
+        make_alert(500),
+        evidence=[
+            replace(
+                ev,
+                event={
+                    **ev.event,
+                    "zone": {
+                        "source": "vdi",
+                        "destination": "mynumber",
+                        "source_role": "vdi_pool_lgwan",
+                    },
+                },
+            )
+            for ev in make_alert(500).evidence
+        ],
     )
     with AlertStore(db) as store:
         store.write([pool_alert])

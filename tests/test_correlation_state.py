@@ -162,7 +162,7 @@ def test_the_time_the_stream_hands_over_changes_nothing(hits, seed):
     own, given_time = engine(allowed_lateness_s=LATENESS), engine(allowed_lateness_s=LATENESS)
     expected = feed(own, LOADED, arrival) + own.flush()
     got = feed(given_time, LOADED, arrival, with_time=True) + given_time.flush()
-    assert [a.model_dump() for a in got] == [a.model_dump() for a in expected]
+    assert got == expected
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

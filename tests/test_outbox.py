@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -262,8 +263,8 @@ def test_routing_by_level_tag_and_crossing(store, teams) -> None:
         }
     )
     with AlertStore(store.path.with_name("routed.duckdb"), router=routing) as routed:
-        critical = make_alert(1).model_copy(update={"level": "critical"})
-        lgwan = make_alert(2).model_copy(update={"zone_crossing": "core->lgwan", "tags": []})
+        critical = replace(make_alert(1), level="critical")
+        lgwan = replace(make_alert(2), zone_crossing="core->lgwan", tags=[])
         routed.write([critical, lgwan])
         hooks = {name: teams.url_for(name) for name in ("ciso", "soc", "legacy")}
         with OutboxSender(routed, hooks, routing, backoff=FAST, requests_per_second=50) as sender:

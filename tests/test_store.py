@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -253,17 +254,17 @@ def test_rule_versions_are_numbered_by_text_change(store: AlertStore) -> None:
     store.register_rules([rule("title: v1", "1" * 64), rule("title: v2", "2" * 64)])
     _, rows = store.query("SELECT version, sha256, text FROM rules ORDER BY version")
     assert rows == [(1, "1" * 64, "title: v1"), (2, "2" * 64, "title: v2")]
-    alert = make_alert(1).model_copy(update={"rule_hash": "2" * 64})
+    alert = replace(make_alert(1), rule_hash="2" * 64)
     store.write([alert])
     assert store.query("SELECT rule_version FROM alerts")[1] == [(2,)]
     # The store remembers versions between writes, and forgets them when
     # rules are registered: a text seen only later, an unknown one, no hash.
-    later = make_alert(2).model_copy(update={"rule_hash": "3" * 64})
-    unknown = make_alert(3).model_copy(update={"rule_hash": "4" * 64})
-    unhashed = make_alert(4).model_copy(update={"rule_hash": None})
+    later = replace(make_alert(2), rule_hash="3" * 64)
+    unknown = replace(make_alert(3), rule_hash="4" * 64)
+    unhashed = replace(make_alert(4), rule_hash=None)
     store.write([later])
     store.register_rules([rule("title: v3", "3" * 64)])
-    store.write([make_alert(2).model_copy(update={"rule_hash": "3" * 64, "id": "again"})])
+    store.write([replace(make_alert(2), rule_hash="3" * 64, id="again")])
     store.write([unknown, unhashed])
     _, rows = store.query("SELECT id, rule_version FROM alerts ORDER BY rowid")
     assert rows == [(alert.id, 2), (later.id, None), ("again", 3), (unknown.id, None),
@@ -432,7 +433,7 @@ def test_json_orjson_parses_is_json_duckdb_reads(text: str) -> None:
 def test_json_columns_take_any_python_value(store: AlertStore) -> None:
     when = datetime(2026, 11, 2, 9, 30)  # naive: UTC by convention
     odd = {1: "int key", "when": when, "ip": ipaddress.ip_address("10.0.0.1")}
-    alert = make_alert(1).model_copy(update={"group": odd})
+    alert = replace(make_alert(1), group=odd)
     event = ArchivedEvent("line:1", None, None, None, when, {"user": {"name": "X"}, "n": odd})
     store.write([alert], events=[event])
     _, rows = store.query(
@@ -448,7 +449,7 @@ def test_raw_event_json_is_still_validated(store: AlertStore) -> None:
     # Only JSON orjson wrote goes in unchecked; raw record values are parsed.
     shared = evidence(1)
     bad = ArchivedEvent(shared.event_id, shared.topic, 0, 1, shared.time, shared.event, b"{oops")
-    alert = make_alert(1).model_copy(update={"evidence": [shared]})
+    alert = replace(make_alert(1), evidence=[shared])
     with pytest.raises(StoreError, match="nothing stored"):
         store.write([alert], events=[bad])
     for table in ("alerts", "alert_evidence", "outbox", "events"):

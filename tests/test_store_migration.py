@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -97,7 +98,7 @@ def test_load_alerts_returns_only_the_ids_asked_for(tmp_path: Path) -> None:
 
 def test_alert_ids_that_are_not_hex_are_deduplicated_too(tmp_path: Path) -> None:
     # Alert ids are deterministic sha256 prefixes, but the store takes any text.
-    odd = [make_alert(1).model_copy(update={"id": i}) for i in ("a", "b", "日本", "a")]
+    odd = [replace(make_alert(1), id=i) for i in ("a", "b", "日本", "a")]
     with AlertStore(tmp_path / "zw.duckdb") as store:
         assert store.write(odd) == ["a", "b", "日本"]
         assert store.write(odd[::-1]) == []

@@ -11,7 +11,7 @@ import pytest
 
 from correlator.store.rows import TS, ArchivedEvent, alert_tables, id_keys, timestamps
 from correlator.store.schema import ID_KEY
-from zonewatch.models import Alert, Evidence
+from zonewatch.models import Alert, Evidence, evidence_from_json
 
 JST = timezone(timedelta(hours=9))
 WHEN = datetime(2026, 11, 2, 9, 30, 0, 123456, tzinfo=UTC)
@@ -26,8 +26,8 @@ WHEN = datetime(2026, 11, 2, 9, 30, 0, 123456, tzinfo=UTC)
         [None, None],
         [WHEN.replace(tzinfo=None), WHEN],  # naive: read as UTC
         [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)],
-        # pydantic parses offsets into its own tzinfo class
-        [Evidence(event_id="x", time="2026-03-29T01:30:00.000001+09:00").time],
+        # pydantic (the JSON edge) parses offsets into its own tzinfo class
+        [evidence_from_json({"event_id": "x", "time": "2026-03-29T01:30:00.000001+09:00"}).time],
     ],
 )
 def test_timestamps_equal_pyarrows_conversion(values: list[datetime | None]) -> None:

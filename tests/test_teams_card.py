@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
@@ -94,7 +95,7 @@ def hostile_alert(user: str, url: str, title: str = "Test") -> Alert:
         "event": {"dataset": "gateway.squid", "action": "allowed"},
     }
     ev = Evidence(event_id="zonewatch.events.gateway:0:1", time=T0, event=event)
-    return make_alert(1).model_copy(update={"rule_title": title, "evidence": [ev], "group": {}})
+    return replace(make_alert(1), rule_title=title, evidence=[ev], group={})
 
 
 def test_attacker_strings_cannot_add_links_markup_or_date_functions() -> None:
@@ -127,8 +128,8 @@ def test_huge_attacker_fields_still_fit_under_the_teams_limit() -> None:
         )
         for i in range(200)
     ]
-    alert = make_alert(1).model_copy(
-        update={"rule_title": giant, "evidence": evs, "group": {f"k{i}": giant for i in range(50)}}
+    alert = replace(
+        make_alert(1), rule_title=giant, evidence=evs, group={f"k{i}": giant for i in range(50)}
     )
     message = teams_card(alert)
     assert len(orjson.dumps(message)) <= MAX_CARD_BYTES < TEAMS_LIMIT
@@ -137,7 +138,7 @@ def test_huge_attacker_fields_still_fit_under_the_teams_limit() -> None:
 
 def test_digest_card_lists_a_burst_in_one_card() -> None:
     alerts = [make_alert(i) for i in range(12)]
-    alerts[3] = alerts[3].model_copy(update={"level": "critical"})
+    alerts[3] = replace(alerts[3], level="critical")
     card = card_of(digest_card(alerts))
     validator().validate(card)
     assert card["body"][0]["text"].startswith("zonewatch: 12 件のアラート")
@@ -164,7 +165,7 @@ def test_legacy_message_card() -> None:
 def test_any_strings_give_a_valid_card_under_the_limit(
     user: str, url: str, title: str, level: str
 ) -> None:
-    alert = hostile_alert(user, url, title).model_copy(update={"level": level})
+    alert = replace(hostile_alert(user, url, title), level=level)
     message = teams_card(alert, link_template="https://soc.example/a/{alert_id}")
     assert len(orjson.dumps(message)) <= MAX_CARD_BYTES
     validator().validate(card_of(message))
@@ -218,9 +219,7 @@ def test_cards_open_the_alert_in_the_console_when_its_public_url_is_set() -> Non
 
 def test_a_card_with_the_console_action_still_fits_under_the_teams_limit() -> None:
     giant = "悪" * 50_000
-    alert = make_alert(1).model_copy(
-        update={"rule_title": giant, "group": {f"k{i}": giant for i in range(50)}}
-    )
+    alert = replace(make_alert(1), rule_title=giant, group={f"k{i}": giant for i in range(50)})
     message = teams_card(alert, console_url=CONSOLE + "x" * 1000)
     assert len(orjson.dumps(message)) <= MAX_CARD_BYTES < TEAMS_LIMIT
     card = card_of(message)
@@ -237,14 +236,13 @@ CORE_TO_LGWAN = yaml.safe_load((RULES / "generated" / "policy_core_to_lgwan.yml"
 
 def policy_alert() -> Alert:
     """An alert of the generated core -> LGWAN rule, as the store reads it back."""
-    return make_alert(1, evidence_count=2).model_copy(
-        update={
-            "rule_id": CORE_TO_LGWAN["id"],
-            "rule_title": CORE_TO_LGWAN["title"],
-            "level": "critical",
-            "tags": CORE_TO_LGWAN["tags"],
-            "zone_crossing": "core->lgwan",
-        }
+    return replace(
+        make_alert(1, evidence_count=2),
+        rule_id=CORE_TO_LGWAN["id"],
+        rule_title=CORE_TO_LGWAN["title"],
+        level="critical",
+        tags=CORE_TO_LGWAN["tags"],
+        zone_crossing="core->lgwan",
     )
 
 
@@ -327,9 +325,9 @@ def test_a_description_in_one_language_is_shown_in_either_locale() -> None:
     card = card_of(teams_card(policy_alert(), locale="ja", description=None))
     assert texts(card)[1] == "証拠"  # no description block at all
     # zones the policy does not name are shown by id
-    odd = policy_alert().model_copy(update={"zone_crossing": "unknown->lab"})
+    odd = replace(policy_alert(), zone_crossing="unknown->lab")
     assert facts(card_of(teams_card(odd, zones=ZONES)))["ゾーン越境"] == "unknown->lab"
-    half = policy_alert().model_copy(update={"zone_crossing": "unknown->lgwan"})
+    half = replace(policy_alert(), zone_crossing="unknown->lgwan")
     assert facts(card_of(teams_card(half, zones=ZONES)))["ゾーン越境"] == (
         "不明 → LGWAN接続系 (unknown->lgwan)"
     )
@@ -404,8 +402,10 @@ def test_the_names_table_is_rebuilt_from_attack_data(tmp_path: Path) -> None:
 def test_any_description_and_tags_give_a_valid_card_under_the_limit(
     description: str, tags: list[str], locale: str, user: str
 ) -> None:
-    alert = hostile_alert(user, "https://example.org/x", "T").model_copy(
-        update={"tags": [f"attack.{t}" for t in tags], "zone_crossing": "core->lgwan"}
+    alert = replace(
+        hostile_alert(user, "https://example.org/x", "T"),
+        tags=[f"attack.{t}" for t in tags],
+        zone_crossing="core->lgwan",
     )
     message = teams_card(
         alert,

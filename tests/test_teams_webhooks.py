@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -118,8 +119,8 @@ def test_routing_file(tmp_path: Path) -> None:
     routing = load_routing(path)
     assert routing.destination("soc").digest_threshold == 5
     high = make_alert(1)
-    low_lgwan = high.model_copy(update={"level": "low", "zone_crossing": "core->lgwan"})
-    hunt = high.model_copy(update={"origin": "hunt", "level": "low", "zone_crossing": None})
+    low_lgwan = replace(high, level="low", zone_crossing="core->lgwan")
+    hunt = replace(high, origin="hunt", level="low", zone_crossing=None)
     assert routing(high) == ("soc",)
     assert routing(low_lgwan) == ("lgwan-team",)
     assert routing(hunt) == ("hunters",)

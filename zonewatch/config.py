@@ -93,6 +93,12 @@ class KafkaSettings(BaseModel):
         return self.topic("deadletter")
 
     @property
+    def checkpoints_topic(self) -> str:
+        """Connector checkpoints, written in the same transaction as the events
+        they cover; one partition so a connector reads back one ordered history."""
+        return self.topic("checkpoints")
+
+    @property
     def correlation_hits_topic(self) -> str:
         """Scale-out: correlation hits re-keyed by group (correlator/scaleout/)."""
         return self.topic("correlation.hits")

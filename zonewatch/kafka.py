@@ -47,9 +47,8 @@ def correlation_topics(settings: KafkaSettings) -> dict[str, dict[str, str]]:
 
 
 def checkpoint_topic(settings: KafkaSettings) -> str:
-    """Connector checkpoints, written in the same transaction as the events
-    they cover; one partition so a connector reads back one ordered history."""
-    return settings.topic("checkpoints")
+    """``settings.checkpoints_topic`` (connector checkpoints)."""
+    return settings.checkpoints_topic
 
 
 # kafka-python waits 30 s for a first answer by default; ours come after

@@ -1,4 +1,11 @@
-"""Pydantic models at the boundaries: alerts, their evidence, dead letters.
+"""Alerts, their evidence and dead letters.
+
+``Alert`` and ``Evidence`` are built on the hot path (evidence for every
+matching event, an alert for every hit), so they are slotted, frozen
+dataclasses: built and read at the cost of a plain object. pydantic works
+only at the edges, through the adapters below: JSON out (``zonewatch
+match``, snapshots of the merger) and JSON in. ``DeadLetter`` is built from
+untrusted input and stays a pydantic model.
 
 Events themselves stay plain dicts (ECS-shaped) on the hot path; they are
 validated where they enter (connectors) and serialized with orjson.
@@ -7,50 +14,74 @@ validated where they enter (connectors) and serialized with orjson.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 Level = Literal["informational", "low", "medium", "high", "critical"]
 AlertOrigin = Literal["stream", "hunt", "match"]
 
 
-class Evidence(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evidence:
     """One event that contributed to an alert, and where it came from."""
 
-    model_config = ConfigDict(frozen=True)
-
-    event_id: str = Field(description="topic:partition:offset in a stream, line:N offline")
+    event_id: str  # topic:partition:offset in a stream, line:N offline
     time: datetime
     topic: str | None = None
     partition: int | None = None
     offset: int | None = None
     line: int | None = None
-    event: dict[str, Any] = Field(default_factory=dict)
+    event: dict[str, Any] = field(default_factory=dict)
 
 
-class Alert(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert:
     """A detection or correlation result, as stored and as sent to Teams."""
-
-    model_config = ConfigDict(frozen=True)
 
     id: str
     rule_id: str
     rule_title: str
     level: str = "medium"
-    tags: list[str] = Field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
     type: str = "detection"  # or the correlation type, e.g. "event_count"
     rule_hash: str | None = None
-    group: dict[str, Any] = Field(default_factory=dict)
+    group: dict[str, Any] = field(default_factory=dict)
     window_start: datetime | None = None
     window_end: datetime | None = None
     first_seen: datetime
     last_seen: datetime
     zone_crossing: str | None = None
     origin: AlertOrigin = "stream"
-    evidence: list[Evidence] = Field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+
+
+# pydantic at the edges: validation of JSON in, JSON-ready dicts out.
+_ALERT: TypeAdapter[Alert] = TypeAdapter(Alert)
+_EVIDENCE: TypeAdapter[Evidence] = TypeAdapter(Evidence)
+
+
+def alert_to_json(alert: Alert) -> dict[str, Any]:
+    """The alert as JSON-ready values (datetimes as RFC 3339 strings)."""
+    data: dict[str, Any] = _ALERT.dump_python(alert, mode="json")
+    return data
+
+
+def alert_from_json(data: Any) -> Alert:
+    """An alert from JSON values, validated (raises pydantic's ValidationError)."""
+    return _ALERT.validate_python(data)
+
+
+def evidence_to_json(evidence: Evidence) -> dict[str, Any]:
+    data: dict[str, Any] = _EVIDENCE.dump_python(evidence, mode="json")
+    return data
+
+
+def evidence_from_json(data: Any) -> Evidence:
+    return _EVIDENCE.validate_python(data)
 
 
 def alert_id(

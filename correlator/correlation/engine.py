@@ -508,10 +508,7 @@ class CorrelationEngine:
         out: list[Alert] = []
         for hits, event, evidence, t in items:
             stats.events += 1
-            # Pydantic models hook attribute access (__getattr__), which makes
-            # each read several times dearer than a dict lookup: read them once.
-            ev = evidence.__dict__
-            dt = ev["time"]
+            dt = evidence.time
             if t is None:
                 try:
                     t = (dt - _EPOCH) / _SECOND  # dt.timestamp(), bit for bit
@@ -536,15 +533,15 @@ class CorrelationEngine:
             if contribs:
                 stats.correlated_events += 1
                 stats.contributions += len(contribs)
-                eid = ev["event_id"]
+                eid = evidence.event_id
                 rec = (
                     eid,
                     t,
                     dt,
-                    ev["topic"],
-                    ev["partition"],
-                    ev["offset"],
-                    ev["line"],
+                    evidence.topic,
+                    evidence.partition,
+                    evidence.offset,
+                    evidence.line,
                     event if keep_event else None,
                     None,
                 )
@@ -607,15 +604,14 @@ class CorrelationEngine:
                 continue
             stats.correlated_events += 1
             part.dirty = True
-            ev = evidence.__dict__
             rec = (
-                ev["event_id"],
+                evidence.event_id,
                 t,
-                ev["time"],
-                ev["topic"],
-                ev["partition"],
-                ev["offset"],
-                ev["line"],
+                evidence.time,
+                evidence.topic,
+                evidence.partition,
+                evidence.offset,
+                evidence.line,
                 event if keep_event else None,
                 None,
             )
@@ -1051,7 +1047,7 @@ class CorrelationEngine:
         if len(ordered) > cap:
             ordered = ordered[: cap - cap // 2] + ordered[len(ordered) - cap // 2 :]
         return [
-            Evidence.model_construct(
+            Evidence(
                 event_id=r[0],
                 time=r[2],
                 topic=r[3],

@@ -151,11 +151,6 @@ def id_keys(ids: Sequence[str]) -> pa.Array:
     return pa.array([int.from_bytes(md5(i.encode()).digest()[:8]) >> 4 for i in ids], pa.int64())
 
 
-# The builders read each model's fields from its ``__dict__`` (where pydantic
-# keeps them): attribute access on a pydantic model goes through its
-# ``__getattr__`` hook, and was a fifth of building the columns.
-
-
 def alert_tables(
     alerts: Sequence[Alert], ingest_time: datetime, archived: Iterable[ArchivedEvent] = ()
 ) -> tuple[pa.Table, pa.Table]:
@@ -164,35 +159,34 @@ def alert_tables(
     An event cited by several alerts (the stream shares one event object
     between the alerts of its rules and its correlations) is serialized once,
     and not at all when it is in ``archived`` with its raw JSON."""
-    fields = [a.__dict__ for a in alerts]
-    n = len(fields)
-    ids = [f["id"] for f in fields]
-    evidence = [f["evidence"] for f in fields]
+    n = len(alerts)
+    ids = [a.id for a in alerts]
+    evidence = [a.evidence for a in alerts]
     counts = list(map(len, evidence))
     alerts_table = pa.table(
         {
             "ord": pa.array(range(n), pa.int32()),
             "id": pa.array(ids, pa.string()),
-            "rule_id": pa.array([f["rule_id"] for f in fields], pa.string()),
-            "rule_title": pa.array([f["rule_title"] for f in fields], pa.string()),
-            "level": pa.array([f["level"] for f in fields], pa.string()),
-            "tags": pa.array([f["tags"] for f in fields], pa.list_(pa.string())),
-            "rule_hash": pa.array([f["rule_hash"] for f in fields], pa.string()),
-            "type": pa.array([f["type"] for f in fields], pa.string()),
-            "group_values": json_array([f["group"] for f in fields]),
-            "window_start": timestamps([f["window_start"] for f in fields]),
-            "window_end": timestamps([f["window_end"] for f in fields]),
-            "first_seen": timestamps([f["first_seen"] for f in fields]),
-            "last_seen": timestamps([f["last_seen"] for f in fields]),
+            "rule_id": pa.array([a.rule_id for a in alerts], pa.string()),
+            "rule_title": pa.array([a.rule_title for a in alerts], pa.string()),
+            "level": pa.array([a.level for a in alerts], pa.string()),
+            "tags": pa.array([a.tags for a in alerts], pa.list_(pa.string())),
+            "rule_hash": pa.array([a.rule_hash for a in alerts], pa.string()),
+            "type": pa.array([a.type for a in alerts], pa.string()),
+            "group_values": json_array([a.group for a in alerts]),
+            "window_start": timestamps([a.window_start for a in alerts]),
+            "window_end": timestamps([a.window_end for a in alerts]),
+            "first_seen": timestamps([a.first_seen for a in alerts]),
+            "last_seen": timestamps([a.last_seen for a in alerts]),
             "ingest_time": pa.repeat(pa.scalar(ingest_time, TS), n),
-            "zone_crossing": pa.array([f["zone_crossing"] for f in fields], pa.string()),
-            "origin": pa.array([f["origin"] for f in fields], pa.string()),
+            "zone_crossing": pa.array([a.zone_crossing for a in alerts], pa.string()),
+            "origin": pa.array([a.origin for a in alerts], pa.string()),
             "evidence_count": pa.array(counts, pa.int32()),
             "id_key": id_keys(ids),
         }
     )
-    evs = [ev.__dict__ for cited in evidence for ev in cited]
-    events = [e["event"] for e in evs]
+    evs = [ev for cited in evidence for ev in cited]
+    events = [e.event for e in evs]
     known = {id(e.event): e.raw for e in archived if e.raw is not None}
     if known or len(set(map(id, events))) < len(events):
         parsed = all(e.raw_parsed for e in archived if e.raw is not None)
@@ -206,12 +200,12 @@ def alert_tables(
                 pa.string(),
             ),
             "ordinal": pa.array([k for count in counts for k in range(count)], pa.int32()),
-            "event_id": pa.array([e["event_id"] for e in evs], pa.string()),
-            "topic": pa.array([e["topic"] for e in evs], pa.string()),
-            "partition": pa.array([e["partition"] for e in evs], pa.int32()),
-            "offset": pa.array([e["offset"] for e in evs], pa.int64()),
-            "line": pa.array([e["line"] for e in evs], pa.int64()),
-            "event_time": timestamps([e["time"] for e in evs]),
+            "event_id": pa.array([e.event_id for e in evs], pa.string()),
+            "topic": pa.array([e.topic for e in evs], pa.string()),
+            "partition": pa.array([e.partition for e in evs], pa.int32()),
+            "offset": pa.array([e.offset for e in evs], pa.int64()),
+            "line": pa.array([e.line for e in evs], pa.int64()),
+            "event_time": timestamps([e.time for e in evs]),
             "event": event_json,
         }
     )
