@@ -346,10 +346,8 @@ def test_any_sequence_of_replayed_batches_stores_each_alert_once(
         assert count(s, "alert_evidence") == sum(1 + n % 3 for n in {n for b in batches for n in b})
 
 
-def test_archive_columns_come_from_nested_or_flat_fields() -> None:
+def test_archive_columns_come_from_nested_or_flat_fields(store: AlertStore) -> None:
     from datetime import UTC, datetime
-
-    from correlator.store.rows import ArchivedEvent, events_table
 
     when = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
     nested = {
@@ -360,20 +358,34 @@ def test_archive_columns_come_from_nested_or_flat_fields() -> None:
         "destination": {"ip": "10.50.10.23", "domain": "vdi-mn-03"},
         "zone": {"source": "core", "destination": "vdi", "crossing": "core->vdi"},
     }
-    flat = {"source.user.name": "ysuzuki", "host.name": "LT-0203", "zone.crossing": "core->lgwan"}
-    table = events_table(
-        [
+    flat = {
+        "source.user.name": "ysuzuki",
+        "host.name": "LT-0203",
+        "zone.crossing": "core->lgwan",
+        "zone": {"crossing": None},  # null nested: the flat key answers
+        "event": {"dataset": "gateway.squid", "action": 7, "outcome": ["x"]},
+    }
+    store.write(
+        [],
+        events=[
             ArchivedEvent("zonewatch.events.vdi:0:1", "zonewatch.events.vdi", 0, 1, when, nested),
-            ArchivedEvent("line:2", None, None, None, when, flat, b'{"raw": true}'),
+            ArchivedEvent("line:2", None, None, None, when, flat),
         ],
-        when,
     )
-    rows = table.to_pylist()
-    assert rows[0]["source"] == "vdi" and rows[0]["user_name"] == "sato.kenji@city.example.lg.jp"
-    assert rows[0]["destination_domain"] == "vdi-mn-03"  # an empty url.domain does not win
-    assert rows[0]["zone_crossing"] == "core->vdi" and rows[0]["outcome"] == "success"
-    assert rows[1]["user_name"] == "ysuzuki" and rows[1]["host_name"] == "LT-0203"
-    assert rows[1]["zone_crossing"] == "core->lgwan" and rows[1]["event"] == '{"raw": true}'
+    _, rows = store.query(
+        "SELECT source, user_name, destination_domain, zone_crossing, outcome, host_name, "
+        "action FROM events ORDER BY event_id DESC"
+    )
+    assert rows[0][:5] == (
+        "vdi",
+        "sato.kenji@city.example.lg.jp",
+        "vdi-mn-03",  # an empty url.domain does not win
+        "core->vdi",
+        "success",
+    )
+    # Offline (no topic) the dataset names the source; numbers read as JSON
+    # spells them, arrays are no value.
+    assert rows[1] == ("gateway", "ysuzuki", None, "core->lgwan", None, "LT-0203", "7")
 
 
 @pytest.mark.parametrize("raw_parsed", [True, False], ids=["parsed-by-orjson", "unchecked"])

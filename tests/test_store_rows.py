@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import duckdb
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from correlator.store.rows import TS, ArchivedEvent, alert_tables, id_keys, timestamps
 from correlator.store.schema import ID_KEY
@@ -125,3 +127,73 @@ def test_json_written_by_orjson_is_typed_json_and_raw_json_is_not() -> None:
     raw = [ArchivedEvent("line:1", None, None, 1, WHEN, shared.event, b'{"a": 1}')]
     _, evidence = alert_tables([alert], WHEN, raw)
     assert evidence.schema.field("event").type == pa.string()
+
+
+def _python_text(event: dict, path: tuple[str, ...]) -> str | None:
+    """An archive column as the store read it in Python before: the nested value,
+    else (missing or null) the flat dotted key at the top; '' and objects no value."""
+    node: object = event
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    if node is None:
+        node = event.get(".".join(path))
+    if node is None or node == "" or isinstance(node, dict | list):
+        return None
+    return str(node)
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.text(max_size=6),
+    st.integers(-(2**62), 2**62),
+    st.dictionaries(st.text(max_size=2), st.text(max_size=2), max_size=1),
+    st.lists(st.text(max_size=2), max_size=1),
+)
+_PATHS = [("user", "name"), ("source", "user", "name"), ("source", "ip"), ("zone", "crossing")]
+
+
+@st.composite
+def _events(draw: st.DrawFn) -> dict:
+    event: dict = {}
+    for path in _PATHS:
+        if draw(st.booleans()):
+            node = event
+            for part in path[:-1]:
+                node = node.setdefault(part, {}) if isinstance(node.get(part, {}), dict) else {}
+            node[path[-1]] = draw(_VALUES)
+        if draw(st.integers(0, 3)) == 0:
+            event[".".join(path)] = draw(_VALUES)
+    if draw(st.integers(0, 4)) == 0:
+        event["source"] = draw(_VALUES)  # not an object: nothing nested under it
+    return event
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=st.lists(_events(), min_size=1, max_size=5))
+def test_archive_columns_read_in_duckdb_equal_the_python_reading(
+    events: list[dict], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from correlator.store import AlertStore
+
+    db = tmp_path_factory.getbasetemp() / "archive-columns.duckdb"
+    with AlertStore(db) as store:
+        first = store.query("SELECT count(*) FROM events")[1][0][0]
+        ids = [f"e{first + i:06d}" for i in range(len(events))]
+        store.write(
+            [],
+            events=[
+                ArchivedEvent(i, None, None, None, WHEN, e)
+                for i, e in zip(ids, events, strict=True)
+            ],
+        )
+        _, rows = store.query(
+            f"SELECT user_name, source_ip, zone_crossing FROM events "
+            f"WHERE event_id >= '{ids[0]}' ORDER BY event_id"
+        )
+    for event, (user, ip, crossing) in zip(events, rows, strict=True):
+        name = _python_text(event, ("user", "name")) or _python_text(
+            event, ("source", "user", "name")
+        )
+        assert user == (name.lower() if name else None)
+        assert ip == _python_text(event, ("source", "ip"))
+        assert crossing == _python_text(event, ("zone", "crossing"))

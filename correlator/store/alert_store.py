@@ -53,6 +53,7 @@ from correlator.store.state import (
 from zonewatch.errors import QueryError, StoreError, TriageError
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert
+from zonewatch.sizes import parse_size
 
 log = get_logger(__name__)
 
@@ -149,6 +150,7 @@ class _Batch:
     streams: list[tuple[str, StateSpool]]
     offsets: list[list[Any]]
     now: datetime
+    events_sql: str = rows.EVENTS_INSERT_SQL  # stores ``events`` (rows.py)
 
 
 class AlertStore:
@@ -185,6 +187,7 @@ class AlertStore:
         try:
             self._migrate()
             self.state_chunk = self._state_chunk()
+            self.events_per_insert = self._events_per_insert()
             for statement in _LOCKDOWN:
                 self._con.execute(statement)
         except BaseException:
@@ -247,6 +250,17 @@ class AlertStore:
             return state_chunk_bytes(str(row[0]) if row else self.memory_limit)
         except ValueError:
             return state_chunk_bytes(None)
+
+    def _events_per_insert(self) -> int:
+        """Archived events per ``INSERT``: reading the columns out of the JSON
+        takes memory per row of the statement, and planning one costs ~5 ms;
+        a 512MB store takes 8,192 at a time, a 32MB one 512."""
+        row = self._con.execute("SELECT current_setting('memory_limit')").fetchone()
+        try:
+            limit = parse_size(str(row[0])) if row else 2**40
+        except ValueError:
+            limit = 2**40
+        return max(256, min(16_384, limit // 65_536))
 
     def _migrate(self) -> None:
         con = self._con
@@ -368,12 +382,13 @@ class AlertStore:
             alerts_table,
             evidence_table,
             sends,
-            # Its columns in the table's order (``rows.EVENT_COLUMNS``).
+            # Stored by ``rows.EVENTS_INSERT_SQL``, which reads the columns.
             rows.events_table(events, now) if events else None,
             [(k, bytes(v)) for k, v in state.items() if not callable(v)],
             streams,
             [[t, p, o, now] for (t, p), o in offsets.items()] if offsets else [],
             now,
+            rows.EVENTS_INSERT_SQL if rows.has_flat_keys(events) else rows.EVENTS_INSERT_NESTED_SQL,
         )
         with self._writer_lock:
             writer, before = self._writer_thread(), self._last
@@ -528,7 +543,15 @@ class AlertStore:
         try:
             new = self._insert_alerts(batch) if batch.alerts else []
             if batch.events is not None:
-                con.from_arrow(batch.events).insert_into("events")
+                # Unregistered only on success: in a failed transaction
+                # unregister() raises too, hiding the error that matters
+                # (the next register() replaces the view anyway).
+                sql = batch.events_sql.format(table="_zw_events")
+                step = self.events_per_insert
+                for start in range(0, batch.events.num_rows, step):
+                    con.register("_zw_events", batch.events.slice(start, step))
+                    con.execute(sql)
+                con.unregister("_zw_events")
             for key, value in batch.state:
                 self._put_state(key, (value,), batch.now)
             if checkpoint:

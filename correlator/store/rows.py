@@ -16,9 +16,8 @@ from typing import Any, NamedTuple
 import orjson
 import pyarrow as pa
 
-from zonewatch.config import source_of_topic
-from zonewatch.ecs import get_field
 from zonewatch.models import Alert
+from zonewatch.sources import source_of_topic
 
 try:
     # CPython's own md5, a third of the time of hashlib's (OpenSSL looks the
@@ -252,66 +251,91 @@ _EVENT_FIELDS: tuple[tuple[str, tuple[tuple[str, ...], ...], bool], ...] = (
 )
 
 
-def _text(value: Any) -> str | None:
-    if value is None or value == "" or isinstance(value, dict | list):
-        return None
-    return str(value)
+def _json_path(parts: tuple[str, ...]) -> str:
+    return "$." + ".".join(parts)
 
 
-def _text_of(event: dict[str, Any], found: Any, dotted: str) -> str | None:
-    return _text(found if found is not None else event.get(dotted))
-
-
-def _texts(events: Sequence[dict[str, Any]], path: tuple[str, ...]) -> list[str | None]:
-    """The text of one field of every event: the nested path first, else the
-    flat dotted key (as ``zonewatch.ecs.get_field``); objects, arrays and ''
-    are no value. One comprehension per field over the whole batch, with the
-    common case (a string, or nothing at all) inline: calling a function per
-    field and event was most of the cost of archiving."""
-    dotted = ".".join(path)
-    if len(path) == 2:
-        a, b = path
-        return [
-            (x or None)
-            if type(x := n.get(b) if type(n := e.get(a)) is dict else None) is str
-            else (None if x is None and dotted not in e else _text_of(e, x, dotted))
-            for e in events
-        ]
-    if len(path) == 3:
-        a, b, c = path
-        return [
-            (x or None)
-            if type(
-                x := n.get(c)
-                if type(n := m.get(b) if type(m := e.get(a)) is dict else None) is dict
-                else None
+def _column_sql(
+    paths: tuple[tuple[str, ...], ...], slot: dict[str, int], lower: bool, flat: bool
+) -> str:
+    """SQL reading one archive column from ``_x`` (the text of the event's
+    value at every path, from one parse) and ``_t`` (its JSON type): per
+    candidate path the nested value, else (missing or null; with ``flat``)
+    the flat dotted key at the top; the first candidate with text wins."""
+    candidates = []
+    for path in paths:
+        nested = slot[_json_path(path)]
+        if flat:
+            candidates.append(
+                f"CASE WHEN coalesce(_t[{nested}], 'NULL') = 'NULL' "
+                f"THEN _x[{slot[_flat_path(path)]}] ELSE _x[{nested}] END"
             )
-            is str
-            else (None if x is None and dotted not in e else _text_of(e, x, dotted))
-            for e in events
-        ]
-    return [_text_of(e, get_field(e, dotted), dotted) for e in events]
+        else:
+            candidates.append(f"_x[{nested}]")
+    found = candidates[0] if len(candidates) == 1 else f"coalesce({', '.join(candidates)})"
+    return f"lower({found})" if lower else found
+
+
+def _flat_path(parts: tuple[str, ...]) -> str:
+    return '$."' + ".".join(parts) + '"'
+
+
+def _events_insert_sql(flat: bool) -> str:
+    paths = [
+        p(path)
+        for _, candidates, _ in _EVENT_FIELDS
+        for path in candidates
+        for p in ((_json_path, _flat_path) if flat else (_json_path,))
+    ]
+    slot = {path: i + 1 for i, path in enumerate(paths)}  # DuckDB lists count from 1
+    listed = ", ".join(f"'{path}'" for path in paths)
+    columns = {name: _column_sql(c, slot, lower, flat) for name, c, lower in _EVENT_FIELDS}
+    derived = ",\n           ".join(f"{sql} AS {name}" for name, sql in columns.items())
+    # The topic names the source; offline, the dataset's first part does.
+    chosen = [
+        "coalesce(source, split_part(dataset, '.', 1)) AS source" if c == "source" else f'"{c}"'
+        for c in EVENT_COLUMNS
+    ]
+    # The text of a value: a string as it is ('' is no value), a number or
+    # boolean as JSON spells it, no value for objects, arrays and null.
+    text = (
+        "list_transform(list_zip(_s, _t), lambda v: CASE WHEN v[2] IN ('OBJECT', 'ARRAY', 'NULL') "
+        "THEN NULL ELSE nullif(v[1], '') END)"
+    )
+    return (
+        f"INSERT INTO events SELECT {', '.join(chosen)} FROM (\n"
+        f"    SELECT * EXCLUDE (_t, _x),\n           {derived}\n"
+        f"    FROM (SELECT * EXCLUDE (_s), {text} AS _x FROM (\n"
+        f"        SELECT *, json_extract_string(event, [{listed}]) AS _s,\n"
+        f"               json_type(event, [{listed}]) AS _t FROM {{table}})))"
+    )
+
+
+# Archive columns come from the stored JSON, in DuckDB on the store's writer
+# thread: two parses per event there cost less than reading twelve fields of
+# every event in Python on the stream's thread (a quarter of its time). The
+# flat dotted keys (``"zone.crossing": ...`` at the top) are read only for
+# batches where some event has one (``has_flat_keys``).
+EVENTS_INSERT_SQL = _events_insert_sql(flat=True)
+EVENTS_INSERT_NESTED_SQL = _events_insert_sql(flat=False)
+
+
+def has_flat_keys(events: Sequence[ArchivedEvent]) -> bool:
+    """Whether some event has a dotted key at its top (the events table's SQL
+    then reads flat keys too)."""
+    return any("." in key for e in events for key in e.event)
 
 
 def events_table(events: Sequence[ArchivedEvent], ingest_time: datetime) -> pa.Table:
-    """``events`` rows in ``EVENT_COLUMNS`` order, built column by column."""
+    """What ``EVENTS_INSERT_SQL`` stores as ``events`` rows: ids, times, the
+    source when the topic names one, and the event's JSON (the rest of the
+    columns are read from it there)."""
     if not events:
         columns: list[tuple[Any, ...]] = [()] * len(ArchivedEvent._fields)
     else:
         columns = list(zip(*events, strict=True))
     event_id, topic, partition, offset, when, event, raw, parsed = columns
-    values: dict[str, list[str | None]] = {}
-    for name, paths, lower in _EVENT_FIELDS:
-        found = _texts(event, paths[0])
-        for path in paths[1:]:
-            found = [x or y for x, y in zip(found, _texts(event, path), strict=True)]
-        values[name] = [v.lower() if v else None for v in found] if lower else found
-    # The topic names the source; offline, the dataset's first part does.
     sources = {t: source_of_topic(t) for t in set(topic)}
-    source = [
-        sources[t] or (d.split(".", 1)[0] if d else None)
-        for t, d in zip(topic, values["dataset"], strict=True)
-    ]
     if None in raw:
         buf = bytearray()
         extend = buf.extend
@@ -340,8 +364,7 @@ def events_table(events: Sequence[ArchivedEvent], ingest_time: datetime) -> pa.T
             "offset": pa.array(offset, pa.int64()),
             "time": timestamps(when),
             "ingest_time": pa.repeat(pa.scalar(ingest_time, TS), n),
-            "source": pa.array(source, pa.string()),
-            **{name: pa.array(values[name], pa.string()) for name, _, _ in _EVENT_FIELDS},
+            "source": pa.array([sources[t] for t in topic], pa.string()),
             "event": event_json,
         }
     )
