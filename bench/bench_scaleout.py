@@ -50,8 +50,8 @@ import random  # noqa: E402
 
 import orjson  # noqa: E402
 from bench_stream import make_event, make_rules  # noqa: E402
-
 from zonewatch.broker import EmbeddedBroker  # noqa: E402
+
 from zonewatch.config import KafkaSettings  # noqa: E402
 from zonewatch.kafka import correlation_topics, ensure_topics, make_producer  # noqa: E402
 from zonewatch.logs import configure_logging  # noqa: E402

@@ -15,6 +15,7 @@ from typing import Any
 
 import re2
 
+from zonewatch.ecs import MISSING
 from zonewatch.netranges import AddressSet
 
 _NUMERIC = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
@@ -55,8 +56,6 @@ def _walk(node: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
         else:
             out[prefix + key] = value
 
-
-MISSING: Any = object()
 
 
 def get_path(event: dict[str, Any], name: str) -> Any:
