@@ -27,6 +27,12 @@ be made so: an input that turned idle (read to its end and quiet) and then
 receives an event older than the frontier (a live source that was silent)
 finds the others gone ahead; the correlation engine counts it late.
 
+When every input is idle, time moves the watermark on (absence windows must
+close without new records), but from where the inputs stopped, not to the
+wall clock (:func:`idle_progress`): a replay of a past day that pauses for a
+moment (a busy producer, a slow relay) would otherwise jump the watermark days
+ahead, and every later event of the replay would be late.
+
 The buffer and each input's newest time are part of the checkpointed state:
 offsets are committed past buffered records, and a restart must judge
 lateness as the run before it would have.
@@ -49,6 +55,15 @@ def late_watermark(newest: float, lateness: float) -> float:
     newest event time seen before it on the same input, less the allowed
     lateness (per source, so the caller passes it in)."""
     return newest - lateness
+
+
+def idle_progress(newest: float, quiet_for: float, idle_s: float) -> float:
+    """How far an idle input (read to its end, quiet) lets the watermark go:
+    its newest event time, moved on at the wall clock's pace once it has been
+    quiet for ``idle_s`` (a record stamped just now may still be on its way
+    through the producer and the broker). For a live source this is the wall
+    clock less ``idle_s``; for a replay it is the replay's own time."""
+    return newest + max(0.0, quiet_for - idle_s)
 
 
 @dataclass
@@ -164,6 +179,20 @@ class EventTimeMerger(Generic[T]):
         active = [s.newest for s in self._inputs.values() if self._active(s, now)]
         return min(active) if active else float("inf")
 
+    def idle_frontier(self) -> float:
+        """Where the watermark may go once every input is idle (``frontier()``
+        is infinite): the furthest :func:`idle_progress` of any input; -inf
+        when nothing has been read."""
+        now = self.clock()
+        return max(
+            (
+                idle_progress(s.newest, now - s.last_arrival, self.idle_s)
+                for s in self._inputs.values()
+                if s.newest != float("-inf")
+            ),
+            default=float("-inf"),
+        )
+
     def release(self) -> list[T]:
         """Items no active input can precede any more, oldest first."""
         limit = self.frontier()
@@ -224,6 +253,7 @@ class EventTimeMerger(Generic[T]):
                 continue
             state = self._inputs.get(key)
             if state is None:
-                state = self._inputs[key] = _Input()
+                # Quiet since now, not since the clock's epoch.
+                state = self._inputs[key] = _Input(last_arrival=self.clock())
             state.newest = max(state.newest, float(newest))
         return cut

@@ -669,10 +669,9 @@ class StreamCorrelator:
                     # backlog we have not read, and its events would be late.
                     return out
                 # Every input is caught up and quiet: nothing older can still
-                # come, so time itself moves the watermark (absence windows).
-                # Less the idle window: a record stamped just now may still be
-                # on its way through the producer and the broker.
-                frontier = time.time() - self.settings.correlator.input_idle_s
+                # come, so time itself moves the watermark on (absence
+                # windows), from where the inputs stopped (ordering.py).
+                frontier = self.merger.idle_frontier()
             if frontier != float("-inf"):
                 out.extend(engine.advance_watermark(SHARD, frontier))
         return out

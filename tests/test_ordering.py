@@ -251,3 +251,34 @@ def test_whether_an_event_is_late_does_not_depend_on_how_polls_cut_the_input(
     assert first == second
     assert first[1] == expected_late
     assert first[2] == 0  # the engine never found an on-time event late
+
+
+def test_idle_inputs_move_time_on_from_where_they_stopped_not_to_the_wall_clock() -> None:
+    # A replay of a day eleven days ago pauses for a moment (a busy producer):
+    # the watermark moves on at the wall clock's pace from the replay's own
+    # time, so the replay's next events are not eleven days late.
+    clock = FakeClock()
+    clock.now = 5_000.0
+    merger: EventTimeMerger[str] = EventTimeMerger(idle_s=1.0, clock=clock)
+    day = 1_796_000_000.0 - 11 * 86_400
+    merger.add("firewall", day + 60, "fw")
+    merger.add("vdi", day + 30, "vdi")
+    for _ in range(3):
+        merger.polled()
+    clock.now += 0.5
+    assert merger.idle_frontier() == day + 60  # not quiet for idle_s yet: no further
+    clock.now += 4.5
+    assert merger.release() == ["vdi", "fw"]
+    assert merger.frontier() == float("inf")  # both idle
+    assert merger.idle_frontier() == day + 60 + 4.0
+    # Nothing read at all: time has nothing to move on from.
+    assert EventTimeMerger[str](clock=clock).idle_frontier() == float("-inf")
+
+
+def test_a_restored_input_is_quiet_since_the_restart_not_since_the_clock_epoch() -> None:
+    clock = FakeClock()
+    clock.now = 86_400.0  # a machine up for a day
+    merger: EventTimeMerger[str] = EventTimeMerger(idle_s=1.0, clock=clock)
+    merger.restore_progress([("firewall", 1_000.0)])
+    clock.now += 3.0
+    assert merger.idle_frontier() == 1_002.0

@@ -44,6 +44,7 @@ import orjson
 from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
+from correlator.ordering import idle_progress
 from correlator.ports import GroupConsumer, Producer, Store
 from correlator.resume import BOUNDS_TIMEOUT_S, resume_offsets
 from correlator.scaleout.records import (
@@ -298,14 +299,13 @@ class RepartitionedStream(StreamCorrelator):
             return
         self._last_watermark = now
         idle_s = self.settings.correlator.input_idle_s
-        wall = time.time() - idle_s
         progress: dict[SourcePartition, float] = {}
+        idle: list[SourcePartition] = []
         for tp in self.group.assignment():
             if tp.topic == self.hits_topic:
                 continue
             source = (tp.topic, tp.partition)
             state = self._sources.setdefault(source, _SourceProgress())
-            newest = state.newest
             high = self.group.highwater(tp)
             if (
                 high is not None
@@ -315,11 +315,20 @@ class RepartitionedStream(StreamCorrelator):
             ):
                 # Read to the end and quiet, for polls AND wall time (after a
                 # long pause, e.g. a rebalance, the high watermark is stale):
-                # like the single loop, time itself moves it on, less the idle
-                # window (a record stamped just now may still be on its way).
-                newest = max(newest, wall)
-            if newest != float("-inf"):
-                progress[source] = newest
+                # like the single loop, time itself moves it on from where the
+                # input stopped (correlator/ordering.py idle_progress).
+                idle.append(source)
+                if state.newest != float("-inf"):
+                    progress[source] = idle_progress(state.newest, now - state.last_arrival, idle_s)
+            elif state.newest != float("-inf"):
+                progress[source] = state.newest
+        # An idle input that never delivered anything (an empty partition)
+        # must not hold the shards back: it goes as far as this member's
+        # furthest input, or, when this member has read nothing at all, the
+        # wall clock less the idle window.
+        furthest = max(progress.values(), default=time.time() - idle_s)
+        for source in idle:
+            progress.setdefault(source, furthest)
         if progress:
             value = encode_watermark(progress)
             for p in range(self._n_hits()):
