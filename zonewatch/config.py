@@ -31,6 +31,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from zonewatch import sources as topics
 from zonewatch.errors import ConfigError
 from zonewatch.logs import register_secret
 from zonewatch.options import teams_url_flag as teams_url_flag  # re-exported
@@ -40,8 +41,11 @@ from zonewatch.settings_sources import (
     ZonewatchEnvSource,
     config_file_given,
 )
-from zonewatch.sources import SOURCES as SOURCES  # re-exported
-from zonewatch.sources import source_of_topic as source_of_topic  # re-exported
+
+# Re-exported for correlator/stream.py (being split on another branch); new
+# code imports them from zonewatch.sources, their one definition.
+from zonewatch.sources import SOURCES as SOURCES
+from zonewatch.sources import source_of_topic as source_of_topic
 from zonewatch.timebounds import DEFAULT_FUTURE_SKEW_S, DEFAULT_PAST_HORIZON_DAYS
 
 
@@ -96,27 +100,27 @@ class KafkaSettings(BaseModel):
         return f"{self.topic_prefix}.{name}"
 
     def events_topic(self, source: str) -> str:
-        return self.topic(f"events.{source}")
+        return self.topic(f"{topics.EVENTS}.{source}")
 
     @property
     def deadletter_topic(self) -> str:
-        return self.topic("deadletter")
+        return self.topic(topics.DEADLETTER)
 
     @property
     def checkpoints_topic(self) -> str:
         """Connector checkpoints, written in the same transaction as the events
         they cover; one partition so a connector reads back one ordered history."""
-        return self.topic("checkpoints")
+        return self.topic(topics.CHECKPOINTS)
 
     @property
     def correlation_hits_topic(self) -> str:
         """Scale-out: correlation hits re-keyed by group (correlator/scaleout/)."""
-        return self.topic("correlation.hits")
+        return self.topic(topics.CORRELATION_HITS)
 
     @property
     def correlation_state_topic(self) -> str:
         """Scale-out: the changelog of each correlation shard's state (compacted)."""
-        return self.topic("correlation.state")
+        return self.topic(topics.CORRELATION_STATE)
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments shared by kafka-python producers, consumers and admin."""
