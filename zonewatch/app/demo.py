@@ -10,7 +10,6 @@ Everything is the production code path; only the inputs are files.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import time
 import uuid
@@ -105,7 +104,8 @@ def run_demo(
     ):
         run_id = uuid.uuid4().hex[:8]
         kafka: dict[str, Any] = {"bootstrap_servers": bootstrap}
-        if settings.kafka.bootstrap_servers:  # a shared cluster: keep runs apart
+        external = bool(settings.kafka.bootstrap_servers)
+        if external:  # a shared cluster: keep runs apart
             kafka["topic_prefix"] = f"zonewatch-demo-{run_id}"
         # The demo replays a recorded day: no past horizon, or the day would
         # be dead-lettered once it is a year old.
@@ -124,7 +124,7 @@ def run_demo(
                 "max_past_horizon_days": None,
             },
         )
-        kind = "external" if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else "embedded tansu"
+        kind = "external" if external else "embedded tansu"
         echo(f"broker   {bootstrap} ({kind})")
         produced = 0
         for sample in SAMPLES:
