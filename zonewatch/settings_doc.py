@@ -111,6 +111,26 @@ DESCRIPTIONS: dict[str, str] = {
     "teams.alert_link_template": "Link put on each card, with `{alert_id}` filled in.",
     "teams.routing_file": "YAML: destinations and routes by level, tag, zone crossing "
     "(correlator/alerting/README.md).",
+    "graph.tenant_id": "Entra tenant (directory) id of the app `ingest --graph` signs in as "
+    "(`--graph-tenant-id`).",
+    "graph.client_id": "Application (client) id of that app (`--graph-client-id`).",
+    "graph.client_secret": "Its client secret (never logged); set "
+    "`ZONEWATCH_GRAPH__CLIENT_SECRET_FILE` (or `--graph-client-secret-file`) to a file "
+    "holding it.",
+    "graph.base_url": "Microsoft Graph endpoint (`--graph-base-url`); m365-audit uses "
+    "manage.office.com while this is the default.",
+    "graph.token_url": "OAuth2 token endpoint (`--graph-token-url`); unset: "
+    "login.microsoftonline.com for the tenant.",
+    "graph.interval_s": "Seconds between polls (`--graph-interval`).",
+    "graph.lookback_s": "First start without `graph.since`: fetch this many seconds back.",
+    "graph.since": "First start only: fetch from this UTC time, RFC 3339 (`--graph-since`).",
+    "graph.once": "Stop after catching up once (`--once`).",
+    "graph.page_size": "Records asked for per page (`$top`).",
+    "graph.max_retry_wait_s": "Longest wait a `Retry-After` answer is honoured for.",
+    "graph.m365_content_types": "Content types m365-audit pulls, comma-separated "
+    "(`--m365-content-types`).",
+    "graph.m365_publisher_id": "PublisherIdentifier for the Management Activity API's "
+    "throttling quota (`--m365-publisher-id`).",
     "connectors.zones_file": "Zone policy the connectors tag events with.",
     "connectors.timezone": "Time zone of timestamps that carry none (`--timezone`).",
     "connectors.max_line_bytes": "Longer input records go to the dead-letter topic (head kept).",
@@ -139,26 +159,6 @@ DESCRIPTIONS: dict[str, str] = {
     "console.timezone": "Time zone the console and the report show times in.",
     "console.session_ttl_s": "A console sign-in expires this many seconds after it began.",
     "console.session_idle_s": "A console sign-in expires after this many idle seconds.",
-    "graph.tenant_id": "Entra tenant (directory) id of the app `ingest --graph` signs in as "
-    "(`--graph-tenant-id`).",
-    "graph.client_id": "Application (client) id of that app (`--graph-client-id`).",
-    "graph.client_secret": "Its client secret (never logged); set "
-    "`ZONEWATCH_GRAPH__CLIENT_SECRET_FILE` (or `--graph-client-secret-file`) to a file "
-    "holding it.",
-    "graph.base_url": "Microsoft Graph endpoint (`--graph-base-url`); m365-audit uses "
-    "manage.office.com while this is the default.",
-    "graph.token_url": "OAuth2 token endpoint (`--graph-token-url`); unset: "
-    "login.microsoftonline.com for the tenant.",
-    "graph.interval_s": "Seconds between polls (`--graph-interval`).",
-    "graph.lookback_s": "First start without `graph.since`: fetch this many seconds back.",
-    "graph.since": "First start only: fetch from this UTC time, RFC 3339 (`--graph-since`).",
-    "graph.once": "Stop after catching up once (`--once`).",
-    "graph.page_size": "Records asked for per page (`$top`).",
-    "graph.max_retry_wait_s": "Longest wait a `Retry-After` answer is honoured for.",
-    "graph.m365_content_types": "Content types m365-audit pulls, comma-separated "
-    "(`--m365-content-types`).",
-    "graph.m365_publisher_id": "PublisherIdentifier for the Management Activity API's "
-    "throttling quota (`--m365-publisher-id`).",
 }
 
 
