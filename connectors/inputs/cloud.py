@@ -46,7 +46,7 @@ log = get_logger(__name__)
 
 SIGNINS_PATH = "/v1.0/auditLogs/signIns"
 DEVICES_PATH = "/v1.0/deviceManagement/managedDevices"
-# What the device change events and the identity map use (connectors/intune.py).
+# What the device change events and the identity map use (connectors/intune/).
 DEVICE_SELECT = (
     "id,deviceName,userPrincipalName,userId,complianceState,managedDeviceOwnerType,"
     "lastSyncDateTime,operatingSystem,osVersion,azureADDeviceId,"
