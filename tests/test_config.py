@@ -178,3 +178,13 @@ def test_a_config_file_names_secret_files_too(
         load_settings(cfg)
     with pytest.raises(ConfigError, match=r"--graph needs .*ZONEWATCH_GRAPH__CLIENT_ID"):
         load_settings().graph.check_complete()
+
+
+def test_environment_lists_are_json_and_a_wrong_one_names_its_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ZONEWATCH_CORRELATOR__RULES", '["rules", "more-rules"]')
+    assert load_settings().correlator.rules == [Path("rules"), Path("more-rules")]
+    monkeypatch.setenv("ZONEWATCH_CORRELATOR__RULES", "rules")
+    with pytest.raises(ConfigError, match=r"invalid setting correlator\.rules"):
+        load_settings()

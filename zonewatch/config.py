@@ -36,6 +36,7 @@ from zonewatch.errors import ConfigError
 from zonewatch.logs import register_secret
 from zonewatch.options import teams_url_flag as teams_url_flag  # re-exported
 from zonewatch.settings_sources import (
+    ENV_PREFIX,
     ConfigFileSource,
     LegacyEnvSource,
     ZonewatchEnvSource,
@@ -342,7 +343,7 @@ class GraphSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="ZONEWATCH_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
@@ -369,9 +370,7 @@ class Settings(BaseSettings):
         try:
             return Settings.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "settings"
-            raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc
+            raise _invalid(exc) from exc
 
     @classmethod
     def settings_customise_sources(
@@ -401,8 +400,13 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         with config_file_given(config_file):
             return Settings(**overrides)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc
-    except SettingsError as exc:
+        raise _invalid(exc) from exc
+    except SettingsError as exc:  # e.g. an environment value that is not the JSON a list needs
         raise ConfigError(f"invalid setting: {exc}") from exc
+
+
+def _invalid(exc: ValidationError) -> ConfigError:
+    """The first validation error, naming the setting to fix."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "settings"
+    return ConfigError(f"invalid setting {where}: {first['msg']}")

@@ -148,6 +148,14 @@ class ZonewatchEnvSource(EnvSettingsSource):
         data = super().__call__()
         return _read_secret_files(data, {s: _env_name(s) for s in _secret_file_names()})
 
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        """JSON for lists and mappings; a value that is not JSON goes on as
+        given, so validation names the setting (``correlator.rules``)."""
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            return value
+
 
 class LegacyEnvSource(PydanticBaseSettingsSource):
     """The environment names of ``LEGACY_ENV``."""
