@@ -137,6 +137,7 @@ def test_graph_and_teams_options_are_settings_under_their_old_names_too(
         "ZONEWATCH_M365_PUBLISHER_ID": "pub-1",
         "ZONEWATCH_TEAMS_URL": "https://example.webhook.office.com/old",
         "ZONEWATCH_GRAPH__M365_CONTENT_TYPES": "Audit.Exchange, Audit.General",
+        "ZONEWATCH_QUERIES_DIR": str(tmp_path / "queries"),
     }.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
@@ -149,6 +150,7 @@ def test_graph_and_teams_options_are_settings_under_their_old_names_too(
     assert graph.secret() == "graph-s3cret"
     assert graph.m365_content_types == ("Audit.Exchange", "Audit.General")
     assert graph.token_endpoint.endswith("/tenant-1/oauth2/v2.0/token")
+    assert settings.correlator.queries_dir == tmp_path / "queries"
     assert settings.teams.webhook_url is not None
     assert settings.teams.webhook_url.get_secret_value().endswith("/old")
     for shown in (repr(settings), str(settings), repr(graph)):

@@ -161,6 +161,8 @@ class CorrelatorSettings(BaseModel):
     # YAML: placeholder name -> values, for rules using |expand (every
     # command that loads rules reads it; --placeholders overrides it).
     placeholders_file: Path | None = None
+    # A folder of saved .sql queries (`zonewatch query NAME`), beside the shipped ones.
+    queries_dir: Path | None = None
     group_id: str = "zonewatch-correlator"
     db_path: Path = Path("var/zonewatch.duckdb")
     allowed_lateness_s: float = Field(default=60.0, ge=0)

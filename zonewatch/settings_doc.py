@@ -59,6 +59,8 @@ DESCRIPTIONS: dict[str, str] = {
     "correlator.placeholders_file": "YAML of Sigma placeholder values (`%name%` in rules); "
     "every command that loads rules uses it (`--placeholders`). Unset: rules with "
     "placeholders are refused with the names they lack.",
+    "correlator.queries_dir": "A folder of saved `.sql` queries for `zonewatch query NAME`; "
+    "they override shipped ones of the same name (`--queries-dir` adds more).",
     "correlator.pipeline": "Field mapping for SigmaHQ rules: `ecs`, `none`, or a pySigma "
     "pipeline YAML file.",
     "correlator.group_id": "Kafka consumer group of the correlator (`--group-id`).",

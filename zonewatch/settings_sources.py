@@ -53,6 +53,7 @@ LEGACY_ENV: dict[str, str] = {
     "ZONEWATCH_GRAPH_BASE_URL": "graph.base_url",
     "ZONEWATCH_GRAPH_TOKEN_URL": "graph.token_url",
     "ZONEWATCH_M365_PUBLISHER_ID": "graph.m365_publisher_id",
+    "ZONEWATCH_QUERIES_DIR": "correlator.queries_dir",
 }
 
 # The file ``load_settings(config_file)`` names while it builds settings.
