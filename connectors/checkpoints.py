@@ -174,9 +174,9 @@ def reset_checkpoints(kafka: KafkaSettings | None, chosen: list[CheckpointInfo])
     topic (Kafka's copy is the authoritative one) and the local copy removed.
     The next ``ingest`` of each reads its input from the start."""
     if kafka is not None and kafka.bootstrap_servers:
-        from zonewatch.kafka import checkpoint_topic, ensure_topics, make_producer
+        from zonewatch.kafka import ensure_topics, make_producer
 
-        topic = checkpoint_topic(kafka)
+        topic = kafka.checkpoints_topic
         ensure_topics(kafka, [topic], partitions=1)
         producer = make_producer(kafka)
         try:

@@ -170,33 +170,30 @@ class _WrongFormatGuard:
         "(Office 365 Management Activity API)."
     ),
 )
-@click.option("--graph-tenant-id", envvar="ZONEWATCH_GRAPH_TENANT_ID", default=None)
-@click.option("--graph-client-id", envvar="ZONEWATCH_GRAPH_CLIENT_ID", default=None)
+@click.option("--graph-tenant-id", default=None, help="Default: settings (graph.tenant_id).")
+@click.option("--graph-client-id", default=None, help="Default: settings (graph.client_id).")
 @click.option(
     "--graph-client-secret-file",
-    envvar="ZONEWATCH_GRAPH_CLIENT_SECRET_FILE",
     type=click.Path(dir_okay=False),
     default=None,
-    help="File holding the client secret (never pass secrets on the command line).",
+    help="File holding the client secret (never pass secrets on the command line). "
+    "Default: settings (graph.client_secret, ZONEWATCH_GRAPH__CLIENT_SECRET_FILE).",
 )
 @click.option(
     "--graph-base-url",
-    envvar="ZONEWATCH_GRAPH_BASE_URL",
-    default="https://graph.microsoft.com",
-    show_default=True,
+    default=None,
+    help="Default: settings (graph.base_url, https://graph.microsoft.com).",
 )
 @click.option(
     "--graph-token-url",
-    envvar="ZONEWATCH_GRAPH_TOKEN_URL",
     default=None,
     help="OAuth2 token endpoint (default: login.microsoftonline.com for the tenant).",
 )
 @click.option(
     "--graph-interval",
     type=float,
-    default=60.0,
-    show_default=True,
-    help="Seconds between Graph polls.",
+    default=None,
+    help="Seconds between Graph polls (default: settings, 60).",
 )
 @click.option(
     "--graph-since",
@@ -206,13 +203,12 @@ class _WrongFormatGuard:
 )
 @click.option(
     "--m365-content-types",
-    default="Audit.AzureActiveDirectory,Audit.Exchange,Audit.SharePoint,Audit.General",
-    show_default=True,
-    help="With identity --format m365-audit --graph: the content types to pull.",
+    default=None,
+    help="With identity --format m365-audit --graph: the content types to pull, "
+    "comma-separated (default: settings, the four Audit.* types).",
 )
 @click.option(
     "--m365-publisher-id",
-    envvar="ZONEWATCH_M365_PUBLISHER_ID",
     default=None,
     help="PublisherIdentifier for the Management Activity API's throttling quota.",
 )
@@ -237,11 +233,11 @@ def ingest(
     graph_tenant_id: str | None,
     graph_client_id: str | None,
     graph_client_secret_file: str | None,
-    graph_base_url: str,
+    graph_base_url: str | None,
     graph_token_url: str | None,
-    graph_interval: float,
+    graph_interval: float | None,
     graph_since: str | None,
-    m365_content_types: str,
+    m365_content_types: str | None,
     m365_publisher_id: str | None,
     once: bool,
     from_start: bool,
@@ -283,26 +279,27 @@ def ingest(
         checkpointed = False
     elif graph:
         from connectors.inputs.cloud import cloud_input
-        from connectors.inputs.graph import GraphSettings
+        from zonewatch.settings_sources import read_secret_file
 
-        cloud = GraphSettings.from_options(
-            tenant_id=graph_tenant_id,
-            client_id=graph_client_id,
-            client_secret_file=graph_client_secret_file,
-            base_url=graph_base_url,
-            token_url=graph_token_url,
-            interval_s=graph_interval,
-            since=graph_since,
-            once=once,
-        )
-        try:
-            source_input = cloud_input(
-                source,
-                fmt,
-                cloud,
-                content_types=tuple(t.strip() for t in m365_content_types.split(",") if t.strip()),
-                publisher_id=m365_publisher_id,
+        given = {
+            "tenant_id": graph_tenant_id,
+            "client_id": graph_client_id,
+            "base_url": graph_base_url,
+            "token_url": graph_token_url,
+            "interval_s": graph_interval,
+            "since": graph_since,
+            "once": once or None,
+            "m365_content_types": m365_content_types,
+            "m365_publisher_id": m365_publisher_id,
+        }
+        if graph_client_secret_file:
+            given["client_secret"] = read_secret_file(
+                "--graph-client-secret-file", graph_client_secret_file
             )
+        settings = settings.updated(graph={k: v for k, v in given.items() if v is not None})
+        pull = settings.graph.check_complete()
+        try:
+            source_input = cloud_input(source, fmt, pull)
         except ZonewatchError as exc:  # a source/format without a pull input
             raise click.UsageError(str(exc)) from exc
     else:
@@ -311,7 +308,7 @@ def ingest(
         source_input = StreamInput.stdin(limit)
         checkpointed = False
     server = None
-    long_running = follow or bool(syslog_url) or (graph and not once)
+    long_running = follow or bool(syslog_url) or (graph and not settings.graph.once)
     if long_running and settings.connectors.metrics_port is not None:
         from zonewatch.metrics import serve_metrics
 

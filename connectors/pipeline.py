@@ -36,10 +36,11 @@ from connectors.identity_store import IdentityStore
 from connectors.inputs import Record
 from connectors.jsonrecords import skipped_members
 from connectors.timegate import EventTimeGate
-from zonewatch.config import SOURCES, Settings
+from zonewatch.config import Settings
 from zonewatch.errors import ConfigError, ParseError, UsageError
 from zonewatch.logs import get_logger
 from zonewatch.models import DeadLetter
+from zonewatch.sources import SOURCES
 from zonewatch.zones import ZoneMap, load_zone_map
 
 log = get_logger(__name__)

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from zonewatch.config import SOURCES
+from zonewatch.sources import SOURCES
 
 LEVEL_COLOURS = {
     "critical": "#8b0000",

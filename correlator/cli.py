@@ -42,12 +42,11 @@ if TYPE_CHECKING:
 @click.option("--metrics-port", type=int, help="Serve /metrics and /healthz on this loopback port.")
 @click.option(
     "--teams-url",
-    envvar="ZONEWATCH_TEAMS_URL",
     callback=teams_url_flag,
-    show_envvar=True,
     help=(
         "Deprecated: shows the webhook URL in the process list. Set "
-        "ZONEWATCH_TEAMS__SECRETS_FILE (a file holding the URL) or ZONEWATCH_TEAMS_URL."
+        "ZONEWATCH_TEAMS__SECRETS_FILE (a file holding the URL) or ZONEWATCH_TEAMS_URL "
+        "(settings.teams.webhook_url)."
     ),
 )
 @click.option(
@@ -107,7 +106,9 @@ def correlate(
         updates["scale_out"] = True
     if updates:
         settings = settings.updated(correlator=updates)
-    with CorrelatorService(settings, teams_url=teams_url) as service:
+    if teams_url:
+        settings = settings.updated(teams={"webhook_url": teams_url})
+    with CorrelatorService(settings) as service:
         service.start()
         tune_process()
         stats = service.run(idle_timeout_s=idle_exit, install_signal_handlers=True)

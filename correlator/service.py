@@ -14,8 +14,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from pydantic import SecretStr
-
 from correlator.stream import STATE_KEY, StreamCorrelator, StreamStats
 from zonewatch.config import Settings
 from zonewatch.errors import ConfigError, RuleError, ZonewatchError
@@ -137,7 +135,6 @@ class CorrelatorService:
         self,
         settings: Settings,
         *,
-        teams_url: str | None = None,
         extra_consumer_opts: dict[str, Any] | None = None,
     ):
         from datetime import timedelta
@@ -177,17 +174,15 @@ class CorrelatorService:
         finally:
             if stored is not None:
                 stored.close()
-        self.sender = self._make_sender(teams_url)
+        self.sender = self._make_sender()
         self.metrics: MetricsServer | None = None
         self.loop: StreamCorrelator | None = None
         self._extra = extra_consumer_opts or {}
 
-    def _make_sender(self, teams_url: str | None) -> Notifier | None:
+    def _make_sender(self) -> Notifier | None:
         from correlator.alerting import OutboxSender
 
         teams = self.settings.teams
-        if teams_url is not None:
-            teams = teams.model_copy(update={"webhook_url": SecretStr(teams_url)})
         has_default = teams.webhook_url is not None or (
             teams.secrets_file is not None and OutboxSender.read_secret_file(teams.secrets_file)
         )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from zonewatch.config import KafkaSettings, load_settings
+from zonewatch.config import KafkaSettings, Settings, load_settings
 from zonewatch.errors import ConfigError
 from zonewatch.logs import _redact
 
@@ -96,3 +96,97 @@ def test_updated_settings_are_validated_and_keep_the_rest(monkeypatch: pytest.Mo
     assert changed.teams.webhook_url.get_secret_value().endswith("/x")
     with pytest.raises(ConfigError, match=r"invalid setting correlator\.max_batch"):
         settings.updated(correlator={"max_batch": 0})
+
+
+def test_precedence_is_arguments_then_environment_then_file_then_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "zonewatch.yaml"
+    cfg.write_text(
+        "correlator:\n  group_id: file\n  max_batch: 50\n  poll_timeout_ms: 70\n"
+        "kafka:\n  bootstrap_servers: file:9092\n"
+    )
+    monkeypatch.setenv("ZONEWATCH_CORRELATOR__GROUP_ID", "env")
+    monkeypatch.setenv("ZONEWATCH_CORRELATOR__MAX_BATCH", "60")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "legacy:9092")
+    settings = load_settings(cfg, correlator={"group_id": "argument"})
+    assert settings.correlator.group_id == "argument"  # argument > env > file
+    assert settings.correlator.max_batch == 60  # env > file
+    assert settings.correlator.poll_timeout_ms == 70  # file > default
+    assert settings.correlator.write_delay_s == 0.25  # default
+    # The older names are environment too: above the file...
+    assert settings.kafka.bootstrap_servers == "legacy:9092"
+    # ...and below ZONEWATCH_<SECTION>__<NAME>.
+    monkeypatch.setenv("ZONEWATCH_KAFKA__BOOTSTRAP_SERVERS", "new:9092")
+    assert load_settings(cfg).kafka.bootstrap_servers == "new:9092"
+    # ZONEWATCH_CONFIG names the file when no path is given; Settings() is the same build.
+    monkeypatch.setenv("ZONEWATCH_CONFIG", str(cfg))
+    assert load_settings().correlator.poll_timeout_ms == 70
+    assert Settings().correlator.poll_timeout_ms == 70
+
+
+def test_graph_and_teams_options_are_settings_under_their_old_names_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "graph_client_secret"
+    secret.write_text("graph-s3cret\n")
+    for name, value in {
+        "ZONEWATCH_GRAPH_TENANT_ID": "tenant-1",
+        "ZONEWATCH_GRAPH_CLIENT_ID": "app-1",
+        "ZONEWATCH_GRAPH_CLIENT_SECRET_FILE": str(secret),
+        "ZONEWATCH_M365_PUBLISHER_ID": "pub-1",
+        "ZONEWATCH_TEAMS_URL": "https://example.webhook.office.com/old",
+        "ZONEWATCH_GRAPH__M365_CONTENT_TYPES": "Audit.Exchange, Audit.General",
+        "ZONEWATCH_QUERIES_DIR": str(tmp_path / "queries"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    graph = settings.graph.check_complete()
+    assert (graph.tenant_id, graph.client_id, graph.m365_publisher_id) == (
+        "tenant-1",
+        "app-1",
+        "pub-1",
+    )
+    assert graph.secret() == "graph-s3cret"
+    assert graph.m365_content_types == ("Audit.Exchange", "Audit.General")
+    assert graph.token_endpoint.endswith("/tenant-1/oauth2/v2.0/token")
+    assert settings.correlator.queries_dir == tmp_path / "queries"
+    assert settings.teams.webhook_url is not None
+    assert settings.teams.webhook_url.get_secret_value().endswith("/old")
+    for shown in (repr(settings), str(settings), repr(graph)):
+        assert "graph-s3cret" not in shown and "webhook.office.com" not in shown
+    monkeypatch.setenv("ZONEWATCH_TEAMS__WEBHOOK_URL", "https://example.webhook.office.com/new")
+    monkeypatch.setenv("ZONEWATCH_GRAPH__TENANT_ID", "tenant-2")
+    settings = load_settings()
+    assert settings.graph.tenant_id == "tenant-2"
+    assert settings.teams.webhook_url is not None
+    assert settings.teams.webhook_url.get_secret_value().endswith("/new")
+
+
+def test_a_config_file_names_secret_files_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    secret = tmp_path / "webhook"
+    secret.write_text("https://example.webhook.office.com/from-file\n")
+    cfg = tmp_path / "zonewatch.toml"
+    cfg.write_text(f'[teams]\nwebhook_url_file = "{secret}"\n[graph]\ntenant_id = "t"\n')
+    settings = load_settings(cfg)
+    assert settings.teams.webhook_url is not None
+    assert settings.teams.webhook_url.get_secret_value().endswith("/from-file")
+    assert settings.graph.tenant_id == "t"
+    cfg.write_text('[teams]\nwebhook_url_file = "/nonexistent/webhook"\n')
+    with pytest.raises(ConfigError, match="cannot read /nonexistent/webhook"):
+        load_settings(cfg)
+    with pytest.raises(ConfigError, match=r"--graph needs .*ZONEWATCH_GRAPH__CLIENT_ID"):
+        load_settings().graph.check_complete()
+
+
+def test_environment_lists_are_json_and_a_wrong_one_names_its_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ZONEWATCH_CORRELATOR__RULES", '["rules", "more-rules"]')
+    assert load_settings().correlator.rules == [Path("rules"), Path("more-rules")]
+    monkeypatch.setenv("ZONEWATCH_CORRELATOR__RULES", "rules")
+    with pytest.raises(ConfigError, match=r"invalid setting correlator\.rules"):
+        load_settings()

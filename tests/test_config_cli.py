@@ -21,6 +21,8 @@ def _show(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_config_show_names_each_value_s_source_and_masks_secrets(tmp_path: Path) -> None:
     secret_file = tmp_path / "kafka_password"
     secret_file.write_text("correct-horse\n")
+    graph_secret = tmp_path / "graph_client_secret"
+    graph_secret.write_text("battery-staple\n")
     config = tmp_path / "zonewatch.yaml"
     config.write_text("correlator:\n  group_id: city-soc\nkafka:\n  partitions: 6\n")
     env = {
@@ -31,6 +33,8 @@ def test_config_show_names_each_value_s_source_and_masks_secrets(tmp_path: Path)
         "ZONEWATCH_KAFKA__SASL_USERNAME": "zonewatch-correlator",
         "ZONEWATCH_KAFKA__SASL_PASSWORD_FILE": str(secret_file),
         "ZONEWATCH_TEAMS__WEBHOOK_URL": "https://prod-00.japaneast.logic.azure.com/workflows/x",
+        "ZONEWATCH_GRAPH_TENANT_ID": "tenant-1",
+        "ZONEWATCH_GRAPH_CLIENT_SECRET_FILE": str(graph_secret),
     }
     done = _show("--config", str(config), "config", "show", "--json", env=env)
     assert done.returncode == 0, done.stderr
@@ -46,9 +50,15 @@ def test_config_show_names_each_value_s_source_and_masks_secrets(tmp_path: Path)
     assert (
         shown["kafka.sasl_password"]["value"] == shown["teams.webhook_url"]["value"] == "********"
     )
+    assert shown["graph.tenant_id"]["source"] == "env ZONEWATCH_GRAPH_TENANT_ID"
+    assert shown["graph.client_secret"] == {
+        "value": "********",
+        "source": "file named by env ZONEWATCH_GRAPH_CLIENT_SECRET_FILE",
+    }
     table = _show("--config", str(config), "config", "show", env=env)
     for text in (done.stdout, table.stdout, table.stderr):
         assert "correct-horse" not in text and "logic.azure.com" not in text
+        assert "battery-staple" not in text
     assert {row["value"] for row in shown.values()} - {"********"}  # not everything masked
 
     defaults = _show("config", "show", "--defaults", "--json", env=env)

@@ -47,7 +47,8 @@ def test_coverage_doc_lists_exactly_the_cisco_ids_the_parser_reads() -> None:
     import re
     from pathlib import Path
 
-    from connectors.cisco_asa import _FTD_ACTION_NAMES, _MESSAGES
+    from connectors.cisco_asa.catalogue import _MESSAGES
+    from connectors.cisco_asa.ftd import _FTD_ACTION_NAMES
 
     doc = (Path(__file__).resolve().parent.parent / "connectors" / "COVERAGE.md").read_text()
     row = next(line for line in doc.splitlines() if line.startswith("| `firewall/asa`"))

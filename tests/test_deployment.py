@@ -196,7 +196,7 @@ def test_the_acl_script_and_the_guide_grant_what_zonewatch_uses() -> None:
     not a production deployment."""
     from connectors.pipeline import CheckpointStore
     from zonewatch.config import CorrelatorSettings, KafkaSettings
-    from zonewatch.kafka import all_topics, checkpoint_topic, correlation_topics
+    from zonewatch.kafka import all_topics, correlation_topics
 
     kafka = KafkaSettings()
     script = (ROOT / "deploy" / "kafka-init.sh").read_text()
@@ -209,7 +209,7 @@ def test_the_acl_script_and_the_guide_grant_what_zonewatch_uses() -> None:
         CorrelatorSettings().group_id in script
         and f"group `{CorrelatorSettings().group_id}`" in guide
     )
-    for topic in [*all_topics(kafka), checkpoint_topic(kafka), *correlation_topics(kafka)]:
+    for topic in [*all_topics(kafka), kafka.checkpoints_topic, *correlation_topics(kafka)]:
         assert f"`{topic}`" in guide or any(
             f"`{p}` (prefixed)" in guide
             for p in ("zonewatch.events.", "zonewatch.correlation.")

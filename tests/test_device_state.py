@@ -249,10 +249,10 @@ def test_policy_change_then_violation_fires_on_device_state_polled_from_graph() 
 
     from connectors.inputs import Record
     from connectors.inputs.cloud import GraphDevicesInput
-    from connectors.inputs.graph import GraphSettings
     from connectors.pipeline import Pipeline
     from correlator.detection import load_rules
     from correlator.detection.ruletests import replay
+    from zonewatch.config import GraphSettings
     from zonewatch.zones import load_zone_map
 
     zones = load_zone_map(ROOT / "rules" / "zones.yaml")

@@ -13,14 +13,13 @@ from hypothesis import strategies as st
 
 from connectors.base import FORMATS, ParseContext
 from connectors.gateway import (
-    _ELFF_TOKEN_RE,
-    _elff_values,
     cef_extensions,
     parse_cef,
     parse_proxysg,
     parse_squid,
     parse_zscaler,
 )
+from connectors.gateway.proxysg import _ELFF_TOKEN_RE, _elff_values
 from zonewatch.ecs import get_field
 from zonewatch.errors import ParseError
 

@@ -24,8 +24,8 @@ from connectors.inputs.cloud import (
     ManagementActivityInput,
     cloud_input,
 )
-from connectors.inputs.graph import GraphError, GraphInput, GraphSettings
-from zonewatch.config import KafkaSettings, Settings
+from connectors.inputs.graph import GraphError, GraphInput
+from zonewatch.config import GraphSettings, KafkaSettings, Settings
 from zonewatch.errors import ConfigError
 
 

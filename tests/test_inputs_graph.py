@@ -5,8 +5,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from connectors.inputs.graph import GraphError, GraphInput, GraphSettings
+from connectors.inputs.graph import GraphError, GraphInput
 from tests.graph_double import GraphDouble, audit_event
+from zonewatch.config import GraphSettings, load_settings
+from zonewatch.errors import ConfigError
 
 
 def _events() -> list[dict]:
@@ -64,5 +66,15 @@ def test_bad_credentials_say_what_to_fix(tmp_path: Path) -> None:
             list(GraphInput(bad))
     secret = tmp_path / "secret"
     secret.write_text("s3cret\n")
-    s = GraphSettings.from_options(tenant_id="t", client_id="c", client_secret_file=str(secret))
-    assert s.client_secret == "s3cret" and "s3cret" not in repr(s)
+    env = {
+        "ZONEWATCH_GRAPH_TENANT_ID": "t",
+        "ZONEWATCH_GRAPH_CLIENT_ID": "c",
+        "ZONEWATCH_GRAPH_CLIENT_SECRET_FILE": str(secret),
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        s = load_settings().graph.check_complete()
+    assert s.secret() == "s3cret" and "s3cret" not in repr(s)
+    with pytest.raises(ConfigError, match="ZONEWATCH_GRAPH__CLIENT_SECRET_FILE"):
+        GraphSettings(tenant_id="t", client_id="c").check_complete()

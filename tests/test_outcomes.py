@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from connectors.base import ParseContext
-from connectors.cisco_asa import _FTD_ACTIONS, parse_asa
+from connectors.cisco_asa import parse_asa
+from connectors.cisco_asa.fields import _FTD_ACTIONS
 from connectors.firewall import parse_fortigate, parse_panos
 from connectors.gateway import parse_cef, parse_zscaler
 from connectors.outcomes import (

@@ -178,7 +178,7 @@ def test_random_and_mutated_lines_parse_or_raise_parse_error(line: str) -> None:
 
 
 def test_avd_completed_connections_leave_the_open_map_and_state_stays_bounded() -> None:
-    from connectors import vdi
+    from connectors.vdi import avd as vdi
 
     ctx = ParseContext("vdi", "avd")
 

@@ -1,20 +1,19 @@
-"""Settings from environment variables (``ZONEWATCH_*``) and an optional file.
+"""Settings: one model, built one way (pydantic-settings).
 
-Precedence: explicit arguments > environment > config file > defaults.
-Nested settings use ``__`` in environment names, e.g.
-``ZONEWATCH_KAFKA__SASL_MECHANISM=SCRAM-SHA-512``. The plain
-``KAFKA_BOOTSTRAP_SERVERS`` variable is honoured too, because that is the name
-operators and our tests use to point at a real cluster.
+Precedence: arguments > environment > config file > defaults; the sources
+and the older environment names still read are in
+``zonewatch/settings_sources.py``. Nested settings use ``__`` in environment
+names, e.g. ``ZONEWATCH_KAFKA__SASL_MECHANISM=SCRAM-SHA-512``; the plain
+``KAFKA_BOOTSTRAP_SERVERS`` is read too, because that is the name operators
+and our tests use to point at a real cluster. Secrets are ``SecretStr``
+(masked in reprs, ``zonewatch config show`` and log lines).
 """
 
 from __future__ import annotations
 
-import os
-import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -24,14 +23,30 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
-from zonewatch import bounded_yaml
+from zonewatch import sources as topics
 from zonewatch.errors import ConfigError
 from zonewatch.logs import register_secret
 from zonewatch.options import teams_url_flag as teams_url_flag  # re-exported
-from zonewatch.sources import SOURCES as SOURCES  # re-exported
-from zonewatch.sources import source_of_topic as source_of_topic  # re-exported
+from zonewatch.settings_sources import (
+    ENV_PREFIX,
+    ConfigFileSource,
+    LegacyEnvSource,
+    ZonewatchEnvSource,
+    config_file_given,
+)
+
+# Re-exported for correlator/stream.py (being split on another branch); new
+# code imports them from zonewatch.sources, their one definition.
+from zonewatch.sources import SOURCES as SOURCES
+from zonewatch.sources import source_of_topic as source_of_topic
 from zonewatch.timebounds import DEFAULT_FUTURE_SKEW_S, DEFAULT_PAST_HORIZON_DAYS
 
 
@@ -86,27 +101,27 @@ class KafkaSettings(BaseModel):
         return f"{self.topic_prefix}.{name}"
 
     def events_topic(self, source: str) -> str:
-        return self.topic(f"events.{source}")
+        return self.topic(f"{topics.EVENTS}.{source}")
 
     @property
     def deadletter_topic(self) -> str:
-        return self.topic("deadletter")
+        return self.topic(topics.DEADLETTER)
 
     @property
     def checkpoints_topic(self) -> str:
         """Connector checkpoints, written in the same transaction as the events
         they cover; one partition so a connector reads back one ordered history."""
-        return self.topic("checkpoints")
+        return self.topic(topics.CHECKPOINTS)
 
     @property
     def correlation_hits_topic(self) -> str:
         """Scale-out: correlation hits re-keyed by group (correlator/scaleout/)."""
-        return self.topic("correlation.hits")
+        return self.topic(topics.CORRELATION_HITS)
 
     @property
     def correlation_state_topic(self) -> str:
         """Scale-out: the changelog of each correlation shard's state (compacted)."""
-        return self.topic("correlation.state")
+        return self.topic(topics.CORRELATION_STATE)
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments shared by kafka-python producers, consumers and admin."""
@@ -146,6 +161,8 @@ class CorrelatorSettings(BaseModel):
     # YAML: placeholder name -> values, for rules using |expand (every
     # command that loads rules reads it; --placeholders overrides it).
     placeholders_file: Path | None = None
+    # A folder of saved .sql queries (`zonewatch query NAME`), beside the shipped ones.
+    queries_dir: Path | None = None
     group_id: str = "zonewatch-correlator"
     db_path: Path = Path("var/zonewatch.duckdb")
     allowed_lateness_s: float = Field(default=60.0, ge=0)
@@ -255,9 +272,80 @@ class ConsoleSettings(BaseModel):
     session_idle_s: float = Field(default=30 * 60, gt=0)
 
 
+def _comma_list(value: Any) -> Any:
+    """``a,b`` (environment, command line) -> ``("a", "b")``."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+M365_CONTENT_TYPES = (
+    "Audit.AzureActiveDirectory",
+    "Audit.Exchange",
+    "Audit.SharePoint",
+    "Audit.General",
+)
+
+
+class GraphSettings(BaseModel):
+    """``zonewatch ingest --graph``: pulls from Microsoft Graph (Intune audit
+    events and devices, Entra sign-ins) and the Office 365 Management API."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant_id: str | None = None
+    client_id: str | None = None
+    # From a file: ZONEWATCH_GRAPH__CLIENT_SECRET_FILE (settings_sources.py).
+    client_secret: SecretStr | None = Field(default=None, repr=False)
+    base_url: str = "https://graph.microsoft.com"
+    token_url: str | None = None
+    interval_s: float = Field(default=60.0, gt=0)
+    # First start only: events at or after ``since`` (RFC 3339), else this far back.
+    lookback_s: float = Field(default=24 * 3600.0, ge=0)
+    since: str | None = None
+    once: bool = False
+    page_size: int = Field(default=500, ge=1)
+    max_retry_wait_s: float = Field(default=300.0, ge=0)
+    m365_content_types: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)] = (
+        M365_CONTENT_TYPES
+    )
+    m365_publisher_id: str | None = None
+
+    @property
+    def token_endpoint(self) -> str:
+        return (
+            self.token_url
+            or f"https://login.microsoftonline.com/{self.tenant_id}/oauth2/v2.0/token"
+        )
+
+    def secret(self) -> str:
+        """The client secret, registered so log lines never show it."""
+        value = self.client_secret.get_secret_value() if self.client_secret else ""
+        register_secret(value)
+        return value
+
+    def check_complete(self) -> GraphSettings:
+        """Self, or ConfigError naming every credential still missing."""
+        missing = [
+            what
+            for what, value in (
+                ("--graph-tenant-id / ZONEWATCH_GRAPH__TENANT_ID", self.tenant_id),
+                ("--graph-client-id / ZONEWATCH_GRAPH__CLIENT_ID", self.client_id),
+                (
+                    "--graph-client-secret-file / ZONEWATCH_GRAPH__CLIENT_SECRET_FILE",
+                    self.client_secret,
+                ),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(f"--graph needs {', '.join(missing)}")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="ZONEWATCH_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
@@ -270,6 +358,7 @@ class Settings(BaseSettings):
     teams: TeamsSettings = Field(default_factory=TeamsSettings)
     connectors: ConnectorSettings = Field(default_factory=ConnectorSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    graph: GraphSettings = Field(default_factory=GraphSettings)
 
     def updated(self, **sections: dict[str, Any] | BaseModel) -> Settings:
         """A validated copy with fields of the named sections replaced:
@@ -283,9 +372,7 @@ class Settings(BaseSettings):
         try:
             return Settings.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "settings"
-            raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc
+            raise _invalid(exc) from exc
 
     @classmethod
     def settings_customise_sources(
@@ -296,104 +383,32 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        def env_without_secret_files() -> dict[str, Any]:
-            # *_FILE variables name files (_env_overrides reads them); they
-            # are not settings themselves.
-            data: dict[str, Any] = env_settings()
-            for dotted in _SECRET_FILE_VARS:
-                section, key = dotted.split(".")
-                if isinstance(data.get(section), dict):
-                    data[section].pop(key, None)
-            return data
-
-        env_source = cast(PydanticBaseSettingsSource, env_without_secret_files)
-        return (init_settings, env_source, file_secret_settings)
-
-
-def _read_config_file(path: Path) -> dict[str, Any]:
-    try:
-        text = bounded_yaml.read_text(path)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path}: {exc}") from exc
-    try:
-        if path.suffix == ".toml":
-            data = tomllib.loads(text)
-        else:
-            data = bounded_yaml.safe_load(text) or {}
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config file {path} is not valid {path.suffix[1:]}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    return data
-
-
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _env_overrides() -> dict[str, Any]:
-    """Environment values as a nested dict, so they can win over the file."""
-    prefix = "ZONEWATCH_"
-    fields = set(Settings.model_fields)
-    out: dict[str, Any] = {}
-    for name, value in os.environ.items():
-        if not name.startswith(prefix):
-            continue
-        parts = name[len(prefix) :].lower().split("__")
-        if parts[0] not in fields:
-            # ZONEWATCH_CONFIG, ZONEWATCH_TEAMS_URL, ZONEWATCH_GRAPH_* ... are
-            # command options read by the commands themselves, not settings.
-            continue
-        if ".".join(parts) in _SECRET_FILE_VARS:
-            # ZONEWATCH_KAFKA__SASL_PASSWORD_FILE=/run/secrets/kafka_password:
-            # the secret stays in a file (compose secrets, systemd credentials).
-            parts[-1] = parts[-1].removesuffix("_file")
-            value = _read_secret_file(name, value)
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
-
-
-# Secrets that may come from a file named by ``ZONEWATCH_<NAME>_FILE``.
-_SECRET_FILE_VARS = frozenset({"kafka.sasl_password_file", "teams.webhook_url_file"})
-
-
-def _read_secret_file(var: str, path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{var}: cannot read {path}: {exc.strerror}") from exc
+        """Highest precedence first (zonewatch/settings_sources.py); no .env files."""
+        return (
+            init_settings,
+            ZonewatchEnvSource(settings_cls),
+            LegacyEnvSource(settings_cls),
+            ConfigFileSource(settings_cls),
+        )
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings: defaults < config file < environment < ``overrides``.
 
-    Raises :class:`ConfigError` with the offending setting named.
+    ``config_file`` None reads ``$ZONEWATCH_CONFIG`` if set. Raises
+    :class:`ConfigError` with the offending setting named.
     """
-    config_file = config_file or (
-        Path(os.environ["ZONEWATCH_CONFIG"]) if os.environ.get("ZONEWATCH_CONFIG") else None
-    )
-    data: dict[str, Any] = _read_config_file(config_file) if config_file else {}
-    data = _deep_merge(data, _env_overrides())
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not (
-        data.get("kafka", {}).get("bootstrap_servers")
-    ):
-        data.setdefault("kafka", {})["bootstrap_servers"] = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
-    data = _deep_merge(data, overrides)
     try:
-        # Values already merged; stop pydantic-settings from reading env again.
-        return Settings.model_validate(data)
+        with config_file_given(config_file):
+            return Settings(**overrides)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc
+        raise _invalid(exc) from exc
+    except SettingsError as exc:  # e.g. an environment value that is not the JSON a list needs
+        raise ConfigError(f"invalid setting: {exc}") from exc
+
+
+def _invalid(exc: ValidationError) -> ConfigError:
+    """The first validation error, naming the setting to fix."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "settings"
+    return ConfigError(f"invalid setting {where}: {first['msg']}")

@@ -15,10 +15,11 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from zonewatch.config import SOURCES, KafkaSettings
+from zonewatch.config import KafkaSettings
 from zonewatch.errors import BrokerUnavailableError
 from zonewatch.logs import get_logger
 from zonewatch.offsets import LogBounds
+from zonewatch.sources import SOURCES
 
 log = get_logger(__name__)
 
@@ -44,11 +45,6 @@ def correlation_topics(settings: KafkaSettings) -> dict[str, dict[str, str]]:
         settings.correlation_hits_topic: {},
         settings.correlation_state_topic: {"cleanup.policy": "compact"},
     }
-
-
-def checkpoint_topic(settings: KafkaSettings) -> str:
-    """``settings.checkpoints_topic`` (connector checkpoints)."""
-    return settings.checkpoints_topic
 
 
 # kafka-python waits 30 s for a first answer by default; ours come after

@@ -28,7 +28,6 @@ on 429/502/503/504, secrets read from a file and never logged.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,7 +36,9 @@ import httpx
 import orjson
 
 from connectors.inputs import Record
-from connectors.inputs.graph import GraphError, GraphInput, GraphSettings
+from connectors.inputs.graph import GraphError, GraphInput
+from zonewatch.config import M365_CONTENT_TYPES as CONTENT_TYPES
+from zonewatch.config import GraphSettings
 from zonewatch.errors import ConfigError
 from zonewatch.logs import get_logger
 
@@ -45,7 +46,7 @@ log = get_logger(__name__)
 
 SIGNINS_PATH = "/v1.0/auditLogs/signIns"
 DEVICES_PATH = "/v1.0/deviceManagement/managedDevices"
-# What the device change events and the identity map use (connectors/intune.py).
+# What the device change events and the identity map use (connectors/intune/).
 DEVICE_SELECT = (
     "id,deviceName,userPrincipalName,userId,complianceState,managedDeviceOwnerType,"
     "lastSyncDateTime,operatingSystem,osVersion,azureADDeviceId,"
@@ -54,12 +55,6 @@ DEVICE_SELECT = (
 )
 RETRIEVED_ANNOTATION = "@zonewatch.retrievedDateTime"
 M365_BASE_URL = "https://manage.office.com"
-CONTENT_TYPES = (
-    "Audit.AzureActiveDirectory",
-    "Audit.Exchange",
-    "Audit.SharePoint",
-    "Audit.General",
-)
 # The API keeps content for seven days and lists windows of at most 24 hours.
 M365_RETENTION = timedelta(days=7)
 M365_WINDOW = timedelta(hours=24)
@@ -331,9 +326,6 @@ def cloud_input(
     source: str,
     fmt: str,
     settings: GraphSettings,
-    *,
-    content_types: tuple[str, ...] = CONTENT_TYPES,
-    publisher_id: str | None = None,
 ) -> GraphInput:
     """The pull input for ``zonewatch ingest SOURCE --format FMT --graph``."""
     if (source, fmt) == ("intune", "graph"):
@@ -344,9 +336,11 @@ def cloud_input(
         return GraphSignInInput(settings)
     if (source, fmt) == ("identity", "m365-audit"):
         if settings.base_url.rstrip("/") == "https://graph.microsoft.com":
-            settings = dataclasses.replace(settings, base_url=M365_BASE_URL)
+            settings = settings.model_copy(update={"base_url": M365_BASE_URL})
         return ManagementActivityInput(
-            settings, content_types=content_types, publisher_id=publisher_id
+            settings,
+            content_types=settings.m365_content_types,
+            publisher_id=settings.m365_publisher_id,
         )
     raise ConfigError(
         f"--graph has nothing to pull for {source}/{fmt}: use intune --format graph (audit "

@@ -1,7 +1,7 @@
 """Microsoft Graph ``deviceManagement/auditEvents``, polled with a high-water mark.
 
 Authentication is the OAuth2 client-credentials grant (tenant, client id and
-a client secret read from a file); the token is renewed before it expires
+a client secret: ``settings.graph``, zonewatch/config.py); the token is renewed before it expires
 and once more on a 401. Pages are followed through ``@odata.nextLink``. A 429
 or 503 waits for ``Retry-After`` (seconds) and tries the same URL again.
 
@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
 from connectors.inputs import Record
-from zonewatch.errors import ConfigError, ZonewatchError
+from zonewatch.config import GraphSettings
+from zonewatch.errors import ZonewatchError
 from zonewatch.logs import get_logger
 
 log = get_logger(__name__)
@@ -37,65 +36,6 @@ class GraphError(ZonewatchError):
     """Microsoft Graph refused the request (credentials, permissions, or outage)."""
 
     exit_code = 69
-
-
-@dataclass(frozen=True)
-class GraphSettings:
-    tenant_id: str
-    client_id: str
-    client_secret: str
-    base_url: str = "https://graph.microsoft.com"
-    token_url: str | None = None
-    interval_s: float = 60.0
-    once: bool = False
-    lookback_s: float = 24 * 3600
-    since: str | None = None  # first start: events at or after this time (else lookback)
-    page_size: int = 500
-    max_retry_wait_s: float = 300.0
-
-    def __repr__(self) -> str:  # never show the secret
-        return f"GraphSettings(tenant_id={self.tenant_id!r}, client_id={self.client_id!r})"
-
-    @property
-    def token_endpoint(self) -> str:
-        return (
-            self.token_url
-            or f"https://login.microsoftonline.com/{self.tenant_id}/oauth2/v2.0/token"
-        )
-
-    @classmethod
-    def from_options(
-        cls,
-        *,
-        tenant_id: str | None,
-        client_id: str | None,
-        client_secret_file: str | None,
-        **rest: Any,
-    ) -> GraphSettings:
-        missing = [
-            name
-            for name, value in (
-                ("--graph-tenant-id / ZONEWATCH_GRAPH_TENANT_ID", tenant_id),
-                ("--graph-client-id / ZONEWATCH_GRAPH_CLIENT_ID", client_id),
-                (
-                    "--graph-client-secret-file / ZONEWATCH_GRAPH_CLIENT_SECRET_FILE",
-                    client_secret_file,
-                ),
-            )
-            if not value
-        ]
-        if missing:
-            raise ConfigError(f"--graph needs {', '.join(missing)}")
-        try:
-            secret = Path(str(client_secret_file)).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read the Graph client secret file {client_secret_file}: {exc.strerror}"
-            ) from exc
-        if not secret:
-            raise ConfigError(f"the Graph client secret file {client_secret_file} is empty")
-        rest = {k: v for k, v in rest.items() if v is not None}
-        return cls(str(tenant_id), str(client_id), secret, **rest)
 
 
 def _odata_time(ts: datetime) -> str:
@@ -142,7 +82,7 @@ class GraphInput:
             data={
                 "grant_type": "client_credentials",
                 "client_id": s.client_id,
-                "client_secret": s.client_secret,
+                "client_secret": s.secret(),
                 "scope": f"{s.base_url.rstrip('/')}/.default",
             },
             auth=False,

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from correlator.detection.evtx import flatten_evtx
     from correlator.detection.loader import load_rules, rules_from_yaml
     from correlator.detection.offline import read_ndjson, run_offline
-    from correlator.detection.pipelines import SOURCES, build_pipeline, load_placeholders
+    from correlator.detection.pipelines import build_pipeline, load_placeholders
     from correlator.detection.ruleset import DetectionRule, RuleSet
+    from zonewatch.sources import SOURCES
 
 # name -> module, imported on first use (zonewatch/lazy.py)
 _EXPORTS = {
@@ -33,7 +34,7 @@ _EXPORTS = {
     "rules_from_yaml": "correlator.detection.loader",
     "read_ndjson": "correlator.detection.offline",
     "run_offline": "correlator.detection.offline",
-    "SOURCES": "correlator.detection.pipelines",
+    "SOURCES": "zonewatch.sources",
     "build_pipeline": "correlator.detection.pipelines",
     "load_placeholders": "correlator.detection.pipelines",
     "DetectionRule": "correlator.detection.ruleset",

@@ -18,8 +18,9 @@ from sigma.rule import SigmaLogSource
 
 from correlator.detection.modifiers import install as install_modifiers
 from zonewatch import bounded_yaml
-from zonewatch.config import SOURCES, CorrelatorSettings
+from zonewatch.config import CorrelatorSettings
 from zonewatch.errors import ConfigError
+from zonewatch.sources import SOURCES
 
 __all__ = [
     "SOURCES",

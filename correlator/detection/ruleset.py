@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from correlator.detection import compiler
-from correlator.detection.pipelines import SOURCES
 from zonewatch.errors import RuleError
 from zonewatch.logs import get_logger
+from zonewatch.sources import SOURCES
 
 if TYPE_CHECKING:
     from sigma.correlations import SigmaCorrelationRule

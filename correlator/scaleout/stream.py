@@ -1,3 +1,4 @@
+# size: RepartitionedStream specialises correlator/stream.py; both are recomposed (issue 18 part 1).
 """N correlators in one consumer group: the repartitioned stream loop.
 
 ``zonewatch correlate --scale-out`` runs this instead of the single-member

@@ -126,7 +126,7 @@ def _list_saved(extra_dirs: tuple[Path, ...]) -> None:
     "--queries-dir",
     multiple=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Extra folder of saved .sql queries (also ZONEWATCH_QUERIES_DIR).",
+    help="Extra folder of saved .sql queries (besides settings: correlator.queries_dir).",
 )
 @click.option("--list", "list_saved", is_flag=True, help="List saved queries and their parameters.")
 @click.pass_context
@@ -150,6 +150,8 @@ def query(
     from correlator.store.saved import looks_like_name, referenced_params, saved_queries
     from correlator.store.timerange import time_params
 
+    configured = ctx.obj.correlator.queries_dir if ctx.obj is not None else None
+    queries_dir = (*([configured] if configured else []), *queries_dir)
     if list_saved:
         _list_saved(queries_dir)
         return

@@ -10,13 +10,13 @@ Header lines (before the SQL) declare the query::
 Parameters are DuckDB named parameters (``$user``). Every saved query may
 use ``$since`` and ``$until`` (set by ``--since/--until``; unbounded by
 default). Shipped queries live in this package's ``queries/`` folder; user
-queries in ``~/.config/zonewatch/queries``, ``$ZONEWATCH_QUERIES_DIR`` or
-``--queries-dir`` override shipped ones of the same name.
+queries in ``~/.config/zonewatch/queries``, ``correlator.queries_dir``
+(``ZONEWATCH_QUERIES_DIR``) or ``--queries-dir`` override shipped ones of the
+same name.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -107,9 +107,6 @@ def parse_saved_query(path: Path) -> SavedQuery:
 def query_dirs(extra: Iterable[Path] = ()) -> list[Path]:
     """Folders searched for saved queries, later ones overriding earlier ones."""
     dirs = [PACKAGE_DIR, Path.home() / ".config" / "zonewatch" / "queries"]
-    env = os.environ.get("ZONEWATCH_QUERIES_DIR")
-    if env:
-        dirs.append(Path(env))
     dirs.extend(extra)
     return dirs
 

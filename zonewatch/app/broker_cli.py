@@ -51,12 +51,12 @@ def broker(settings: Settings, host: str, port: int, create_topics: bool) -> Non
 @click.pass_obj
 def topics(settings: Settings) -> None:
     """Create zonewatch's topics on the configured cluster (idempotent)."""
-    from zonewatch.kafka import all_topics, checkpoint_topic, correlation_topics, ensure_topics
+    from zonewatch.kafka import all_topics, correlation_topics, ensure_topics
 
     kafka = settings.kafka
     internal = correlation_topics(kafka)
     created = ensure_topics(kafka)
-    created += ensure_topics(kafka, [checkpoint_topic(kafka)], partitions=1)
+    created += ensure_topics(kafka, [kafka.checkpoints_topic], partitions=1)
     created += ensure_topics(kafka, list(internal), configs=internal)
-    for name in [*all_topics(kafka), checkpoint_topic(kafka), *internal]:
+    for name in [*all_topics(kafka), kafka.checkpoints_topic, *internal]:
         click.echo(f"{name}\t{'created' if name in created else 'exists'}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,9 +27,10 @@ def show(ctx: click.Context, defaults: bool, as_json: bool) -> None:
     import orjson
 
     from zonewatch.settings_doc import effective
+    from zonewatch.settings_sources import config_file_path
 
     settings: Settings = ctx.obj
-    root = ctx.find_root().params.get("config_file") or os.environ.get("ZONEWATCH_CONFIG")
+    root = ctx.find_root().params.get("config_file") or config_file_path()
     rows = effective(None if defaults else settings, Path(root) if root and not defaults else None)
     if as_json:
         doc = {name: {"value": value, "source": source} for name, value, source in rows}

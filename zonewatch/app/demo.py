@@ -10,7 +10,6 @@ Everything is the production code path; only the inputs are files.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import time
 import uuid
@@ -94,6 +93,8 @@ def run_demo(
     workdir.mkdir(parents=True)
     started = time.monotonic()
     result: dict[str, Any] = {"workdir": str(workdir)}
+    configured = settings.teams.webhook_url
+    teams_url = teams_url or (configured.get_secret_value() if configured else None)
     with (
         _kafka(settings.kafka.bootstrap_servers, workdir) as bootstrap,
         _teams(teams_url) as (
@@ -103,12 +104,14 @@ def run_demo(
     ):
         run_id = uuid.uuid4().hex[:8]
         kafka: dict[str, Any] = {"bootstrap_servers": bootstrap}
-        if settings.kafka.bootstrap_servers:  # a shared cluster: keep runs apart
+        external = bool(settings.kafka.bootstrap_servers)
+        if external:  # a shared cluster: keep runs apart
             kafka["topic_prefix"] = f"zonewatch-demo-{run_id}"
         # The demo replays a recorded day: no past horizon, or the day would
         # be dead-lettered once it is a year old.
         settings = settings.updated(
             kafka=kafka,
+            teams={"webhook_url": url},
             correlator={
                 "rules": [ROOT / "rules"],
                 "db_path": workdir / "zonewatch.duckdb",
@@ -121,7 +124,7 @@ def run_demo(
                 "max_past_horizon_days": None,
             },
         )
-        kind = "external" if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else "embedded tansu"
+        kind = "external" if external else "embedded tansu"
         echo(f"broker   {bootstrap} ({kind})")
         produced = 0
         for sample in SAMPLES:
@@ -133,7 +136,7 @@ def run_demo(
             )
         result["produced"] = produced
 
-        with CorrelatorService(settings, teams_url=url) as service:
+        with CorrelatorService(settings) as service:
             service.start()
             run = service.run(
                 until=lambda s: s.consumed >= produced, idle_timeout_s=15, end_of_input=True
@@ -226,11 +229,10 @@ def _print_table(title: str, columns: list[str], rows: list[tuple[Any, ...]], ec
 @click.command()
 @click.option(
     "--teams-url",
-    envvar="ZONEWATCH_TEAMS_URL",
     callback=teams_url_flag,
     help=(
-        "Post to this Teams webhook instead of the local receiver (deprecated on the "
-        "command line: set ZONEWATCH_TEAMS_URL or ZONEWATCH_TEAMS__SECRETS_FILE)."
+        "Post to this Teams webhook instead of the local receiver (deprecated: set "
+        "ZONEWATCH_TEAMS__WEBHOOK_URL_FILE or ZONEWATCH_TEAMS_URL; settings.teams.webhook_url)."
     ),
 )
 @click.option(
