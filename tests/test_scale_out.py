@@ -449,6 +449,11 @@ def test_two_groups_on_one_prefix_each_find_the_alerts_of_one(
     rules.write_text(RULES)
     workload = make_workload(4_000, seed=3)
     produce(kafka_settings, workload)
+    # What a version with shared topics left: each group says so once, at its
+    # first start on its own topics, and does not touch them.
+    from zonewatch.sources import legacy_scale_out_topics
+
+    ensure_topics(kafka_settings, list(legacy_scale_out_topics(kafka_settings.topic_prefix)))
     n, prefix = len(workload.records), kafka_settings.topic_prefix
     found = {
         group: run_scaled_to_end(
@@ -459,6 +464,39 @@ def test_two_groups_on_one_prefix_each_find_the_alerts_of_one(
     first, second = found.values()
     assert Counter(first.values()) == workload.expected
     assert sorted(second) == sorted(first), (tmp_path / "log").read_text()[-3000:]
+    assert (tmp_path / "log").read_text().count('"event": "legacy_scale_out_topics"') == 2
+
+
+@pytest.mark.integration
+def test_zonewatch_topics_creates_a_groups_topics_and_tells_of_the_shared_ones(
+    kafka_settings: KafkaSettings,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from zonewatch.sources import legacy_scale_out_topics
+
+    prefix = kafka_settings.topic_prefix
+    legacy = legacy_scale_out_topics(prefix)
+    ensure_topics(kafka_settings, list(legacy))  # left by a version before per-group topics
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers or "",
+        "ZONEWATCH_KAFKA__TOPIC_PREFIX": prefix,
+    }
+
+    def topics(*extra: str, **more_env: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "zonewatch", "topics", *extra]
+        done = subprocess.run(argv, env={**env, **more_env}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    done = topics("--group-id", "soc.eu")
+    assert f"{prefix}.correlation.soc_eu-" in done.stdout and ".state\tcreated" in done.stdout
+    assert f"{legacy.state} are from a version that shared them" in done.stderr
+    kept = topics(ZONEWATCH_CORRELATOR__SCALE_OUT_LEGACY_TOPICS="true")
+    assert f"{legacy.hits}\texists" in kept.stdout and "note:" not in kept.stderr
 
 
 # -- rules a repartitioned correlator refuses -------------------------------------
