@@ -62,10 +62,10 @@ def legacy_topics_note(settings: KafkaSettings, names: ScaleOutTopics) -> str | 
     return (
         f"{' and '.join(left)} are from a version that shared them between groups; "
         f"this group uses {names.hits} and {names.state}. If this group wrote them, the "
-        "windows open there are not carried over: to keep them, stop its members and "
-        "restart them with correlator.scale_out_legacy_topics=true "
-        "(ZONEWATCH_CORRELATOR__SCALE_OUT_LEGACY_TOPICS=true). Delete them once no "
-        "group uses them."
+        "windows open there were not carried over; to keep a group on them, set "
+        "correlator.scale_out_legacy_topics=true (ZONEWATCH_CORRELATOR__SCALE_OUT_LEGACY_TOPICS)"
+        " for all its members, best before they first start on this version (docs/deploy.md, "
+        '"Scale-out topics per group"). Delete them once no group uses them.'
     )
 
 
