@@ -10,11 +10,10 @@ DuckDB file, these read all of them:
 - one plain `zonewatch correlate` (the reference);
 - `--scale-out` with 1 member, 2 members, and ``--members M`` for more.
 
-Each run reads its own copy of the events under its own topic prefix: the
-changelog topic (``<prefix>.correlation.state``) is per prefix, not per
-group, and a scale-out group would otherwise restore the shard state another
-group left there (and drop every hit as a replay). Evidence event ids carry
-the topic name, so they are compared with the prefix taken out.
+Each run reads its own copy of the events under its own topic prefix (each
+group's internal topics, ``<prefix>.correlation.<group>.hits`` / ``.state``,
+are created by its members). Evidence event ids carry the topic name, so
+they are compared with the prefix taken out.
 
 Throughput is measured between 10 % and 90 % of the input (each member's
 ``zonewatch_correlator_events_total`` read from its /metrics every 50 ms), so
@@ -53,7 +52,7 @@ from bench_stream import make_event, make_rules  # noqa: E402
 from zonewatch.broker import EmbeddedBroker  # noqa: E402
 
 from zonewatch.config import KafkaSettings  # noqa: E402
-from zonewatch.kafka import correlation_topics, ensure_topics, make_producer  # noqa: E402
+from zonewatch.kafka import ensure_topics, make_producer  # noqa: E402
 from zonewatch.logs import configure_logging  # noqa: E402
 
 METRIC = "zonewatch_correlator_events_total{"
@@ -217,9 +216,7 @@ def main() -> None:
                         topic_prefix=f"scale-{uuid.uuid4().hex[:6]}",
                         partitions=args.partitions,
                     )
-                    internal = correlation_topics(kafka)
                     ensure_topics(kafka)
-                    ensure_topics(kafka, list(internal), configs=internal)
                     produce(kafka, n, t0)
                     rate, dbs, _ = run(kafka, rules, tmp, n, members, scale_out)
                     rates[name].append(rate)

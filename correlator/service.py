@@ -246,10 +246,16 @@ class CorrelatorService:
         ensure_topics(kafka)
         options: dict[str, Any] = {}
         if self.settings.correlator.scale_out:
-            from zonewatch.kafka import correlation_topics
+            from zonewatch.kafka import correlation_topics, legacy_topics_note
 
-            internal = correlation_topics(kafka)
-            ensure_topics(kafka, list(internal), configs=internal)
+            names = self.settings.scale_out_topics
+            internal = correlation_topics(names)
+            # Created now: the group's first start, or its first since the
+            # internal topics became per group (an upgrade may leave windows).
+            if ensure_topics(kafka, list(internal), configs=internal):
+                note = legacy_topics_note(kafka, names)
+                if note:
+                    log.warning("legacy_scale_out_topics", note=note)
             # kafka-python fetches again only once everything buffered is
             # returned: with a large source backlog buffered, the hits topic
             # would wait for all of it. Smaller fetches keep it flowing.

@@ -209,7 +209,8 @@ def test_the_acl_script_and_the_guide_grant_what_zonewatch_uses() -> None:
         CorrelatorSettings().group_id in script
         and f"group `{CorrelatorSettings().group_id}`" in guide
     )
-    for topic in [*all_topics(kafka), kafka.checkpoints_topic, *correlation_topics(kafka)]:
+    internal = correlation_topics(kafka.scale_out_topics(CorrelatorSettings().group_id))
+    for topic in [*all_topics(kafka), kafka.checkpoints_topic, *internal]:
         assert f"`{topic}`" in guide or any(
             f"`{p}` (prefixed)" in guide
             for p in ("zonewatch.events.", "zonewatch.correlation.")

@@ -161,6 +161,8 @@ MISTAKES = [
     Mistake("topics", "the broker down", 69, "topics", DOWN, "no Kafka broker"),
     Mistake("topics", "an invalid setting", 78, "topics", {"ZONEWATCH_KAFKA__PARTITIONS": "0"},
             "kafka.partitions"),
+    Mistake("topics", "a blank group id", 78, "topics", {"ZONEWATCH_CORRELATOR__GROUP_ID": " "},
+            "group id is empty"),
     Mistake("ingest", "a missing file", 2, f"ingest {FW} --file {{root}}/nope.log",
             says="no such file"),
     Mistake("ingest", "an unknown format", 2, "ingest firewall --format fortigat --file {fw_log}",

@@ -116,6 +116,76 @@ def test_shard_state_packs_metadata_and_engine_bytes() -> None:
     assert unpack_state(pack_state({"a": 1}, None)) == ({"a": 1}, None)
 
 
+# -- internal topic names, one pair per group -----------------------------------
+
+
+def test_each_group_has_its_own_internal_topics() -> None:
+    kafka = KafkaSettings(topic_prefix="zw")
+    assert kafka.scale_out_topics("zonewatch-correlator") == (
+        "zw.correlation.zonewatch-correlator.hits",
+        "zw.correlation.zonewatch-correlator.state",
+    )
+    assert kafka.scale_out_topics("soc_EU-2").state == "zw.correlation.soc_EU-2.state"
+    # An upgraded deployment may keep the names every group shared before.
+    assert kafka.scale_out_topics("any", legacy=True) == (
+        "zw.correlation.hits",
+        "zw.correlation.state",
+    )
+
+
+LEGAL = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+@pytest.mark.parametrize(
+    "group_id",
+    ["soc.eu", "soc eu", "soc/eu", "監視", "x" * 300, "a.b_c", "zonewatch.correlator"],
+)
+def test_a_group_id_kafka_would_refuse_or_confuse_is_made_legal(group_id: str) -> None:
+    from zonewatch.sources import group_topic_part
+
+    part = group_topic_part(group_id)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,80}", part) and re.search(r"-[0-9a-f]{12}$", part)
+    names = KafkaSettings(topic_prefix="p" * 150).scale_out_topics(group_id)
+    assert all(LEGAL.fullmatch(name) for name in names)
+
+
+GROUP_IDS = st.text(min_size=1, max_size=120).filter(str.strip)
+
+
+@given(GROUP_IDS, GROUP_IDS)
+def test_two_group_ids_never_share_topics(a: str, b: str) -> None:
+    # Kafka takes '.' and '_' for the same in topic names: compare so too.
+    kafka = KafkaSettings(topic_prefix="zw")
+    same = [n.replace(".", "_") for n in kafka.scale_out_topics(a)] == [
+        n.replace(".", "_") for n in kafka.scale_out_topics(b)
+    ]
+    assert same == (a == b)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "group_id", "says"),
+    [
+        ("zw", "", "group id is empty"),
+        ("zw", "  ", "group id is empty"),
+        ("p" * 230, "g", "shorten kafka.topic_prefix"),
+    ],
+)
+def test_a_group_id_that_cannot_name_topics_is_refused(prefix: str, group_id: str, says: str):
+    from zonewatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=says):
+        KafkaSettings(topic_prefix=prefix).scale_out_topics(group_id)
+
+
+def test_the_configured_group_and_the_legacy_setting_choose_the_topics() -> None:
+    from zonewatch.config import Settings
+
+    settings = Settings(kafka={"topic_prefix": "zw"}, correlator={"group_id": "blue"})
+    assert settings.scale_out_topics.hits == "zw.correlation.blue.hits"
+    legacy = settings.updated(correlator={"scale_out_legacy_topics": True})
+    assert legacy.scale_out_topics.state == "zw.correlation.state"
+
+
 # -- the shard's input ----------------------------------------------------------
 
 
@@ -246,13 +316,14 @@ def _alerts(db: Path) -> dict[str, str]:
         return dict(con.execute("SELECT id, rule_id FROM alerts").fetchall())
 
 
-def _wait_for_changelog_state(kafka: KafkaSettings, timeout_s: float = 120) -> None:
-    """Until some correlation shard's state is on the changelog topic."""
+def _wait_for_changelog_state(kafka: KafkaSettings, group: str, timeout_s: float = 120) -> None:
+    """Until some correlation shard's state is on the group's changelog topic."""
     from kafka import TopicPartition
 
     from zonewatch.kafka import log_bounds
 
-    tps = [TopicPartition(kafka.correlation_state_topic, p) for p in range(kafka.partitions)]
+    state = kafka.scale_out_topics(group).state
+    tps = [TopicPartition(state, p) for p in range(kafka.partitions)]
     deadline = time.monotonic() + timeout_s
     while not any(b.end > b.start for b in log_bounds(kafka, tps).values()):
         assert time.monotonic() < deadline, "no shard state reached the changelog"
@@ -294,7 +365,7 @@ def run_two_members(
     cannot reorder it. Runs end when idle; follow-ups (one member, then the
     other) go on until every partition is covered by one store or the other.
     Returns the two stores."""
-    internal = correlation_topics(kafka)
+    internal = correlation_topics(kafka.scale_out_topics(group))
     ensure_topics(kafka)
     ensure_topics(kafka, list(internal), configs=internal)
     n = len(workload.records)
@@ -308,7 +379,7 @@ def run_two_members(
     a = Correlator(kafka, rules, dbs[0], group, log, scale)
     a.wait_assigned()
     feeder.start()
-    _wait_for_changelog_state(kafka)
+    _wait_for_changelog_state(kafka, group)
     b = Correlator(kafka, rules, dbs[1], group, tmp_path / "b.log", scale)
     b.wait_assigned()
     feeder.join()
@@ -354,6 +425,78 @@ def test_two_members_of_one_group_find_the_alerts_of_one(
     assert PINNED_PARENT in clean.values()
     assert "correlations_on_one_shard" in log.read_text()
     assert sorted(scaled) == sorted(clean), (log.read_text()[-3000:], time.time())
+
+
+def run_scaled_to_end(
+    kafka: KafkaSettings, rules: Path, db: Path, group: str, log: Path, n: int
+) -> dict[str, str]:
+    """One ``--scale-out`` member, run until its store covers ``n`` events."""
+    for _ in range(4):
+        Correlator(kafka, rules, db, group, log, ("--scale-out",)).finish()
+        if sum(o for (t, _), o in _offsets(db).items() if ".events." in t) >= n:
+            return _alerts(db)
+    raise AssertionError(f"{group} did not read all {n} events in four runs")
+
+
+@pytest.mark.integration
+def test_two_groups_on_one_prefix_each_find_the_alerts_of_one(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    # The second group starts once the first has left its shard state behind:
+    # with one changelog per prefix it restored that state and dropped every
+    # hit as a replay (no correlation alert at all).
+    rules = tmp_path / "rules.yml"
+    rules.write_text(RULES)
+    workload = make_workload(4_000, seed=3)
+    produce(kafka_settings, workload)
+    # What a version with shared topics left: each group says so once, at its
+    # first start on its own topics, and does not touch them.
+    from zonewatch.sources import legacy_scale_out_topics
+
+    ensure_topics(kafka_settings, list(legacy_scale_out_topics(kafka_settings.topic_prefix)))
+    n, prefix = len(workload.records), kafka_settings.topic_prefix
+    found = {
+        group: run_scaled_to_end(
+            kafka_settings, rules, tmp_path / f"{group}.duckdb", group, tmp_path / "log", n
+        )
+        for group in (f"{prefix}-blue", f"{prefix}.red")
+    }
+    first, second = found.values()
+    assert Counter(first.values()) == workload.expected
+    assert sorted(second) == sorted(first), (tmp_path / "log").read_text()[-3000:]
+    assert (tmp_path / "log").read_text().count('"event": "legacy_scale_out_topics"') == 2
+
+
+@pytest.mark.integration
+def test_zonewatch_topics_creates_a_groups_topics_and_tells_of_the_shared_ones(
+    kafka_settings: KafkaSettings,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from zonewatch.sources import legacy_scale_out_topics
+
+    prefix = kafka_settings.topic_prefix
+    legacy = legacy_scale_out_topics(prefix)
+    ensure_topics(kafka_settings, list(legacy))  # left by a version before per-group topics
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers or "",
+        "ZONEWATCH_KAFKA__TOPIC_PREFIX": prefix,
+    }
+
+    def topics(*extra: str, **more_env: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "zonewatch", "topics", *extra]
+        done = subprocess.run(argv, env={**env, **more_env}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    done = topics("--group-id", "soc.eu")
+    assert f"{prefix}.correlation.soc_eu-" in done.stdout and ".state\tcreated" in done.stdout
+    assert f"{legacy.state} are from a version that shared them" in done.stderr
+    kept = topics(ZONEWATCH_CORRELATOR__SCALE_OUT_LEGACY_TOPICS="true")
+    assert f"{legacy.hits}\texists" in kept.stdout and "note:" not in kept.stderr
 
 
 # -- rules a repartitioned correlator refuses -------------------------------------
@@ -470,13 +613,13 @@ def test_a_scaled_out_member_killed_at_random_moments_loses_and_repeats_nothing(
     rules = tmp_path / "rules.yml"
     rules.write_text(RULES)
     workload = make_workload(30_000, seed=11)
-    internal = correlation_topics(kafka_settings)
+    group = f"{kafka_settings.topic_prefix}-killed"
+    internal = correlation_topics(kafka_settings.scale_out_topics(group))
     ensure_topics(kafka_settings)
     ensure_topics(kafka_settings, list(internal), configs=internal)
     produce(kafka_settings, workload)
     n = len(workload.records)
     db, log = tmp_path / "scaled.duckdb", tmp_path / "scaled.log"
-    group = f"{kafka_settings.topic_prefix}-killed"
     kills = kill_at_random_moments(
         lambda: Correlator(kafka_settings, rules, db, group, log, ("--scale-out",)),
         5,

@@ -113,15 +113,11 @@ class KafkaSettings(BaseModel):
         they cover; one partition so a connector reads back one ordered history."""
         return self.topic(topics.CHECKPOINTS)
 
-    @property
-    def correlation_hits_topic(self) -> str:
-        """Scale-out: correlation hits re-keyed by group (correlator/scaleout/)."""
-        return self.topic(topics.CORRELATION_HITS)
-
-    @property
-    def correlation_state_topic(self) -> str:
-        """Scale-out: the changelog of each correlation shard's state (compacted)."""
-        return self.topic(topics.CORRELATION_STATE)
+    def scale_out_topics(self, group_id: str, *, legacy: bool = False) -> topics.ScaleOutTopics:
+        """Scale-out's internal topics of one consumer group (correlator/scaleout/):
+        hits re-keyed by correlation group, and the shards' changelog
+        (compacted). ConfigError for a group id that cannot name them."""
+        return topics.scale_out_topics(self.topic_prefix, group_id, legacy=legacy)
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments shared by kafka-python producers, consumers and admin."""
@@ -205,6 +201,11 @@ class CorrelatorSettings(BaseModel):
     # moves with its partition (correlator/scaleout/). Off: one member
     # correlates everything it reads, and must read everything.
     scale_out: bool = False
+    # Scale-out's internal topics are per group (<prefix>.correlation.<group>.hits
+    # / .state); true keeps the names every group on the prefix shared before
+    # (<prefix>.correlation.hits / .state), so a deployment upgraded from then
+    # keeps its open windows. At most one group per prefix may set it.
+    scale_out_legacy_topics: bool = False
     poll_timeout_ms: int = Field(default=200, ge=1)
     # Forensic queries (`zonewatch query`, through the correlator's endpoint
     # or on the file): the longest a client may ask for, the rows and MB a
@@ -359,6 +360,14 @@ class Settings(BaseSettings):
     connectors: ConnectorSettings = Field(default_factory=ConnectorSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     graph: GraphSettings = Field(default_factory=GraphSettings)
+
+    @property
+    def scale_out_topics(self) -> topics.ScaleOutTopics:
+        """The internal topics of ``correlate --scale-out`` for the configured
+        group (``KafkaSettings.scale_out_topics``)."""
+        return self.kafka.scale_out_topics(
+            self.correlator.group_id, legacy=self.correlator.scale_out_legacy_topics
+        )
 
     def updated(self, **sections: dict[str, Any] | BaseModel) -> Settings:
         """A validated copy with fields of the named sections replaced:

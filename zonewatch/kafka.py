@@ -19,7 +19,7 @@ from zonewatch.config import KafkaSettings
 from zonewatch.errors import BrokerUnavailableError
 from zonewatch.logs import get_logger
 from zonewatch.offsets import LogBounds
-from zonewatch.sources import SOURCES
+from zonewatch.sources import SOURCES, ScaleOutTopics, legacy_scale_out_topics
 
 log = get_logger(__name__)
 
@@ -38,13 +38,35 @@ def all_topics(settings: KafkaSettings) -> list[str]:
     return [settings.events_topic(s) for s in SOURCES] + [settings.deadletter_topic]
 
 
-def correlation_topics(settings: KafkaSettings) -> dict[str, dict[str, str]]:
-    """The internal topics of ``correlate --scale-out``, with their settings:
-    the changelog keeps only the newest record per key (compaction)."""
-    return {
-        settings.correlation_hits_topic: {},
-        settings.correlation_state_topic: {"cleanup.policy": "compact"},
-    }
+def correlation_topics(names: ScaleOutTopics) -> dict[str, dict[str, str]]:
+    """The internal topics of one ``correlate --scale-out`` group
+    (``Settings.scale_out_topics``), with their settings: the changelog keeps
+    only the newest record per key (compaction)."""
+    return {names.hits: {}, names.state: {"cleanup.policy": "compact"}}
+
+
+def legacy_topics_note(settings: KafkaSettings, names: ScaleOutTopics) -> str | None:
+    """What to do about the scale-out topics every group on the prefix shared
+    before they were per group, when they exist and ``names`` are not them;
+    None otherwise (docs/deploy.md, "Scale-out topics per group")."""
+    legacy = legacy_scale_out_topics(settings.topic_prefix)
+    if names == legacy:
+        return None
+    admin = admin_client(settings)
+    try:
+        left = [name for name in legacy if name in set(admin.list_topics())]
+    finally:
+        admin.close()
+    if not left:
+        return None
+    return (
+        f"{' and '.join(left)} are from a version that shared them between groups; "
+        f"this group uses {names.hits} and {names.state}. If this group wrote them, the "
+        "windows open there were not carried over; to keep a group on them, set "
+        "correlator.scale_out_legacy_topics=true (ZONEWATCH_CORRELATOR__SCALE_OUT_LEGACY_TOPICS)"
+        " for all its members, best before they first start on this version (docs/deploy.md, "
+        '"Scale-out topics per group"). Delete them once no group uses them.'
+    )
 
 
 # kafka-python waits 30 s for a first answer by default; ours come after

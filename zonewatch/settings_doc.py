@@ -89,6 +89,10 @@ DESCRIPTIONS: dict[str, str] = {
     "for a bigger store write.",
     "correlator.scale_out": "Several correlators share one group (`--scale-out`); see "
     "correlator/correlation/README.md.",
+    "correlator.scale_out_legacy_topics": "Scale-out on the internal topics every group on the "
+    "prefix shared before they were per group (`<prefix>.correlation.hits` / `.state`): for a "
+    "deployment upgraded from then, to keep its open windows; one group per prefix at most "
+    "(docs/deploy.md).",
     "correlator.poll_timeout_ms": "How long one poll waits for records.",
     "correlator.metrics_host": "Address of `/metrics` and `/healthz` (0.0.0.0 in a container).",
     "correlator.metrics_port": "Port of `/metrics` and `/healthz` (`--metrics-port`); unset: "

@@ -1,9 +1,10 @@
 """What the detection stage and the correlation stage say to each other (pure).
 
 Two internal topics carry it (see correlator/correlation/README.md, Scale-out;
-names in ``KafkaSettings``, created by ``zonewatch topics``):
+one pair per consumer group, names in ``zonewatch/sources.py``, created by
+``zonewatch topics``):
 
-``<prefix>.correlation.hits``
+``<prefix>.correlation.<group>.hits``
     *Hit* records: one event some correlation reads, with the detection rules
     it matched, sent to the partition of its group key (after aliases), so
     every event of one group reaches one correlation shard whatever source
@@ -11,7 +12,7 @@ names in ``KafkaSettings``, created by ``zonewatch topics``):
     each source partition it owns, sent to every partition, so a shard knows
     when no older hit can come (windows close, absences resolve).
 
-``<prefix>.correlation.state``
+``<prefix>.correlation.<group>.state``
     The changelog: a shard's whole state (engine windows, buffered hits,
     progress per source) as of a hits offset, chunked under keys
     ``p/gen/i`` and committed by a header under key ``p``. A new owner of hits

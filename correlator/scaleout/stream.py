@@ -173,8 +173,7 @@ class RepartitionedStream(StreamCorrelator):
     ):
         log_pinned_rules(correlation)
         kafka = settings.kafka
-        self.hits_topic = kafka.correlation_hits_topic
-        self.state_topic = kafka.correlation_state_topic
+        self.hits_topic, self.state_topic = settings.scale_out_topics
         self.shards: dict[int, _Shard] = {}
         self._sources: dict[SourcePartition, _SourceProgress] = {}
         self._engine_bytes: dict[int, bytes | None] = {}

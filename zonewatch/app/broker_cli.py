@@ -48,15 +48,32 @@ def broker(settings: Settings, host: str, port: int, create_topics: bool) -> Non
 
 
 @click.command()
+@click.option(
+    "--group-id",
+    help="Consumer group whose `correlate --scale-out` topics to create "
+    "[default: correlator.group_id].",
+)
 @click.pass_obj
-def topics(settings: Settings) -> None:
-    """Create zonewatch's topics on the configured cluster (idempotent)."""
-    from zonewatch.kafka import all_topics, correlation_topics, ensure_topics
+def topics(settings: Settings, group_id: str | None) -> None:
+    """Create zonewatch's topics on the configured cluster (idempotent).
 
+    Besides the events, dead-letter and checkpoint topics: the internal topics
+    of `correlate --scale-out` for one consumer group,
+    <prefix>.correlation.<group>.hits and .state (each group has its own; run
+    once per group, or let `correlate --scale-out` create them).
+    """
+    from zonewatch.kafka import all_topics, correlation_topics, ensure_topics, legacy_topics_note
+
+    if group_id:
+        settings = settings.updated(correlator={"group_id": group_id})
     kafka = settings.kafka
-    internal = correlation_topics(kafka)
+    names = settings.scale_out_topics
+    internal = correlation_topics(names)
     created = ensure_topics(kafka)
     created += ensure_topics(kafka, [kafka.checkpoints_topic], partitions=1)
     created += ensure_topics(kafka, list(internal), configs=internal)
     for name in [*all_topics(kafka), kafka.checkpoints_topic, *internal]:
         click.echo(f"{name}\t{'created' if name in created else 'exists'}")
+    note = legacy_topics_note(kafka, names)
+    if note:
+        click.echo(f"note: {note}", err=True)
