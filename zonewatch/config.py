@@ -10,6 +10,7 @@ operators and our tests use to point at a real cluster.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
@@ -22,6 +23,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -150,6 +152,23 @@ class CorrelatorSettings(BaseModel):
     db_path: Path = Path("var/zonewatch.duckdb")
     allowed_lateness_s: float = Field(default=60.0, ge=0)
     late_events_update_windows: bool = False
+    # Throttle of the rules generated from zones.yaml that set no ``suppress:``
+    # of their own: one alert per key of these fields within this window of
+    # event time (a Sigma timespan: 30s, 10m, 1h), or ``off``
+    # (correlator/detection/throttle.py).
+    zone_policy_suppress: str = "10m"
+    zone_policy_suppress_fields: list[str] = Field(
+        default_factory=lambda: ["source.ip", "zone.destination"], min_length=1
+    )
+
+    @field_validator("zone_policy_suppress")
+    @classmethod
+    def _timespan_or_off(cls, value: str) -> str:
+        value = value.strip()
+        if value != "off" and not re.fullmatch(r"[1-9]\d*[smhdwMy]", value):
+            raise ValueError(f"{value!r} is not a timespan like 30s, 10m, 1h, nor off")
+        return value
+
     # Events stamped further ahead of their Kafka record's time (capped at
     # this clock) are flagged and kept out of correlation: they must never
     # move a watermark (zonewatch/timebounds.py). A past horizon is off by

@@ -23,6 +23,9 @@ from zonewatch.zones import PortSpec, ZonePolicy
 # Changing this namespace would change every generated id: never do it.
 ID_NAMESPACE = uuid.UUID("6b1f3c2e-7d4a-5e89-9c0b-2a7f1e3d5c40")
 GENERATOR_DATE = "2026-11-27"
+# The author of every generated rule: how the loader knows a zone-policy rule
+# (it takes ``correlator.zone_policy_suppress`` unless it says otherwise).
+GENERATOR_AUTHOR = "zonewatch rules generate"
 # Ports a probe or a misused path typically uses; the tests pick the first
 # one the matrix does not allow.
 _PROBE_PORTS = (445, 3389, 22, 135, 5985, 1433, 8080, 21)
@@ -199,7 +202,7 @@ def crossing_rule(policy: ZonePolicy, crossing: Crossing, zones_path: str) -> di
         "name": rule_name(crossing),
         "status": "stable",
         "description": description,
-        "author": "zonewatch rules generate",
+        "author": GENERATOR_AUTHOR,
         "date": GENERATOR_DATE,
         "tags": _tags(policy, crossing),
         "logsource": {"product": "zonewatch", "service": "firewall"},
@@ -227,7 +230,7 @@ def any_crossing_rule(crossings: list[Crossing]) -> dict[str, Any]:
             "correlation refers to it (the rules it lists do).\n"
             "生成されたゾーンポリシー規則のいずれかに該当した通信（連鎖相関用）。\n"
         ),
-        "author": "zonewatch rules generate",
+        "author": GENERATOR_AUTHOR,
         "date": GENERATOR_DATE,
         "correlation": {
             "type": "event_count",
