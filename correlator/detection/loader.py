@@ -28,7 +28,7 @@ from correlator.detection import compiler
 from correlator.detection.pipelines import build_pipeline, route
 from correlator.detection.ruleset import DetectionRule, RuleSet, build_routes, index_refs
 from correlator.detection.throttle import SUPPRESS_ATTRIBUTE, Suppression
-from correlator.policy.sigma import GENERATOR_AUTHOR
+from correlator.policy import GENERATOR_AUTHOR
 from zonewatch import bounded_yaml
 from zonewatch.errors import RuleError
 from zonewatch.logs import get_logger

@@ -17,15 +17,13 @@ import textwrap
 import uuid
 from typing import Any
 
+from correlator.policy import GENERATOR_AUTHOR
 from correlator.policy.crossings import Crossing, Exception_
 from zonewatch.zones import PortSpec, ZonePolicy
 
 # Changing this namespace would change every generated id: never do it.
 ID_NAMESPACE = uuid.UUID("6b1f3c2e-7d4a-5e89-9c0b-2a7f1e3d5c40")
 GENERATOR_DATE = "2026-11-27"
-# The author of every generated rule: how the loader knows a zone-policy rule
-# (it takes ``correlator.zone_policy_suppress`` unless it says otherwise).
-GENERATOR_AUTHOR = "zonewatch rules generate"
 # Ports a probe or a misused path typically uses; the tests pick the first
 # one the matrix does not allow.
 _PROBE_PORTS = (445, 3389, 22, 135, 5985, 1433, 8080, 21)
