@@ -301,3 +301,17 @@ def test_memory_forgets_alerts_a_horizon_behind_the_rules_newest() -> None:
     assert 360 <= throttle.entries() <= 720
     # An event within the window of a forgotten alert alerts again.
     assert throttle.admit("r", 60, ("10.0.0.0",), 1.0)
+
+
+def test_the_zone_policy_fields_take_a_comma_list_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from zonewatch.config import Settings
+
+    monkeypatch.setenv("ZONEWATCH_CORRELATOR__ZONE_POLICY_SUPPRESS", "30m")
+    monkeypatch.setenv("ZONEWATCH_CORRELATOR__ZONE_POLICY_SUPPRESS_FIELDS", "source.ip, user.name")
+    cfg = Settings().correlator
+    assert (cfg.zone_policy_suppress, cfg.zone_policy_suppress_fields) == (
+        "30m",
+        ["source.ip", "user.name"],
+    )

@@ -15,6 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
+import orjson
 import yaml
 from pydantic import (
     BaseModel,
@@ -26,7 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from zonewatch import bounded_yaml
 from zonewatch.errors import ConfigError
@@ -46,6 +47,20 @@ def _off_is_none(value: Any) -> Any:
 
 # A past horizon in days; ``off`` (env) or null (file) lifts it.
 Horizon = Annotated[float | None, BeforeValidator(_off_is_none)]
+
+
+def _comma_list(value: Any) -> Any:
+    """``a,b`` (or a JSON list) in an environment variable: a list of names."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return orjson.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+# Field names; an environment variable lists them separated by commas.
+FieldNames = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
 
 
 class KafkaSettings(BaseModel):
@@ -157,7 +172,7 @@ class CorrelatorSettings(BaseModel):
     # event time (a Sigma timespan: 30s, 10m, 1h), or ``off``
     # (correlator/detection/throttle.py).
     zone_policy_suppress: str = "10m"
-    zone_policy_suppress_fields: list[str] = Field(
+    zone_policy_suppress_fields: FieldNames = Field(
         default_factory=lambda: ["source.ip", "zone.destination"], min_length=1
     )
 
