@@ -12,7 +12,9 @@ than ``window`` from an alert of the same rule and key, before or after it,
 is counted and dropped. Rules generated from ``zones.yaml`` take the
 ``correlator.zone_policy_suppress`` default unless they say otherwise. An
 event lacking one of the fields is never suppressed: an alert nobody can
-attribute is not hidden. The admitted alert carries its key as ``group``.
+attribute is not hidden, nor is one stamped beyond the correlator's time
+bounds (its time cannot decide anything; ``stream.py`` flags those alerts).
+The admitted alert carries its key as ``group``.
 
 Why event time and both sides: the decision depends on the input only, not
 on when it is read, so ``match``, ``correlate`` and ``hunt`` agree on the
@@ -46,6 +48,8 @@ throttling on, a key alerts at most once per window.
 
 ``--scale-out``: each member rebuilds from its own store, so a key whose
 input partition moves to another member may alert once more there.
+``suppressed`` and the metric count decisions: events a restart reads again
+are counted again.
 """
 
 from __future__ import annotations
