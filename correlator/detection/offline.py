@@ -99,9 +99,18 @@ def run_offline(
         hits = ruleset.match(event, src)
         if not hits and on_hit is None:
             continue
-        if hits and any(rule.generate for rule in hits):
-            evidence = trusted_evidence(f"line:{line}", evidence_time(event), line, event)
-            yield from throttle.alerts(hits, evidence, make_alert)
+        if hits:
+            evidence: Evidence | None = None
+            for rule in hits:
+                if not rule.generate:
+                    continue
+                if evidence is None:
+                    evidence = trusted_evidence(f"line:{line}", evidence_time(event), line, event)
+                if rule.suppress is None and not rule.zone_policy:
+                    # The common case, as before throttling existed.
+                    yield detection_alert(rule, evidence, origin)  # type: ignore[arg-type]
+                else:
+                    yield from throttle.alerts((rule,), evidence, make_alert)
         if on_hit is not None:
             yield from on_hit(line, event, hits)
     if on_end is not None:
