@@ -315,3 +315,53 @@ def test_the_zone_policy_fields_take_a_comma_list_from_the_environment(
         "30m",
         ["source.ip", "user.name"],
     )
+
+
+def test_the_correlator_rebuilds_its_throttle_from_the_stream_alerts_it_stored(
+    tmp_path: Path,
+) -> None:
+    """What ``correlate`` does on start (``service.restored_throttle``): the
+    stream's stored alerts suppress what follows, hunt alerts do not, and
+    what is suppressed is counted in Prometheus."""
+    from dataclasses import replace
+
+    from prometheus_client import REGISTRY
+
+    from correlator.detection import detection_alert
+    from correlator.service import restored_throttle
+    from correlator.store import AlertStore
+    from zonewatch.config import Settings
+    from zonewatch.models import Evidence
+
+    ruleset = load(rule("suppress: {window: 10m, fields: [source.ip]}"))
+
+    def evidence(offset: int, minutes: float, src: str) -> Evidence:
+        event = connection(minutes, src=src)
+        when = BASE + timedelta(minutes=minutes)
+        topic = "zonewatch.events.firewall"
+        return Evidence(
+            event_id=f"{topic}:0:{offset}", time=when, topic=topic, partition=0,
+            offset=offset, line=None, event=event,
+        )  # fmt: skip
+
+    first = Throttle().alerts(ruleset.detections, evidence(1, 0, "10.10.23.90"), detection_alert)
+    hunted = Throttle().alerts(ruleset.detections, evidence(2, 0, "10.10.23.91"), detection_alert)
+    with AlertStore(tmp_path / "zonewatch.duckdb") as store:
+        store.register_rules(ruleset.detections)
+        store.write([*first, *(replace(a, origin="hunt") for a in hunted)])
+        throttle = restored_throttle(Settings(), ruleset, store)
+    rule_id = ruleset.detections[0].id
+
+    def counted() -> float:
+        value = REGISTRY.get_sample_value("zonewatch_detection_suppressed_total", {"rule": rule_id})
+        return value or 0.0
+
+    before = counted()
+    later = [
+        evidence(3, 4, "10.10.23.90"),  # within 10 min of the stored stream alert
+        evidence(4, 5, "10.10.23.91"),  # only a hunt alert before: alerts
+        evidence(5, 11, "10.10.23.90"),
+    ]
+    raised = [a for e in later for a in throttle.alerts(ruleset.detections, e, detection_alert)]
+    assert [a.evidence[0].offset for a in raised] == [4, 5]
+    assert counted() == before + 1
