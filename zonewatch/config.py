@@ -49,7 +49,7 @@ def _off_is_none(value: Any) -> Any:
 Horizon = Annotated[float | None, BeforeValidator(_off_is_none)]
 
 
-def _comma_list(value: Any) -> Any:
+def _field_names(value: Any) -> Any:
     """``a,b`` (or a JSON list) in an environment variable: a list of names."""
     if isinstance(value, str):
         text = value.strip()
@@ -60,7 +60,7 @@ def _comma_list(value: Any) -> Any:
 
 
 # Field names; an environment variable lists them separated by commas.
-FieldNames = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+FieldNames = Annotated[list[str], NoDecode, BeforeValidator(_field_names)]
 
 
 class KafkaSettings(BaseModel):
