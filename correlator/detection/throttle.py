@@ -43,8 +43,10 @@ partitions differently could admit a second alert beside one already stored.
 Bounded memory: alert times more than ``horizon`` (a day, or the window if
 longer) older than the newest alert of their rule are forgotten, both in
 memory and in the rebuild, so an event that late may alert again beside an
-alert it would otherwise meet. Each time is a float in a list per key; with
-throttling on, a key alerts at most once per window.
+alert it would otherwise meet. Each time is a float in a list per key
+(about 260 bytes per remembered key with its tuple: 100,000 hosts, 26 MB);
+a key alerts at most once per window, so a list holds at most
+``horizon / window`` times.
 
 ``--scale-out``: each member rebuilds from its own store, so a key whose
 input partition moves to another member may alert once more there.
