@@ -14,6 +14,9 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+import orjson
+from prometheus_client import Counter
+
 from correlator.stream import STATE_KEY, StreamCorrelator, StreamStats
 from zonewatch.config import Settings
 from zonewatch.errors import ConfigError, RuleError, ZonewatchError
@@ -22,10 +25,18 @@ from zonewatch.logs import get_logger
 if TYPE_CHECKING:
     from correlator.correlation import CorrelationEngine
     from correlator.detection import RuleSet
+    from correlator.detection.throttle import Throttle
     from correlator.ports import Notifier
+    from correlator.store import AlertStore
     from zonewatch.metrics import MetricsServer
 
 log = get_logger(__name__)
+
+SUPPRESSED = Counter(
+    "zonewatch_detection_suppressed_total",
+    "Detection alerts dropped by their rule's suppress: (or the zone-policy default)",
+    ["rule"],
+)
 
 
 def load_ruleset(paths: Sequence[Path], pipeline: Any) -> RuleSet:
@@ -109,6 +120,53 @@ def make_correlation_engine(
             engine.clamp_clock(time.time() + settings.correlator.max_future_skew_s)
             return engine
     return CorrelationEngine(ruleset.correlations, resolve, corr_settings)
+
+
+# The stream's stored detection alerts of throttled rules whose group holds
+# the rule's fields, within the horizon of the rule's newest such alert
+# (correlator/detection/throttle.py, ``Throttle.restore``).
+_THROTTLE_ROWS = """
+    WITH wanted AS (
+        SELECT unnest(?::VARCHAR[]) AS rule_id, unnest(?::DOUBLE[]) AS horizon_s,
+               unnest(?::VARCHAR[][]) AS fields
+    ), kept AS (
+        SELECT a.rule_id, a.group_values, a.first_seen, w.horizon_s
+        FROM alerts a JOIN wanted w USING (rule_id)
+        WHERE a.type = 'detection' AND a.origin = 'stream'
+          AND list_has_all(json_keys(a.group_values), w.fields)
+    )
+    SELECT rule_id, group_values, epoch(first_seen) FROM (
+        SELECT *, max(first_seen) OVER (PARTITION BY rule_id) AS newest FROM kept
+    )
+    WHERE epoch(first_seen) >= epoch(newest) - horizon_s
+"""
+
+
+def restored_throttle(settings: Settings, ruleset: RuleSet, store: AlertStore) -> Throttle:
+    """The detection throttle as of the alerts the store holds: exact after
+    any stop or crash, because alerts are stored with (or before) the offsets
+    covering their events (the reasoning: correlator/detection/throttle.py)."""
+    from correlator.detection.throttle import throttle_from_settings
+
+    throttle = throttle_from_settings(
+        settings.correlator, on_suppress=lambda rule: SUPPRESSED.labels(rule=rule).inc()
+    )
+    specs = throttle.throttled(ruleset.detections)
+    if not specs:
+        return throttle
+    ids = list(specs)
+    horizons = [max(throttle.horizon_s, specs[r].window) for r in ids]
+    fields = [list(specs[r].fields) for r in ids]
+    cur = store.cursor()
+    try:
+        rows = cur.execute(_THROTTLE_ROWS, [ids, horizons, fields]).fetchall()
+    finally:
+        cur.close()
+    taken = throttle.restore(
+        ruleset.detections, ((r, orjson.loads(g), float(t)) for r, g, t in rows)
+    )
+    log.info("detection_throttle_restored", rules=len(specs), alert_times=taken)
+    return throttle
 
 
 def preflight(settings: Settings) -> None:
@@ -285,6 +343,7 @@ class CorrelatorService:
                 consumer=consumer,
             )
         self.loop.reloader = self.reload_rules
+        self.loop.throttle = restored_throttle(self.settings, self.ruleset, self.store)
         port = self.settings.correlator.metrics_port
         if port is not None:
             from zonewatch.metrics import serve_metrics

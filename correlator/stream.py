@@ -210,6 +210,7 @@ class StreamCorrelator:
     ):
         from correlator.detection import detection_alert
         from correlator.detection import event_time as parse_event_time
+        from correlator.detection.throttle import throttle_from_settings
 
         self.settings = settings
         self.ruleset = ruleset
@@ -217,6 +218,9 @@ class StreamCorrelator:
         self.correlation = correlation
         self.make_alert = make_alert or detection_alert
         self.event_time = event_time or parse_event_time
+        # Which detection alerts ``suppress:`` drops; the service replaces it
+        # with one rebuilt from the stored alerts (detection/throttle.py).
+        self.throttle = throttle_from_settings(settings.correlator)
         self.stats = StreamStats()
         self.merger: EventTimeMerger[Pending] = EventTimeMerger(
             idle_s=settings.correlator.input_idle_s
@@ -631,7 +635,7 @@ class StreamCorrelator:
         )
         # Base rules of a correlation raise no alert of their own unless a
         # correlation says ``generate: true`` (Sigma spec); they still feed it.
-        out = [self.make_alert(rule, evidence) for rule in hits if rule.generate]
+        out = self.throttle.alerts(hits, evidence, self.make_alert)
         if self._correlated:
             ids = [r.id for r in hits if r.id in self._correlated]
             if ids:

@@ -11,9 +11,11 @@ and our tests use to point at a real cluster. Secrets are ``SecretStr``
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -21,6 +23,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -59,6 +62,20 @@ def _off_is_none(value: Any) -> Any:
 
 # A past horizon in days; ``off`` (env) or null (file) lifts it.
 Horizon = Annotated[float | None, BeforeValidator(_off_is_none)]
+
+
+def _comma_list(value: Any) -> Any:
+    """``a,b`` or a JSON list (environment, command line) -> a list of names."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return orjson.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+# Field names; an environment variable lists them separated by commas.
+FieldNames = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
 
 
 class KafkaSettings(BaseModel):
@@ -163,6 +180,23 @@ class CorrelatorSettings(BaseModel):
     db_path: Path = Path("var/zonewatch.duckdb")
     allowed_lateness_s: float = Field(default=60.0, ge=0)
     late_events_update_windows: bool = False
+    # Throttle of the rules generated from zones.yaml that set no ``suppress:``
+    # of their own: one alert per key of these fields within this window of
+    # event time (a Sigma timespan: 30s, 10m, 1h), or ``off``
+    # (correlator/detection/throttle.py).
+    zone_policy_suppress: str = "10m"
+    zone_policy_suppress_fields: FieldNames = Field(
+        default_factory=lambda: ["source.ip", "zone.destination"], min_length=1
+    )
+
+    @field_validator("zone_policy_suppress")
+    @classmethod
+    def _timespan_or_off(cls, value: str) -> str:
+        value = value.strip()
+        if value != "off" and not re.fullmatch(r"[1-9]\d*[smhdwMy]", value):
+            raise ValueError(f"{value!r} is not a timespan like 30s, 10m, 1h, nor off")
+        return value
+
     # Events stamped further ahead of their Kafka record's time (capped at
     # this clock) are flagged and kept out of correlation: they must never
     # move a watermark (zonewatch/timebounds.py). A past horizon is off by
@@ -271,13 +305,6 @@ class ConsoleSettings(BaseModel):
     timezone: str = "Asia/Tokyo"
     session_ttl_s: float = Field(default=8 * 3600, gt=0)
     session_idle_s: float = Field(default=30 * 60, gt=0)
-
-
-def _comma_list(value: Any) -> Any:
-    """``a,b`` (environment, command line) -> ``("a", "b")``."""
-    if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    return value
 
 
 M365_CONTENT_TYPES = (

@@ -69,6 +69,13 @@ DESCRIPTIONS: dict[str, str] = {
     "still count in correlation windows.",
     "correlator.late_events_update_windows": "Whether events later than the allowed lateness "
     "still update windows (they are always counted).",
+    "correlator.zone_policy_suppress": "Throttle of the zone-policy rules generated from "
+    "`zones.yaml` (a rule's own `suppress:` wins): at most one alert per key of "
+    "`zone_policy_suppress_fields` within this window of event time (`30s`, `10m`, `1h`); "
+    "`off` raises one per connection. Suppressed alerts are counted in "
+    "`zonewatch_detection_suppressed_total`.",
+    "correlator.zone_policy_suppress_fields": "Fields whose values make the throttle key of "
+    "the zone-policy rules (default: one alert per source host and destination zone).",
     "correlator.input_idle_s": "An input partition quiet this long stops holding back the "
     "event-time merge of the others.",
     "correlator.archive_events": "Keep every consumed event in the store's `events` table "

@@ -262,11 +262,11 @@ def _dnf(node: Any, negate: bool = False) -> list[tuple[frozenset[str], frozense
     return result
 
 
-def _suppress(rule: SigmaCorrelationRule, group_by: tuple[str, ...]) -> Suppress | None:
-    raw = rule.custom_attributes.get(SUPPRESS_ATTRIBUTE)
-    if raw is None:
-        return None
-    fields: list[str] | None = None
+def parse_suppress(raw: Any) -> tuple[float, list[str] | None]:
+    """The ``suppress`` attribute (``10m`` or ``{window: 10m, fields: [...]}``)
+    as (window in seconds, fields or None); ``ValueError`` says what to fix.
+    Correlation and detection rules read it alike."""
+    fields: Any = None
     if isinstance(raw, str):
         window = raw
     elif isinstance(raw, dict) and "window" in raw:
@@ -275,13 +275,28 @@ def _suppress(rule: SigmaCorrelationRule, group_by: tuple[str, ...]) -> Suppress
         if isinstance(fields, str):
             fields = [fields]
     else:
-        raise _error(rule, "suppress must be a timespan ('10m') or {window: 10m, fields: [...]}")
+        raise ValueError("suppress must be a timespan ('10m') or {window: 10m, fields: [...]}")
     try:
         seconds = SigmaCorrelationTimespan(str(window)).seconds
     except SigmaTimespanError:
-        raise _error(
-            rule, f"suppress window '{window}' is not a timespan like 30s, 10m, 1h"
+        raise ValueError(
+            f"suppress window '{window}' is not a timespan like 30s, 10m, 1h"
         ) from None
+    if fields is not None and (
+        not isinstance(fields, list) or not all(isinstance(f, str) and f for f in fields)
+    ):
+        raise ValueError(f"suppress fields must be a list of field names, got {fields!r}")
+    return float(seconds), fields
+
+
+def _suppress(rule: SigmaCorrelationRule, group_by: tuple[str, ...]) -> Suppress | None:
+    raw = rule.custom_attributes.get(SUPPRESS_ATTRIBUTE)
+    if raw is None:
+        return None
+    try:
+        seconds, fields = parse_suppress(raw)
+    except ValueError as exc:
+        raise _error(rule, str(exc)) from None
     if fields is None:
         positions = tuple(range(len(group_by)))
     else:
@@ -293,7 +308,7 @@ def _suppress(rule: SigmaCorrelationRule, group_by: tuple[str, ...]) -> Suppress
                 "suppression keys are made of group-by values",
             )
         positions = tuple(group_by.index(f) for f in fields)
-    return Suppress(float(seconds), positions)
+    return Suppress(seconds, positions)
 
 
 def _level(rule: SigmaCorrelationRule) -> str:

@@ -121,9 +121,11 @@ def match(
 
     from correlator.correlation.offline import offline_hooks
     from correlator.detection.offline import evidence_time
+    from correlator.detection.throttle import throttle_from_settings
 
     hooks = offline_hooks(ruleset, evidence_time)
     on_hit, on_end = (hooks[0], hooks[1]) if hooks else (None, None)
+    throttle = throttle_from_settings(settings.correlator if settings is not None else None)
     out = sys.stdout.buffer
     for alert in run_offline(
         counted(read_ndjson(events, flatten, on_error)),
@@ -131,9 +133,17 @@ def match(
         source=source,
         on_hit=on_hit,
         on_end=on_end,
+        throttle=throttle,
     ):
         out.write(alert_json(alert) + b"\n")
     out.flush()
+    if throttle.suppressed:
+        titles = {rule.id: rule.title for rule in ruleset.detections}
+        click.echo(
+            f"zonewatch: {sum(throttle.suppressed.values())} alert(s) suppressed (suppress:): "
+            + ", ".join(f"{titles.get(r, r)}: {n}" for r, n in sorted(throttle.suppressed.items())),
+            err=True,
+        )
     if bad_lines > _SHOWN_BAD_LINES:
         click.echo(f"zonewatch: ... and {bad_lines - _SHOWN_BAD_LINES} more", err=True)
     if bad_lines and not good_lines:

@@ -27,6 +27,8 @@ from sigma.rule import SigmaRule
 from correlator.detection import compiler
 from correlator.detection.pipelines import build_pipeline, route
 from correlator.detection.ruleset import DetectionRule, RuleSet, build_routes, index_refs
+from correlator.detection.throttle import SUPPRESS_ATTRIBUTE, Suppression
+from correlator.policy import GENERATOR_AUTHOR
 from zonewatch import bounded_yaml
 from zonewatch.errors import RuleError
 from zonewatch.logs import get_logger
@@ -263,6 +265,11 @@ def load_documents(
         except SigmaError as exc:
             errors.append(_sigma_error(exc, doc))
             continue
+        try:
+            suppress = _suppression(rule)
+        except ValueError as exc:
+            errors.append(RuleError(str(exc), doc.path, locate(doc, SUPPRESS_ATTRIBUTE)))
+            continue
         ident = _rule_id(rule, doc)
         detection = DetectionRule(
             id=ident,
@@ -280,6 +287,8 @@ def load_documents(
             sources=route(rule.logsource),
             generate=generate.get(id(rule), (True, ()))[0],
             correlated_by=generate.get(id(rule), (True, ()))[1],
+            suppress=suppress,
+            zone_policy=rule.author == GENERATOR_AUTHOR,
         )
         compiled.append((detection, code))
     ruleset = RuleSet(
@@ -297,6 +306,12 @@ def load_documents(
     if errors:
         log.warning("rules_with_errors", errors=len(errors), loaded=len(ruleset.detections))
     return ruleset
+
+
+def _suppression(rule: SigmaRule) -> Suppression | None:
+    """The rule's ``suppress`` attribute (``ValueError``: what to fix)."""
+    raw = rule.custom_attributes.get(SUPPRESS_ATTRIBUTE)
+    return None if raw is None else Suppression.parse(raw)
 
 
 def _rule_id(rule: SigmaRule, doc: RuleDoc) -> str:

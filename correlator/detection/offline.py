@@ -21,6 +21,7 @@ from correlator.detection.alerts import (
 )
 from correlator.detection.evtx import flatten_evtx
 from correlator.detection.ruleset import DetectionRule, RuleSet, _dataset
+from correlator.detection.throttle import Throttle, throttle_from_settings
 from zonewatch.errors import ParseError
 from zonewatch.models import Alert, Evidence
 
@@ -82,8 +83,17 @@ def run_offline(
     on_hit: OnHit | None = None,
     on_end: OnEnd | None = None,
     origin: str = "match",
+    throttle: Throttle | None = None,
 ) -> Iterator[Alert]:
-    """Detection alerts (of rules that generate them) and the hooks' alerts, in input order."""
+    """Detection alerts (of rules that generate them, less those ``throttle``
+    suppresses: by default the default settings' throttle, as ``correlate``
+    and ``hunt`` have it) and the hooks' alerts, in input order."""
+    if throttle is None:
+        throttle = throttle_from_settings()
+
+    def make_alert(rule: DetectionRule, evidence: Evidence) -> Alert:
+        return detection_alert(rule, evidence, origin)  # type: ignore[arg-type]
+
     for line, event in events:
         src = source if source is not None else _dataset(event)
         hits = ruleset.match(event, src)
@@ -96,7 +106,11 @@ def run_offline(
                     continue
                 if evidence is None:
                     evidence = trusted_evidence(f"line:{line}", evidence_time(event), line, event)
-                yield detection_alert(rule, evidence, origin)  # type: ignore[arg-type]
+                if rule.suppress is None and not rule.zone_policy:
+                    # The common case, as before throttling existed.
+                    yield detection_alert(rule, evidence, origin)  # type: ignore[arg-type]
+                else:
+                    yield from throttle.alerts((rule,), evidence, make_alert)
         if on_hit is not None:
             yield from on_hit(line, event, hits)
     if on_end is not None:

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from sigma.correlations import SigmaCorrelationRule
     from sigma.rule import SigmaRule
 
+    from correlator.detection.throttle import Suppression
+
 log = get_logger(__name__)
 
 MatchFn = Callable[[dict[str, Any], list["DetectionRule"]], list["DetectionRule"]]
@@ -41,6 +43,10 @@ class DetectionRule:
     # False when the rule only feeds correlations (Sigma ``generate: false``, the default).
     generate: bool = True
     correlated_by: tuple[str, ...] = ()
+    # ``suppress:`` (correlator/detection/throttle.py); None: every match alerts.
+    suppress: Suppression | None = None
+    # Generated from zones.yaml: takes ``correlator.zone_policy_suppress`` by default.
+    zone_policy: bool = False
 
     @property
     def correlation_only(self) -> bool:

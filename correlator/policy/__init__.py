@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from correlator.policy.files import GeneratedFile, generate_files, stale_files, write_files
     from correlator.policy.sigma import crossing_rule, rule_id
 
+# The author of every generated rule: how the rule loader knows a zone-policy
+# rule (it takes ``correlator.zone_policy_suppress`` unless it says otherwise).
+# Here, not in ``sigma``: the loader imports no generator module for it.
+GENERATOR_AUTHOR = "zonewatch rules generate"
+
 # name -> module, imported on first use (zonewatch/lazy.py)
 _EXPORTS = {
     "Crossing": "correlator.policy.crossings",

@@ -17,6 +17,7 @@ import textwrap
 import uuid
 from typing import Any
 
+from correlator.policy import GENERATOR_AUTHOR
 from correlator.policy.crossings import Crossing, Exception_
 from zonewatch.zones import PortSpec, ZonePolicy
 
@@ -199,7 +200,7 @@ def crossing_rule(policy: ZonePolicy, crossing: Crossing, zones_path: str) -> di
         "name": rule_name(crossing),
         "status": "stable",
         "description": description,
-        "author": "zonewatch rules generate",
+        "author": GENERATOR_AUTHOR,
         "date": GENERATOR_DATE,
         "tags": _tags(policy, crossing),
         "logsource": {"product": "zonewatch", "service": "firewall"},
@@ -227,7 +228,7 @@ def any_crossing_rule(crossings: list[Crossing]) -> dict[str, Any]:
             "correlation refers to it (the rules it lists do).\n"
             "生成されたゾーンポリシー規則のいずれかに該当した通信（連鎖相関用）。\n"
         ),
-        "author": "zonewatch rules generate",
+        "author": GENERATOR_AUTHOR,
         "date": GENERATOR_DATE,
         "correlation": {
             "type": "event_count",

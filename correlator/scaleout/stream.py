@@ -271,7 +271,7 @@ class RepartitionedStream(StreamCorrelator):
                 event,
                 self._labels.get(record.topic),
             )
-            out = [self.make_alert(rule, evidence) for rule in generated]
+            out = self.throttle.alerts(generated, evidence, self.make_alert)
         if self._correlated and self.correlation is not None:
             ids = [r.id for r in hits if r.id in self._correlated]
             if ids:
