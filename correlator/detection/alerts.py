@@ -10,6 +10,7 @@ import orjson
 
 from correlator.detection.ruleset import DetectionRule
 from zonewatch.errors import ZonewatchError
+from zonewatch.fieldpath import get_field
 from zonewatch.models import Alert, AlertOrigin, Evidence, alert_to_json
 
 
@@ -73,8 +74,7 @@ def parse_event_time(raw: Any) -> datetime:
 
 
 def zone_crossing(event: dict[str, Any]) -> str | None:
-    zone = event.get("zone")
-    value = zone.get("crossing") if isinstance(zone, dict) else event.get("zone.crossing")
+    value = get_field(event, "zone.crossing")
     return value if isinstance(value, str) else None
 
 

@@ -51,6 +51,7 @@ from correlator.detection import prefilter, runtime
 from correlator.detection.anchors import Anchor, anchor
 from correlator.detection.anchors import any_of as anchors_any_of
 from correlator.detection.kinds import NUMBERS, STRINGS, kind
+from zonewatch import fieldpath
 from zonewatch.logs import get_logger
 from zonewatch.netranges import AddressIndex, AddressSet
 
@@ -569,10 +570,9 @@ _RUNTIME_NAMES = {
     "_time_part": runtime.time_part,
     "_field_ref": runtime.field_ref,
     "_exists_nested": runtime.exists_nested,
-    "_exists": runtime.exists,
-    "_get_path": runtime.get_path,
+    "_exists": fieldpath.exists,
     "_flatten_event": runtime.flatten_event,
-    "_M": runtime.MISSING,
+    **fieldpath.NAMESPACE,
     "_lower": runtime.lower,
     "_text": runtime.text,
     "_keyword_values": runtime.keyword_values,
@@ -581,34 +581,9 @@ _RUNTIME_NAMES = {
 
 
 def _fetch(var: str, name: str, indent: str) -> list[str]:
-    """A statement reading field ``name`` of event ``E`` into ``var`` (None when absent).
-
-    One expression walks nested dicts (the common ECS shape) with
-    ``runtime.get_path``'s exact rules: where a level is missing, the rest of
-    the path may be one flat key at that level; where a level is not an
-    object, the whole name may be a flat key at the top.
-    """
-    parts = name.split(".")
-    return [f"{indent}{var} = {_path_expr(var, parts, 0, 'E')}"]
-
-
-def _path_expr(var: str, parts: list[str], i: int, node: str) -> str:
-    get = "g" if node == "E" else f"{node}.get"  # g = E.get in every generated function
-    if i == len(parts) - 1:
-        return f"{get}({parts[i]!r})"
-    name = ".".join(parts)
-    t = f"{var}_{i}"
-    # A missing level: the rest as one flat key there (at the top: the whole name).
-    # A level that is not an object: the whole name as a flat top-level key.
-    otherwise = (
-        f"g({name!r})"
-        if i == 0
-        else f"({get}({'.'.join(parts[i:])!r}) if {t} is _M else g({name!r}))"
-    )
-    return (
-        f"({_path_expr(var, parts, i + 1, t)} if ({t} := {get}({parts[i]!r}, _M)).__class__ "
-        f"is dict else {otherwise})"
-    )
+    """A statement reading field ``name`` of event ``E`` into ``var`` (None when
+    absent), as ``zonewatch.fieldpath`` defines it, in one expression."""
+    return [f"{indent}{var} = {fieldpath.inline_expr(name, var)}"]
 
 
 @dataclass

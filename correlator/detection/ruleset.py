@@ -108,6 +108,7 @@ class RuleSet:
 
 
 def _dataset(event: dict[str, Any]) -> str | None:
+    # get_field(event, "event.dataset") (zonewatch.fieldpath), inlined: per event.
     ev = event.get("event")
     dataset = ev.get("dataset") if ev.__class__ is dict else event.get("event.dataset")
     return dataset if dataset in SOURCES else None
