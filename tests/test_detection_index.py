@@ -212,7 +212,7 @@ def test_rules_sharing_a_value_share_one_cluster() -> None:
 
 
 def test_clusters_compile_on_first_use_unless_loaded_eagerly() -> None:
-    from correlator.detection.compiler import LazyCluster
+    from correlator.detection.codegen import LazyCluster
 
     docs = [
         {

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from correlator.correlation.fields import getter, key_getter, norm
-from correlator.detection.compiler import _RUNTIME_NAMES, _fetch
+from correlator.detection.codegen import _RUNTIME_NAMES, _fetch
 from zonewatch.fieldpath import MISSING, exists, get_field
 
 # Keys that spell the same names nested and flat, at any level.

@@ -1,0 +1,243 @@
+"""Generated Python a person can read: long lines wrapped, tracebacks with source.
+
+The detection compiler emits one line per test, and a SigmaHQ rule's test can
+be 1,000 characters. ``wrap`` breaks such lines inside brackets only, where
+Python ignores line breaks, so the code means the same (tests compare the
+syntax trees): at the loosest operator first (commas, then ``if``/``else``,
+then ``or``, then ``and``, then between adjacent string literals), else
+inside the longest bracket pair, in the style of black. ``if`` headers and
+assignments get a pair of brackets to break in.
+
+``compile_source`` compiles generated code under a ``<...>`` file name and
+registers the text with ``linecache``, so a traceback through it shows the
+line (otherwise Python prints the file name and line number only). The entry
+goes when the compiled code's functions are gone.
+
+Pure apart from ``linecache``; no project imports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import linecache
+import tokenize
+import weakref
+from collections.abc import Iterable
+from types import CodeType
+from typing import Any
+
+WIDTH = 100
+
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+_CLOSE = frozenset(_OPEN.values())
+# Break classes, loosest first: a segment breaks at the first class it has at
+# its top level. ``"str"`` stands for the gap between adjacent string literals.
+_CLASSES: tuple[frozenset[str], ...] = (
+    frozenset({","}),
+    frozenset({"if", "else", "for"}),
+    frozenset({"or"}),
+    frozenset({"and"}),
+    frozenset({"str"}),
+)
+
+
+class _Tok:
+    __slots__ = ("end", "start", "text", "type")
+
+    def __init__(self, type_: int, text: str, start: int, end: int):
+        self.type, self.text, self.start, self.end = type_, text, start, end
+
+
+def wrap(source: str, width: int = WIDTH) -> str:
+    """``source`` with every line longer than ``width`` broken inside brackets."""
+    if all(len(line) <= width for line in source.splitlines()):
+        return source
+    out: list[str] = []
+    for line in source.splitlines():
+        out.extend(wrap_line(line, width) if len(line) > width else (line,))
+    return "\n".join(out) + ("\n" if source.endswith("\n") else "")
+
+
+def wrap_line(line: str, width: int = WIDTH) -> list[str]:
+    """One statement line -> lines of at most ``width`` where brackets allow."""
+    code = line.lstrip()
+    indent = line[: len(line) - len(code)]
+    if code.startswith("#"):
+        return [line]
+    toks = _tokens(code)
+    if toks is None:
+        return [line]
+    w = _Wrapper(code, toks, width)
+    n = len(toks)
+    if toks[0].text == "if" and toks[-1].text == ":" and n > 2:
+        return w.bracketed("if ", 1, n - 1, ":", indent)
+    if n > 2 and toks[1].text == "=" and toks[0].type == tokenize.NAME:
+        return w.bracketed(f"{toks[0].text} = ", 2, n, "", indent)
+    return w.segment(0, n, indent, in_brackets=False)
+
+
+def _tokens(code: str) -> list[_Tok] | None:
+    try:
+        raw = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return None
+    toks = []
+    for t in raw:
+        if t.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.COMMENT):
+            continue
+        if t.start[0] != 1 or t.end[0] != 1:
+            return None  # not one physical line: leave it
+        toks.append(_Tok(t.type, t.string, t.start[1], t.end[1]))
+    return toks or None
+
+
+class _Wrapper:
+    def __init__(self, code: str, toks: list[_Tok], width: int):
+        self.code, self.toks, self.width = code, toks, width
+        # Index of the matching bracket for every bracket token.
+        self.match: dict[int, int] = {}
+        stack: list[int] = []
+        for i, t in enumerate(toks):
+            if t.type == tokenize.OP and t.text in _OPEN:
+                stack.append(i)
+            elif t.type == tokenize.OP and t.text in _CLOSE and stack:
+                j = stack.pop()
+                self.match[i], self.match[j] = j, i
+
+    def text(self, a: int, b: int) -> str:
+        return self.code[self.toks[a].start : self.toks[b - 1].end] if a < b else ""
+
+    def fits(self, a: int, b: int, indent: str, extra: int = 0) -> bool:
+        return len(indent) + len(self.text(a, b)) + extra <= self.width
+
+    def bracketed(self, head: str, a: int, b: int, tail: str, indent: str) -> list[str]:
+        """``head`` + tokens a..b + ``tail`` as one line, or the tokens broken
+        inside a bracket pair: theirs when they are one group, else a new one."""
+        if self.fits(a, b, indent, len(head) + len(tail)):
+            return [f"{indent}{head}{self.text(a, b)}{tail}"]
+        if self.toks[a].text in _OPEN and self.match.get(a) == b - 1:
+            open_, close = self.toks[a].text, self.toks[b - 1].text
+            inner = self.segment(a + 1, b - 1, indent + "    ", in_brackets=True)
+            return [f"{indent}{head}{open_}", *inner, f"{indent}{close}{tail}"]
+        inner = self.segment(a, b, indent + "    ", in_brackets=True)
+        return [f"{indent}{head}(", *inner, f"{indent}){tail}"]
+
+    def segment(self, a: int, b: int, indent: str, in_brackets: bool) -> list[str]:
+        """Tokens a..b (a whole expression or statement) as lines at ``indent``."""
+        if self.fits(a, b, indent):
+            return [indent + self.text(a, b)]
+        if in_brackets:
+            kind, cuts = self._cuts(a, b)
+            if cuts:
+                return self._split(a, b, kind, cuts, indent)
+        return self._open_group(a, b, indent)
+
+    def _top_level(self, a: int, b: int) -> Iterable[int]:
+        i = a
+        while i < b:
+            yield i
+            i = self.match[i] + 1 if i in self.match and self.match[i] > i else i + 1
+
+    def _cuts(self, a: int, b: int) -> tuple[str, list[int]]:
+        """Where to break the top level of a..b, for the loosest class present:
+        (``","``: after these commas | ``"op"``: before these operators |
+        ``"str"``: before these string literals, []) ."""
+        top = list(self._top_level(a, b))
+        toks = self.toks
+        for cls in _CLASSES:
+            if "str" in cls:
+                found = [
+                    j
+                    for i, j in itertools.pairwise(top)
+                    if toks[i].type == tokenize.STRING and toks[j].type == tokenize.STRING
+                ]
+                if found:
+                    return "str", found
+            elif "," in cls:
+                found = [i for i in top if toks[i].type == tokenize.OP and toks[i].text == ","]
+                if found:
+                    return ",", found
+            else:
+                found = [
+                    i
+                    for i in top
+                    if i > a and toks[i].type == tokenize.NAME and toks[i].text in cls
+                ]
+                if found:
+                    return "op", found
+        return "", []
+
+    def _split(self, a: int, b: int, kind: str, cuts: list[int], indent: str) -> list[str]:
+        bounds = [a, *((c + 1) if kind == "," else c for c in cuts), b]
+        if bounds[1] >= b:  # one operand with a trailing comma: nothing to break
+            return self._open_group(a, b, indent)
+        lines: list[str] = []
+        for s, e in itertools.pairwise(bounds):
+            if s >= e:
+                continue
+            head = ""
+            if kind == "op" and s != a:
+                head, s = self.toks[s].text + " ", s + 1  # "and X": the operator leads
+            lines.extend(self._operand(head, s, e, indent, grouped=kind == "op"))
+        return lines
+
+    def _operand(self, head: str, a: int, b: int, indent: str, grouped: bool) -> list[str]:
+        """``head`` + tokens a..b; an operand that must break and mixes looser
+        operators gets brackets of its own (the syntax tree is the same), so
+        ``or x and y`` never reads as three alternatives."""
+        if a >= b:
+            return [indent + head.rstrip()]
+        if self.fits(a, b, indent, len(head)):
+            return [indent + head + self.text(a, b)]
+        if head and self.toks[a].text in _OPEN and self.match.get(a) == b - 1:
+            open_, close = self.toks[a].text, self.toks[b - 1].text
+            inner = self.segment(a + 1, b - 1, indent + "    ", in_brackets=True)
+            return [f"{indent}{head}{open_}", *inner, f"{indent}{close}"]
+        if grouped and self._cuts(a, b)[1]:
+            inner = self.segment(a, b, indent + "    ", in_brackets=True)
+            return [f"{indent}{head}(", *inner, f"{indent})"]
+        body = self.segment(a, b, indent, in_brackets=True)
+        return [indent + head + body[0][len(indent) :], *body[1:]]
+
+    def _open_group(self, a: int, b: int, indent: str) -> list[str]:
+        """Break inside the longest bracket pair at the top level of a..b."""
+        best = None
+        for i in self._top_level(a, b):
+            j = self.match.get(i)
+            if j is None or not (i + 1 < j < b):
+                continue
+            size = self.toks[j].end - self.toks[i].start
+            if best is None or size >= best[2]:
+                best = (i, j, size)
+        if best is None:
+            return [indent + self.text(a, b)]  # no bracket to break in: leave it long
+        i, j, _ = best
+        head = self.code[self.toks[a].start : self.toks[i].end]
+        tail = self.code[self.toks[j].start : self.toks[b - 1].end]
+        inner = self.segment(i + 1, j, indent + "    ", in_brackets=True)
+        return [indent + head, *inner, indent + tail]
+
+
+_serial = itertools.count(1)
+
+
+def unique_name(label: str) -> str:
+    """A ``<...>`` file name no other generated source has (``<label #n>``)."""
+    return f"<{label} #{next(_serial)}>"
+
+
+def compile_source(source: str, filename: str) -> CodeType:
+    """``compile(source, filename, "exec")``, with ``source`` kept in ``linecache``
+    so tracebacks through it show their line; see ``forget_with``."""
+    code = compile(source, filename, "exec")
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    return code
+
+
+def forget_with(owner: Any, filename: str) -> None:
+    """Drop ``filename`` from ``linecache`` once ``owner`` (a function compiled
+    from it) is garbage, so reloading rules does not keep every old source."""
+    with contextlib.suppress(TypeError):  # not weakly referenceable: keep the entry
+        weakref.finalize(owner, linecache.cache.pop, filename, None)
