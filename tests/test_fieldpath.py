@@ -55,3 +55,11 @@ def test_correlation_readers_equal_get_field(event: dict[str, Any], name: str) -
 @given(EVENT, NAME)
 def test_exists_agrees_with_get_field(event: dict[str, Any], name: str) -> None:
     assert exists(event, name) is (get_field(event, name, MISSING) is not MISSING)
+
+
+def test_generated_correlation_readers_show_their_source_in_tracebacks() -> None:
+    import linecache
+
+    read = getter("a.b")
+    assert linecache.getline(read.__code__.co_filename, 1) == "def get(event):\n"
+    assert "_get_field(event, 'a.b')" in "".join(linecache.getlines(read.__code__.co_filename))

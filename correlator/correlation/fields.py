@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from zonewatch import fieldpath
+from zonewatch import fieldpath, pysource
 
 Getter = Callable[[dict[str, Any]], Any]
 
@@ -63,8 +63,10 @@ def _build(name: str, lines: list[str]) -> Getter:
         "norm": norm,
         "number": number,
     }
-    exec(compile(source, f"<correlation {name}>", "exec"), namespace)
+    filename = pysource.unique_name(f"correlation {name}")
+    exec(pysource.compile_source(source, filename), namespace)  # tracebacks show the line
     fn: Getter = namespace[name]
+    pysource.forget_with(fn, filename)
     return fn
 
 

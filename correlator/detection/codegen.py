@@ -38,7 +38,6 @@ _RUNTIME_NAMES = {
     "_in_networks": runtime.in_networks,
     "_time_part": runtime.time_part,
     "_field_ref": runtime.field_ref,
-    "_exists_nested": runtime.exists_nested,
     "_exists": fieldpath.exists,
     "_flatten_event": runtime.flatten_event,
     **fieldpath.NAMESPACE,

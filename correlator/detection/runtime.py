@@ -56,16 +56,6 @@ def _walk(node: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
             out[prefix + key] = value
 
 
-def exists_nested(event: dict[str, Any], name: str) -> bool:
-    """True when ``name`` names a non-empty object (not a leaf) inside ``event``."""
-    node: Any = event
-    for part in name.split("."):
-        if node.__class__ is not dict or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 def text(value: Any) -> Any:
     """The string form rules compare against: str as is, numbers and booleans
     as JSON spells them, lists as tuples of those; None for null and objects."""
