@@ -42,6 +42,11 @@ _CLASSES: tuple[frozenset[str], ...] = (
     frozenset({"str"}),
 )
 
+# Tokens that bind looser than ``or`` or are no operators at all (keyword
+# arguments, dict entries, slices, star arguments, lambdas, comprehensions):
+# beside them, bracketing an operand could change the program.
+_BINDING = frozenset({"lambda", ":=", "for", "async", "await", "yield", "=", ":", "*", "**"})
+
 
 class _Tok:
     __slots__ = ("end", "start", "text", "type")
@@ -143,9 +148,14 @@ class _Wrapper:
     def _cuts(self, a: int, b: int) -> tuple[str, list[int]]:
         """Where to break the top level of a..b, for the loosest class present:
         (``","``: after these commas | ``"op"``: before these operators |
-        ``"str"``: before these string literals, []) ."""
+        ``"plain"``: before these words, adding no brackets | ``"str"``: before
+        these string literals, []). Beside ``_BINDING`` tokens an operand's
+        extent is not the text between operators: no brackets then, and no
+        breaking at ``and``/``or``."""
         top = list(self._top_level(a, b))
         toks = self.toks
+        words = {toks[i].text for i in top if toks[i].type in (tokenize.NAME, tokenize.OP)}
+        binding = bool(words & _BINDING)
         for cls in _CLASSES:
             if "str" in cls:
                 found = [
@@ -159,6 +169,8 @@ class _Wrapper:
                 found = [i for i in top if toks[i].type == tokenize.OP and toks[i].text == ","]
                 if found:
                     return ",", found
+            elif binding and "if" not in cls:
+                continue
             else:
                 found = [
                     i
@@ -166,7 +178,7 @@ class _Wrapper:
                     if i > a and toks[i].type == tokenize.NAME and toks[i].text in cls
                 ]
                 if found:
-                    return "op", found
+                    return ("plain" if binding else "op"), found
         return "", []
 
     def _split(self, a: int, b: int, kind: str, cuts: list[int], indent: str) -> list[str]:
@@ -176,6 +188,9 @@ class _Wrapper:
         lines: list[str] = []
         for s, e in itertools.pairwise(bounds):
             if s >= e:
+                continue
+            if kind == "plain":
+                lines.extend(self.segment(s, e, indent, in_brackets=True))
                 continue
             head = ""
             if kind == "op" and s != a:
