@@ -10,7 +10,6 @@ import orjson
 
 from correlator.detection.ruleset import DetectionRule
 from zonewatch.errors import ZonewatchError
-from zonewatch.fieldpath import get_field
 from zonewatch.models import Alert, AlertOrigin, Evidence, alert_to_json
 
 
@@ -74,7 +73,9 @@ def parse_event_time(raw: Any) -> datetime:
 
 
 def zone_crossing(event: dict[str, Any]) -> str | None:
-    value = get_field(event, "zone.crossing")
+    # get_field(event, "zone.crossing") (zonewatch.fieldpath), inlined: per alert.
+    zone = event.get("zone")
+    value = zone.get("crossing") if zone.__class__ is dict else event.get("zone.crossing")
     return value if isinstance(value, str) else None
 
 
