@@ -22,6 +22,7 @@ import contextlib
 import io
 import itertools
 import linecache
+import re
 import tokenize
 import weakref
 from collections.abc import Iterable
@@ -83,7 +84,39 @@ def wrap_line(line: str, width: int = WIDTH) -> list[str]:
     return w.segment(0, n, indent, in_brackets=False)
 
 
+# The tokens generated code is made of, for a one-line statement: strings
+# (with prefixes; no triple quotes), names, numbers, operators. Several times
+# faster than ``tokenize``, which stays the fallback for anything else.
+_TOKEN = re.compile(
+    r"""[ \t]*(?:
+    (?P<s>[rRbBuUfF]{0,2}(?:'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"))
+    | (?P<n>[^\W\d]\w*)
+    | (?P<d>\.?\d[\w.]*)
+    | (?P<o>:=|==|!=|<=|>=|->|\*\*=?|//=?|<<=?|>>=?|[-+*/%&|^@<>]=|[()\[\]{},:;.=+\-*/%&|^~<>@!])
+    )""",
+    re.X,
+)
+_KIND = {"s": tokenize.STRING, "n": tokenize.NAME, "d": tokenize.NUMBER, "o": tokenize.OP}
+_TRIPLE = ("'" * 3, '"' * 3)
+
+
 def _tokens(code: str) -> list[_Tok] | None:
+    if not any(q in code for q in _TRIPLE):
+        toks: list[_Tok] = []
+        pos, end = 0, len(code.rstrip())
+        while pos < end:
+            m = _TOKEN.match(code, pos)
+            if m is None or m.lastgroup is None:
+                break
+            group = m.lastgroup
+            toks.append(_Tok(_KIND[group], m.group(group), m.start(group), m.end()))
+            pos = m.end()
+        else:
+            return toks or None
+    return _tokenize(code)
+
+
+def _tokenize(code: str) -> list[_Tok] | None:
     try:
         raw = list(tokenize.generate_tokens(io.StringIO(code).readline))
     except (tokenize.TokenError, SyntaxError, IndentationError):
