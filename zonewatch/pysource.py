@@ -49,11 +49,9 @@ _CLASSES: tuple[frozenset[str], ...] = (
 _BINDING = frozenset({"lambda", ":=", "for", "async", "await", "yield", "=", ":", "*", "**"})
 
 
-class _Tok:
-    __slots__ = ("end", "start", "text", "type")
-
-    def __init__(self, type_: int, text: str, start: int, end: int):
-        self.type, self.text, self.start, self.end = type_, text, start, end
+# A line's tokens as parallel lists: kind ("s" string, "n" name, "d" number,
+# "o" operator, "x" other), text, start and end column.
+_Toks = tuple[list[str], list[str], list[int], list[int]]
 
 
 def wrap(source: str, width: int = WIDTH) -> str:
@@ -76,11 +74,12 @@ def wrap_line(line: str, width: int = WIDTH) -> list[str]:
     if toks is None:
         return [line]
     w = _Wrapper(code, toks, width)
-    n = len(toks)
-    if toks[0].text == "if" and toks[-1].text == ":" and n > 2:
+    kind, text = toks[0], toks[1]
+    n = len(kind)
+    if text[0] == "if" and text[-1] == ":" and n > 2:
         return w.bracketed("if ", 1, n - 1, ":", indent)
-    if n > 2 and toks[1].text == "=" and toks[0].type == tokenize.NAME:
-        return w.bracketed(f"{toks[0].text} = ", 2, n, "", indent)
+    if n > 2 and text[1] == "=" and kind[0] == "n":
+        return w.bracketed(f"{text[0]} = ", 2, n, "", indent)
     return w.segment(0, n, indent, in_brackets=False)
 
 
@@ -93,59 +92,62 @@ _TOKEN = re.compile(
     | (?P<n>[^\W\d]\w*)
     | (?P<d>\.?\d[\w.]*)
     | (?P<o>:=|==|!=|<=|>=|->|\*\*=?|//=?|<<=?|>>=?|[-+*/%&|^@<>]=|[()\[\]{},:;.=+\-*/%&|^~<>@!])
+    | (?P<x>\S)
     )""",
     re.X,
 )
-_KIND = {"s": tokenize.STRING, "n": tokenize.NAME, "d": tokenize.NUMBER, "o": tokenize.OP}
 _TRIPLE = ("'" * 3, '"' * 3)
+_KIND = {tokenize.STRING: "s", tokenize.NAME: "n", tokenize.NUMBER: "d", tokenize.OP: "o"}
 
 
-def _tokens(code: str) -> list[_Tok] | None:
+def _tokens(code: str) -> _Toks | None:
     if not any(q in code for q in _TRIPLE):
-        toks: list[_Tok] = []
-        pos, end = 0, len(code.rstrip())
-        while pos < end:
-            m = _TOKEN.match(code, pos)
-            if m is None or m.lastgroup is None:
-                break
-            group = m.lastgroup
-            toks.append(_Tok(_KIND[group], m.group(group), m.start(group), m.end()))
-            pos = m.end()
-        else:
-            return toks or None
+        matches = list(_TOKEN.finditer(code))
+        groups = [m.lastgroup or "x" for m in matches]
+        if matches and "x" not in groups:  # "x": a character the pattern does not know
+            return (
+                groups,
+                [m.group(g) for m, g in zip(matches, groups, strict=True)],
+                [m.start(g) for m, g in zip(matches, groups, strict=True)],
+                [m.end() for m in matches],
+            )
     return _tokenize(code)
 
 
-def _tokenize(code: str) -> list[_Tok] | None:
+def _tokenize(code: str) -> _Toks | None:
     try:
         raw = list(tokenize.generate_tokens(io.StringIO(code).readline))
     except (tokenize.TokenError, SyntaxError, IndentationError):
         return None
-    toks = []
+    toks: _Toks = ([], [], [], [])
     for t in raw:
         if t.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.COMMENT):
             continue
         if t.start[0] != 1 or t.end[0] != 1:
             return None  # not one physical line: leave it
-        toks.append(_Tok(t.type, t.string, t.start[1], t.end[1]))
-    return toks or None
+        toks[0].append(_KIND.get(t.type, "x"))
+        toks[1].append(t.string)
+        toks[2].append(t.start[1])
+        toks[3].append(t.end[1])
+    return toks if toks[0] else None
 
 
 class _Wrapper:
-    def __init__(self, code: str, toks: list[_Tok], width: int):
-        self.code, self.toks, self.width = code, toks, width
+    def __init__(self, code: str, toks: _Toks, width: int):
+        self.code, self.width = code, width
+        self.kind, self.tt, self.start, self.end = toks
         # Index of the matching bracket for every bracket token.
         self.match: dict[int, int] = {}
         stack: list[int] = []
-        for i, t in enumerate(toks):
-            if t.type == tokenize.OP and t.text in _OPEN:
+        for i, (k, t) in enumerate(zip(self.kind, self.tt, strict=True)):
+            if k == "o" and t in _OPEN:
                 stack.append(i)
-            elif t.type == tokenize.OP and t.text in _CLOSE and stack:
+            elif k == "o" and t in _CLOSE and stack:
                 j = stack.pop()
                 self.match[i], self.match[j] = j, i
 
     def text(self, a: int, b: int) -> str:
-        return self.code[self.toks[a].start : self.toks[b - 1].end] if a < b else ""
+        return self.code[self.start[a] : self.end[b - 1]] if a < b else ""
 
     def fits(self, a: int, b: int, indent: str, extra: int = 0) -> bool:
         return len(indent) + len(self.text(a, b)) + extra <= self.width
@@ -155,8 +157,8 @@ class _Wrapper:
         inside a bracket pair: theirs when they are one group, else a new one."""
         if self.fits(a, b, indent, len(head) + len(tail)):
             return [f"{indent}{head}{self.text(a, b)}{tail}"]
-        if self.toks[a].text in _OPEN and self.match.get(a) == b - 1:
-            open_, close = self.toks[a].text, self.toks[b - 1].text
+        if self.tt[a] in _OPEN and self.match.get(a) == b - 1:
+            open_, close = self.tt[a], self.tt[b - 1]
             inner = self.segment(a + 1, b - 1, indent + "    ", in_brackets=True)
             return [f"{indent}{head}{open_}", *inner, f"{indent}{close}{tail}"]
         inner = self.segment(a, b, indent + "    ", in_brackets=True)
@@ -186,30 +188,21 @@ class _Wrapper:
         extent is not the text between operators: no brackets then, and no
         breaking at ``and``/``or``."""
         top = list(self._top_level(a, b))
-        toks = self.toks
-        words = {toks[i].text for i in top if toks[i].type in (tokenize.NAME, tokenize.OP)}
-        binding = bool(words & _BINDING)
+        kind, tt = self.kind, self.tt
+        binding = any(tt[i] in _BINDING and kind[i] in "no" for i in top)
         for cls in _CLASSES:
             if "str" in cls:
-                found = [
-                    j
-                    for i, j in itertools.pairwise(top)
-                    if toks[i].type == tokenize.STRING and toks[j].type == tokenize.STRING
-                ]
+                found = [j for i, j in itertools.pairwise(top) if kind[i] == kind[j] == "s"]
                 if found:
                     return "str", found
             elif "," in cls:
-                found = [i for i in top if toks[i].type == tokenize.OP and toks[i].text == ","]
+                found = [i for i in top if tt[i] == "," and kind[i] == "o"]
                 if found:
                     return ",", found
             elif binding and "if" not in cls:
                 continue
             else:
-                found = [
-                    i
-                    for i in top
-                    if i > a and toks[i].type == tokenize.NAME and toks[i].text in cls
-                ]
+                found = [i for i in top if i > a and tt[i] in cls and kind[i] == "n"]
                 if found:
                     return ("plain" if binding else "op"), found
         return "", []
@@ -227,7 +220,7 @@ class _Wrapper:
                 continue
             head = ""
             if kind == "op" and s != a:
-                head, s = self.toks[s].text + " ", s + 1  # "and X": the operator leads
+                head, s = self.tt[s] + " ", s + 1  # "and X": the operator leads
             lines.extend(self._operand(head, s, e, indent, grouped=kind == "op"))
         return lines
 
@@ -239,8 +232,8 @@ class _Wrapper:
             return [indent + head.rstrip()]
         if self.fits(a, b, indent, len(head)):
             return [indent + head + self.text(a, b)]
-        if head and self.toks[a].text in _OPEN and self.match.get(a) == b - 1:
-            open_, close = self.toks[a].text, self.toks[b - 1].text
+        if head and self.tt[a] in _OPEN and self.match.get(a) == b - 1:
+            open_, close = self.tt[a], self.tt[b - 1]
             inner = self.segment(a + 1, b - 1, indent + "    ", in_brackets=True)
             return [f"{indent}{head}{open_}", *inner, f"{indent}{close}"]
         if grouped and self._cuts(a, b)[1]:
@@ -256,14 +249,14 @@ class _Wrapper:
             j = self.match.get(i)
             if j is None or not (i + 1 < j < b):
                 continue
-            size = self.toks[j].end - self.toks[i].start
+            size = self.end[j] - self.start[i]
             if best is None or size >= best[2]:
                 best = (i, j, size)
         if best is None:
             return [indent + self.text(a, b)]  # no bracket to break in: leave it long
         i, j, _ = best
-        head = self.code[self.toks[a].start : self.toks[i].end]
-        tail = self.code[self.toks[j].start : self.toks[b - 1].end]
+        head = self.code[self.start[a] : self.end[i]]
+        tail = self.code[self.start[j] : self.end[b - 1]]
         inner = self.segment(i + 1, j, indent + "    ", in_brackets=True)
         return [indent + head, *inner, indent + tail]
 
