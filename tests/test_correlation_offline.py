@@ -159,3 +159,53 @@ correlation: {type: value_count, rules: [denied], group-by: [source.ip], timespa
     ruleset = load_rules([tmp_path])
     assert [c.title for c in ruleset.correlations] == ["Many denies"]
     assert any("rules.yml:12" in str(e) and "field" in str(e) for e in ruleset.errors)
+
+
+FLAT_SOURCE_RULES = """
+title: Denied connection
+id: 0d6c1b52-8f0e-4c55-9a57-3e1f2f7b9a01
+name: flat_deny
+logsource: {product: zonewatch}
+detection: {selection: {source.ip|cidr: 10.0.0.0/8, event.outcome: failure}, condition: selection}
+level: low
+---
+title: Repeated denies from one address
+id: 0d6c1b52-8f0e-4c55-9a57-3e1f2f7b9a02
+correlation:
+  type: event_count
+  rules: [flat_deny]
+  group-by: [source.ip]
+  timespan: 5m
+  condition: {gte: 3}
+level: high
+"""
+
+
+def test_a_flat_dotted_key_reads_alike_in_detection_correlation_and_the_card():
+    # A relay that keeps the sender's name in "source" and the address as a
+    # flat "source.ip" key: every stage reads source.ip as 10.1.2.3
+    # (zonewatch.fieldpath); the correlation and the card used to read None.
+    from correlator.alerting.card import teams_card
+
+    def event(second: int) -> dict:
+        return {
+            "@timestamp": f"2026-11-27T09:00:{second:02d}Z",
+            "event": {"outcome": "failure"},
+            "source": "fw-relay-01",
+            "source.ip": "10.1.2.3",
+        }
+
+    ruleset = rules_from_yaml(FLAT_SOURCE_RULES)
+    assert not ruleset.errors, ruleset.errors
+    hooks = offline_hooks(ruleset, evidence_time)
+    assert hooks is not None
+    on_hit, on_end, engine = hooks
+    lines = list(enumerate([event(s) for s in (1, 2, 3)], 1))
+    alerts = list(run_offline(lines, ruleset, on_hit=on_hit, on_end=on_end))
+    (corr,) = alerts  # the detection rule only feeds the correlation
+    assert corr.group == {"source.ip": "10.1.2.3"}
+    assert engine.stats.missing_group_field == 0
+    card = teams_card(corr)["attachments"][0]["content"]
+    (fact_set,) = [b for b in card["body"] if b["type"] == "FactSet"]
+    shown = {f["title"]: f["value"] for f in fact_set["facts"]}
+    assert shown["送信元IP"] == "10.1.2.3"

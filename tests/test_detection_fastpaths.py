@@ -3,7 +3,7 @@
 - ``event_time``: one ``fromisoformat`` (and a memo of the last stamp) for the
   ``...Z`` form the connectors emit, ``parse_event_time`` for everything else;
 - shared tests: rules of a block that share a test evaluate it once
-  (``compiler._shared_tests``), in the same order, with the same hits;
+  (``codegen._shared_tests``), in the same order, with the same hits;
 - ``RuleSet.matcher(source)``: ``match`` with the route resolved once.
 """
 
@@ -19,7 +19,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from correlator.detection import SOURCES, EventTimeError, compiler, event_time, rules_from_yaml
+from correlator.detection import (
+    SOURCES,
+    EventTimeError,
+    codegen,
+    compiler,
+    event_time,
+    rules_from_yaml,
+)
 from correlator.detection.alerts import parse_event_time
 
 # -- event_time -----------------------------------------------------------------
@@ -149,12 +156,12 @@ def firewall_event(draw: st.DrawFn) -> dict[str, Any]:
 
 @contextmanager
 def no_sharing() -> Iterator[None]:
-    saved = compiler._SHARE_DEPTH
-    compiler._SHARE_DEPTH = 0
+    saved = codegen._SHARE_DEPTH
+    codegen._SHARE_DEPTH = 0
     try:
         yield
     finally:
-        compiler._SHARE_DEPTH = saved
+        codegen._SHARE_DEPTH = saved
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -189,9 +196,9 @@ def test_rules_sharing_a_test_evaluate_it_once() -> None:
     ]
     rs = rules_from_yaml("---\n".join(yaml.safe_dump(d) for d in docs), pipeline="none")
     members = [(r, compiler.compile_rule(r.sigma, f"r{n}_")) for n, r in enumerate(rs.detections)]
-    source = compiler.generate_group("g", members).full_source()
+    source = codegen.generate_group("g", members).full_source()
     with no_sharing():
-        unshared = compiler.generate_group("g", members).full_source()
+        unshared = codegen.generate_group("g", members).full_source()
     assert source.count("== 'vdi->lgwan'") == 1
     assert unshared.count("== 'vdi->lgwan'") == 6
     event = {"zone": {"crossing": "vdi->lgwan"}, "destination": {"port": 3004}}

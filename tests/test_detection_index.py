@@ -4,8 +4,8 @@ The main property: for generated rule sets and events, the indexed matcher
 (rules grouped by the literals they need, woken by one multi-literal search
 per event) fires exactly the rules that evaluating every rule on every event
 fires (``index=False``). The parts it relies on are checked on their own:
-the multi-literal search, the literals required by regular expressions, and
-the inline field lookup.
+the multi-literal search and the literals required by regular expressions
+(the inline field lookup: tests/test_fieldpath.py).
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from hypothesis import strategies as st
 
 from correlator.detection import rules_from_yaml
 from correlator.detection.anchors import regex_literals
-from correlator.detection.compiler import _RUNTIME_NAMES, _fetch
 from correlator.detection.prefilter import LiteralIndex
-from correlator.detection.runtime import MISSING, get_path
 
 # Letters whose case mapping differs between str.lower and RE2's case
 # folding (long s, Kelvin sign, dotted I, final sigma), next to plain ones.
@@ -214,7 +212,7 @@ def test_rules_sharing_a_value_share_one_cluster() -> None:
 
 
 def test_clusters_compile_on_first_use_unless_loaded_eagerly() -> None:
-    from correlator.detection.compiler import LazyCluster
+    from correlator.detection.codegen import LazyCluster
 
     docs = [
         {
@@ -319,22 +317,3 @@ def test_regex_literals_of_real_patterns() -> None:
     assert regex_literals(r"\pLabcd", False) is None  # RE2-only syntax
     # Case folding: RE2 matches U+017F for "s"; lower() would not, so no run spans an s.
     assert regex_literals("(?i)password", False) == {"word"}
-
-
-KEYS = st.sampled_from(["a", "b", "c", "a.b", "b.c", "a.b.c"])
-TREE = st.recursive(
-    st.one_of(st.none(), st.integers(0, 3), st.just("x")),
-    lambda inner: st.dictionaries(KEYS, inner, max_size=3),
-    max_leaves=8,
-)
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    st.dictionaries(KEYS, TREE, max_size=4), st.sampled_from(["a", "a.b", "a.b.c", "b.c", "a.c"])
-)
-def test_inline_field_lookup_equals_get_path(doc: dict[str, Any], name: str) -> None:
-    namespace = dict(_RUNTIME_NAMES, E=doc, g=doc.get)
-    exec(_fetch("r0", name, "")[0], namespace)
-    want = get_path(doc, name)
-    assert namespace["r0"] == (None if want is MISSING else want)

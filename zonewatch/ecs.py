@@ -1,35 +1,18 @@
 """Field access on ECS events held as nested dicts.
 
 Events travel as nested JSON (``{"source": {"ip": ...}}``) but Sigma rules and
-analysts name fields by dotted path (``source.ip``). A field is looked up as a
-nested path first and as a flat key containing dots second, so both shapes
-work and names with ``-``, ``_`` or spaces are never mangled.
+analysts name fields by dotted path (``source.ip``). How a dotted name reads an
+event is defined once, in ``zonewatch.fieldpath`` (``get_field`` and ``MISSING``
+are re-exported here for the connectors and their tests).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-MISSING: Any = object()
+from zonewatch.fieldpath import MISSING, get_field
 
-
-def get_field(event: dict[str, Any], name: str, default: Any = None) -> Any:
-    """Value of ``name`` in ``event``: the nested path first, else a flat key
-    holding the (rest of the) dotted name, as the detection engine reads it."""
-    if "." not in name:
-        return event.get(name, default)
-    node: Any = event
-    parts = name.split(".")
-    for i, part in enumerate(parts):
-        if not isinstance(node, dict):
-            return default
-        if part in node:
-            node = node[part]
-            continue
-        # A flat key holding the rest of the path ("url" -> {"full.path": x}).
-        rest = ".".join(parts[i:])
-        return node.get(rest, default)
-    return node
+__all__ = ["MISSING", "flatten", "get_field", "set_field"]
 
 
 def set_field(event: dict[str, Any], name: str, value: Any) -> None:

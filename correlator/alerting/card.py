@@ -27,7 +27,7 @@ from correlator.alerting.labels import (
     localized_description,
 )
 from correlator.alerting.text import clean, join_values
-from zonewatch.ecs import get_field
+from zonewatch.fieldpath import get_field
 from zonewatch.models import Alert
 
 JST = ZoneInfo("Asia/Tokyo")

@@ -56,7 +56,7 @@ from correlator.correlation.compiled import (
 )
 from correlator.correlation.errors import CorrelationStateError
 from correlator.correlation.fields import (
-    _MISSING,
+    NAMESPACE,
     Getter,
     getter,
     key_getter,
@@ -81,7 +81,6 @@ from correlator.correlation.windows import (
     TemporalWindow,
     load_rec,
 )
-from zonewatch.ecs import get_field
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence, alert_id
 
@@ -221,8 +220,7 @@ def _extractor(
     ``key_getter`` and ``value_getter`` would. ``accept_key`` (scale-out)
     is asked about the group key, or about ``PIN_KEY`` for pinned rules."""
     names: dict[str, Any] = {
-        "_MISSING": _MISSING,
-        "get_field": get_field,
+        **NAMESPACE,  # the field readers' names (zonewatch.fieldpath)
         "norm": norm,
         "number": number,
         "PIN_KEY": PIN_KEY,

@@ -2,7 +2,7 @@
 
 They run for every event and rule, so each reader is a function generated for
 its paths: nested lookups inlined (events are nested ECS), falling back to
-``zonewatch.ecs.get_field`` for flat dotted keys and odd shapes, and the
+``zonewatch.fieldpath.get_field`` for flat dotted keys and odd shapes, and the
 normalization of the common case (a string) inlined too. A generic closure
 per field costs two or three Python calls per read; the generated code none.
 """
@@ -13,11 +13,13 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from zonewatch.ecs import get_field
+from zonewatch import fieldpath, pysource
 
 Getter = Callable[[dict[str, Any]], Any]
 
-_MISSING = (KeyError, TypeError, IndexError)
+# The names the generated readers use (``key_lines`` and ``value_lines`` for
+# code generated elsewhere need them in scope too).
+NAMESPACE: dict[str, Any] = fieldpath.NAMESPACE
 
 
 def norm(value: Any) -> Any:
@@ -51,28 +53,20 @@ def number(value: Any) -> float | None:
 
 def _read(name: str, var: str, indent: str) -> list[str]:
     """Source lines setting ``var`` to the field ``name`` of ``event``."""
-    parts = name.split(".")
-    if len(parts) == 1:
-        return [f"{indent}{var} = event.get({name!r})"]
-    path = "".join(f"[{p!r}]" for p in parts)
-    return [
-        f"{indent}try:",
-        f"{indent}    {var} = event{path}",
-        f"{indent}except _MISSING:",
-        f"{indent}    {var} = get_field(event, {name!r})",
-    ]
+    return fieldpath.inline_lines(name, var, indent)
 
 
 def _build(name: str, lines: list[str]) -> Getter:
     source = f"def {name}(event):\n" + "\n".join(lines) + "\n"
     namespace: dict[str, Any] = {
-        "_MISSING": _MISSING,
-        "get_field": get_field,
+        **fieldpath.NAMESPACE,
         "norm": norm,
         "number": number,
     }
-    exec(compile(source, f"<correlation {name}>", "exec"), namespace)
+    filename = pysource.unique_name(f"correlation {name}")
+    exec(pysource.compile_source(source, filename), namespace)  # tracebacks show the line
     fn: Getter = namespace[name]
+    pysource.forget_with(fn, filename)
     return fn
 
 
@@ -88,7 +82,7 @@ def key_getter(names: Sequence[str]) -> Getter:
 
 def key_lines(names: Sequence[str], indent: str) -> list[str]:
     """Source lines setting ``key`` to what ``key_getter(names)`` returns, to
-    inline in generated code (``_MISSING``, ``get_field`` and ``norm`` in scope)."""
+    inline in generated code (``NAMESPACE`` and ``norm`` in scope)."""
     lines = [f"{indent}key = None"]
     for i, name in enumerate(names):
         v = f"k{i}"

@@ -17,6 +17,7 @@ from typing import Any
 
 from correlator.correlation.compiled import CompiledCorrelation
 from correlator.correlation.windows import CountWindow, DistinctWindow, Rec, SumWindow
+from zonewatch import pysource
 
 Step = Callable[[Any, Rec, float, Any], bool]
 
@@ -62,6 +63,8 @@ def step_function(rule: CompiledCorrelation, kind: type) -> Step:
         ]
     source = "\n".join(["def step(st, rec, t, value):", *body, f"    return {test}", ""])
     namespace: dict[str, Any] = {}
-    exec(compile(source, f"<correlation step {rule.id}>", "exec"), namespace)
+    filename = pysource.unique_name(f"correlation step {rule.id}")
+    exec(pysource.compile_source(source, filename), namespace)  # tracebacks show the line
     fn: Step = namespace["step"]
+    pysource.forget_with(fn, filename)
     return fn

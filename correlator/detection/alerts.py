@@ -73,8 +73,9 @@ def parse_event_time(raw: Any) -> datetime:
 
 
 def zone_crossing(event: dict[str, Any]) -> str | None:
+    # get_field(event, "zone.crossing") (zonewatch.fieldpath), inlined: per alert.
     zone = event.get("zone")
-    value = zone.get("crossing") if isinstance(zone, dict) else event.get("zone.crossing")
+    value = zone.get("crossing") if zone.__class__ is dict else event.get("zone.crossing")
     return value if isinstance(value, str) else None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
@@ -163,8 +164,11 @@ def rules() -> None:
     """Check and test Sigma rules."""
 
 
+_ALL_RULES = "\0all"
+
+
 @rules.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @_PIPELINE_OPTION
 @_PLACEHOLDER_OPTION
 @click.option(
@@ -173,6 +177,17 @@ def rules() -> None:
     show_default=True,
     help="Run sigma-cli's validators (issues are reported; only errors fail).",
 )
+@click.option(
+    "--show-code",
+    "show_code",
+    is_flag=False,
+    flag_value=_ALL_RULES,
+    default=None,
+    metavar="[RULE_ID]",
+    help="Print the Python the detection rules compile to, as it runs (a comment names "
+    "each rule: title, id, file:line), on stdout; with RULE_ID (an id or name), only "
+    "the functions that test that rule.",
+)
 @click.pass_obj
 def check(
     settings: Settings | None,
@@ -180,11 +195,21 @@ def check(
     pipeline: str | None,
     placeholders: str | None,
     validate: bool,
+    show_code: str | None,
 ) -> None:
-    """Parse, validate and compile rules; exit 65 with located messages on errors."""
+    """Parse, validate and compile rules; exit 65 with located messages on errors.
+
+    PATHS are rule files or folders. ``--show-code`` prints the generated
+    Python (``rules check rules/ --show-code``, or ``--show-code=RULE_ID``).
+    """
     from correlator.detection.checks import validation_issues
     from correlator.detection.loader import load_rules
 
+    if not paths and show_code not in (None, _ALL_RULES) and Path(show_code).exists():
+        # "--show-code rules/": the option took the folder as its value.
+        paths, show_code = (show_code,), _ALL_RULES
+    if not paths:
+        raise click.UsageError("give at least one rule file or folder")
     ruleset = load_rules(
         list(paths), pipeline=_pipeline(settings, pipeline, placeholders), eager=True
     )
@@ -192,9 +217,21 @@ def check(
     if validate:
         for issue in validation_issues(ruleset):
             click.echo(f"zonewatch: rule warning: {issue}", err=True)
+    if show_code is not None:
+        rule_id = None
+        if show_code != _ALL_RULES:
+            rule = ruleset.rule(show_code)
+            if rule is None:
+                raise click.BadParameter(
+                    f"no detection rule with id or name {show_code!r} in {', '.join(paths)}",
+                    param_hint="--show-code",
+                )
+            rule_id = rule.id
+        click.echo(ruleset.source_code(rule_id))
     click.echo(
         f"{len(ruleset.detections)} detection rule(s), {len(ruleset.correlations)} "
-        f"correlation rule(s) compiled; {failures} error(s)"
+        f"correlation rule(s) compiled; {failures} error(s)",
+        err=show_code is not None,  # stdout holds the code then
     )
     if failures:
         raise RuleError(f"{failures} rule error(s); see messages above")

@@ -24,7 +24,7 @@ from sigma.filters import SigmaFilter
 from sigma.processing.pipeline import ProcessingPipeline
 from sigma.rule import SigmaRule
 
-from correlator.detection import compiler
+from correlator.detection import compiler, locations
 from correlator.detection.pipelines import build_pipeline, route
 from correlator.detection.ruleset import DetectionRule, RuleSet, build_routes, index_refs
 from correlator.detection.throttle import SUPPRESS_ATTRIBUTE, Suppression
@@ -260,7 +260,8 @@ def load_documents(
         try:
             code = compiler.compile_rule(rule, f"r{n}_")
         except compiler.CompileError as exc:
-            errors.append(RuleError(str(exc), doc.path, locate(doc, exc.needle)))
+            line = locations.rule_line(doc.text, doc.line, rule, exc.node)
+            errors.append(RuleError(str(exc), doc.path, line))
             continue
         except SigmaError as exc:
             errors.append(_sigma_error(exc, doc))
@@ -296,7 +297,7 @@ def load_documents(
         correlations=[c for c, _ in correlations],
         errors=errors,
     )
-    ruleset._routes = build_routes(compiled, ruleset.errors, index, eager)
+    ruleset._routes = build_routes(compiled, ruleset.errors, index, eager, ruleset._sources)
     ruleset._by_ref = index_refs(ruleset.detections)
     # A correlation that cannot be evaluated is reported like any bad rule
     # and left out, instead of stopping every correlation at start-up.

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from correlator.detection import compiler
+from correlator.detection import codegen, compiler
 from zonewatch.errors import RuleError
 from zonewatch.logs import get_logger
 from zonewatch.sources import SOURCES
@@ -63,6 +63,8 @@ class RuleSet:
     # Functions per known source, and for events of unknown source (key None).
     _routes: dict[str | None, tuple[MatchFn, ...]] = field(default_factory=dict, repr=False)
     _by_ref: dict[str, DetectionRule] = field(default_factory=dict, repr=False)
+    # The generated code of each routing group (``source_code``).
+    _sources: list[tuple[str, codegen.GroupSource]] = field(default_factory=list, repr=False)
 
     def match(self, event: dict[str, Any], source: str | None = None) -> list[DetectionRule]:
         """Rules whose detection (after Sigma filters) matches ``event``.
@@ -105,6 +107,16 @@ class RuleSet:
 
         return match_all
 
+    def source_code(self, rule_id: str | None = None) -> str:
+        """The Python generated for the rules (``zonewatch rules check --show-code``),
+        as it is compiled: every routing group, or the functions testing ``rule_id``."""
+        parts = []
+        for sources, group in self._sources:
+            text = group.readable(rule_id)
+            if text:
+                parts.append(f"# {group.name}: rules for events of {sources}\n\n{text}")
+        return "\n\n".join(parts)
+
     def rule(self, ref: str) -> DetectionRule | None:
         """A detection rule by id or name."""
         return self._by_ref.get(ref)
@@ -114,6 +126,7 @@ class RuleSet:
 
 
 def _dataset(event: dict[str, Any]) -> str | None:
+    # get_field(event, "event.dataset") (zonewatch.fieldpath), inlined: per event.
     ev = event.get("event")
     dataset = ev.get("dataset") if ev.__class__ is dict else event.get("event.dataset")
     return dataset if dataset in SOURCES else None
@@ -124,6 +137,7 @@ def build_routes(
     errors: list[RuleError],
     index: bool = True,
     eager: bool = False,
+    sources: list[tuple[str, codegen.GroupSource]] | None = None,
 ) -> dict[str | None, tuple[MatchFn, ...]]:
     """One generated function per distinct routing key; each source gets the functions
     of the keys that include it, unknown-source events get them all.
@@ -131,7 +145,8 @@ def build_routes(
     ``index=False`` evaluates every rule of a group on every event (no literal
     prefilter): the straightforward matcher the tests compare against.
     ``eager`` compiles every rule now (``zonewatch rules check``) instead of
-    the rules of a cluster when an event first needs them.
+    the rules of a cluster when an event first needs them. ``sources``
+    collects (what events a group sees, its generated code).
     """
     groups: dict[frozenset[str] | None, list[tuple[DetectionRule, compiler.CompiledRule]]] = {}
     for rule, code in compiled:
@@ -140,7 +155,12 @@ def build_routes(
     for n, (key, members) in enumerate(
         sorted(groups.items(), key=lambda kv: sorted(kv[0]) if kv[0] is not None else ["*"])
     ):
-        functions[key] = _compile_group(f"_match_group{n}", members, errors, index, eager)
+        seen = "every source" if key is None else ", ".join(sorted(key)) or "unknown source"
+        collected: list[codegen.GroupSource] = []
+        name = f"_match_group{n}"
+        functions[key] = _compile_group(name, members, errors, index, eager, collected)
+        if sources is not None:
+            sources.extend((seen, group) for group in collected)
     routes: dict[str | None, tuple[MatchFn, ...]] = {None: tuple(functions.values())}
     for source in SOURCES:
         routes[source] = tuple(fn for key, fn in functions.items() if key is None or source in key)
@@ -153,16 +173,17 @@ def _compile_group(
     errors: list[RuleError],
     index: bool = True,
     eager: bool = False,
+    compiled: list[codegen.GroupSource] | None = None,
 ) -> MatchFn:
-    group = compiler.generate_group(name, members, index)
+    group = codegen.generate_group(name, members, index)
     namespace = group.namespace
     try:
         if eager:
-            exec(compile(group.full_source(), f"<zonewatch rules {name}>", "exec"), namespace)
-            compiler.bind_clusters(group)
+            codegen.compile_into(group.full_source(), name, namespace, name)
+            codegen.bind_clusters(group)
         else:
-            exec(compile(group.main, f"<zonewatch rules {name}>", "exec"), namespace)
-            compiler.bind_lazy_clusters(group)
+            codegen.compile_into(group.main, name, namespace, name)
+            codegen.bind_lazy_clusters(group)
     except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:
         if len(members) == 1:
             rule = members[0][0]
@@ -172,14 +193,16 @@ def _compile_group(
             return _no_match
         # Isolate the offending rule instead of losing the group.
         half = len(members) // 2
-        first = _compile_group(name + "a", members[:half], errors, index, eager)
-        second = _compile_group(name + "b", members[half:], errors, index, eager)
+        first = _compile_group(name + "a", members[:half], errors, index, eager, compiled)
+        second = _compile_group(name + "b", members[half:], errors, index, eager, compiled)
 
         def both(event: dict[str, Any], hits: list[DetectionRule]) -> Any:
             first(event, hits)
             return second(event, hits)
 
         return both
+    if compiled is not None:
+        compiled.append(group)
     fn: MatchFn = namespace[name]
     return fn
 

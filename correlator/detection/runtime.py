@@ -15,7 +15,6 @@ from typing import Any
 
 import re2
 
-from zonewatch.ecs import MISSING
 from zonewatch.netranges import AddressSet
 
 _NUMERIC = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
@@ -25,7 +24,7 @@ def flatten_event(event: dict[str, Any]) -> dict[str, Any]:
     """Nested ECS dict -> ``{"dotted.name": value}``, built once per event.
 
     Keys already holding dots at the top level keep their value when a nested
-    path spells the same name, as in ``zonewatch.ecs.get_field``. Lists are
+    path spells the same name, as ``zonewatch.fieldpath`` reads them. Lists are
     kept as values (a rule value matches when any element matches); empty
     dicts stay as values so ``|exists`` sees them.
     """
@@ -55,40 +54,6 @@ def _walk(node: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
             _walk(value, f"{prefix}{key}.", out)
         else:
             out[prefix + key] = value
-
-
-def get_path(event: dict[str, Any], name: str) -> Any:
-    """``name`` in ``event``: nested path first, then a flat key holding the rest
-    of the path at any level; ``MISSING`` when absent (see zonewatch.ecs)."""
-    if "." in name:
-        node: Any = event
-        parts = name.split(".")
-        for i, part in enumerate(parts):
-            if node.__class__ is not dict:
-                break
-            if part in node:
-                node = node[part]
-                continue
-            rest = ".".join(parts[i:])
-            return node.get(rest, MISSING)
-        else:
-            return node
-    return event.get(name, MISSING)
-
-
-def exists(event: dict[str, Any], name: str) -> bool:
-    """``|exists``: the field is present, even when its value is null."""
-    return get_path(event, name) is not MISSING
-
-
-def exists_nested(event: dict[str, Any], name: str) -> bool:
-    """True when ``name`` names a non-empty object (not a leaf) inside ``event``."""
-    node: Any = event
-    for part in name.split("."):
-        if node.__class__ is not dict or part not in node:
-            return False
-        node = node[part]
-    return True
 
 
 def text(value: Any) -> Any:
