@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import connectors.firewall
-import connectors.gateway  # noqa: F401
+import connectors.gateway
 from connectors.base import FORMATS, ParseContext
 from zonewatch.errors import ParseError
 
@@ -153,3 +153,73 @@ def test_every_seed_line_parses(key: tuple[str, str]) -> None:
             assert STAMP_RE.fullmatch(event["@timestamp"])
             _assert_shippable(event)
     assert emitted >= len([ln for ln in lines if not ln.startswith("#")])
+
+
+# -- FortiOS key=value fields read from an offset, and epoch numbers ---------------
+
+_FORTI_KV_OLD = re.compile(r'([A-Za-z_][\w-]*+)=(?:"([^"\\]*+(?:\\.[^"\\]*+)*+)"|([^\s"]*+))')
+
+
+def _fortigate_fields_before(text: str) -> dict[str, str]:
+    """``fortigate_fields`` as it was, on the line sliced at the first field."""
+    found = _FORTI_KV_OLD.findall(text)
+    out: dict[str, str] = {}
+    for key, quoted, plain in found:
+        if key not in out:
+            out[key] = quoted.replace('\\"', '"').replace("\\\\", "\\") if quoted else plain
+    return out
+
+
+_KEYS = st.one_of(
+    st.sampled_from(["date", "time", "logid", "type", "msg", "srcip", "user", "x-y", "_k"]),
+    st.from_regex(r"[A-Za-z_][\w-]{0,6}", fullmatch=True),
+    st.text(max_size=4),  # not a key at all
+)
+# quoted values with blanks, '=', quotes, escapes (backslash-quote, backslash-backslash)
+_QUOTED_ATOMS = [*'ab =\t\\"é,;', "\\\\", '\\"']
+_QUOTED_CHARS = st.lists(st.sampled_from(_QUOTED_ATOMS), max_size=8).map("".join)
+_PLAIN = st.text(alphabet=st.sampled_from(list("ab1.:=-/é")), max_size=8)
+
+
+@st.composite
+def _kv_lines(draw: st.DrawFn) -> str:
+    parts = []
+    for _ in range(draw(st.integers(0, 8))):
+        key = draw(_KEYS)
+        kind = draw(st.sampled_from(["plain", "quoted", "empty", "empty-quoted", "bare"]))
+        if kind == "plain":
+            parts.append(f"{key}={draw(_PLAIN)}")
+        elif kind == "quoted":
+            parts.append(f'{key}="{draw(_QUOTED_CHARS)}"')
+        elif kind == "empty":
+            parts.append(f"{key}=")
+        elif kind == "empty-quoted":
+            parts.append(f'{key}=""')
+        else:
+            parts.append(key)
+    seps = st.sampled_from([" ", " ", "  ", "\t", "", '"'])
+    return "".join(p + draw(seps) for p in parts)
+
+
+@settings(max_examples=500, deadline=None)
+@given(line=_kv_lines(), header=st.sampled_from(["", "<189>", "Nov 27 10:00:00 fw01 "]))
+def test_fortigate_fields_from_an_offset_equal_the_sliced_reading(line: str, header: str) -> None:
+    # the parser reads the fields from where they start, without a copy of the line
+    text = header + line
+    assert connectors.firewall.fortigate_fields(text, len(header)) == _fortigate_fields_before(line)
+
+
+@settings(max_examples=300, deadline=None)
+@given(digits=st.from_regex(r"[0-9]{1,20}", fullmatch=True))
+def test_epoch_digits_read_alike_with_and_without_the_fast_path(digits: str) -> None:
+    from connectors.timeparse import parse_epoch
+
+    try:
+        expected: str | type[ParseError] = parse_epoch(f" {digits} ")  # the regex path
+    except ParseError:
+        expected = ParseError
+    try:
+        got: str | type[ParseError] = parse_epoch(digits)
+    except ParseError:
+        got = ParseError
+    assert got == expected

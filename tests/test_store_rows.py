@@ -145,6 +145,8 @@ def _python_text(event: dict, path: tuple[str, ...]) -> str | None:
 _VALUES = st.one_of(
     st.none(),
     st.text(max_size=6),
+    # strings that look like JSON objects, arrays or null: text, not values
+    st.sampled_from(["{", "[", "{}", "[1]", '{"a": 1}', "null", "{x"]),
     st.integers(-(2**62), 2**62),
     st.dictionaries(st.text(max_size=2), st.text(max_size=2), max_size=1),
     st.lists(st.text(max_size=2), max_size=1),

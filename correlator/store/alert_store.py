@@ -15,49 +15,43 @@ import os
 import stat
 import threading
 import time
-from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from itertools import accumulate
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from correlator.store import rows
+from correlator.store import querying, writes
 from correlator.store.guard import check_statement
-from correlator.store.limits import QueryCancel, QueryLimits, collect
+from correlator.store.limits import QueryCancel, QueryLimits
+from correlator.store.querying import table_rows
 from correlator.store.rows import ArchivedEvent
 from correlator.store.schema import (
-    ID_KEY,
     MIGRATIONS,
     SCHEMA_VERSION,
     TRIAGE_STATUSES,
-    by_id_key,
 )
 from correlator.store.state import (
     CheckpointNotStoredError,
     ChunkReader,
-    StateSpool,
     StateWriter,
     is_out_of_memory,
-    spool,
     state_chunk_bytes,
 )
-from zonewatch.errors import QueryError, StoreError, TriageError
+from correlator.store.writes import Router, TriageChange
+from zonewatch.errors import StoreError, TriageError
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert
 from zonewatch.sizes import parse_size
 
 log = get_logger(__name__)
 
-Router = Callable[[Alert], Sequence[str]]
+__all__ = ["AlertStore", "Router", "TriageChange", "default_router", "table_rows", "written_now"]
 
 _CONNECT_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     # Extensions must never be fetched or loaded behind an analyst's query.
@@ -86,15 +80,6 @@ _LOCKDOWN = (
     "SET lock_configuration = true",
 )
 
-# Rows per Arrow batch of a query result: DuckDB's vector size. The result
-# caps are checked per batch, so a batch must stay small.
-_RESULT_BATCH_ROWS = 2048
-
-
-# Whether any key of the registered batch is stored (``schema.by_id_key``
-# then tells which ids).
-_KNOWN_KEY = "SELECT 1 FROM alerts WHERE id_key IN (SELECT id_key FROM _zw_alerts) LIMIT 1"
-
 
 def default_router(alert: Alert) -> Sequence[str]:
     """Every alert to the ``default`` webhook, except retro-hunt hits.
@@ -118,39 +103,6 @@ def written_now(write: Callable[[], list[str]]) -> Future[list[str]]:
     except Exception as exc:
         done.set_exception(exc)
     return done
-
-
-@dataclass(frozen=True, slots=True)
-class TriageChange:
-    """One recorded triage change (a row of ``triage_history``)."""
-
-    alert_id: str
-    changed_at: datetime
-    actor: str
-    via: str
-    from_status: str
-    to_status: str
-    from_assignee: str | None
-    to_assignee: str | None
-    note: str | None
-
-
-@dataclass(slots=True)
-class _Batch:
-    """One write, built and ready for DuckDB (``AlertStore.submit``)."""
-
-    alerts: list[Alert]  # each id once
-    alerts_table: pa.Table | None  # with ``destinations``
-    evidence_table: pa.Table | None
-    sends: int  # outbox rows
-    events: pa.Table | None
-    state: list[tuple[str, bytes]]
-    # State from writers (``StateSpool``): with ``offsets``, the batch's
-    # checkpoint, which a write short of memory leaves out.
-    streams: list[tuple[str, StateSpool]]
-    offsets: list[list[Any]]
-    now: datetime
-    events_sql: str = rows.EVENTS_INSERT_SQL  # stores ``events`` (rows.py)
 
 
 class AlertStore:
@@ -359,36 +311,8 @@ class AlertStore:
         usual. A writer that raises is raised here, and nothing is stored.
         """
         self._writable()
-        unique: dict[str, Alert] = {}
-        for alert in alerts:
-            unique.setdefault(alert.id, alert)
-        now = _now()
-        kept = list(unique.values())
-        alerts_table, evidence_table, sends = (
-            self._rows(kept, now, events) if kept else (None, None, 0)
-        )
-        state = state or {}
-        streams: list[tuple[str, StateSpool]] = []
-        try:
-            for key, value in state.items():
-                if callable(value):
-                    streams.append((key, spool(value, self.path.parent)))
-        except BaseException:
-            for _, spooled in streams:
-                spooled.close()
-            raise
-        batch = _Batch(
-            kept,
-            alerts_table,
-            evidence_table,
-            sends,
-            # Stored by ``rows.EVENTS_INSERT_SQL``, which reads the columns.
-            rows.events_table(events, now) if events else None,
-            [(k, bytes(v)) for k, v in state.items() if not callable(v)],
-            streams,
-            [[t, p, o, now] for (t, p), o in offsets.items()] if offsets else [],
-            now,
-            rows.EVENTS_INSERT_SQL if rows.has_flat_keys(events) else rows.EVENTS_INSERT_NESTED_SQL,
+        batch = writes.build_batch(
+            alerts, events, state or {}, offsets, self.router, self.path.parent
         )
         with self._writer_lock:
             writer, before = self._writer_thread(), self._last
@@ -425,12 +349,12 @@ class AlertStore:
         self._writable()
         if status not in TRIAGE_STATUSES:
             raise TriageError(f"unknown status {status!r}: use one of {', '.join(TRIAGE_STATUSES)}")
-        change = partial(self._apply_triage, alert_id, status, actor, via, note or None, assignee)
+        change = partial(self._triage, alert_id, status, actor, via, note or None, assignee)
         with self._writer_lock:
             future = self._writer_thread().submit(change)
         return future.result()
 
-    def _apply_triage(
+    def _triage(
         self,
         alert_id: str,
         status: str,
@@ -439,57 +363,12 @@ class AlertStore:
         note: str | None,
         assignee: str | None,
     ) -> TriageChange:
-        key = ID_KEY.format(id="?")
-        now = _now()
         with self._lock:
-            con = self._con
-            con.begin()
-            try:
-                row = con.execute(
-                    f"SELECT status, assignee FROM alerts WHERE id_key = {key} AND id = ?",
-                    [alert_id, alert_id],
-                ).fetchone()
-                if row is None:
-                    raise TriageError(
-                        f"no alert {alert_id!r} in {self.path}: check the id "
-                        "(zonewatch query recent-alerts); scaled out, each member's store "
-                        "holds the alerts that member raised"
-                    )
-                before_status, before_assignee = row
-                after_assignee = before_assignee if assignee is None else (assignee or None)
-                con.execute(
-                    f"UPDATE alerts SET status = ?, assignee = ?, status_changed_at = ? "
-                    f"WHERE id_key = {key} AND id = ?",
-                    [status, after_assignee, now, alert_id, alert_id],
-                )
-                con.execute(
-                    "INSERT INTO triage_history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        alert_id,
-                        now,
-                        actor,
-                        via,
-                        before_status,
-                        status,
-                        before_assignee,
-                        after_assignee,
-                        note,
-                    ],
-                )
-                con.commit()
-            except BaseException as exc:
-                con.rollback()
-                if isinstance(exc, duckdb.Error):
-                    raise StoreError(
-                        f"triage of {alert_id} failed, nothing changed: {exc}"
-                    ) from exc
-                raise
-        log.info("alert_triaged", alert_id=alert_id, status=status, via=via)
-        return TriageChange(
-            alert_id, now, actor, via, before_status, status, before_assignee, after_assignee, note
-        )
+            return writes.record_triage(
+                self._con, self.path, alert_id, status, actor, via, note, assignee
+            )
 
-    def _store(self, batch: _Batch) -> list[str]:
+    def _store(self, batch: writes.Batch) -> list[str]:
         """The DuckDB half of a write, on the writer thread."""
         skipped: CheckpointNotStoredError | None = None
         try:
@@ -535,70 +414,14 @@ class AlertStore:
             raise skipped
         return new
 
-    def _transaction(self, batch: _Batch, checkpoint: bool) -> list[str]:
-        """One transaction storing ``batch``; with its checkpoint (streamed
-        state, offsets) or without. Rolled back if anything fails."""
-        con = self._con
-        con.begin()
-        try:
-            new = self._insert_alerts(batch) if batch.alerts else []
-            if batch.events is not None:
-                # Unregistered only on success: in a failed transaction
-                # unregister() raises too, hiding the error that matters
-                # (the next register() replaces the view anyway).
-                sql = batch.events_sql.format(table="_zw_events")
-                step = self.events_per_insert
-                for start in range(0, batch.events.num_rows, step):
-                    con.register("_zw_events", batch.events.slice(start, step))
-                    con.execute(sql)
-                con.unregister("_zw_events")
-            for key, value in batch.state:
-                self._put_state(key, (value,), batch.now)
-            if checkpoint:
-                for key, spooled in batch.streams:
-                    self._put_state(key, spooled.batches(), batch.now)
-                if batch.offsets:
-                    con.executemany(
-                        "INSERT OR REPLACE INTO consumer_offsets VALUES (?, ?, ?, ?)",
-                        batch.offsets,
-                    )
-            con.commit()
-        except BaseException:
-            # A failed COMMIT has already ended the transaction.
-            with contextlib.suppress(duckdb.TransactionException):
-                con.rollback()
-            raise
-        return new
-
-    def _put_state(self, key: str, parts: Iterable[bytes], now: datetime) -> None:
-        """Replace ``key``'s value by ``parts`` (in order), in rows of
-        ``state_chunk`` bytes: each part one Arrow batch whose rows are
-        slices of it."""
-        con = self._con
-        con.execute("DELETE FROM state_chunks WHERE key = ?", [key])
-        con.execute("DELETE FROM state WHERE key = ?", [key])  # written by an earlier version
-        chunk = self.state_chunk
-        seq = 0
-        for data in parts:
-            if not data and seq:
-                continue
-            n = max(1, -(-len(data) // chunk))
-            bounds = array("i", (min(i * chunk, len(data)) for i in range(n + 1)))
-            values = pa.BinaryArray.from_buffers(
-                pa.binary(), n, [None, pa.py_buffer(bounds), pa.py_buffer(data)]
-            )
-            table = pa.table(
-                {
-                    "key": pa.array([key] * n, pa.string()),
-                    "seq": pa.array(range(seq, seq + n), pa.int32()),
-                    "value": values,
-                    "updated_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
-                }
-            )
-            con.from_arrow(table).insert_into("state_chunks")
-            seq += n
-        if not seq:  # an empty value is one empty row
-            self._put_state(key, (b"",), now)
+    def _transaction(self, batch: writes.Batch, checkpoint: bool) -> list[str]:
+        return writes.store_batch(
+            self._con,
+            batch,
+            checkpoint=checkpoint,
+            events_per_insert=self.events_per_insert,
+            state_chunk=self.state_chunk,
+        )
 
     def flush(self) -> None:
         """Wait until every submitted batch is stored (or failed)."""
@@ -606,84 +429,6 @@ class AlertStore:
             writer = self._writer
         if writer is not None:
             writer.submit(lambda: None).result()
-
-    def _insert_alerts(self, batch: _Batch) -> list[str]:
-        """Insert the alerts not stored yet, their evidence and outbox rows;
-        return their ids.
-
-        Every DuckDB call costs about a million instructions whatever the batch
-        size, so one registered table serves the lookup of known ids, the
-        alerts and the outbox rows; the evidence goes in without a view.
-        """
-        con = self._con
-        alerts_table, evidence_table, sends = batch.alerts_table, batch.evidence_table, batch.sends
-        assert alerts_table is not None and evidence_table is not None
-        ids = [a.id for a in batch.alerts]
-        con.register("_zw_alerts", alerts_table)
-        try:
-            # With no key on alerts.id, this lookup (in the write's transaction,
-            # and writes are serialised) is what keeps a replay out. Planning
-            # a statement costs more than running it on a batch: the common
-            # case (no key known) takes one with a single subquery.
-            existing: set[str] = set()
-            if con.execute(_KNOWN_KEY).fetchone():
-                found = con.execute(by_id_key("id", "_zw_alerts", keyed=True)).fetchall()
-                existing = {r[0] for r in found}
-            if existing:  # a replay: keep the rows of the new alerts only
-                ids = [i for i in ids if i not in existing]
-                if not ids:
-                    return []
-                known = pa.array(list(existing), pa.string())
-                alerts_table = alerts_table.filter(
-                    pc.invert(pc.is_in(alerts_table["id"], value_set=known))
-                )
-                evidence_table = evidence_table.filter(
-                    pc.invert(pc.is_in(evidence_table["alert_id"], value_set=known))
-                )
-                sends = pc.sum(pc.list_value_length(alerts_table["destinations"])).as_py() or 0
-                con.register("_zw_alerts", alerts_table)  # in place of the first
-            con.execute(
-                """
-                INSERT INTO alerts (id, rule_id, rule_title, level, tags, rule_hash, rule_version,
-                    type, group_values, window_start, window_end, first_seen, last_seen,
-                    ingest_time, zone_crossing, origin, evidence_count, id_key)
-                SELECT a.id, a.rule_id, a.rule_title, a.level, a.tags, a.rule_hash, r.version,
-                    a.type, a.group_values, a.window_start, a.window_end, a.first_seen,
-                    a.last_seen, a.ingest_time, a.zone_crossing, a.origin, a.evidence_count,
-                    a.id_key
-                FROM _zw_alerts a
-                LEFT JOIN rules r ON r.rule_id = a.rule_id AND r.sha256 = a.rule_hash
-                """
-            )
-            # Its columns in the table's order: no view to register and drop.
-            con.from_arrow(evidence_table).insert_into("alert_evidence")
-            if sends:
-                # The outbox sequence follows the alerts, then the router's
-                # order of an alert's destinations. A webhook's own rows need
-                # only ``ord`` (an alert names a destination once), but
-                # DuckDB's sort is not stable, so the order is made total.
-                con.execute(
-                    "INSERT INTO outbox (alert_id, destination, created_at) "
-                    "SELECT id, unnest(destinations), ? FROM _zw_alerts "
-                    "ORDER BY ord, unnest(range(len(destinations)))",
-                    [batch.now],
-                )
-        finally:
-            con.unregister("_zw_alerts")
-        return ids
-
-    def _rows(
-        self, alerts: list[Alert], now: datetime, archived: Sequence[ArchivedEvent]
-    ) -> tuple[pa.Table, pa.Table, int]:
-        """The ``alerts`` rows, with a ``destinations`` column (the router's
-        names for each alert, each once), the evidence rows, and the number of
-        outbox rows."""
-        alerts_table, evidence_table = rows.alert_tables(alerts, now, archived)
-        names = [dict.fromkeys(self.router(a)) for a in alerts]
-        offsets = pa.array([0, *accumulate(map(len, names))], pa.int32())
-        flat = pa.array([d for ds in names for d in ds], pa.string())
-        destinations = pa.ListArray.from_arrays(offsets, flat)
-        return alerts_table.append_column("destinations", destinations), evidence_table, len(flat)
 
     def register_rules(self, rules: Iterable[Any]) -> None:
         """Record every rule version loaded (objects with id, title, level, tags,
@@ -821,50 +566,7 @@ class AlertStore:
         says so (``limits.truncation(table)``).
         """
         check_statement(sql)
-        limits = self.query_limits
-        timeout = limits.timeout(timeout_s)
-        control = cancel or QueryCancel()
-        cur = self.cursor()
-        finished = threading.Event()
-        watchdog = threading.Thread(
-            target=_watch, args=(cur, control, timeout, finished), daemon=True
-        )
-        try:
-            cur.execute("BEGIN TRANSACTION READ ONLY")
-            watchdog.start()
-            try:
-                relation = cur.sql(sql, params=_params(params))
-                if relation is None:  # only SELECT/EXPLAIN get here, but be explicit
-                    return pa.table({})
-                table = collect(relation.to_arrow_reader(_RESULT_BATCH_ROWS), limits, control)
-                if control.cancelled:
-                    raise duckdb.InterruptException("cancelled between batches")
-                return table
-            except duckdb.InterruptException as exc:
-                if control.reason == "timeout":
-                    if timeout < float(timeout_s):
-                        raise QueryError(
-                            f"query cancelled after {timeout:g} s, the server's maximum "
-                            "(correlator.query_max_timeout_s): narrow it (--since/--until, LIMIT)"
-                        ) from exc
-                    raise QueryError(
-                        f"query cancelled after {timeout:g} s: narrow it (--since/--until, "
-                        "LIMIT) or raise --timeout"
-                    ) from exc
-                raise QueryError(f"query cancelled: {control.reason or 'interrupted'}") from exc
-            except duckdb.Error as exc:
-                raise QueryError(_query_message(exc)) from exc
-            finally:
-                finished.set()
-                control.cancel("finished")  # wakes the watchdog
-                watchdog.join()
-                with contextlib.suppress(duckdb.Error):
-                    cur.execute("ROLLBACK")
-        finally:
-            cur.close()
-            # Arrow keeps freed buffers for reuse; a large result must not
-            # stay in the correlator's memory once it is sent.
-            pa.default_memory_pool().release_unused()
+        return querying.run(self.cursor(), sql, params, timeout_s, self.query_limits, cancel)
 
     def query(
         self,
@@ -874,7 +576,7 @@ class AlertStore:
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run one read-only statement; column names and rows as tuples."""
         table = self.query_arrow(sql, params, timeout_s)
-        return table_rows(table)
+        return querying.table_rows(table)
 
     def on_close(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` when the store closes, after the last write and before
@@ -916,49 +618,3 @@ def _private_files(db: Path) -> None:
             mode = path.stat().st_mode
             if mode & 0o077:
                 path.chmod(0o700 if stat.S_ISDIR(mode) else 0o600)
-
-
-def _watch(
-    cur: duckdb.DuckDBPyConnection,
-    control: QueryCancel,
-    timeout_s: float,
-    finished: threading.Event,
-) -> None:
-    """Interrupt ``cur`` when the query is cancelled or out of time.
-
-    Again and again until it ends: DuckDB clears the interrupt flag when a
-    statement starts, so an interrupt that lands just before (the client
-    went away at once) would be lost.
-    """
-    if not control.wait(timeout_s):
-        control.cancel("timeout")
-    while not finished.is_set():
-        cur.interrupt()
-        finished.wait(0.05)
-
-
-def table_rows(table: pa.Table) -> tuple[list[str], list[tuple[Any, ...]]]:
-    columns = table.column_names
-    data = [table.column(i).to_pylist() for i in range(table.num_columns)]
-    return columns, list(zip(*data, strict=True)) if data else []
-
-
-def _params(params: Mapping[str, Any] | Sequence[Any] | None) -> Any:
-    if params is None:
-        return None
-    if isinstance(params, Mapping):
-        return dict(params)
-    return list(params)
-
-
-def _query_message(exc: duckdb.Error) -> str:
-    text = str(exc).strip()
-    if isinstance(exc, duckdb.PermissionException):
-        return f"refused: {text.splitlines()[0]} (queries cannot read files or the network)"
-    if "read-only" in text and isinstance(
-        exc, duckdb.TransactionException | duckdb.InvalidInputException
-    ):
-        # a write hidden in EXPLAIN ANALYZE, nextval(), ...: the READ ONLY
-        # transaction (or the read-only file) stopped it
-        return "refused: the alert store is read-only for queries"
-    return text
