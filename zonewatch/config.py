@@ -188,6 +188,11 @@ class CorrelatorSettings(BaseModel):
     # moves with its partition (correlator/scaleout/). Off: one member
     # correlates everything it reads, and must read everything.
     scale_out: bool = False
+    # Reload the rules when a rule file, connectors.zones_file or the
+    # placeholder file changes (as SIGHUP does), once no change came for
+    # watch_debounce_s; a broken edit is refused and the running rules stay.
+    watch_rules: bool = True
+    watch_debounce_s: float = Field(default=0.5, gt=0)
     poll_timeout_ms: int = Field(default=200, ge=1)
     # Forensic queries (`zonewatch query`, through the correlator's endpoint
     # or on the file): the longest a client may ask for, the rows and MB a

@@ -87,6 +87,11 @@ DESCRIPTIONS: dict[str, str] = {
     "for a bigger store write.",
     "correlator.scale_out": "Several correlators share one group (`--scale-out`); see "
     "correlator/correlation/README.md.",
+    "correlator.watch_rules": "Reload the rules when a rule file, `connectors.zones_file` or "
+    "the placeholder file changes, as SIGHUP does; a broken edit is refused (logged, "
+    "`zonewatch_rules_reload_failures_total`) and the running rules stay.",
+    "correlator.watch_debounce_s": "Seconds without a further change before a rule edit is "
+    "reloaded (an editor's save is several changes).",
     "correlator.poll_timeout_ms": "How long one poll waits for records.",
     "correlator.metrics_host": "Address of `/metrics` and `/healthz` (0.0.0.0 in a container).",
     "correlator.metrics_port": "Port of `/metrics` and `/healthz` (`--metrics-port`); unset: "
