@@ -23,6 +23,7 @@ from zonewatch.errors import ConfigError, RuleError, ZonewatchError
 from zonewatch.logs import get_logger
 
 if TYPE_CHECKING:
+    from correlator.alerting.publish import AlertPublisher
     from correlator.correlation import CorrelationEngine
     from correlator.detection import RuleSet
     from correlator.ports import Notifier
@@ -191,6 +192,7 @@ class CorrelatorService:
         self.metrics: MetricsServer | None = None
         self.loop: StreamCorrelator | None = None
         self.watcher: RuleWatcher | None = None
+        self.publisher: AlertPublisher | None = None
         self._extra = extra_consumer_opts or {}
 
     def _make_sender(self, teams_url: str | None) -> Notifier | None:
@@ -348,6 +350,10 @@ class CorrelatorService:
         serve_queries(self.store)
         if self.sender is not None:
             self.sender.start()
+        if self.settings.correlator.publish_alerts:
+            from correlator.alerting.publish import AlertPublisher
+
+            self.publisher = AlertPublisher(self.store, kafka).start()
         return self
 
     def run(
@@ -381,6 +387,8 @@ class CorrelatorService:
             self.loop.close()
         if self.sender is not None:
             self.sender.stop(drain=True, timeout_s=drain_timeout_s)
+        if self.publisher is not None:
+            self.publisher.stop(drain=True, timeout_s=drain_timeout_s)
         if self.metrics is not None:
             self.metrics.close()
         self.store.close()

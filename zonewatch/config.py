@@ -99,6 +99,12 @@ class KafkaSettings(BaseModel):
         return self.topic("checkpoints")
 
     @property
+    def alerts_topic(self) -> str:
+        """Every stored alert and triage change, as JSON keyed by alert id, for
+        a SIEM or SOAR to subscribe to (correlator/alerting/publish.py)."""
+        return self.topic("alerts")
+
+    @property
     def correlation_hits_topic(self) -> str:
         """Scale-out: correlation hits re-keyed by group (correlator/scaleout/)."""
         return self.topic("correlation.hits")
@@ -192,6 +198,9 @@ class CorrelatorSettings(BaseModel):
     # placeholder file changes (as SIGHUP does), once no change came for
     # watch_debounce_s; a broken edit is refused and the running rules stay.
     watch_rules: bool = True
+    # Produce every stored alert and triage change to <topic_prefix>.alerts,
+    # exactly once with the store (correlator/alerting/publish.py).
+    publish_alerts: bool = True
     watch_debounce_s: float = Field(default=0.5, gt=0)
     poll_timeout_ms: int = Field(default=200, ge=1)
     # Forensic queries (`zonewatch query`, through the correlator's endpoint

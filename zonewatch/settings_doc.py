@@ -87,6 +87,9 @@ DESCRIPTIONS: dict[str, str] = {
     "for a bigger store write.",
     "correlator.scale_out": "Several correlators share one group (`--scale-out`); see "
     "correlator/correlation/README.md.",
+    "correlator.publish_alerts": "Produce every stored alert and triage change to "
+    "`<topic_prefix>.alerts` as JSON keyed by alert id, exactly once with the store "
+    '(correlator/alerting/README.md, "The alerts topic"); `false`: the store and Teams only.',
     "correlator.watch_rules": "Reload the rules when a rule file, `connectors.zones_file` or "
     "the placeholder file changes, as SIGHUP does; a broken edit is refused (logged, "
     "`zonewatch_rules_reload_failures_total`) and the running rules stay.",

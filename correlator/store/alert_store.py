@@ -36,6 +36,7 @@ from correlator.store.limits import QueryCancel, QueryLimits, collect
 from correlator.store.rows import ArchivedEvent
 from correlator.store.schema import (
     ID_KEY,
+    MAX_PUB_SEQ,
     MIGRATIONS,
     SCHEMA_VERSION,
     TRIAGE_STATUSES,
@@ -174,6 +175,7 @@ class AlertStore:
         self.events_retention = events_retention
         self._lock = threading.RLock()
         self._listeners: list[Callable[[], None]] = []
+        self._feeds: list[Callable[[list[tuple[int, Alert | TriageChange]]], None]] = []
         self._last_prune = 0.0
         # What closes with the store, before its connection (the query endpoint).
         self._on_close: list[Callable[[], None]] = []
@@ -186,6 +188,10 @@ class AlertStore:
         self._con = self._connect()
         try:
             self._migrate()
+            # The last ``pub_seq`` given (schema.py, version 6): the writer
+            # thread numbers what it commits from here, without gaps.
+            row = self._con.execute(MAX_PUB_SEQ).fetchone()
+            self._seq = int(row[0]) if row else 0
             self.state_chunk = self._state_chunk()
             self.events_per_insert = self._events_per_insert()
             for statement in _LOCKDOWN:
@@ -462,8 +468,9 @@ class AlertStore:
                     f"WHERE id_key = {key} AND id = ?",
                     [status, after_assignee, now, alert_id, alert_id],
                 )
+                seq = self._seq + 1
                 con.execute(
-                    "INSERT INTO triage_history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO triage_history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         alert_id,
                         now,
@@ -474,9 +481,11 @@ class AlertStore:
                         before_assignee,
                         after_assignee,
                         note,
+                        seq,
                     ],
                 )
                 con.commit()
+                self._seq = seq
             except BaseException as exc:
                 con.rollback()
                 if isinstance(exc, duckdb.Error):
@@ -485,9 +494,11 @@ class AlertStore:
                     ) from exc
                 raise
         log.info("alert_triaged", alert_id=alert_id, status=status, via=via)
-        return TriageChange(
+        change = TriageChange(
             alert_id, now, actor, via, before_status, status, before_assignee, after_assignee, note
         )
+        self._feed([(seq, change)])
+        return change
 
     def _store(self, batch: _Batch) -> list[str]:
         """The DuckDB half of a write, on the writer thread."""
@@ -528,6 +539,10 @@ class AlertStore:
             for _, spooled in batch.streams:
                 spooled.close()
         if new:
+            # Numbered in the transaction from the last pub_seq on, in order.
+            first = self._seq - len(new) + 1
+            by_id = {a.id: a for a in batch.alerts}
+            self._feed([(first + i, by_id[aid]) for i, aid in enumerate(new)])
             self._notify()
         if batch.events is not None and self.events_retention:
             self._maybe_prune()
@@ -563,6 +578,7 @@ class AlertStore:
                         batch.offsets,
                     )
             con.commit()
+            self._seq += len(new)
         except BaseException:
             # A failed COMMIT has already ended the transaction.
             with contextlib.suppress(duckdb.TransactionException):
@@ -646,14 +662,15 @@ class AlertStore:
                 """
                 INSERT INTO alerts (id, rule_id, rule_title, level, tags, rule_hash, rule_version,
                     type, group_values, window_start, window_end, first_seen, last_seen,
-                    ingest_time, zone_crossing, origin, evidence_count, id_key)
+                    ingest_time, zone_crossing, origin, evidence_count, id_key, pub_seq)
                 SELECT a.id, a.rule_id, a.rule_title, a.level, a.tags, a.rule_hash, r.version,
                     a.type, a.group_values, a.window_start, a.window_end, a.first_seen,
                     a.last_seen, a.ingest_time, a.zone_crossing, a.origin, a.evidence_count,
-                    a.id_key
+                    a.id_key, ? + row_number() OVER (ORDER BY a.ord)
                 FROM _zw_alerts a
                 LEFT JOIN rules r ON r.rule_id = a.rule_id AND r.sha256 = a.rule_hash
-                """
+                """,
+                [self._seq],
             )
             # Its columns in the table's order: no view to register and drop.
             con.from_arrow(evidence_table).insert_into("alert_evidence")
@@ -786,6 +803,24 @@ class AlertStore:
         return {(t, int(p)): int(o) for t, p, o in found}
 
     # -- notifications -----------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """The ``pub_seq`` of the last alert or triage change committed."""
+        return self._seq
+
+    def on_stored(self, callback: Callable[[list[tuple[int, Alert | TriageChange]]], None]) -> None:
+        """Call ``callback`` (cheap, non-blocking) on the writer thread after a
+        commit, with what it stored that is published: the new alerts and
+        triage changes with their ``pub_seq``, in that order."""
+        self._feeds.append(callback)
+
+    def _feed(self, items: list[tuple[int, Alert | TriageChange]]) -> None:
+        for callback in list(self._feeds):
+            try:
+                callback(items)
+            except Exception:
+                log.exception("store_feed_failed")
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (cheap, non-blocking) after a batch adds alerts."""
