@@ -353,7 +353,11 @@ class CorrelatorService:
         if self.settings.correlator.publish_alerts:
             from correlator.alerting.publish import AlertPublisher
 
-            self.publisher = AlertPublisher(self.store, kafka).start()
+            self.publisher = AlertPublisher(
+                self.store,
+                kafka,
+                transaction_records=self.settings.correlator.publish_transaction_records,
+            ).start()
         return self
 
     def run(

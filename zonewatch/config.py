@@ -201,6 +201,7 @@ class CorrelatorSettings(BaseModel):
     # Produce every stored alert and triage change to <topic_prefix>.alerts,
     # exactly once with the store (correlator/alerting/publish.py).
     publish_alerts: bool = True
+    publish_transaction_records: int = Field(default=2000, ge=1)
     watch_debounce_s: float = Field(default=0.5, gt=0)
     poll_timeout_ms: int = Field(default=200, ge=1)
     # Forensic queries (`zonewatch query`, through the correlator's endpoint

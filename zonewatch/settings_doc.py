@@ -90,6 +90,8 @@ DESCRIPTIONS: dict[str, str] = {
     "correlator.publish_alerts": "Produce every stored alert and triage change to "
     "`<topic_prefix>.alerts` as JSON keyed by alert id, exactly once with the store "
     '(correlator/alerting/README.md, "The alerts topic"); `false`: the store and Teams only.',
+    "correlator.publish_transaction_records": "Records per Kafka transaction of the alerts "
+    "topic (fewer: smaller transactions, more round trips).",
     "correlator.watch_rules": "Reload the rules when a rule file, `connectors.zones_file` or "
     "the placeholder file changes, as SIGHUP does; a broken edit is refused (logged, "
     "`zonewatch_rules_reload_failures_total`) and the running rules stay.",

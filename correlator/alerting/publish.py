@@ -23,6 +23,12 @@ no second commit to lose:
 3. Rows are produced from the lowest of those numbers on, skipping those of
    a partition at or below its own number.
 
+The store also remembers, every ``FLOOR_EVERY_S`` and on stop, a number the
+topic was seen to hold (``FLOOR_KEY``, written after the Kafka commit, so it
+can only trail). It is a floor under step 2: a partition whose records of
+this store retention has deleted (or a recreated topic) does not bring the
+store's old alerts back.
+
 On Apache Kafka an aborted transaction is invisible, so its records are
 produced again; on the embedded broker (tansu) a ``read_committed`` consumer
 sees aborted records, and step 2 sees them too, so they are not. Either way
@@ -72,6 +78,8 @@ BEHIND = Gauge(
 )
 
 STORE_ID_KEY = "alerts-publisher-store-id"
+FLOOR_KEY = "alerts-published-through"
+FLOOR_EVERY_S = 30.0
 HEADER_STORE = "zonewatch.store"
 HEADER_SEQ = "zonewatch.seq"
 # Evidence events carried in an alert's record (the store keeps them all;
@@ -80,7 +88,6 @@ EVIDENCE_LIMIT = 20
 # Below the producer's max_request_size (1 MB): a larger record goes with its
 # evidence reduced to references (``evidence_truncated``).
 MAX_RECORD_BYTES = 900_000
-TXN_RECORDS = 2_000  # records per Kafka transaction
 MAX_QUEUED = 50_000  # handed-over rows kept in memory; beyond, read the store
 RECOVER_TIMEOUT_S = 60.0
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
@@ -148,6 +155,7 @@ class AlertPublisher:
         store: AlertStore,
         kafka: KafkaSettings,
         *,
+        transaction_records: int = 2_000,
         make_producer: Callable[..., KafkaProducer] | None = None,
     ) -> None:
         self.store = store
@@ -156,6 +164,7 @@ class AlertPublisher:
         self.store_id = store_id(store)
         self.transactional_id = f"zonewatch-alerts-{self.store_id}"
         self._make_producer = make_producer
+        self.transaction_records = transaction_records
         self.published = 0  # highest pub_seq known to be on the topic
         self._skip: dict[int, int] = {}  # partition -> published through, after recovery
         self._queue: deque[Item] = deque()
@@ -167,6 +176,8 @@ class AlertPublisher:
         self._producer: KafkaProducer | None = None
         self._partitions = 0
         self._ready = False
+        self._floor_at = time.monotonic()
+        self._floor = 0
         store.on_stored(self._handed_over)
 
     # -- lifecycle -----------------------------------------------------------
@@ -201,7 +212,21 @@ class AlertPublisher:
             self._thread.join(timeout=timeout_s)
             self._thread = None
         self._close_producer()
+        self._keep_floor(force=True)
         return drained
+
+    def _keep_floor(self, force: bool = False) -> None:
+        """Store how far the topic is known to hold this store's rows (a
+        state-only write on the store's writer thread, not waited for)."""
+        if self.published <= self._floor or self.store.read_only:
+            return
+        if not force and time.monotonic() - self._floor_at < FLOOR_EVERY_S:
+            return
+        self._floor, self._floor_at = self.published, time.monotonic()
+        try:
+            self.store.submit([], state={FLOOR_KEY: str(self._floor).encode()})
+        except Exception as exc:  # only an optimisation of the next start
+            log.warning("alerts_publish_floor_not_stored", error=str(exc)[:200])
 
     # -- hand-over from the store's writer thread ------------------------------
 
@@ -258,7 +283,11 @@ class AlertPublisher:
         if not partitions:
             raise KafkaError(f"topic {self.topic} not found: run `zonewatch topics`")
         self._partitions = len(partitions)
-        self._skip = self._recover(sorted(partitions))
+        stored_floor = self.store.load_state(FLOOR_KEY)
+        self._floor = max(self._floor, int(stored_floor) if stored_floor else 0)
+        self._skip = {
+            p: max(seq, self._floor) for p, seq in self._recover(sorted(partitions)).items()
+        }
         self.published = min(self._skip.values(), default=0)
         self._ready = True
         BEHIND.set(max(0, self.store.last_seq - self.published))
@@ -328,6 +357,7 @@ class AlertPublisher:
             if n:
                 PUBLISHED.labels(kind=kind).inc(n)
         BEHIND.set(max(0, self.store.last_seq - last))
+        self._keep_floor()
         return True
 
     def _next_items(self) -> tuple[list[Item], dict[int, int]]:
@@ -339,7 +369,7 @@ class AlertPublisher:
                 self._queue.popleft()
             if self._queue and self._queue[0][0] == after + 1:
                 out: list[Item] = []
-                while self._queue and len(out) < TXN_RECORDS:
+                while self._queue and len(out) < self.transaction_records:
                     out.append(self._queue.popleft())
                 return out, {}
         if self.store.last_seq <= after:
@@ -351,13 +381,13 @@ class AlertPublisher:
         try:
             rows = cur.execute(
                 "SELECT pub_seq, id FROM alerts WHERE pub_seq > ? ORDER BY pub_seq LIMIT ?",
-                [after, TXN_RECORDS],
+                [after, self.transaction_records],
             ).fetchall()
             changes = cur.execute(
                 "SELECT pub_seq, alert_id, changed_at, actor, via, from_status, to_status, "
                 "from_assignee, to_assignee, note FROM triage_history WHERE pub_seq > ? "
                 "ORDER BY pub_seq LIMIT ?",
-                [after, TXN_RECORDS],
+                [after, self.transaction_records],
             ).fetchall()
             alerts = load_alerts(cur, [r[1] for r in rows], evidence_limit=EVIDENCE_LIMIT)
         finally:
@@ -372,7 +402,7 @@ class AlertPublisher:
         for seq, *fields in changes:
             merged.append((int(seq), TriageChange(*fields)))
         merged.sort(key=lambda item: item[0])
-        return merged[:TXN_RECORDS], counts
+        return merged[: self.transaction_records], counts
 
     # -- recovery -------------------------------------------------------------
 
