@@ -36,7 +36,7 @@ the topic holds each stored alert and triage change once.
 
 Steady state works from memory: the store hands over what it committed
 (``AlertStore.on_stored``) and the publisher produces it at once; after a
-restart, or when it fell behind further than ``MAX_QUEUED``, it reads the
+restart, or when it fell behind further than ``MAX_QUEUED`` rows, it reads the
 store from its number on.
 """
 
@@ -88,7 +88,7 @@ EVIDENCE_LIMIT = 20
 # Below the producer's max_request_size (1 MB): a larger record goes with its
 # evidence reduced to references (``evidence_truncated``).
 MAX_RECORD_BYTES = 900_000
-MAX_QUEUED = 50_000  # handed-over rows kept in memory; beyond, read the store
+MAX_QUEUED = 10_000  # handed-over rows kept in memory; beyond, read the store
 RECOVER_TIMEOUT_S = 60.0
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 
