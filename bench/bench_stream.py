@@ -277,9 +277,11 @@ def latency(
         )
         producer.start()
         reader = None
+        timings: Any = None
         if publish and published is not None:
+            timings = multiprocessing.get_context("spawn").Manager().list()
             reader = multiprocessing.get_context("spawn").Process(
-                target=read_alerts_topic, args=(kafka, n // 40, timings := _shared_list())
+                target=read_alerts_topic, args=(kafka, n // 40, timings)
             )
             reader.start()
         service.run(until=lambda s: s.consumed >= n, idle_timeout_s=30)
@@ -290,10 +292,6 @@ def latency(
             reader.join(timeout=60)
             published.extend(sorted(timings))
     return sorted(delays)
-
-
-def _shared_list() -> Any:
-    return multiprocessing.get_context("spawn").Manager().list()
 
 
 def read_alerts_topic(kafka: KafkaSettings, at_least: int, out: Any) -> None:

@@ -149,6 +149,18 @@ def test_stored_alerts_and_triage_changes_reach_the_topic_once_as_json(
         assert mine == sorted(mine)
 
 
+def test_an_alert_record_is_the_alerts_json_with_kind_and_evidence_count() -> None:
+    from correlator.alerting.publish import alert_record
+    from zonewatch.models import alert_to_json
+
+    alert = _alert(7)
+    body = orjson.loads(alert_record(alert))
+    expected = alert_to_json(alert)
+    expected["evidence"] = expected["evidence"][:20]
+    assert body == {"kind": "alert", **expected, "evidence_count": 25}
+    assert list(body)[:2] == ["kind", "id"]
+
+
 def _stored_ids(db: Path) -> tuple[list[str], str]:
     with AlertStore(db, read_only=True) as store:
         _cols, rows = store.query("SELECT id FROM alerts")

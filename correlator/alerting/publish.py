@@ -47,6 +47,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -101,15 +102,21 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 
 def alert_record(alert: Alert, evidence_count: int | None = None) -> bytes:
-    """An alert as the alerts topic carries it: the alert's JSON (as
-    ``zonewatch match`` prints it), ``kind: alert``, its first
-    ``EVIDENCE_LIMIT`` evidence events and how many it has."""
-    data = alert_to_json(alert)
+    """An alert as the alerts topic carries it: ``kind: alert``, the alert's
+    JSON (as ``zonewatch match`` prints it: ``alert_to_json``), its first
+    ``EVIDENCE_LIMIT`` evidence events and how many it has.
+
+    orjson writes the slotted dataclass itself, byte for byte what pydantic
+    writes (``tests/test_alerts_topic.py``) in half the time: the publisher
+    shares the stream loop's interpreter."""
     count = len(alert.evidence) if evidence_count is None else evidence_count
-    data["evidence"] = data["evidence"][:EVIDENCE_LIMIT]
-    body = orjson.dumps({"kind": "alert", **data, "evidence_count": count})
-    if len(body) <= MAX_RECORD_BYTES:
-        return body
+    if len(alert.evidence) > EVIDENCE_LIMIT:
+        alert = replace(alert, evidence=alert.evidence[:EVIDENCE_LIMIT])
+    body = orjson.dumps(alert, option=orjson.OPT_UTC_Z)
+    record = b'{"kind":"alert",' + body[1:-1] + b',"evidence_count":%d}' % count
+    if len(record) <= MAX_RECORD_BYTES:
+        return record
+    data = alert_to_json(alert)
     for ev in data["evidence"]:
         ev.pop("event", None)
     return orjson.dumps(
