@@ -255,9 +255,10 @@ class AlertPublisher:
                 if not self._ready:
                     self._connect()
                     failures = 0
+                # Cleared before looking: a hand-over from now on wakes the wait.
+                self._wake.clear()
                 if not self._publish_some():
                     self._wake.wait(1.0)
-                    self._wake.clear()
             except Exception as exc:  # never let the thread die: alerts would stall
                 PUBLISH_FAILURES.inc()
                 delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
