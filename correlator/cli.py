@@ -84,8 +84,9 @@ def correlate(
     store alerts in DuckDB, send them to Teams, then commit offsets.
 
     SIGTERM or Ctrl-C finishes the current batch, checkpoints it and exits 0.
-    SIGHUP reloads the rules between batches: new correlation rules start,
-    removed ones drop their state, unchanged ones keep theirs.
+    A saved rule edit (or SIGHUP) reloads the rules between batches: new
+    correlation rules start, removed ones drop their state, unchanged ones
+    keep theirs; a broken edit is refused and the running rules stay.
     """
     from correlator.service import CorrelatorService
 

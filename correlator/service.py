@@ -23,10 +23,12 @@ from zonewatch.errors import ConfigError, RuleError, ZonewatchError
 from zonewatch.logs import get_logger
 
 if TYPE_CHECKING:
+    from correlator.alerting.publish import AlertPublisher
     from correlator.correlation import CorrelationEngine
     from correlator.detection import RuleSet
     from correlator.detection.throttle import Throttle
     from correlator.ports import Notifier
+    from correlator.rulewatch import RuleWatcher
     from correlator.store import AlertStore
     from zonewatch.metrics import MetricsServer
 
@@ -36,6 +38,13 @@ SUPPRESSED = Counter(
     "zonewatch_detection_suppressed_total",
     "Detection alerts dropped by their rule's suppress: (or the zone-policy default)",
     ["rule"],
+)
+RELOADS = Counter(
+    "zonewatch_rules_reloads_total", "Rule reloads applied (SIGHUP or a rule file change)"
+)
+RELOAD_FAILURES = Counter(
+    "zonewatch_rules_reload_failures_total",
+    "Rule reloads refused (a broken edit): the running rules were kept",
 )
 
 
@@ -235,6 +244,8 @@ class CorrelatorService:
         self.sender = self._make_sender()
         self.metrics: MetricsServer | None = None
         self.loop: StreamCorrelator | None = None
+        self.watcher: RuleWatcher | None = None
+        self.publisher: AlertPublisher | None = None
         self._extra = extra_consumer_opts or {}
 
     def _make_sender(self) -> Notifier | None:
@@ -258,23 +269,31 @@ class CorrelatorService:
         )
 
     def reload_rules(self) -> tuple[Any, Any] | None:
-        """Load the rules again (SIGHUP): new correlation rules start empty,
-        removed ones drop their state, unchanged ones (same content) keep it.
-        A rule set that does not load leaves the running rules in place."""
+        """Load the rules again (SIGHUP, or a change the rule watcher saw): new
+        correlation rules start empty, removed ones drop their state,
+        unchanged ones (same content) keep it.
+
+        A rule set that does not load, or that has an error the running one
+        did not have (a broken edit), is refused: the running rules stay in
+        place, the refusal is logged (``rules_reload_refused``) and counted
+        (``zonewatch_rules_reload_failures_total``)."""
         from correlator.detection.pipelines import configured_pipeline
 
         cfg = self.settings.correlator
         try:
             ruleset = load_ruleset(cfg.rules, configured_pipeline(cfg))
         except ZonewatchError as exc:
-            log.error("rules_reload_failed", error=str(exc), keeping="the running rules")
+            self._reload_refused(str(exc))
             return None
         except Exception as exc:  # a bad edit must never stop a running correlator
-            log.error(
-                "rules_reload_failed",
-                error=f"{type(exc).__name__}: {str(exc)[:300]}",
-                keeping="the running rules",
-            )
+            self._reload_refused(f"{type(exc).__name__}: {str(exc)[:300]}")
+            return None
+        known = {str(e) for e in self.ruleset.errors}
+        new_errors = [str(e) for e in ruleset.errors if str(e) not in known]
+        if new_errors:
+            # Loading around a broken rule would silently drop it: refuse the
+            # edit instead, so the rule keeps working until it is fixed.
+            self._reload_refused(new_errors[0], errors=new_errors)
             return None
         self.store.register_rules(stored_rules(ruleset))
         old = self.correlation
@@ -293,9 +312,40 @@ class CorrelatorService:
             correlations_started=sorted(after[h] for h in after.keys() - before.keys()),
             correlations_dropped=sorted(before[h] for h in before.keys() - after.keys()),
         )
+        RELOADS.inc()
         self.ruleset = ruleset
         self.correlation = engine
+        from correlator.alerting import OutboxSender
+
+        if isinstance(self.sender, OutboxSender):
+            self.sender.zones = zone_titles(self.settings)  # zones.yaml may have changed
         return ruleset, engine
+
+    def _reload_refused(self, error: str, errors: Sequence[str] = ()) -> None:
+        RELOAD_FAILURES.inc()
+        log.error(
+            "rules_reload_refused",
+            error=error,
+            errors=len(errors) or 1,
+            keeping="the running rules",
+            fix="correct the rule file; the next save reloads (or send SIGHUP)",
+        )
+
+    def _watch_rules(self) -> None:
+        """Reload when a rule file, ``zones.yaml`` or the placeholder file
+        changes (``correlator.watch_rules``)."""
+        from correlator.rulewatch import RuleWatcher
+
+        cfg = self.settings.correlator
+        if not cfg.watch_rules or self.loop is None:
+            return
+        loop = self.loop
+        self.watcher = RuleWatcher(
+            cfg.rules,
+            [self.settings.connectors.zones_file, cfg.placeholders_file],
+            lambda _files: loop.request_reload(),
+            debounce_s=cfg.watch_debounce_s,
+        ).start()
 
     def start(self) -> CorrelatorService:
         from zonewatch.kafka import ensure_topics, make_consumer
@@ -344,6 +394,7 @@ class CorrelatorService:
             )
         self.loop.reloader = self.reload_rules
         self.loop.throttle = restored_throttle(self.settings, self.ruleset, self.store)
+        self._watch_rules()
         port = self.settings.correlator.metrics_port
         if port is not None:
             from zonewatch.metrics import serve_metrics
@@ -357,6 +408,14 @@ class CorrelatorService:
         serve_queries(self.store)
         if self.sender is not None:
             self.sender.start()
+        if self.settings.correlator.publish_alerts:
+            from correlator.alerting.publish import AlertPublisher
+
+            self.publisher = AlertPublisher(
+                self.store,
+                kafka,
+                transaction_records=self.settings.correlator.publish_transaction_records,
+            ).start()
         return self
 
     def run(
@@ -384,10 +443,14 @@ class CorrelatorService:
         return self.loop.run(until=until, idle_timeout_s=idle_timeout_s, end_of_input=end_of_input)
 
     def close(self, drain_timeout_s: float = 10.0) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
         if self.loop is not None:
             self.loop.close()
         if self.sender is not None:
             self.sender.stop(drain=True, timeout_s=drain_timeout_s)
+        if self.publisher is not None:
+            self.publisher.stop(drain=True, timeout_s=drain_timeout_s)
         if self.metrics is not None:
             self.metrics.close()
         self.store.close()

@@ -346,6 +346,7 @@ class StreamCorrelator:
         poll_ms = self.settings.correlator.poll_timeout_ms
         max_batch = self.settings.correlator.max_batch
         idle_since = time.monotonic()
+        idle_exit = False
         try:
             while not self._stop.is_set():
                 self._maybe_reload()
@@ -370,18 +371,22 @@ class StreamCorrelator:
                         self._checkpoint(alerts, {})
                 if not batch and (self._pending_alerts or self._pending_archive):
                     self._checkpoint([], {})  # the backlog ended: write what waits
-                if not active and (
-                    (
-                        idle_timeout_s is not None
-                        and (self.stats.consumed or self._assigned_at is not None)
-                        and time.monotonic() - max(idle_since, self._assigned_at or 0.0)
-                        > idle_timeout_s
-                    )
-                    or (until is not None and until(self.stats))
-                ):
+                idle_exit = (
+                    idle_timeout_s is not None
+                    and bool(self.stats.consumed or self._assigned_at is not None)
+                    and time.monotonic() - max(idle_since, self._assigned_at or 0.0)
+                    > idle_timeout_s
+                )
+                if not active and (idle_exit or (until is not None and until(self.stats))):
                     break
             if end_of_input:
                 self._checkpoint(self._correlate(end=True), {}, force=True)
+            elif idle_exit:
+                # A run that ends idle (--idle-exit: a batch run over a day's
+                # logs) ends as if time had caught up: the watermark goes to
+                # the wall clock less the idle window, as a live run's would
+                # by now, and the windows it passes resolve.
+                self._checkpoint(self._correlate(to_wall_clock=True), {}, force=True)
             else:
                 self._checkpoint([], {}, force=True)
         finally:
@@ -646,7 +651,7 @@ class StreamCorrelator:
                     self.merger.add((tp.topic, tp.partition), t, (ids, event, evidence, t))
         return out
 
-    def _correlate(self, end: bool = False) -> list[Alert]:
+    def _correlate(self, end: bool = False, to_wall_clock: bool = False) -> list[Alert]:
         """Feed the correlation engine what the merger releases, oldest first."""
         if self.correlation is None:
             return []
@@ -676,6 +681,9 @@ class StreamCorrelator:
                 # come, so time itself moves the watermark on (absence
                 # windows), from where the inputs stopped (ordering.py).
                 frontier = self.merger.idle_frontier()
+                if to_wall_clock:
+                    idle_s = self.settings.correlator.input_idle_s
+                    frontier = max(frontier, time.time() - idle_s)
             if frontier != float("-inf"):
                 out.extend(engine.advance_watermark(SHARD, frontier))
         return out

@@ -11,7 +11,7 @@
 # SECRETS holds one file per user with its password:
 #   zonewatch_admin_password      `zonewatch topics` (creates the topics)
 #   zonewatch_connector_password  the connectors (produce, checkpoints, transactions)
-#   zonewatch_correlator_password the correlators (consume, group, scale-out topics)
+#   zonewatch_correlator_password the correlators (consume, group, scale-out topics, alerts out)
 # PREFIX (default zonewatch) is the topic prefix (kafka.topic_prefix); GROUP
 # (default zonewatch-correlator) the correlators' group (correlator.group_id).
 # What each grant is for: docs/deploy.md, "ACLs".
@@ -59,5 +59,11 @@ acl --allow-principal User:zonewatch-correlator --operation Read --topic "$PREFI
 acl --allow-principal User:zonewatch-correlator --operation Read --group "$GROUP"
 acl --allow-principal User:zonewatch-correlator --operation Read --operation Write \
   --topic "$PREFIX.correlation." --resource-pattern-type prefixed
+# Correlators: alerts and triage changes out to $PREFIX.alerts, in
+# transactions named zonewatch-alerts-<store id>, read back on start.
+acl --allow-principal User:zonewatch-correlator --operation Read --operation Write \
+  --topic "$PREFIX.alerts"
+acl --allow-principal User:zonewatch-correlator --operation Write --operation Describe \
+  --transactional-id "zonewatch-alerts-" --resource-pattern-type prefixed
 
 echo "zonewatch users and ACLs are in place"

@@ -245,3 +245,125 @@ def test_sighup_keeps_unchanged_windows_drops_removed_rules_and_starts_new_ones(
     ]
     reload_line = next(line for line in log.read_text().splitlines() if "rules_reloaded" in line)
     assert "5b0f3c1e-1111-4a7e-8d2a-0000000000a2" in reload_line.split("correlations_dropped")[1]
+
+
+WATCHED_BEFORE = """
+title: Watch test denied crossing
+id: 5b0f3c1e-2222-4a7e-8d2a-000000000001
+logsource: {product: zonewatch, service: firewall}
+detection:
+  selection: {zone.crossing: core->lgwan, event.outcome: failure}
+  condition: selection
+level: low
+"""
+
+# The same file after an edit: a second rule, on the VDI session.
+WATCHED_AFTER = (
+    WATCHED_BEFORE
+    + """---
+title: Watch test My Number session
+id: 5b0f3c1e-2222-4a7e-8d2a-000000000002
+logsource: {product: zonewatch, service: vdi}
+detection:
+  selection: {event.action: session-start, vdi.pool: mynumber-pool}
+  condition: selection
+level: medium
+"""
+)
+
+# A broken edit of the same file: the YAML no longer parses.
+WATCHED_BROKEN = WATCHED_AFTER.replace(
+    "condition: selection\nlevel: medium", "condition: [selection"
+)
+
+
+def _session(ts: str) -> dict[str, object]:
+    return {
+        "@timestamp": ts,
+        "event": {"action": "session-start"},
+        "user": {"name": USER},
+        "vdi": {"pool": "mynumber-pool"},
+    }
+
+
+def test_a_rule_edit_fires_without_a_signal_and_a_broken_edit_keeps_the_running_rules(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    import httpx
+
+    from zonewatch.app.broker import free_port
+    from zonewatch.kafka import ensure_topics
+
+    ensure_topics(kafka_settings)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    rule_file = rules / "watched.yml"
+    rule_file.write_text(WATCHED_BEFORE)
+    db = tmp_path / "alerts.duckdb"
+    log = tmp_path / "correlate.log"
+    port = free_port()
+    env = cli_env(kafka_settings, ZONEWATCH_CORRELATOR__ALLOWED_LATENESS_S="5")
+    zw = [sys.executable, "-m", "zonewatch"]
+
+    def titles() -> list[str]:
+        out = subprocess.run(
+            [*zw, "query", "--db", str(db), "--format", "csv",
+             "SELECT rule_title FROM alerts ORDER BY rule_title"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        return out.stdout.splitlines()[1:]
+
+    def failures() -> float:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        for line in text.splitlines():
+            if line.startswith("zonewatch_rules_reload_failures_total "):
+                return float(line.split()[1])
+        return -1.0
+
+    proc = subprocess.Popen(
+        [*zw, "correlate", "--rules", str(rules), "--db", str(db), "--metrics-port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+    try:
+        _await("the watcher", lambda: b"rules_watching" in log.read_bytes(), diagnose=log.read_text)
+        _await("the consumer's assignment", lambda: b"partitions_assigned" in log.read_bytes())
+
+        rule_file.write_text(WATCHED_AFTER)
+        _await("the reload", lambda: b"rules_reloaded" in log.read_bytes(), 20, log.read_text)
+        _produce(kafka_settings, [("vdi", _session(_ago(0)))])
+        _await(
+            "the new rule's alert",
+            lambda: titles() == ["Watch test My Number session"],
+            30,
+            diagnose=lambda: "\n".join(titles()) + log.read_text(),
+        )
+        assert failures() == 0
+
+        rule_file.write_text(WATCHED_BROKEN)
+        _await("the refusal", lambda: failures() == 1, 20, log.read_text)
+        # Both rules of the edit before still run: neither was dropped.
+        _produce(kafka_settings, [("firewall", _deny(_ago(0))), ("vdi", _session(_ago(0)))])
+        _await(
+            "alerts of both running rules",
+            lambda: (
+                titles()
+                == [
+                    "Watch test My Number session",
+                    "Watch test My Number session",
+                    "Watch test denied crossing",
+                ]
+            ),
+            30,
+            diagnose=lambda: "\n".join(titles()) + log.read_text(),
+        )
+        refused = [line for line in log.read_text().splitlines() if "rules_reload_refused" in line]
+        assert len(refused) == 1 and "watched.yml" in refused[0]
+        assert log.read_text().count("rules_reloaded") == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -136,6 +136,12 @@ class KafkaSettings(BaseModel):
         (compacted). ConfigError for a group id that cannot name them."""
         return topics.scale_out_topics(self.topic_prefix, group_id, legacy=legacy)
 
+    @property
+    def alerts_topic(self) -> str:
+        """Every stored alert and triage change, as JSON keyed by alert id, for
+        a SIEM or SOAR to subscribe to (correlator/alerting/publish.py)."""
+        return self.topic(topics.ALERTS)
+
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments shared by kafka-python producers, consumers and admin."""
         if not self.bootstrap_servers:
@@ -240,6 +246,15 @@ class CorrelatorSettings(BaseModel):
     # (<prefix>.correlation.hits / .state), so a deployment upgraded from then
     # keeps its open windows. At most one group per prefix may set it.
     scale_out_legacy_topics: bool = False
+    # Reload the rules when a rule file, connectors.zones_file or the
+    # placeholder file changes (as SIGHUP does), once no change came for
+    # watch_debounce_s; a broken edit is refused and the running rules stay.
+    watch_rules: bool = True
+    # Produce every stored alert and triage change to <topic_prefix>.alerts,
+    # exactly once with the store (correlator/alerting/publish.py).
+    publish_alerts: bool = True
+    publish_transaction_records: int = Field(default=2000, ge=1)
+    watch_debounce_s: float = Field(default=0.5, gt=0)
     poll_timeout_ms: int = Field(default=200, ge=1)
     # Forensic queries (`zonewatch query`, through the correlator's endpoint
     # or on the file): the longest a client may ask for, the rows and MB a

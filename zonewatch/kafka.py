@@ -34,8 +34,12 @@ except ImportError:  # pragma: no cover - crc32c is a hard dependency
 
 
 def all_topics(settings: KafkaSettings) -> list[str]:
-    """The topics with the configured partition count (events and dead letters)."""
-    return [settings.events_topic(s) for s in SOURCES] + [settings.deadletter_topic]
+    """The topics with the configured partition count (events, dead letters,
+    and the alerts the correlator publishes)."""
+    return [settings.events_topic(s) for s in SOURCES] + [
+        settings.deadletter_topic,
+        settings.alerts_topic,
+    ]
 
 
 def correlation_topics(names: ScaleOutTopics) -> dict[str, dict[str, str]]:

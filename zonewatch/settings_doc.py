@@ -100,6 +100,16 @@ DESCRIPTIONS: dict[str, str] = {
     "prefix shared before they were per group (`<prefix>.correlation.hits` / `.state`): for a "
     "deployment upgraded from then, to keep its open windows; one group per prefix at most "
     "(docs/deploy.md).",
+    "correlator.publish_alerts": "Produce every stored alert and triage change to "
+    "`<topic_prefix>.alerts` as JSON keyed by alert id, exactly once with the store "
+    '(correlator/alerting/README.md, "The alerts topic"); `false`: the store and Teams only.',
+    "correlator.publish_transaction_records": "Records per Kafka transaction of the alerts "
+    "topic (fewer: smaller transactions, more round trips).",
+    "correlator.watch_rules": "Reload the rules when a rule file, `connectors.zones_file` or "
+    "the placeholder file changes, as SIGHUP does; a broken edit is refused (logged, "
+    "`zonewatch_rules_reload_failures_total`) and the running rules stay.",
+    "correlator.watch_debounce_s": "Seconds without a further change before a rule edit is "
+    "reloaded (an editor's save is several changes).",
     "correlator.poll_timeout_ms": "How long one poll waits for records.",
     "correlator.metrics_host": "Address of `/metrics` and `/healthz` (0.0.0.0 in a container).",
     "correlator.metrics_port": "Port of `/metrics` and `/healthz` (`--metrics-port`); unset: "

@@ -19,6 +19,7 @@ SOURCES = ("intune", "gateway", "firewall", "vdi", "identity")
 EVENTS = "events"  # events.<source>: normalized events of one source
 DEADLETTER = "deadletter"  # records a connector could not turn into events
 CHECKPOINTS = "checkpoints"  # connector checkpoints (one partition)
+ALERTS = "alerts"  # every stored alert and triage change, for a SIEM/SOAR
 # Scale-out's internal topics, one pair per consumer group (like Kafka
 # Streams' ``<application.id>-...-changelog``): correlation.<group>.hits
 # (hits re-keyed by correlation group) and correlation.<group>.state (the

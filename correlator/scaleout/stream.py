@@ -360,7 +360,9 @@ class RepartitionedStream(StreamCorrelator):
                 shard.input.offer(item)
         self._dirty = True
 
-    def _correlate(self, end: bool = False) -> list[Alert]:
+    def _correlate(self, end: bool = False, to_wall_clock: bool = False) -> list[Alert]:
+        # to_wall_clock (an idle exit) is the single loop's: here each member's
+        # idle sources declare their progress to the shards (_emit_watermarks).
         if self.correlation is None:
             return []
         if not end:

@@ -32,6 +32,7 @@ from correlator.store.limits import QueryCancel, QueryLimits
 from correlator.store.querying import table_rows
 from correlator.store.rows import ArchivedEvent
 from correlator.store.schema import (
+    MAX_PUB_SEQ,
     MIGRATIONS,
     SCHEMA_VERSION,
     TRIAGE_STATUSES,
@@ -126,6 +127,7 @@ class AlertStore:
         self.events_retention = events_retention
         self._lock = threading.RLock()
         self._listeners: list[Callable[[], None]] = []
+        self._feeds: list[Callable[[list[tuple[int, Alert | TriageChange]]], None]] = []
         self._last_prune = 0.0
         # What closes with the store, before its connection (the query endpoint).
         self._on_close: list[Callable[[], None]] = []
@@ -138,6 +140,10 @@ class AlertStore:
         self._con = self._connect()
         try:
             self._migrate()
+            # The last ``pub_seq`` given (schema.py, version 6): the writer
+            # thread numbers what it commits from here, without gaps.
+            row = self._con.execute(MAX_PUB_SEQ).fetchone()
+            self._seq = int(row[0]) if row else 0
             self.state_chunk = self._state_chunk()
             self.events_per_insert = self._events_per_insert()
             for statement in _LOCKDOWN:
@@ -364,9 +370,13 @@ class AlertStore:
         assignee: str | None,
     ) -> TriageChange:
         with self._lock:
-            return writes.record_triage(
-                self._con, self.path, alert_id, status, actor, via, note, assignee
+            seq = self._seq + 1
+            change = writes.record_triage(
+                self._con, self.path, alert_id, status, actor, via, note, assignee, seq
             )
+            self._seq = seq
+        self._feed([(seq, change)])
+        return change
 
     def _store(self, batch: writes.Batch) -> list[str]:
         """The DuckDB half of a write, on the writer thread."""
@@ -407,6 +417,10 @@ class AlertStore:
             for _, spooled in batch.streams:
                 spooled.close()
         if new:
+            # Numbered in the transaction from the last pub_seq on, in order.
+            first = self._seq - len(new) + 1
+            by_id = {a.id: a for a in batch.alerts}
+            self._feed([(first + i, by_id[aid]) for i, aid in enumerate(new)])
             self._notify()
         if batch.events is not None and self.events_retention:
             self._maybe_prune()
@@ -415,13 +429,16 @@ class AlertStore:
         return new
 
     def _transaction(self, batch: writes.Batch, checkpoint: bool) -> list[str]:
-        return writes.store_batch(
+        new = writes.store_batch(
             self._con,
             batch,
             checkpoint=checkpoint,
             events_per_insert=self.events_per_insert,
             state_chunk=self.state_chunk,
+            seq=self._seq,
         )
+        self._seq += len(new)
+        return new
 
     def flush(self) -> None:
         """Wait until every submitted batch is stored (or failed)."""
@@ -531,6 +548,24 @@ class AlertStore:
         return {(t, int(p)): int(o) for t, p, o in found}
 
     # -- notifications -----------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """The ``pub_seq`` of the last alert or triage change committed."""
+        return self._seq
+
+    def on_stored(self, callback: Callable[[list[tuple[int, Alert | TriageChange]]], None]) -> None:
+        """Call ``callback`` (cheap, non-blocking) on the writer thread after a
+        commit, with what it stored that is published: the new alerts and
+        triage changes with their ``pub_seq``, in that order."""
+        self._feeds.append(callback)
+
+    def _feed(self, items: list[tuple[int, Alert | TriageChange]]) -> None:
+        for callback in list(self._feeds):
+            try:
+                callback(items)
+            except Exception:
+                log.exception("store_feed_failed")
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (cheap, non-blocking) after a batch adds alerts."""

@@ -7,7 +7,7 @@ a newer zonewatch is refused rather than guessed at.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # 60 bits of md5(id), the column the existence check of a write reads instead
 # of the ids (see ``_V2``). md5 rather than DuckDB's hash(): the stored keys
@@ -262,8 +262,45 @@ _V5 = [
     """,
 ]
 
+# Version 6: ``pub_seq``, the store's order of what it publishes to the
+# alerts topic (correlator/alerting/publish.py): every stored alert and every
+# triage change gets the next number, one sequence over both tables, gapless,
+# in commit order (the writer thread assigns it, ``AlertStore._seq``). The
+# publisher resumes after the highest number the topic holds. Rows stored
+# before are numbered in their order: alerts as inserted, then triage changes.
+_V6_PUBLISH = [
+    "ALTER TABLE alerts ADD COLUMN pub_seq BIGINT",
+    "ALTER TABLE triage_history ADD COLUMN pub_seq BIGINT",
+    """
+    UPDATE alerts SET pub_seq = r.n
+    FROM (SELECT rowid AS rid, row_number() OVER (ORDER BY rowid) AS n FROM alerts) r
+    WHERE alerts.rowid = r.rid
+    """,
+    """
+    UPDATE triage_history SET pub_seq = r.n + (SELECT count(*) FROM alerts)
+    FROM (
+        SELECT rowid AS rid, row_number() OVER (ORDER BY changed_at, rowid) AS n
+        FROM triage_history
+    ) r
+    WHERE triage_history.rowid = r.rid
+    """,
+]
+
 # version -> statements that bring a store from version-1 to version
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4_TRIAGE, 5: _V5}
+MIGRATIONS: dict[int, list[str]] = {
+    1: _V1,
+    2: _V2,
+    3: _V3,
+    4: _V4_TRIAGE,
+    5: _V5,
+    6: _V6_PUBLISH,
+}
+
+# The highest ``pub_seq`` a store holds (0 when it holds none).
+MAX_PUB_SEQ = (
+    "SELECT greatest((SELECT coalesce(max(pub_seq), 0) FROM alerts), "
+    "(SELECT coalesce(max(pub_seq), 0) FROM triage_history))"
+)
 
 TABLES = (
     "alerts",

@@ -123,13 +123,15 @@ def store_batch(
     checkpoint: bool,
     events_per_insert: int,
     state_chunk: int,
+    seq: int,
 ) -> list[str]:
     """One transaction storing ``batch``; with its checkpoint (streamed
     state, offsets) or without. Rolled back if anything fails. Returns the
-    ids of the alerts that were new."""
+    ids of the alerts that were new, numbered ``pub_seq`` seq + 1, seq + 2, ...
+    in order."""
     con.begin()
     try:
-        new = insert_alerts(con, batch) if batch.alerts else []
+        new = insert_alerts(con, batch, seq) if batch.alerts else []
         if batch.events is not None:
             # Unregistered only on success: in a failed transaction
             # unregister() raises too, hiding the error that matters
@@ -189,9 +191,9 @@ def put_state(
         put_state(con, key, (b"",), now, chunk)
 
 
-def insert_alerts(con: duckdb.DuckDBPyConnection, batch: Batch) -> list[str]:
-    """Insert the alerts not stored yet, their evidence and outbox rows;
-    return their ids.
+def insert_alerts(con: duckdb.DuckDBPyConnection, batch: Batch, seq: int) -> list[str]:
+    """Insert the alerts not stored yet (``pub_seq`` from ``seq`` + 1 on, in
+    order), their evidence and outbox rows; return their ids.
 
     Every DuckDB call costs about a million instructions whatever the batch
     size, so one registered table serves the lookup of known ids, the
@@ -227,14 +229,15 @@ def insert_alerts(con: duckdb.DuckDBPyConnection, batch: Batch) -> list[str]:
             """
             INSERT INTO alerts (id, rule_id, rule_title, level, tags, rule_hash, rule_version,
                 type, group_values, window_start, window_end, first_seen, last_seen,
-                ingest_time, zone_crossing, origin, evidence_count, id_key)
+                ingest_time, zone_crossing, origin, evidence_count, id_key, pub_seq)
             SELECT a.id, a.rule_id, a.rule_title, a.level, a.tags, a.rule_hash, r.version,
                 a.type, a.group_values, a.window_start, a.window_end, a.first_seen,
                 a.last_seen, a.ingest_time, a.zone_crossing, a.origin, a.evidence_count,
-                a.id_key
+                a.id_key, ? + row_number() OVER (ORDER BY a.ord)
             FROM _zw_alerts a
             LEFT JOIN rules r ON r.rule_id = a.rule_id AND r.sha256 = a.rule_hash
-            """
+            """,
+            [seq],
         )
         # Its columns in the table's order: no view to register and drop.
         con.from_arrow(evidence_table).insert_into("alert_evidence")
@@ -277,9 +280,11 @@ def record_triage(
     via: str,
     note: str | None,
     assignee: str | None,
+    seq: int,
 ) -> TriageChange:
     """Set an alert's status (and assignee unless None) and record the change
-    in ``triage_history``, in one transaction (``AlertStore.triage``)."""
+    in ``triage_history`` as ``pub_seq`` ``seq``, in one transaction
+    (``AlertStore.triage``)."""
     key = ID_KEY.format(id="?")
     now = datetime.now(UTC)
     con.begin()
@@ -302,7 +307,7 @@ def record_triage(
             [status, after_assignee, now, alert_id, alert_id],
         )
         con.execute(
-            "INSERT INTO triage_history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO triage_history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 alert_id,
                 now,
@@ -313,6 +318,7 @@ def record_triage(
                 before_assignee,
                 after_assignee,
                 note,
+                seq,
             ],
         )
         con.commit()
