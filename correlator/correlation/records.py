@@ -1,0 +1,76 @@
+"""The engine's rows, named: evidence records, contributions, buffered items,
+open absence windows, and how a rule is evaluated (``Mode``).
+
+The rows stay plain tuples read by index: they are made and read once or
+more per event on the hot path, where a tuple costs a third of a NamedTuple
+to build, and the snapshot (``snapshot.py``) pickles them as builtins. The
+constants below are the indices; read ``rec[TIME]``, never ``rec[2]``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+# A record: one event (or one correlation alert fed to a chain) as evidence.
+# ``(event_id, t, time, topic, partition, offset, line, event, children)``
+Rec = tuple[Any, ...]
+EVENT_ID = 0  # str; "correlation:<alert id>" for a child alert
+T = 1  # float, epoch seconds
+TIME = 2  # datetime, as the event gave it
+TOPIC = 3
+PARTITION = 4
+OFFSET = 5
+LINE = 6
+EVENT = 7  # the event body, or None (keep_event_in_evidence off, or a child alert)
+CHILDREN = 8  # tuple of the child alert's records, or None
+
+# A contribution: what one event gives one (rule, slot) of one group.
+# ``(rule index, slot index, group key, value or None, carried fields or None)``
+Contrib = tuple[int, int, tuple[Any, ...], Any, dict[str, Any] | None]
+C_RULE = 0
+C_SLOT = 1
+C_KEY = 2
+C_VALUE = 3
+C_CARRY = 4
+
+# An event waiting in the lateness buffer, sorted by (t, event id, seq).
+# ``(t, event id, seq, rec, contributions)``; seq breaks ties in the heap.
+Item = tuple[float, str, int, Rec, list[Contrib]]
+I_T = 0
+I_ID = 1
+I_SEQ = 2
+I_REC = 3
+I_CONTRIBS = 4
+
+# An open absence window in a partition's heap.
+# ``(deadline, seq, rule index, group key, Pending)``
+PendingEntry = tuple[float, int, int, tuple[Any, ...], Any]
+P_DEADLINE = 0
+P_SEQ = 1
+P_RULE = 2
+P_KEY = 3
+P_WINDOW = 4
+
+
+class Mode(IntEnum):
+    """How ``CorrelationEngine._apply`` evaluates a rule."""
+
+    METRIC = 0  # count/sum/...: a generated step adds and tests (steps.py)
+    TEMPORAL_PLAIN = 1  # temporal, unordered, no clauses: slots counted inline
+    TEMPORAL = 2  # temporal_ordered or extended conditions: _apply_temporal
+
+
+def make_rec(evidence: Any, t: float, time: Any, event: dict[str, Any] | None) -> Rec:
+    """The record of an event (``evidence`` a ``zonewatch.models.Evidence``)."""
+    return (
+        evidence.event_id,
+        t,
+        time,
+        evidence.topic,
+        evidence.partition,
+        evidence.offset,
+        evidence.line,
+        event,
+        None,
+    )
