@@ -4,40 +4,22 @@ Pure: no Kafka, no DuckDB, no clock. The caller hands in, for each event, the
 ids of the detection rules it matched, and gets alerts back; it snapshots the
 state with the alerts it stores (see README.md in this package).
 
-Semantics, in one place:
-
-- A window is any span of ``timespan`` seconds, both ends inclusive, anchored
-  at each event of a group as it is applied; a rule fires as soon as its
-  condition holds over such a span, with the events of that span since the
-  group last fired as evidence, and the group then starts afresh.
-- Events are applied in event-time order. Each partition keeps a watermark,
-  its newest event time minus ``allowed_lateness_s``; an event waits in a
-  buffer until the watermark reaches it, so arrival order within the
-  lateness never changes the result. Ties are broken by event id.
-- An event behind its partition's watermark is late: counted, logged, and
-  applied out of order only if ``late_events_update_windows``.
-- ``a and not b`` (extended temporal conditions): once the present rules hold
-  over a span starting at ``s``, the alert waits until the watermark passes
-  ``s + timespan`` and is dropped if an event of ``b`` falls in
-  [s, s + timespan]. Present-rule events inside an open absence window join
-  its evidence instead of opening another window.
-- Group values compare case-insensitively (strings are lowered); an event
-  lacking a group field joins no group and is counted.
-- Correlations of correlations: an alert is fed to the rules referring to
-  it as a hit at its window end, in the same partition.
-- ``suppress`` (custom attribute, README.md): after an alert, alerts of the
-  same rule and suppression key ending within the window are counted and
-  dropped (they still feed chains).
+The semantics (windows, watermarks and lateness, absence windows, chains,
+``suppress``) are written down once, in README.md of this package. The
+engine proper applies contributions to windows, fires and feeds chains; its
+parts live beside it: ``clock.py`` (watermark and lateness buffer),
+``routing.py`` (what an event gives each rule), ``eviction.py`` (caps and
+expiry), ``temporal.py`` (temporal rules, absence windows), ``state_codec.py``
+and ``snapshot.py`` (snapshots, every format version).
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import math
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
@@ -46,19 +28,14 @@ from sigma.correlations import SigmaCorrelationRule
 from correlator.correlation import snapshot as snapshot_codec
 from correlator.correlation.compiled import CompiledCorrelation, compile_rules
 from correlator.correlation.eviction import Eviction
+from correlator.correlation.evidence import crossing, evidence_of
 from correlator.correlation.partition import Partition
 from correlator.correlation.records import (
-    CHILDREN,
-    EVENT,
     EVENT_ID,
     I_T,
-    LINE,
-    OFFSET,
     P_DEADLINE,
     P_WINDOW,
-    PARTITION,
     TIME,
-    TOPIC,
     Contrib,
     Mode,
     Rec,
@@ -68,8 +45,9 @@ from correlator.correlation.records import (
 from correlator.correlation.routing import PIN_KEY, Routing, pinned_rules
 from correlator.correlation.settings import BaseRuleInfo, CorrelationSettings
 from correlator.correlation.state_codec import StateCodec
+from correlator.correlation.stats import CorrelationStats
 from correlator.correlation.steps import Spec, spec, window_factory
-from correlator.correlation.windows import Pending, TemporalWindow
+from correlator.correlation.temporal import TemporalPath
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence, alert_id
 
@@ -79,66 +57,6 @@ log = get_logger(__name__)
 
 _METRIC = Mode.METRIC
 _TEMPORAL_PLAIN = Mode.TEMPORAL_PLAIN
-
-
-@dataclass
-class CorrelationStats:
-    """Counters since start (or restore); ``metrics()`` adds live gauges."""
-
-    events: int = 0
-    correlated_events: int = 0
-    contributions: int = 0  # (rule, group) updates by those events
-    late_events: int = 0
-    late_applied: int = 0
-    missing_group_field: int = 0
-    missing_value: int = 0
-    alerts: int = 0
-    suppressed: int = 0
-    evicted_expired: int = 0
-    evicted_cap: int = 0
-    evicted_store: int = 0  # shed() when the store could not write the state
-    cap_hits: int = 0
-    incomplete_windows: int = 0
-    clock_clamped: int = 0
-
-
-def _crossing(evidence: list[Evidence]) -> str | None:
-    """The zone crossings the evidence shows, in order of first appearance."""
-    seen: dict[str, None] = {}
-    for item in evidence:
-        zone = item.event.get("zone") if item.event else None
-        crossing = zone.get("crossing") if isinstance(zone, dict) else None
-        if isinstance(crossing, str):
-            seen.setdefault(crossing, None)
-    return ", ".join(seen) if seen else None
-
-
-def _evidence(recs: list[Rec], cap: int) -> list[Evidence]:
-    """The events behind ``recs`` (child alerts' records flattened), each
-    once, in time order; above ``cap`` the first half and the last half."""
-    flat: dict[str, Rec] = {}
-    stack = list(recs)
-    while stack:
-        rec = stack.pop()
-        if rec[CHILDREN] is not None:
-            stack.extend(rec[CHILDREN])
-        elif rec[EVENT_ID] not in flat:
-            flat[rec[EVENT_ID]] = rec
-    ordered = sorted(flat.values(), key=lambda r: (r[T], r[EVENT_ID]))
-    if len(ordered) > cap:
-        ordered = ordered[: cap - cap // 2] + ordered[len(ordered) - cap // 2 :]
-    return [
-        Evidence(
-            event_id=r[EVENT_ID],
-            time=r[TIME],
-            topic=r[TOPIC],
-            partition=r[PARTITION],
-            offset=r[OFFSET],
-            line=r[LINE],
-            event=r[EVENT] if r[EVENT] is not None else {},
-        )
-        for r in ordered
-    ]
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -160,8 +78,8 @@ def _utc(dt: datetime) -> datetime:
 
 class CorrelationEngine:
     """Evaluates Sigma correlation rules; see the module docstring for semantics.
-    Over 400 lines: the hot path (process_many, _apply, _apply_temporal, _fire)
-    reads the engine's attributes directly, and splitting it cost speed."""
+    Over 400 lines: the hot path (process_many, _apply, _fire) reads the
+    engine's attributes directly; splitting it further cost speed."""
 
     def __init__(
         self,
@@ -190,6 +108,10 @@ class CorrelationEngine:
             spec(c, kind) for c, kind in zip(self.rules, self._kinds, strict=True)
         ]
         self._evict = Eviction(self.rules, self.settings, self.stats, self._parts)
+        self._temporal = TemporalPath(
+            self.rules, self.settings.max_evidence_per_alert, self._seq, self._fire
+        )
+        self._apply_temporal = self._temporal.apply
         self._codec = StateCodec(self.rules, self._kinds, self._factory, self._lateness, self._seq)
 
     def _part(self, partition: int) -> Partition:
@@ -380,7 +302,7 @@ class CorrelationEngine:
         for part in self._parts.values():
             part.dirty = True
             self._release(part, out, watermark=math.inf)
-            self._resolve_pending(part, horizon, out, inclusive=True)
+            self._temporal.resolve_pending(part, horizon, out, inclusive=True)
             part.frontier = max(part.frontier, part.max_t)
             self.stats.incomplete_windows = sum(
                 1 for q in self._parts.values() for e in q.pending if not e[P_WINDOW].cancelled
@@ -401,30 +323,10 @@ class CorrelationEngine:
         for key, part in self._parts.items():
             if part.max_t <= limit and part.frontier <= limit:
                 continue
-            dropped = part.clamp(limit)
-            for _, _, ri, gkey, p in part.pending:
-                if not p.cancelled and p.start > limit:
-                    p.cancelled = True
-                    dropped += 1
-                    st = part.groups[ri].get(gkey)
-                    if st is not None and st.pend and st.pend.get(p.clause) is p:
-                        del st.pend[p.clause]
-                        if not st.pend:
-                            st.pend = None
-            held = part.newest_held()
-            for ri, table in enumerate(part.groups):
-                future = [k for k, st in table.items() if st.last_t > limit]
-                for k in future:
-                    del table[k]
-                self._evict.drop(ri, len(future))
-                dropped += len(future)
-                held = max(held, max((st.last_t for st in table.values()), default=-math.inf))
-                rule = self.rules[ri]
-                if part.suppress[ri] and rule.suppress is not None:
-                    window = rule.suppress.window
-                    part.suppress[ri] = {
-                        k: u for k, u in part.suppress[ri].items() if u - window <= limit
-                    }
+            dropped, removed = part.clamp_state(limit, self.rules)
+            for ri, n in enumerate(removed):
+                self._evict.drop(ri, n)
+            held = max(part.newest_held(), part.newest_group_time())
             was = part.max_t
             part.rewind(held, self._evict.scan_every)
             part.dirty = True
@@ -481,10 +383,10 @@ class CorrelationEngine:
         while (item := pop_due(wm)) is not None:
             t, _, _, rec, contribs = item
             if pending and pending[0][P_DEADLINE] < t:
-                self._resolve_pending(part, t, out)
+                self._temporal.resolve_pending(part, t, out)
             self._apply(part, t, rec, contribs, out)
         if pending and pending[0][P_DEADLINE] < wm and watermark is None:
-            self._resolve_pending(part, wm, out)
+            self._temporal.resolve_pending(part, wm, out)
         if part.frontier >= part.next_scan and part.frontier > -math.inf:
             self._evict.scan(part)
 
@@ -513,7 +415,7 @@ class CorrelationEngine:
                         part, self.rules[ri], key, recs, recs[0][TIME], rec[TIME], t, carry, out
                     )
             elif mode is _TEMPORAL_PLAIN:
-                # _apply_temporal's first steps for a plain temporal rule; it
+                # TemporalPath.apply's first steps for a plain temporal rule; it
                 # runs only when the rule holds (repeating them changes nothing).
                 last = st.last
                 old = last[s]
@@ -530,123 +432,6 @@ class CorrelationEngine:
                     self._apply_temporal(part, self.rules[ri], st, key, s, rec, t, carry, out)
             else:
                 self._apply_temporal(part, self.rules[ri], st, key, s, rec, t, carry, out)
-
-    def _apply_temporal(
-        self,
-        part: Partition,
-        rule: CompiledCorrelation,
-        st: TemporalWindow,
-        key: tuple[Any, ...],
-        s: int,
-        rec: Rec,
-        t: float,
-        carry: dict[str, Any] | None,
-        out: list[Alert],
-    ) -> None:
-        span = rule.span
-        last = st.last
-        old = last[s]
-        if old is None or old[T] <= t:
-            last[s] = rec
-        if t > st.last_t:
-            st.last_t = t
-        floor = t - span
-        if rule.clauses is None:
-            if st.chains is not None:
-                metric, chain = st.chains[0].add(s, t, rec, span)
-                recs = list(chain[2])
-            else:
-                metric = 0
-                for r in last:
-                    if r is not None and r[T] >= floor:
-                        metric += 1
-                if not rule.check(metric):
-                    return
-                recs = [r for r in last if r is not None and r[T] >= floor]
-            if st.chains is None or rule.check(metric):
-                st.last = [None] * len(last)
-                st.reset_chains()
-                first = min(recs, key=lambda r: r[T])
-                self._fire(part, rule, key, recs, first[TIME], rec[TIME], t, carry, out)
-            return
-
-        fired: list[Rec] | None = None
-        for ci, clause in enumerate(rule.clauses):
-            if s in clause.neg:
-                p = st.pend.get(ci) if st.pend else None
-                if p is not None and p.start <= t <= p.deadline:
-                    p.cancelled = True
-                    del st.pend[ci]  # type: ignore[union-attr]
-                continue
-            if s not in clause.pos:
-                continue
-            if clause.neg:
-                p = st.pend.get(ci) if st.pend else None
-                if p is not None and t <= p.deadline:
-                    if len(p.recs) < self.settings.max_evidence_per_alert:
-                        p.recs.append(rec)
-                    p.carry = carry
-                    continue
-            if st.chains is not None:
-                n, chain = st.chains[ci].add(clause.pos.index(s), t, rec, span)
-                if n < len(clause.pos):
-                    continue
-                recs = list(chain[2])
-                start = chain[0]
-            else:
-                recs = []
-                for i in clause.pos:
-                    r = last[i]
-                    if r is None or r[T] < floor:
-                        break
-                    recs.append(r)
-                if len(recs) < len(clause.pos):
-                    continue
-                start = min(r[T] for r in recs)
-            if clause.neg:
-                if any(last[i] is not None and last[i][T] >= start for i in clause.neg):  # type: ignore[index]
-                    continue
-                p = Pending(ci, start, start + span, recs, carry)
-                if st.pend is None:
-                    st.pend = {}
-                st.pend[ci] = p
-                heapq.heappush(part.pending, (p.deadline, next(self._seq), rule.index, key, p))
-            elif fired is None:
-                fired = recs
-            else:
-                fired.extend(r for r in recs if r not in fired)
-        if fired:
-            st.last = [None] * len(last)
-            st.reset_chains()
-            first = min(fired, key=lambda r: r[T])
-            self._fire(part, rule, key, fired, first[TIME], rec[TIME], t, carry, out)
-
-    def _resolve_pending(
-        self, part: Partition, upto: float, out: list[Alert], inclusive: bool = False
-    ) -> None:
-        """Fire absence windows whose deadline the applied events have passed."""
-        pending = part.pending
-        while pending and (
-            pending[0][P_DEADLINE] < upto or (inclusive and pending[0][P_DEADLINE] <= upto)
-        ):
-            deadline, _, ri, key, p = heapq.heappop(pending)
-            if p.cancelled:
-                continue
-            rule = self.rules[ri]
-            st = part.groups[ri].get(key)
-            clause = rule.clauses[p.clause]  # type: ignore[index]
-            if st is not None:
-                if st.pend and st.pend.get(p.clause) is p:
-                    del st.pend[p.clause]
-                    if not st.pend:
-                        st.pend = None
-                for i in clause.pos:
-                    st.last[i] = None
-                if st.chains is not None:
-                    st.chains[p.clause] = type(st.chains[p.clause])(len(clause.pos))
-            first = min(p.recs, key=lambda r: r[T])
-            end_dt = first[TIME] + timedelta(seconds=rule.span)
-            self._fire(part, rule, key, p.recs, first[TIME], end_dt, deadline, p.carry, out)
 
     def _fire(
         self,
@@ -672,7 +457,7 @@ class CorrelationEngine:
                 table[skey] = end_t + rule.suppress.window
         if suppressed and not rule.parents:
             return
-        evidence = _evidence(recs, self.settings.max_evidence_per_alert)
+        evidence = evidence_of(recs, self.settings.max_evidence_per_alert)
         group = dict(zip(rule.group_by, key, strict=True))
         aid = alert_id(rule.id, group, start, end, [e.event_id for e in evidence])
         if rule.output and not suppressed:
@@ -691,7 +476,7 @@ class CorrelationEngine:
                     window_end=end,
                     first_seen=evidence[0].time if evidence else start,
                     last_seen=evidence[-1].time if evidence else end,
-                    zone_crossing=_crossing(evidence),
+                    zone_crossing=crossing(evidence),
                     origin=self.settings.origin,
                     evidence=evidence,
                 )

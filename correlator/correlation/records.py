@@ -10,47 +10,47 @@ constants below are the indices; read ``rec[TIME]``, never ``rec[2]``.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any
+from typing import Any, Final
 
 # A record: one event (or one correlation alert fed to a chain) as evidence.
 # ``(event_id, t, time, topic, partition, offset, line, event, children)``
 Rec = tuple[Any, ...]
-EVENT_ID = 0  # str; "correlation:<alert id>" for a child alert
-T = 1  # float, epoch seconds
-TIME = 2  # datetime, as the event gave it
-TOPIC = 3
-PARTITION = 4
-OFFSET = 5
-LINE = 6
-EVENT = 7  # the event body, or None (keep_event_in_evidence off, or a child alert)
-CHILDREN = 8  # tuple of the child alert's records, or None
+EVENT_ID: Final = 0  # str; "correlation:<alert id>" for a child alert
+T: Final = 1  # float, epoch seconds
+TIME: Final = 2  # datetime, as the event gave it
+TOPIC: Final = 3
+PARTITION: Final = 4
+OFFSET: Final = 5
+LINE: Final = 6
+EVENT: Final = 7  # the event body, or None (keep_event_in_evidence off, or a child alert)
+CHILDREN: Final = 8  # tuple of the child alert's records, or None
 
 # A contribution: what one event gives one (rule, slot) of one group.
 # ``(rule index, slot index, group key, value or None, carried fields or None)``
 Contrib = tuple[int, int, tuple[Any, ...], Any, dict[str, Any] | None]
-C_RULE = 0
-C_SLOT = 1
-C_KEY = 2
-C_VALUE = 3
-C_CARRY = 4
+C_RULE: Final = 0
+C_SLOT: Final = 1
+C_KEY: Final = 2
+C_VALUE: Final = 3
+C_CARRY: Final = 4
 
 # An event waiting in the lateness buffer, sorted by (t, event id, seq).
 # ``(t, event id, seq, rec, contributions)``; seq breaks ties in the heap.
 Item = tuple[float, str, int, Rec, list[Contrib]]
-I_T = 0
-I_ID = 1
-I_SEQ = 2
-I_REC = 3
-I_CONTRIBS = 4
+I_T: Final = 0
+I_ID: Final = 1
+I_SEQ: Final = 2
+I_REC: Final = 3
+I_CONTRIBS: Final = 4
 
 # An open absence window in a partition's heap.
 # ``(deadline, seq, rule index, group key, Pending)``
 PendingEntry = tuple[float, int, int, tuple[Any, ...], Any]
-P_DEADLINE = 0
-P_SEQ = 1
-P_RULE = 2
-P_KEY = 3
-P_WINDOW = 4
+P_DEADLINE: Final = 0
+P_SEQ: Final = 1
+P_RULE: Final = 2
+P_KEY: Final = 3
+P_WINDOW: Final = 4
 
 
 class Mode(IntEnum):
