@@ -16,6 +16,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, BinaryIO
 
 from correlator.correlation import snapshot
@@ -100,30 +101,33 @@ class StateCodec:
         except snapshot.UNREADABLE as exc:
             raise _unreadable(what, exc, advice) from exc
 
+    def _reader(self, payload: dict[str, Any]) -> Callable[[Any], Partition]:
+        """The reader of one partition's data for the payload's format
+        (``snapshot.read`` has checked the version is one of these)."""
+        readers: dict[int, Callable[[Any], Partition]] = {
+            1: self._read_v1,
+            2: partial(self._read_v2, payload.get("rules", [])),
+        }
+        return readers[payload["version"]]
+
     def partitions(self, payload: dict[str, Any], what: str) -> dict[int, Partition]:
         """The partitions of a whole-state payload."""
         try:
             with snapshot.no_gc():
-                if payload["version"] == 1:
-                    return {
-                        int(key): self._read_v1(data) for key, data in payload["partitions"].items()
-                    }
-                return {
-                    key: self._read_v2(payload["rules"], rows)
-                    for key, rows in payload["partitions"].items()
-                }
+                read = self._reader(payload)
+                return {int(key): read(data) for key, data in payload["partitions"].items()}
         except snapshot.UNREADABLE as exc:
             raise _unreadable(what, exc) from exc
 
     def partition(
         self, payload: dict[str, Any], what: str, advice: str = "start without it"
     ) -> Partition:
-        """The partition of a one-partition payload."""
+        """The partition of a one-partition payload (format 1 keeps its data
+        at the top level, format 2 under ``partition``)."""
         try:
             with snapshot.no_gc():
-                if payload["version"] == 1:
-                    return self._read_v1(payload)
-                return self._read_v2(payload["rules"], payload["partition"])
+                read = self._reader(payload)
+                return read(payload if payload["version"] == 1 else payload["partition"])
         except snapshot.UNREADABLE as exc:
             raise _unreadable(what, exc, advice) from exc
 
