@@ -80,7 +80,11 @@ class EventTimeMerger(Generic[T]):
         idle_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         idle_polls: int = 3,
+        hold: Callable[[Hashable, float], float | None] | None = None,
     ):
+        # hold(input, newest): where a quiet input still holds the frontier
+        # (a source's delivery delay, correlation/clock.py SourceClock.idle_hold)
+        self.hold = hold
         self.idle_s = idle_s
         self.idle_polls = idle_polls
         self.clock = clock
@@ -162,6 +166,9 @@ class EventTimeMerger(Generic[T]):
         """Event time up to which every active input has been read."""
         now = self.clock()
         active = [s.newest for s in self._inputs.values() if self._active(s, now)]
+        if self.hold is not None:
+            held = (self.hold(k, s.newest) for k, s in self._inputs.items() if s.assigned)
+            active += [h for h in held if h is not None]
         return min(active) if active else float("inf")
 
     def release(self) -> list[T]:

@@ -41,6 +41,7 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
+from correlator.correlation.clock import SourceClock
 from correlator.ordering import EventTimeMerger, late_watermark
 from correlator.ports import Consumer, GroupConsumer, Store
 from correlator.resume import TOPIC_IDS_KEY, dump_topic_ids, load_topic_ids
@@ -218,8 +219,10 @@ class StreamCorrelator:
         self.make_alert = make_alert or detection_alert
         self.event_time = event_time or parse_event_time
         self.stats = StreamStats()
+        # Lateness and delivery delay per source (correlation/clock.py).
+        self.source_clock = SourceClock.from_settings(settings.correlator)
         self.merger: EventTimeMerger[Pending] = EventTimeMerger(
-            idle_s=settings.correlator.input_idle_s
+            idle_s=settings.correlator.input_idle_s, hold=self._idle_hold
         )
         cfg = settings.correlator
         self.time_bounds = TimeBounds.of(cfg.max_future_skew_s, cfg.max_past_horizon_days)
@@ -509,8 +512,12 @@ class StreamCorrelator:
 
     # -- event time ----------------------------------------------------------------
     def _lateness(self, source: str | None) -> float:
-        """The allowed lateness of a source's events (one setting for all, for now)."""
-        return self.settings.correlator.allowed_lateness_s
+        """The allowed lateness of a source's events (``correlator.sources``)."""
+        return self.source_clock.lateness(source)
+
+    def _idle_hold(self, key: Any, newest: float) -> float | None:
+        """Where a quiet input holds the merge: its source's delivery delay."""
+        return self.source_clock.idle_hold(source_of_topic(key[0]), newest, time.time())
 
     def _input_newest(self, key: tuple[str, int]) -> float:
         """The newest in-bounds event time read on an input partition so far."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from correlator.correlation.clock import LatenessBuffer
+from correlator.correlation.clock import LatenessBuffer, SourceClock
 from correlator.correlation.settings import CorrelationSettings
 
 
@@ -87,3 +87,35 @@ def test_clamp_drops_what_lies_beyond_the_limit_and_rewinds_the_clock():
     assert buf.watermark == 95.0
     assert _drain(buf, buf.watermark) == []
     assert _drain(buf, float("inf")) == ["a", "b"]
+
+
+def test_source_clock_from_settings_gives_each_source_its_lateness_and_delay():
+    from zonewatch.config import CorrelatorSettings
+
+    cfg = CorrelatorSettings(
+        allowed_lateness_s=60,
+        sources={
+            "vdi": {"allowed_lateness_s": 300, "max_delivery_delay_s": 600},
+            "intune": {"max_delivery_delay_s": 120},
+        },
+    )
+    clock = SourceClock.from_settings(cfg)
+    assert clock.lateness("vdi") == 300
+    assert clock.lateness("intune") == clock.lateness("firewall") == clock.lateness(None) == 60
+    assert clock.max_lateness == 300
+    assert clock.late_watermark("vdi", 1000.0) == 700.0
+    # A quiet input of a delayed source holds the watermark at wall clock less
+    # the delay, or at its own newest time when that is later; others hold nothing.
+    assert clock.idle_hold("vdi", newest=100.0, now=10_000.0) == 9_400.0
+    assert clock.idle_hold("vdi", newest=9_500.0, now=10_000.0) == 9_500.0
+    assert clock.idle_hold("firewall", newest=100.0, now=10_000.0) is None
+
+
+def test_an_unknown_source_is_refused_with_the_known_ones():
+    import pytest
+    from pydantic import ValidationError
+
+    from zonewatch.config import CorrelatorSettings
+
+    with pytest.raises(ValidationError, match=r"unknown source.*vdl.*firewall"):
+        CorrelatorSettings(sources={"vdl": {"max_delivery_delay_s": 600}})

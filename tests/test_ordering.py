@@ -251,3 +251,27 @@ def test_whether_an_event_is_late_does_not_depend_on_how_polls_cut_the_input(
     assert first == second
     assert first[1] == expected_late
     assert first[2] == 0  # the engine never found an on-time event late
+
+
+def test_a_quiet_input_with_a_delivery_delay_holds_the_frontier_at_the_clock_less_it():
+    now = [100.0]
+    wall = 10_000.0
+    held = {"slow"}
+    merger: EventTimeMerger[str] = EventTimeMerger(
+        idle_s=1.0,
+        clock=lambda: now[0],
+        idle_polls=1,
+        hold=lambda key, newest: max(newest, wall - 600) if key in held else None,
+    )
+    merger.expect("fast")
+    merger.expect("slow")
+    merger.add("fast", 9_300.0, "old")
+    merger.add("fast", 9_900.0, "new")
+    merger.polled(["fast"], behind=[])
+    now[0] += 5  # both inputs quiet and read to their end
+    merger.polled([], behind=[])
+    # "slow" holds the frontier at wall clock - 600: only "old" goes
+    assert merger.frontier() == 9_400.0
+    assert merger.release() == ["old"]
+    held.clear()  # without the delay the quiet input holds nothing back
+    assert merger.release() == ["new"]

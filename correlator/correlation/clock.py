@@ -9,6 +9,10 @@ before it has been released) is late: the engine decides what to do with it.
 Arrivals in order go to a FIFO (O(1)); the few out of order go to a heap;
 ``pop_due`` merges both. ``snapshot()`` / ``restore()`` give the clock and
 the waiting items as plain rows (``snapshot.py`` writes them).
+
+``SourceClock`` is the stream's side: allowed lateness and delivery delay per
+source (``correlator.sources``), which inputs are late and where a quiet one
+holds the watermark.
 """
 
 from __future__ import annotations
@@ -17,9 +21,15 @@ import heapq
 import itertools
 import math
 from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from correlator.correlation.records import I_ID, I_T, Contrib, Item, Rec
 from correlator.correlation.settings import CorrelationSettings
+
+if TYPE_CHECKING:
+    from zonewatch.config import CorrelatorSettings
 
 ClockRows = tuple[float, float, float, list[Item]]
 
@@ -141,3 +151,66 @@ class LatenessBuffer:
         fifo = self.buffer
         for t, eid, _, rec, contribs in items:
             fifo.append((t, eid, next(self.seq), rec, contribs))
+
+
+@dataclass(frozen=True)
+class SourceClock:
+    """Lateness and delivery delay per source (``correlator.sources``), and
+    the two rules the stream applies with them (pure: times are passed in).
+
+    - An event is late when it is behind its input's newest event time less
+      its source's allowed lateness (``late_watermark``).
+    - A quiet input of a source with a delivery delay ``d`` holds the merge's
+      watermark at ``max(newest, now - d)`` (``idle_hold``): its events may
+      still come up to ``d`` after their time, and must find their windows
+      open. Without a delay a quiet input holds nothing back, as before.
+
+    The engine buffers what the stream releases for the largest lateness of
+    all (``max_lateness``), so a source allowed more lateness than the
+    others is still applied in event-time order.
+    """
+
+    default_lateness: float = 60.0
+    lateness_by_source: Mapping[str, float] = field(default_factory=dict)
+    delay_by_source: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, cfg: CorrelatorSettings) -> SourceClock:
+        return cls(
+            default_lateness=cfg.allowed_lateness_s,
+            lateness_by_source={
+                name: timing.allowed_lateness_s
+                for name, timing in cfg.sources.items()
+                if timing.allowed_lateness_s is not None
+            },
+            delay_by_source={
+                name: timing.max_delivery_delay_s
+                for name, timing in cfg.sources.items()
+                if timing.max_delivery_delay_s > 0
+            },
+        )
+
+    def lateness(self, source: str | None) -> float:
+        if source is None:
+            return self.default_lateness
+        return self.lateness_by_source.get(source, self.default_lateness)
+
+    def delay(self, source: str | None) -> float:
+        return self.delay_by_source.get(source, 0.0) if source is not None else 0.0
+
+    @property
+    def max_lateness(self) -> float:
+        """What the engine must buffer for: the largest lateness of all."""
+        return max((self.default_lateness, *self.lateness_by_source.values()))
+
+    def late_watermark(self, source: str | None, newest: float) -> float:
+        """An event of an input is late when its time is below this."""
+        return newest - self.lateness(source)
+
+    def idle_hold(self, source: str | None, newest: float, now: float) -> float | None:
+        """Where a quiet input holds the watermark (``now``: wall clock, epoch
+        seconds), or None when its source has no delivery delay."""
+        delay = self.delay(source)
+        if delay <= 0:
+            return None
+        return max(newest, now - delay)

@@ -57,7 +57,6 @@ def _walk(node: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
             out[prefix + key] = value
 
 
-
 def get_path(event: dict[str, Any], name: str) -> Any:
     """``name`` in ``event``: nested path first, then a flat key holding the rest
     of the path at any level; ``MISSING`` when absent (see zonewatch.ecs)."""
