@@ -74,6 +74,12 @@ LATE_EVENTS = Counter(
     "zonewatch_correlator_late_events_total",
     "Correlated events behind their input's watermark (kept out of correlation windows)",
 )
+LATE_BY_SOURCE = Counter(
+    "zonewatch_correlator_late_events_by_source_total",
+    "Correlated events behind their input's watermark, per source, applied within "
+    "correlator.late_horizon_s or dropped",
+    ["source", "outcome"],
+)
 OUT_OF_BOUNDS = Counter(
     "zonewatch_correlator_out_of_bounds_events_total",
     "Events stamped beyond the time bounds (flagged, kept out of correlation)",
@@ -644,6 +650,9 @@ class StreamCorrelator:
             if ids:
                 if late is not None:
                     self._late.append((ids, event, evidence, t, late))
+                    outcome = self.source_clock.late_outcome(late - t)
+                    source = source_of_topic(tp.topic) or "unknown"
+                    LATE_BY_SOURCE.labels(source=source, outcome=outcome).inc()
                 else:
                     # As the engine takes it (process_many): hits, event, evidence, time.
                     self.merger.add((tp.topic, tp.partition), t, (ids, event, evidence, t))

@@ -168,6 +168,9 @@ class CorrelatorSettings(BaseModel):
     late_events_update_windows: bool = False
     # Per source (firewall, vdi, ...): allowed lateness and delivery delay.
     sources: dict[str, SourceTiming] = Field(default_factory=dict)
+    # A late event at most this far behind the watermark is still applied to
+    # its windows (kept this much longer); alerts it completes say ``late``.
+    late_horizon_s: float = Field(default=0.0, ge=0)
     # Events stamped further ahead of their Kafka record's time (capped at
     # this clock) are flagged and kept out of correlation: they must never
     # move a watermark (zonewatch/timebounds.py). A past horizon is off by

@@ -74,6 +74,13 @@ DESCRIPTIONS: dict[str, str] = {
     "alerts wait as long. The engine buffers for the largest allowed lateness; memory: "
     "correlated events per second times that lateness, plus, for the delay, the events of "
     "the other sources waiting in the merge (see correlator/correlation/README.md).",
+    "correlator.late_horizon_s": "A correlated event that arrives late (behind its input's "
+    "watermark) by at most this much is still applied, out of order, to its windows, which are "
+    "kept this much longer after they expire so that it finds them open or re-opens them; the "
+    "alerts it completes carry `late: true` (store column, Teams card). Further behind it is "
+    "counted and dropped. Per source: "
+    "`zonewatch_correlator_late_events_by_source_total{source,outcome}`. Memory: windows live "
+    "`(timespan + horizon) / timespan` times as long. 0 (default): late events are dropped.",
     "correlator.late_events_update_windows": "Whether events later than the allowed lateness "
     "still update windows (they are always counted).",
     "correlator.input_idle_s": "An input partition quiet this long stops holding back the "

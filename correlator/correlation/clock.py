@@ -153,6 +153,13 @@ class LatenessBuffer:
             fifo.append((t, eid, next(self.seq), rec, contribs))
 
 
+def late_applies(behind: float, horizon: float, always: bool = False) -> bool:
+    """Whether an event ``behind`` seconds behind its watermark is still
+    applied to its windows: within ``late_horizon_s``, or always with
+    ``late_events_update_windows``."""
+    return always or behind <= horizon
+
+
 @dataclass(frozen=True)
 class SourceClock:
     """Lateness and delivery delay per source (``correlator.sources``), and
@@ -173,6 +180,8 @@ class SourceClock:
     default_lateness: float = 60.0
     lateness_by_source: Mapping[str, float] = field(default_factory=dict)
     delay_by_source: Mapping[str, float] = field(default_factory=dict)
+    late_horizon: float = 0.0
+    apply_all_late: bool = False
 
     @classmethod
     def from_settings(cls, cfg: CorrelatorSettings) -> SourceClock:
@@ -188,6 +197,8 @@ class SourceClock:
                 for name, timing in cfg.sources.items()
                 if timing.max_delivery_delay_s > 0
             },
+            late_horizon=cfg.late_horizon_s,
+            apply_all_late=cfg.late_events_update_windows,
         )
 
     def lateness(self, source: str | None) -> float:
@@ -206,6 +217,12 @@ class SourceClock:
     def late_watermark(self, source: str | None, newest: float) -> float:
         """An event of an input is late when its time is below this."""
         return newest - self.lateness(source)
+
+    def late_outcome(self, behind: float) -> str:
+        """``applied`` or ``dropped``: what the engine does with a late event."""
+        if late_applies(behind, self.late_horizon, self.apply_all_late):
+            return "applied"
+        return "dropped"
 
     def idle_hold(self, source: str | None, newest: float, now: float) -> float | None:
         """Where a quiet input holds the watermark (``now``: wall clock, epoch

@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 from sigma.correlations import SigmaCorrelationRule
 
 from correlator.correlation import snapshot as snapshot_codec
+from correlator.correlation.clock import late_applies
 from correlator.correlation.compiled import CompiledCorrelation, compile_rules
 from correlator.correlation.eviction import Eviction
 from correlator.correlation.evidence import crossing, evidence_of
@@ -358,18 +359,23 @@ class CorrelationEngine:
     ) -> None:
         self.stats.late_events += 1
         part.late_logged += 1
+        behind = (part.frontier if watermark is None else watermark) - rec[T]
+        settings = self.settings
+        applied = late_applies(behind, settings.late_horizon_s, settings.late_events_update_windows)
         if part.late_logged == 1 or part.late_logged % 1000 == 0:
             log.warning(
                 "correlation_late_event",
                 partition=partition,
                 event_id=rec[EVENT_ID],
-                behind_s=round((part.frontier if watermark is None else watermark) - rec[T], 3),
+                behind_s=round(behind, 3),
                 late_in_partition=part.late_logged,
-                applied=self.settings.late_events_update_windows,
+                applied=applied,
             )
-        if self.settings.late_events_update_windows:
+        if applied:
             self.stats.late_applied += 1
-            self._apply(part, rec[T], rec, contribs, out)
+            self._apply(part, rec[T], (*rec, True), contribs, out)
+        else:
+            self.stats.late_dropped += 1
 
     def _release(self, part: Partition, out: list[Alert], watermark: float | None = None) -> None:
         if watermark is None:
@@ -457,7 +463,7 @@ class CorrelationEngine:
                 table[skey] = end_t + rule.suppress.window
         if suppressed and not rule.parents:
             return
-        evidence = evidence_of(recs, self.settings.max_evidence_per_alert)
+        evidence, late = evidence_of(recs, self.settings.max_evidence_per_alert)
         group = dict(zip(rule.group_by, key, strict=True))
         aid = alert_id(rule.id, group, start, end, [e.event_id for e in evidence])
         if rule.output and not suppressed:
@@ -479,6 +485,7 @@ class CorrelationEngine:
                     zone_crossing=crossing(evidence),
                     origin=self.settings.origin,
                     evidence=evidence,
+                    late=late,
                 )
             )
         if rule.parents:

@@ -82,6 +82,8 @@ class Eviction:
         self.count = [0] * len(rules)  # live groups per rule index
         self.total = 0  # sum(count), kept for the hot path
         self.scan_every = max(1.0, min((c.span for c in rules), default=2.0) / 2)
+        # Windows stay this much longer, for late events (late_horizon_s).
+        self.keep_late = settings.late_horizon_s
         # What a group costs, bodies included (learned by each estimate): the
         # checks of the state cap are scheduled with it.
         self.bytes_per_group = GROUP_BYTES + REC_BYTES + (_BODY_GUESS if self.keep_event else 0)
@@ -121,7 +123,7 @@ class Eviction:
         part.next_scan = wm + self.scan_every
         for rule in self.rules:
             groups = part.groups[rule.index]
-            cut = wm - rule.span
+            cut = wm - rule.span - self.keep_late
             if groups:
                 if rule.type in TEMPORAL_TYPES:
                     keep = {k: st for k, st in groups.items() if st.last_t >= cut or st.pend}

@@ -6,6 +6,7 @@ from correlator.correlation.records import (
     CHILDREN,
     EVENT,
     EVENT_ID,
+    LATE,
     LINE,
     OFFSET,
     PARTITION,
@@ -28,9 +29,10 @@ def crossing(evidence: list[Evidence]) -> str | None:
     return ", ".join(seen) if seen else None
 
 
-def evidence_of(recs: list[Rec], cap: int) -> list[Evidence]:
+def evidence_of(recs: list[Rec], cap: int) -> tuple[list[Evidence], bool]:
     """The events behind ``recs`` (child alerts' records flattened), each
-    once, in time order; above ``cap`` the first half and the last half."""
+    once, in time order; above ``cap`` the first half and the last half. And
+    whether any of them was applied late (``records.LATE``)."""
     flat: dict[str, Rec] = {}
     stack = list(recs)
     while stack:
@@ -40,6 +42,7 @@ def evidence_of(recs: list[Rec], cap: int) -> list[Evidence]:
         elif rec[EVENT_ID] not in flat:
             flat[rec[EVENT_ID]] = rec
     ordered = sorted(flat.values(), key=lambda r: (r[T], r[EVENT_ID]))
+    late = any(len(r) > LATE for r in ordered)
     if len(ordered) > cap:
         ordered = ordered[: cap - cap // 2] + ordered[len(ordered) - cap // 2 :]
     return [
@@ -53,4 +56,4 @@ def evidence_of(recs: list[Rec], cap: int) -> list[Evidence]:
             event=r[EVENT] if r[EVENT] is not None else {},
         )
         for r in ordered
-    ]
+    ], late

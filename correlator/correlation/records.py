@@ -24,6 +24,9 @@ OFFSET: Final = 5
 LINE: Final = 6
 EVENT: Final = 7  # the event body, or None (keep_event_in_evidence off, or a child alert)
 CHILDREN: Final = 8  # tuple of the child alert's records, or None
+# A record of an event applied behind the watermark has a tenth field, True
+# (``CorrelationEngine._late``): alerts it is evidence of say ``late``.
+LATE: Final = 9
 
 # A contribution: what one event gives one (rule, slot) of one group.
 # ``(rule index, slot index, group key, value or None, carried fields or None)``

@@ -14,6 +14,7 @@ class CorrelationStats:
     contributions: int = 0  # (rule, group) updates by those events
     late_events: int = 0
     late_applied: int = 0
+    late_dropped: int = 0  # late and beyond late_horizon_s (not applied)
     missing_group_field: int = 0
     missing_value: int = 0
     alerts: int = 0
