@@ -44,7 +44,7 @@ from pathlib import Path
 
 import duckdb
 
-from correlator.correlation.engine import GROUP_BYTES
+from correlator.correlation.eviction import GROUP_BYTES
 from correlator.store.state import MIN_MEMORY_LIMIT
 from zonewatch.config import CorrelatorSettings
 from zonewatch.errors import ConfigError

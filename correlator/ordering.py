@@ -95,7 +95,12 @@ class EventTimeMerger(Generic[T]):
         idle_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         idle_polls: int = 3,
+        hold: Callable[[Hashable, float, float], float | None] | None = None,
     ):
+        # hold(input, newest, quiet_for): where an input still holds the
+        # frontier (a source's delivery delay, correlation/clock.py
+        # SourceClock.idle_hold); None: it holds nothing once idle.
+        self.hold = hold
         self.idle_s = idle_s
         self.idle_polls = idle_polls
         self.clock = clock
@@ -177,6 +182,16 @@ class EventTimeMerger(Generic[T]):
         """Event time up to which every active input has been read."""
         now = self.clock()
         active = [s.newest for s in self._inputs.values() if self._active(s, now)]
+        if self.hold is not None:
+            # An input that has delivered nothing yet holds from the furthest
+            # any input has read (it is no older than the others' present).
+            furthest = max((s.newest for s in self._inputs.values()), default=float("-inf"))
+            for key, s in self._inputs.items():
+                base = s.newest if s.newest != float("-inf") else furthest
+                if s.assigned and base != float("-inf"):
+                    held = self.hold(key, base, now - s.last_arrival)
+                    if held is not None:
+                        active.append(held)
         return min(active) if active else float("inf")
 
     def idle_frontier(self) -> float:

@@ -103,10 +103,13 @@ def make_correlation_engine(
     if not ruleset.correlations:
         return None
     from correlator.correlation import CorrelationEngine, CorrelationSettings
+    from correlator.correlation.clock import SourceClock
 
     corr_settings = CorrelationSettings(
-        allowed_lateness_s=settings.correlator.allowed_lateness_s,
+        # the largest of the sources': what the stream releases in order
+        allowed_lateness_s=SourceClock.from_settings(settings.correlator).max_lateness,
         late_events_update_windows=settings.correlator.late_events_update_windows,
+        late_horizon_s=settings.correlator.late_horizon_s,
         max_groups_per_rule=settings.correlator.max_groups_per_rule,
         max_state_bytes=settings.correlator.max_state_bytes,
     )

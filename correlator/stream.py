@@ -41,6 +41,7 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
+from correlator.correlation.clock import SourceClock
 from correlator.ordering import EventTimeMerger, late_watermark
 from correlator.ports import Consumer, GroupConsumer, Store
 from correlator.resume import TOPIC_IDS_KEY, dump_topic_ids, load_topic_ids
@@ -72,6 +73,12 @@ DEAD_LETTERS = Counter(
 LATE_EVENTS = Counter(
     "zonewatch_correlator_late_events_total",
     "Correlated events behind their input's watermark (kept out of correlation windows)",
+)
+LATE_BY_SOURCE = Counter(
+    "zonewatch_correlator_late_events_by_source_total",
+    "Correlated events behind their input's watermark, per source, applied within "
+    "correlator.late_horizon_s or dropped",
+    ["source", "outcome"],
 )
 OUT_OF_BOUNDS = Counter(
     "zonewatch_correlator_out_of_bounds_events_total",
@@ -222,8 +229,10 @@ class StreamCorrelator:
         # with one rebuilt from the stored alerts (detection/throttle.py).
         self.throttle = throttle_from_settings(settings.correlator)
         self.stats = StreamStats()
+        # Lateness and delivery delay per source (correlation/clock.py).
+        self.source_clock = SourceClock.from_settings(settings.correlator)
         self.merger: EventTimeMerger[Pending] = EventTimeMerger(
-            idle_s=settings.correlator.input_idle_s
+            idle_s=settings.correlator.input_idle_s, hold=self._idle_hold
         )
         cfg = settings.correlator
         self.time_bounds = TimeBounds.of(cfg.max_future_skew_s, cfg.max_past_horizon_days)
@@ -518,8 +527,12 @@ class StreamCorrelator:
 
     # -- event time ----------------------------------------------------------------
     def _lateness(self, source: str | None) -> float:
-        """The allowed lateness of a source's events (one setting for all, for now)."""
-        return self.settings.correlator.allowed_lateness_s
+        """The allowed lateness of a source's events (``correlator.sources``)."""
+        return self.source_clock.lateness(source)
+
+    def _idle_hold(self, key: Any, newest: float, quiet_for: float) -> float | None:
+        """Where a quiet input holds the merge: its source's delivery delay."""
+        return self.source_clock.idle_hold(source_of_topic(key[0]), newest, quiet_for)
 
     def _input_newest(self, key: tuple[str, int]) -> float:
         """The newest in-bounds event time read on an input partition so far."""
@@ -646,6 +659,9 @@ class StreamCorrelator:
             if ids:
                 if late is not None:
                     self._late.append((ids, event, evidence, t, late))
+                    outcome = self.source_clock.late_outcome(late - t)
+                    source = source_of_topic(tp.topic) or "unknown"
+                    LATE_BY_SOURCE.labels(source=source, outcome=outcome).inc()
                 else:
                     # As the engine takes it (process_many): hits, event, evidence, time.
                     self.merger.add((tp.topic, tp.partition), t, (ids, event, evidence, t))
@@ -671,7 +687,11 @@ class StreamCorrelator:
             out.extend(engine.flush())
         else:
             frontier = self.merger.frontier()
-            if frontier == float("inf"):
+            if to_wall_clock and self._caught_up:
+                # An idle exit: time has caught up, delivery delays included.
+                idle_s = self.settings.correlator.input_idle_s
+                frontier = max(self.merger.idle_frontier(), time.time() - idle_s)
+            elif frontier == float("inf"):
                 if not self._caught_up:
                     # No assignment yet (start-up, rebalance) or no fetch
                     # answer: the wall clock would jump the watermark past a
@@ -681,9 +701,6 @@ class StreamCorrelator:
                 # come, so time itself moves the watermark on (absence
                 # windows), from where the inputs stopped (ordering.py).
                 frontier = self.merger.idle_frontier()
-                if to_wall_clock:
-                    idle_s = self.settings.correlator.input_idle_s
-                    frontier = max(frontier, time.time() - idle_s)
             if frontier != float("-inf"):
                 out.extend(engine.advance_watermark(SHARD, frontier))
         return out

@@ -222,3 +222,31 @@ def test_state_the_restore_would_refuse_fails_at_the_snapshot():
     feed(e, LOADED, [replace(failed(0), fields={**failed(0).fields, "amount": Decimal(1)})])
     with pytest.raises(pickle.PicklingError, match=r"decimal\.Decimal cannot be part"):
         e.snapshot()
+
+
+# tests/data/correlation_state_v2.bin: format 2 as the engine wrote it before
+# it was split into parts (commit 7e23eab): the bench's rules
+# (bench/bench_correlation.py RULES) after the first 600 of
+# make_events(1200, 20), lateness 5 s, evidence without bodies.
+V2 = Path(__file__).parent / "data" / "correlation_state_v2.bin"
+
+
+def test_a_format_2_snapshot_of_the_engine_before_the_split_continues_identically():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    try:
+        import bench_correlation as bench
+    finally:
+        sys.path.pop(0)
+    from correlator.correlation.yaml_rules import load_rules_text
+
+    loaded = load_rules_text(bench.RULES)
+    cfg = CorrelationSettings(allowed_lateness_s=5, keep_event_in_evidence=False)
+    items = bench.make_events(1200, 20, 0)
+    whole = CorrelationEngine(loaded.correlations, loaded.resolve, cfg)
+    expected = [a.id for a in whole.process_many(items) + whole.flush()]
+    back = CorrelationEngine.restore(V2.read_bytes(), loaded.correlations, loaded.resolve, cfg)
+    got = [a.id for a in back.process_many(items[600:]) + back.flush()]
+    assert len(expected) == 10
+    assert got == expected

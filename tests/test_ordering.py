@@ -282,3 +282,35 @@ def test_a_restored_input_is_quiet_since_the_restart_not_since_the_clock_epoch()
     merger.restore_progress([("firewall", 1_000.0)])
     clock.now += 3.0
     assert merger.idle_frontier() == 1_002.0
+
+
+def test_a_quiet_input_with_a_delivery_delay_holds_the_frontier_for_that_delay() -> None:
+    now = [100.0]
+    held = {"slow"}
+    merger: EventTimeMerger[str] = EventTimeMerger(
+        idle_s=1.0,
+        clock=lambda: now[0],
+        idle_polls=1,
+        hold=lambda key, newest, quiet: newest + max(0.0, quiet - 600) if key in held else None,
+    )
+    merger.expect("fast")
+    merger.expect("slow")
+    merger.add("slow", 9_300.0, "slow-old")
+    merger.add("fast", 9_300.0, "old")
+    merger.add("fast", 9_900.0, "new")
+    merger.polled(["fast", "slow"], behind=[])
+    now[0] += 5  # both inputs quiet and read to their end
+    merger.polled([], behind=[])
+    # "slow" holds the frontier at its newest time: "new" waits
+    assert merger.frontier() == 9_300.0
+    assert sorted(merger.release()) == ["old", "slow-old"]
+    now[0] += 700  # quiet longer than its delay: it moves on at the clock's pace
+    assert merger.frontier() == 9_300.0 + 105
+    now[0] += 500
+    assert merger.release() == ["new"]
+    # A delayed input that has delivered nothing holds from the furthest read.
+    merger.expect("slow2")
+    held.add("slow2")
+    merger.polled([], behind=[])
+    now[0] += 5
+    assert merger.frontier() == 9_900.0

@@ -331,7 +331,7 @@ def _wait_for_changelog_state(kafka: KafkaSettings, group: str, timeout_s: float
 
 
 # A chain whose parent groups by other fields than its child (none at all
-# here): scale-out files both under one shard key (engine.pinned_rules).
+# here): scale-out files both under one shard key (routing.pinned_rules).
 PINNED_PARENT = "0c1e6a52-7d7e-4f0b-9f33-000000000009"
 RULES_WITH_PINNED_CHAIN = (
     RULES
@@ -530,7 +530,7 @@ def _engine(text: str) -> Any:
 
 
 def test_a_chain_grouping_by_other_fields_than_its_child_is_pinned_to_one_shard() -> None:
-    from correlator.correlation.engine import PIN_KEY
+    from correlator.correlation.routing import PIN_KEY
 
     # A parent grouping by user only would gather children of many shards:
     # the chain (child and parent) is filed under one key instead.
@@ -596,12 +596,12 @@ def test_shards_together_find_the_alerts_of_one_engine_even_for_a_misaligned_cha
 
 def test_without_the_pin_a_misaligned_chain_would_split(monkeypatch):
     # The check above can fail: filing the chain by group key loses parents.
-    from correlator.correlation import engine as engine_module
+    from correlator.correlation import routing as routing_module
 
     hits = _denied_bursts(1)
     text = CHAIN.replace("GROUP", "user.name")
     one = _alert_ids(text, hits, 1)
-    monkeypatch.setattr(engine_module, "pinned_rules", lambda rules: frozenset())
+    monkeypatch.setattr(routing_module, "pinned_rules", lambda rules: frozenset())
     assert _alert_ids(text, hits, 4) != one
 
 

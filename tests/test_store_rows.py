@@ -78,6 +78,7 @@ def test_alert_tables_carry_every_field() -> None:
         zone_crossing="core->internet",
         origin="hunt",
         evidence=[streamed, shared],
+        late=True,
     )
     bare = Alert(id="a2", rule_id="r2", rule_title="t2", first_seen=WHEN, last_seen=WHEN)
     again = Alert(id="a3", rule_id="r1", rule_title="t", first_seen=WHEN, last_seen=WHEN,
@@ -93,14 +94,14 @@ def test_alert_tables_carry_every_field() -> None:
             "window_end": WHEN + timedelta(minutes=5), "first_seen": WHEN,
             "last_seen": WHEN + timedelta(seconds=1), "ingest_time": WHEN,
             "zone_crossing": "core->internet", "origin": "hunt", "evidence_count": 2,
-            "id_key": duckdb_key("a1"),
+            "id_key": duckdb_key("a1"), "late": True,
         },
         {
             "ord": 1, "id": "a2", "rule_id": "r2", "rule_title": "t2", "level": "medium",
             "tags": [], "rule_hash": None, "type": "detection", "group_values": "{}",
             "window_start": None, "window_end": None, "first_seen": WHEN, "last_seen": WHEN,
             "ingest_time": WHEN, "zone_crossing": None, "origin": "stream",
-            "evidence_count": 0, "id_key": duckdb_key("a2"),
+            "evidence_count": 0, "id_key": duckdb_key("a2"), "late": False,
         },
     ]  # fmt: skip
     assert evidence.to_pylist() == [

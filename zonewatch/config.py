@@ -172,6 +172,21 @@ class KafkaSettings(BaseModel):
         return kwargs
 
 
+class SourceTiming(BaseModel):
+    """How late one source's events may arrive (``correlator.sources.<source>``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # How far behind its input's newest event an event may come and still be
+    # correlated exactly (buffered); unset: ``correlator.allowed_lateness_s``.
+    allowed_lateness_s: float | None = Field(default=None, ge=0)
+    # How long after its event time an event of this source may reach Kafka
+    # (a Graph export, a buffering relay): a quiet input of the source holds
+    # the watermark at wall clock less this, instead of letting it follow the
+    # wall clock. 0: today's rule (an idle input holds nothing back).
+    max_delivery_delay_s: float = Field(default=0.0, ge=0)
+
+
 class CorrelatorSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -203,6 +218,11 @@ class CorrelatorSettings(BaseModel):
             raise ValueError(f"{value!r} is not a timespan like 30s, 10m, 1h, nor off")
         return value
 
+    # Per source (firewall, vdi, ...): allowed lateness and delivery delay.
+    sources: dict[str, SourceTiming] = Field(default_factory=dict)
+    # A late event at most this far behind the watermark is still applied to
+    # its windows (kept this much longer); alerts it completes say ``late``.
+    late_horizon_s: float = Field(default=0.0, ge=0)
     # Events stamped further ahead of their Kafka record's time (capped at
     # this clock) are flagged and kept out of correlation: they must never
     # move a watermark (zonewatch/timebounds.py). A past horizon is off by
@@ -265,6 +285,16 @@ class CorrelatorSettings(BaseModel):
     query_max_concurrent: int = Field(default=4, ge=1)
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, value: dict[str, SourceTiming]) -> dict[str, SourceTiming]:
+        unknown = sorted(set(value) - set(SOURCES))
+        if unknown:
+            raise ValueError(
+                f"unknown source(s) {', '.join(unknown)}; the sources are {', '.join(SOURCES)}"
+            )
+        return value
 
 
 class TeamsSettings(BaseModel):

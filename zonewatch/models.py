@@ -57,6 +57,9 @@ class Alert:
     zone_crossing: str | None = None
     origin: AlertOrigin = "stream"
     evidence: list[Evidence] = field(default_factory=list)
+    # Some evidence arrived behind the watermark and was applied late
+    # (``correlator.late_horizon_s``): the alert came later than its window.
+    late: bool = False
 
 
 # pydantic at the edges: validation of JSON in, JSON-ready dicts out.

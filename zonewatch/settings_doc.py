@@ -67,6 +67,22 @@ DESCRIPTIONS: dict[str, str] = {
     "correlator.db_path": "DuckDB alert store file (`--db`).",
     "correlator.allowed_lateness_s": "How far behind the watermark an event may arrive and "
     "still count in correlation windows.",
+    "correlator.sources": "Per source (`firewall`, `vdi`, `gateway`, `intune`, `identity`): "
+    "`allowed_lateness_s` (unset: `correlator.allowed_lateness_s`) and `max_delivery_delay_s` "
+    "(default 0), e.g. `sources: {vdi: {max_delivery_delay_s: 600}}` or "
+    "`ZONEWATCH_CORRELATOR__SOURCES__VDI__MAX_DELIVERY_DELAY_S=600`. A quiet input of a source "
+    "with a delivery delay holds the watermark at wall clock less the delay instead of letting "
+    "it follow the wall clock, so its events arriving up to that late still correlate; "
+    "alerts wait as long. The engine buffers for the largest allowed lateness; memory: "
+    "correlated events per second times that lateness, plus, for the delay, the events of "
+    "the other sources waiting in the merge (see correlator/correlation/README.md).",
+    "correlator.late_horizon_s": "A correlated event that arrives late (behind its input's "
+    "watermark) by at most this much is still applied, out of order, to its windows, which are "
+    "kept this much longer after they expire so that it finds them open or re-opens them; the "
+    "alerts it completes carry `late: true` (store column, Teams card). Further behind it is "
+    "counted and dropped. Per source: "
+    "`zonewatch_correlator_late_events_by_source_total{source,outcome}`. Memory: windows live "
+    "`(timespan + horizon) / timespan` times as long. 0 (default): late events are dropped.",
     "correlator.late_events_update_windows": "Whether events later than the allowed lateness "
     "still update windows (they are always counted).",
     "correlator.zone_policy_suppress": "Throttle of the zone-policy rules generated from "

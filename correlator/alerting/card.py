@@ -143,6 +143,8 @@ def _facts(
         {"title": label("rule", locale), "value": clean(alert.rule_id, 80)},
         {"title": label("type", locale), "value": clean(f"{alert.type} ({alert.origin})", 60)},
     ]
+    if alert.late:
+        facts.append({"title": label("late", locale), "value": label("late_value", locale)})
     return facts
 
 

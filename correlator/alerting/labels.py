@@ -33,6 +33,11 @@ _LABELS: dict[str, tuple[str, str]] = {
     "evidence_count": ("証拠件数", "Evidence"),
     "rule": ("ルール", "Rule"),
     "type": ("種別", "Type"),
+    "late": ("遅延", "Late"),
+    "late_value": (
+        "遅れて届いたログを含む（ウィンドウ終了後に判定）",
+        "includes logs that arrived late (decided after the window)",
+    ),
     "attack": ("ATT&CK", "ATT&CK"),
     "evidence": ("証拠", "Evidence"),
     "more": ("(他 {n} 件)", "(+{n} more)"),

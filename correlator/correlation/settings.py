@@ -29,6 +29,10 @@ class CorrelationSettings:
     late_events_update_windows: whether an event behind the watermark may
         still update windows (best effort, out of order). Either way it is
         counted and logged.
+    late_horizon_s: a late event at most this far behind the watermark is
+        still applied (out of order) to its windows, which are kept this much
+        longer so that it finds them open or re-opens them; alerts it
+        completes are flagged ``late``. Further behind it is dropped. 0: off.
     max_groups_per_rule: live groups per correlation rule (all partitions);
         at the cap the least recently updated tenth is evicted.
     max_state_bytes: estimated bytes of all state; checked at eviction scans,
@@ -42,6 +46,7 @@ class CorrelationSettings:
 
     allowed_lateness_s: float = 60.0
     late_events_update_windows: bool = False
+    late_horizon_s: float = 0.0
     max_groups_per_rule: int = 1_000_000
     max_state_bytes: int = 1 << 30
     max_evidence_per_alert: int = 200

@@ -27,25 +27,18 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
-Rec = tuple[Any, ...]
-T = 1  # index of the epoch-seconds time in a record
+from correlator.correlation.records import CHILDREN, TIME, Rec, T
+
 _time = itemgetter(T)
 
 
 def load_rec(data: list[Any]) -> Rec:
     """A record back from its JSON form (times as RFC 3339, tuples as lists)."""
-    children = data[8]
-    return (
-        data[0],
-        data[1],
-        datetime.fromisoformat(data[2]),
-        data[3],
-        data[4],
-        data[5],
-        data[6],
-        data[7],
-        tuple(load_rec(c) for c in children) if children is not None else None,
-    )
+    rec = list(data)
+    rec[TIME] = datetime.fromisoformat(data[TIME])
+    children = data[CHILDREN]
+    rec[CHILDREN] = tuple(load_rec(c) for c in children) if children is not None else None
+    return tuple(rec)
 
 
 def _load_recs(data: list[Any]) -> list[Rec]:
@@ -78,9 +71,9 @@ class CountWindow:
     def add(self, rec: Rec, t: float, value: Any, span: float) -> float:
         recs = self.recs
         if recs:
-            if recs[0][1] < t - span:
+            if recs[0][T] < t - span:
                 del recs[: _cut(recs, t - span)]
-            if recs and recs[-1][1] > t:
+            if recs and recs[-1][T] > t:
                 recs.insert(_insert_at(recs, t), rec)
             else:
                 recs.append(rec)

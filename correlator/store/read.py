@@ -14,7 +14,7 @@ from zonewatch.models import Alert, Evidence
 
 _ALERT_COLUMNS = (
     "id, rule_id, rule_title, level, tags, rule_hash, type, group_values, window_start, "
-    "window_end, first_seen, last_seen, zone_crossing, origin, evidence_count"
+    "window_end, first_seen, last_seen, zone_crossing, origin, evidence_count, late"
 )
 
 
@@ -57,7 +57,7 @@ def load_alerts(
     out: dict[str, tuple[Alert, int]] = {}
     for row in alerts:
         (aid, rule_id, title, level, tags, rule_hash, kind, group, ws, we, first, last, crossing,
-         origin, count) = row  # fmt: skip
+         origin, count, late) = row  # fmt: skip
         alert = Alert(
             id=aid,
             rule_id=rule_id,
@@ -74,6 +74,7 @@ def load_alerts(
             zone_crossing=crossing,
             origin=origin,
             evidence=by_alert.get(aid, []),
+            late=bool(late),
         )
         out[aid] = (alert, int(count))
     return out

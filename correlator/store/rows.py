@@ -186,6 +186,7 @@ def alert_tables(
             "origin": pa.array([a.origin for a in alerts], pa.string()),
             "evidence_count": pa.array(counts, pa.int32()),
             "id_key": id_keys(ids),
+            "late": pa.array([a.late for a in alerts], pa.bool_()),
         }
     )
     evs = [ev for cited in evidence for ev in cited]

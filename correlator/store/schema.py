@@ -7,7 +7,7 @@ a newer zonewatch is refused rather than guessed at.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # 60 bits of md5(id), the column the existence check of a write reads instead
 # of the ids (see ``_V2``). md5 rather than DuckDB's hash(): the stored keys
@@ -286,6 +286,13 @@ _V6_PUBLISH = [
     """,
 ]
 
+# Version 7: ``alerts.late``, true when some evidence arrived behind the
+# watermark and was applied late (``correlator.late_horizon_s``). Rows
+# stored before it read false.
+_V7_LATE = [
+    "ALTER TABLE alerts ADD COLUMN late BOOLEAN DEFAULT false",
+]
+
 # version -> statements that bring a store from version-1 to version
 MIGRATIONS: dict[int, list[str]] = {
     1: _V1,
@@ -294,6 +301,7 @@ MIGRATIONS: dict[int, list[str]] = {
     4: _V4_TRIAGE,
     5: _V5,
     6: _V6_PUBLISH,
+    7: _V7_LATE,
 }
 
 # The highest ``pub_seq`` a store holds (0 when it holds none).

@@ -229,11 +229,11 @@ def insert_alerts(con: duckdb.DuckDBPyConnection, batch: Batch, seq: int) -> lis
             """
             INSERT INTO alerts (id, rule_id, rule_title, level, tags, rule_hash, rule_version,
                 type, group_values, window_start, window_end, first_seen, last_seen,
-                ingest_time, zone_crossing, origin, evidence_count, id_key, pub_seq)
+                ingest_time, zone_crossing, origin, evidence_count, id_key, pub_seq, late)
             SELECT a.id, a.rule_id, a.rule_title, a.level, a.tags, a.rule_hash, r.version,
                 a.type, a.group_values, a.window_start, a.window_end, a.first_seen,
                 a.last_seen, a.ingest_time, a.zone_crossing, a.origin, a.evidence_count,
-                a.id_key, ? + row_number() OVER (ORDER BY a.ord)
+                a.id_key, ? + row_number() OVER (ORDER BY a.ord), a.late
             FROM _zw_alerts a
             LEFT JOIN rules r ON r.rule_id = a.rule_id AND r.sha256 = a.rule_hash
             """,
