@@ -12,9 +12,8 @@ input partition and releases them in event-time order, but only up to the
 *frontier*: the smallest "newest event time seen" among inputs that are still
 active. An input stops holding the others back (is idle) only once the
 consumer knows it is read to its end (no fetch answer yet counts as unread)
-and it has delivered nothing for ``idle_polls`` polls and ``idle_s`` seconds
-of wall time. Both are needed: under load one poll may take longer than
-``idle_s``, and a burst of polls may come faster than a fetch.
+and it has delivered nothing for a while: the idle rule of
+``correlator/progress.py``, which the scale-out loop applies too.
 
 Lateness is decided per input, in the input's own (offset) order, before
 anything is merged: an event is late when it is older than the input's
@@ -40,6 +39,8 @@ import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+from correlator.progress import IDLE_POLLS, IdleRule
 
 T = TypeVar("T")
 
@@ -79,10 +80,13 @@ class EventTimeMerger(Generic[T]):
         self,
         idle_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
-        idle_polls: int = 3,
+        idle_polls: int = IDLE_POLLS,
+        rule_of: Callable[[Hashable], IdleRule] | None = None,
     ):
-        self.idle_s = idle_s
-        self.idle_polls = idle_polls
+        """``rule_of`` gives an input's idle rule (``ProgressPolicy.rule`` of
+        its source); by default every input has ``idle_s`` and ``idle_polls``."""
+        default = IdleRule(idle_s, idle_polls)
+        self.rule_of: Callable[[Hashable], IdleRule] = rule_of or (lambda _source: default)
         self.clock = clock
         self._inputs: dict[Hashable, _Input] = {}
         self._heap: list[_Entry[T]] = []
@@ -132,12 +136,12 @@ class EventTimeMerger(Generic[T]):
                 state.quiet_polls += 1
             state.behind = False if lagging is None else source in lagging
 
-    def _active(self, state: _Input, now: float) -> bool:
-        return state.assigned and (
-            state.behind
-            or state.buffered > 0
-            or now - state.last_arrival < self.idle_s
-            or state.quiet_polls < self.idle_polls
+    def _active(self, source: Hashable, state: _Input, now: float) -> bool:
+        return state.assigned and not self.rule_of(source).idle(
+            quiet_s=now - state.last_arrival,
+            quiet_polls=state.quiet_polls,
+            behind=state.behind,
+            buffered=state.buffered,
         )
 
     def expect(self, source: Hashable) -> None:
@@ -161,8 +165,16 @@ class EventTimeMerger(Generic[T]):
     def frontier(self) -> float:
         """Event time up to which every active input has been read."""
         now = self.clock()
-        active = [s.newest for s in self._inputs.values() if self._active(s, now)]
+        active = [s.newest for k, s in self._inputs.items() if self._active(k, s, now)]
         return min(active) if active else float("inf")
+
+    def idle_watermark(self, wall: float) -> float:
+        """Where time alone moves the frontier once every input is idle
+        (``IdleRule.idle_watermark`` of the input that allows least)."""
+        marks = [
+            self.rule_of(k).idle_watermark(wall) for k, s in self._inputs.items() if s.assigned
+        ]
+        return min(marks) if marks else self.rule_of(None).idle_watermark(wall)
 
     def release(self) -> list[T]:
         """Items no active input can precede any more, oldest first."""

@@ -2,5 +2,5 @@
 
 ``records``: what goes over the internal hits and changelog topics (pure);
 ``shard``: one shard's input merge and replay filter (pure);
-``stream``: the repartitioned stream loop (Kafka, DuckDB).
+``stage``: the repartitioned correlation stage of the stream loop (Kafka, DuckDB).
 """

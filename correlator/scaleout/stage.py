@@ -1,25 +1,29 @@
-"""N correlators in one consumer group: the repartitioned stream loop.
+"""N correlators in one consumer group: the repartitioned correlation stage.
 
-``zonewatch correlate --scale-out`` runs this instead of the single-member
-loop of ``correlator/stream.py``. Every member is both stages at once, in one
-consumer of one group:
+``zonewatch correlate --scale-out`` gives the stream loop
+(``correlator/stream.py``) this stage instead of the single member's merge
+and engine (``correlator/local.py``). Every member is both stages at once, in
+one consumer of one group:
 
 * **Detection stage** (source partitions the group gave this member):
-  decode, archive, detect, store detection alerts, exactly as the single
-  loop does. A hit some correlation reads is not merged locally but sent to
+  decode, archive, detect, store detection alerts: the loop does it, as
+  in the single-member mode. A hit some correlation reads is not merged locally but sent to
   the hits topic, once per shard its group keys hash to
   (``records.key_partition``). After each batch, and every
   ``WATERMARK_INTERVAL_S`` while quiet, the member tells every shard how far
-  it has read each of its source partitions (a watermark record). Hits are
-  flushed before the batch's source offsets are stored, so a crash can
-  repeat hits (the shard drops replays) but never lose one.
+  it has read each of its source partitions (a watermark record; idle
+  sources move on with the wall clock, ``correlator/progress.py``). Hits are
+  flushed before the batch's source offsets are stored
+  (``correlator/checkpointer.py``, step 3), so a crash can repeat hits (the
+  shard drops replays) but never lose one.
 * **Correlation stage** (hits partitions the group gave this member): each
   hits partition is one engine partition. Its :class:`ShardInput` merges the
   hits back into event-time order; the engine windows them. Alerts are
   stored with every batch (deterministic ids, so a replay's are ignored);
   the shard's whole state goes to the changelog topic every
-  ``checkpoint_interval_s`` and on revocation, and only then is the hits
-  offset committed. A new owner reads the changelog and resumes there.
+  ``checkpoint_interval_s`` and on revocation, once the alerts it fired are
+  stored (checkpointer step 6), and only then is the hits offset committed.
+  A new owner reads the changelog and resumes there.
 
 What it gives: the alerts of one member, from any number of members
 (``tests/test_scale_out.py``). What it costs: every correlated hit makes a
@@ -35,17 +39,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
-from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka import OffsetAndMetadata, TopicPartition
 
-from correlator.ports import GroupConsumer, Producer, Store
-from correlator.resume import BOUNDS_TIMEOUT_S, resume_offsets
+from correlator.local import CHECKPOINTS_NOT_STORED
+from correlator.ports import GroupConsumer, Producer, StageHost, Store
+from correlator.progress import ProgressPolicy
+from correlator.resume import resume_offsets
 from correlator.scaleout.records import (
     ChangelogReader,
     Hit,
@@ -62,18 +67,12 @@ from correlator.scaleout.records import (
     unpack_state,
 )
 from correlator.scaleout.shard import ShardInput
-from correlator.store.rows import ArchivedEvent
+from correlator.store.state import CheckpointNotStoredError
 from correlator.stream import DEAD_LETTERS, StreamCorrelator, evidence_of
-from zonewatch.config import KafkaSettings, Settings
+from zonewatch.config import KafkaSettings, Settings, source_of_topic
 from zonewatch.errors import ZonewatchError
-from zonewatch.kafka import (
-    commit_in_listener,
-    committed_in_listener,
-    log_bounds,
-    off_the_io_thread,
-)
 from zonewatch.logs import get_logger
-from zonewatch.models import Alert
+from zonewatch.models import Alert, Evidence
 from zonewatch.offsets import LogBounds
 
 if TYPE_CHECKING:
@@ -83,7 +82,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 WATERMARK_INTERVAL_S = 0.2
-IDLE_POLLS = 3  # as correlator/ordering.py: quiet this many polls, and idle_s
 CHANGELOG_READ_TIMEOUT_S = 30.0
 STATE_VERSION = 1
 # The store's copy of each source partition's newest event time, written with
@@ -110,6 +108,30 @@ def log_pinned_rules(engine: CorrelationEngine | None) -> None:
     )
 
 
+def RepartitionedStream(
+    settings: Settings,
+    ruleset: RuleSet,
+    store: Store,
+    *,
+    correlation: CorrelationEngine | None = None,
+    consumer: GroupConsumer,
+    producer: Producer | None = None,
+) -> StreamCorrelator:
+    """The stream loop with the repartitioned correlation stage."""
+    log_pinned_rules(correlation)
+    if producer is None:
+        from zonewatch.kafka import make_producer
+
+        producer = make_producer(settings.kafka, linger_ms=5)
+    stage = RepartitionedCorrelation(
+        correlation,
+        producer,
+        settings.kafka,
+        ProgressPolicy.of(settings.correlator.input_idle_s),
+    )
+    return StreamCorrelator(settings, ruleset, store, consumer=consumer, stage=stage)
+
+
 @dataclass
 class _Shard:
     input: ShardInput
@@ -122,55 +144,33 @@ class _Shard:
 
 @dataclass
 class _SourceProgress:
+    last_arrival: float  # clock of its last record
     newest: float = float("-inf")
-    last_arrival: float = field(default_factory=time.monotonic)
     quiet_polls: int = 0  # polls since its last record
 
 
-class _Rebalance(AsyncConsumerRebalanceListener):
-    """Async: kafka-python runs listeners on the consumer's IO thread, where
-    its blocking commit()/committed() are refused (zonewatch/kafka.py)."""
+class RepartitionedCorrelation:
+    """Hits out to the shards, shard inputs in, each shard's state in the changelog."""
 
-    def __init__(self, loop: RepartitionedStream):
-        self.loop = loop
+    offsets_every_write = True  # the correlation state is not in DuckDB
 
-    # kafka-python replaces an exception raised here by "User rebalance
-    # callback throws an error": log the real one first.
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        try:
-            await commit_in_listener(self.loop.consumer, self.loop.hand_over(list(revoked)))
-        except Exception as exc:
-            log.exception("hand_over_failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        try:
-            assigned = list(assigned)
-            sources = [tp for tp in assigned if tp.topic != self.loop.hits_topic]
-            committed = await committed_in_listener(self.loop.consumer, sources)
-            kafka = self.loop.settings.kafka
-            bounds = await off_the_io_thread(
-                self.loop.consumer, lambda: log_bounds(kafka, assigned), BOUNDS_TIMEOUT_S + 5
-            )
-            self.loop.take_over(assigned, committed, bounds)
-        except Exception as exc:
-            log.exception("take_over_failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-
-
-class RepartitionedStream(StreamCorrelator):
     def __init__(
         self,
-        settings: Settings,
-        ruleset: RuleSet,
-        store: Store,
+        engine: CorrelationEngine | None,
+        producer: Producer,
+        kafka: KafkaSettings,
+        policy: ProgressPolicy,
         *,
-        correlation: CorrelationEngine | None = None,
-        consumer: GroupConsumer | None = None,
-        producer: Producer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ):
-        log_pinned_rules(correlation)
-        kafka = settings.kafka
+        self.engine = engine
+        self.correlated: frozenset[str] = frozenset(engine.referenced_rule_ids if engine else ())
+        self.producer = producer
+        self.kafka = kafka
+        self.policy = policy
+        self.clock = clock
+        self.wall = wall
         self.hits_topic = kafka.correlation_hits_topic
         self.state_topic = kafka.correlation_state_topic
         self.shards: dict[int, _Shard] = {}
@@ -178,41 +178,42 @@ class RepartitionedStream(StreamCorrelator):
         self._engine_bytes: dict[int, bytes | None] = {}
         self._hit_partitions: int | None = None
         self._last_watermark = 0.0
-        stored_progress = store.load_state(SOURCE_PROGRESS_KEY)
+        self._progress_store: dict[SourcePartition, float] = {}
+        self.loop: StageHost | None = None
+
+    def bind(self, loop: StageHost) -> None:
+        self.loop = loop
+        stored_progress = loop.store.load_state(SOURCE_PROGRESS_KEY)
         # Newest event time per source partition as of its stored offset (all
         # this member ever read, owned now or not).
-        self._progress_store: dict[SourcePartition, float] = (
-            {(str(t), int(p)): float(v) for t, p, v in orjson.loads(stored_progress)}
-            if stored_progress
-            else {}
-        )
-        if producer is None:
-            from zonewatch.kafka import make_producer
+        if stored_progress:
+            self._progress_store = {
+                (str(t), int(p)): float(v) for t, p, v in orjson.loads(stored_progress)
+            }
 
-            producer = make_producer(kafka, linger_ms=5)
-        self.producer: Producer = producer
-        super().__init__(settings, ruleset, store, correlation=correlation, consumer=consumer)
+    @property
+    def _loop(self) -> StageHost:
+        assert self.loop is not None, "bind() first"
+        return self.loop
 
-    # -- wiring into the base loop ------------------------------------------------
-    def _input_topics(self) -> list[str]:
-        return [*self.topics, self.hits_topic]
+    @property
+    def stateless(self) -> bool:
+        return self.engine is None
 
-    def _rebalance_listener(self) -> ConsumerRebalanceListener | AsyncConsumerRebalanceListener:
-        return _Rebalance(self)
+    @property
+    def publishes(self) -> bool:
+        return self.engine is not None
 
-    def _brings_input(self, batch: dict[TopicPartition, list[Any]]) -> bool:
-        # Watermarks arrive all the time; only events count as input.
-        return any(tp.topic != self.hits_topic for tp in batch) or any(
-            b'"h"' in record.value[:8] for tp, records in batch.items() for record in records
-        )
+    def extra_topics(self) -> list[str]:
+        return [self.hits_topic]
 
-    def _idle_work_pending(self) -> bool:
-        # Quiet or not, shards wait for this member's watermarks.
-        return self.correlation is not None
+    def replace_engine(self, engine: CorrelationEngine | None) -> None:
+        self.engine = engine
+        self.correlated = frozenset(engine.referenced_rule_ids if engine else ())
 
     def _n_hits(self) -> int:
         if self._hit_partitions is None:
-            found = self.group.partitions_for_topic(self.hits_topic)
+            found = self._loop.group.partitions_for_topic(self.hits_topic)
             if not found:
                 raise ScaleOutError(
                     f"topic {self.hits_topic} does not exist: `zonewatch topics` (or "
@@ -221,103 +222,110 @@ class RepartitionedStream(StreamCorrelator):
             self._hit_partitions = len(found)
         return self._hit_partitions
 
-    def process_batch(self, batch: dict[TopicPartition, list[Any]]) -> list[Alert]:
+    # -- input ------------------------------------------------------------------------
+    def split(self, batch: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
+        """Take the hits of a poll into the shards; the source records go on."""
         sources: dict[TopicPartition, list[Any]] = {}
         for tp, records in batch.items():
             if tp.topic == self.hits_topic:
                 self._take_hits(tp.partition, records)
             else:
                 sources[tp] = records
-                progress = self._sources.setdefault((tp.topic, tp.partition), _SourceProgress())
-                progress.last_arrival = time.monotonic()
-                progress.quiet_polls = 0
-        return super().process_batch(sources)
+        return sources
 
-    def _behind(self) -> list[tuple[str, int]] | None:
-        # Called once per poll, before the batch is processed.
-        for progress in self._sources.values():
-            progress.quiet_polls += 1
-        return super()._behind()
+    def brings_input(self, batch: dict[TopicPartition, list[Any]]) -> bool:
+        # Watermarks arrive all the time; only events count as input.
+        return any(tp.topic != self.hits_topic for tp in batch) or any(
+            b'"h"' in record.value[:8] for tp, records in batch.items() for record in records
+        )
 
-    def _input_newest(self, key: tuple[str, int]) -> float:
+    def polled(
+        self, delivered: Iterable[tuple[str, int]], behind: list[tuple[str, int]] | None
+    ) -> None:
+        got = {key for key in delivered if key[0] != self.hits_topic}
+        now = self.clock()
+        for source, progress in self._sources.items():
+            if source in got:
+                progress.last_arrival, progress.quiet_polls = now, 0
+            else:
+                progress.quiet_polls += 1
+        for source in got - self._sources.keys():
+            self._sources[source] = _SourceProgress(now)
+
+    def idle_work_pending(self) -> bool:
+        # Quiet or not, shards wait for this member's watermarks.
+        return self.engine is not None
+
+    def newest(self, key: tuple[str, int]) -> float:
         progress = self._sources.get(key)
         return progress.newest if progress is not None else -math.inf
 
-    def _input_progressed(self, key: tuple[str, int], newest: float) -> None:
-        progress = self._sources.setdefault(key, _SourceProgress())
+    def progressed(self, key: tuple[str, int], newest: float) -> None:
+        progress = self._sources.get(key)
+        if progress is None:
+            progress = self._sources[key] = _SourceProgress(self.clock())
         if newest > progress.newest:
             progress.newest = newest
 
     # -- detection stage: hits out --------------------------------------------------
-    def _evaluate(
+    def offer(
         self,
-        hits: list[Any],
+        ids: list[str],
         record: Any,
         event: dict[str, Any],
+        evidence: Evidence,
         when: datetime,
-        tp: TopicPartition,
         t: float,
         late: float | None,
-    ) -> list[Alert]:
-        out: list[Alert] = []
-        generated = [rule for rule in hits if rule.generate]
-        if generated:
-            evidence = evidence_of(
-                record.topic,
-                record.partition,
+    ) -> None:
+        """A correlation hit to every shard its group keys hash to."""
+        if self.engine is None:
+            return
+        keys = self.engine.group_keys(ids, event)
+        if not keys:
+            return
+        n = self._n_hits()
+        value = encode_hit(
+            Hit(
+                (record.topic, record.partition),
                 record.offset,
-                when,
+                t,
+                when.isoformat(),
+                ids,
                 event,
-                self._labels.get(record.topic),
+                late,
             )
-            out = [self.make_alert(rule, evidence) for rule in generated]
-        if self._correlated and self.correlation is not None:
-            ids = [r.id for r in hits if r.id in self._correlated]
-            if ids:
-                keys = self.correlation.group_keys(ids, event)
-                if keys:
-                    n = self._n_hits()
-                    value = encode_hit(
-                        Hit(
-                            (record.topic, record.partition),
-                            record.offset,
-                            t,
-                            when.isoformat(),
-                            ids,
-                            event,
-                            late,
-                        )
-                    )
-                    for p in {key_partition(k, n) for k in keys}:
-                        self.producer.send(self.hits_topic, value=value, partition=p)
-        return out
+        )
+        for p in {key_partition(k, n) for k in keys}:
+            self.producer.send(self.hits_topic, value=value, partition=p)
 
     def _emit_watermarks(self, force: bool = False) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if not force and now - self._last_watermark < WATERMARK_INTERVAL_S:
             return
         self._last_watermark = now
-        idle_s = self.settings.correlator.input_idle_s
-        wall = time.time() - idle_s
+        group = self._loop.group
+        wall = self.wall()
         progress: dict[SourcePartition, float] = {}
-        for tp in self.group.assignment():
+        for tp in group.assignment():
             if tp.topic == self.hits_topic:
                 continue
             source = (tp.topic, tp.partition)
-            state = self._sources.setdefault(source, _SourceProgress())
+            state = self._sources.get(source)
+            if state is None:
+                state = self._sources[source] = _SourceProgress(now)
             newest = state.newest
-            high = self.group.highwater(tp)
-            if (
-                high is not None
-                and state.quiet_polls >= IDLE_POLLS
-                and now - state.last_arrival >= idle_s
-                and self.group.position(tp) >= high
+            high = group.highwater(tp)
+            rule = self.policy.rule(source_of_topic(tp.topic))
+            if rule.idle(
+                quiet_s=now - state.last_arrival,
+                quiet_polls=state.quiet_polls,
+                # Read to the end, by the fetch answers' high watermark (after
+                # a long pause, e.g. a rebalance, it is stale: hence the wall
+                # time too).
+                behind=high is None or group.position(tp) < high,
             ):
-                # Read to the end and quiet, for polls AND wall time (after a
-                # long pause, e.g. a rebalance, the high watermark is stale):
-                # like the single loop, time itself moves it on, less the idle
-                # window (a record stamped just now may still be on its way).
-                newest = max(newest, wall)
+                newest = max(newest, rule.idle_watermark(wall))
             if newest != float("-inf"):
                 progress[source] = newest
         if progress:
@@ -337,7 +345,7 @@ class RepartitionedStream(StreamCorrelator):
                 item = decode(record.value)
             except RecordError as exc:
                 DEAD_LETTERS.labels(reason="RecordError").inc()
-                self.stats.dead_letters += 1
+                self._loop.stats.dead_letters += 1
                 log.warning(
                     "undecodable_hit",
                     partition=partition,
@@ -349,14 +357,14 @@ class RepartitionedStream(StreamCorrelator):
                 shard.input.declare(item.progress)
             else:
                 shard.input.offer(item)
-        self._dirty = True
+        self._loop.checkpointer.dirty = True
 
-    def _correlate(self, end: bool = False) -> list[Alert]:
-        if self.correlation is None:
+    def correlate(self, end: bool, assigned: bool, caught_up: bool) -> list[Alert]:
+        engine = self.engine
+        if engine is None:
             return []
         if not end:
             self._emit_watermarks()
-        engine = self.correlation
         n = self._n_hits() if self.shards else 0
         out: list[Alert] = []
         for p, shard in self.shards.items():
@@ -366,16 +374,12 @@ class RepartitionedStream(StreamCorrelator):
 
             items = []
             for hit in shard.input.release():
-                topic, partition = hit.source
-                when = datetime.fromisoformat(hit.when)
-                evidence = evidence_of(topic, partition, hit.offset, when, hit.event)
+                evidence = _evidence(hit)
                 items.append((hit.ids, hit.event, evidence, hit.time))
             out.extend(engine.process_many(items, p, accept))
             late = []
             for hit in shard.input.take_late():
-                topic, partition = hit.source
-                when = datetime.fromisoformat(hit.when)
-                evidence = evidence_of(topic, partition, hit.offset, when, hit.event)
+                evidence = _evidence(hit)
                 late.append((hit.ids, hit.event, evidence, hit.time, hit.late or 0.0))
             if late:
                 shard.dirty = True
@@ -384,71 +388,62 @@ class RepartitionedStream(StreamCorrelator):
             if frontier > shard.frontier and frontier != float("inf"):
                 shard.frontier = frontier
                 shard.dirty = True
-                self._dirty = True
+                self._loop.checkpointer.dirty = True
                 out.extend(engine.advance_watermark(p, frontier))
         if end:
             out.extend(engine.flush())
         return out
 
-    # -- checkpoints --------------------------------------------------------------
-    def _checkpoint(
-        self,
-        alerts: list[Alert],
-        offsets: dict[tuple[str, int], int],
-        archive: list[ArchivedEvent] | None = None,
-        force: bool = False,
-        commit: bool = True,
-        more_coming: bool = False,
-    ) -> dict[TopicPartition, OffsetAndMetadata]:
-        """Hits out first (flush), then the batch in DuckDB (alerts, archive,
-        source offsets), then, every ``checkpoint_interval_s``, each changed
-        shard to the changelog and the Kafka commit of what it covers (left
-        to the caller when ``commit`` is false: a rebalance listener)."""
+    # -- checkpoint (correlator/checkpointer.py) -----------------------------------
+    def flush(self) -> None:
+        """Hits out first: the offsets written next lie past their records."""
         self.producer.flush()
-        self._resume.update(offsets)
-        state = self._archive_state(archive)
-        if offsets:
-            for key in offsets:
-                progress = self._sources.get(key)
-                if progress is not None and progress.newest != -math.inf:
-                    self._progress_store[key] = progress.newest
-            state[SOURCE_PROGRESS_KEY] = orjson.dumps(
+
+    def write_state(self, offsets: Mapping[tuple[str, int], int]) -> dict[str, bytes]:
+        """Each source partition's newest event time, with its stored offset."""
+        if not offsets:
+            return {}
+        for key in offsets:
+            progress = self._sources.get(key)
+            if progress is not None and progress.newest != -math.inf:
+                self._progress_store[key] = progress.newest
+        return {
+            SOURCE_PROGRESS_KEY: orjson.dumps(
                 [[t, p, v] for (t, p), v in self._progress_store.items()]
             )
-        if alerts or archive or state or offsets:
-            new_ids = self.store.write(
-                alerts, events=archive or (), state=state or None, offsets=offsets or None
-            )
-            self._count_stored(alerts, new_ids)
-        if not (force or self._checkpoint_due()):
-            return {}
-        offsets_out = self._source_commits()
-        if self.shards:
-            self._write_changelog()
-            for p, shard in self.shards.items():
-                if shard.next_offset is not None:
-                    offsets_out[TopicPartition(self.hits_topic, p)] = OffsetAndMetadata(
-                        shard.next_offset, "", -1
-                    )
-        self._last_full = time.monotonic()
-        self._dirty = False
-        if offsets_out and commit:
-            self._commit(offsets_out)
-        return offsets_out
+        }
 
-    def _source_commits(self) -> dict[TopicPartition, OffsetAndMetadata]:
-        """The source offsets to commit, each with its partition's newest
-        event time as metadata: a member taking the partition over judges
-        lateness from there as this one would have (``take_over``)."""
+    def snapshot(self) -> dict[str, Any]:
+        return {}  # the shards' state goes to the changelog (``publish``)
+
+    def commit_metadata(self, key: tuple[str, int]) -> str:
+        """A source offset is committed with its partition's newest event time:
+        a member taking the partition over judges lateness from there as this
+        one would have (``take_over``)."""
+        newest = self._progress_store.get(key)
+        return orjson.dumps({"newest": newest}).decode() if newest is not None else ""
+
+    def publish(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Each changed shard to the changelog; the hits offsets it covers."""
         out: dict[TopicPartition, OffsetAndMetadata] = {}
-        for (topic, partition), offset in self._resume.items():
-            newest = self._progress_store.get((topic, partition))
-            meta = orjson.dumps({"newest": newest}).decode() if newest is not None else ""
-            out[TopicPartition(topic, partition)] = OffsetAndMetadata(offset, meta, -1)
+        if not self.shards:
+            return out
+        self._write_changelog()
+        for p, shard in self.shards.items():
+            if shard.next_offset is not None:
+                out[TopicPartition(self.hits_topic, p)] = OffsetAndMetadata(
+                    shard.next_offset, "", -1
+                )
         return out
 
+    def checkpointed(self) -> None:
+        pass
+
+    def not_stored(self, exc: CheckpointNotStoredError) -> None:
+        CHECKPOINTS_NOT_STORED.inc()
+
     def _write_changelog(self) -> None:
-        engine = self.correlation
+        engine = self.engine
         if engine is not None:
             self._engine_bytes.update(engine.snapshot_partitions(only_changed=True))
         stale: list[tuple[int, list[bytes]]] = []
@@ -476,39 +471,33 @@ class RepartitionedStream(StreamCorrelator):
                 self.producer.send(self.state_topic, key=key, value=None, partition=p)
 
     # -- rebalance ------------------------------------------------------------------
-    def hand_over(self, revoked: list[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
-        """Revocation: make everything durable, then forget the revoked shards
-        (their state is in the changelog for the next owner). Returns the
-        offsets the listener commits."""
-        offsets = self._checkpoint([], {}, force=True, commit=False)
-        self._assigned = False
+    def hand_over(self, revoked: list[TopicPartition]) -> None:
+        """Forget the revoked shards (the loop has just published their state
+        for the next owner) and source partitions."""
         for tp in revoked:
             if tp.topic == self.hits_topic:
                 self.shards.pop(tp.partition, None)
                 self._engine_bytes.pop(tp.partition, None)
-                if self.correlation is not None:
-                    self.correlation.export_partition(tp.partition)
+                if self.engine is not None:
+                    self.engine.export_partition(tp.partition)
             else:
                 self._sources.pop((tp.topic, tp.partition), None)
-        log.info("partitions_revoked", partitions=[f"{tp.topic}:{tp.partition}" for tp in revoked])
-        return offsets
 
     def take_over(
         self,
         assigned: list[TopicPartition],
         committed: dict[TopicPartition, tuple[int, str]],
-        bounds: dict[TopicPartition, LogBounds] | None = None,
-    ) -> None:
-        self._assigned_at = time.monotonic()
-        self._assigned = True
-        self._caught_up = False
-        stored = self.store.load_offsets()
+        bounds: dict[TopicPartition, LogBounds] | None,
+    ) -> dict[str, Any]:
+        loop = self._loop
+        stored = loop.store.load_offsets()
         hits = [tp.partition for tp in assigned if tp.topic == self.hits_topic]
         sources = [tp for tp in assigned if tp.topic != self.hits_topic]
         wanted: dict[TopicPartition, int] = {}
+        now = self.clock()
         for tp in sources:
             source = (tp.topic, tp.partition)
-            progress = self._sources[source] = _SourceProgress()
+            progress = self._sources[source] = _SourceProgress(now)
             # Another member may have moved this partition on since this store
             # last saw it: resume from the further of the two (hits already
             # sent again are dropped by the shards), with the newest event
@@ -523,37 +512,36 @@ class RepartitionedStream(StreamCorrelator):
                 progress.newest = self._progress_store.get(source, -math.inf)
         # Each resume point checked against its log (truncated, recreated,
         # ahead of its end); a partition that moves starts its lateness afresh.
-        seek = self.resume_at(sources, wanted, bounds)
+        seek = loop.resume_at(sources, wanted, bounds)
         for tp, offset in seek.items():
-            self.group.seek(tp, offset)
+            loop.group.seek(tp, offset)
             if wanted.get(tp) != offset:
                 self._sources[(tp.topic, tp.partition)].newest = -math.inf
         restored = self._restore_shards(hits, bounds) if hits else {}
-        log.info(
-            "partitions_assigned",
-            partitions=[f"{tp.topic}:{tp.partition}" for tp in assigned],
-            shards=sorted(hits),
-            shards_restored=sorted(p for p, ok in restored.items() if ok),
-        )
+        return {
+            "shards": sorted(hits),
+            "shards_restored": sorted(p for p, ok in restored.items() if ok),
+        }
 
     def _all_sources(self) -> list[SourcePartition]:
+        group = self._loop.group
         out: list[SourcePartition] = []
-        for topic in self.topics:
-            for partition in self.group.partitions_for_topic(topic) or ():
+        for topic in self._loop.topics:
+            for partition in group.partitions_for_topic(topic) or ():
                 out.append((topic, partition))
         return out
 
     def _restore_shards(
         self, partitions: list[int], bounds: dict[TopicPartition, LogBounds] | None = None
     ) -> dict[int, bool]:
-        readers = read_changelog(self.settings.kafka, self.state_topic, partitions)
+        loop = self._loop
+        readers = read_changelog(self.kafka, self.state_topic, partitions)
         sources = self._all_sources()
         restored: dict[int, bool] = {}
         # A state written before event times were bounded may hold year 9999.
-        limit = time.time() + self.time_bounds.max_future_skew_s
+        limit = self.wall() + loop.time_bounds.max_future_skew_s
         for p in partitions:
             reader = readers[p]
-            tp = TopicPartition(self.hits_topic, p)
             shard = _Shard(ShardInput(sources), generation=reader.generation, chunks=reader.chunks)
             engine_bytes: bytes | None = None
             if reader.latest is not None:
@@ -568,11 +556,11 @@ class RepartitionedStream(StreamCorrelator):
                 shard.next_offset = meta["hits_offset"]
                 if meta.get("frontier") is not None and float(meta["frontier"]) <= limit:
                     shard.frontier = float(meta["frontier"])
-            if self.correlation is not None:
-                self.correlation.export_partition(p)  # whatever was here is stale
+            if self.engine is not None:
+                self.engine.export_partition(p)  # whatever was here is stale
                 if engine_bytes is not None:
-                    self.correlation.import_partition(p, engine_bytes)
-                    self.correlation.clamp_clock(limit)
+                    self.engine.import_partition(p, engine_bytes)
+                    self.engine.clamp_clock(limit)
             self._engine_bytes[p] = engine_bytes
             self.shards[p] = shard
             restored[p] = reader.latest is not None
@@ -580,7 +568,7 @@ class RepartitionedStream(StreamCorrelator):
         tps = [TopicPartition(self.hits_topic, p) for p in partitions]
         stored = {tp: self.shards[tp.partition].next_offset for tp in tps}
         checked = resume_offsets(
-            self.settings.kafka,
+            self.kafka,
             tps,
             {tp: o for tp, o in stored.items() if o is not None},
             {},
@@ -588,9 +576,9 @@ class RepartitionedStream(StreamCorrelator):
         ).seek
         for tp in tps:
             if tp in checked:
-                self.group.seek(tp, checked[tp])
+                loop.group.seek(tp, checked[tp])
             else:
-                self.group.seek_to_beginning(tp)
+                loop.group.seek_to_beginning(tp)
         return restored
 
     def close(self) -> None:
@@ -599,7 +587,11 @@ class RepartitionedStream(StreamCorrelator):
             self.producer.close()
         except Exception as exc:  # best effort: hits not flushed are re-sent on replay
             log.warning("producer_close_failed", error=str(exc))
-        super().close()
+
+
+def _evidence(hit: Hit) -> Evidence:
+    topic, partition = hit.source
+    return evidence_of(topic, partition, hit.offset, datetime.fromisoformat(hit.when), hit.event)
 
 
 def _committed_newest(metadata: str) -> float:

@@ -1,0 +1,73 @@
+"""When an input stops holding event time back, and how far time moves it (pure).
+
+Both correlator loops order their correlation input by event time and so wait
+for the slowest input: the single-member merge (``correlator/ordering.py``)
+per Kafka partition, the scale-out detection stage per source partition (its
+watermark records). A quiet input would hold everything back for ever, so an
+input turns *idle* and stops holding the others back once
+
+1. the consumer knows it is read to its end (no fetch answer yet counts as
+   unread: its backlog would otherwise arrive behind the others), and
+2. nothing of it waits in a buffer, and
+3. it has delivered nothing for ``idle_polls`` polls AND ``idle_s`` seconds
+   of wall time. Both: under load one poll may take longer than ``idle_s``,
+   and a burst of polls may come faster than a fetch.
+
+Once every input is idle nothing older can still come, so time itself moves
+the watermark: to the wall clock less ``idle_s``, since a record stamped just
+now may still be on its way through the producer and the broker
+(:meth:`IdleRule.idle_watermark`).
+
+The rule is per source (:class:`ProgressPolicy`), so a source that is known to
+deliver late (a cloud audit log, minutes behind) can be given its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+IDLE_POLLS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class IdleRule:
+    """One source's idle rule and what time alone does for it."""
+
+    idle_s: float = 1.0
+    idle_polls: int = IDLE_POLLS
+    # How far behind the wall clock an idle input holds the watermark: a
+    # record stamped just now may still be on its way (default ``idle_s``).
+    delay_s: float | None = None
+
+    def idle(
+        self, *, quiet_s: float, quiet_polls: int, behind: bool = False, buffered: int = 0
+    ) -> bool:
+        """Whether the input no longer holds the others back (steps 1-3 above)."""
+        return (
+            not behind
+            and buffered <= 0
+            and quiet_s >= self.idle_s
+            and quiet_polls >= self.idle_polls
+        )
+
+    def idle_watermark(self, wall: float) -> float:
+        """How far the wall clock ``wall`` moves an idle input's event time."""
+        return wall - (self.idle_s if self.delay_s is None else self.delay_s)
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressPolicy:
+    """The idle rule of each source (by name: ``firewall``, ``vdi``, ...)."""
+
+    default: IdleRule = IdleRule()
+    sources: Mapping[str, IdleRule] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, idle_s: float, idle_polls: int = IDLE_POLLS) -> ProgressPolicy:
+        return cls(IdleRule(idle_s, idle_polls))
+
+    def rule(self, source: str | None) -> IdleRule:
+        if source is None:
+            return self.default
+        return self.sources.get(source, self.default)
