@@ -21,6 +21,7 @@ from correlator.detection.alerts import (
 )
 from correlator.detection.evtx import flatten_evtx
 from correlator.detection.ruleset import DetectionRule, RuleSet, _dataset
+from correlator.step import alerts_of
 from zonewatch.errors import ParseError
 from zonewatch.models import Alert, Evidence
 
@@ -84,19 +85,25 @@ def run_offline(
     origin: str = "match",
 ) -> Iterator[Alert]:
     """Detection alerts (of rules that generate them) and the hooks' alerts, in input order."""
+
+    def make_alert(rule: Any, evidence: Evidence) -> Alert:
+        return detection_alert(rule, evidence, origin)  # type: ignore[arg-type]
+
     for line, event in events:
         src = source if source is not None else _dataset(event)
         hits = ruleset.match(event, src)
         if not hits and on_hit is None:
             continue
         if hits:
-            evidence: Evidence | None = None
-            for rule in hits:
-                if not rule.generate:
-                    continue
-                if evidence is None:
-                    evidence = trusted_evidence(f"line:{line}", evidence_time(event), line, event)
-                yield detection_alert(rule, evidence, origin)  # type: ignore[arg-type]
+            # The per-event step every mode runs (correlator/step.py); the
+            # correlation hooks take the hits on.
+            yield from alerts_of(
+                hits,
+                lambda line=line, event=event: trusted_evidence(  # type: ignore[misc]
+                    f"line:{line}", evidence_time(event), line, event
+                ),
+                make_alert,
+            )
         if on_hit is not None:
             yield from on_hit(line, event, hits)
     if on_end is not None:
