@@ -51,26 +51,26 @@ from correlator.local import CHECKPOINTS_NOT_STORED
 from correlator.ports import GroupConsumer, Producer, StageHost, Store
 from correlator.progress import ProgressPolicy
 from correlator.resume import resume_offsets
+from correlator.scaleout.changelog import (
+    ScaleOutError,
+    Shard,
+    read_changelog,
+    restore_shard,
+    write_changelog,
+)
 from correlator.scaleout.records import (
-    ChangelogReader,
     Hit,
     RecordError,
     SourcePartition,
     Watermark,
-    changelog_records,
     decode,
     encode_hit,
     encode_watermark,
     key_partition,
-    pack_state,
-    stale_keys,
-    unpack_state,
 )
-from correlator.scaleout.shard import ShardInput
 from correlator.store.state import CheckpointNotStoredError
 from correlator.stream import DEAD_LETTERS, StreamCorrelator, evidence_of
 from zonewatch.config import KafkaSettings, Settings, source_of_topic
-from zonewatch.errors import ZonewatchError
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence
 from zonewatch.offsets import LogBounds
@@ -82,15 +82,9 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 WATERMARK_INTERVAL_S = 0.2
-CHANGELOG_READ_TIMEOUT_S = 30.0
-STATE_VERSION = 1
 # The store's copy of each source partition's newest event time, written with
 # its offsets: the per-partition lateness verdicts continue after a restart.
 SOURCE_PROGRESS_KEY = "scaleout-source-progress"
-
-
-class ScaleOutError(ZonewatchError):
-    """The rules or the cluster do not allow a repartitioned correlator."""
 
 
 def log_pinned_rules(engine: CorrelationEngine | None) -> None:
@@ -133,16 +127,6 @@ def RepartitionedStream(
 
 
 @dataclass
-class _Shard:
-    input: ShardInput
-    next_offset: int | None = None  # next hits offset to read
-    generation: int = 0  # of its newest changelog state
-    chunks: int = 0
-    dirty: bool = False
-    frontier: float = float("-inf")
-
-
-@dataclass
 class _SourceProgress:
     last_arrival: float  # clock of its last record
     newest: float = float("-inf")
@@ -173,7 +157,7 @@ class RepartitionedCorrelation:
         self.wall = wall
         self.hits_topic = kafka.correlation_hits_topic
         self.state_topic = kafka.correlation_state_topic
-        self.shards: dict[int, _Shard] = {}
+        self.shards: dict[int, Shard] = {}
         self._sources: dict[SourcePartition, _SourceProgress] = {}
         self._engine_bytes: dict[int, bytes | None] = {}
         self._hit_partitions: int | None = None
@@ -443,32 +427,9 @@ class RepartitionedCorrelation:
         CHECKPOINTS_NOT_STORED.inc()
 
     def _write_changelog(self) -> None:
-        engine = self.engine
-        if engine is not None:
-            self._engine_bytes.update(engine.snapshot_partitions(only_changed=True))
-        stale: list[tuple[int, list[bytes]]] = []
-        for p, shard in self.shards.items():
-            if not shard.dirty:
-                continue
-            meta = {
-                "version": STATE_VERSION,
-                "hits_offset": shard.next_offset,
-                "frontier": shard.frontier if shard.frontier != float("-inf") else None,
-                "input": shard.input.snapshot(),
-            }
-            data = pack_state(meta, self._engine_bytes.get(p))
-            generation = shard.generation + 1
-            count = 0
-            for key, value in changelog_records(p, generation, data):
-                self.producer.send(self.state_topic, key=key, value=value, partition=p)
-                count += 1
-            if shard.generation:
-                stale.append((p, stale_keys(p, shard.generation, shard.chunks)))
-            shard.generation, shard.chunks, shard.dirty = generation, count - 1, False
-        self.producer.flush()
-        for p, keys in stale:  # tombstones: compaction frees the old generation
-            for key in keys:
-                self.producer.send(self.state_topic, key=key, value=None, partition=p)
+        if self.engine is not None:
+            self._engine_bytes.update(self.engine.snapshot_partitions(only_changed=True))
+        write_changelog(self.producer, self.state_topic, self.shards, self._engine_bytes)
 
     # -- rebalance ------------------------------------------------------------------
     def hand_over(self, revoked: list[TopicPartition]) -> None:
@@ -542,20 +503,7 @@ class RepartitionedCorrelation:
         limit = self.wall() + loop.time_bounds.max_future_skew_s
         for p in partitions:
             reader = readers[p]
-            shard = _Shard(ShardInput(sources), generation=reader.generation, chunks=reader.chunks)
-            engine_bytes: bytes | None = None
-            if reader.latest is not None:
-                meta, engine_bytes = unpack_state(reader.latest)
-                if meta.get("version") != STATE_VERSION:
-                    raise ScaleOutError(
-                        f"changelog state of shard {p} has version {meta.get('version')}, "
-                        f"this correlator reads {STATE_VERSION}"
-                    )
-                shard.input = ShardInput.restore(meta["input"], limit)
-                shard.input.expect(sources)
-                shard.next_offset = meta["hits_offset"]
-                if meta.get("frontier") is not None and float(meta["frontier"]) <= limit:
-                    shard.frontier = float(meta["frontier"])
+            shard, engine_bytes = restore_shard(p, reader, sources, limit)
             if self.engine is not None:
                 self.engine.export_partition(p)  # whatever was here is stale
                 if engine_bytes is not None:
@@ -601,34 +549,3 @@ def _committed_newest(metadata: str) -> float:
         return float(newest) if newest is not None else -math.inf
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
         return -math.inf
-
-
-def read_changelog(
-    kafka: KafkaSettings, topic: str, partitions: list[int]
-) -> dict[int, ChangelogReader]:
-    """Read the changelog partitions to their end (high watermark)."""
-    from zonewatch.kafka import make_consumer
-
-    readers = {p: ChangelogReader(p) for p in partitions}
-    consumer = make_consumer(kafka, None, isolation_level="read_uncommitted")
-    try:
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        deadline = time.monotonic() + CHANGELOG_READ_TIMEOUT_S
-        while True:
-            for tp, records in consumer.poll(timeout_ms=200).items():
-                readers[tp.partition].feed((r.key, r.value) for r in records)
-            ends = [consumer.highwater(tp) for tp in tps]
-            if all(
-                h is not None and consumer.position(tp) >= h
-                for tp, h in zip(tps, ends, strict=True)
-            ):
-                return readers
-            if time.monotonic() > deadline:
-                raise ScaleOutError(
-                    f"could not read the correlation state changelog {topic} to its end "
-                    f"within {CHANGELOG_READ_TIMEOUT_S:.0f}s; is the broker healthy?"
-                )
-    finally:
-        consumer.close(autocommit=False)
