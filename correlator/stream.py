@@ -21,16 +21,13 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
-from kafka import OffsetAndMetadata, TopicPartition
-from kafka.errors import KafkaError
-from prometheus_client import Counter, Gauge
-
 from correlator.checkpointer import Checkpointer
+from correlator.intake import DEAD_LETTERS as DEAD_LETTERS  # (metrics, tests)
+from correlator.intake import Intake
+from correlator.intake import StreamStats as StreamStats  # the service returns them
 from correlator.local import STATE_KEY as STATE_KEY  # the service opens the stored state
 from correlator.local import LocalCorrelation
 from correlator.ordering import late_watermark
@@ -39,6 +36,9 @@ from correlator.progress import ProgressPolicy
 from correlator.rebalance import Rebalance
 from correlator.step import alerts_of, correlated_ids
 from correlator.store.rows import ArchivedEvent
+from kafka import OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
+from prometheus_client import Counter, Gauge
 from zonewatch.config import SOURCES, Settings, source_of_topic
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence
@@ -54,17 +54,9 @@ log = get_logger(__name__)
 
 EVENTS_IN = Counter("zonewatch_correlator_events_total", "Events consumed", ["source"])
 ALERTS_OUT = Counter("zonewatch_correlator_alerts_total", "Alerts stored", ["type", "level"])
-DEAD_LETTERS = Counter(
-    "zonewatch_correlator_dead_letters_total", "Records the correlator could not decode", ["reason"]
-)
 LATE_EVENTS = Counter(
     "zonewatch_correlator_late_events_total",
     "Correlated events behind their input's watermark (kept out of correlation windows)",
-)
-OUT_OF_BOUNDS = Counter(
-    "zonewatch_correlator_out_of_bounds_events_total",
-    "Events stamped beyond the time bounds (flagged, kept out of correlation)",
-    ["bound"],
 )
 LAG_SECONDS = Gauge(
     "zonewatch_correlator_event_lag_seconds",
@@ -74,21 +66,6 @@ CONSUMER_LAG = Gauge(
     "zonewatch_correlator_consumer_lag_records", "High watermark minus position", ["topic"]
 )
 BATCH_SECONDS = Gauge("zonewatch_correlator_last_batch_seconds", "Duration of the last batch")
-
-# Detection alerts raised by an event stamped beyond the time bounds carry
-# this tag: the event is real evidence of something, its time is not.
-OUT_OF_BOUNDS_TAG = "zonewatch.event_time_out_of_bounds"
-
-
-@dataclass
-class StreamStats:
-    consumed: int = 0
-    alerts: int = 0
-    new_alerts: int = 0
-    dead_letters: int = 0
-    out_of_bounds: int = 0
-    batches: int = 0
-    by_source: dict[str, int] = field(default_factory=dict)
 
 
 class StreamCorrelator:
@@ -127,6 +104,7 @@ class StreamCorrelator:
         self.stats = StreamStats()
         cfg = settings.correlator
         self.time_bounds = TimeBounds.of(cfg.max_future_skew_s, cfg.max_past_horizon_days)
+        self.intake = Intake(self.event_time, self.time_bounds, self.stats)
         self.policy = ProgressPolicy.of(cfg.input_idle_s)
         if stage is None:
             stage = LocalCorrelation(correlation, self.policy, clock=clock, wall=wall)
@@ -278,6 +256,9 @@ class StreamCorrelator:
         stage, checkpointer = self.stage, self.checkpointer
         correlated = stage.correlated
         make_alert = self.make_alert
+        intake = self.intake
+        decode = intake.decode
+        flagged = intake.flagged(make_alert)
         # Event times are bounded against each record's Kafka timestamp (its
         # producer's clock when sent, a part of the input: a replay judges it
         # alike), capped at this clock in case the producer's runs ahead.
@@ -297,7 +278,7 @@ class StreamCorrelator:
             lateness = self._lateness(source)
             for record in records:
                 next_offsets[key] = record.offset + 1
-                decoded = self._decode(record)
+                decoded = decode(record)
                 if decoded is None:
                     continue
                 event, when = decoded
@@ -312,7 +293,7 @@ class StreamCorrelator:
                     if t > newest:
                         newest = t
                 else:
-                    self._flag_out_of_bounds(record, t, ref)
+                    intake.out_of_bounds(record, t, ref)
                 if archived_upto is not None and record.offset >= archived_upto:
                     archive.append(
                         ArchivedEvent(
@@ -335,7 +316,7 @@ class StreamCorrelator:
                     record.topic, record.partition, record.offset, when, event, label
                 )
                 if not bounded:
-                    alerts.extend(alerts_of(hits, evidence, self._flagged))
+                    alerts.extend(alerts_of(hits, evidence, flagged))
                     continue
                 alerts.extend(alerts_of(hits, evidence, make_alert))
                 ids = correlated_ids(hits, correlated)
@@ -447,31 +428,6 @@ class StreamCorrelator:
         """The allowed lateness of a source's events (one setting for all, for now)."""
         return self.settings.correlator.allowed_lateness_s
 
-    def _flag_out_of_bounds(self, record: Any, t: float, ref: float) -> None:
-        """Count and log an event stamped beyond the time bounds. It still
-        goes to detection (alerts tagged) and the archive, but never to
-        correlation, and it moves no watermark."""
-        bound = self.time_bounds.check(t, ref) or "future"
-        OUT_OF_BOUNDS.labels(bound=bound).inc()
-        self.stats.out_of_bounds += 1
-        if self.stats.out_of_bounds == 1 or self.stats.out_of_bounds % 1000 == 0:
-            log.warning(
-                "event_time_out_of_bounds",
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                reason=self.time_bounds.reason(
-                    t, ref, clock="its Kafka record's time", settings="ZONEWATCH_CORRELATOR__"
-                ),
-                consequence=f"kept out of correlation; detection alerts tagged {OUT_OF_BOUNDS_TAG}",
-                out_of_bounds_so_far=self.stats.out_of_bounds,
-            )
-
-    def _flagged(self, rule: Any, evidence: Evidence) -> Alert:
-        """The detection alert of an event stamped beyond the time bounds."""
-        alert = self.make_alert(rule, evidence)
-        return replace(alert, tags=[*alert.tags, OUT_OF_BOUNDS_TAG])
-
     def _report_time_metrics(self) -> None:
         """event_lag_seconds and late_events_total, from what was read and
         what the engine counted late (it counts both kinds: late for their
@@ -492,26 +448,6 @@ class StreamCorrelator:
         if matcher is not None:
             return matcher(source)
         return lambda event: self.ruleset.match(event, source)
-
-    def _decode(self, record: Any) -> tuple[dict[str, Any], datetime] | None:
-        try:
-            event = orjson.loads(record.value)
-            if not isinstance(event, dict):
-                raise ValueError("event is not a JSON object")
-            when = self.event_time(event)
-        except Exception as exc:  # undecodable records are counted, never fatal
-            reason = type(exc).__name__
-            DEAD_LETTERS.labels(reason=reason).inc()
-            self.stats.dead_letters += 1
-            log.warning(
-                "undecodable_event",
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                reason=str(exc)[:200],
-            )
-            return None
-        return event, when
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         """Commit to Kafka. A refusal (the group is rebalancing, this member

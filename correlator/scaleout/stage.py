@@ -45,8 +45,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from kafka import OffsetAndMetadata, TopicPartition
-
+from correlator.intake import DEAD_LETTERS
 from correlator.local import CHECKPOINTS_NOT_STORED
 from correlator.ports import GroupConsumer, Producer, StageHost, Store
 from correlator.progress import ProgressPolicy
@@ -69,7 +68,8 @@ from correlator.scaleout.records import (
     key_partition,
 )
 from correlator.store.state import CheckpointNotStoredError
-from correlator.stream import DEAD_LETTERS, StreamCorrelator, evidence_of
+from correlator.stream import StreamCorrelator, evidence_of
+from kafka import OffsetAndMetadata, TopicPartition
 from zonewatch.config import KafkaSettings, Settings, source_of_topic
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence
