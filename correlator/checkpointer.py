@@ -59,10 +59,12 @@ import orjson
 from kafka import OffsetAndMetadata, TopicPartition
 
 from correlator.ports import CheckpointedStage, Store
-from correlator.resume import TOPIC_IDS_KEY, dump_topic_ids, load_topic_ids
+from correlator.resume import TOPIC_IDS_KEY, dump_topic_ids, load_topic_ids, resume_offsets
 from correlator.store.rows import ArchivedEvent
 from correlator.store.state import CheckpointNotStoredError
+from zonewatch.config import KafkaSettings
 from zonewatch.models import Alert
+from zonewatch.offsets import LogBounds
 
 ARCHIVE_KEY = "archive-offsets"
 
@@ -131,13 +133,27 @@ class Checkpointer:
         """A full checkpoint is due: something changed and the interval passed."""
         return self.dirty and self.clock() - self._last_full >= self.interval_s
 
-    def moved(self, key: Key, offset: int) -> None:
-        """A partition resumes elsewhere than stored (truncated, recreated):
-        it starts afresh in the archive watermark and the resume offsets."""
-        self.archived.pop(key, None)
-        self.resume[key] = offset
-        self._unwritten[key] = offset
-        self.dirty = True
+    def resume_at(
+        self,
+        kafka: KafkaSettings,
+        assigned: list[TopicPartition],
+        stored: dict[TopicPartition, int],
+        bounds: dict[TopicPartition, LogBounds] | None = None,
+    ) -> dict[TopicPartition, int]:
+        """The offsets to seek ``assigned`` partitions to: ``stored`` checked
+        against each log's ``bounds`` (truncated, recreated, ahead of its
+        end). A partition that moves starts afresh in the archive watermark
+        and the resume offsets."""
+        resume = resume_offsets(kafka, assigned, stored, self.topic_ids, bounds)
+        self.topic_ids.update(resume.topic_ids)
+        self.labels.update(resume.labels)
+        for tp, (_old, new, _reason) in resume.moved.items():
+            key = (tp.topic, tp.partition)
+            self.archived.pop(key, None)
+            self.resume[key] = new
+            self._unwritten[key] = new
+            self.dirty = True
+        return resume.seek
 
     def checkpoint(
         self,

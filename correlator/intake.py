@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from prometheus_client import Counter
+
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence
 from zonewatch.timebounds import TimeBounds

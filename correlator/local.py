@@ -226,7 +226,9 @@ class LocalCorrelation:
         theirs = {tp: offset for tp, (offset, _meta) in committed.items() if tp not in known}
         for tp in assigned:
             self.merger.expect((tp.topic, tp.partition))
-        for tp, offset in loop.resume_at(assigned, {**theirs, **known}, bounds).items():
+        for tp, offset in loop.checkpointer.resume_at(
+            loop.settings.kafka, assigned, {**theirs, **known}, bounds
+        ).items():
             loop.group.seek(tp, offset)
         self._check_whole_assignment(assigned)
         return {"resumed_from_store": len(known)}

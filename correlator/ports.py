@@ -185,17 +185,10 @@ class StageHost(Protocol):
     topics: list[str]
     time_bounds: TimeBounds
     stats: Any
-    checkpointer: Any  # correlator.checkpointer.Checkpointer (dirty, ...)
+    checkpointer: Any  # correlator.checkpointer.Checkpointer (dirty, resume_at, ...)
 
     @property
     def group(self) -> GroupConsumer: ...
-
-    def resume_at(
-        self,
-        assigned: list[TopicPartition],
-        stored: dict[TopicPartition, int],
-        bounds: dict[TopicPartition, LogBounds] | None = None,
-    ) -> dict[TopicPartition, int]: ...
 
 
 class CorrelationStage(CheckpointedStage, Protocol):

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from kafka import OffsetAndMetadata, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka.errors import KafkaError
 
 from zonewatch.config import Settings
 from zonewatch.logs import get_logger
@@ -58,10 +59,22 @@ class Rebalance(AsyncConsumerRebalanceListener):
         from zonewatch.kafka import commit_in_listener
 
         try:
-            await commit_in_listener(self.loop.consumer, self.loop.hand_over(list(revoked)))
+            offsets = self.loop.hand_over(list(revoked))
         except Exception as exc:
             log.exception("hand_over_failed", error=f"{type(exc).__name__}: {exc}")
             raise
+        try:
+            await commit_in_listener(self.loop.consumer, offsets)
+        except KafkaError as exc:
+            # Refused (this member was fenced, the broker restarted and forgot
+            # the group): logged, not fatal. The store holds the offsets that
+            # matter, and the next commit or owner moves on from them.
+            log.warning(
+                "offset_commit_failed",
+                error=f"{type(exc).__name__}: {str(exc)[:200]}",
+                partitions=len(offsets),
+                during="revocation",
+            )
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         from correlator.resume import BOUNDS_TIMEOUT_S

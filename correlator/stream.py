@@ -24,6 +24,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from kafka import OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
+from prometheus_client import Counter, Gauge
+
 from correlator.checkpointer import Checkpointer
 from correlator.intake import DEAD_LETTERS as DEAD_LETTERS  # (metrics, tests)
 from correlator.intake import Intake
@@ -36,9 +40,6 @@ from correlator.progress import ProgressPolicy
 from correlator.rebalance import Rebalance
 from correlator.step import alerts_of, correlated_ids
 from correlator.store.rows import ArchivedEvent
-from kafka import OffsetAndMetadata, TopicPartition
-from kafka.errors import KafkaError
-from prometheus_client import Counter, Gauge
 from zonewatch.config import SOURCES, Settings, source_of_topic
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence
@@ -363,7 +364,7 @@ class StreamCorrelator:
         committed: dict[TopicPartition, tuple[int, str]],
         bounds: dict[TopicPartition, LogBounds] | None = None,
     ) -> None:
-        """Assignment: the stage resumes each partition (``resume_at``)."""
+        """Assignment: the stage resumes each partition (``Checkpointer.resume_at``)."""
         self._assigned_at = self.clock()
         self._assigned = True
         self._caught_up = False
@@ -373,28 +374,6 @@ class StreamCorrelator:
             partitions=[f"{tp.topic}:{tp.partition}" for tp in assigned],
             **said,
         )
-
-    def resume_at(
-        self,
-        assigned: list[TopicPartition],
-        stored: dict[TopicPartition, int],
-        bounds: dict[TopicPartition, LogBounds] | None = None,
-    ) -> dict[TopicPartition, int]:
-        """The offsets to seek ``assigned`` partitions to: ``stored`` checked
-        against each log's ``bounds`` (truncated, recreated, ahead of its
-        end). A partition that moves starts afresh in the archive watermark
-        and resume offsets."""
-        from correlator.resume import resume_offsets
-
-        checkpointer = self.checkpointer
-        resume = resume_offsets(
-            self.settings.kafka, assigned, stored, checkpointer.topic_ids, bounds
-        )
-        checkpointer.topic_ids.update(resume.topic_ids)
-        checkpointer.labels.update(resume.labels)
-        for tp, (_old, new, _reason) in resume.moved.items():
-            checkpointer.moved((tp.topic, tp.partition), new)
-        return resume.seek
 
     @property
     def group(self) -> GroupConsumer:

@@ -45,6 +45,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from kafka import OffsetAndMetadata, TopicPartition
+
 from correlator.intake import DEAD_LETTERS
 from correlator.local import CHECKPOINTS_NOT_STORED
 from correlator.ports import GroupConsumer, Producer, StageHost, Store
@@ -69,7 +71,6 @@ from correlator.scaleout.records import (
 )
 from correlator.store.state import CheckpointNotStoredError
 from correlator.stream import StreamCorrelator, evidence_of
-from kafka import OffsetAndMetadata, TopicPartition
 from zonewatch.config import KafkaSettings, Settings, source_of_topic
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence
@@ -473,7 +474,7 @@ class RepartitionedCorrelation:
                 progress.newest = self._progress_store.get(source, -math.inf)
         # Each resume point checked against its log (truncated, recreated,
         # ahead of its end); a partition that moves starts its lateness afresh.
-        seek = loop.resume_at(sources, wanted, bounds)
+        seek = loop.checkpointer.resume_at(loop.settings.kafka, sources, wanted, bounds)
         for tp, offset in seek.items():
             loop.group.seek(tp, offset)
             if wanted.get(tp) != offset:
