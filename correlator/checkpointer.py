@@ -194,8 +194,11 @@ class Checkpointer:
         stage = self.stage
         stage.flush()
         # 4. The write.
-        full = force or stage.stateless or self.due()
-        full = full and self.dirty
+        # Forced (stop, revocation), a publishing stage hands its state over
+        # whether or not anything changed since: the next owner goes by it.
+        full = (force or stage.stateless or self.due()) and (
+            self.dirty or (force and stage.publishes)
+        )
         state: dict[str, Any] = self._archive_state(archive)
         stored_offsets: dict[Key, int] | None = None
         if stage.offsets_every_write and self._unwritten:
