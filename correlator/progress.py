@@ -26,6 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zonewatch.config import CorrelatorSettings
 
 IDLE_POLLS = 3
 
@@ -66,6 +70,12 @@ class ProgressPolicy:
     @classmethod
     def of(cls, idle_s: float, idle_polls: int = IDLE_POLLS) -> ProgressPolicy:
         return cls(IdleRule(idle_s, idle_polls))
+
+    @classmethod
+    def from_settings(cls, settings: CorrelatorSettings) -> ProgressPolicy:
+        """The policy both loops run (one rule for every source, for now; a
+        per-source delay goes in ``sources`` here)."""
+        return cls.of(settings.input_idle_s)
 
     def rule(self, source: str | None) -> IdleRule:
         if source is None:

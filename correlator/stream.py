@@ -106,7 +106,7 @@ class StreamCorrelator:
         cfg = settings.correlator
         self.time_bounds = TimeBounds.of(cfg.max_future_skew_s, cfg.max_past_horizon_days)
         self.intake = Intake(self.event_time, self.time_bounds, self.stats)
-        self.policy = ProgressPolicy.of(cfg.input_idle_s)
+        self.policy = ProgressPolicy.from_settings(cfg)
         if stage is None:
             stage = LocalCorrelation(correlation, self.policy, clock=clock, wall=wall)
         self.stage: CorrelationStage = stage

@@ -122,7 +122,7 @@ def RepartitionedStream(
         correlation,
         producer,
         settings.kafka,
-        ProgressPolicy.of(settings.correlator.input_idle_s),
+        ProgressPolicy.from_settings(settings.correlator),
     )
     return StreamCorrelator(settings, ruleset, store, consumer=consumer, stage=stage)
 
