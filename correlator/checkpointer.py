@@ -11,13 +11,16 @@ The order of a checkpoint, and why:
 
 1. Note the batch: its offsets become resume points, its alerts and archived
    events wait for the next write.
-2. While a backlog runs (the poll was full) wait for more, up to
+2. Flush what the stage sent downstream (scale-out: the hits and the
+   watermarks after them), every batch, written now or not: the offsets
+   written next lie past the records those hits came from, and a crash must
+   not lose one (a replay sends them again; the shards drop repeats). Every
+   batch, as the scale-out loop always did: flushed only with the writes,
+   two members sometimes missed correlations (``tests/test_scale_out.py``).
+3. While a backlog runs (the poll was full) wait for more, up to
    ``write_batch_events`` rows or ``write_delay_s``: a DuckDB write has a
    fixed cost, and a commit per poll halved the throughput. Caught up, write
    at once, so Teams hears at once.
-3. Flush what the stage sent downstream (scale-out: the hits): the offsets
-   written next lie past the records those hits came from, and a crash must
-   not lose one (a replay sends them again; the shards drop repeats).
 4. Build the write: the rows, the events archive watermark (with the rows it
    covers, so a replay never archives twice) and, every
    ``checkpoint_interval_s`` (a *full* checkpoint), the resume offsets with
@@ -180,7 +183,10 @@ class Checkpointer:
         if archive:
             self._archive.extend(archive)
         alerts, archive = self._alerts, self._archive
-        # 2. A backlog: wait for a bigger write.
+        # 2. What went downstream is on its way before anything past it is written.
+        stage = self.stage
+        stage.flush()
+        # 3. A backlog: wait for a bigger write.
         if (
             more_coming
             and not force
@@ -190,9 +196,6 @@ class Checkpointer:
         ):
             return {}
         self._alerts, self._archive = [], []
-        # 3. What went downstream is durable before offsets past it are written.
-        stage = self.stage
-        stage.flush()
         # 4. The write.
         # Forced (stop, revocation), a publishing stage hands its state over
         # whether or not anything changed since: the next owner goes by it.

@@ -14,7 +14,7 @@ one consumer of one group:
   it has read each of its source partitions (a watermark record; idle
   sources move on with the wall clock, ``correlator/progress.py``). Hits are
   flushed before the batch's source offsets are stored
-  (``correlator/checkpointer.py``, step 3), so a crash can repeat hits (the
+  (``correlator/checkpointer.py``, step 2), so a crash can repeat hits (the
   shard drops replays) but never lose one.
 * **Correlation stage** (hits partitions the group gave this member): each
   hits partition is one engine partition. Its :class:`ShardInput` merges the
