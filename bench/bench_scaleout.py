@@ -49,8 +49,8 @@ import random  # noqa: E402
 
 import orjson  # noqa: E402
 from bench_stream import make_event, make_rules  # noqa: E402
-from zonewatch.broker import EmbeddedBroker  # noqa: E402
 
+from zonewatch.app.broker import EmbeddedBroker  # noqa: E402
 from zonewatch.config import KafkaSettings  # noqa: E402
 from zonewatch.kafka import ensure_topics, make_producer  # noqa: E402
 from zonewatch.logs import configure_logging  # noqa: E402
@@ -136,7 +136,7 @@ def run(
     ports = [free_port() for _ in range(members)]
     procs = []
     for db, port in zip(dbs, ports, strict=True):
-        argv = [sys.executable, "-m", "zonewatch.cli", "correlate", "--rules", str(rules)]
+        argv = [sys.executable, "-m", "zonewatch", "correlate", "--rules", str(rules)]
         argv += ["--db", str(db), "--group-id", group, "--idle-exit", "6"]
         argv += ["--metrics-port", str(port), *(["--scale-out"] if scale_out else [])]
         log = (tmp / f"{group}.log").open("ab")

@@ -184,6 +184,7 @@ def run_hunt(
                 sink,
                 correlation=make_correlation_engine(ruleset, settings, None),
                 consumer=consumer,
+                finite=True,
                 make_alert=lambda rule, evidence: detection_alert(rule, evidence, origin="hunt"),
             )
             consumer.loop = loop

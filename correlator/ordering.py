@@ -12,9 +12,8 @@ input partition and releases them in event-time order, but only up to the
 *frontier*: the smallest "newest event time seen" among inputs that are still
 active. An input stops holding the others back (is idle) only once the
 consumer knows it is read to its end (no fetch answer yet counts as unread)
-and it has delivered nothing for ``idle_polls`` polls and ``idle_s`` seconds
-of wall time. Both are needed: under load one poll may take longer than
-``idle_s``, and a burst of polls may come faster than a fetch.
+and it has delivered nothing for a while: the idle rule of
+``correlator/progress.py``, which the scale-out loop applies too.
 
 Lateness is decided per input, in the input's own (offset) order, before
 anything is merged: an event is late when it is older than the input's
@@ -29,7 +28,7 @@ finds the others gone ahead; the correlation engine counts it late.
 
 When every input is idle, time moves the watermark on (absence windows must
 close without new records), but from where the inputs stopped, not to the
-wall clock (:func:`idle_progress`): a replay of a past day that pauses for a
+wall clock (``progress.idle_progress``): a replay of a past day that pauses for a
 moment (a busy producer, a slow relay) would otherwise jump the watermark days
 ahead, and every later event of the replay would be late.
 
@@ -47,6 +46,8 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from correlator.progress import IDLE_POLLS, IdleRule
+
 T = TypeVar("T")
 
 
@@ -55,15 +56,6 @@ def late_watermark(newest: float, lateness: float) -> float:
     newest event time seen before it on the same input, less the allowed
     lateness (per source, so the caller passes it in)."""
     return newest - lateness
-
-
-def idle_progress(newest: float, quiet_for: float, idle_s: float) -> float:
-    """How far an idle input (read to its end, quiet) lets the watermark go:
-    its newest event time, moved on at the wall clock's pace once it has been
-    quiet for ``idle_s`` (a record stamped just now may still be on its way
-    through the producer and the broker). For a live source this is the wall
-    clock less ``idle_s``; for a replay it is the replay's own time."""
-    return newest + max(0.0, quiet_for - idle_s)
 
 
 @dataclass
@@ -94,15 +86,18 @@ class EventTimeMerger(Generic[T]):
         self,
         idle_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
-        idle_polls: int = 3,
+        idle_polls: int = IDLE_POLLS,
+        rule_of: Callable[[Hashable], IdleRule] | None = None,
         hold: Callable[[Hashable, float, float], float | None] | None = None,
     ):
-        # hold(input, newest, quiet_for): where an input still holds the
-        # frontier (a source's delivery delay, correlation/clock.py
-        # SourceClock.idle_hold); None: it holds nothing once idle.
+        """``rule_of`` gives an input's idle rule (``ProgressPolicy.rule`` of
+        its source); by default every input has ``idle_s`` and ``idle_polls``.
+        ``hold(input, newest, quiet_for)``: where an input still holds the
+        frontier (a source's delivery delay, correlation/clock.py
+        SourceClock.idle_hold); None: it holds nothing once idle."""
+        default = IdleRule(idle_s, idle_polls)
+        self.rule_of: Callable[[Hashable], IdleRule] = rule_of or (lambda _source: default)
         self.hold = hold
-        self.idle_s = idle_s
-        self.idle_polls = idle_polls
         self.clock = clock
         self._inputs: dict[Hashable, _Input] = {}
         self._heap: list[_Entry[T]] = []
@@ -152,12 +147,12 @@ class EventTimeMerger(Generic[T]):
                 state.quiet_polls += 1
             state.behind = False if lagging is None else source in lagging
 
-    def _active(self, state: _Input, now: float) -> bool:
-        return state.assigned and (
-            state.behind
-            or state.buffered > 0
-            or now - state.last_arrival < self.idle_s
-            or state.quiet_polls < self.idle_polls
+    def _active(self, source: Hashable, state: _Input, now: float) -> bool:
+        return state.assigned and not self.rule_of(source).idle(
+            quiet_s=now - state.last_arrival,
+            quiet_polls=state.quiet_polls,
+            behind=state.behind,
+            buffered=state.buffered,
         )
 
     def expect(self, source: Hashable) -> None:
@@ -181,7 +176,7 @@ class EventTimeMerger(Generic[T]):
     def frontier(self) -> float:
         """Event time up to which every active input has been read."""
         now = self.clock()
-        active = [s.newest for s in self._inputs.values() if self._active(s, now)]
+        active = [s.newest for k, s in self._inputs.items() if self._active(k, s, now)]
         if self.hold is not None:
             # An input that has delivered nothing yet holds from the furthest
             # any input has read (it is no older than the others' present).
@@ -195,14 +190,14 @@ class EventTimeMerger(Generic[T]):
         return min(active) if active else float("inf")
 
     def idle_frontier(self) -> float:
-        """Where the watermark may go once every input is idle (``frontier()``
-        is infinite): the furthest :func:`idle_progress` of any input; -inf
-        when nothing has been read."""
+        """Where time alone moves the frontier once every input is idle
+        (``frontier()`` is infinite): the furthest
+        :meth:`IdleRule.progress` of any input; -inf when nothing was read."""
         now = self.clock()
         return max(
             (
-                idle_progress(s.newest, now - s.last_arrival, self.idle_s)
-                for s in self._inputs.values()
+                self.rule_of(k).progress(s.newest, now - s.last_arrival)
+                for k, s in self._inputs.items()
                 if s.newest != float("-inf")
             ),
             default=float("-inf"),

@@ -1,7 +1,7 @@
 """Where each assigned partition resumes: the stored offset, checked against the log.
 
 Called on every (re)assignment by both loops (``correlator/stream.py`` and
-``correlator/scaleout/stream.py``). The decision itself is
+``correlator/scaleout/stage.py``). The decision itself is
 ``zonewatch.offsets.decide_start_offset`` (pure); this module asks the
 broker for the log bounds, logs one warning per kind of reset, counts it in
 ``zonewatch_correlator_offset_resets_total`` and returns the offsets to seek

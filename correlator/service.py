@@ -378,7 +378,7 @@ class CorrelatorService:
             **{**options, **self._extra},
         )
         if self.settings.correlator.scale_out:
-            from correlator.scaleout.stream import RepartitionedStream
+            from correlator.scaleout.stage import RepartitionedStream
 
             self.loop = RepartitionedStream(
                 self.settings,

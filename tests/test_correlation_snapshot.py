@@ -30,7 +30,7 @@ from test_correlation_state import (
 from correlator.correlation import CorrelationEngine, CorrelationSettings, CorrelationStateError
 from correlator.correlation.snapshot import MAGIC as _MAGIC
 from correlator.correlation.timeline import BASE, feed
-from correlator.stream import _decode_pending, _encode_pending
+from correlator.local import _decode_pending, _encode_pending
 from zonewatch.models import Evidence
 
 V1 = Path(__file__).parent / "data" / "correlation_state_v1.json"

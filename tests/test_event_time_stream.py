@@ -260,7 +260,7 @@ def test_a_stored_clock_in_year_9999_is_cut_back_at_restart(
     with correlator(unbounded) as service:
         produce(kafka_settings, events_of([fortigate_dated("9999-12-31")]))
         wait_for(lambda: titles(service), why="the 9999 event consumed")
-        wait_for(lambda: not len(service.loop.merger), why="the 9999 event correlated")
+        wait_for(lambda: not len(service.loop.stage.merger), why="the 9999 event correlated")
         # One more record, so that the stop stores the engine's state with it.
         produce(kafka_settings, events_of([fortigate(datetime.now(UTC), action="accept")]))
         wait_for(lambda: service.loop.stats.consumed == 2, why="the second record consumed")

@@ -76,7 +76,7 @@ def stream(db: Path, events: list[tuple[int, int, dict[str, Any]]], batch: int =
         loop = StreamCorrelator(
             settings, ruleset, store,
             correlation=make_correlation_engine(ruleset, settings, None),
-            consumer=consumer,
+            consumer=consumer, finite=True,
         )  # fmt: skip
         consumer.loop = loop
         loop.run(end_of_input=True)

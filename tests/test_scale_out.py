@@ -549,7 +549,7 @@ def test_a_chain_grouping_by_other_fields_than_its_child_is_pinned_to_one_shard(
 
 def _alert_ids(text: str, hits: list[Any], shards: int) -> list[str]:
     """The alert ids of ``shards`` repartitioned engines together, each
-    applying only the keys of its shard (as correlator/scaleout/stream.py
+    applying only the keys of its shard (as correlator/scaleout/stage.py
     does); ``shards=1`` is one correlator."""
     from correlator.correlation import CorrelationEngine, CorrelationSettings
     from correlator.correlation.timeline import feed

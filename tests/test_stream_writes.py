@@ -78,7 +78,9 @@ def run(polls: list[int], max_batch: int) -> CountingStore:
     )
     store = CountingStore()
     consumer = _ArchiveConsumer(iter(batches))
-    loop = StreamCorrelator(settings, load_ruleset([RULES], "ecs"), store, consumer=consumer)
+    loop = StreamCorrelator(
+        settings, load_ruleset([RULES], "ecs"), store, consumer=consumer, finite=True
+    )
     consumer.loop = loop
     loop.run(end_of_input=True)
     return store
@@ -139,7 +141,9 @@ def held_loop() -> tuple[Any, HeldStore, CommitRecorder]:
     # Every write is a checkpoint with offsets; polls below max_batch are written at once.
     settings = Settings().updated(correlator={"checkpoint_interval_s": 0, "max_batch": 100})
     store, consumer = HeldStore(), CommitRecorder()
-    loop = StreamCorrelator(settings, load_ruleset([RULES], "ecs"), store, consumer=consumer)
+    loop = StreamCorrelator(
+        settings, load_ruleset([RULES], "ecs"), store, consumer=consumer, finite=True
+    )
     return loop, store, consumer
 
 
@@ -159,7 +163,7 @@ def test_kafka_hears_of_offsets_only_once_their_batch_is_stored() -> None:
     loop.process_batch(poll(3, 2))  # the loop goes on while the second batch is stored
     assert consumer.commits == [{tp: 3}]
     store.store_all()
-    loop._checkpoint([], {}, force=True)  # as at shutdown: waits for what is in the store
+    loop.checkpoint()  # as at shutdown: waits for what is in the store
     assert consumer.commits == [{tp: 3}, {tp: 5}]
     assert loop.stats.new_alerts == 5 and len(store.ids) == 5
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from correlator.correlation.engine import CorrelationEngine
 from correlator.correlation.settings import CorrelationSettings
+from correlator.step import correlated_ids
 from zonewatch.models import Alert, Evidence
 
 OnHit = Callable[[int, dict[str, Any], list[Any]], Iterable[Alert]]
@@ -41,7 +42,7 @@ def offline_hooks(
     wanted = engine.referenced_rule_ids
 
     def on_hit(line: int, event: dict[str, Any], hits: list[Any]) -> list[Alert]:
-        ids = [rule.id for rule in hits if rule.id in wanted]
+        ids = correlated_ids(hits, wanted)  # the step every mode runs
         if not ids:
             return []
         evidence = Evidence(event_id=f"line:{line}", time=event_time(event), line=line, event=event)

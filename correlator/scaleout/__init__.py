@@ -2,5 +2,6 @@
 
 ``records``: what goes over the internal hits and changelog topics (pure);
 ``shard``: one shard's input merge and replay filter (pure);
-``stream``: the repartitioned stream loop (Kafka, DuckDB).
+``changelog``: each shard's state in the changelog topic;
+``stage``: the repartitioned correlation stage of the stream loop (Kafka, DuckDB).
 """
