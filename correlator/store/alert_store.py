@@ -1,3 +1,5 @@
+# size: AlertStore is the one writer of the DuckDB file (thread, lock, migrations, feeds);
+# its SQL lives in writes.py and querying.py.
 """The DuckDB alert store: one read-write connection per process.
 
 Writes go through :meth:`AlertStore.write`, one transaction per batch that
