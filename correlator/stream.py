@@ -76,6 +76,8 @@ CONSUMER_LAG = Gauge(
 BATCH_SECONDS = Gauge("zonewatch_correlator_last_batch_seconds", "Duration of the last batch")
 
 
+# size: the loop proper (run, one batch, rebalance hand-over) over its parts: checkpointer.py,
+# local.py / scaleout/stage.py, intake.py, rebalance.py.
 class StreamCorrelator:
     """One consumer-group member running the whole per-event pipeline.
 

@@ -1,7 +1,6 @@
+# size: the engine's public API, snapshot/restore included, is one class; its hot path
+# reads the engine's own attributes (splitting it further cost speed, bench_correlation).
 """The correlation engine: Sigma correlation rules over detection hits, in event time.
-
-(Over 600 lines: the engine's public API, snapshot/restore included, is one
-class; its hot path reads the engine's own attributes, see the class.)
 
 Pure: no Kafka, no DuckDB, no clock. The caller hands in, for each event, the
 ids of the detection rules it matched, and gets alerts back; it snapshots the

@@ -135,6 +135,8 @@ class _SourceProgress:
     quiet_polls: int = 0  # polls since its last record
 
 
+# size: the stage is one Kafka protocol (hits out, shard inputs in, watermarks, changelog
+# hand-over) whose parts share the shard table; changelog I/O is in changelog.py.
 class RepartitionedCorrelation:
     """Hits out to the shards, shard inputs in, each shard's state in the changelog."""
 
