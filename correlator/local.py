@@ -102,11 +102,12 @@ class LocalCorrelation:
         hold = None
         if source_clock is not None and source_clock.delay_by_source:
 
-            def hold(key: Hashable, newest: float, quiet_for: float) -> float | None:
+            def hold(key: Hashable, newest: float, quiet_for: float, empty: bool) -> float | None:
                 # Where a quiet input holds the merge: its source's delivery delay.
                 topic = key[0] if isinstance(key, tuple) else None
                 source = source_of_topic(topic) if isinstance(topic, str) else None
-                return source_clock.idle_hold(source, newest, quiet_for)
+                wall = self.wall() if empty else None
+                return source_clock.idle_hold(source, newest, quiet_for, wall)
 
         self.merger: EventTimeMerger[Pending] = EventTimeMerger(
             clock=clock, rule_of=rule_of, hold=hold

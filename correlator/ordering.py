@@ -88,11 +88,11 @@ class EventTimeMerger(Generic[T]):
         clock: Callable[[], float] = time.monotonic,
         idle_polls: int = IDLE_POLLS,
         rule_of: Callable[[Hashable], IdleRule] | None = None,
-        hold: Callable[[Hashable, float, float], float | None] | None = None,
+        hold: Callable[[Hashable, float, float, bool], float | None] | None = None,
     ):
         """``rule_of`` gives an input's idle rule (``ProgressPolicy.rule`` of
         its source); by default every input has ``idle_s`` and ``idle_polls``.
-        ``hold(input, newest, quiet_for)``: where an input still holds the
+        ``hold(input, newest, quiet_for, empty)``: where an input still holds the
         frontier (a source's delivery delay, correlation/clock.py
         SourceClock.idle_hold); None: it holds nothing once idle."""
         default = IdleRule(idle_s, idle_polls)
@@ -184,7 +184,8 @@ class EventTimeMerger(Generic[T]):
             for key, s in self._inputs.items():
                 base = s.newest if s.newest != float("-inf") else furthest
                 if s.assigned and base != float("-inf"):
-                    held = self.hold(key, base, now - s.last_arrival)
+                    empty = s.newest == float("-inf")
+                    held = self.hold(key, base, now - s.last_arrival, empty)
                     if held is not None:
                         active.append(held)
         return min(active) if active else float("inf")

@@ -109,6 +109,10 @@ def test_source_clock_from_settings_gives_each_source_its_lateness_and_delay():
     assert clock.idle_hold("vdi", newest=9_000.0, quiet_for=300.0) == 9_000.0
     assert clock.idle_hold("vdi", newest=9_000.0, quiet_for=1_000.0) == 9_400.0
     assert clock.idle_hold("firewall", newest=9_000.0, quiet_for=1_000.0) is None
+    # An input that has delivered nothing holds no further than the wall clock
+    # less the delay (newest: the furthest of the others).
+    assert clock.idle_hold("vdi", newest=9_990.0, quiet_for=5.0, wall=10_000.0) == 9_400.0
+    assert clock.idle_hold("vdi", newest=100.0, quiet_for=5.0, wall=10_000.0) == 100.0
 
 
 def test_an_unknown_source_is_refused_with_the_known_ones():

@@ -291,7 +291,9 @@ def test_a_quiet_input_with_a_delivery_delay_holds_the_frontier_for_that_delay()
         idle_s=1.0,
         clock=lambda: now[0],
         idle_polls=1,
-        hold=lambda key, newest, quiet: newest + max(0.0, quiet - 600) if key in held else None,
+        hold=lambda key, newest, quiet, empty: (
+            newest + max(0.0, quiet - 600) if key in held else None
+        ),
     )
     merger.expect("fast")
     merger.expect("slow")

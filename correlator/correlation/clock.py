@@ -227,10 +227,16 @@ class SourceClock:
             return "applied"
         return "dropped"
 
-    def idle_hold(self, source: str | None, newest: float, quiet_for: float) -> float | None:
+    def idle_hold(
+        self, source: str | None, newest: float, quiet_for: float, wall: float | None = None
+    ) -> float | None:
         """Where an input quiet for ``quiet_for`` seconds holds the watermark,
-        or None when its source has no delivery delay."""
+        or None when its source has no delivery delay. ``wall`` (epoch
+        seconds) is given for an input that has delivered nothing yet
+        (``newest`` is then the furthest of the others): its events may still
+        come up to the delay behind the wall clock, so it holds there too."""
         delay = self.delay(source)
         if delay <= 0:
             return None
-        return newest + max(0.0, quiet_for - delay)
+        held = newest + max(0.0, quiet_for - delay)
+        return held if wall is None else min(held, wall - delay)

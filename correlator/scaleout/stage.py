@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from kafka import OffsetAndMetadata, TopicPartition
 
+from correlator.correlation.clock import SourceClock
 from correlator.intake import DEAD_LETTERS
 from correlator.local import CHECKPOINTS_NOT_STORED
 from correlator.ports import GroupConsumer, Producer, StageHost, Store
@@ -124,6 +125,7 @@ def RepartitionedStream(
         settings.kafka,
         ProgressPolicy.from_settings(settings.correlator),
         settings.scale_out_topics,
+        source_clock=SourceClock.from_settings(settings.correlator),
     )
     return StreamCorrelator(settings, ruleset, store, consumer=consumer, stage=stage)
 
@@ -152,8 +154,12 @@ class RepartitionedCorrelation:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        source_clock: SourceClock | None = None,
     ):
         self.engine = engine
+        # Delivery delays per source (correlation/clock.py): an idle source
+        # partition of a delayed source holds the shards back that long.
+        self.source_clock = source_clock
         self.correlated: frozenset[str] = frozenset(engine.referenced_rule_ids if engine else ())
         self.producer = producer
         self.kafka = kafka
@@ -325,6 +331,20 @@ class RepartitionedCorrelation:
         furthest = max(progress.values(), default=self.wall() - self.policy.default.idle_s)
         for source in idle:
             progress.setdefault(source, furthest)
+        delays = self.source_clock
+        if delays is not None and delays.delay_by_source:
+            for source in idle:
+                state = self._sources[source]
+                empty = state.newest == float("-inf")
+                base = furthest if empty else state.newest
+                held = delays.idle_hold(
+                    source_of_topic(source[0]),
+                    base,
+                    now - state.last_arrival,
+                    self.wall() if empty else None,
+                )
+                if held is not None:
+                    progress[source] = min(progress[source], held)
         if progress:
             value = encode_watermark(progress)
             for p in range(self._n_hits()):
