@@ -15,16 +15,14 @@ delay is over (its time + 600 s): about 50 s into the test.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from test_event_time_stream import correlator, wait_for
 
 from zonewatch.config import KafkaSettings, Settings
 from zonewatch.kafka import ensure_topics, make_producer
@@ -89,32 +87,6 @@ def _produce(kafka: KafkaSettings, source: str, event: dict[str, Any]) -> None:
     producer.close()
 
 
-def _wait_for(what: Callable[[], Any], why: str, timeout_s: float = 60) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = what()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting: {why}")
-
-
-@contextmanager
-def _correlator(settings: Settings) -> Iterator[Any]:
-    from correlator.service import CorrelatorService
-
-    with CorrelatorService(settings) as service:
-        service.start()
-        assert service.loop is not None
-        runner = threading.Thread(target=service.run, daemon=True)
-        runner.start()
-        try:
-            yield service
-        finally:
-            service.loop.stop()
-            runner.join(30)
-
-
 def _titles(service: Any) -> list[str]:
     return [r[0] for r in service.store.query("SELECT rule_title FROM alerts ORDER BY 1")[1]]
 
@@ -132,7 +104,7 @@ def test_a_source_with_a_delivery_delay_holds_the_watermark_and_its_late_events_
     settings = _settings(kafka_settings, tmp_path, delay)
     ensure_topics(kafka_settings)
     now = datetime.now(UTC)
-    with _correlator(settings) as service:
+    with correlator(settings) as service:
         loop = service.loop
         _produce(
             kafka_settings,
@@ -147,7 +119,7 @@ def test_a_source_with_a_delivery_delay_holds_the_watermark_and_its_late_events_
         # inputs let it, the wall clock less 10 minutes (the VDI delay) or
         # less the idle time (no delay).
         floor = time.time() - (delay or 60) - 5
-        _wait_for(lambda: _watermark(service) > floor, "the watermark moved with the clock")
+        wait_for(lambda: _watermark(service) > floor, why="the watermark moved with the clock")
         assert loop.stats.consumed == 1
         if delay:
             assert _watermark(service) < now.timestamp() - FIREWALL_AGO  # held before it
@@ -165,12 +137,16 @@ def test_a_source_with_a_delivery_delay_holds_the_watermark_and_its_late_events_
                 "vdi": {"pool": "mynumber"},
             },
         )
-        _wait_for(lambda: loop.stats.consumed == 2, "the VDI event read")
+        wait_for(lambda: loop.stats.consumed == 2, why="the VDI event read")
         if delay:
             # Applied once the watermark reaches it: when its delivery delay
             # is over for every VDI partition (the other one is quiet too).
-            _wait_for(lambda: ALERT in _titles(service), "the late VDI event correlated", 120)
+            wait_for(
+                lambda: ALERT in _titles(service),
+                why="the late VDI event correlated",
+                timeout_s=120,
+            )
             assert loop.correlation.stats.late_events == 0
         else:
-            _wait_for(lambda: loop.correlation.stats.late_events == 1, "counted late")
+            wait_for(lambda: loop.correlation.stats.late_events == 1, why="counted late")
             assert ALERT not in _titles(service)
