@@ -4,9 +4,10 @@ through the embedded broker.
 A VDI export reaches Kafka up to 10 minutes after its events happened. With
 ``correlator.sources.vdi.max_delivery_delay_s: 600`` the quiet VDI input holds
 the watermark at wall clock less 10 minutes, so a firewall event waits for
-it, and a VDI event delivered 8 minutes late joins its window. Without the
-setting the quiet input holds nothing back: the watermark follows the wall
-clock and the same VDI event is late, counted and dropped.
+it, and a VDI event delivered 9 minutes late joins its window. Without the
+setting the quiet input holds nothing back: the watermark follows the
+firewall, whose traffic is in the present, and the same VDI event is late,
+counted and dropped.
 
 The price is latency: the VDI topic's other partition is quiet too and holds
 the watermark as well, so the alert comes when the VDI event's delivery
@@ -115,17 +116,29 @@ def test_a_source_with_a_delivery_delay_holds_the_watermark_and_its_late_events_
                 "event": {"outcome": "failure"},
             },
         )
+        # The firewall's traffic goes on: its input's time is the present.
+        _produce(
+            kafka_settings,
+            "firewall",
+            {
+                "@timestamp": _stamp(now),
+                "source": {"ip": "10.10.23.90"},
+                "event": {"outcome": "success"},
+            },
+        )
         # Every input read and quiet: the watermark moves to where the quiet
-        # inputs let it, the wall clock less 10 minutes (the VDI delay) or
-        # less the idle time (no delay).
+        # inputs let it, the wall clock less 10 minutes (the VDI delay: the
+        # VDI inputs have delivered nothing yet) or the firewall's present
+        # (no delay).
         floor = time.time() - (delay or 60) - 5
         wait_for(lambda: _watermark(service) > floor, why="the watermark moved with the clock")
-        assert loop.stats.consumed == 1
+        assert loop.stats.consumed == 2
+        merger = loop.stage.merger
         if delay:
             assert _watermark(service) < now.timestamp() - FIREWALL_AGO  # held before it
-            assert len(loop.merger) == 1  # the firewall event waits for the VDI inputs
+            assert len(merger) == 1  # the denied event waits for the VDI inputs
         else:
-            assert len(loop.merger) == 0  # applied: the window is already behind
+            assert len(merger) == 0  # applied: the window is already behind
 
         # The VDI session 550 s ago, delivered only now (within the 600 s).
         _produce(
@@ -137,7 +150,7 @@ def test_a_source_with_a_delivery_delay_holds_the_watermark_and_its_late_events_
                 "vdi": {"pool": "mynumber"},
             },
         )
-        wait_for(lambda: loop.stats.consumed == 2, why="the VDI event read")
+        wait_for(lambda: loop.stats.consumed == 3, why="the VDI event read")
         if delay:
             # Applied once the watermark reaches it: when its delivery delay
             # is over for every VDI partition (the other one is quiet too).
