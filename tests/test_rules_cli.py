@@ -149,6 +149,19 @@ def test_rules_check_located_messages(rules_dir: Path) -> None:
     assert f"{rules_dir / 'yaml.yml'}:" in result.stderr
 
 
+def test_a_rule_id_written_as_a_number_is_named_with_its_line(rules_dir: Path) -> None:
+    # YAML reads `id: 1` as a number; pySigma alone fails without naming the field.
+    (rules_dir / "numeric_id.yml").write_text(
+        "title: Numeric id\nstatus: test\nid: 1\n"
+        "logsource: {product: zonewatch, service: firewall}\n"
+        "detection: {sel: {event.outcome: failure}, condition: sel}\n"
+    )
+    result = CliRunner().invoke(cli, ["rules", "check", "--no-validate", str(rules_dir)])
+    assert result.exit_code != 0
+    expected = f"{rules_dir / 'numeric_id.yml'}:3: rule id must be text, not int 1: quote it"
+    assert expected in result.stderr
+
+
 def test_rules_check_runs_sigma_validators(rules_dir: Path) -> None:
     clean = CliRunner().invoke(cli, ["rules", "check", str(rules_dir)])
     assert clean.exit_code == 0 and "rule warning" not in clean.stderr

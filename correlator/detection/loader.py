@@ -137,9 +137,27 @@ def _needle_of(message: str) -> str | None:
     return quoted.group(1)
 
 
+# Top-level rule fields pySigma takes as text only.
+_TEXT_FIELDS = ("id", "name", "title")
+
+
 def _parse_doc(doc: RuleDoc) -> tuple[Any, list[RuleError]]:
     loc = SigmaRuleLocation(Path(doc.path))
     data = doc.data
+    for key in _TEXT_FIELDS:
+        value = data.get(key) if isinstance(data, dict) else None
+        if value is not None and not isinstance(value, str):
+            # YAML reads `id: 1` as a number; pySigma then fails with an
+            # AttributeError that names no field.
+            kind = type(value).__name__
+            return None, [
+                RuleError(
+                    f"rule {key} must be text, not {kind} {value!r}: quote it"
+                    + (" or use a UUID" if key == "id" else ""),
+                    doc.path,
+                    locate(doc, f"{key}:"),
+                )
+            ]
     try:
         obj: Any
         if "correlation" in data:
