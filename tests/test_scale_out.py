@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_alerts_topic import _stored_ids, of_store, topic_records
 from test_crash_recovery import (
     EVENT_COUNT,
     RULES,
@@ -425,6 +427,15 @@ def test_two_members_of_one_group_find_the_alerts_of_one(
     assert PINNED_PARENT in clean.values()
     assert "correlations_on_one_shard" in log.read_text()
     assert sorted(scaled) == sorted(clean), (log.read_text()[-3000:], time.time())
+    # The alerts topic holds each member store's alerts once (the guarantee
+    # ``--scale-out`` gives: once per member store, correlator/alerting/README.md).
+    records = topic_records(kafka_settings)
+    for db in dbs:
+        ids, store_id = _stored_ids(db)
+        on_topic = [orjson.loads(r.value)["id"] for r in of_store(records, store_id)]
+        assert sorted(on_topic) == ids, (
+            f"{db.name}: {len(on_topic)} on the topic, {len(ids)} stored"
+        )
 
 
 def run_scaled_to_end(
