@@ -1,0 +1,121 @@
+"""What a ``--scale-out`` member tells the correlation shards about its quiet
+inputs (``RepartitionedCorrelation._emit_watermarks``), with and without a
+source's delivery delay (``correlator.sources.<source>.max_delivery_delay_s``,
+issue #17 late logs).
+
+The member reads the firewall topic and both VDI partitions to their ends and
+then hears nothing for 30 s. The firewall is live (its newest event is 10 s
+old); one VDI partition last delivered an event 900 s old, the other nothing
+at all. The same rule holds in the single loop (tests/test_ordering.py,
+tests/test_source_lateness_stream.py through the broker).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+from kafka import TopicPartition
+
+from correlator.correlation.clock import SourceClock
+from correlator.progress import ProgressPolicy
+from correlator.scaleout.stage import RepartitionedCorrelation
+from zonewatch.config import CorrelatorSettings, KafkaSettings
+
+WALL0 = 1_800_000_000.0  # the wall clock when the member read its inputs
+IDLE_S = 5.0
+QUIET_S = 30.0
+DELAY_S = 600.0
+
+
+class CaughtUpGroup:
+    """A consumer group member that has read every assigned partition to its end."""
+
+    def __init__(self, assigned: list[TopicPartition], hits_topic: str) -> None:
+        self.assigned = assigned
+        self.hits_topic = hits_topic
+
+    def assignment(self) -> set[TopicPartition]:
+        return {*self.assigned, TopicPartition(self.hits_topic, 0)}
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return 7
+
+    def position(self, tp: TopicPartition) -> int:
+        return 7
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {0, 1}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, int]] = []
+
+    def send(self, topic: str, value: bytes, partition: int, **_: Any) -> None:
+        self.sent.append((topic, value, partition))
+
+
+def declared(delay: float) -> dict[tuple[str, int], float]:
+    """The watermarks a member declares after its inputs were quiet for 30 s."""
+    kafka = KafkaSettings(topic_prefix="zw")
+    firewall, vdi = kafka.events_topic("firewall"), kafka.events_topic("vdi")
+    sources = {"vdi": {"max_delivery_delay_s": delay}} if delay else {}
+    clock = SourceClock.from_settings(CorrelatorSettings(sources=sources))
+    now = [0.0]
+    producer = Recorder()
+    stage = RepartitionedCorrelation(
+        None,
+        producer,
+        kafka,
+        ProgressPolicy.of(IDLE_S, idle_polls=0),
+        ("zw.hits", "zw.state"),
+        clock=lambda: now[0],
+        wall=lambda: WALL0 + now[0],
+        source_clock=clock,
+    )
+    group = CaughtUpGroup(
+        [TopicPartition(firewall, 0), TopicPartition(vdi, 0), TopicPartition(vdi, 1)], "zw.hits"
+    )
+    stage.loop = SimpleNamespace(group=group)  # type: ignore[assignment]
+    stage.progressed((firewall, 0), WALL0 - 10)
+    stage.progressed((vdi, 0), WALL0 - 900)
+    stage._emit_watermarks(force=True)  # the member sees its assignment: quiet from now
+    producer.sent.clear()
+    now[0] = QUIET_S
+    stage._emit_watermarks(force=True)
+    values = {value for topic, value, _ in producer.sent if topic == "zw.hits"}
+    assert {p for _, _, p in producer.sent} == {0, 1}, "every shard hears it"
+    assert len(values) == 1, "every shard hears the same"
+    return {(t, p): v for t, p, v in orjson.loads(values.pop())["wm"]}
+
+
+@pytest.mark.parametrize("delay", [DELAY_S, 0.0], ids=["vdi-delay-10m", "no-delay"])
+def test_a_quiet_delayed_source_holds_the_shards_back_for_its_delay(delay: float) -> None:
+    kafka = KafkaSettings(topic_prefix="zw")
+    firewall, vdi = kafka.events_topic("firewall"), kafka.events_topic("vdi")
+    wm = declared(delay)
+    moved = QUIET_S - IDLE_S  # quiet inputs move on at the clock's pace once idle
+    assert wm[(firewall, 0)] == WALL0 - 10 + moved
+    if delay:
+        # The VDI partition that delivered holds at its newest event for the
+        # delay; the one that delivered nothing at the wall clock less the delay.
+        assert wm[(vdi, 0)] == WALL0 - 900
+        assert wm[(vdi, 1)] == WALL0 + QUIET_S - DELAY_S
+    else:
+        # Nothing held: the VDI partition moves on from its own time, the empty
+        # one goes as far as the member's furthest input.
+        assert wm[(vdi, 0)] == WALL0 - 900 + moved
+        assert wm[(vdi, 1)] == wm[(firewall, 0)]
+
+
+def test_a_delayed_source_quiet_longer_than_its_delay_moves_on_at_the_clocks_pace() -> None:
+    # The hold ends after the delay: 600 s after the last event, the VDI
+    # partition's time moves on from its newest as a quiet input's does.
+    clock = SourceClock.from_settings(
+        CorrelatorSettings(sources={"vdi": {"max_delivery_delay_s": DELAY_S}})
+    )
+    held = clock.idle_hold("vdi", WALL0 - 900, DELAY_S + 100)
+    assert held == WALL0 - 900 + 100
