@@ -91,3 +91,25 @@ def test_the_settings_reference_in_docs_is_up_to_date() -> None:
     )
     for info in settings_info():
         assert f"`{info.env}`" in on_disk
+
+
+def test_a_section_or_mapping_given_whole_names_its_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zonewatch.settings_doc import effective
+
+    config = tmp_path / "zonewatch.yaml"
+    config.write_text("correlator:\n  sources:\n    intune: {max_delivery_delay_s: 120}\n")
+    env = {
+        "ZONEWATCH_CORRELATOR": '{"max_batch": 500}',
+        "ZONEWATCH_KAFKA__TOPIC_PREFIX": "city",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(config)
+    shown = {name: (value, source) for name, value, source in effective(settings, config, env)}
+    assert shown["correlator.max_batch"] == ("500", "env ZONEWATCH_CORRELATOR")
+    assert shown["correlator.sources"][1] == f"file {config}"
+    assert "120" in shown["correlator.sources"][0]
+    assert shown["kafka.topic_prefix"] == ("city", "env ZONEWATCH_KAFKA__TOPIC_PREFIX")
+    assert shown["correlator.group_id"][1] == "default"

@@ -344,5 +344,14 @@ def effective(
             value = settings
             for part in info.name.split("."):
                 value = getattr(value, part)
-        rows.append((info.name, _show(value, info.secret), sources.get(info.name, "default")))
+        rows.append((info.name, _show(value, info.secret), _source_of(info.name, sources)))
     return rows
+
+
+def _source_of(name: str, sources: Mapping[str, str]) -> str:
+    """Where a setting comes from; a mapping setting (``correlator.sources``)
+    from where its entries do."""
+    if name in sources:
+        return sources[name]
+    inner = sorted({origin for key, origin in sources.items() if key.startswith(f"{name}.")})
+    return " + ".join(inner) if inner else "default"

@@ -21,6 +21,7 @@ names a file holding it, as compose secrets and systemd credentials do.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -230,6 +231,24 @@ def origins(
         if not var.upper().startswith(ENV_PREFIX):
             continue
         parts = var[len(ENV_PREFIX) :].lower().split("__")
-        if parts[0] in sections:
-            add(".".join(parts), f"env {var}")
+        if parts[0] not in sections:
+            continue
+        dotted = ".".join(parts)
+        # A section or a mapping given whole as JSON sets each setting it holds.
+        value = _json_mapping(environ[var])
+        if value:
+            for name, _ in _flatten(value, f"{dotted}."):
+                add(name, f"env {var}")
+        else:
+            add(dotted, f"env {var}")
     return found
+
+
+def _json_mapping(text: str) -> dict[str, Any] | None:
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
