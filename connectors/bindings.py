@@ -82,6 +82,18 @@ class Limits:
 U, DEV, HOST, FIRST, LAST, ORIGIN = range(6)
 
 
+def _first_seen(binding: list[Any]) -> float:
+    return binding[FIRST]  # type: ignore[no-any-return]
+
+
+def _last_seen(binding: list[Any]) -> float:
+    return binding[LAST]  # type: ignore[no-any-return]
+
+
+def _started(session: list[Any]) -> float:
+    return session[0]  # type: ignore[no-any-return]
+
+
 class IdentityMap:
     def __init__(self, limits: Limits | None = None):
         self.limits = limits or Limits()
@@ -104,22 +116,28 @@ class IdentityMap:
         origin: str = "",
     ) -> None:
         self._touch(when)
-        bindings = self.addresses.pop(ip, [])
-        for b in bindings:
-            if b[U] == user and (b[DEV] == device_id or not device_id or not b[DEV]):
-                b[FIRST] = min(b[FIRST], when)
-                b[LAST] = max(b[LAST], when)
-                b[DEV] = b[DEV] or device_id
-                b[HOST] = b[HOST] or host
-                break
+        bindings = self.addresses.pop(ip, None)
+        if bindings is None:
+            bindings = [[user, device_id, host, when, when, origin]]
         else:
-            bindings.append([user, device_id, host, when, when, origin])
-            bindings.sort(key=lambda b: b[FIRST])
-            if len(bindings) > self.limits.per_address:
-                bindings.remove(min(bindings, key=lambda b: b[LAST]))
+            for b in bindings:
+                if b[U] == user and (b[DEV] == device_id or not device_id or not b[DEV]):
+                    if when < b[FIRST]:
+                        b[FIRST] = when
+                    if when > b[LAST]:
+                        b[LAST] = when
+                    b[DEV] = b[DEV] or device_id
+                    b[HOST] = b[HOST] or host
+                    break
+            else:
+                bindings.append([user, device_id, host, when, when, origin])
+                bindings.sort(key=_first_seen)
+                if len(bindings) > self.limits.per_address:
+                    bindings.remove(min(bindings, key=_last_seen))
         self.addresses[ip] = bindings  # re-inserted: most recently observed last
-        while len(self.addresses) > self.limits.max_addresses:
-            del self.addresses[next(iter(self.addresses))]
+        if len(self.addresses) > self.limits.max_addresses:
+            while len(self.addresses) > self.limits.max_addresses:
+                del self.addresses[next(iter(self.addresses))]
 
     def observe_device(self, entry: dict[str, Any]) -> None:
         """An Intune device record: keys user, name, id, entra_id, ownership,
@@ -163,14 +181,21 @@ class IdentityMap:
                     s[1] = when
                     break
         else:
-            if not any(s[0] == when and s[4] == session_id for s in sessions):
+            for s in sessions:
+                if s[0] == when and s[4] == session_id:
+                    break  # seen already
+            else:
+                ordered = not sessions or sessions[-1][0] <= when
                 sessions.append([when, None, target, pool, session_id])
-                sessions.sort(key=lambda s: s[0])
-                del sessions[: -self.limits.per_user_sessions]
+                if not ordered:  # stable: equal starts keep their arrival order
+                    sessions.sort(key=_started)
+                if len(sessions) > self.limits.per_user_sessions:
+                    del sessions[: -self.limits.per_user_sessions]
         if sessions:
             self.sessions[user] = sessions
-        while len(self.sessions) > self.limits.max_users:
-            del self.sessions[next(iter(self.sessions))]
+        if len(self.sessions) > self.limits.max_users:
+            while len(self.sessions) > self.limits.max_users:
+                del self.sessions[next(iter(self.sessions))]
 
     def _touch(self, when: float) -> None:
         self.changed = True
