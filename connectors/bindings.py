@@ -83,15 +83,15 @@ U, DEV, HOST, FIRST, LAST, ORIGIN = range(6)
 
 
 def _first_seen(binding: list[Any]) -> float:
-    return binding[FIRST]  # type: ignore[no-any-return]
+    return binding[FIRST]
 
 
 def _last_seen(binding: list[Any]) -> float:
-    return binding[LAST]  # type: ignore[no-any-return]
+    return binding[LAST]
 
 
 def _started(session: list[Any]) -> float:
-    return session[0]  # type: ignore[no-any-return]
+    return session[0]
 
 
 class IdentityMap:
