@@ -82,6 +82,18 @@ class Limits:
 U, DEV, HOST, FIRST, LAST, ORIGIN = range(6)
 
 
+def _first_seen(binding: list[Any]) -> float:
+    return binding[FIRST]
+
+
+def _last_seen(binding: list[Any]) -> float:
+    return binding[LAST]
+
+
+def _started(session: list[Any]) -> float:
+    return session[0]
+
+
 class IdentityMap:
     def __init__(self, limits: Limits | None = None):
         self.limits = limits or Limits()
@@ -104,22 +116,28 @@ class IdentityMap:
         origin: str = "",
     ) -> None:
         self._touch(when)
-        bindings = self.addresses.pop(ip, [])
-        for b in bindings:
-            if b[U] == user and (b[DEV] == device_id or not device_id or not b[DEV]):
-                b[FIRST] = min(b[FIRST], when)
-                b[LAST] = max(b[LAST], when)
-                b[DEV] = b[DEV] or device_id
-                b[HOST] = b[HOST] or host
-                break
+        bindings = self.addresses.pop(ip, None)
+        if bindings is None:
+            bindings = [[user, device_id, host, when, when, origin]]
         else:
-            bindings.append([user, device_id, host, when, when, origin])
-            bindings.sort(key=lambda b: b[FIRST])
-            if len(bindings) > self.limits.per_address:
-                bindings.remove(min(bindings, key=lambda b: b[LAST]))
+            for b in bindings:
+                if b[U] == user and (b[DEV] == device_id or not device_id or not b[DEV]):
+                    if when < b[FIRST]:
+                        b[FIRST] = when
+                    if when > b[LAST]:
+                        b[LAST] = when
+                    b[DEV] = b[DEV] or device_id
+                    b[HOST] = b[HOST] or host
+                    break
+            else:
+                bindings.append([user, device_id, host, when, when, origin])
+                bindings.sort(key=_first_seen)
+                if len(bindings) > self.limits.per_address:
+                    bindings.remove(min(bindings, key=_last_seen))
         self.addresses[ip] = bindings  # re-inserted: most recently observed last
-        while len(self.addresses) > self.limits.max_addresses:
-            del self.addresses[next(iter(self.addresses))]
+        if len(self.addresses) > self.limits.max_addresses:
+            while len(self.addresses) > self.limits.max_addresses:
+                del self.addresses[next(iter(self.addresses))]
 
     def observe_device(self, entry: dict[str, Any]) -> None:
         """An Intune device record: keys user, name, id, entra_id, ownership,
@@ -163,14 +181,21 @@ class IdentityMap:
                     s[1] = when
                     break
         else:
-            if not any(s[0] == when and s[4] == session_id for s in sessions):
+            for s in sessions:
+                if s[0] == when and s[4] == session_id:
+                    break  # seen already
+            else:
+                ordered = not sessions or sessions[-1][0] <= when
                 sessions.append([when, None, target, pool, session_id])
-                sessions.sort(key=lambda s: s[0])
-                del sessions[: -self.limits.per_user_sessions]
+                if not ordered:  # stable: equal starts keep their arrival order
+                    sessions.sort(key=_started)
+                if len(sessions) > self.limits.per_user_sessions:
+                    del sessions[: -self.limits.per_user_sessions]
         if sessions:
             self.sessions[user] = sessions
-        while len(self.sessions) > self.limits.max_users:
-            del self.sessions[next(iter(self.sessions))]
+        if len(self.sessions) > self.limits.max_users:
+            while len(self.sessions) > self.limits.max_users:
+                del self.sessions[next(iter(self.sessions))]
 
     def _touch(self, when: float) -> None:
         self.changed = True
@@ -284,8 +309,11 @@ def _text(node: Any, key: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def learn(identity: IdentityMap, event: dict[str, Any]) -> None:
+def learn(identity: IdentityMap, event: dict[str, Any], *more: IdentityMap) -> None:
     """Observe what an enriched event tells about addresses, devices and sessions.
+
+    ``more``: further maps that observe the same (a connector's own map and
+    its view of all of them); the event is read once for all of them.
 
     An address with a role in the zone map (the city's NAT egress, a proxy, a
     VDI pool host, the security cloud) serves many people by design and is
@@ -294,59 +322,67 @@ def learn(identity: IdentityMap, event: dict[str, Any]) -> None:
     if not isinstance(meta, dict):
         return
     dataset, action = meta.get("dataset"), meta.get("action")
-    user = _text(event.get("user"), "name")
-    ip = None if _text(event.get("zone"), "source_role") else _text(event.get("source"), "ip")
     ts = event.get("@timestamp")
     if not isinstance(ts, str) or not isinstance(action, str):
         return
+    maps = (identity, *more)
     if dataset == "identity":
-        if (
-            user
-            and ip
-            and action in ("signin", "signin-noninteractive")
-            and meta.get("outcome") == "success"
-        ):
-            identity.observe_address(
-                ip,
-                epoch(ts),
-                user.lower(),
-                _text(event.get("device"), "id"),
-                _text(event.get("host"), "name"),
-                "signin",
-            )
+        if action not in ("signin", "signin-noninteractive") or meta.get("outcome") != "success":
+            return
+        user = _text(event.get("user"), "name")
+        ip = _address(event)
+        if user and ip:
+            when, name = epoch(ts), user.lower()
+            device, host = _text(event.get("device"), "id"), _text(event.get("host"), "name")
+            for m in maps:
+                m.observe_address(ip, when, name, device, host, "signin")
     elif dataset == "intune":
-        _learn_device(identity, event, action, user, ts)
-    elif dataset == "vdi" and user and meta.get("outcome") != "failure":
-        zone = _node(event, "zone")
-        when = epoch(ts)
-        if action in _VDI_START and ip:
-            identity.observe_address(ip, when, user.lower(), origin="vdi")
-        target = zone.get("destination_target")
-        if action in _VDI_START and target in RESTRICTED_TARGETS:
-            vdi = _node(event, "vdi")
-            identity.observe_session(
-                user.lower(),
-                when,
-                end=False,
-                target=target,
-                pool=_text(vdi, "pool"),
-                session_id=_text(vdi, "session_id"),
-            )
-        elif action in _VDI_END:
-            vdi = _node(event, "vdi")
-            identity.observe_session(
-                user.lower(), when, end=True, session_id=_text(vdi, "session_id")
-            )
+        _learn_device(maps, event, action, _text(event.get("user"), "name"), ts)
+    elif dataset == "vdi" and meta.get("outcome") != "failure":
+        start = action in _VDI_START
+        if not start and action not in _VDI_END:
+            return
+        user = _text(event.get("user"), "name")
+        if not user:
+            return
+        name, when = user.lower(), epoch(ts)
+        if start:
+            ip = _address(event)
+            if ip:
+                for m in maps:
+                    m.observe_address(ip, when, name, origin="vdi")
+            target = _node(event, "zone").get("destination_target")
+            if target in RESTRICTED_TARGETS:
+                vdi = _node(event, "vdi")
+                pool, session = _text(vdi, "pool"), _text(vdi, "session_id")
+                for m in maps:
+                    m.observe_session(
+                        name, when, end=False, target=target, pool=pool, session_id=session
+                    )
+        else:
+            session = _text(_node(event, "vdi"), "session_id")
+            for m in maps:
+                m.observe_session(name, when, end=True, session_id=session)
+
+
+def _address(event: dict[str, Any]) -> str | None:
+    """``source.ip`` unless the zone map gives that address a role (shared by design)."""
+    return None if _text(event.get("zone"), "source_role") else _text(event.get("source"), "ip")
 
 
 def _learn_device(
-    identity: IdentityMap, event: dict[str, Any], action: str, user: str | None, ts: str
+    maps: tuple[IdentityMap, ...],
+    event: dict[str, Any],
+    action: str,
+    user: str | None,
+    ts: str,
 ) -> None:
     device_id = _text(event.get("device"), "id")
     if not device_id:
         return
     if action == "device-removed":
-        identity.forget_device(device_id)
+        for m in maps:
+            m.forget_device(device_id)
         return
     if action not in _DEVICE_ACTIONS:
         return
@@ -354,23 +390,24 @@ def _learn_device(
     host = _node(event, "host")
     when = epoch(ts)
     name = _text(host, "name")
-    identity.observe_device(
-        {
-            "user": user.lower() if user else None,
-            "name": name,
-            "id": device_id,
-            "entra_id": _text(intune, "azure_ad_device_id"),
-            "ownership": _text(intune, "ownership"),
-            "compliance": _text(intune, "compliance"),
-            "last": when,
-            "origin": "intune",
-        }
-    )
+    entry = {
+        "user": user.lower() if user else None,
+        "name": name,
+        "id": device_id,
+        "entra_id": _text(intune, "azure_ad_device_id"),
+        "ownership": _text(intune, "ownership"),
+        "compliance": _text(intune, "compliance"),
+        "last": when,
+        "origin": "intune",
+    }
+    for m in maps:
+        m.observe_device(dict(entry))  # a map's entries are its own
     ips = host.get("ip")
     if user and isinstance(ips, list):
         for ip in ips:
             if isinstance(ip, str):
-                identity.observe_address(ip, when, user.lower(), device_id, name, "intune")
+                for m in maps:
+                    m.observe_address(ip, when, user.lower(), device_id, name, "intune")
 
 
 def static_devices(identities: Iterable[Any]) -> dict[str, str]:

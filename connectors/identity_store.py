@@ -80,8 +80,7 @@ class IdentityStore:
 
     def observe(self, event: dict[str, Any]) -> None:
         if self.learns:
-            learn(self.own, event)
-            learn(self.view, event)
+            learn(self.own, event, self.view)
 
     # -- files ------------------------------------------------------------------------
     def _files(self) -> list[Path]:

@@ -70,6 +70,11 @@ log = get_logger(__name__)
 # small enough that the pipe bounds memory to a few MB.
 BATCH_RECORDS = 500
 BATCH_BYTES = 256 * 1024
+# The first batch closes at this many records and each next one may hold
+# twice as many, up to BATCH_RECORDS: the producer starts sending after a
+# few dozen lines instead of waiting for the worker to parse a full batch
+# (a tenth of a 6,000-line file's time), and a short file is pipelined too.
+FIRST_BATCH_RECORDS = 32
 # A pipe this large lets the worker run a few batches ahead of the producer,
 # so a moment without CPU for the worker does not stall the producer.
 PIPE_BYTES = 1 << 20
@@ -375,6 +380,7 @@ def _run(spec: WorkerSpec, ctl: Connection, out: Connection) -> None:
     handle = pipeline.handle_encoded
     records = batcher.records
     last_flush = time.monotonic()
+    limit = FIRST_BATCH_RECORDS
     try:
         for record in source_input:
             if record is not None:
@@ -389,7 +395,7 @@ def _run(spec: WorkerSpec, ctl: Connection, out: Connection) -> None:
                     batcher.size += len(value)
                 batcher.lines += 1
                 if (
-                    batcher.lines < BATCH_RECORDS
+                    batcher.lines < limit
                     and batcher.size < BATCH_BYTES
                     and time.monotonic() - last_flush < FLUSH_INTERVAL_S
                 ):
@@ -399,6 +405,8 @@ def _run(spec: WorkerSpec, ctl: Connection, out: Connection) -> None:
             if ctl.poll():
                 ctl.recv()  # "stop" (EOFError when the parent went away)
                 break
+            if batcher.lines >= limit:
+                limit = min(limit * 2, BATCH_RECORDS)
             batcher.flush(source_input)
             records = batcher.records
             last_flush = time.monotonic()

@@ -286,3 +286,40 @@ def test_addresses_with_a_role_in_the_zone_map_are_never_bound() -> None:
     assert "192.0.2.4" not in store.view.addresses
     _events(_pipeline("identity", "signins", store), signin("23:40:00", ip="198.51.100.9"))
     assert "198.51.100.9" in store.view.addresses
+
+
+@pytest.mark.parametrize(
+    ("source", "fmt", "lines", "learned"),
+    [
+        (
+            "vdi",
+            "horizon",
+            [
+                HORIZON.format(hms="08:31:21", kind="AGENT_CONNECTED"),
+                HORIZON.format(hms="11:51:02", kind="AGENT_DISCONNECTED"),
+            ],
+            ("addresses", "sessions"),
+        ),
+        (
+            "identity",
+            "signins",
+            [signin("01:05:12"), signin("02:00:00", "198.51.100.78")],
+            ("addresses",),
+        ),
+        (
+            "intune",
+            "devices",
+            [managed_device("10.20.4.17", "2026-11-26T00:10:00Z")],
+            ("addresses", "devices"),
+        ),
+    ],
+)
+def test_a_learning_connectors_own_map_and_its_view_learn_the_same_from_each_event(
+    source: str, fmt: str, lines: list[str], learned: tuple[str, ...]
+) -> None:
+    store = _store(None, source)
+    _events(_pipeline(source, fmt, store), *lines)
+    own, view = store.own.snapshot(), store.view.snapshot()
+    for kind in learned:
+        assert own[kind], f"nothing learned into {kind}"
+    assert own == view

@@ -20,7 +20,13 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import DefaultPartitioner
 
 from connectors.inputs.file import FileInput
-from connectors.parse_worker import Batch, ParseWorker, WorkerSpec
+from connectors.parse_worker import (
+    BATCH_RECORDS,
+    FIRST_BATCH_RECORDS,
+    Batch,
+    ParseWorker,
+    WorkerSpec,
+)
 from connectors.produce import KeyPartitioner
 from zonewatch.config import KafkaSettings, Settings
 from zonewatch.errors import UsageError
@@ -108,6 +114,27 @@ def test_records_arrive_in_file_order_with_dead_letters_and_checkpoints(tmp_path
     assert letters[0].raw_encoding == "base64"
     stats = batches[-1].stats
     assert (stats.read, stats.produced, stats.dead_lettered) == (1800, 1798, 2)
+
+
+def test_the_first_batch_is_small_so_sending_starts_early_and_batches_then_grow(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "adc.log"
+    lines = [_adc(i) for i in range(1200)]
+    log.write_bytes(b"".join(lines))
+    batches = _run_worker(tmp_path, log)
+
+    sizes = [b.lines for b in batches]
+    # the producer gets lines after a few dozen were parsed, not a full batch
+    assert sizes[0] == FIRST_BATCH_RECORDS
+    assert max(sizes) > 2 * FIRST_BATCH_RECORDS
+    assert all(n <= BATCH_RECORDS for n in sizes)
+    assert sum(sizes) == 1200
+    # each batch, small or large, ends at a checkpoint right after its last line
+    covered = 0
+    for batch in batches:
+        covered += batch.lines
+        assert batch.checkpoint["input"]["offset"] == sum(map(len, lines[:covered]))
 
 
 def test_a_restart_at_a_batch_checkpoint_continues_with_the_next_line(tmp_path: Path) -> None:
