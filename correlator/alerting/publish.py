@@ -61,6 +61,12 @@ from correlator.store.read import load_alerts
 from zonewatch.config import KafkaSettings
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, alert_to_json
+from zonewatch.producer_process import (
+    InProcessProducer,
+    ProducerProcess,
+    Record,
+    TransactionalProducer,
+)
 
 log = get_logger(__name__)
 
@@ -164,13 +170,18 @@ class AlertPublisher:
         *,
         transaction_records: int = 2_000,
         make_producer: Callable[..., KafkaProducer] | None = None,
+        in_child: bool = True,
     ) -> None:
         self.store = store
         self.kafka = kafka
         self.topic = kafka.alerts_topic
         self.store_id = store_id(store)
         self.transactional_id = f"zonewatch-alerts-{self.store_id}"
+        # The producer runs in a child process (zonewatch/producer_process.py):
+        # kafka-python's would cost the stream loop's GIL 35-50 us per record.
+        # In-process with ``in_child=False`` or an injected ``make_producer``.
         self._make_producer = make_producer
+        self.in_child = in_child
         self.transaction_records = transaction_records
         self.published = 0  # highest pub_seq known to be on the topic
         self._skip: dict[int, int] = {}  # partition -> published through, after recovery
@@ -180,7 +191,7 @@ class AlertPublisher:
         self._stop = threading.Event()
         self._progress = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._producer: KafkaProducer | None = None
+        self._producer: TransactionalProducer | None = None
         self._partitions = 0
         self._ready = False
         self._floor_at = time.monotonic()
@@ -275,27 +286,13 @@ class AlertPublisher:
 
     def _connect(self) -> None:
         """Fence the previous incarnation, then find how far it got (steps 1-3)."""
-        from zonewatch.kafka import make_producer
-
-        make = self._make_producer or make_producer
-        producer = make(
-            self.kafka,
-            transactional_id=self.transactional_id,
-            linger_ms=5,
-            acks="all",
-            enable_idempotence=True,
-        )
+        producer = self._new_producer()
         self._producer = producer
-        producer.init_transactions()
-        partitions = producer.partitions_for(self.topic)
-        if not partitions:
-            raise KafkaError(f"topic {self.topic} not found: run `zonewatch topics`")
-        self._partitions = len(partitions)
+        self._partitions = producer.open()
+        partitions = list(range(self._partitions))
         stored_floor = self.store.load_state(FLOOR_KEY)
         self._floor = max(self._floor, int(stored_floor) if stored_floor else 0)
-        self._skip = {
-            p: max(seq, self._floor) for p, seq in self._recover(sorted(partitions)).items()
-        }
+        self._skip = {p: max(seq, self._floor) for p, seq in self._recover(partitions).items()}
         self.published = min(self._skip.values(), default=0)
         self._ready = True
         BEHIND.set(max(0, self.store.last_seq - self.published))
@@ -305,14 +302,34 @@ class AlertPublisher:
             store=self.store_id,
             published_through=max(self._skip.values(), default=0),
             stored_through=self.store.last_seq,
+            producer_pid=producer.pid,
         )
+
+    def _new_producer(self) -> TransactionalProducer:
+        headers = [(HEADER_STORE, self.store_id.encode())]
+        if self._make_producer is not None or not self.in_child:
+            return InProcessProducer(
+                self.kafka,
+                self.transactional_id,
+                self.topic,
+                headers,
+                HEADER_SEQ,
+                make_producer=self._make_producer,
+            )
+        return ProducerProcess(self.kafka, self.transactional_id, self.topic, headers, HEADER_SEQ)
+
+    @property
+    def producer_pid(self) -> int | None:
+        """The producer process's pid while one runs (None in-process)."""
+        producer = self._producer
+        return producer.pid if producer is not None else None
 
     def _close_producer(self) -> None:
         self._ready = False
         producer, self._producer = self._producer, None
         if producer is not None:
             try:
-                producer.close(timeout=5)
+                producer.close()
             except Exception as exc:  # closing is best effort: the next start fences it
                 log.warning("alerts_producer_close_failed", error=str(exc)[:200])
 
@@ -323,7 +340,7 @@ class AlertPublisher:
             return False
         producer = self._producer
         assert producer is not None
-        records: list[tuple[int, bytes, int, bytes]] = []
+        records: list[Record] = []
         kinds = {"alert": 0, "triage": 0}
         for seq, item in items:
             if isinstance(item, TriageChange):
@@ -337,25 +354,7 @@ class AlertPublisher:
             kinds[kind] += 1
         last = items[-1][0]
         if records:
-            producer.begin_transaction()
-            sent = [
-                producer.send(
-                    self.topic,
-                    key=key,
-                    value=value,
-                    partition=partition,
-                    headers=[
-                        (HEADER_STORE, self.store_id.encode()),
-                        (HEADER_SEQ, str(seq).encode()),
-                    ],
-                )
-                for seq, key, partition, value in records
-            ]
-            producer.flush()
-            for future in sent:
-                if future.failed():
-                    raise future.exception
-            producer.commit_transaction()
+            producer.transact(records)
         with self._progress:
             self.published = last
             if self._skip and last >= max(self._skip.values()):
