@@ -292,7 +292,14 @@ class AlertPublisher:
         partitions = list(range(self._partitions))
         stored_floor = self.store.load_state(FLOOR_KEY)
         self._floor = max(self._floor, int(stored_floor) if stored_floor else 0)
-        self._skip = {p: max(seq, self._floor) for p, seq in self._recover(partitions).items()}
+        if self.store.last_seq == 0 and self._floor == 0:
+            # Nothing numbered yet, so nothing of this store can be on the
+            # topic: skip reading back through other stores' records (every
+            # record of the topic, for a new store beside busy ones).
+            found = dict.fromkeys(partitions, 0)
+        else:
+            found = self._recover(partitions)
+        self._skip = {p: max(seq, self._floor) for p, seq in found.items()}
         self.published = min(self._skip.values(), default=0)
         self._ready = True
         BEHIND.set(max(0, self.store.last_seq - self.published))
