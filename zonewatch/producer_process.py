@@ -43,10 +43,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
+from kafka.partitioner.default import murmur2
+
 from zonewatch.config import KafkaSettings
 from zonewatch.errors import ZonewatchError
 
-Record = tuple[int, bytes, int, bytes]  # (seq, key, partition, value)
+# (seq, key, partition, value); partition None: ``partition_of(key)``
+Record = tuple[int, bytes, int | None, bytes]
 Headers = list[tuple[str, bytes]]
 
 PR_SET_PDEATHSIG = 1
@@ -79,8 +82,18 @@ class TransactionalProducer(Protocol):
     def pid(self) -> int | None: ...
 
 
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition of a key, as Kafka's default partitioner picks it."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def _transact(
-    producer: Any, topic: str, headers: Headers, seq_header: str, records: list[Record]
+    producer: Any,
+    topic: str,
+    partitions: int,
+    headers: Headers,
+    seq_header: str,
+    records: list[Record],
 ) -> int:
     """One transaction with ``producer`` (a kafka-python KafkaProducer)."""
     producer.begin_transaction()
@@ -89,7 +102,7 @@ def _transact(
             topic,
             key=key,
             value=value,
-            partition=partition,
+            partition=partition_of(key, partitions) if partition is None else partition,
             headers=[*headers, (seq_header, str(seq).encode())],
         )
         for seq, key, partition, value in records
@@ -131,6 +144,7 @@ class InProcessProducer:
         self.headers, self.seq_header = headers, seq_header
         self._make = make_producer
         self._producer: Any = None
+        self._partitions = 0
 
     @property
     def pid(self) -> int | None:
@@ -144,11 +158,14 @@ class InProcessProducer:
             self.kafka, transactional_id=self.transactional_id, **_producer_options()
         )
         self._producer.init_transactions()
-        return _partitions(self._producer, self.topic)
+        self._partitions = _partitions(self._producer, self.topic)
+        return self._partitions
 
     def transact(self, records: list[Record]) -> int:
         assert self._producer is not None, "open() first"
-        return _transact(self._producer, self.topic, self.headers, self.seq_header, records)
+        return _transact(
+            self._producer, self.topic, self._partitions, self.headers, self.seq_header, records
+        )
 
     def close(self) -> int | None:
         producer, self._producer = self._producer, None

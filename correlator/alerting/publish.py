@@ -18,8 +18,10 @@ no second commit to lose:
    with this store's header gives the highest number published to that
    partition. Records of one partition arrive in the order sent, so every
    lower number of that partition is there too, and none above it. The
-   partition of an alert is computed here (murmur2 of the key, as Kafka's
-   default partitioner), so the same alert always goes to the same one.
+   partition of an alert is always computed the same way (``partition_of``:
+   murmur2 of the key, as Kafka's default partitioner; by the producer
+   process, or here while recovered records are skipped), so the same
+   alert always goes to the same one.
 3. Rows are produced from the lowest of those numbers on, skipping those of
    a partition at or below its own number.
 
@@ -53,7 +55,6 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
-from kafka.partitioner.default import murmur2
 from prometheus_client import Counter, Gauge
 
 from correlator.store.alert_store import AlertStore, TriageChange
@@ -66,6 +67,7 @@ from zonewatch.producer_process import (
     ProducerProcess,
     Record,
     TransactionalProducer,
+    partition_of,
 )
 
 log = get_logger(__name__)
@@ -100,11 +102,6 @@ RECOVER_TIMEOUT_S = 60.0
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 Item = tuple[int, Alert | TriageChange]
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition of a key, as Kafka's default partitioner picks it."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def alert_record(alert: Alert, evidence_count: int | None = None) -> bytes:
@@ -354,9 +351,11 @@ class AlertPublisher:
                 key, value, kind = item.alert_id.encode(), triage_record(item), "triage"
             else:
                 key, value, kind = item.id.encode(), alert_record(item, counts.get(seq)), "alert"
-            partition = partition_of(key, self._partitions)
-            if seq <= self._skip.get(partition, 0):
-                continue  # on the topic already (recovered)
+            partition: int | None = None  # the producer's to compute, off this GIL
+            if self._skip:
+                partition = partition_of(key, self._partitions)
+                if seq <= self._skip.get(partition, 0):
+                    continue  # on the topic already (recovered)
             records.append((seq, key, partition, value))
             kinds[kind] += 1
         last = items[-1][0]
