@@ -137,3 +137,32 @@ def test_a_killed_producer_process_is_replaced_and_each_alert_is_on_the_topic_on
     published: list[Any] = [orjson.loads(r.value)["id"] for r in records]
     assert [i for i, n in Counter(published).items() if n > 1] == []
     assert sorted(published) == sorted(r[0] for r in rows) == [f"alert-{i:04d}" for i in range(80)]
+
+
+def test_the_producer_process_keeps_the_sasl_password_out_of_its_debug_log(
+    kafka_bootstrap: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from zonewatch.logs import configure_logging
+
+    password = "zw-child-Secret-4711"
+    sasl = KafkaSettings(
+        bootstrap_servers=kafka_bootstrap,
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        sasl_username="zonewatch-correlator",
+        sasl_password=password,
+        connect_timeout_s=5,
+    )
+    configure_logging("debug", json=True)  # the child follows: kafka-python at debug
+    try:
+        child = ProducerProcess(sasl, "zwtest-sasl", sasl.alerts_topic, [], "s")
+        # The embedded broker has no SASL listener: the child's producer logs
+        # what it tries, fails, and the child says so.
+        with pytest.raises(ProducerProcessError) as failed:
+            child.open()
+        child.close()
+    finally:
+        configure_logging("warning", json=True)
+    err = capfd.readouterr().err
+    assert "Starting Kafka producer" in err  # the child's kafka-python logged at debug
+    assert password not in err and password not in str(failed.value)

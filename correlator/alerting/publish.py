@@ -44,6 +44,7 @@ store from its number on.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -311,7 +312,8 @@ class AlertPublisher:
 
     def _new_producer(self) -> TransactionalProducer:
         headers = [(HEADER_STORE, self.store_id.encode())]
-        if self._make_producer is not None or not self.in_child:
+        # A child needs fd passing (POSIX); elsewhere the producer stays here.
+        if self._make_producer is not None or not self.in_child or os.name != "posix":
             return InProcessProducer(
                 self.kafka,
                 self.transactional_id,
