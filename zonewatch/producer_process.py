@@ -36,6 +36,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import site
 import socket
 import subprocess
 import sys
@@ -197,10 +198,13 @@ class ProducerProcess:
     def open(self) -> int:
         import logging
 
-        ours, theirs = socket.socketpair()
-        root = str(Path(__file__).resolve().parent.parent)
+        ours, theirs = socket.socketpair()  # neither end inherited by other children
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        root = str(Path(__file__).resolve().parent.parent)
+        if root not in {*site.getsitepackages(), site.getusersitepackages()}:
+            # A source tree (tests, benchmarks): the child imports from it
+            # too. Never site-packages itself: it would shadow the stdlib.
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         try:
             self._proc = subprocess.Popen(
                 [
@@ -221,17 +225,11 @@ class ProducerProcess:
             theirs.close()
         self._conn = Connection(ours.detach())
         debug = logging.getLogger("kafka").getEffectiveLevel() <= logging.DEBUG
-        self._conn.send(
-            (
-                "open",
-                self.kafka,
-                self.transactional_id,
-                self.topic,
-                self.headers,
-                self.seq_header,
-                debug,
-            )
-        )
+        opening = ("open", self.kafka, self.transactional_id, self.topic, self.headers)
+        try:
+            self._conn.send((*opening, self.seq_header, debug))
+        except OSError as exc:
+            raise self._gone(f"it did not start ({exc})") from None
         return int(self._answer("ready", READY_TIMEOUT_S))
 
     def transact(self, records: list[Record]) -> int:
