@@ -7,7 +7,10 @@ Measured in one run, on the same topic of generated ECS firewall events:
   -> correlation (event_count + value_count) -> DuckDB transaction with
   alerts, evidence, state and offsets -> offset commit);
 - alerts topic: the default stream (events archive on) with the alerts
-  topic on (default) and off (``correlator.publish_alerts``);
+  topic on (default) and off (``correlator.publish_alerts``), and with
+  ``--in-process`` also on with its producer in the correlator's process
+  (``correlator.publish_process=false``), in rotating order; the CPU of each
+  (this process, and the producer process once it has exited);
 - latency: events produced at about half the stream's rate; p50/p99 from
   produce to the committed alert row (an alert per ~20 events), with the
   alerts topic on and off, and with it on from produce to the alert's
@@ -16,7 +19,8 @@ Measured in one run, on the same topic of generated ECS firewall events:
 
 Prints figures and ratios; never fails on speed.
 
-    python bench/bench_stream.py [--events 100000]
+    python bench/bench_stream.py [--events 100000] [--rounds 3] [--rss-events 0]
+        [--alerts-topic-only] [--no-latency] [--in-process]
 """
 
 from __future__ import annotations
