@@ -166,3 +166,48 @@ def test_the_producer_process_keeps_the_sasl_password_out_of_its_debug_log(
     err = capfd.readouterr().err
     assert "Starting Kafka producer" in err  # the child's kafka-python logged at debug
     assert password not in err and password not in str(failed.value)
+
+
+def test_in_process_a_failed_commit_is_retried_and_each_alert_is_on_the_topic_once(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    """``correlator.publish_process=false`` (or an injected producer): the
+    same publisher, its producer in this process; a commit that fails once
+    is an ordinary publishing failure."""
+    from zonewatch.kafka import ensure_topics, make_producer
+
+    ensure_topics(kafka_settings)
+    made: list[Any] = []
+
+    def flaky(kafka: KafkaSettings, **options: Any) -> Any:
+        producer = make_producer(kafka, **options)
+        made.append(producer)
+        if len(made) == 1:
+            # The first producer's second commit fails after its records were sent.
+            commit, calls = producer.commit_transaction, []
+
+            def failing_commit() -> None:
+                calls.append(1)
+                if len(calls) == 2:
+                    raise RuntimeError("commit lost")
+                commit()
+
+            producer.commit_transaction = failing_commit
+        return producer
+
+    failures = _failures()
+    with AlertStore(tmp_path / "alerts.duckdb") as store:
+        publisher = AlertPublisher(
+            store, kafka_settings, transaction_records=5, make_producer=flaky
+        ).start()
+        try:
+            store.write([_alert(i) for i in range(30)])
+            assert publisher.drain(90)
+            assert publisher.producer_pid is None  # no child process
+        finally:
+            publisher.stop()
+        store_id = publisher.store_id
+    assert _failures() > failures and len(made) >= 2  # failed, then a new producer
+    records = of_store(topic_records(kafka_settings), store_id)
+    published = sorted(orjson.loads(r.value)["id"] for r in records)
+    assert published == [f"alert-{i:04d}" for i in range(30)]
