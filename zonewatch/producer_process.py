@@ -292,8 +292,8 @@ def _die_with_parent(parent_pid: int) -> None:
     (Linux). The parent could already be gone: then exit now.
 
     The kernel sends it when the parent *thread* that started the child
-    ends, not only the process: the alerts publisher starts and closes its
-    child on its own thread, which lives as long as the publisher."""
+    ends, not only the process: the alerts publisher starts its child on
+    its own thread, which lives as long as the publisher."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
