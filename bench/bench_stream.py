@@ -7,7 +7,10 @@ Measured in one run, on the same topic of generated ECS firewall events:
   -> correlation (event_count + value_count) -> DuckDB transaction with
   alerts, evidence, state and offsets -> offset commit);
 - alerts topic: the default stream (events archive on) with the alerts
-  topic on (default) and off (``correlator.publish_alerts``);
+  topic on (default) and off (``correlator.publish_alerts``), and with
+  ``--in-process`` also on with its producer in the correlator's process
+  (``correlator.publish_process=false``), in rotating order; the CPU of each
+  (this process, and the producer process once it has exited);
 - latency: events produced at about half the stream's rate; p50/p99 from
   produce to the committed alert row (an alert per ~20 events), with the
   alerts topic on and off, and with it on from produce to the alert's
@@ -16,7 +19,8 @@ Measured in one run, on the same topic of generated ECS firewall events:
 
 Prints figures and ratios; never fails on speed.
 
-    python bench/bench_stream.py [--events 100000]
+    python bench/bench_stream.py [--events 100000] [--rounds 3] [--rss-events 0]
+        [--alerts-topic-only] [--no-latency] [--in-process]
 """
 
 from __future__ import annotations
@@ -180,10 +184,16 @@ def stream(
     archive: bool = True,
     rss: dict[int, tuple[float, float]] | None = None,
     publish: bool = True,
+    in_child: bool = True,
+    cpu: list[tuple[float, float]] | None = None,
 ) -> tuple[float, Any]:
     """Events/s of the correlator's loop over ``n`` events; ``rss`` collects
-    the process RSS and DuckDB's own memory (MB) after each tenth of them."""
+    the process RSS and DuckDB's own memory (MB) after each tenth of them;
+    ``cpu`` gets the CPU seconds of this process and of its children
+    reaped meanwhile (the alerts topic's producer process) over the run."""
     from correlator.service import CorrelatorService
+
+    before = _cpu()
 
     settings = load_settings().updated(
         kafka=kafka,
@@ -193,6 +203,8 @@ def stream(
             "group_id": f"s-{uuid.uuid4().hex[:6]}",
             "archive_events": archive,
             "publish_alerts": publish,
+            # Only when asked: the same bench runs on a tree from before the setting.
+            **({} if in_child else {"publish_process": False}),
         },
     )
     with CorrelatorService(settings) as service, contextlib.ExitStack() as tuned:
@@ -219,7 +231,17 @@ def stream(
             # Counted in: the run is done when its alerts are on the topic.
             service.publisher.drain(60)
         elapsed = time.perf_counter() - first[0]
-        return n / elapsed, stats
+    if cpu is not None:
+        after = _cpu()
+        cpu.append((after[0] - before[0], after[1] - before[1]))
+    return n / elapsed, stats
+
+
+def _cpu() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process and of its reaped children."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 def latency(
@@ -381,6 +403,18 @@ def main() -> None:
         default=1_000_000,
         help="events of the RSS run (archive on, default settings); 0 skips it",
     )
+    parser.add_argument(
+        "--alerts-topic-only",
+        action="store_true",
+        help="only the alerts topic on/off rounds: no floor, no stream without the archive",
+    )
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency rounds")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="also the alerts topic on with its producer in the correlator's own process "
+        "(correlator.publish_process=false), in the same rounds",
+    )
     args = parser.parse_args()
     configure_logging("warning", json=True)
     n = args.events
@@ -407,85 +441,117 @@ def main() -> None:
             bares: list[float] = []
             archived: list[float] = []
             unpublished: list[float] = []
+            # The alerts topic's variants rotate their order from round to round.
+            variants = ["on", "off"] + (["in-process"] if args.in_process else [])
+            rates: dict[str, list[float]] = {v: [] for v in variants}
+            cpus: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
+            stats_a: Any = None
             for r in range(args.rounds):
-                floors.append(floor(kafka, topic, n))
-                bare, stats = stream(kafka, rules, Path(tmp) / f"s0-{r}.duckdb", n, archive=False)
-                bares.append(bare)
-                rate, stats_a = stream(kafka, rules, Path(tmp) / f"s-{r}.duckdb", n)
-                archived.append(rate)
-                quiet, _ = stream(kafka, rules, Path(tmp) / f"s1-{r}.duckdb", n, publish=False)
-                unpublished.append(quiet)
+                if not args.alerts_topic_only:
+                    floors.append(floor(kafka, topic, n))
+                    bare, stats = stream(
+                        kafka, rules, Path(tmp) / f"s0-{r}.duckdb", n, archive=False
+                    )
+                    bares.append(bare)
+                for variant in variants[r % len(variants) :] + variants[: r % len(variants)]:
+                    got, st = stream(
+                        kafka,
+                        rules,
+                        Path(tmp) / f"s-{variant}-{r}.duckdb",
+                        n,
+                        publish=variant != "off",
+                        in_child=variant != "in-process",
+                        cpu=cpus[variant],
+                    )
+                    rates[variant].append(got)
+                    if variant == "on":
+                        stats_a = st
+            archived, unpublished = rates["on"], rates["off"]
             rss1 = rss_mb()
-            ratios = sorted(b / f for b, f in zip(bares, floors, strict=True))
-            ratios_a = sorted(a / f for a, f in zip(archived, floors, strict=True))
-            floor_rate = sorted(floors)[len(floors) // 2]
             rate = sorted(archived)[len(archived) // 2]
-            print(
-                f"floor   consume + orjson            {floor_rate:>10,.0f} events/s "
-                f"(median of {args.rounds}: {', '.join(f'{f:,.0f}' for f in floors)})"
-            )
-            print(
-                f"stream  detect+correlate+store+commit "
-                f"{sorted(bares)[len(bares) // 2]:>8,.0f} events/s ({stats.new_alerts} alerts)"
-                f"   ratio to floor {ratios[len(ratios) // 2]:.2f} (median; rounds "
-                f"{' '.join(f'{x:.2f}' for x in ratios)}; target >= 0.6)"
-            )
-            print(
-                f"stream  + events archive (default)    {rate:>8,.0f} events/s "
-                f"({stats_a.new_alerts} alerts)   ratio to floor {ratios_a[len(ratios_a) // 2]:.2f}"
-                f" (median; rounds {' '.join(f'{x:.2f}' for x in ratios_a)})"
-            )
-            on_off = sorted(a / q for a, q in zip(archived, unpublished, strict=True))
-            print(
-                f"stream  default, alerts topic off     "
-                f"{sorted(unpublished)[len(unpublished) // 2]:>8,.0f} events/s; alerts topic "
-                f"on/off {on_off[len(on_off) // 2]:.2f} (median; rounds "
-                f"{' '.join(f'{x:.2f}' for x in on_off)}; target >= 0.9)"
-            )
+            if not args.alerts_topic_only:
+                ratios = sorted(b / f for b, f in zip(bares, floors, strict=True))
+                ratios_a = sorted(a / f for a, f in zip(archived, floors, strict=True))
+                floor_rate = sorted(floors)[len(floors) // 2]
+                print(
+                    f"floor   consume + orjson            {floor_rate:>10,.0f} events/s "
+                    f"(median of {args.rounds}: {', '.join(f'{f:,.0f}' for f in floors)})"
+                )
+                print(
+                    f"stream  detect+correlate+store+commit "
+                    f"{sorted(bares)[len(bares) // 2]:>8,.0f} events/s ({stats.new_alerts} "
+                    f"alerts)   ratio to floor {ratios[len(ratios) // 2]:.2f} (median; rounds "
+                    f"{' '.join(f'{x:.2f}' for x in ratios)}; target >= 0.6)"
+                )
+                print(
+                    f"stream  + events archive (default)    {rate:>8,.0f} events/s "
+                    f"({stats_a.new_alerts} alerts)   ratio to floor "
+                    f"{ratios_a[len(ratios_a) // 2]:.2f} (median; rounds "
+                    f"{' '.join(f'{x:.2f}' for x in ratios_a)})"
+                )
+            for variant in variants[::2]:  # "on" (its producer in a child process), "in-process"
+                on_off = sorted(a / q for a, q in zip(rates[variant], unpublished, strict=True))
+                label = "on/off" if variant == "on" else "on, producer in-process/off"
+                print(
+                    f"stream  default, alerts topic off     "
+                    f"{sorted(unpublished)[len(unpublished) // 2]:>8,.0f} events/s; alerts topic "
+                    f"{label} {on_off[len(on_off) // 2]:.2f} (median; rounds "
+                    f"{' '.join(f'{x:.2f}' for x in on_off)}; target >= 0.9)"
+                )
+            for variant in variants:
+                own = sorted(c[0] for c in cpus[variant])[len(cpus[variant]) // 2]
+                kids = sorted(c[1] for c in cpus[variant])[len(cpus[variant]) // 2]
+                print(
+                    f"cpu     alerts topic {variant:<10} {own:6.1f} s this process + "
+                    f"{kids:5.1f} s producer process, per {n:,} events (medians; rounds "
+                    + ", ".join(f"{a:.1f}+{b:.1f}" for a, b in cpus[variant])
+                    + ")"
+                )
             print(f"rss     {rss0:.0f} MB before, {rss1:.0f} MB after the stream run")
             m = min(n, 20_000)
             half = rate / 2
-            # Alternating off/on rounds (medians); the reader of the alerts
-            # topic runs in a round of its own, as it takes CPU of its own.
-            lat: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
-            on_topic: list[float] = []
-            for r in range(args.rounds + 1):
-                for publish in (False, True) if r < args.rounds else (True,):
-                    lat_kafka = kafka.model_copy(
-                        update={"topic_prefix": f"lat-{uuid.uuid4().hex[:6]}"}
-                    )
-                    ensure_topics(lat_kafka)
-                    delays = latency(
-                        lat_kafka,
-                        rules,
-                        Path(tmp) / f"l-{publish}-{r}.duckdb",
-                        lat_kafka.events_topic("firewall"),
-                        m,
-                        half,
-                        publish=publish,
-                        published=on_topic if r == args.rounds else None,
-                    )
-                    if delays and r < args.rounds:
-                        lat[publish].append(_p50_p99(delays))
-            for publish in (False, True):
-                rounds = lat[publish]
-                if rounds:
-                    p50 = sorted(x for x, _ in rounds)[len(rounds) // 2]
-                    p99 = sorted(y for _, y in rounds)[len(rounds) // 2]
+            if not args.no_latency:
+                # Alternating off/on rounds (medians); the reader of the alerts
+                # topic runs in a round of its own, as it takes CPU of its own.
+                lat: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+                on_topic: list[float] = []
+                for r in range(args.rounds + 1):
+                    for publish in (False, True) if r < args.rounds else (True,):
+                        lat_kafka = kafka.model_copy(
+                            update={"topic_prefix": f"lat-{uuid.uuid4().hex[:6]}"}
+                        )
+                        ensure_topics(lat_kafka)
+                        delays = latency(
+                            lat_kafka,
+                            rules,
+                            Path(tmp) / f"l-{publish}-{r}.duckdb",
+                            lat_kafka.events_topic("firewall"),
+                            m,
+                            half,
+                            publish=publish,
+                            published=on_topic if r == args.rounds else None,
+                        )
+                        if delays and r < args.rounds:
+                            lat[publish].append(_p50_p99(delays))
+                for publish in (False, True):
+                    rounds = lat[publish]
+                    if rounds:
+                        p50 = sorted(x for x, _ in rounds)[len(rounds) // 2]
+                        p99 = sorted(y for _, y in rounds)[len(rounds) // 2]
+                        print(
+                            f"latency produce -> committed alert at {half:,.0f} events/s, alerts "
+                            f"topic {'on ' if publish else 'off'}: p50 {p50 * 1000:.0f} ms, p99 "
+                            f"{p99 * 1000:.0f} ms (medians of {len(rounds)}; p99 rounds "
+                            f"{', '.join(f'{y * 1000:.0f}' for _, y in rounds)} ms; target p99 <= "
+                            "1000 ms)"
+                        )
+                if on_topic:
+                    p50, p99 = _p50_p99(on_topic)
                     print(
-                        f"latency produce -> committed alert at {half:,.0f} events/s, alerts "
-                        f"topic {'on ' if publish else 'off'}: p50 {p50 * 1000:.0f} ms, p99 "
-                        f"{p99 * 1000:.0f} ms (medians of {len(rounds)}; p99 rounds "
-                        f"{', '.join(f'{y * 1000:.0f}' for _, y in rounds)} ms; target p99 <= "
-                        "1000 ms)"
+                        f"latency produce -> alert on the alerts topic at {half:,.0f} events/s: "
+                        f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms "
+                        f"({len(on_topic)} alerts, one round, its reader in a process of its own)"
                     )
-            if on_topic:
-                p50, p99 = _p50_p99(on_topic)
-                print(
-                    f"latency produce -> alert on the alerts topic at {half:,.0f} events/s: "
-                    f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms ({len(on_topic)} alerts, "
-                    "one round, its reader in a process of its own)"
-                )
             if args.rss_events:
                 rss_run(kafka, rules, Path(tmp) / "rss.duckdb", args.rss_events)
     finally:

@@ -418,6 +418,7 @@ class CorrelatorService:
                 self.store,
                 kafka,
                 transaction_records=self.settings.correlator.publish_transaction_records,
+                in_child=self.settings.correlator.publish_process,
             ).start()
         return self
 

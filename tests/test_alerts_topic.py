@@ -15,7 +15,13 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from correlator.alerting.publish import FLOOR_KEY, HEADER_SEQ, HEADER_STORE, AlertPublisher
+from correlator.alerting.publish import (
+    FLOOR_KEY,
+    HEADER_SEQ,
+    HEADER_STORE,
+    AlertPublisher,
+    partition_of,
+)
 from correlator.store import AlertStore
 from tests.test_crash_recovery import (
     RULES,
@@ -129,6 +135,8 @@ def test_stored_alerts_and_triage_changes_reach_the_topic_once_as_json(
     records = of_store(topic_records(kafka_settings), store_id)
     bodies = [orjson.loads(r.value) for r in records]
     assert all(r.key == b["id"].encode() for r, b in zip(records, bodies, strict=True))
+    # Each on the partition the publisher's recovery reads it back from.
+    assert all(r.partition == partition_of(r.key, kafka_settings.partitions) for r in records)
     alerts = [b for b in bodies if b["kind"] == "alert"]
     assert sorted(b["id"] for b in alerts) == [f"alert-{i:04d}" for i in range(51)]
     first = next(b for b in alerts if b["id"] == "alert-0000")

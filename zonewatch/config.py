@@ -274,6 +274,9 @@ class CorrelatorSettings(BaseModel):
     # exactly once with the store (correlator/alerting/publish.py).
     publish_alerts: bool = True
     publish_transaction_records: int = Field(default=2000, ge=1)
+    # The alerts topic's Kafka producer runs in a child process: kafka-python
+    # is pure Python and would take the stream loop's GIL (zonewatch/producer_process.py).
+    publish_process: bool = True
     watch_debounce_s: float = Field(default=0.5, gt=0)
     poll_timeout_ms: int = Field(default=200, ge=1)
     # Forensic queries (`zonewatch query`, through the correlator's endpoint
