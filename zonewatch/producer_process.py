@@ -40,6 +40,7 @@ import site
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
@@ -129,23 +130,25 @@ def _partitions(producer: Any, topic: str) -> int:
     return len(partitions)
 
 
-class InProcessProducer:
+@dataclass(eq=False)
+class _Destination:
+    """Where a transactional producer sends: its cluster, transactional id and
+    topic, the headers every record carries, and the header naming its seq."""
+
+    kafka: KafkaSettings
+    transactional_id: str
+    topic: str
+    headers: Headers
+    seq_header: str
+
+
+@dataclass(eq=False)
+class InProcessProducer(_Destination):
     """The transactional producer in the caller's own process (and on its GIL)."""
 
-    def __init__(
-        self,
-        kafka: KafkaSettings,
-        transactional_id: str,
-        topic: str,
-        headers: Headers,
-        seq_header: str,
-        make_producer: Any = None,
-    ) -> None:
-        self.kafka, self.transactional_id, self.topic = kafka, transactional_id, topic
-        self.headers, self.seq_header = headers, seq_header
-        self._make = make_producer
-        self._producer: Any = None
-        self._partitions = 0
+    make_producer: Any = None  # zonewatch.kafka.make_producer unless given (tests)
+    _producer: Any = field(default=None, init=False)
+    _partitions: int = field(default=0, init=False)
 
     @property
     def pid(self) -> int | None:
@@ -154,7 +157,7 @@ class InProcessProducer:
     def open(self) -> int:
         from zonewatch.kafka import make_producer
 
-        make = self._make or make_producer
+        make = self.make_producer or make_producer
         self._producer = make(
             self.kafka, transactional_id=self.transactional_id, **_producer_options()
         )
@@ -175,21 +178,12 @@ class InProcessProducer:
         return None
 
 
-class ProducerProcess:
+@dataclass(eq=False)
+class ProducerProcess(_Destination):
     """The transactional producer in a child process (see the module docstring)."""
 
-    def __init__(
-        self,
-        kafka: KafkaSettings,
-        transactional_id: str,
-        topic: str,
-        headers: Headers,
-        seq_header: str,
-    ) -> None:
-        self.kafka, self.transactional_id, self.topic = kafka, transactional_id, topic
-        self.headers, self.seq_header = headers, seq_header
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._conn: Connection | None = None
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _conn: Connection | None = field(default=None, init=False)
 
     @property
     def pid(self) -> int | None:
