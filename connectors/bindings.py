@@ -135,9 +135,8 @@ class IdentityMap:
                 if len(bindings) > self.limits.per_address:
                     bindings.remove(min(bindings, key=_last_seen))
         self.addresses[ip] = bindings  # re-inserted: most recently observed last
-        if len(self.addresses) > self.limits.max_addresses:
-            while len(self.addresses) > self.limits.max_addresses:
-                del self.addresses[next(iter(self.addresses))]
+        while len(self.addresses) > self.limits.max_addresses:
+            del self.addresses[next(iter(self.addresses))]
 
     def observe_device(self, entry: dict[str, Any]) -> None:
         """An Intune device record: keys user, name, id, entra_id, ownership,
@@ -193,9 +192,8 @@ class IdentityMap:
                     del sessions[: -self.limits.per_user_sessions]
         if sessions:
             self.sessions[user] = sessions
-        if len(self.sessions) > self.limits.max_users:
-            while len(self.sessions) > self.limits.max_users:
-                del self.sessions[next(iter(self.sessions))]
+        while len(self.sessions) > self.limits.max_users:
+            del self.sessions[next(iter(self.sessions))]
 
     def _touch(self, when: float) -> None:
         self.changed = True
