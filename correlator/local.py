@@ -185,6 +185,12 @@ class LocalCorrelation:
             # As the engine takes it (process_many): hits, event, evidence, time.
             self.merger.add((record.topic, record.partition), t, (ids, event, evidence, t))
 
+    def begin_exit(self) -> None:
+        pass  # the idle exit's last correlate moves time on (to_wall_clock)
+
+    def ready_to_exit(self) -> bool:
+        return True
+
     def correlate(
         self, end: bool, assigned: bool, caught_up: bool, to_wall_clock: bool = False
     ) -> list[Alert]:

@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
+# The least an idle exit of a scaled-out member waits for the shards it owns
+# to be released (``--idle-exit`` waits as long as its own setting if longer).
+EXIT_WAIT_S = 5.0
 
 EVENTS_IN = Counter("zonewatch_correlator_events_total", "Events consumed", ["source"])
 ALERTS_OUT = Counter("zonewatch_correlator_alerts_total", "Alerts stored", ["type", "level"])
@@ -220,6 +223,7 @@ class StreamCorrelator:
         clock, stage, checkpointer = self.clock, self.stage, self.checkpointer
         idle_since = clock()
         idle_exit = False
+        exiting_since: float | None = None  # an idle exit waiting for the stage
         try:
             while not self._stop.is_set():
                 self._maybe_reload()
@@ -248,7 +252,20 @@ class StreamCorrelator:
                     and bool(self.stats.consumed or self._assigned_at is not None)
                     and clock() - max(idle_since, self._assigned_at or 0.0) > idle_timeout_s
                 )
-                if not active and (idle_exit or (until is not None and until(self.stats))):
+                if exiting_since is not None:
+                    # Scale-out: the shards wait for the other members to
+                    # declare time caught up too (stage.begin_exit), or give up.
+                    if stage.ready_to_exit() or clock() - exiting_since > max(
+                        idle_timeout_s or 0.0, EXIT_WAIT_S
+                    ):
+                        idle_exit = True
+                        break
+                elif not active and idle_exit:
+                    stage.begin_exit()
+                    exiting_since = clock()
+                    if stage.ready_to_exit():
+                        break
+                elif not active and until is not None and until(self.stats):
                     break
             if end_of_input:
                 checkpointer.checkpoint(self._correlate(end=True), {}, force=True)

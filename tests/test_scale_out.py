@@ -478,6 +478,59 @@ def test_two_groups_on_one_prefix_each_find_the_alerts_of_one(
     assert (tmp_path / "log").read_text().count('"event": "legacy_scale_out_topics"') == 2
 
 
+def _replay_ending_in_a_burst() -> Workload:
+    """Ten minutes of a past day's allowed crossings from a dozen hosts, the
+    last of them five denied crossings from one host within its final 20
+    seconds: the burst's alert resolves only once time passes the end of
+    the replay (the engine applies events a lateness window behind)."""
+    from datetime import timedelta
+
+    from test_crash_recovery import BASE, _fw
+
+    records: list[tuple[str, str, bytes]] = []
+    for i in range(1200):
+        when = BASE + timedelta(seconds=i * 0.5)
+        ip = f"10.20.0.{i % 12 + 10}"
+        event = _fw(when, f"user{i % 12}", ip, "10.200.8.15", "core->internet", "success")
+        records.append(("firewall", ip, orjson.dumps(event)))
+    end = BASE + timedelta(seconds=600)
+    for k in range(5):
+        when = end + timedelta(seconds=4 * k)
+        event = _fw(when, "burst", "10.30.0.9", "10.200.8.15", "core->lgwan", "failure")
+        records.append(("firewall", "10.30.0.9", orjson.dumps(event)))
+    return Workload(records, Counter({EVENT_COUNT: 1}))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("members", [1, 2])
+def test_an_idle_exit_of_scaled_out_members_ends_as_if_time_had_caught_up(
+    kafka_settings: KafkaSettings, tmp_path: Path, members: int
+) -> None:
+    # A batch run over a past day's logs (--idle-exit) ends with the alerts
+    # of its last minute, as one correlator's does: every member declares
+    # the wall clock for its idle sources and waits for its shards to hear
+    # it from the others before it leaves.
+    rules = tmp_path / "rules.yml"
+    rules.write_text(RULES)
+    workload = _replay_ending_in_a_burst()
+    group = f"{kafka_settings.topic_prefix}-batch"
+    internal = correlation_topics(kafka_settings.scale_out_topics(group))
+    ensure_topics(kafka_settings)
+    ensure_topics(kafka_settings, list(internal), configs=internal)
+    log = tmp_path / "members.log"
+    dbs = [tmp_path / f"m{k}.duckdb" for k in range(members)]
+    running = [Correlator(kafka_settings, rules, db, group, log, ("--scale-out",)) for db in dbs]
+    for member in running:
+        member.wait_assigned()
+    produce(kafka_settings, workload)
+    for member in running:
+        member.finish()
+    found: dict[str, str] = {}
+    for db in dbs:
+        found.update(_alerts(db))
+    assert Counter(found.values()) == workload.expected, log.read_text()[-3000:]
+
+
 @pytest.mark.integration
 def test_zonewatch_topics_creates_a_groups_topics_and_tells_of_the_shared_ones(
     kafka_settings: KafkaSettings,

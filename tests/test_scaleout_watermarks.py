@@ -58,8 +58,11 @@ class Recorder:
         self.sent.append((topic, value, partition))
 
 
-def declared(delay: float) -> dict[tuple[str, int], float]:
-    """The watermarks a member declares after its inputs were quiet for 30 s."""
+def declared(
+    delay: float, exiting: bool = False, shard_frontiers: tuple[float, ...] = ()
+) -> tuple[dict[tuple[str, int], float], RepartitionedCorrelation]:
+    """The watermarks a member declares after its inputs were quiet for 30 s
+    (``exiting``: its idle exit begins then), and the member."""
     kafka = KafkaSettings(topic_prefix="zw")
     firewall, vdi = kafka.events_topic("firewall"), kafka.events_topic("vdi")
     sources = {"vdi": {"max_delivery_delay_s": delay}} if delay else {}
@@ -85,18 +88,22 @@ def declared(delay: float) -> dict[tuple[str, int], float]:
     stage._emit_watermarks(force=True)  # the member sees its assignment: quiet from now
     producer.sent.clear()
     now[0] = QUIET_S
-    stage._emit_watermarks(force=True)
+    stage.shards = {p: SimpleNamespace(frontier=f) for p, f in enumerate(shard_frontiers)}  # type: ignore[misc]
+    if exiting:
+        stage.begin_exit()
+    else:
+        stage._emit_watermarks(force=True)
     values = {value for topic, value, _ in producer.sent if topic == "zw.hits"}
     assert {p for _, _, p in producer.sent} == {0, 1}, "every shard hears it"
     assert len(values) == 1, "every shard hears the same"
-    return {(t, p): v for t, p, v in orjson.loads(values.pop())["wm"]}
+    return {(t, p): v for t, p, v in orjson.loads(values.pop())["wm"]}, stage
 
 
 @pytest.mark.parametrize("delay", [DELAY_S, 0.0], ids=["vdi-delay-10m", "no-delay"])
 def test_a_quiet_delayed_source_holds_the_shards_back_for_its_delay(delay: float) -> None:
     kafka = KafkaSettings(topic_prefix="zw")
     firewall, vdi = kafka.events_topic("firewall"), kafka.events_topic("vdi")
-    wm = declared(delay)
+    wm, _ = declared(delay)
     moved = QUIET_S - IDLE_S  # quiet inputs move on at the clock's pace once idle
     assert wm[(firewall, 0)] == WALL0 - 10 + moved
     if delay:
@@ -119,3 +126,29 @@ def test_a_delayed_source_quiet_longer_than_its_delay_moves_on_at_the_clocks_pac
     )
     held = clock.idle_hold("vdi", WALL0 - 900, DELAY_S + 100)
     assert held == WALL0 - 900 + 100
+
+
+@pytest.mark.parametrize("delay", [DELAY_S, 0.0], ids=["vdi-delay-10m", "no-delay"])
+def test_an_idle_exit_declares_every_quiet_input_caught_up_with_the_wall_clock(
+    delay: float,
+) -> None:
+    # `--idle-exit` over a past day: the member ends as if time had caught
+    # up, as the single loop does (delays included): every idle input at the
+    # wall clock less the idle window.
+    wm, _ = declared(delay, exiting=True)
+    assert set(wm.values()) == {WALL0 + QUIET_S - IDLE_S}
+
+
+def test_an_exiting_member_waits_until_its_shards_have_passed_the_moment_it_began() -> None:
+    began = WALL0 + QUIET_S
+    # A shard still held back by another member's source (a member working
+    # on, or one whose declaration has not come yet): not ready.
+    _, stage = declared(0.0, exiting=True, shard_frontiers=(began - IDLE_S, WALL0 - 900))
+    assert not stage.ready_to_exit()
+    # Every shard released up to the exit (another member's clock may trail
+    # by as much as the idle window): ready.
+    _, stage = declared(0.0, exiting=True, shard_frontiers=(began - IDLE_S, began - 2 * IDLE_S))
+    assert stage.ready_to_exit()
+    # A member that owns no shard has nothing to wait for.
+    _, stage = declared(0.0, exiting=True)
+    assert stage.ready_to_exit()

@@ -26,13 +26,16 @@ one consumer of one group:
   A new owner reads the changelog and resumes there.
 
 What it gives: the alerts of one member, from any number of members
-(``tests/test_scale_out.py``). What it costs: every correlated hit makes a
-round trip through Kafka. Limits: a correlation of correlations must group
-by exactly its children's fields (otherwise one parent group would span
-shards), checked at start; a member killed with ``kill -9`` whose shard moves
-to another member leaves the alerts it raised after its last changelog
-snapshot in its own store, and the new owner raises them again in its store
-(the same ids: a union of the stores has each once, but Teams may hear twice).
+(``tests/test_scale_out.py``), a batch run with ``--idle-exit`` included: an
+exiting member declares time caught up for its sources and waits for its
+shards to hear the same from the others (``begin_exit``). What it costs: every
+correlated hit makes a round trip through Kafka. Limits: a correlation of
+correlations must group by exactly its children's fields (otherwise one parent
+group would span shards), checked at start; a member killed with ``kill -9``
+whose shard moves to another member leaves the alerts it raised after its last
+changelog snapshot in its own store, and the new owner raises them again in
+its store (the same ids: a union of the stores has each once, but Teams may
+hear twice).
 """
 
 from __future__ import annotations
@@ -173,6 +176,8 @@ class RepartitionedCorrelation:
         self._hit_partitions: int | None = None
         self._last_watermark = 0.0
         self._progress_store: dict[SourcePartition, float] = {}
+        # An idle exit in progress: the wall clock when it began (begin_exit).
+        self._exiting_at: float | None = None
         self.loop: StageHost | None = None
 
     def bind(self, loop: StageHost) -> None:
@@ -249,6 +254,30 @@ class RepartitionedCorrelation:
     def idle_work_pending(self) -> bool:
         # Quiet or not, shards wait for this member's watermarks.
         return self.engine is not None
+
+    # -- idle exit ------------------------------------------------------------------
+    def begin_exit(self) -> None:
+        """An idle exit (``--idle-exit``: a batch run over past logs) ends as if
+        time had caught up, as the single member's does (``local.py``); but
+        the shards wait for every member's sources. So this member declares
+        the wall clock (less the idle window) for its idle sources from now
+        on, and stays until its shards have heard the same from the other
+        members (:meth:`ready_to_exit`): a member exiting too declares it; a
+        member that left hands its sources to the ones staying, which
+        declare them in turn. A member that keeps working holds the shards
+        back as it should; the loop stops waiting after a while and the
+        shards' state goes to the changelog for their next owner."""
+        self._exiting_at = self.wall()
+        self._emit_watermarks(force=True)
+
+    def ready_to_exit(self) -> bool:
+        """Whether every shard of this member has been released up to the
+        moment its idle exit began (less the idle window, and as much again
+        for other members' clocks)."""
+        if self._exiting_at is None:
+            return True
+        target = self._exiting_at - 2 * self.policy.default.idle_s
+        return all(shard.frontier >= target for shard in self.shards.values())
 
     def newest(self, key: tuple[str, int]) -> float:
         progress = self._sources.get(key)
@@ -331,8 +360,13 @@ class RepartitionedCorrelation:
         furthest = max(progress.values(), default=self.wall() - self.policy.default.idle_s)
         for source in idle:
             progress.setdefault(source, furthest)
+        if self._exiting_at is not None:
+            # An idle exit: time has caught up, delivery delays included.
+            caught_up = self.wall() - self.policy.default.idle_s
+            for source in idle:
+                progress[source] = max(progress[source], caught_up)
         delays = self.source_clock
-        if delays is not None and delays.delay_by_source:
+        if self._exiting_at is None and delays is not None and delays.delay_by_source:
             for source in idle:
                 state = self._sources[source]
                 empty = state.newest == float("-inf")
@@ -379,8 +413,8 @@ class RepartitionedCorrelation:
     def correlate(
         self, end: bool, assigned: bool, caught_up: bool, to_wall_clock: bool = False
     ) -> list[Alert]:
-        # to_wall_clock (an idle exit) is the local stage's: here each member's
-        # idle sources declare their progress to the shards (_emit_watermarks).
+        # to_wall_clock (an idle exit) is the local stage's: here the member's
+        # idle sources declare the wall clock to the shards (begin_exit).
         engine = self.engine
         if engine is None:
             return []
