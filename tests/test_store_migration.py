@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -11,8 +12,9 @@ from structlog.testing import capture_logs
 
 from correlator.store import AlertStore
 from correlator.store.read import load_alerts
+from correlator.store.rows import ArchivedEvent
 from correlator.store.schema import MIGRATIONS, SCHEMA_VERSION
-from tests.test_store import T0, count, make_alert
+from tests.test_store import T0, count, fw_event, make_alert
 from zonewatch.errors import StoreError
 from zonewatch.models import Alert
 
@@ -21,7 +23,9 @@ def make_v1_store(path: Path, alerts: list[Alert]) -> None:
     """A store as zonewatch with schema version 1 left it: ``alerts`` keyed
     by id, each alert with its evidence and a pending outbox row."""
     con = duckdb.connect(str(path))
-    for statement in MIGRATIONS[1]:
+    v1 = MIGRATIONS[1]
+    assert isinstance(v1, list)
+    for statement in v1:
         con.execute(statement)
     con.execute("INSERT INTO schema_version (version) VALUES (1)")
     for a in alerts:
@@ -129,3 +133,86 @@ def test_writes_and_queries_spill_beyond_the_memory_limit(tmp_path: Path) -> Non
 def test_invalid_memory_limit_says_what_to_write(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"invalid memory limit 'lots'.*512MB"):
         AlertStore(tmp_path / "zw.duckdb", memory_limit="lots")
+
+
+def _archive(n: int) -> list[ArchivedEvent]:
+    topic = "zonewatch.events.firewall"
+    return [
+        ArchivedEvent(f"{topic}:0:{k}", topic, 0, k, T0 + timedelta(seconds=k), fw_event(k))
+        for k in range(n)
+    ]
+
+
+def _event_compression(store: AlertStore) -> set[str]:
+    con = store.cursor()
+    con.execute("CHECKPOINT")
+    rows = con.execute(
+        "SELECT DISTINCT compression FROM pragma_storage_info('events') "
+        "WHERE column_name = 'event' AND segment_type <> 'VALIDITY'"
+    ).fetchall()
+    return {r[0].upper() for r in rows}
+
+
+def _zstd_declared(store: AlertStore) -> bool:
+    """Whether the archive's JSON column is declared zstd (DuckDB may also
+    choose zstd for a segment by itself)."""
+    row = (
+        store.cursor()
+        .execute("SELECT sql FROM duckdb_tables() WHERE table_name = 'events'")
+        .fetchone()
+    )
+    assert row is not None
+    return "USING COMPRESSION ZSTD" in row[0].upper()
+
+
+def test_a_new_store_compresses_the_archives_json_with_zstd(tmp_path: Path) -> None:
+    with AlertStore(tmp_path / "zw.duckdb") as store:
+        store.write([], events=_archive(3000))
+        assert _zstd_declared(store)
+        assert _event_compression(store) == {"ZSTD"}
+        _, rows = store.query(
+            "SELECT count(*), count(DISTINCT json_extract_string(event, '$.source.ip')) "
+            "FROM events WHERE source = 'firewall'"
+        )
+        assert rows == [(3000, len({fw_event(k)["source"]["ip"] for k in range(3000)}))]
+
+
+def test_an_archive_that_holds_events_keeps_them_and_its_format(tmp_path: Path) -> None:
+    # A version 7 store with 3,000 archived events: version 8 does not copy
+    # them over (that would cost a copy of the whole archive at start).
+    path = tmp_path / "zw.duckdb"
+    con = duckdb.connect(str(path))
+    for version in range(1, 8):
+        migration = MIGRATIONS[version]
+        assert isinstance(migration, list)
+        for statement in migration:
+            con.execute(statement)
+        con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+    con.execute(
+        "INSERT INTO events (event_id, time, ingest_time, source, event) "
+        "SELECT 'fw:0:' || i, now(), now(), 'firewall', json_object('n', i) "
+        "FROM range(3000) t(i)"
+    )
+    con.close()
+    with capture_logs() as logs, AlertStore(path) as store:
+        assert [e["event"] for e in logs] == ["store_migrated"]
+        assert not _zstd_declared(store)
+        store.write([], events=_archive(100))
+        assert count(store, "events") == 3100
+        _, rows = store.query(
+            "SELECT sum((event->>'n')::INT) FROM events WHERE event_id LIKE 'fw:%'"
+        )
+        assert rows == [(sum(range(3000)),)]
+
+
+def test_a_file_of_an_older_storage_version_is_migrated_without_zstd(tmp_path: Path) -> None:
+    # DuckDB refuses zstd for strings in files of storage versions before
+    # 1.2: such a store migrates all the same, its archive as before.
+    path = tmp_path / "zw.duckdb"
+    duckdb.connect(str(path), config={"storage_compatibility_version": "v1.0.0"}).close()
+    with AlertStore(path) as store:
+        store.write([], events=_archive(3000))
+        assert not _zstd_declared(store)
+        assert "ZSTD" not in _event_compression(store)
+        assert count(store, "events") == 3000
+        assert store.query("SELECT max(version) FROM schema_version")[1] == [(SCHEMA_VERSION,)]

@@ -246,7 +246,8 @@ class AlertStore:
         con.begin()
         try:
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[version]:
+                migration = MIGRATIONS[version]
+                for statement in migration(con) if callable(migration) else migration:
                     con.execute(statement)
                 con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
             con.commit()
