@@ -120,10 +120,32 @@ def consumed(port: int) -> int:
     return int(sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(METRIC)))
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds a process and its living descendants have used (Linux)."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += cpu_s(int(child))
+    except OSError:  # it ended meanwhile
+        pass
+    return total
+
+
 def run(
-    kafka: KafkaSettings, rules: Path, tmp: Path, n: int, members: int, scale_out: bool
-) -> tuple[float, list[Path], int]:
-    """(events/s between 10 % and 90 % of ``n``, the members' stores, events read)."""
+    kafka: KafkaSettings,
+    rules: Path,
+    tmp: Path,
+    n: int,
+    members: int,
+    scale_out: bool,
+    broker_pid: int | None = None,
+) -> tuple[float, list[Path], int, tuple[float, float]]:
+    """(events/s between 10 % and 90 % of ``n``, the members' stores, events
+    read, CPU µs per event meanwhile: the members with their children, and
+    the broker's when ``broker_pid`` is given)."""
     group = f"g-{uuid.uuid4().hex[:8]}"
     env = dict(
         os.environ,
@@ -142,6 +164,7 @@ def run(
         log = (tmp / f"{group}.log").open("ab")
         procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=log))
     marks: dict[float, float] = {}
+    cpu: dict[float, tuple[float, float]] = {}
     total = 0
     while any(p.poll() is None for p in procs):
         total = sum(consumed(port) for port in ports)
@@ -149,6 +172,10 @@ def run(
         for share in (0.1, 0.9):
             if total >= share * n and share not in marks:
                 marks[share] = now
+                cpu[share] = (
+                    sum(cpu_s(p.pid) for p in procs),
+                    cpu_s(broker_pid) if broker_pid else 0.0,
+                )
         time.sleep(0.05)
     for p in procs:
         if p.wait() != 0:
@@ -156,7 +183,8 @@ def run(
             raise SystemExit(f"a member failed ({p.returncode}):\n{tail}")
     if len(marks) < 2:
         raise SystemExit(f"the members read {total} of {n} events")
-    return 0.8 * n / (marks[0.9] - marks[0.1]), dbs, total
+    per_event = tuple((b - a) / (0.8 * n) * 1e6 for a, b in zip(cpu[0.1], cpu[0.9], strict=True))
+    return 0.8 * n / (marks[0.9] - marks[0.1]), dbs, total, per_event  # type: ignore[return-value]
 
 
 def alerts(dbs: list[Path], prefix: str) -> dict[tuple[Any, ...], frozenset[str]]:
@@ -206,6 +234,9 @@ def main() -> None:
                 f"{args.rounds} rounds; each member a process"
             )
             rates: dict[str, list[float]] = {name: [] for name, _, _ in configs}
+            # CPU µs per event between 10 % and 90 %: the members, the broker.
+            cpus: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in configs}
+            broker_pid = broker.pid if broker is not None else None
             t0 = time.time() - 86400  # the same event times in every copy
             reference: dict[tuple[Any, ...], frozenset[str]] | None = None
             mismatches: list[str] = []
@@ -218,8 +249,9 @@ def main() -> None:
                     )
                     ensure_topics(kafka)
                     produce(kafka, n, t0)
-                    rate, dbs, _ = run(kafka, rules, tmp, n, members, scale_out)
+                    rate, dbs, _, cpu = run(kafka, rules, tmp, n, members, scale_out, broker_pid)
                     rates[name].append(rate)
+                    cpus[name].append(cpu)
                     found = alerts(dbs, kafka.topic_prefix)
                     if reference is None:
                         reference = found
@@ -251,6 +283,12 @@ def main() -> None:
                     f"(rounds {' '.join(f'{v:,.0f}' for v in values)}); "
                     f"{statistics.median(ratios):.2f}x one correlator"
                 )
+            for name, values in cpus.items():
+                members_us = statistics.median(v[0] for v in values)
+                line = f"{name:16}: cpu {members_us:5.1f} µs/event in the members"
+                if broker_pid:
+                    line += f", {statistics.median(v[1] for v in values):5.1f} in the broker"
+                print(line + " (between 10 % and 90 %, medians)")
             if mismatches:
                 raise SystemExit("ALERTS DIFFER:\n" + "\n".join(mismatches))
             print("the union of the members' alerts equals one correlator's in every run")

@@ -62,6 +62,11 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (benchmarks read its CPU)."""
+        return self._proc.pid if self._proc is not None else None
+
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         """Start tansu and wait until it answers the Kafka protocol. A port
         another process holds is refused at once (``PortInUseError``): a
