@@ -152,3 +152,64 @@ def test_an_exiting_member_waits_until_its_shards_have_passed_the_moment_it_bega
     # A member that owns no shard has nothing to wait for.
     _, stage = declared(0.0, exiting=True)
     assert stage.ready_to_exit()
+
+
+def test_a_batchs_hits_for_a_shard_travel_in_one_record_ahead_of_the_watermark() -> None:
+    from datetime import UTC, datetime
+
+    from correlator.scaleout.records import Watermark, decode
+    from correlator.scaleout.stage import HITS_RECORD_BYTES
+
+    kafka = KafkaSettings(topic_prefix="zw")
+    firewall = kafka.events_topic("firewall")
+    producer = Recorder()
+    engine = SimpleNamespace(
+        referenced_rule_ids=["r1"], group_keys=lambda ids, event: [(event["user"],)]
+    )
+    stage = RepartitionedCorrelation(
+        engine,  # type: ignore[arg-type]
+        producer,
+        kafka,
+        ProgressPolicy.of(IDLE_S, idle_polls=0),
+        ("zw.hits", "zw.state"),
+        clock=lambda: 0.0,
+        wall=lambda: WALL0,
+    )
+    stage.loop = SimpleNamespace(  # type: ignore[assignment]
+        group=CaughtUpGroup([TopicPartition(firewall, 0)], "zw.hits")
+    )
+    when = datetime.fromtimestamp(WALL0, UTC)
+
+    def offer(offset: int, user: str, pad: int = 0) -> None:
+        record = SimpleNamespace(topic=firewall, partition=0, offset=offset)
+        event = {"user": user, "pad": "x" * pad}
+        stage.offer(["r1"], record, event, None, when, WALL0 + offset, None)  # type: ignore[arg-type]
+        stage.progressed((firewall, 0), WALL0 + offset)
+
+    users = ["alice", "bob", "carol", "dave", "erin", "frank"]
+    for offset in range(30):
+        offer(offset, users[offset % len(users)])
+    assert producer.sent == [], "hits wait for the end of the batch"
+    stage._emit_watermarks(force=True)
+    by_shard: dict[int, list[Any]] = {}
+    for topic, value, p in producer.sent:
+        assert topic == "zw.hits"
+        by_shard.setdefault(p, []).append(decode(value))
+    assert set(by_shard) == {0, 1}
+    offered = 0
+    for records in by_shard.values():
+        # One record of hits, then the watermark that covers them.
+        hits, watermark = records
+        assert isinstance(watermark, Watermark) and not isinstance(hits, Watermark)
+        assert [h.offset for h in hits] == sorted(h.offset for h in hits)
+        offered += len(hits)
+    assert offered == 30
+    # A batch of large hits is sent as it grows, each record under the cap.
+    producer.sent.clear()
+    for offset in range(30, 40):
+        offer(offset, "alice", pad=HITS_RECORD_BYTES // 4)
+    stage._send_hits()
+    hits_records = [value for _, value, _ in producer.sent]
+    assert len(hits_records) >= 3
+    assert all(len(value) < 2 * HITS_RECORD_BYTES for value in hits_records)
+    assert [h.offset for v in hits_records for h in decode(v)] == list(range(30, 40))  # type: ignore[union-attr]

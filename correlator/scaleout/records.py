@@ -5,10 +5,11 @@ one pair per consumer group, names in ``zonewatch/sources.py``, created by
 ``zonewatch topics``):
 
 ``<prefix>.correlation.<group>.hits``
-    *Hit* records: one event some correlation reads, with the detection rules
-    it matched, sent to the partition of its group key (after aliases), so
-    every event of one group reaches one correlation shard whatever source
-    partition it came from. *Watermark* records: how far the sender has read
+    *Hit* records: events some correlation reads, with the detection rules
+    they matched, sent to the partition of their group key (after aliases),
+    so every event of one group reaches one correlation shard whatever
+    source partition it came from; a batch's hits for one shard go in one
+    record (``encode_hits``). *Watermark* records: how far the sender has read
     each source partition it owns, sent to every partition, so a shard knows
     when no older hit can come (windows close, absences resolve).
 
@@ -81,29 +82,49 @@ def encode_hit(hit: Hit) -> bytes:
     return orjson.dumps(doc)
 
 
+def encode_hits(hits: list[bytes]) -> bytes:
+    """Several encoded hits (``encode_hit``) for one shard as one record: a
+    Kafka record costs kafka-python tens of µs to send and to read, whatever
+    its size, so a batch's hits for a shard travel together."""
+    return b'{"hs":[' + b",".join(hits) + b"]}"
+
+
 def encode_watermark(progress: dict[SourcePartition, float]) -> bytes:
     return orjson.dumps({"wm": [[t, p, v] for (t, p), v in sorted(progress.items())]})
 
 
-def decode(value: bytes) -> Hit | Watermark:
+def _hit(doc: dict[str, Any]) -> Hit:
+    topic, partition, offset = doc["h"]
+    return Hit(
+        (str(topic), int(partition)),
+        int(offset),
+        float(doc["t"]),
+        str(doc["w"]),
+        [str(i) for i in doc["ids"]],
+        doc["e"],
+        float(doc["l"]) if doc.get("l") is not None else None,
+    )
+
+
+def decode(value: bytes) -> list[Hit] | Watermark:
+    """A hits record: its hits in the order sent (one, or ``encode_hits``'
+    several), or a watermark."""
     try:
         doc = orjson.loads(value)
+        if "hs" in doc:
+            return [_hit(d) for d in doc["hs"]]
         if "h" in doc:
-            topic, partition, offset = doc["h"]
-            return Hit(
-                (str(topic), int(partition)),
-                int(offset),
-                float(doc["t"]),
-                str(doc["w"]),
-                [str(i) for i in doc["ids"]],
-                doc["e"],
-                float(doc["l"]) if doc.get("l") is not None else None,
-            )
+            return [_hit(doc)]
         if "wm" in doc:
             return Watermark({(str(t), int(p)): float(v) for t, p, v in doc["wm"]})
     except (orjson.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
         raise RecordError(f"unreadable hits record ({type(exc).__name__}: {exc})") from exc
     raise RecordError("hits record is neither a hit nor a watermark")
+
+
+def carries_hits(value: bytes) -> bool:
+    """Whether a hits record holds hits (not a watermark), from its first bytes."""
+    return value[:4] in (b'{"h"', b'{"hs')
 
 
 # -- the changelog ----------------------------------------------------------------

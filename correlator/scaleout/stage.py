@@ -68,8 +68,10 @@ from correlator.scaleout.records import (
     RecordError,
     SourcePartition,
     Watermark,
+    carries_hits,
     decode,
     encode_hit,
+    encode_hits,
     encode_watermark,
     key_partition,
 )
@@ -87,6 +89,9 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 WATERMARK_INTERVAL_S = 0.2
+# A shard's hits of a batch go in one record up to about this size (Kafka's
+# default record limit is 1 MB).
+HITS_RECORD_BYTES = 256 * 1024
 # The store's copy of each source partition's newest event time, written with
 # its offsets: the per-partition lateness verdicts continue after a restart.
 SOURCE_PROGRESS_KEY = "scaleout-source-progress"
@@ -176,6 +181,10 @@ class RepartitionedCorrelation:
         self._hit_partitions: int | None = None
         self._last_watermark = 0.0
         self._progress_store: dict[SourcePartition, float] = {}
+        # Encoded hits per hits partition not sent yet, and their bytes
+        # (``offer`` gathers them, ``_send_hits`` sends one record each).
+        self._unsent: dict[int, list[bytes]] = {}
+        self._unsent_bytes: dict[int, int] = {}
         # An idle exit in progress: the wall clock when it began (begin_exit).
         self._exiting_at: float | None = None
         self.loop: StageHost | None = None
@@ -235,7 +244,7 @@ class RepartitionedCorrelation:
     def brings_input(self, batch: dict[TopicPartition, list[Any]]) -> bool:
         # Watermarks arrive all the time; only events count as input.
         return any(tp.topic != self.hits_topic for tp in batch) or any(
-            b'"h"' in record.value[:8] for tp, records in batch.items() for record in records
+            carries_hits(record.value) for records in batch.values() for record in records
         )
 
     def polled(
@@ -319,10 +328,25 @@ class RepartitionedCorrelation:
                 late,
             )
         )
+        unsent, sizes = self._unsent, self._unsent_bytes
         for p in {key_partition(k, n) for k in keys}:
+            unsent.setdefault(p, []).append(value)
+            sizes[p] = sizes.get(p, 0) + len(value) + 1
+            if sizes[p] >= HITS_RECORD_BYTES:
+                self._send_hits(p)
+
+    def _send_hits(self, only: int | None = None) -> None:
+        """The gathered hits, one record per shard, in the order offered (all
+        shards, or ``only`` that one)."""
+        for p in list(self._unsent) if only is None else [only]:
+            hits = self._unsent.pop(p)
+            self._unsent_bytes.pop(p, None)
+            value = hits[0] if len(hits) == 1 else encode_hits(hits)
             self.producer.send(self.hits_topic, value=value, partition=p)
 
     def _emit_watermarks(self, force: bool = False) -> None:
+        # A source's watermark follows its hits on every shard.
+        self._send_hits()
         now = self.clock()
         if not force and now - self._last_watermark < WATERMARK_INTERVAL_S:
             return
@@ -407,7 +431,8 @@ class RepartitionedCorrelation:
             if isinstance(item, Watermark):
                 shard.input.declare(item.progress)
             else:
-                shard.input.offer(item)
+                for hit in item:
+                    shard.input.offer(hit)
         self._loop.checkpointer.dirty = True
 
     def correlate(
@@ -418,6 +443,7 @@ class RepartitionedCorrelation:
         engine = self.engine
         if engine is None:
             return []
+        self._send_hits()
         if not end:
             self._emit_watermarks()
         n = self._n_hits() if self.shards else 0
@@ -452,6 +478,7 @@ class RepartitionedCorrelation:
     # -- checkpoint (correlator/checkpointer.py) -----------------------------------
     def flush(self) -> None:
         """Hits out first: the offsets written next lie past their records."""
+        self._send_hits()
         self.producer.flush()
 
     def write_state(self, offsets: Mapping[tuple[str, int], int]) -> dict[str, bytes]:
@@ -602,6 +629,7 @@ class RepartitionedCorrelation:
 
     def close(self) -> None:
         try:
+            self._send_hits()
             self.producer.flush()
             self.producer.close()
         except Exception as exc:  # best effort: hits not flushed are re-sent on replay
