@@ -158,7 +158,7 @@ def test_a_batchs_hits_for_a_shard_travel_in_one_record_ahead_of_the_watermark()
     from datetime import UTC, datetime
 
     from correlator.scaleout.records import Watermark, decode
-    from correlator.scaleout.stage import HITS_RECORD_BYTES
+    from correlator.scaleout.outgoing import HITS_RECORD_BYTES
 
     kafka = KafkaSettings(topic_prefix="zw")
     firewall = kafka.events_topic("firewall")
@@ -208,7 +208,7 @@ def test_a_batchs_hits_for_a_shard_travel_in_one_record_ahead_of_the_watermark()
     producer.sent.clear()
     for offset in range(30, 40):
         offer(offset, "alice", pad=HITS_RECORD_BYTES // 4)
-    stage._send_hits()
+    stage.hits_out.send()
     hits_records = [value for _, value, _ in producer.sent]
     assert len(hits_records) >= 3
     assert all(len(value) < 2 * HITS_RECORD_BYTES for value in hits_records)

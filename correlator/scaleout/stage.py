@@ -43,7 +43,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +62,7 @@ from correlator.scaleout.changelog import (
     restore_shard,
     write_changelog,
 )
+from correlator.scaleout.outgoing import HitsOut, SourceProgress, declared_progress
 from correlator.scaleout.records import (
     Hit,
     RecordError,
@@ -71,13 +71,12 @@ from correlator.scaleout.records import (
     carries_hits,
     decode,
     encode_hit,
-    encode_hits,
     encode_watermark,
     key_partition,
 )
 from correlator.store.state import CheckpointNotStoredError
 from correlator.stream import StreamCorrelator, evidence_of
-from zonewatch.config import KafkaSettings, Settings, source_of_topic
+from zonewatch.config import KafkaSettings, Settings
 from zonewatch.logs import get_logger
 from zonewatch.models import Alert, Evidence
 from zonewatch.offsets import LogBounds
@@ -89,9 +88,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 WATERMARK_INTERVAL_S = 0.2
-# A shard's hits of a batch go in one record up to about this size (Kafka's
-# default record limit is 1 MB).
-HITS_RECORD_BYTES = 256 * 1024
 # The store's copy of each source partition's newest event time, written with
 # its offsets: the per-partition lateness verdicts continue after a restart.
 SOURCE_PROGRESS_KEY = "scaleout-source-progress"
@@ -138,13 +134,6 @@ def RepartitionedStream(
     return StreamCorrelator(settings, ruleset, store, consumer=consumer, stage=stage)
 
 
-@dataclass
-class _SourceProgress:
-    last_arrival: float  # clock of its last record
-    newest: float = float("-inf")
-    quiet_polls: int = 0  # polls since its last record
-
-
 # size: the stage is one Kafka protocol (hits out, shard inputs in, watermarks, changelog
 # hand-over) whose parts share the shard table; changelog I/O is in changelog.py.
 class RepartitionedCorrelation:
@@ -176,15 +165,13 @@ class RepartitionedCorrelation:
         self.wall = wall
         self.hits_topic, self.state_topic = topics
         self.shards: dict[int, Shard] = {}
-        self._sources: dict[SourcePartition, _SourceProgress] = {}
+        self._sources: dict[SourcePartition, SourceProgress] = {}
         self._engine_bytes: dict[int, bytes | None] = {}
         self._hit_partitions: int | None = None
         self._last_watermark = 0.0
         self._progress_store: dict[SourcePartition, float] = {}
-        # Encoded hits per hits partition not sent yet, and their bytes
-        # (``offer`` gathers them, ``_send_hits`` sends one record each).
-        self._unsent: dict[int, list[bytes]] = {}
-        self._unsent_bytes: dict[int, int] = {}
+        # A batch's hits, one record per shard (``offer`` gathers them).
+        self.hits_out = HitsOut(producer, self.hits_topic)
         # An idle exit in progress: the wall clock when it began (begin_exit).
         self._exiting_at: float | None = None
         self.loop: StageHost | None = None
@@ -258,7 +245,7 @@ class RepartitionedCorrelation:
             else:
                 progress.quiet_polls += 1
         for source in got - self._sources.keys():
-            self._sources[source] = _SourceProgress(now)
+            self._sources[source] = SourceProgress(now)
 
     def idle_work_pending(self) -> bool:
         # Quiet or not, shards wait for this member's watermarks.
@@ -295,7 +282,7 @@ class RepartitionedCorrelation:
     def progressed(self, key: tuple[str, int], newest: float) -> None:
         progress = self._sources.get(key)
         if progress is None:
-            progress = self._sources[key] = _SourceProgress(self.clock())
+            progress = self._sources[key] = SourceProgress(self.clock())
         if newest > progress.newest:
             progress.newest = newest
 
@@ -328,81 +315,37 @@ class RepartitionedCorrelation:
                 late,
             )
         )
-        unsent, sizes = self._unsent, self._unsent_bytes
         for p in {key_partition(k, n) for k in keys}:
-            unsent.setdefault(p, []).append(value)
-            sizes[p] = sizes.get(p, 0) + len(value) + 1
-            if sizes[p] >= HITS_RECORD_BYTES:
-                self._send_hits(p)
-
-    def _send_hits(self, only: int | None = None) -> None:
-        """The gathered hits, one record per shard, in the order offered (all
-        shards, or ``only`` that one)."""
-        for p in list(self._unsent) if only is None else [only]:
-            hits = self._unsent.pop(p)
-            self._unsent_bytes.pop(p, None)
-            value = hits[0] if len(hits) == 1 else encode_hits(hits)
-            self.producer.send(self.hits_topic, value=value, partition=p)
+            self.hits_out.add(p, value)
 
     def _emit_watermarks(self, force: bool = False) -> None:
         # A source's watermark follows its hits on every shard.
-        self._send_hits()
+        self.hits_out.send()
         now = self.clock()
         if not force and now - self._last_watermark < WATERMARK_INTERVAL_S:
             return
         self._last_watermark = now
         group = self._loop.group
-        progress: dict[SourcePartition, float] = {}
-        idle: list[SourcePartition] = []
+        sources: dict[SourcePartition, tuple[SourceProgress, bool]] = {}
         for tp in group.assignment():
             if tp.topic == self.hits_topic:
                 continue
             source = (tp.topic, tp.partition)
             state = self._sources.get(source)
             if state is None:
-                state = self._sources[source] = _SourceProgress(now)
+                state = self._sources[source] = SourceProgress(now)
+            # Read to the end, by the fetch answers' high watermark (after a
+            # long pause, e.g. a rebalance, it is stale: hence the wall time too).
             high = group.highwater(tp)
-            rule = self.policy.rule(source_of_topic(tp.topic))
-            if rule.idle(
-                quiet_s=now - state.last_arrival,
-                quiet_polls=state.quiet_polls,
-                # Read to the end, by the fetch answers' high watermark (after
-                # a long pause, e.g. a rebalance, it is stale: hence the wall
-                # time too).
-                behind=high is None or group.position(tp) < high,
-            ):
-                # Time moves it on from where it stopped (progress.idle_progress).
-                idle.append(source)
-                if state.newest != float("-inf"):
-                    progress[source] = rule.progress(state.newest, now - state.last_arrival)
-            elif state.newest != float("-inf"):
-                progress[source] = state.newest
-        # An idle input that never delivered anything (an empty partition)
-        # must not hold the shards back: it goes as far as this member's
-        # furthest input, or, when this member has read nothing at all, the
-        # wall clock less the idle window.
-        furthest = max(progress.values(), default=self.wall() - self.policy.default.idle_s)
-        for source in idle:
-            progress.setdefault(source, furthest)
-        if self._exiting_at is not None:
-            # An idle exit: time has caught up, delivery delays included.
-            caught_up = self.wall() - self.policy.default.idle_s
-            for source in idle:
-                progress[source] = max(progress[source], caught_up)
-        delays = self.source_clock
-        if self._exiting_at is None and delays is not None and delays.delay_by_source:
-            for source in idle:
-                state = self._sources[source]
-                empty = state.newest == float("-inf")
-                base = furthest if empty else state.newest
-                held = delays.idle_hold(
-                    source_of_topic(source[0]),
-                    base,
-                    now - state.last_arrival,
-                    self.wall() if empty else None,
-                )
-                if held is not None:
-                    progress[source] = min(progress[source], held)
+            sources[source] = (state, high is None or group.position(tp) < high)
+        progress = declared_progress(
+            sources,
+            self.policy,
+            now,
+            self.wall(),
+            delays=self.source_clock,
+            exiting=self._exiting_at is not None,
+        )
         if progress:
             value = encode_watermark(progress)
             for p in range(self._n_hits()):
@@ -443,7 +386,7 @@ class RepartitionedCorrelation:
         engine = self.engine
         if engine is None:
             return []
-        self._send_hits()
+        self.hits_out.send()
         if not end:
             self._emit_watermarks()
         n = self._n_hits() if self.shards else 0
@@ -478,7 +421,7 @@ class RepartitionedCorrelation:
     # -- checkpoint (correlator/checkpointer.py) -----------------------------------
     def flush(self) -> None:
         """Hits out first: the offsets written next lie past their records."""
-        self._send_hits()
+        self.hits_out.send()
         self.producer.flush()
 
     def write_state(self, offsets: Mapping[tuple[str, int], int]) -> dict[str, bytes]:
@@ -556,7 +499,7 @@ class RepartitionedCorrelation:
         now = self.clock()
         for tp in sources:
             source = (tp.topic, tp.partition)
-            progress = self._sources[source] = _SourceProgress(now)
+            progress = self._sources[source] = SourceProgress(now)
             # Another member may have moved this partition on since this store
             # last saw it: resume from the further of the two (hits already
             # sent again are dropped by the shards), with the newest event
@@ -629,7 +572,7 @@ class RepartitionedCorrelation:
 
     def close(self) -> None:
         try:
-            self._send_hits()
+            self.hits_out.send()
             self.producer.flush()
             self.producer.close()
         except Exception as exc:  # best effort: hits not flushed are re-sent on replay
