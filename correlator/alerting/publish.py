@@ -450,24 +450,39 @@ class AlertPublisher:
 
 
 def _last_seq(
-    consumer: KafkaConsumer, tp: TopicPartition, start: int, end: int, ours: bytes
+    consumer: KafkaConsumer,
+    tp: TopicPartition,
+    start: int,
+    end: int,
+    ours: bytes,
+    clock: Callable[[], float] = time.monotonic,
 ) -> int:
-    """The ``pub_seq`` of the last record of store ``ours`` in [start, end)."""
+    """The ``pub_seq`` of the last record of store ``ours`` in [start, end).
+
+    However many other stores' records lie after ours (a store that was
+    stopped for a day beside busy ones), the search goes on while it reads:
+    it gives up only when no record came for ``RECOVER_TIMEOUT_S`` (an open
+    transaction holding read_committed readers back, a broker gone)."""
     consumer.assign([tp])
     hi, width = end, 256
-    deadline = time.monotonic() + RECOVER_TIMEOUT_S
+    last_read = clock()
+    read = 0
     while hi > start:
         lo = max(start, hi - width)
         consumer.seek(tp, lo)
         best: int | None = None
         while consumer.position(tp) < hi:
-            if time.monotonic() > deadline:
+            if clock() - last_read > RECOVER_TIMEOUT_S:
                 raise KafkaError(
-                    f"could not read {tp.topic}:{tp.partition} up to offset {hi} within "
-                    f"{RECOVER_TIMEOUT_S:.0f}s (an open transaction holds read_committed "
-                    "readers back until it ends)"
+                    f"could not read {tp.topic}:{tp.partition} up to offset {hi}: nothing "
+                    f"came for {RECOVER_TIMEOUT_S:.0f}s (an open transaction holds "
+                    "read_committed readers back until it ends)"
                 )
-            for record in consumer.poll(timeout_ms=200, max_records=5000).get(tp, []):
+            records = consumer.poll(timeout_ms=200, max_records=5000).get(tp, [])
+            if records:
+                last_read = clock()
+                read += len(records)
+            for record in records:
                 if record.offset >= hi:
                     break
                 seq = _seq_of(record, ours)
@@ -475,6 +490,14 @@ def _last_seq(
                     best = seq
         if best is not None:
             return best
+        if read:
+            log.info(
+                "alerts_topic_read_back",
+                partition=tp.partition,
+                records_read=read,
+                from_offset=lo,
+                to_offset=end,
+            )
         hi, width = lo, width * 4
     return 0
 
