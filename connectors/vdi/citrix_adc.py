@@ -110,7 +110,9 @@ def parse_citrix_adc(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
         ev["event"]["severity"] = severity
     if m["tz"]:
         ev["event"]["timezone"] = m["tz"]
-    ev["observer"].update({"hostname": m["host"], "type": "firewall"})
+    observer = ev["observer"]
+    observer["hostname"] = m["host"]
+    observer["type"] = "firewall"
     kv = adc_pairs(m["msg"])
     for key, side in (("Source", "source"), ("Destination", "destination")):
         if kv.get(key):
