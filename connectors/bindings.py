@@ -42,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 RESTRICTED_TARGETS = frozenset({"mynumber", "lgwan"})
@@ -53,6 +54,9 @@ _DEVICE_ACTIONS = frozenset(
 )  # fmt: skip
 
 
+# Events of one burst share their stamp, and the learners and fill() read it
+# again for every event; the answer depends only on the text.
+@lru_cache(maxsize=4096)
 def epoch(ts: str) -> float:
     """Seconds since the epoch of an ``@timestamp`` (``...Z`` or with an offset)."""
     return datetime.fromisoformat(ts[:-1] + "+00:00" if ts.endswith("Z") else ts).timestamp()

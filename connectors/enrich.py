@@ -157,24 +157,38 @@ class Enricher:
         return resolve_upn(self.zones, user)
 
     def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
-        _apply_tags(event, self._tags(_ip_of(event, "source"), _ip_of(event, "destination")))
+        # _ip_of and _apply_tags inlined: this runs for every event
+        get = event.get
+        source, destination = get("source"), get("destination")
+        src_ip = source.get("ip") if isinstance(source, dict) else None
+        dst_ip = destination.get("ip") if isinstance(destination, dict) else None
+        tags = self._tags(
+            src_ip if isinstance(src_ip, str) and src_ip else None,
+            dst_ip if isinstance(dst_ip, str) and dst_ip else None,
+        )
+        if tags:
+            existing = get("zone")
+            if isinstance(existing, dict):
+                existing.update(tags)
+            else:
+                event["zone"] = dict(tags)  # a copy: cached tags are shared between events
         identity = self.identity
         if identity is not None:
             identity.enrich_before(event)
-        user = event.get("user")
+        user = get("user")
         if isinstance(user, dict):
+            uget = user.get
             try:
-                named, upn = self._upn(
-                    user.get("name"), user.get("domain"), user.get("id"), user.get("email")
-                )
+                named, upn = self._upn(uget("name"), uget("domain"), uget("id"), uget("email"))
             except TypeError:  # an unhashable value (a list): resolve without the cache
                 named, upn = resolve_upn(self.zones, user)
             if named:
                 apply_identity(event, user, upn)
-        for side in ("source", "destination"):
-            node = event.get(side)
-            if node.__class__ is dict and node.get("user").__class__ is dict:
-                self._side_user(event, node["user"])
+        # enrich_before and apply_identity leave source and destination as they were
+        if source.__class__ is dict and source.get("user").__class__ is dict:
+            self._side_user(event, source["user"])
+        if destination.__class__ is dict and destination.get("user").__class__ is dict:
+            self._side_user(event, destination["user"])
         if identity is not None:
             identity.enrich_after(event)
         return event

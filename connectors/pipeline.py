@@ -256,7 +256,7 @@ class Pipeline:
                 return [], self.dead_letter(record, str(exc))
         if text[:1] == "\ufeff":  # a byte order mark opens the first line of some exports
             text = text[1:]
-        if not text.strip():
+        if not text or text.isspace():  # what strip() removes, without copying the line
             return [], None  # blank lines carry nothing; counted as read
         fmt_name = self.format
         identity = self.identity

@@ -150,6 +150,44 @@ def _build(
         raise ParseError("timestamp out of range") from exc
 
 
+# Logs of a quiet device (a VDI broker, an MDM) carry a new second on nearly
+# every line, so the text caches of the parsers below miss; what a miss costs
+# is mostly turning the local minute into UTC, and that is shared by the
+# minute's seconds.
+_MINUTE = timedelta(seconds=59, microseconds=999_999)
+
+
+@lru_cache(maxsize=4096)
+def _minute_prefix(
+    year: int, month: int, day: int, hour: int, minute: int, tz: tzinfo
+) -> str | None:
+    """``YYYY-MM-DDTHH:MM:`` in UTC of a local minute whose every second lands
+    in one UTC minute (its offset is whole minutes and no transition falls
+    inside it); None when it does not, or is not a valid time."""
+    try:
+        first = _build(year, month, day, hour, minute, 0, 0, tz)
+        last = _build(year, month, day, hour, minute, 59, 999_999, tz)
+    except ParseError:
+        return None
+    if first.second or first.microsecond or last - first != _MINUTE:
+        return None
+    return format_utc(first)[:17]
+
+
+def _utc_text(
+    year: int, month: int, day: int, hour: int, minute: int, second: int, micro: int, tz: tzinfo
+) -> str:
+    """``format_utc(_build(...))``, through the minute's cached UTC prefix
+    when it has one."""
+    if second == 60:  # as _build: a leap second is pinned to :59.999
+        second, micro = 59, 999_999
+    if second < 60:
+        prefix = _minute_prefix(year, month, day, hour, minute, tz)
+        if prefix is not None:
+            return f"{prefix}{second:02d}.{micro // 1000:03d}Z"
+    return format_utc(_build(year, month, day, hour, minute, second, micro, tz))
+
+
 # How far ahead of "now" a year-less date may land before it is read as last
 # year's: enough for a Dec 31 -> Jan 1 rollover and skewed device clocks, small
 # enough that a months-old line replayed from a file never lands in the future.
@@ -192,9 +230,7 @@ def parse_iso(text: str, tz: tzinfo = UTC) -> str:
     y, mo, d, h, mi, s, frac, zone = m.groups()
     if zone:
         tz = zone_for(zone)
-    return format_utc(
-        _build(int(y), int(mo), int(d), int(h), int(mi), int(s or 0), _fraction_us(frac), tz)
-    )
+    return _utc_text(int(y), int(mo), int(d), int(h), int(mi), int(s or 0), _fraction_us(frac), tz)
 
 
 @lru_cache(maxsize=8192)
@@ -220,7 +256,7 @@ def parse_monthname(text: str, tz: tzinfo = UTC, today: date | None = None) -> s
         if not 1 <= day <= 31:
             raise ParseError(f"invalid day {day}")
         year = nearest_year(month, day, today or datetime.now(UTC).date())
-    return format_utc(_build(year, month, day, int(h), int(mi), int(s), _fraction_us(frac), tz))
+    return _utc_text(year, month, day, int(h), int(mi), int(s), _fraction_us(frac), tz)
 
 
 @lru_cache(maxsize=4096)
@@ -235,7 +271,7 @@ def parse_clf(text: str, tz: tzinfo = UTC) -> str:
         raise ParseError(f"unknown month {mon!r}")
     if off:
         tz = zone_for(off)
-    return format_utc(_build(int(y), month, int(d), int(h), int(mi), int(s), 0, tz))
+    return _utc_text(int(y), month, int(d), int(h), int(mi), int(s), 0, tz)
 
 
 @lru_cache(maxsize=4096)
@@ -369,18 +405,15 @@ def parse_rfc5424(line: str) -> SyslogHeader:
     if m is None:
         raise ParseError("not an RFC 5424 syslog line")
     pri, ts, host, app, proc, msgid, sd, msg = m.groups()
-
-    def nil(v: str) -> str | None:
-        return None if v == "-" else v
-
+    # "-" is RFC 5424's NILVALUE (written out: a helper call per field cost more)
     return SyslogHeader(
         _pri(pri),
         None if ts == "-" else parse_iso(ts, UTC),
-        nil(host),
-        nil(app),
-        nil(proc),
-        nil(msgid),
-        nil(sd),
+        None if host == "-" else host,
+        None if app == "-" else app,
+        None if proc == "-" else proc,
+        None if msgid == "-" else msgid,
+        None if sd == "-" else sd,
         (msg or "").removeprefix("\ufeff"),
     )
 

@@ -230,3 +230,25 @@ def test_the_default_zone_applies_only_when_the_line_has_none() -> None:
         (without,) = parse_fortigate(line, ctx)
         local = datetime(2026, 11, 26, 10, tzinfo=ZoneInfo(tz)).astimezone(UTC)
         assert without["@timestamp"] == format_utc(local)
+
+
+@pytest.mark.parametrize(
+    ("zone", "day"),
+    [
+        ("America/New_York", date(2026, 3, 8)),  # 02:00 -> 03:00
+        ("America/New_York", date(2026, 11, 1)),  # 01:00-02:00 twice
+        ("Australia/Lord_Howe", date(2026, 4, 5)),  # a 30-minute shift
+        ("Asia/Tokyo", date(1887, 12, 31)),  # local mean time, +09:18:59
+        ("Africa/Monrovia", date(1971, 12, 31)),  # -00:44:30 until 1972
+    ],
+)
+def test_every_second_of_a_day_with_a_transition_or_an_odd_offset(zone: str, day: date) -> None:
+    """The seconds of one local minute share its UTC conversion only when its
+    offset is whole minutes and constant: checked against datetime itself."""
+    tz = ZoneInfo(zone)
+    for hour in range(24):
+        for minute in range(60):
+            for second in (0, 1, 59):
+                local = datetime(day.year, day.month, day.day, hour, minute, second, 250_000, tz)
+                text = f"{day.isoformat()} {hour:02d}:{minute:02d}:{second:02d}.250"
+                assert parse_iso(text, tz) == format_utc(local.astimezone(UTC)), text

@@ -48,7 +48,9 @@ def adc_time(text: str, default_tz: Any) -> str:
 def adc_pairs(message: str) -> dict[str, str]:
     """``Key value - Key2 value2 - username:domainname a:b`` -> dict."""
     out: dict[str, str] = {}
-    body = _ADC_PREFIX_RE.sub("", message.strip())
+    body = message.strip()
+    if body[:1] == "[":  # the only way the prefixes can start
+        body = _ADC_PREFIX_RE.sub("", body)
     for part in body.split(" - "):
         part = part.strip()
         if not part:
@@ -60,10 +62,14 @@ def adc_pairs(message: str) -> dict[str, str]:
 
 def _duration_ns(text: str) -> int | None:
     parts = text.split(":")
-    if len(parts) != 3 or not all(p.isdigit() and len(p) < 12 for p in parts):
+    if len(parts) != 3:
         return None
-    h, m, s = (int(p) for p in parts)
-    return scaled(h * 3600 + m * 60 + s, 1_000_000_000)
+    h, m, s = parts
+    if not (
+        h.isdigit() and m.isdigit() and s.isdigit() and len(h) < 12 and len(m) < 12 and len(s) < 12
+    ):
+        return None
+    return scaled(int(h) * 3600 + int(m) * 60 + int(s), 1_000_000_000)
 
 
 def _int(text: str | None) -> int | None:
@@ -97,14 +103,16 @@ def parse_citrix_adc(raw: str, ctx: ParseContext) -> list[dict[str, Any]]:
     ts = adc_time(stamp, ctx.timezone)
     ev = _base(ts, raw.rstrip("\r\n"), ctx, "Citrix", "Netscaler")
     name = m["name"]
-    _set_action(ev, _ADC_ACTIONS.get(name, slug(name)))
+    _set_action(ev, _ADC_ACTIONS.get(name) or slug(name))  # slug only when not mapped
     ev["event"]["id"] = m["id"]
     severity = to_int(m["sev"])
     if severity is not None:
         ev["event"]["severity"] = severity
     if m["tz"]:
         ev["event"]["timezone"] = m["tz"]
-    ev["observer"].update({"hostname": m["host"], "type": "firewall"})
+    observer = ev["observer"]
+    observer["hostname"] = m["host"]
+    observer["type"] = "firewall"
     kv = adc_pairs(m["msg"])
     for key, side in (("Source", "source"), ("Destination", "destination")):
         if kv.get(key):
