@@ -157,8 +157,8 @@ def test_an_exiting_member_waits_until_its_shards_have_passed_the_moment_it_bega
 def test_a_batchs_hits_for_a_shard_travel_in_one_record_ahead_of_the_watermark() -> None:
     from datetime import UTC, datetime
 
-    from correlator.scaleout.records import Watermark, decode
     from correlator.scaleout.outgoing import HITS_RECORD_BYTES
+    from correlator.scaleout.records import Watermark, decode
 
     kafka = KafkaSettings(topic_prefix="zw")
     firewall = kafka.events_topic("firewall")
