@@ -31,6 +31,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from stub_pipes import StartControl
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXED_NOW = "2026-12-01T03:00:00+00:00"
 
@@ -101,17 +103,6 @@ def make_inputs(tmp: Path, lines: int, only: list[str]) -> list[tuple[str, str, 
 # -- one tree (child) ------------------------------------------------------------------
 
 
-class _Control:
-    def __init__(self, partitions: dict[str, list[int]]):
-        self.partitions = partitions
-
-    def recv(self) -> tuple[Any, ...]:
-        return ("start", None, self.partitions)
-
-    def poll(self) -> bool:
-        return False
-
-
 class _Out:
     def __init__(self) -> None:
         self.messages: list[bytes] = []
@@ -158,7 +149,7 @@ def run_tree(tree: Path, manifest: list[tuple[str, str, str]], out: Path) -> Non
         partitions = {settings.kafka.events_topic(source): [0, 1, 2]}
         spec = parse_worker.WorkerSpec(settings, source, fmt, None, FileInput(path))
         sink = _Out()
-        parse_worker._run(spec, _Control(partitions), sink)  # type: ignore[arg-type]
+        parse_worker._run(spec, StartControl(partitions), sink)  # type: ignore[arg-type]
         records: list[Any] = []
         last: Any = None
         for message in sink.messages:

@@ -20,30 +20,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_connectors import FORMATS  # noqa: E402
+from stub_pipes import StartControl  # noqa: E402
 
 from connectors import parse_worker  # noqa: E402
 from connectors.inputs.file import FileInput  # noqa: E402
 from zonewatch.config import KafkaSettings, Settings  # noqa: E402
 from zonewatch.logs import configure_logging  # noqa: E402
-
-
-class _Control:
-    """The parent's control pipe: "start" from the beginning, never "stop"."""
-
-    def __init__(self, partitions: dict[str, list[int]]):
-        self.partitions = partitions
-
-    def recv(self) -> tuple[Any, ...]:
-        return ("start", None, self.partitions)
-
-    def poll(self) -> bool:
-        return False
 
 
 class _Out:
@@ -88,7 +75,7 @@ def main() -> None:
             spec = parse_worker.WorkerSpec(settings, source, fmt, None, FileInput(path))
             out = _Out()
             start = time.process_time()
-            parse_worker._run(spec, _Control(partitions), out)  # type: ignore[arg-type]
+            parse_worker._run(spec, StartControl(partitions), out)  # type: ignore[arg-type]
             best = min(best, time.process_time() - start)
         print(
             f"{source + '/' + fmt:<22}{best / args.lines * 1e6:>12.1f}"
