@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stub_pipes import StartControl
+from stub_pipes import StartControl, offline_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXED_NOW = "2026-12-01T03:00:00+00:00"
@@ -120,7 +120,6 @@ def run_tree(tree: Path, manifest: list[tuple[str, str, str]], out: Path) -> Non
     import connectors.pipeline
     import connectors.timegate
     from connectors.inputs.file import FileInput
-    from zonewatch.config import KafkaSettings, Settings
     from zonewatch.logs import configure_logging
 
     fixed = datetime.fromisoformat(FIXED_NOW)
@@ -138,14 +137,7 @@ def run_tree(tree: Path, manifest: list[tuple[str, str, str]], out: Path) -> Non
     results: dict[str, Any] = {}
     for source, fmt, path in manifest:
         tmp = Path(tempfile.mkdtemp(prefix="zw-compare-"))
-        settings = Settings(
-            kafka=KafkaSettings(bootstrap_servers="127.0.0.1:9", topic_prefix="cmp"),
-            connectors={
-                "zones_file": tree / "rules/zones.yaml",
-                "checkpoint_dir": tmp / "cp",
-                "max_past_horizon_days": None,
-            },
-        )
+        settings = offline_settings(tree / "rules/zones.yaml", tmp / "cp", "cmp")
         partitions = {settings.kafka.events_topic(source): [0, 1, 2]}
         spec = parse_worker.WorkerSpec(settings, source, fmt, None, FileInput(path))
         sink = _Out()

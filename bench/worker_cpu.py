@@ -25,11 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_connectors import FORMATS  # noqa: E402
-from stub_pipes import StartControl  # noqa: E402
+from stub_pipes import StartControl, offline_settings  # noqa: E402
 
 from connectors import parse_worker  # noqa: E402
 from connectors.inputs.file import FileInput  # noqa: E402
-from zonewatch.config import KafkaSettings, Settings  # noqa: E402
 from zonewatch.logs import configure_logging  # noqa: E402
 
 
@@ -53,14 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     configure_logging("warning", json=False)
     tmp = Path(tempfile.mkdtemp(prefix="zw-worker-cpu-"))
-    settings = Settings(
-        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:9", topic_prefix="bench"),
-        connectors={
-            "zones_file": ROOT / "rules/zones.yaml",
-            "checkpoint_dir": tmp / "cp",
-            "max_past_horizon_days": None,  # the samples' recorded days
-        },
-    )
+    settings = offline_settings(ROOT / "rules/zones.yaml", tmp / "cp", "bench")
     print(f"{'format':<22}{'CPU-us/line':>12}{'lines/s':>10}{'batches':>9}{'MB':>6}")
     for (source, fmt), gen in FORMATS.items():
         if args.formats and fmt not in args.formats:
