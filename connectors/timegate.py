@@ -53,37 +53,35 @@ class EventTimeGate:
             return events, None
         now = self.clock()
         low, high = self._window(now)
-        for event in events:  # the common case: every event within the window
-            raw = event.get("@timestamp")
-            if not (
-                raw.__class__ is str
-                and len(raw) == _CANONICAL_LEN
-                and raw[-1] == "Z"
-                and low <= raw <= high
-            ):
-                break
-        else:
-            return events, None
-        kept: list[dict[str, Any]] = []
+        # One pass; the list of kept events is made only once one is dropped
+        # (the common case drops none and returns the record's own list).
+        kept: list[dict[str, Any]] | None = None
         first: str | None = None
-        for event in events:
+        for i, event in enumerate(events):
             raw = event.get("@timestamp")
-            if (
+            in_window = (
                 raw.__class__ is str
                 and len(raw) == _CANONICAL_LEN
                 and raw[-1] == "Z"
                 and low <= raw <= high
-            ):
+            )
+            if not in_window:
+                # The exact check; no readable time is the correlator's to refuse.
+                t = _epoch(raw)
+                if t is not None and self.bounds.check(t, now) is not None:
+                    if kept is None:
+                        kept = events[:i]
+                    if first is None:
+                        first = self.bounds.reason(
+                            t,
+                            now,
+                            clock="this connector's clock",
+                            settings="ZONEWATCH_CONNECTORS__",
+                        )
+                    continue
+            if kept is not None:
                 kept.append(event)
-                continue
-            t = _epoch(raw)
-            if t is None or self.bounds.check(t, now) is None:
-                kept.append(event)  # no readable time is the correlator's to refuse
-            elif first is None:
-                first = self.bounds.reason(
-                    t, now, clock="this connector's clock", settings="ZONEWATCH_CONNECTORS__"
-                )
-        if first is None:
+        if first is None or kept is None:
             return events, None
         dropped = len(events) - len(kept)
         if len(events) > 1:
