@@ -38,8 +38,8 @@ class Identities(Protocol):
     def enrich_after(self, event: dict[str, Any]) -> None: ...
 
 
-def _ip_of(event: dict[str, Any], side: str) -> str | None:
-    node = event.get(side)
+def _ip(node: Any) -> str | None:
+    """The address of an event's ``source`` or ``destination`` node, if any."""
     if isinstance(node, dict):
         ip = node.get("ip")
         if isinstance(ip, str) and ip:
@@ -78,7 +78,7 @@ def _apply_tags(event: dict[str, Any], tags: dict[str, Any]) -> None:
 
 
 def tag_zones(event: dict[str, Any], zones: ZoneMap) -> None:
-    _apply_tags(event, zone_tags(zones, _ip_of(event, "source"), _ip_of(event, "destination")))
+    _apply_tags(event, zone_tags(zones, _ip(event.get("source")), _ip(event.get("destination"))))
 
 
 def _candidates(user: dict[str, Any]) -> list[str]:
@@ -157,21 +157,9 @@ class Enricher:
         return resolve_upn(self.zones, user)
 
     def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
-        # _ip_of and _apply_tags inlined: this runs for every event
         get = event.get
-        source, destination = get("source"), get("destination")
-        src_ip = source.get("ip") if isinstance(source, dict) else None
-        dst_ip = destination.get("ip") if isinstance(destination, dict) else None
-        tags = self._tags(
-            src_ip if isinstance(src_ip, str) and src_ip else None,
-            dst_ip if isinstance(dst_ip, str) and dst_ip else None,
-        )
-        if tags:
-            existing = get("zone")
-            if isinstance(existing, dict):
-                existing.update(tags)
-            else:
-                event["zone"] = dict(tags)  # a copy: cached tags are shared between events
+        source, destination = get("source"), get("destination")  # read once
+        _apply_tags(event, self._tags(_ip(source), _ip(destination)))
         identity = self.identity
         if identity is not None:
             identity.enrich_before(event)
