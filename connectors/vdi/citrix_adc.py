@@ -62,14 +62,10 @@ def adc_pairs(message: str) -> dict[str, str]:
 
 def _duration_ns(text: str) -> int | None:
     parts = text.split(":")
-    if len(parts) != 3:
+    if len(parts) != 3 or not all(p.isdigit() and len(p) < 12 for p in parts):
         return None
-    h, m, s = parts
-    if not (
-        h.isdigit() and m.isdigit() and s.isdigit() and len(h) < 12 and len(m) < 12 and len(s) < 12
-    ):
-        return None
-    return scaled(int(h) * 3600 + int(m) * 60 + int(s), 1_000_000_000)
+    h, m, s = map(int, parts)
+    return scaled(h * 3600 + m * 60 + s, 1_000_000_000)
 
 
 def _int(text: str | None) -> int | None:
